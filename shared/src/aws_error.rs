@@ -1,0 +1,85 @@
+//! Classification of AWS SDK failures into what a caller (and Step Functions) can act on:
+//! throttled, transient, not found, or rejected.
+
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use std::error::Error as StdError;
+
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What kind of failure an AWS call ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsFailureKind {
+    /// The service asked us to slow down; retry with backoff.
+    Throttled,
+    /// Network, timeout or a 5xx answer; safe to retry.
+    Transient,
+    /// The service answered with a client error: retrying will not help.
+    Rejected,
+}
+
+/// A failed AWS call, with the operation and the service's error code kept for the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed ({}): {source}", code.as_deref().unwrap_or("no error code"))]
+pub struct AwsCallError {
+    pub operation: &'static str,
+    pub code: Option<String>,
+    pub kind: AwsFailureKind,
+    #[source]
+    pub source: BoxError,
+}
+
+impl AwsCallError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, AwsFailureKind::Throttled | AwsFailureKind::Transient)
+    }
+
+    /// Stable error type for Step Functions `Retry`/`Catch`.
+    pub fn error_type(&self) -> &'static str {
+        match self.kind {
+            AwsFailureKind::Throttled => "Throttled",
+            AwsFailureKind::Transient => "AwsTransient",
+            AwsFailureKind::Rejected => "AwsRejected",
+        }
+    }
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+];
+
+/// Turns any SDK error into an [`AwsCallError`].
+pub fn classify<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> AwsCallError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let code = err.code().map(str::to_owned);
+    let kind = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            AwsFailureKind::Transient
+        }
+        SdkError::ServiceError(_) => match code.as_deref() {
+            Some(c) if THROTTLING_CODES.contains(&c) => AwsFailureKind::Throttled,
+            Some("InternalFailure" | "InternalError" | "ServiceUnavailable" | "ServiceUnavailableException") => {
+                AwsFailureKind::Transient
+            }
+            _ if err.raw_response().is_some_and(|r| r.status().is_server_error()) => AwsFailureKind::Transient,
+            _ => AwsFailureKind::Rejected,
+        },
+        _ => AwsFailureKind::Rejected,
+    };
+    let source: BoxError = match err {
+        SdkError::ServiceError(service) => Box::new(service.into_err()),
+        other => Box::new(other),
+    };
+    AwsCallError { operation, code, kind, source }
+}

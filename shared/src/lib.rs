@@ -1,0 +1,13 @@
+//! catalyst-dr: backup, point-in-time restore, dead-letter replay and restore-drill automation
+//! for Catalyst Auth. All logic lives here; the Lambda binaries under `functions/` only wire it.
+
+pub mod aws_clients;
+pub mod aws_error;
+pub mod aws_time;
+pub mod config;
+pub mod input;
+pub mod lambda;
+pub mod object_store;
+pub mod snapshot;
+pub mod tags;
+pub mod telemetry;

@@ -1,0 +1,93 @@
+//! snapshot-trigger's configuration, read once at cold start.
+
+use super::elasticache::CacheSource;
+use super::rds::DbSource;
+use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTriggerConfig {
+    pub backup_bucket: String,
+    pub database: DbSource,
+    pub cache: Option<CacheSource>,
+    /// Export the cache snapshot to the backup bucket (ElastiCache `CopySnapshot`).
+    pub cache_export: bool,
+    pub retention_days: u32,
+    pub keep_newest: u32,
+    pub schedule_name: String,
+    pub manifest_prefix: String,
+    /// Path-style S3 addressing, for S3-compatible local endpoints.
+    pub s3_force_path_style: bool,
+}
+
+fn identifier(var: &'static str, value: String) -> Result<String, ConfigError> {
+    validate_identifier(&value).map_err(|reason| ConfigError::Invalid { var, reason })?;
+    Ok(value)
+}
+
+impl SnapshotTriggerConfig {
+    pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let env = Env(source);
+        let backup_bucket = env.required("BACKUP_BUCKET")?;
+        let database = match env.one_of("RDS_INSTANCE_ID", "RDS_CLUSTER_ID")? {
+            Some(("RDS_INSTANCE_ID", id)) => DbSource::Instance(identifier("RDS_INSTANCE_ID", id)?),
+            Some((var, id)) => DbSource::Cluster(identifier(var, id)?),
+            None => return Err(ConfigError::Missing { var: "RDS_INSTANCE_ID" }),
+        };
+        let cache = match env.one_of("ELASTICACHE_REPLICATION_GROUP_ID", "ELASTICACHE_CLUSTER_ID")? {
+            Some(("ELASTICACHE_REPLICATION_GROUP_ID", id)) => {
+                Some(CacheSource::ReplicationGroup(identifier("ELASTICACHE_REPLICATION_GROUP_ID", id)?))
+            }
+            Some((var, id)) => Some(CacheSource::Cluster(identifier(var, id)?)),
+            None => None,
+        };
+        let mut manifest_prefix = env.optional("MANIFEST_PREFIX").unwrap_or_else(|| "manifests/".to_owned());
+        if !manifest_prefix.ends_with('/') {
+            manifest_prefix.push('/');
+        }
+        Ok(Self {
+            backup_bucket,
+            database,
+            cache,
+            cache_export: env.flag("ELASTICACHE_EXPORT", true)?,
+            retention_days: env.bounded("RETENTION_DAYS", 35, 1..=36_500)?,
+            keep_newest: env.bounded("KEEP_NEWEST", 7, 1..=1_000)?,
+            schedule_name: env.optional("SCHEDULE_NAME").unwrap_or_else(|| "nightly-backup".to_owned()),
+            manifest_prefix,
+            s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE", false)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn reads_a_complete_configuration() {
+        let env = HashMap::from([("BACKUP_BUCKET", "b"), ("RDS_CLUSTER_ID", "aurora-1"), ("ELASTICACHE_REPLICATION_GROUP_ID", "cache")]);
+        let config = SnapshotTriggerConfig::from_env(&env).unwrap();
+        assert_eq!(config.database, DbSource::Cluster("aurora-1".into()));
+        assert_eq!(config.cache, Some(CacheSource::ReplicationGroup("cache".into())));
+        assert_eq!((config.retention_days, config.keep_newest), (35, 7));
+    }
+
+    #[test]
+    fn names_the_bad_variable() {
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&[("RDS_INSTANCE_ID", "db")], "BACKUP_BUCKET"),
+            (&[("BACKUP_BUCKET", "b")], "RDS_INSTANCE_ID"),
+            (&[("BACKUP_BUCKET", "b"), ("RDS_INSTANCE_ID", "db"), ("RDS_CLUSTER_ID", "c")], "RDS_CLUSTER_ID"),
+            (&[("BACKUP_BUCKET", "b"), ("RDS_INSTANCE_ID", "db_1")], "RDS_INSTANCE_ID"),
+            (&[("BACKUP_BUCKET", "b"), ("RDS_INSTANCE_ID", "db"), ("RETENTION_DAYS", "0")], "RETENTION_DAYS"),
+        ];
+        for (vars, expected) in cases {
+            let env: HashMap<&str, &str> = vars.iter().copied().collect();
+            let err = SnapshotTriggerConfig::from_env(&env).unwrap_err();
+            let var = match err {
+                ConfigError::Missing { var } | ConfigError::Invalid { var, .. } => var,
+            };
+            assert_eq!(var, expected, "{vars:?}");
+        }
+    }
+}

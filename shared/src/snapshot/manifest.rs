@@ -1,0 +1,113 @@
+//! The backup manifest: one JSON object per run in the backup bucket, locked in COMPLIANCE mode
+//! until the run's retain-until date. Listing the manifests is the backup catalog.
+
+use super::prune::PruneResult;
+use super::store::{SnapshotInfo, SnapshotKind, SourceDetails};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub const MANIFEST_FORMAT: &str = "catalyst-dr/backup-manifest/v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupManifest {
+    pub format: String,
+    pub run_id: String,
+    pub schedule: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub scheduled_time: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub completed_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub retain_until: OffsetDateTime,
+    pub database: Option<ManifestSnapshot>,
+    pub cache: Option<ManifestSnapshot>,
+    pub cache_export: Option<ExportResult>,
+    pub pruned: Option<PruneResult>,
+}
+
+/// One snapshot as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestSnapshot {
+    pub kind: SnapshotKind,
+    pub source_id: String,
+    pub snapshot_id: String,
+    pub arn: Option<String>,
+    pub status: String,
+    pub engine: Option<String>,
+    pub engine_version: Option<String>,
+    pub size_bytes: Option<u64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    /// The source's latest restorable time when the manifest was written (RDS only).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub latest_restorable_time: Option<OffsetDateTime>,
+}
+
+impl ManifestSnapshot {
+    pub fn new(snapshot: &SnapshotInfo, source: &SourceDetails) -> Self {
+        Self {
+            kind: snapshot.kind,
+            source_id: snapshot.source_id.clone(),
+            snapshot_id: snapshot.id.clone(),
+            arn: snapshot.arn.clone(),
+            status: snapshot.status.clone(),
+            engine: snapshot.engine.clone().or_else(|| source.engine.clone()),
+            engine_version: snapshot.engine_version.clone().or_else(|| source.engine_version.clone()),
+            size_bytes: snapshot.size_bytes,
+            created_at: snapshot.created_at,
+            latest_restorable_time: source.latest_restorable_time,
+        }
+    }
+}
+
+/// What happened to the export of the cache snapshot to the backup bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportResult {
+    pub status: ExportStatus,
+    pub bucket: Option<String>,
+    pub target_name: Option<String>,
+    /// Export objects already in the bucket (ElastiCache writes them when the copy finishes).
+    pub objects: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportStatus {
+    Started,
+    AlreadyExported,
+    NoCacheConfigured,
+    DisabledByConfiguration,
+}
+
+/// Key of a run's manifest; keys sort in run order.
+pub fn manifest_key(prefix: &str, run_stamp: &str) -> String {
+    format!("{prefix}{run_stamp}.json")
+}
+
+/// One line of the backup catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub key: String,
+    pub run_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub completed_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub retain_until: OffsetDateTime,
+    pub database_snapshot: Option<String>,
+    pub cache_snapshot: Option<String>,
+}
+
+impl CatalogEntry {
+    pub fn new(key: String, manifest: &BackupManifest) -> Self {
+        Self {
+            key,
+            run_id: manifest.run_id.clone(),
+            completed_at: manifest.completed_at,
+            retain_until: manifest.retain_until,
+            database_snapshot: manifest.database.as_ref().map(|s| s.snapshot_id.clone()),
+            cache_snapshot: manifest.cache.as_ref().map(|s| s.snapshot_id.clone()),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The tags that mark what catalyst-dr created. Every destructive action checks them first, and
+//! the template's IAM conditions check the same keys.
+
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+pub const CREATED_BY: &str = "catalyst-dr:created-by";
+pub const CREATED_BY_VALUE: &str = "catalyst-dr";
+pub const ROLE: &str = "catalyst-dr:role";
+pub const RUN_ID: &str = "catalyst-dr:run-id";
+pub const SCHEDULE: &str = "catalyst-dr:schedule";
+pub const RETAIN_UNTIL: &str = "catalyst-dr:retain-until";
+
+/// The `role` tag value of nightly backup snapshots.
+pub const ROLE_BACKUP: &str = "backup";
+
+pub type Tags = BTreeMap<String, String>;
+
+/// The tags of a backup snapshot taken by a scheduled run.
+pub fn backup_tags(run_id: &str, schedule: &str, retain_until: OffsetDateTime) -> Tags {
+    Tags::from([
+        (CREATED_BY.to_owned(), CREATED_BY_VALUE.to_owned()),
+        (ROLE.to_owned(), ROLE_BACKUP.to_owned()),
+        (RUN_ID.to_owned(), run_id.to_owned()),
+        (SCHEDULE.to_owned(), schedule.to_owned()),
+        (RETAIN_UNTIL.to_owned(), crate::input::format_time(retain_until)),
+    ])
+}
+
+/// True when the tags say catalyst-dr created the resource with the given role.
+pub fn is_ours(tags: &Tags, role: &str) -> bool {
+    tags.get(CREATED_BY).map(String::as_str) == Some(CREATED_BY_VALUE) && tags.get(ROLE).map(String::as_str) == Some(role)
+}
