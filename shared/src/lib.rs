@@ -4,6 +4,7 @@
 pub mod aws_clients;
 pub mod aws_error;
 pub mod aws_time;
+pub mod catalyst_db;
 pub mod config;
 pub mod input;
 pub mod lambda;

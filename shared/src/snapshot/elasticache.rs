@@ -6,7 +6,6 @@ use crate::aws_time::from_aws;
 use crate::tags::Tags;
 use aws_sdk_elasticache::Client;
 use aws_sdk_elasticache::types::{Snapshot, Tag};
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// The cache catalyst-dr backs up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +87,7 @@ impl SnapshotStore for ElastiCacheSnapshots {
     async fn describe(&self, snapshot_id: &str) -> Result<Option<SnapshotInfo>, AwsCallError> {
         let snapshot = match self.client.describe_snapshots().snapshot_name(snapshot_id).send().await {
             Ok(out) => out.snapshots().first().cloned(),
-            Err(e) if e.code() == Some("SnapshotNotFoundFault") => None,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_snapshot_not_found_fault()) => None,
             Err(e) => return Err(classify("elasticache:DescribeSnapshots", e)),
         };
         match snapshot {
@@ -109,7 +108,7 @@ impl SnapshotStore for ElastiCacheSnapshots {
         };
         match call.send().await {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("SnapshotAlreadyExistsFault") => Ok(false),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_snapshot_already_exists_fault()) => Ok(false),
             Err(e) => Err(classify("elasticache:CreateSnapshot", e)),
         }
     }
@@ -135,7 +134,7 @@ impl SnapshotStore for ElastiCacheSnapshots {
     async fn delete(&self, snapshot_id: &str) -> Result<(), AwsCallError> {
         match self.client.delete_snapshot().snapshot_name(snapshot_id).send().await {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("SnapshotNotFoundFault") => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_snapshot_not_found_fault()) => Ok(()),
             Err(e) => Err(classify("elasticache:DeleteSnapshot", e)),
         }
     }
@@ -157,7 +156,7 @@ impl CacheExporter for ElastiCacheSnapshots {
             .target_bucket(bucket);
         match call.send().await {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("SnapshotAlreadyExistsFault") => Ok(false),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_snapshot_already_exists_fault()) => Ok(false),
             Err(e) => Err(classify("elasticache:CopySnapshot", e)),
         }
     }

@@ -6,7 +6,6 @@ use crate::aws_time::from_aws;
 use crate::tags::Tags;
 use aws_sdk_rds::Client;
 use aws_sdk_rds::types::{DbClusterSnapshot, DbSnapshot, Tag};
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// The database catalyst-dr backs up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,14 +87,14 @@ impl SnapshotStore for RdsSnapshots {
             DbSource::Instance(_) => {
                 match self.client.describe_db_snapshots().db_snapshot_identifier(snapshot_id).send().await {
                     Ok(out) => Ok(out.db_snapshots().first().map(instance_snapshot)),
-                    Err(e) if e.code() == Some("DBSnapshotNotFound") => Ok(None),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_snapshot_not_found_fault()) => Ok(None),
                     Err(e) => Err(classify("rds:DescribeDBSnapshots", e)),
                 }
             }
             DbSource::Cluster(_) => {
                 match self.client.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(snapshot_id).send().await {
                     Ok(out) => Ok(out.db_cluster_snapshots().first().map(cluster_snapshot)),
-                    Err(e) if e.code() == Some("DBClusterSnapshotNotFoundFault") => Ok(None),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_snapshot_not_found_fault()) => Ok(None),
                     Err(e) => Err(classify("rds:DescribeDBClusterSnapshots", e)),
                 }
             }
@@ -113,7 +112,7 @@ impl SnapshotStore for RdsSnapshots {
                     .set_tags(Some(sdk_tags(tags)));
                 match call.send().await {
                     Ok(_) => Ok(true),
-                    Err(e) if e.code() == Some("DBSnapshotAlreadyExists") => Ok(false),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_snapshot_already_exists_fault()) => Ok(false),
                     Err(e) => Err(classify("rds:CreateDBSnapshot", e)),
                 }
             }
@@ -126,7 +125,7 @@ impl SnapshotStore for RdsSnapshots {
                     .set_tags(Some(sdk_tags(tags)));
                 match call.send().await {
                     Ok(_) => Ok(true),
-                    Err(e) if e.code() == Some("DBClusterSnapshotAlreadyExistsFault") => Ok(false),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_snapshot_already_exists_fault()) => Ok(false),
                     Err(e) => Err(classify("rds:CreateDBClusterSnapshot", e)),
                 }
             }
@@ -158,13 +157,13 @@ impl SnapshotStore for RdsSnapshots {
         match &self.source {
             DbSource::Instance(_) => match self.client.delete_db_snapshot().db_snapshot_identifier(snapshot_id).send().await {
                 Ok(_) => Ok(()),
-                Err(e) if e.code() == Some("DBSnapshotNotFound") => Ok(()),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_db_snapshot_not_found_fault()) => Ok(()),
                 Err(e) => Err(classify("rds:DeleteDBSnapshot", e)),
             },
             DbSource::Cluster(_) => {
                 match self.client.delete_db_cluster_snapshot().db_cluster_snapshot_identifier(snapshot_id).send().await {
                     Ok(_) => Ok(()),
-                    Err(e) if e.code() == Some("DBClusterSnapshotNotFoundFault") => Ok(()),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_snapshot_not_found_fault()) => Ok(()),
                     Err(e) => Err(classify("rds:DeleteDBClusterSnapshot", e)),
                 }
             }

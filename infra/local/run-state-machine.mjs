@@ -1,0 +1,150 @@
+// Executes a state machine definition locally with aws-local-stepfunctions.
+//
+// Lambda tasks are sent to a local Lambda Invoke API (`cargo lambda watch`), which routes by
+// plain function name, so each task's function ARN is mapped to its name here. SNS publish tasks
+// go to the local AWS endpoint. Prints the execution's outcome as JSON on stdout and its
+// progress on stderr; exits 0 when the execution succeeded, 1 when it failed.
+//
+// usage: node run-state-machine.mjs --definition FILE --input JSON
+//          [--sub Key=Value ...] [--lambda-endpoint URL] [--aws-endpoint URL] [--fast]
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { StateMachine } from 'aws-local-stepfunctions';
+
+const { values: args } = parseArgs({
+  options: {
+    definition: { type: 'string' },
+    input: { type: 'string', default: '{}' },
+    sub: { type: 'string', multiple: true, default: [] },
+    'lambda-endpoint': { type: 'string', default: process.env.LAMBDA_ENDPOINT_URL ?? 'http://127.0.0.1:9000' },
+    'aws-endpoint': { type: 'string', default: process.env.AWS_ENDPOINT_URL ?? '' },
+    // Waits and retry pauses take no time: the local services answer at once.
+    fast: { type: 'boolean', default: false },
+  },
+});
+if (!args.definition) {
+  console.error('--definition is required');
+  process.exit(2);
+}
+
+let text = readFileSync(args.definition, 'utf8');
+for (const pair of args.sub) {
+  const at = pair.indexOf('=');
+  if (at < 1) {
+    console.error(`--sub expects Key=Value, got ${pair}`);
+    process.exit(2);
+  }
+  text = text.replaceAll('${' + pair.slice(0, at) + '}', pair.slice(at + 1));
+}
+const unresolved = text.match(/\$\{[A-Za-z0-9]+\}/g);
+if (unresolved) {
+  console.error(`definition still has placeholders: ${[...new Set(unresolved)].join(', ')}`);
+  process.exit(2);
+}
+const definition = JSON.parse(text);
+
+class TaskFailure extends Error {
+  constructor(name, cause) {
+    super(cause);
+    this.name = name;
+  }
+}
+
+async function invokeLambda(functionName, payload) {
+  const url = `${args['lambda-endpoint']}/2015-03-31/functions/${encodeURIComponent(functionName)}/invocations`;
+  let response;
+  try {
+    response = await fetch(url, { method: 'POST', body: JSON.stringify(payload), headers: { 'content-type': 'application/json' } });
+  } catch (err) {
+    throw new TaskFailure('Lambda.SdkClientException', `invoking ${functionName}: ${err.cause?.message ?? err.message}`);
+  }
+  const body = await response.text();
+  let parsed = null;
+  try {
+    parsed = body === '' ? null : JSON.parse(body);
+  } catch {
+    throw new TaskFailure('Lambda.ServiceException', `${functionName} answered ${response.status} with non-JSON: ${body.slice(0, 500)}`);
+  }
+  const functionError = response.headers.get('x-amz-function-error');
+  if (functionError || response.status >= 400 || (parsed && typeof parsed === 'object' && 'errorType' in parsed && 'errorMessage' in parsed)) {
+    const errorType = parsed?.errorType ?? (response.status >= 500 ? 'Lambda.ServiceException' : 'Lambda.Unknown');
+    // Step Functions puts the Lambda error document in the Cause, as a JSON string.
+    throw new TaskFailure(errorType, JSON.stringify({ errorType, errorMessage: parsed?.errorMessage ?? body }));
+  }
+  return parsed;
+}
+
+async function publishSns(parameters) {
+  if (!args['aws-endpoint']) throw new TaskFailure('States.TaskFailed', 'no --aws-endpoint for the SNS publish task');
+  // Like the Step Functions SNS integration, a JSON Message is sent as its JSON text.
+  const message = typeof parameters.Message === 'string' ? parameters.Message : JSON.stringify(parameters.Message);
+  const form = new URLSearchParams({ Action: 'Publish', Version: '2010-03-31', TopicArn: parameters.TopicArn, Message: message });
+  if (parameters.Subject) form.set('Subject', parameters.Subject);
+  const response = await fetch(args['aws-endpoint'], {
+    method: 'POST',
+    body: form,
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: 'AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=local',
+    },
+  });
+  const body = await response.text();
+  if (!response.ok) throw new TaskFailure('SNS.SdkClientException', `SNS Publish answered ${response.status}: ${body.slice(0, 500)}`);
+  const messageId = body.match(/<MessageId>([^<]+)<\/MessageId>/)?.[1];
+  return { MessageId: messageId };
+}
+
+const handlers = {};
+const waits = {};
+const retries = {};
+function visit(states) {
+  for (const [name, state] of Object.entries(states)) {
+    if (state.Type === 'Task') {
+      const lambda = /^arn:aws[a-z-]*:lambda:[^:]+:[^:]+:function:([^:]+)(:.+)?$/.exec(state.Resource);
+      if (lambda) handlers[name] = (input) => invokeLambda(lambda[1], input);
+      else if (state.Resource === 'arn:aws:states:::sns:publish') handlers[name] = publishSns;
+      else throw new Error(`state ${name}: no local handler for resource ${state.Resource}`);
+    }
+    if (args.fast && state.Type === 'Wait') waits[name] = 0;
+    if (args.fast && state.Retry) retries[name] = 0;
+    if (state.Type === 'Parallel') state.Branches.forEach((b) => visit(b.States));
+    if (state.Type === 'Map') visit((state.ItemProcessor ?? state.Iterator).States);
+  }
+}
+visit(definition.States);
+
+const machine = new StateMachine(definition, { validationOptions: { checkArn: false } });
+const started = Date.now();
+const execution = machine.run(JSON.parse(args.input), {
+  overrides: { taskResourceLocalHandlers: handlers, waitTimeOverrides: waits, retryIntervalOverrides: retries },
+});
+
+const timeline = [];
+const logging = (async () => {
+  for await (const event of execution.eventLogs) {
+    const at = ((Date.now() - started) / 1000).toFixed(1);
+    if (event.type === 'StateEntered') {
+      timeline.push({ state: event.state.name, entered_at_s: Number(at) });
+      console.error(`[${at}s] ${event.state.name}`);
+    } else if (event.type === 'StateRetried') {
+      console.error(`[${at}s] ${event.state.name}: retrying after ${event.Error ?? event.error?.name ?? 'error'}`);
+    } else if (event.type === 'StateFailed' || event.type === 'StateCaught') {
+      console.error(`[${at}s] ${event.state?.name ?? ''}: ${event.type} ${event.Error ?? event.error?.name ?? ''}`);
+    }
+  }
+})();
+
+let outcome;
+try {
+  const output = await execution.result;
+  outcome = { status: 'SUCCEEDED', output };
+} catch (err) {
+  // The interpreter wraps the failing state's error; report that one, as Step Functions does.
+  const failure = err.name === 'ExecutionError' && err.cause ? err.cause : err;
+  outcome = { status: 'FAILED', error: failure.name, cause: failure.message };
+}
+await logging.catch(() => {});
+outcome.duration_s = (Date.now() - started) / 1000;
+outcome.timeline = timeline;
+process.stdout.write(JSON.stringify(outcome, null, 2) + '\n');
+process.exit(outcome.status === 'SUCCEEDED' ? 0 : 1);

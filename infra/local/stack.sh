@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The local stack: PostgreSQL (its own cluster, WAL archiving on), Redis (AOF on), a local AWS
+# endpoint (moto) and the Lambda Invoke API for the workspace's functions (cargo lambda watch),
+# all on free loopback ports under one state directory.
+#
+#   stack.sh install          install what is missing (Debian packages, .local/venv, node_modules)
+#   stack.sh up [STATE]       start everything, seed the local AWS resources, write STATE/env
+#   stack.sh down [STATE]     stop everything started under STATE and remove it
+#
+# STATE defaults to infra/local/state. `source STATE/env` gives the variables the functions,
+# the tests and the scripts use.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LOCAL_DIR="$ROOT/infra/local"
+VENV="$ROOT/.local/venv"
+NODE_BIN="$LOCAL_DIR/node_modules/.bin"
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# PostgreSQL refuses to run as root: run its tools as the postgres user when we are root.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install() {
+  local missing=()
+  [ -x "$PG_BIN/initdb" ] || missing+=(postgresql-15 postgresql-client-15)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  command -v npm >/dev/null || missing+=(nodejs npm)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [ ! -x "$VENV/bin/moto_server" ] || ! cmp -s "$LOCAL_DIR/requirements.lock" "$VENV/.installed.lock"; then
+    log "installing the Python tools into .local/venv"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$LOCAL_DIR/requirements.lock"
+    cp "$LOCAL_DIR/requirements.lock" "$VENV/.installed.lock"
+  fi
+  if [ ! -x "$NODE_BIN/node" ] || ! cmp -s "$LOCAL_DIR/package-lock.json" "$LOCAL_DIR/node_modules/.package-lock.json"; then
+    log "installing the Node tools into infra/local/node_modules"
+    (cd "$LOCAL_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then log "timed out waiting for $what"; return 1; fi
+    sleep 0.2
+  done
+}
+
+up() {
+  local state=${1:-$LOCAL_DIR/state}
+  if [ -f "$state/env" ]; then log "a stack is already up under $state (run: $0 down $state)"; return 1; fi
+  mkdir -p "$state"
+  state=$(cd "$state" && pwd)
+  chmod 755 "$state"
+  # A half-started stack is stopped again rather than left running.
+  trap 'log "start-up failed; stopping what was started"; down "$state"' ERR
+
+  local moto_port pg_port redis_port lambda_port
+  moto_port=$(free_port); pg_port=$(free_port); redis_port=$(free_port); lambda_port=$(free_port)
+
+  log "moto on 127.0.0.1:$moto_port"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$state/moto.log" 2>&1 &
+  echo $! >"$state/moto.pid"
+
+  log "PostgreSQL on 127.0.0.1:$pg_port (WAL archive in $state/wal-archive)"
+  mkdir -p "$state/pg" "$state/wal-archive" "$state/pg-run"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$state/pg" "$state/wal-archive" "$state/pg-run"
+  as_pg "$PG_BIN/initdb" -D "$state/pg/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$state/initdb.log"
+  cat >>"$state/pg/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$state/pg-run'
+wal_level = replica
+archive_mode = on
+archive_command = 'test ! -f $state/wal-archive/%f && cp %p $state/wal-archive/%f'
+max_wal_senders = 10
+fsync = off
+CONF
+  as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -l "$state/pg/server.log" -w start >/dev/null
+
+  log "Redis on 127.0.0.1:$redis_port"
+  mkdir -p "$state/redis"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --daemonize yes --pidfile "$state/redis/redis.pid" \
+    --dir "$state/redis" --appendonly yes --logfile "$state/redis/redis.log"
+
+  wait_for 30 moto curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+  wait_for 30 redis redis-cli -p "$redis_port" ping
+
+  cat >"$state/env" <<ENV
+export CATALYST_DR_STATE='$state'
+export AWS_ENDPOINT_URL='http://127.0.0.1:$moto_port'
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+export AWS_DEFAULT_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+export S3_FORCE_PATH_STYLE=true
+export CATALYST_DR_PG_URL='host=127.0.0.1 port=$pg_port user=postgres dbname=postgres'
+export CATALYST_DR_PG_DATA='$state/pg/data'
+export CATALYST_DR_WAL_ARCHIVE='$state/wal-archive'
+export CATALYST_DR_REDIS_URL='redis://127.0.0.1:$redis_port'
+export LAMBDA_ENDPOINT_URL='http://127.0.0.1:$lambda_port'
+export CATALYST_DR_NODE='$NODE_BIN/node'
+export CATALYST_DR_SFN_RUNNER='$LOCAL_DIR/run-state-machine.mjs'
+ENV
+  # shellcheck disable=SC1091
+  source "$state/env"
+
+  log "seeding the local AWS resources"
+  "$VENV/bin/python" "$LOCAL_DIR/seed_aws.py" >"$state/seed.json"
+
+  # The functions' own configuration, as the template sets it in AWS.
+  cat >"$state/functions.env" <<ENV
+AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
+AWS_ACCESS_KEY_ID=test
+AWS_SECRET_ACCESS_KEY=test
+AWS_REGION=us-east-1
+AWS_EC2_METADATA_DISABLED=true
+S3_FORCE_PATH_STYLE=true
+RUST_LOG=${RUST_LOG:-info}
+$(python3 -c 'import json,sys; [print(f"{k}={v}") for k,v in json.load(open(sys.argv[1]))["function_env"].items()]' "$state/seed.json")
+ENV
+
+  log "building the functions"
+  (cd "$ROOT" && cargo build -q --bins)
+  log "Lambda Invoke API (cargo lambda watch) on 127.0.0.1:$lambda_port"
+  (cd "$ROOT" && exec "$VENV/bin/cargo-lambda" lambda watch --quiet -A 127.0.0.1 -P "$lambda_port" \
+      --env-file "$state/functions.env" --ignore-changes) >"$state/lambda.log" 2>&1 &
+  echo $! >"$state/lambda.pid"
+  wait_for 120 "cargo lambda watch" curl -s -o /dev/null "http://127.0.0.1:$lambda_port/"
+  trap - ERR
+  log "stack up; source $state/env"
+}
+
+stop_pid() {
+  local file=$1
+  [ -f "$file" ] || return 0
+  local pid; pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    pkill -TERM -P "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
+down() {
+  local state=${1:-$LOCAL_DIR/state}
+  [ -d "$state" ] || return 0
+  stop_pid "$state/lambda.pid"
+  stop_pid "$state/moto.pid"
+  if [ -f "$state/redis/redis.pid" ]; then stop_pid "$state/redis/redis.pid"; fi
+  if [ -f "$state/pg/data/postmaster.pid" ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  # Clusters restored by the functions live under the state directory too.
+  for pid_file in "$state"/*/data/postmaster.pid; do
+    [ -f "$pid_file" ] && as_pg "$PG_BIN/pg_ctl" -D "$(dirname "$pid_file")" -m immediate -w stop >/dev/null 2>&1 || true
+  done
+  rm -rf "$state"
+  log "stack down"
+}
+
+case "${1:-}" in
+  install) install ;;
+  up) up "${2:-}" ;;
+  down) down "${2:-}" ;;
+  *) echo "usage: $0 install | up [STATE] | down [STATE]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, brings up the local stack, runs every Rust test
+# (unit, request-shape, integration against PostgreSQL/Redis/moto, and the state machines executed
+# by the ASL interpreter against `cargo lambda watch`), lints the template, and stops the stack.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+STACK="$ROOT/infra/local/stack.sh"
+STATE=$(mktemp -d /tmp/catalyst-dr-test.XXXXXX)
+
+"$STACK" install
+cleanup() { "$STACK" down "$STATE"; }
+trap cleanup EXIT
+"$STACK" up "$STATE"
+# shellcheck disable=SC1091
+source "$STATE/env"
+
+cd "$ROOT"
+echo "== cfn-lint infra/template.yaml"
+"$ROOT/.local/venv/bin/cfn-lint" infra/template.yaml
+echo "== cargo test"
+cargo test --workspace --no-fail-fast -- --test-threads=4

@@ -1,0 +1,28 @@
+//! The one error type of [`crate::catalyst_db`].
+
+/// A failed operation on the Catalyst Auth database.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalystDbError {
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A generator spec (or other caller input) that cannot be honoured; nothing was written.
+    #[error("invalid {field}: {reason}")]
+    InvalidSpec { field: &'static str, reason: String },
+    /// The generator only fills empty tables, so a second run cannot mix two data sets.
+    #[error("table {table} already holds rows; the generator only fills an empty schema")]
+    TargetNotEmpty { table: &'static str },
+}
+
+impl CatalystDbError {
+    /// Stable names for Step Functions `Retry`/`Catch`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "Postgres",
+            Self::InvalidSpec { .. } | Self::TargetNotEmpty { .. } => "InvalidInput",
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidSpec { field, reason: reason.into() }
+    }
+}

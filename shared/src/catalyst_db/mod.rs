@@ -1,0 +1,13 @@
+//! All SQL that catalyst-dr runs against the Catalyst Auth database lives in this module: the
+//! reference schema ([`schema`]), the deterministic data generator the tests and drills use
+//! ([`generate`]), and the queries the functions need. Every value reaches PostgreSQL as a bind
+//! parameter or through `COPY ... FROM STDIN`; SQL text is only ever built from constants, never
+//! from data. The documented schema is `docs/schema.md`.
+
+pub mod error;
+pub mod generate;
+pub mod schema;
+
+pub use error::CatalystDbError;
+pub use generate::{DeliveryStatusCounts, GeneratedCounts, GeneratorSpec, database_size_bytes, generate};
+pub use schema::{DeliveryStatus, SCHEMA_SQL, TABLES, apply};

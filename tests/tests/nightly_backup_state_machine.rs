@@ -1,0 +1,91 @@
+//! The nightly-backup state machine, executed by the ASL interpreter with its Lambda tasks served
+//! by `cargo lambda watch` and AWS served by the local endpoint.
+
+use catalyst_dr_tests::{local_aws, run_state_machine, s3, seed};
+use serde_json::{Value, json};
+
+const DEFINITION: &str = "infra/statemachines/nightly-backup.asl.json";
+const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:snapshot-trigger";
+
+fn substitutions(seed: &Value) -> Vec<(&'static str, String)> {
+    vec![
+        ("SnapshotTriggerFunctionArn", FUNCTION_ARN.to_owned()),
+        ("AlertTopicArn", seed["alert_topic_arn"].as_str().expect("topic arn").to_owned()),
+    ]
+}
+
+/// Both cases share the stack's one configured source, so they run in one test, in order.
+#[tokio::test]
+async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
+    let seed = seed();
+    let sdk = local_aws().await;
+    let bucket = seed["bucket"].as_str().expect("bucket");
+    let instance = seed["rds_instance"].as_str().expect("instance");
+
+    // Scheduled times of this test run only, so that reruns against one stack start afresh.
+    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("valid");
+    let ok_time = catalyst_dr::input::format_time(now);
+    let ok_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &ok_time).expect("time").stamp;
+    let failing_time = catalyst_dr::input::format_time(now + time::Duration::seconds(1));
+    let failing_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &failing_time).expect("time").stamp;
+
+    // A successful night: the manifest is in the bucket, locked.
+    let run = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"scheduled_time": ok_time}));
+    assert!(run.succeeded, "execution failed: {:#}", run.outcome);
+    let output = &run.outcome["output"];
+    assert_eq!(output["status"]["state"], "available");
+    assert_eq!(output["export"]["status"], "disabled-by-configuration");
+    assert_eq!(output["manifest"]["run_id"], ok_run.as_str());
+    let key = format!("manifests/{ok_run}.json");
+    let stored = s3(&sdk).get_object().bucket(bucket).key(&key).send().await.expect("manifest in the bucket");
+    assert_eq!(stored.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
+    let body = stored.body.collect().await.expect("body").into_bytes();
+    let manifest: Value = serde_json::from_slice(&body).expect("manifest JSON");
+    assert_eq!(manifest["database"]["snapshot_id"], format!("catalyst-dr-{instance}-{ok_run}").as_str());
+    let states: Vec<&str> = run.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        ["Snapshot", "StartPolling", "WaitForSnapshots", "CheckStatus", "SnapshotsReady?", "ExportCache", "Prune", "WriteManifest", "BackupSucceeded"]
+    );
+
+    // A snapshot id squatted by something that is not ours: the snapshot step fails without
+    // retrying, the failure is published to the alert topic, and the execution fails.
+    let squatted = format!("catalyst-dr-{instance}-{failing_run}");
+    aws_sdk_rds::Client::new(&sdk)
+        .create_db_snapshot()
+        .db_instance_identifier(instance)
+        .db_snapshot_identifier(&squatted)
+        .send()
+        .await
+        .expect("foreign snapshot");
+    let failed = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"scheduled_time": failing_time}));
+    assert!(!failed.succeeded, "execution should fail: {:#}", failed.outcome);
+    assert_eq!(failed.outcome["error"], "BackupFailed");
+    let states: Vec<&str> = failed.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["Snapshot", "NotifyFailure", "BackupFailed"]);
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let inbox = seed["alert_inbox_url"].as_str().expect("inbox");
+    let mut notified = None;
+    for _ in 0..10 {
+        let received = sqs.receive_message().queue_url(inbox).max_number_of_messages(10).send().await.expect("receive");
+        notified = received
+            .messages()
+            .iter()
+            .filter_map(|m| m.body())
+            .find(|b| b.contains(&failing_time))
+            .map(str::to_owned);
+        if notified.is_some() {
+            break;
+        }
+    }
+    let notified = notified.expect("the failure notification reached the alert topic's subscriber");
+    let message: Value = serde_json::from_str(&notified).unwrap_or_else(|e| panic!("notification is not the state as JSON ({e}): {notified}"));
+    assert_eq!(message["error"]["Error"], "SnapshotNotOwned");
+    assert!(message["error"]["Cause"].as_str().unwrap().contains(&squatted));
+    assert!(manifest_absent(&sdk, bucket, &format!("manifests/{failing_run}.json")).await, "a failed run writes no manifest");
+}
+
+async fn manifest_absent(sdk: &aws_config::SdkConfig, bucket: &str, key: &str) -> bool {
+    s3(sdk).head_object().bucket(bucket).key(key).send().await.is_err()
+}
