@@ -18,6 +18,7 @@ BUCKET = "catalyst-dr-local-backups"
 RDS_INSTANCE = "catalyst-auth-prod"
 CACHE_GROUP = "catalyst-auth-cache"
 TOPIC = "catalyst-dr-alerts"
+SOURCE_DB_SECRET = "catalyst-dr/local/source-database"
 INBOX = "catalyst-dr-alerts-inbox"
 
 
@@ -70,6 +71,23 @@ def main():
     if inbox_arn not in subscribed:
         sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
 
+    # The production database's credentials, as RDS keeps them in Secrets Manager.
+    secrets = client("secretsmanager")
+    document = json.dumps(
+        {
+            "engine": "postgres",
+            "host": os.environ["CATALYST_DR_PG_HOST"],
+            "port": int(os.environ["CATALYST_DR_PG_PORT"]),
+            "username": "postgres",
+            "password": os.environ["CATALYST_DR_PG_PASSWORD"],
+            "dbname": "catalyst_auth",
+        }
+    )
+    try:
+        secrets.create_secret(Name=SOURCE_DB_SECRET, SecretString=document)
+    except secrets.exceptions.ResourceExistsException:
+        secrets.put_secret_value(SecretId=SOURCE_DB_SECRET, SecretString=document)
+
     print(
         json.dumps(
             {
@@ -78,6 +96,7 @@ def main():
                 "cache_replication_group": CACHE_GROUP,
                 "alert_topic_arn": topic_arn,
                 "alert_inbox_url": inbox_url,
+                "source_database_secret": SOURCE_DB_SECRET,
                 "function_env": {
                     "BACKUP_BUCKET": BUCKET,
                     "RDS_INSTANCE_ID": RDS_INSTANCE,
@@ -88,6 +107,9 @@ def main():
                     "RETENTION_DAYS": "1",
                     "KEEP_NEWEST": "3",
                     "SCHEDULE_NAME": "nightly-backup-local",
+                    "SOURCE_DATABASE_SECRET_ID": SOURCE_DB_SECRET,
+                    # Loopback only: the local PostgreSQL has no TLS.
+                    "PG_TLS": "disable",
                 },
             },
             indent=2,

@@ -79,7 +79,13 @@ up() {
   log "PostgreSQL on 127.0.0.1:$pg_port (WAL archive in $state/wal-archive)"
   mkdir -p "$state/pg" "$state/wal-archive" "$state/pg-run"
   [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$state/pg" "$state/wal-archive" "$state/pg-run"
-  as_pg "$PG_BIN/initdb" -D "$state/pg/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$state/initdb.log"
+  # Password authentication over TCP, as on RDS: credential rotation is exercised for real.
+  local pg_password=catalyst-local-superuser
+  printf '%s\n' "$pg_password" >"$state/pg-run/pwfile"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$state/pg-run/pwfile"
+  as_pg "$PG_BIN/initdb" -D "$state/pg/data" -U postgres --pwfile="$state/pg-run/pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >"$state/initdb.log"
+  rm -f "$state/pg-run/pwfile"
   cat >>"$state/pg/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $pg_port
@@ -109,7 +115,10 @@ export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 export S3_FORCE_PATH_STYLE=true
-export CATALYST_DR_PG_URL='host=127.0.0.1 port=$pg_port user=postgres dbname=postgres'
+export CATALYST_DR_PG_URL='host=127.0.0.1 port=$pg_port user=postgres password=$pg_password dbname=postgres'
+export CATALYST_DR_PG_HOST=127.0.0.1
+export CATALYST_DR_PG_PORT=$pg_port
+export CATALYST_DR_PG_PASSWORD=$pg_password
 export CATALYST_DR_PG_DATA='$state/pg/data'
 export CATALYST_DR_WAL_ARCHIVE='$state/wal-archive'
 export CATALYST_DR_REDIS_URL='redis://127.0.0.1:$redis_port'
@@ -119,6 +128,9 @@ export CATALYST_DR_SFN_RUNNER='$LOCAL_DIR/run-state-machine.mjs'
 ENV
   # shellcheck disable=SC1091
   source "$state/env"
+
+  # The "production" Catalyst Auth database (empty; the main job and tests fill what they need).
+  psql "$CATALYST_DR_PG_URL" -q -c "CREATE DATABASE catalyst_auth" >/dev/null
 
   log "seeding the local AWS resources"
   "$VENV/bin/python" "$LOCAL_DIR/seed_aws.py" >"$state/seed.json"

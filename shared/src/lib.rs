@@ -9,6 +9,7 @@ pub mod config;
 pub mod input;
 pub mod lambda;
 pub mod object_store;
+pub mod postgres;
 pub mod snapshot;
 pub mod tags;
 pub mod telemetry;

@@ -82,3 +82,33 @@ pub fn run_state_machine(definition: &str, substitutions: &[(&str, String)], inp
     });
     Execution { succeeded: output.status.success(), outcome }
 }
+
+/// A superuser connection to the local stack's PostgreSQL.
+pub async fn pg_admin() -> tokio_postgres::Client {
+    let url = stack_var("CATALYST_DR_PG_URL");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to the local PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// Stores a database credential secret for `user` on the local PostgreSQL in Secrets Manager.
+pub async fn put_db_secret(sdk: &aws_config::SdkConfig, name: &str, user: &str, password: &str, dbname: &str) -> String {
+    let document = serde_json::json!({
+        "engine": "postgres",
+        "host": stack_var("CATALYST_DR_PG_HOST"),
+        "port": stack_var("CATALYST_DR_PG_PORT").parse::<u16>().expect("port"),
+        "username": user,
+        "password": password,
+        "dbname": dbname,
+    });
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    match client.describe_secret().secret_id(name).send().await {
+        Ok(_) => {
+            client.put_secret_value().secret_id(name).secret_string(document.to_string()).send().await.expect("put secret value");
+        }
+        Err(_) => {
+            client.create_secret().name(name).secret_string(document.to_string()).send().await.expect("create secret");
+        }
+    }
+    name.to_owned()
+}
