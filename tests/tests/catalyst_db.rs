@@ -323,3 +323,20 @@ async fn invalid_specs_name_the_field_and_write_nothing() {
     // The client is still usable: nothing was left half-done on the session.
     catalyst_db::generate(db.client(), &valid).await.expect("a valid spec still works");
 }
+
+#[tokio::test]
+async fn staging_marker_is_set_read_and_required() {
+    let admin = catalyst_dr_tests::pg_admin().await;
+    let name = catalyst_dr_tests::unique("staging").replace('-', "_");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let url = format!("{} dbname={name}", catalyst_dr_tests::stack_var("CATALYST_DR_PG_URL"));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+
+    assert!(matches!(catalyst_db::require_staging(&client).await, Err(catalyst_db::CatalystDbError::NotStaging { .. })));
+    assert!(catalyst_db::mark_staging(&client, "drill'; DROP TABLE users; --").await.is_err());
+    catalyst_db::mark_staging(&client, "q4-2026").await.expect("mark");
+    assert_eq!(catalyst_db::require_staging(&client).await.expect("staging"), "q4-2026");
+    drop(client);
+    admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.expect("drop");
+}

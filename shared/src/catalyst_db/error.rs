@@ -11,6 +11,9 @@ pub enum CatalystDbError {
     /// The generator only fills empty tables, so a second run cannot mix two data sets.
     #[error("table {table} already holds rows; the generator only fills an empty schema")]
     TargetNotEmpty { table: &'static str },
+    /// A destructive action aimed at a database without the staging marker.
+    #[error("database {database} is not marked as a catalyst-dr staging database; refusing to modify it")]
+    NotStaging { database: String },
 }
 
 impl CatalystDbError {
@@ -19,6 +22,7 @@ impl CatalystDbError {
         match self {
             Self::Postgres(_) => "Postgres",
             Self::InvalidSpec { .. } | Self::TargetNotEmpty { .. } => "InvalidInput",
+            Self::NotStaging { .. } => "NotStaging",
         }
     }
 

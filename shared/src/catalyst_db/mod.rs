@@ -7,7 +7,9 @@
 pub mod error;
 pub mod generate;
 pub mod schema;
+pub mod staging;
 
 pub use error::CatalystDbError;
 pub use generate::{DeliveryStatusCounts, GeneratedCounts, GeneratorSpec, database_size_bytes, generate};
 pub use schema::{DeliveryStatus, SCHEMA_SQL, TABLES, apply};
+pub use staging::{mark_staging, require_staging, staging_marker};

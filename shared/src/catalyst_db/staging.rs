@@ -1,0 +1,61 @@
+//! The staging marker. catalyst-dr only ever writes into, flushes or drops a database that carries
+//! it: the database comment `catalyst-dr:staging drill=<id>`, which catalyst-dr sets on the
+//! databases it restores and which a production database never has.
+
+use super::CatalystDbError;
+use tokio_postgres::Client;
+
+pub const STAGING_COMMENT_PREFIX: &str = "catalyst-dr:staging";
+
+/// The marker of the connected database, if it has one: `Some(drill id)` for a staging database.
+pub async fn staging_marker(client: &Client) -> Result<Option<String>, CatalystDbError> {
+    let row = client
+        .query_one(
+            "SELECT shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE d.datname = current_database()",
+            &[],
+        )
+        .await?;
+    let comment: Option<String> = row.get(0);
+    Ok(comment.as_deref().and_then(parse_marker))
+}
+
+fn parse_marker(comment: &str) -> Option<String> {
+    let rest = comment.strip_prefix(STAGING_COMMENT_PREFIX)?;
+    if !(rest.is_empty() || rest.starts_with(' ')) {
+        return None;
+    }
+    Some(rest.split_whitespace().find_map(|w| w.strip_prefix("drill=")).unwrap_or_default().to_owned())
+}
+
+/// Marks the connected database as catalyst-dr's staging copy for `drill_id`.
+pub async fn mark_staging(client: &Client, drill_id: &str) -> Result<(), CatalystDbError> {
+    if drill_id.is_empty() || !drill_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(CatalystDbError::invalid("drill_id", "must be letters, digits, '-' or '_'"));
+    }
+    // COMMENT takes no bind parameters; the drill id was checked above and the database name is
+    // quoted as an identifier.
+    let name: String = client.query_one("SELECT quote_ident(current_database())", &[]).await?.get(0);
+    client
+        .batch_execute(&format!("COMMENT ON DATABASE {name} IS '{STAGING_COMMENT_PREFIX} drill={drill_id}'"))
+        .await?;
+    Ok(())
+}
+
+/// Fails unless the connected database is marked as staging.
+pub async fn require_staging(client: &Client) -> Result<String, CatalystDbError> {
+    let database: String = client.query_one("SELECT current_database()", &[]).await?.get(0);
+    staging_marker(client).await?.ok_or(CatalystDbError::NotStaging { database })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_marker;
+
+    #[test]
+    fn only_the_exact_prefix_marks_staging() {
+        assert_eq!(parse_marker("catalyst-dr:staging drill=q4-2026"), Some("q4-2026".into()));
+        assert_eq!(parse_marker("catalyst-dr:staging"), Some(String::new()));
+        assert_eq!(parse_marker("catalyst-dr:staging-not"), None);
+        assert_eq!(parse_marker("production catalyst-dr:staging"), None);
+    }
+}
