@@ -19,6 +19,7 @@ RDS_INSTANCE = "catalyst-auth-prod"
 CACHE_GROUP = "catalyst-auth-cache"
 TOPIC = "catalyst-dr-alerts"
 SOURCE_DB_SECRET = "catalyst-dr/local/source-database"
+STAGING_DB_SECRET = "catalyst-dr/local/staging-database"
 INBOX = "catalyst-dr-alerts-inbox"
 
 
@@ -88,6 +89,12 @@ def main():
     except secrets.exceptions.ResourceExistsException:
         secrets.put_secret_value(SecretId=SOURCE_DB_SECRET, SecretString=document)
 
+    # Receives the staging copy's credentials and DATABASE_URL from pitr-restore.
+    try:
+        secrets.create_secret(Name=STAGING_DB_SECRET, Description="catalyst-dr staging DATABASE_URL")
+    except secrets.exceptions.ResourceExistsException:
+        pass
+
     print(
         json.dumps(
             {
@@ -97,6 +104,7 @@ def main():
                 "alert_topic_arn": topic_arn,
                 "alert_inbox_url": inbox_url,
                 "source_database_secret": SOURCE_DB_SECRET,
+                "staging_database_secret": STAGING_DB_SECRET,
                 "function_env": {
                     "BACKUP_BUCKET": BUCKET,
                     "RDS_INSTANCE_ID": RDS_INSTANCE,
@@ -110,6 +118,9 @@ def main():
                     "SOURCE_DATABASE_SECRET_ID": SOURCE_DB_SECRET,
                     # Loopback only: the local PostgreSQL has no TLS.
                     "PG_TLS": "disable",
+                    # pitr-restore
+                    "STAGING_SECRET_ID": STAGING_DB_SECRET,
+                    "LOCAL_SOURCE_ID": "catalyst-auth-local",
                 },
             },
             indent=2,

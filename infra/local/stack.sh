@@ -46,9 +46,10 @@ install() {
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$LOCAL_DIR/requirements.lock"
     cp "$LOCAL_DIR/requirements.lock" "$VENV/.installed.lock"
   fi
-  if [ ! -x "$NODE_BIN/node" ] || ! cmp -s "$LOCAL_DIR/package-lock.json" "$LOCAL_DIR/node_modules/.package-lock.json"; then
+  if [ ! -x "$NODE_BIN/node" ] || ! cmp -s "$LOCAL_DIR/package-lock.json" "$LOCAL_DIR/node_modules/.installed.lock"; then
     log "installing the Node tools into infra/local/node_modules"
     (cd "$LOCAL_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp "$LOCAL_DIR/package-lock.json" "$LOCAL_DIR/node_modules/.installed.lock"
   fi
 }
 
@@ -77,8 +78,12 @@ up() {
   echo $! >"$state/moto.pid"
 
   log "PostgreSQL on 127.0.0.1:$pg_port (WAL archive in $state/wal-archive)"
-  mkdir -p "$state/pg" "$state/wal-archive" "$state/pg-run"
-  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$state/pg" "$state/wal-archive" "$state/pg-run"
+  mkdir -p "$state/pg" "$state/wal-archive" "$state/pg-run" "$state/base-backups" "$state/staging"
+  local run_as=""
+  if [ "$(id -u)" = 0 ]; then
+    run_as=postgres
+    chown -R postgres:postgres "$state/pg" "$state/wal-archive" "$state/pg-run" "$state/base-backups" "$state/staging"
+  fi
   # Password authentication over TCP, as on RDS: credential rotation is exercised for real.
   local pg_password=catalyst-local-superuser
   printf '%s\n' "$pg_password" >"$state/pg-run/pwfile"
@@ -119,6 +124,8 @@ export CATALYST_DR_PG_URL='host=127.0.0.1 port=$pg_port user=postgres password=$
 export CATALYST_DR_PG_HOST=127.0.0.1
 export CATALYST_DR_PG_PORT=$pg_port
 export CATALYST_DR_PG_PASSWORD=$pg_password
+export CATALYST_DR_PG_BIN='$PG_BIN'
+export CATALYST_DR_PG_RUN_AS='$run_as'
 export CATALYST_DR_PG_DATA='$state/pg/data'
 export CATALYST_DR_WAL_ARCHIVE='$state/wal-archive'
 export CATALYST_DR_REDIS_URL='redis://127.0.0.1:$redis_port'
@@ -144,6 +151,12 @@ AWS_REGION=us-east-1
 AWS_EC2_METADATA_DISABLED=true
 S3_FORCE_PATH_STYLE=true
 RUST_LOG=${RUST_LOG:-info}
+RESTORE_ENGINE=local
+LOCAL_PG_BIN=$PG_BIN
+LOCAL_PG_RUN_AS=$run_as
+LOCAL_BASE_BACKUP_DIR=$state/base-backups
+LOCAL_WAL_ARCHIVE_DIR=$state/wal-archive
+LOCAL_STAGING_DIR=$state/staging
 $(python3 -c 'import json,sys; [print(f"{k}={v}") for k,v in json.load(open(sys.argv[1]))["function_env"].items()]' "$state/seed.json")
 ENV
 
@@ -181,7 +194,7 @@ down() {
     as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
   # Clusters restored by the functions live under the state directory too.
-  for pid_file in "$state"/*/data/postmaster.pid; do
+  for pid_file in "$state"/staging/*/data/postmaster.pid "$state"/*/data/postmaster.pid; do
     [ -f "$pid_file" ] && as_pg "$PG_BIN/pg_ctl" -D "$(dirname "$pid_file")" -m immediate -w stop >/dev/null 2>&1 || true
   done
   rm -rf "$state"

@@ -15,6 +15,36 @@ impl FunctionError for crate::snapshot::SnapshotError {
     }
 }
 
+#[async_trait::async_trait]
+impl Function for crate::snapshot::SnapshotTrigger {
+    type Error = crate::snapshot::SnapshotError;
+    async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
+        crate::snapshot::SnapshotTrigger::handle(self, event).await
+    }
+}
+
+/// A Lambda function of this project: one handler over JSON events.
+#[async_trait::async_trait]
+pub trait Function: Send + Sync {
+    type Error: FunctionError + Send;
+    async fn handle(&self, event: Value) -> Result<Value, Self::Error>;
+}
+
+/// The whole of a binary's `main`: logging, the function built from its configuration (a bad
+/// configuration stops the process with a message naming the variable), then the runtime loop.
+pub async fn serve<F: Function>(name: &str, built: Result<F, crate::config::ConfigError>) -> Result<(), lambda_runtime::Error> {
+    let function = match built {
+        Ok(function) => function,
+        Err(err) => {
+            tracing::error!(error = %err, "invalid configuration");
+            eprintln!("{name}: {err}");
+            std::process::exit(2);
+        }
+    };
+    let function = &function;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<Value>| invoke(event, |payload| function.handle(payload)))).await
+}
+
 /// Runs `handle` for one invocation, logging the outcome under the request id.
 pub async fn invoke<E, F, Fut>(event: LambdaEvent<Value>, handle: F) -> Result<Value, Diagnostic>
 where
@@ -50,4 +80,18 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+impl FunctionError for crate::pitr::PitrError {
+    fn error_type(&self) -> &'static str {
+        crate::pitr::PitrError::error_type(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl Function for crate::pitr::PitrRestore {
+    type Error = crate::pitr::PitrError;
+    async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
+        crate::pitr::PitrRestore::handle(self, event).await
+    }
 }

@@ -31,3 +31,23 @@ pub fn backup_tags(run_id: &str, schedule: &str, retain_until: OffsetDateTime) -
 pub fn is_ours(tags: &Tags, role: &str) -> bool {
     tags.get(CREATED_BY).map(String::as_str) == Some(CREATED_BY_VALUE) && tags.get(ROLE).map(String::as_str) == Some(role)
 }
+
+pub const DRILL_ID: &str = "catalyst-dr:drill-id";
+pub const SOURCE: &str = "catalyst-dr:source";
+/// The `role` tag value of restored staging instances: the only ones teardown may delete.
+pub const ROLE_STAGING: &str = "staging";
+
+/// The tags of a staging instance restored for a drill.
+pub fn staging_tags(drill_id: &str, source_id: &str) -> Tags {
+    Tags::from([
+        (CREATED_BY.to_owned(), CREATED_BY_VALUE.to_owned()),
+        (ROLE.to_owned(), ROLE_STAGING.to_owned()),
+        (DRILL_ID.to_owned(), drill_id.to_owned()),
+        (SOURCE.to_owned(), source_id.to_owned()),
+    ])
+}
+
+/// True when the tags mark a staging instance catalyst-dr restored for `drill_id`.
+pub fn is_staging_of(tags: &Tags, drill_id: &str) -> bool {
+    is_ours(tags, ROLE_STAGING) && tags.get(DRILL_ID).map(String::as_str) == Some(drill_id)
+}

@@ -112,3 +112,75 @@ pub async fn put_db_secret(sdk: &aws_config::SdkConfig, name: &str, user: &str, 
     }
     name.to_owned()
 }
+
+/// A connection to database `dbname` on the local PostgreSQL, as the superuser.
+pub async fn pg_connect(dbname: &str) -> tokio_postgres::Client {
+    let url = format!("{} dbname={dbname}", stack_var("CATALYST_DR_PG_URL"));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to the local PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+/// A new Catalyst Auth database on the local PostgreSQL with the reference schema and `users`
+/// generated users (deterministic), and a Secrets Manager secret for it. Returns (name, secret id).
+pub async fn catalyst_database(sdk: &aws_config::SdkConfig, prefix: &str, users: u64) -> (String, String) {
+    use catalyst_dr::catalyst_db::{self, GeneratorSpec};
+    let name = unique(prefix).replace('-', "_");
+    pg_admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let client = pg_connect(&name).await;
+    catalyst_db::apply(&client).await.expect("schema");
+    if users > 0 {
+        let spec = GeneratorSpec { seed: 7, users, subscriptions: 5, deliveries: users * 4, ..GeneratorSpec::default() };
+        catalyst_db::generate(&client, &spec).await.expect("generate");
+    }
+    let secret = put_db_secret(sdk, &unique(&format!("{prefix}-secret")), "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &name).await;
+    (name, secret)
+}
+
+/// Local engine settings with base backups and staging clusters in a directory of this test's own.
+pub async fn local_engine_config(name: &str) -> catalyst_dr::local_pg::LocalPgConfig {
+    let root = std::path::PathBuf::from(stack_var("CATALYST_DR_STATE")).join("tests").join(unique(name));
+    let run_as = std::env::var("CATALYST_DR_PG_RUN_AS").ok().filter(|u| !u.is_empty());
+    for dir in ["base-backups", "staging"] {
+        std::fs::create_dir_all(root.join(dir)).expect("test directories");
+    }
+    if let Some(user) = &run_as {
+        let status = std::process::Command::new("chown").arg("-R").arg(format!("{user}:{user}")).arg(&root).status().expect("chown");
+        assert!(status.success(), "chown {}", root.display());
+    }
+    catalyst_dr::local_pg::LocalPgConfig {
+        bin_dir: stack_var("CATALYST_DR_PG_BIN").into(),
+        run_as,
+        base_backup_dir: root.join("base-backups"),
+        wal_archive_dir: stack_var("CATALYST_DR_WAL_ARCHIVE").into(),
+        staging_dir: root.join("staging"),
+    }
+}
+
+/// A loopback HTTP server whose every answer is `status` after `delay`; returns its base URL.
+pub async fn http_endpoint(status: u16, delay: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// Invokes a function served by `cargo lambda watch`; `Err` carries the function's error document.
+pub async fn invoke_lambda(function: &str, payload: &serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
+    let url = format!("{}/2015-03-31/functions/{function}/invocations", stack_var("LAMBDA_ENDPOINT_URL"));
+    let response = reqwest::Client::new().post(url).json(payload).send().await.expect("invoke");
+    let ok = response.status().is_success();
+    let body: serde_json::Value = response.json().await.expect("JSON answer");
+    if ok && body.get("errorType").is_none() { Ok(body) } else { Err(body) }
+}

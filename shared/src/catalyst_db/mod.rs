@@ -4,9 +4,11 @@
 //! parameter or through `COPY ... FROM STDIN`; SQL text is only ever built from constants, never
 //! from data. The documented schema is `docs/schema.md`.
 
+pub mod admin;
 pub mod error;
 pub mod generate;
 pub mod schema;
+pub mod smoke;
 pub mod staging;
 
 pub use error::CatalystDbError;

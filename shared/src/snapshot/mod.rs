@@ -50,6 +50,9 @@ pub enum SnapshotTriggerEvent {
         #[serde(default)]
         prune: Option<PruneResult>,
     },
+    /// Local engine only: a base backup of the source cluster (`pg_basebackup`), the starting
+    /// point of point-in-time restores on this machine.
+    BaseBackup { scheduled_time: String },
     /// The backup catalog: the manifests in the bucket, newest first.
     ListBackups {
         #[serde(default)]
@@ -67,6 +70,12 @@ pub enum SnapshotError {
     NotOwned { id: String, source_id: String },
     #[error("snapshot {id} was never started; run the snapshot action for this scheduled time first")]
     NotStarted { id: String },
+    #[error("base backups need the local engine: set {var}")]
+    LocalEngineNotConfigured { var: &'static str },
+    #[error(transparent)]
+    LocalEngine(#[from] crate::pitr::engine::EngineError),
+    #[error(transparent)]
+    Connect(#[from] crate::postgres::PgConnectError),
     #[error("manifest {key} in the backup bucket is not a valid backup manifest")]
     CorruptManifest {
         key: String,
@@ -84,6 +93,9 @@ impl SnapshotError {
             Self::NotOwned { .. } => "SnapshotNotOwned",
             Self::NotStarted { .. } => "SnapshotNotStarted",
             Self::CorruptManifest { .. } => "CorruptManifest",
+            Self::LocalEngineNotConfigured { .. } => "Misconfigured",
+            Self::LocalEngine(e) => e.error_type(),
+            Self::Connect(e) => e.error_type(),
         }
     }
 }
@@ -123,6 +135,14 @@ pub struct SnapshotTrigger {
     pub cache: Option<Box<dyn SnapshotStore>>,
     pub exporter: Option<Box<dyn CacheExporter>>,
     pub objects: Box<dyn ObjectStore>,
+    /// The local engine's base backups, when configured (`LOCAL_BASE_BACKUP_DIR`).
+    pub local_base_backups: Option<LocalBaseBackups>,
+}
+
+/// What base backups on this machine need: where they go and how to reach the source.
+pub struct LocalBaseBackups {
+    pub config: crate::local_pg::LocalPgConfig,
+    pub source: std::sync::Arc<crate::postgres::PgConnector>,
 }
 
 impl SnapshotTrigger {
@@ -147,6 +167,12 @@ impl SnapshotTrigger {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 let started_at = parse_time("started_at", &started_at)?;
                 to_json(self.write_manifest(&run, started_at, export, prune).await?)
+            }
+            SnapshotTriggerEvent::BaseBackup { scheduled_time } => {
+                let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
+                let local = self.local_base_backups.as_ref().ok_or(SnapshotError::LocalEngineNotConfigured { var: "LOCAL_BASE_BACKUP_DIR" })?;
+                let source = local.source.credentials().await?;
+                to_json(crate::local_pg::base_backup::take(&local.config, &source, &run.stamp).await?)
             }
             SnapshotTriggerEvent::ListBackups { limit } => to_json(self.list_backups(limit).await?),
         };
@@ -333,9 +359,20 @@ fn to_json<T: Serialize>(value: T) -> serde_json::Value {
 impl SnapshotTrigger {
     /// Wires the function from the process environment and the standard AWS configuration chain.
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let env = crate::config::Env(&crate::config::ProcessEnv);
         let config = SnapshotTriggerConfig::from_env(&crate::config::ProcessEnv)?;
         let sdk = crate::aws_clients::load_sdk_config().await;
-        Ok(Self::new(config, &sdk))
+        let mut trigger = Self::new(config, &sdk);
+        if env.optional("LOCAL_BASE_BACKUP_DIR").is_some() {
+            let secrets = std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(&sdk));
+            let secret_id = env.required("SOURCE_DATABASE_SECRET_ID")?;
+            let tls = crate::postgres::TlsMode::from_env(&env)?;
+            trigger.local_base_backups = Some(LocalBaseBackups {
+                config: crate::local_pg::LocalPgConfig::from_env(&env)?,
+                source: std::sync::Arc::new(crate::postgres::PgConnector::new(secrets, secret_id, tls)),
+            });
+        }
+        Ok(trigger)
     }
 
     pub fn new(config: SnapshotTriggerConfig, sdk: &aws_config::SdkConfig) -> Self {
@@ -352,6 +389,7 @@ impl SnapshotTrigger {
             cache: cache.map(|c| Box::new(c) as Box<dyn SnapshotStore>),
             exporter,
             objects: Box::new(objects),
+            local_base_backups: None,
             config,
         }
     }

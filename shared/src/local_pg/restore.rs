@@ -1,0 +1,221 @@
+//! [`RestoreEngine`] on this machine: a base backup copied into a new cluster, WAL replayed from
+//! the archive up to the target time, then promoted. Each staging cluster lives in
+//! `<staging_dir>/<target_id>/` with `catalyst-dr.json` (its tags and settings), `data/` and
+//! `server.log`.
+
+use super::process::{command, free_port, make_dir, run, write_file};
+use super::{LocalPgConfig, base_backup};
+use crate::catalyst_db::admin;
+use crate::input::format_time;
+use crate::pitr::engine::{EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState};
+use crate::postgres::PgConnector;
+use crate::tags::Tags;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+const META_FILE: &str = "catalyst-dr.json";
+/// How long a cluster that has not written its pid file yet counts as starting.
+const START_GRACE: time::Duration = time::Duration::seconds(60);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StagingMeta {
+    target_id: String,
+    port: u16,
+    master_username: String,
+    base_backup: String,
+    #[serde(with = "time::serde::rfc3339")]
+    target_time: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    tags: Tags,
+}
+
+pub struct LocalRestoreEngine {
+    config: LocalPgConfig,
+    source_id: String,
+    source: Arc<PgConnector>,
+}
+
+impl LocalRestoreEngine {
+    pub fn new(config: LocalPgConfig, source_id: impl Into<String>, source: Arc<PgConnector>) -> Self {
+        Self { config, source_id: source_id.into(), source }
+    }
+
+    fn dir(&self, target_id: &str) -> PathBuf {
+        self.config.staging_dir.join(target_id)
+    }
+
+    async fn meta(&self, target_id: &str) -> Result<Option<StagingMeta>, EngineError> {
+        let path = self.dir(target_id).join(META_FILE);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| EngineError::Local { operation: "read staging metadata", reason: format!("{}: {e}", path.display()) }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(EngineError::Io { operation: format!("read {}", path.display()), source }),
+        }
+    }
+
+    async fn source_client(&self) -> Result<tokio_postgres::Client, EngineError> {
+        self.source.connect().await.map_err(|e| EngineError::Local { operation: "connect to the source", reason: crate::lambda::error_chain(&e) })
+    }
+}
+
+/// The postmaster's pid, when its pid file names a live process.
+fn running_pid(data_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// The server log's FATAL and PANIC lines: why a restore stopped.
+fn log_failures(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("FATAL") || l.contains("PANIC")).collect();
+    (!lines.is_empty()).then(|| lines.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join(" | "))
+}
+
+/// A timestamp as PostgreSQL's settings parser reads it, to the microsecond, in UTC.
+fn postgres_timestamp(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"))
+        .expect("a UTC time always formats")
+}
+
+fn single_quoted(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[async_trait::async_trait]
+impl RestoreEngine for LocalRestoreEngine {
+    fn source_id(&self) -> &str {
+        &self.source_id
+    }
+
+    async fn restore_window(&self) -> Result<RestoreWindow, EngineError> {
+        let backups = base_backup::list(&self.config).await?;
+        let earliest = backups.first().map(|b| b.finished_at).ok_or_else(|| EngineError::Local {
+            operation: "restore window",
+            reason: format!("no base backup in {}; take one with snapshot-trigger's base-backup action", self.config.base_backup_dir.display()),
+        })?;
+        let client = self.source_client().await?;
+        let latest = admin::archive_up_to_now(&client, Duration::from_secs(30))
+            .await
+            .map_err(|e| EngineError::Local { operation: "archive the source's WAL", reason: crate::lambda::error_chain(&e) })?;
+        Ok(RestoreWindow { earliest, latest })
+    }
+
+    async fn describe(&self, target_id: &str) -> Result<Option<StagingInstance>, EngineError> {
+        let Some(meta) = self.meta(target_id).await? else { return Ok(None) };
+        let dir = self.dir(target_id);
+        let data = dir.join("data");
+        let running = running_pid(&data).is_some();
+        let recovering = data.join("recovery.signal").exists();
+        let (state, status, reason) = match (running, recovering) {
+            (true, false) => (StagingState::Available, "available".to_owned(), None),
+            (true, true) => (StagingState::Creating, "recovering".to_owned(), None),
+            (false, _) => match log_failures(&dir.join("server.log")) {
+                Some(failure) => (StagingState::Failed, "failed".to_owned(), Some(failure)),
+                None if OffsetDateTime::now_utc() - meta.started_at < START_GRACE => (StagingState::Creating, "starting".to_owned(), None),
+                None => (StagingState::Failed, "stopped".to_owned(), Some("the staging cluster is not running".to_owned())),
+            },
+        };
+        Ok(Some(StagingInstance {
+            target_id: target_id.to_owned(),
+            state,
+            status,
+            reason,
+            host: Some("127.0.0.1".to_owned()),
+            port: Some(meta.port),
+            master_username: Some(meta.master_username),
+            arn: None,
+            tags: meta.tags,
+        }))
+    }
+
+    async fn start_restore(&self, request: &RestoreRequest) -> Result<(), EngineError> {
+        if self.meta(&request.target_id).await?.is_some() {
+            return Ok(());
+        }
+        let target_time = match request.target_time {
+            Some(t) => t,
+            None => self.restore_window().await?.latest,
+        };
+        let backups = base_backup::list(&self.config).await?;
+        let base = backups.iter().rev().find(|b| b.finished_at <= target_time).ok_or_else(|| EngineError::Local {
+            operation: "choose a base backup",
+            reason: format!("no base backup finished before {}", format_time(target_time)),
+        })?;
+        let source = self.source.credentials().await.map_err(|e| EngineError::Local { operation: "read the source credentials", reason: crate::lambda::error_chain(&e) })?;
+
+        let dir = self.dir(&request.target_id);
+        let data = dir.join("data");
+        // A directory without metadata is a start that died half-way: begin again.
+        if dir.exists() {
+            tokio::fs::remove_dir_all(&dir).await.map_err(|source| EngineError::Io { operation: format!("remove {}", dir.display()), source })?;
+        }
+        make_dir(&self.config, &dir).await?;
+        let mut copy = command(&self.config, "cp");
+        copy.arg("-a").arg(&base.data_dir).arg(&data);
+        run(&format!("copy base backup {}", base.id), copy).await?;
+
+        let port = free_port()?;
+        let settings = format!(
+            "\n# catalyst-dr staging restore {target}\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {socket}\n\
+             archive_mode = off\nrestore_command = {restore}\nrecovery_target_time = {time}\nrecovery_target_inclusive = on\n\
+             recovery_target_action = 'promote'\n",
+            target = request.target_id,
+            socket = single_quoted(&dir.display().to_string()),
+            restore = single_quoted(&format!("cp {}/%f %p", self.config.wal_archive_dir.display())),
+            time = single_quoted(&postgres_timestamp(target_time)),
+        );
+        write_file(&self.config, &data.join("postgresql.auto.conf"), &settings, true).await?;
+        write_file(&self.config, &data.join("recovery.signal"), "", false).await?;
+        let meta = StagingMeta {
+            target_id: request.target_id.clone(),
+            port,
+            master_username: source.username.clone(),
+            base_backup: base.id.clone(),
+            target_time,
+            started_at: OffsetDateTime::now_utc(),
+            tags: request.tags.clone(),
+        };
+        write_file(&self.config, &dir.join(META_FILE), &serde_json::to_string_pretty(&meta).expect("plain data serialises"), false).await?;
+
+        let mut start = command(&self.config, "pg_ctl");
+        start.arg("start").arg("--no-wait").arg("-D").arg(&data).arg("-l").arg(dir.join("server.log"));
+        run(&format!("pg_ctl start {}", request.target_id), start).await?;
+        tracing::info!(target_id = %request.target_id, base_backup = %base.id, target_time = %format_time(target_time), port, "local restore started");
+        Ok(())
+    }
+
+    async fn set_master_password(&self, target_id: &str, username: &str, password: &str) -> Result<(), EngineError> {
+        let meta = self.meta(target_id).await?.ok_or_else(|| EngineError::Local { operation: "set master password", reason: format!("{target_id} does not exist") })?;
+        // The local socket uses the cluster's trust rule, as RDS's master reset needs no password.
+        let mut config = tokio_postgres::Config::new();
+        config.host_path(self.dir(target_id)).port(meta.port).user(username).dbname("postgres");
+        let failed = |e: &dyn std::error::Error| EngineError::Local { operation: "set master password", reason: crate::lambda::error_chain(e) };
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| failed(&e))?;
+        tokio::spawn(connection);
+        admin::set_role_password(&client, username, password).await.map_err(|e| failed(&e))
+    }
+
+    async fn delete(&self, target_id: &str) -> Result<(), EngineError> {
+        let dir = self.dir(target_id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let data = dir.join("data");
+        if running_pid(&data).is_some() {
+            let mut stop = command(&self.config, "pg_ctl");
+            stop.arg("stop").arg("-D").arg(&data).arg("-m").arg("immediate").arg("-w");
+            run(&format!("pg_ctl stop {target_id}"), stop).await?;
+        }
+        tokio::fs::remove_dir_all(&dir).await.map_err(|source| EngineError::Io { operation: format!("remove {}", dir.display()), source })?;
+        tracing::info!(%target_id, "local staging cluster deleted");
+        Ok(())
+    }
+}

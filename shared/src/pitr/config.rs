@@ -1,0 +1,98 @@
+//! pitr-restore's configuration, read once at cold start.
+
+use super::smoke::HealthCheck;
+use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
+use crate::local_pg::LocalPgConfig;
+use crate::pitr::rds::StagingPlacement;
+use crate::postgres::TlsMode;
+use crate::snapshot::rds::DbSource;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineConfig {
+    Rds { source: DbSource, placement: StagingPlacement },
+    Local { source_id: String, local: LocalPgConfig },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PitrConfig {
+    pub engine: EngineConfig,
+    /// Every staging target id starts with this; nothing else is ever restored into or deleted.
+    pub staging_prefix: String,
+    /// The secret that receives the staging database's credentials and `DATABASE_URL`.
+    pub staging_secret_id: String,
+    /// The source database's credentials (user name and database name; the local engine's
+    /// connection to the source).
+    pub source_secret_id: String,
+    pub tls: TlsMode,
+    pub health_checks: Vec<HealthCheck>,
+    pub smoke_min_users: u64,
+}
+
+impl PitrConfig {
+    pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let env = Env(source);
+        let engine = match env.optional("RESTORE_ENGINE").as_deref().unwrap_or("rds") {
+            "rds" => {
+                let source = match env.one_of("RDS_INSTANCE_ID", "RDS_CLUSTER_ID")? {
+                    Some(("RDS_INSTANCE_ID", id)) => DbSource::Instance(checked("RDS_INSTANCE_ID", id)?),
+                    Some((var, id)) => DbSource::Cluster(checked(var, id)?),
+                    None => return Err(ConfigError::Missing { var: "RDS_INSTANCE_ID" }),
+                };
+                let security_group_ids: Vec<String> = env
+                    .required("STAGING_SECURITY_GROUP_IDS")?
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if security_group_ids.is_empty() {
+                    return Err(ConfigError::Invalid { var: "STAGING_SECURITY_GROUP_IDS", reason: "no security group id".into() });
+                }
+                let placement = StagingPlacement {
+                    subnet_group: env.required("STAGING_SUBNET_GROUP")?,
+                    security_group_ids,
+                    parameter_group: env.optional("STAGING_PARAMETER_GROUP"),
+                    instance_class: env.optional("STAGING_INSTANCE_CLASS"),
+                };
+                if matches!(source, DbSource::Cluster(_)) && placement.instance_class.is_none() {
+                    return Err(ConfigError::Missing { var: "STAGING_INSTANCE_CLASS" });
+                }
+                EngineConfig::Rds { source, placement }
+            }
+            "local" => EngineConfig::Local {
+                source_id: checked("LOCAL_SOURCE_ID", env.optional("LOCAL_SOURCE_ID").unwrap_or_else(|| "catalyst-auth-local".into()))?,
+                local: LocalPgConfig::from_env(&env)?,
+            },
+            other => return Err(ConfigError::Invalid { var: "RESTORE_ENGINE", reason: format!("{other:?} is not rds or local") }),
+        };
+        let staging_prefix = env.optional("STAGING_PREFIX").unwrap_or_else(|| "catalyst-dr-staging-".into());
+        if staging_prefix.len() < 4 || validate_identifier(staging_prefix.trim_end_matches('-')).is_err() {
+            return Err(ConfigError::Invalid { var: "STAGING_PREFIX", reason: format!("{staging_prefix:?} is not an identifier prefix of at least 4 characters") });
+        }
+        let health_checks = match env.optional("SMOKE_HEALTH_CHECKS") {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| ConfigError::Invalid { var: "SMOKE_HEALTH_CHECKS", reason: format!("not a JSON list of {{name, url, expect_status, timeout_ms}}: {e}") })?,
+        };
+        Ok(Self {
+            engine,
+            staging_prefix,
+            staging_secret_id: env.required("STAGING_SECRET_ID")?,
+            source_secret_id: env.required("SOURCE_DATABASE_SECRET_ID")?,
+            tls: TlsMode::from_env(&env)?,
+            health_checks,
+            smoke_min_users: env.parsed("SMOKE_MIN_USERS", 1)?,
+        })
+    }
+
+    pub fn source_id(&self) -> &str {
+        match &self.engine {
+            EngineConfig::Rds { source: DbSource::Instance(id) | DbSource::Cluster(id), .. } => id,
+            EngineConfig::Local { source_id, .. } => source_id,
+        }
+    }
+}
+
+fn checked(var: &'static str, value: String) -> Result<String, ConfigError> {
+    validate_identifier(&value).map_err(|reason| ConfigError::Invalid { var, reason })?;
+    Ok(value)
+}

@@ -1,0 +1,382 @@
+//! pitr-restore: restore the source to a point in time into a new staging instance, rotate its
+//! credentials, smoke-test it and tear it down (runbook: PostgreSQL steps 2 and 3).
+
+pub mod config;
+pub mod credentials;
+pub mod engine;
+pub mod rds;
+pub mod smoke;
+
+use crate::aws_error::AwsCallError;
+use crate::catalyst_db::{self, CatalystDbError};
+use crate::input::{InputError, decode, format_time, parse_time};
+use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect_with};
+use crate::tags;
+use config::{EngineConfig, PitrConfig};
+use credentials::StagingSecret;
+use engine::{EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState};
+use serde::{Deserialize, Serialize};
+use smoke::CheckResult;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PitrEvent {
+    /// Restore the source to `target_time` (RFC 3339; absent: the latest restorable time).
+    Start {
+        drill_id: String,
+        #[serde(default)]
+        target_time: Option<String>,
+        #[serde(default)]
+        target_id: Option<String>,
+    },
+    Status {
+        drill_id: String,
+        #[serde(default)]
+        target_id: Option<String>,
+        #[serde(default)]
+        poll: u32,
+    },
+    RotateCredentials {
+        drill_id: String,
+        #[serde(default)]
+        target_id: Option<String>,
+    },
+    Smoke {
+        drill_id: String,
+    },
+    Teardown {
+        drill_id: String,
+        #[serde(default)]
+        target_id: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PitrError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Secret(#[from] AwsCallError),
+    #[error(transparent)]
+    Connect(#[from] PgConnectError),
+    #[error(transparent)]
+    Database(#[from] CatalystDbError),
+    #[error("refusing to act on {target_id}: {reason}")]
+    Refused { target_id: String, reason: String },
+    #[error("staging instance {target_id} does not exist")]
+    NotFound { target_id: String },
+    #[error("staging instance {target_id} is {status}, not available yet")]
+    NotReady { target_id: String, status: String },
+    #[error("the new credentials of {target_id} are not accepted yet")]
+    CredentialsNotApplied {
+        target_id: String,
+        #[source]
+        source: PgConnectError,
+    },
+    #[error("smoke tests failed on {target_id}: {}", failed_summary(.checks))]
+    SmokeFailed { target_id: String, checks: Vec<CheckResult> },
+}
+
+fn failed_summary(checks: &[CheckResult]) -> String {
+    let failed: Vec<String> = checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    let detail = serde_json::to_string(checks).unwrap_or_default();
+    format!("{}; all checks: {detail}", failed.join("; "))
+}
+
+impl PitrError {
+    /// Stable names for Step Functions `Retry`/`Catch`. `StagingNotReady` and
+    /// `CredentialsNotYetApplied` are worth retrying; `RestoreRefused` never is.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Input(_) => "InvalidInput",
+            Self::Engine(e) => e.error_type(),
+            Self::Secret(e) => e.error_type(),
+            Self::Connect(e) => e.error_type(),
+            Self::Database(e) => e.error_type(),
+            Self::Refused { .. } => "RestoreRefused",
+            Self::NotFound { .. } => "StagingNotFound",
+            Self::NotReady { .. } => "StagingNotReady",
+            Self::CredentialsNotApplied { .. } => "CredentialsNotYetApplied",
+            Self::SmokeFailed { .. } => "SmokeFailed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartResult {
+    pub drill_id: String,
+    pub target_id: String,
+    pub source_id: String,
+    /// What was asked for: a time, or `latest`.
+    pub requested: String,
+    /// The point in time the staging instance is restored to.
+    pub restore_time: String,
+    pub window: RestoreWindow,
+    pub started_at: String,
+    /// True when an earlier attempt had already started this restore.
+    pub reused: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResult {
+    pub drill_id: String,
+    pub instance: StagingInstance,
+    pub state: StagingState,
+    pub poll: u32,
+    pub checked_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotateResult {
+    pub drill_id: String,
+    pub target_id: String,
+    pub secret_id: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub dbname: String,
+    /// False when a retry found this drill's password already stored and reused it.
+    pub new_password: bool,
+    pub verified_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmokeResult {
+    pub drill_id: String,
+    pub target_id: String,
+    pub passed: bool,
+    pub checks: Vec<CheckResult>,
+    pub completed_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeardownResult {
+    pub drill_id: String,
+    pub target_id: String,
+    /// False when there was nothing left to delete.
+    pub deleted: bool,
+    pub completed_at: String,
+}
+
+/// The function's dependencies, built once per cold start.
+pub struct PitrRestore {
+    pub config: PitrConfig,
+    pub engine: Box<dyn RestoreEngine>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub source: Arc<PgConnector>,
+}
+
+/// Drill ids become part of instance identifiers: lowercase letters, digits and single hyphens.
+fn check_drill_id(drill_id: &str) -> Result<(), InputError> {
+    let valid = !drill_id.is_empty()
+        && drill_id.len() <= 32
+        && drill_id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && drill_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !drill_id.ends_with('-')
+        && !drill_id.contains("--");
+    if valid { Ok(()) } else { Err(InputError::new("drill_id", format!("{drill_id:?} must be 1 to 32 lowercase letters, digits and single hyphens"))) }
+}
+
+impl PitrRestore {
+    pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, PitrError> {
+        let event: PitrEvent = decode(event)?;
+        let value = match event {
+            PitrEvent::Start { drill_id, target_time, target_id } => {
+                let target_time = target_time.map(|t| parse_time("target_time", &t)).transpose()?;
+                to_json(self.start(&drill_id, target_time, target_id).await?)
+            }
+            PitrEvent::Status { drill_id, target_id, poll } => to_json(self.status(&drill_id, target_id, poll).await?),
+            PitrEvent::RotateCredentials { drill_id, target_id } => to_json(self.rotate_credentials(&drill_id, target_id).await?),
+            PitrEvent::Smoke { drill_id } => to_json(self.smoke(&drill_id).await?),
+            PitrEvent::Teardown { drill_id, target_id } => to_json(self.teardown(&drill_id, target_id).await?),
+        };
+        Ok(value)
+    }
+
+    /// The staging target for a drill, after the guards every action shares: a valid drill id,
+    /// the staging prefix, and never the source.
+    pub fn target_for(&self, drill_id: &str, target_id: Option<String>) -> Result<String, PitrError> {
+        check_drill_id(drill_id)?;
+        let target_id = target_id.unwrap_or_else(|| format!("{}{drill_id}", self.config.staging_prefix));
+        let refuse = |reason: String| PitrError::Refused { target_id: target_id.clone(), reason };
+        if target_id == self.engine.source_id() {
+            return Err(refuse("it is the source database".into()));
+        }
+        if !target_id.starts_with(&self.config.staging_prefix) {
+            return Err(refuse(format!("staging targets must start with {:?}", self.config.staging_prefix)));
+        }
+        crate::config::validate_identifier(&target_id).map_err(|reason| InputError::new("target_id", reason))?;
+        Ok(target_id)
+    }
+
+    /// An existing target must be this drill's staging instance; anything else is never touched.
+    fn require_ours(&self, instance: &StagingInstance, drill_id: &str) -> Result<(), PitrError> {
+        if tags::is_staging_of(&instance.tags, drill_id) {
+            Ok(())
+        } else {
+            Err(PitrError::Refused {
+                target_id: instance.target_id.clone(),
+                reason: format!("it is not tagged as catalyst-dr staging for drill {drill_id}"),
+            })
+        }
+    }
+
+    pub async fn start(&self, drill_id: &str, target_time: Option<OffsetDateTime>, target_id: Option<String>) -> Result<StartResult, PitrError> {
+        let target_id = self.target_for(drill_id, target_id)?;
+        let started_at = OffsetDateTime::now_utc();
+        let existing = self.engine.describe(&target_id).await?;
+        if let Some(instance) = &existing {
+            self.require_ours(instance, drill_id)?;
+        }
+        let window = self.engine.restore_window().await?;
+        if let Some(t) = target_time {
+            if t < window.earliest || t > window.latest {
+                return Err(InputError::new(
+                    "target_time",
+                    format!("{} is outside the restorable window {} .. {}", format_time(t), format_time(window.earliest), format_time(window.latest)),
+                )
+                .into());
+            }
+        }
+        // The local engine restores to an exact time; RDS to the latest it has when asked.
+        let restore_time = target_time.unwrap_or(window.latest);
+        let request = RestoreRequest {
+            target_id: target_id.clone(),
+            target_time: Some(restore_time).filter(|_| target_time.is_some() || matches!(self.config.engine, EngineConfig::Local { .. })),
+            tags: tags::staging_tags(drill_id, self.engine.source_id()),
+        };
+        if existing.is_none() {
+            self.engine.start_restore(&request).await?;
+        }
+        tracing::info!(%drill_id, %target_id, restore_time = %format_time(restore_time), reused = existing.is_some(), "staging restore started");
+        Ok(StartResult {
+            drill_id: drill_id.to_owned(),
+            target_id,
+            source_id: self.engine.source_id().to_owned(),
+            requested: target_time.map_or_else(|| "latest".to_owned(), format_time),
+            restore_time: format_time(restore_time),
+            window,
+            started_at: format_time(started_at),
+            reused: existing.is_some(),
+        })
+    }
+
+    async fn describe_ours(&self, drill_id: &str, target_id: &str) -> Result<StagingInstance, PitrError> {
+        let instance = self.engine.describe(target_id).await?.ok_or_else(|| PitrError::NotFound { target_id: target_id.to_owned() })?;
+        self.require_ours(&instance, drill_id)?;
+        Ok(instance)
+    }
+
+    pub async fn status(&self, drill_id: &str, target_id: Option<String>, poll: u32) -> Result<StatusResult, PitrError> {
+        let target_id = self.target_for(drill_id, target_id)?;
+        let instance = self.describe_ours(drill_id, &target_id).await?;
+        Ok(StatusResult {
+            drill_id: drill_id.to_owned(),
+            state: instance.state,
+            instance,
+            poll: poll.saturating_add(1),
+            checked_at: format_time(OffsetDateTime::now_utc()),
+        })
+    }
+
+    pub async fn rotate_credentials(&self, drill_id: &str, target_id: Option<String>) -> Result<RotateResult, PitrError> {
+        let target_id = self.target_for(drill_id, target_id)?;
+        let instance = self.describe_ours(drill_id, &target_id).await?;
+        let (Some(host), Some(port), StagingState::Available) = (instance.host.clone(), instance.port, instance.state) else {
+            return Err(PitrError::NotReady { target_id, status: instance.status });
+        };
+        let source = self.source.credentials().await?;
+        let username = instance.master_username.clone().unwrap_or_else(|| source.username.clone());
+
+        // A retry reuses the password this drill already stored, so none is ever lost.
+        let stored = match self.secrets.current(&self.config.staging_secret_id).await? {
+            Some(text) => serde_json::from_str::<StagingSecret>(&text).ok().filter(|s| s.drill_id == drill_id && s.target_id == target_id),
+            None => None,
+        };
+        let new_password = stored.is_none();
+        let password = stored.map_or_else(credentials::new_password, |s| s.password);
+        let credentials = crate::postgres::DbCredentials { host, port, username: username.clone(), password, dbname: source.dbname.clone() };
+        let secret = StagingSecret::new(&credentials, drill_id, &target_id, matches!(self.config.tls, TlsMode::VerifyFull { .. }));
+        if new_password {
+            self.secrets.put(&self.config.staging_secret_id, &serde_json::to_string(&secret).expect("plain data serialises")).await?;
+        }
+        self.engine.set_master_password(&target_id, &username, &credentials.password).await?;
+
+        let client = connect_with(&credentials, &self.config.tls)
+            .await
+            .map_err(|source| PitrError::CredentialsNotApplied { target_id: target_id.clone(), source })?;
+        catalyst_db::mark_staging(&client, drill_id).await?;
+        tracing::info!(%drill_id, %target_id, new_password, "staging credentials rotated and verified");
+        Ok(RotateResult {
+            drill_id: drill_id.to_owned(),
+            target_id,
+            secret_id: self.config.staging_secret_id.clone(),
+            host: credentials.host,
+            port,
+            username,
+            dbname: credentials.dbname,
+            new_password,
+            verified_at: format_time(OffsetDateTime::now_utc()),
+        })
+    }
+
+    pub async fn smoke(&self, drill_id: &str) -> Result<SmokeResult, PitrError> {
+        check_drill_id(drill_id)?;
+        let text = self.secrets.current(&self.config.staging_secret_id).await?.unwrap_or_default();
+        let secret: StagingSecret = serde_json::from_str(&text).map_err(|_| PitrError::Refused {
+            target_id: self.config.staging_secret_id.clone(),
+            reason: "the staging secret holds no staging credentials; run rotate-credentials first".into(),
+        })?;
+        if secret.drill_id != drill_id {
+            return Err(PitrError::Refused { target_id: secret.target_id, reason: format!("the staging secret belongs to drill {}", secret.drill_id) });
+        }
+        let client = connect_with(&secret.credentials(), &self.config.tls).await?;
+        let checks = smoke::run_checks(&client, self.config.smoke_min_users, &self.config.health_checks).await;
+        if checks.iter().any(|c| !c.passed) {
+            return Err(PitrError::SmokeFailed { target_id: secret.target_id, checks });
+        }
+        Ok(SmokeResult { drill_id: drill_id.to_owned(), target_id: secret.target_id, passed: true, checks, completed_at: format_time(OffsetDateTime::now_utc()) })
+    }
+
+    pub async fn teardown(&self, drill_id: &str, target_id: Option<String>) -> Result<TeardownResult, PitrError> {
+        let target_id = self.target_for(drill_id, target_id)?;
+        let deleted = match self.engine.describe(&target_id).await? {
+            None => false,
+            Some(instance) => {
+                self.require_ours(&instance, drill_id)?;
+                self.engine.delete(&target_id).await?;
+                true
+            }
+        };
+        tracing::info!(%drill_id, %target_id, deleted, "staging torn down");
+        Ok(TeardownResult { drill_id: drill_id.to_owned(), target_id, deleted, completed_at: format_time(OffsetDateTime::now_utc()) })
+    }
+}
+
+impl PitrRestore {
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let config = PitrConfig::from_env(&crate::config::ProcessEnv)?;
+        let sdk = crate::aws_clients::load_sdk_config().await;
+        Ok(Self::new(config, &sdk))
+    }
+
+    pub fn new(config: PitrConfig, sdk: &aws_config::SdkConfig) -> Self {
+        let secrets = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
+        let source = Arc::new(PgConnector::new(secrets.clone(), &config.source_secret_id, config.tls.clone()));
+        let engine: Box<dyn RestoreEngine> = match &config.engine {
+            EngineConfig::Rds { source, placement } => Box::new(rds::RdsRestoreEngine::new(aws_sdk_rds::Client::new(sdk), source.clone(), placement.clone())),
+            EngineConfig::Local { source_id, local } => {
+                Box::new(crate::local_pg::restore::LocalRestoreEngine::new(local.clone(), source_id, source.clone()))
+            }
+        };
+        Self { config, engine, secrets, source }
+    }
+}
+
+fn to_json<T: Serialize>(value: T) -> serde_json::Value {
+    serde_json::to_value(value).expect("results are plain data and always serialise")
+}
