@@ -20,6 +20,8 @@ CACHE_GROUP = "catalyst-auth-cache"
 TOPIC = "catalyst-dr-alerts"
 SOURCE_DB_SECRET = "catalyst-dr/local/source-database"
 STAGING_DB_SECRET = "catalyst-dr/local/staging-database"
+STAGING_SUBNET_GROUP = "catalyst-dr-staging-subnets"
+STAGING_SG = "catalyst-dr-staging"
 INBOX = "catalyst-dr-alerts-inbox"
 
 
@@ -50,6 +52,27 @@ def main():
             MasterUserPassword="local-only-password",
             AllocatedStorage=20,
             BackupRetentionPeriod=7,
+        )
+
+    # The staging network: a subnet group and security group that production traffic cannot
+    # reach, where pitr-restore lands its restores.
+    ec2 = client("ec2")
+    vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["catalyst-dr-staging"]}])["Vpcs"]
+    if vpcs:
+        vpc_id = vpcs[0]["VpcId"]
+    else:
+        vpc_id = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+        ec2.create_tags(Resources=[vpc_id], Tags=[{"Key": "Name", "Value": "catalyst-dr-staging"}])
+        for i, zone in enumerate(["a", "b"]):
+            ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [STAGING_SG]}])["SecurityGroups"]
+    staging_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
+        GroupName=STAGING_SG, Description="catalyst-dr staging databases", VpcId=vpc_id
+    )["GroupId"]
+    if not any(g["DBSubnetGroupName"] == STAGING_SUBNET_GROUP for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]):
+        subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]]
+        rds.create_db_subnet_group(
+            DBSubnetGroupName=STAGING_SUBNET_GROUP, DBSubnetGroupDescription="catalyst-dr staging", SubnetIds=subnets
         )
 
     cache = client("elasticache")
@@ -105,6 +128,8 @@ def main():
                 "alert_inbox_url": inbox_url,
                 "source_database_secret": SOURCE_DB_SECRET,
                 "staging_database_secret": STAGING_DB_SECRET,
+                "staging_subnet_group": STAGING_SUBNET_GROUP,
+                "staging_security_group": staging_sg,
                 "function_env": {
                     "BACKUP_BUCKET": BUCKET,
                     "RDS_INSTANCE_ID": RDS_INSTANCE,
