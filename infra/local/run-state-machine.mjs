@@ -6,9 +6,10 @@
 // progress on stderr; exits 0 when the execution succeeded, 1 when it failed.
 //
 // usage: node run-state-machine.mjs --definition FILE --input JSON
-//          [--sub Key=Value ...] [--lambda-endpoint URL] [--aws-endpoint URL] [--fast]
+//          [--sub Key=Value ...] [--lambda-endpoint URL] [--aws-endpoint URL] [--fast] [--name NAME]
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { randomUUID } from 'node:crypto';
 import { StateMachine } from 'aws-local-stepfunctions';
 
 const { values: args } = parseArgs({
@@ -18,8 +19,11 @@ const { values: args } = parseArgs({
     sub: { type: 'string', multiple: true, default: [] },
     'lambda-endpoint': { type: 'string', default: process.env.LAMBDA_ENDPOINT_URL ?? 'http://127.0.0.1:9000' },
     'aws-endpoint': { type: 'string', default: process.env.AWS_ENDPOINT_URL ?? '' },
-    // Waits and retry pauses take no time: the local services answer at once.
+    // Polling waits shrink to a quarter of a second and retry pauses to none: the local
+    // services answer at once or within seconds.
     fast: { type: 'boolean', default: false },
+    // The execution's name, as Step Functions gives it ($$.Execution.Name).
+    name: { type: 'string', default: '' },
   },
 });
 if (!args.definition) {
@@ -105,7 +109,7 @@ function visit(states) {
       else if (state.Resource === 'arn:aws:states:::sns:publish') handlers[name] = publishSns;
       else throw new Error(`state ${name}: no local handler for resource ${state.Resource}`);
     }
-    if (args.fast && state.Type === 'Wait') waits[name] = 0;
+    if (args.fast && state.Type === 'Wait') waits[name] = 250;
     if (args.fast && state.Retry) retries[name] = 0;
     if (state.Type === 'Parallel') state.Branches.forEach((b) => visit(b.States));
     if (state.Type === 'Map') visit((state.ItemProcessor ?? state.Iterator).States);
@@ -115,8 +119,10 @@ visit(definition.States);
 
 const machine = new StateMachine(definition, { validationOptions: { checkArn: false } });
 const started = Date.now();
-const execution = machine.run(JSON.parse(args.input), {
+const input = JSON.parse(args.input);
+const execution = machine.run(input, {
   overrides: { taskResourceLocalHandlers: handlers, waitTimeOverrides: waits, retryIntervalOverrides: retries },
+  context: { Execution: { Input: input, StartTime: new Date(started).toISOString(), Name: args.name || randomUUID() } },
 });
 
 const timeline = [];

@@ -1,20 +1,32 @@
 //! Every sample event under `events/` is one the functions accept.
 
 use catalyst_dr::input::decode;
+use catalyst_dr::pitr::PitrEvent;
 use catalyst_dr::snapshot::SnapshotTriggerEvent;
+use serde::de::DeserializeOwned;
 
-#[test]
-fn snapshot_trigger_samples_decode() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/snapshot-trigger");
+/// Decodes every sample in `events/<function>`; returns how many there were.
+fn decode_samples<T: DeserializeOwned>(function: &str) -> usize {
+    let dir = format!("{}/../events/{function}", env!("CARGO_MANIFEST_DIR"));
     let mut seen = 0;
-    for entry in std::fs::read_dir(dir).expect("events/snapshot-trigger") {
+    for entry in std::fs::read_dir(&dir).expect("sample folder") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("read sample");
         let event: serde_json::Value = serde_json::from_str(&text).expect("sample is JSON");
-        if let Err(err) = decode::<SnapshotTriggerEvent>(event) {
+        if let Err(err) = decode::<T>(event) {
             panic!("{}: {err}", path.display());
         }
         seen += 1;
     }
-    assert!(seen >= 6, "one sample per action");
+    seen
+}
+
+#[test]
+fn snapshot_trigger_samples_decode() {
+    assert!(decode_samples::<SnapshotTriggerEvent>("snapshot-trigger") >= 7, "one sample per action");
+}
+
+#[test]
+fn pitr_restore_samples_decode() {
+    assert_eq!(decode_samples::<PitrEvent>("pitr-restore"), 5, "one sample per action");
 }

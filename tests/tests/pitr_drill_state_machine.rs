@@ -1,0 +1,67 @@
+//! The monthly pitr-drill state machine on the local engine, executed by the ASL interpreter
+//! against the functions served by `cargo lambda watch`: a healthy drill, and a drill whose smoke
+//! tests fail and which still tears its staging cluster down.
+
+use catalyst_dr::catalyst_db::{self, GeneratorSpec};
+use catalyst_dr_tests::{invoke_lambda, pg_connect, run_state_machine, seed, stack_var, unique};
+use serde_json::{Value, json};
+
+const DEFINITION: &str = "infra/statemachines/pitr-drill.asl.json";
+
+fn substitutions(seed: &Value) -> Vec<(&'static str, String)> {
+    vec![
+        ("PitrRestoreFunctionArn", "arn:aws:lambda:us-east-1:123456789012:function:pitr-restore".to_owned()),
+        ("AlertTopicArn", seed["alert_topic_arn"].as_str().expect("topic").to_owned()),
+    ]
+}
+
+fn states(outcome: &Value) -> Vec<String> {
+    outcome["timeline"].as_array().expect("timeline").iter().map(|s| s["state"].as_str().expect("state").to_owned()).collect()
+}
+
+fn staging_dir(target_id: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(stack_var("CATALYST_DR_STATE")).join("staging").join(target_id)
+}
+
+/// Both drills restore the stack's one configured source, so they run in one test, in order.
+#[tokio::test]
+async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
+    let seed = seed();
+    // The source starts empty, is base-backed-up, then gets its data: a restore to before the
+    // data exists has no users, which the smoke tests catch.
+    let source = pg_connect("catalyst_auth").await;
+    catalyst_db::apply(&source).await.expect("schema");
+    source
+        .batch_execute("TRUNCATE users, entitlements, webhook_subscriptions, webhook_deliveries RESTART IDENTITY CASCADE")
+        .await
+        .expect("empty source");
+    let now = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc());
+    invoke_lambda("snapshot-trigger", &json!({"action": "base-backup", "scheduled_time": now})).await.expect("base backup");
+    let before_data: time::OffsetDateTime = source.query_one("SELECT clock_timestamp()", &[]).await.expect("now").get(0);
+    let spec = GeneratorSpec { seed: 11, users: 30, subscriptions: 4, deliveries: 120, ..GeneratorSpec::default() };
+    catalyst_db::generate(&source, &spec).await.expect("generate");
+
+    let drill = unique("ok").to_lowercase();
+    let run = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"drill_id": drill, "target_time": null}));
+    assert!(run.succeeded, "drill failed: {:#}", run.outcome);
+    let output = &run.outcome["output"];
+    assert_eq!(output["drill_id"], drill.as_str());
+    assert_eq!(output["requested"], "latest");
+    assert!(output["restore_point"].is_string());
+    for timing in ["started_at", "available_at", "credentials_verified_at", "smoke_passed_at", "torn_down_at"] {
+        assert!(output["timings"][timing].is_string(), "{timing} missing: {output:#}");
+    }
+    let users = output["smoke"].as_array().expect("checks").iter().find(|c| c["name"] == "users-and-entitlements").expect("users check");
+    assert_eq!(users["data"]["users"], 30);
+    assert!(!staging_dir(output["target_id"].as_str().unwrap()).exists(), "the staging cluster is gone");
+
+    let drill = unique("bad").to_lowercase();
+    let target_time = catalyst_dr::input::format_time(before_data);
+    let run = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"drill_id": drill, "target_time": target_time}));
+    assert!(!run.succeeded, "drill should fail: {:#}", run.outcome);
+    assert_eq!(run.outcome["error"], "DrillFailed");
+    let visited = states(&run.outcome);
+    let tail: Vec<&str> = visited.iter().rev().take(4).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["SmokeTests", "TeardownAfterFailure", "NotifyFailure", "DrillFailed"], "{visited:?}");
+    assert!(!staging_dir(&format!("catalyst-dr-staging-{drill}")).exists(), "torn down after the failure");
+}
