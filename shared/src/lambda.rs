@@ -95,3 +95,17 @@ impl Function for crate::pitr::PitrRestore {
         crate::pitr::PitrRestore::handle(self, event).await
     }
 }
+
+impl FunctionError for crate::drill::DrillError {
+    fn error_type(&self) -> &'static str {
+        crate::drill::DrillError::error_type(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl Function for crate::drill::DrillValidator {
+    type Error = crate::drill::DrillError;
+    async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
+        crate::drill::DrillValidator::handle(self, event).await
+    }
+}

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod error;
 pub mod generate;
+pub mod parity;
 pub mod schema;
 pub mod smoke;
 pub mod staging;

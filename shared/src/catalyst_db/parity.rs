@@ -1,0 +1,119 @@
+//! Baseline parity: a fingerprint of every Catalyst Auth table as of one instant, taken on the
+//! source before a drill and on the restored copy after it.
+//!
+//! The instant is made exact by briefly holding SHARE locks on the tables: every writer that
+//! touched them has fully committed, none can start, and the snapshot taken then is precisely the
+//! state a restore to any moment inside the locked interval reproduces. The instant chosen is the
+//! first whole second inside that interval (writers wait at most a second), so a restore engine
+//! that only takes whole seconds reproduces it too, and writes in that same second fall either
+//! wholly before it or wholly after it.
+
+use super::{CatalystDbError, TABLES};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+
+/// One table's fingerprint: rows and an order-independent checksum of their contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableFingerprint {
+    pub table: String,
+    pub rows: i64,
+    /// Sum of the first 64 bits of each row's md5, as decimal text.
+    pub checksum: String,
+    /// Rows created or changed after the instant given to [`fingerprint`] (a restore that went
+    /// past the baseline instant has some).
+    pub written_after: i64,
+}
+
+/// The column that says when a row was last written, per table.
+fn written_column(table: &str) -> &'static str {
+    match table {
+        "users" | "webhook_subscriptions" => "created_at",
+        "entitlements" => "granted_at",
+        _ => "updated_at",
+    }
+}
+
+/// Fingerprints every table in the snapshot `client` is in.
+pub async fn fingerprint(client: &Client, instant: OffsetDateTime) -> Result<Vec<TableFingerprint>, CatalystDbError> {
+    let mut found = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        // Table and column names come from constants, never from input.
+        let sql = format!(
+            "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text,
+                    count(*) FILTER (WHERE t.{column} > $1)
+             FROM {table} t",
+            column = written_column(table)
+        );
+        let row = client.query_one(&sql, &[&instant]).await?;
+        found.push(TableFingerprint { table: table.to_owned(), rows: row.get(0), checksum: row.get(1), written_after: row.get(2) });
+    }
+    Ok(found)
+}
+
+pub async fn deliveries_by_status(client: &Client) -> Result<BTreeMap<String, i64>, CatalystDbError> {
+    let rows = client.query("SELECT status::text, count(*) FROM webhook_deliveries GROUP BY status ORDER BY status", &[]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The baseline instant and where the WAL stood at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineInstant {
+    #[serde(with = "time::serde::rfc3339")]
+    pub instant: OffsetDateTime,
+    pub wal_lsn: String,
+    /// How long writers to the Catalyst Auth tables waited.
+    pub writers_paused_ms: u64,
+}
+
+/// Opens the baseline snapshot on `snapshot` (a REPEATABLE READ transaction left open for the
+/// caller to fingerprint in, then commit) while `locker` holds the tables still.
+pub async fn open_baseline(locker: &Client, snapshot: &Client, lock_timeout: Duration) -> Result<BaselineInstant, CatalystDbError> {
+    locker.batch_execute("BEGIN").await?;
+    let result = async {
+        locker.batch_execute(&format!("SET LOCAL lock_timeout = '{}ms'", lock_timeout.as_millis())).await?;
+        let locked_at = std::time::Instant::now();
+        locker.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", TABLES.join(", "))).await?;
+        snapshot.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        // The transaction's snapshot is taken by its first statement, here, under the locks.
+        snapshot.query_one("SELECT 1", &[]).await?;
+        let now: OffsetDateTime = locker.query_one("SELECT clock_timestamp()", &[]).await?.get(0);
+        let instant = next_whole_second(now);
+        let wait = instant - now;
+        if wait.is_positive() {
+            tokio::time::sleep(wait.unsigned_abs()).await;
+        }
+        let (server_now, lsn): (OffsetDateTime, String) = {
+            let row = locker.query_one("SELECT clock_timestamp(), pg_current_wal_insert_lsn()::text", &[]).await?;
+            (row.get(0), row.get(1))
+        };
+        if server_now < instant {
+            // The client's clock ran ahead of the server's: wait out the rest.
+            tokio::time::sleep((instant - server_now).unsigned_abs()).await;
+        }
+        Ok::<_, CatalystDbError>(BaselineInstant { instant, wal_lsn: lsn, writers_paused_ms: locked_at.elapsed().as_millis() as u64 })
+    }
+    .await;
+    // Releasing the locks is all the locker's transaction is for.
+    locker.batch_execute("COMMIT").await?;
+    result
+}
+
+/// The first whole second strictly after `t`.
+pub fn next_whole_second(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).expect("0 ns is valid") + time::Duration::SECOND
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn the_instant_is_the_next_whole_second() {
+        assert_eq!(next_whole_second(datetime!(2026-11-26 10:00:00.250 UTC)), datetime!(2026-11-26 10:00:01 UTC));
+        assert_eq!(next_whole_second(datetime!(2026-11-26 10:00:00 UTC)), datetime!(2026-11-26 10:00:01 UTC));
+    }
+}

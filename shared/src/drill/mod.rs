@@ -1,0 +1,369 @@
+//! drill-validator: the baseline before a drill, the parity check of the restored environment
+//! against it, RPO and RTO, and the drill report (runbook: validation cadence).
+
+pub mod config;
+pub mod metrics;
+pub mod queues;
+pub mod report;
+
+use crate::aws_error::AwsCallError;
+use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
+use crate::catalyst_db::CatalystDbError;
+use crate::input::{InputError, decode, format_time, parse_time};
+use crate::object_store::ObjectStore;
+use crate::pitr::credentials::StagingSecret;
+use crate::postgres::{PgConnectError, PgConnector, SecretStore, connect_with};
+use config::DrillConfig;
+use queues::{QueueDepth, QueueDepths};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DrillEvent {
+    /// Capture the source's state at one exact instant, before the drill restores it.
+    Baseline { drill_id: String },
+    /// Compare the restored environment with the baseline; RPO and RTO.
+    Validate {
+        drill_id: String,
+        /// The point in time the staging copy was restored to.
+        restore_point: String,
+        /// When the drill started and when its smoke tests passed: the RTO.
+        drill_started_at: String,
+        smoke_passed_at: String,
+        /// How far the source's latest restorable time trailed the present, when known.
+        #[serde(default)]
+        restorable_lag_seconds: Option<f64>,
+        /// What the staging queue should hold after the flush: `empty` (default) or `preserved`.
+        #[serde(default)]
+        expect_queue: Option<String>,
+    },
+    /// Write the drill report (JSON, Markdown, HTML) and its metrics; alert when it failed.
+    Report {
+        drill_id: String,
+        /// The drill state machine's state: every step's result, and `error` when a step failed.
+        state: serde_json::Value,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Aws(#[from] AwsCallError),
+    #[error(transparent)]
+    Connect(#[from] PgConnectError),
+    #[error(transparent)]
+    Database(#[from] CatalystDbError),
+    #[error("no baseline for drill {drill_id}: run the baseline action first")]
+    NoBaseline { drill_id: String },
+    #[error("the staging secret holds no credentials for drill {drill_id}")]
+    NoStagingCredentials { drill_id: String },
+    #[error("stored {key} is not valid: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl DrillError {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Input(_) => "InvalidInput",
+            Self::Aws(e) => e.error_type(),
+            Self::Connect(e) => e.error_type(),
+            // A lock wait that timed out is worth another try.
+            Self::Database(CatalystDbError::Postgres(e)) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => "BaselineLockTimeout",
+            Self::Database(e) => e.error_type(),
+            Self::NoBaseline { .. } => "NoBaseline",
+            Self::NoStagingCredentials { .. } => "NoStagingCredentials",
+            Self::Corrupt { .. } => "CorruptRecord",
+        }
+    }
+}
+
+/// The source as it stood at the baseline instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub drill_id: String,
+    #[serde(flatten)]
+    pub instant: BaselineInstant,
+    pub tables: Vec<TableFingerprint>,
+    pub deliveries_by_status: BTreeMap<String, i64>,
+    pub queues: BTreeMap<String, QueueDepth>,
+    pub captured_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableParity {
+    pub table: String,
+    pub baseline_rows: i64,
+    pub restored_rows: i64,
+    pub checksum_matches: bool,
+    /// Rows in the restored copy written after the baseline instant.
+    pub written_after_baseline: i64,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Objective {
+    pub seconds: f64,
+    pub objective_seconds: u32,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueCheck {
+    pub expected: String,
+    pub depth: Option<QueueDepth>,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub drill_id: String,
+    pub passed: bool,
+    pub tables: Vec<TableParity>,
+    pub deliveries_baseline: BTreeMap<String, i64>,
+    pub deliveries_restored: BTreeMap<String, i64>,
+    pub queue: QueueCheck,
+    pub baseline_instant: String,
+    pub restore_point: String,
+    /// Data the restore point misses: how far it lies before the baseline instant.
+    pub rpo: Objective,
+    pub restorable_lag_seconds: Option<f64>,
+    /// From drill start to smoke tests passed.
+    pub rto: Objective,
+    pub completed_at: String,
+}
+
+pub struct DrillValidator {
+    pub config: DrillConfig,
+    pub source: PgConnector,
+    pub secrets: Arc<dyn SecretStore>,
+    pub objects: Box<dyn ObjectStore>,
+    pub queues: Box<dyn QueueDepths>,
+    pub sns: aws_sdk_sns::Client,
+}
+
+fn check_drill_id(drill_id: &str) -> Result<(), InputError> {
+    let valid = !drill_id.is_empty() && drill_id.len() <= 64 && drill_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid { Ok(()) } else { Err(InputError::new("drill_id", "must be 1 to 64 letters, digits, '-' or '_'")) }
+}
+
+impl DrillValidator {
+    pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, DrillError> {
+        let value = match decode::<DrillEvent>(event)? {
+            DrillEvent::Baseline { drill_id } => {
+                check_drill_id(&drill_id)?;
+                to_json(self.baseline(&drill_id).await?)
+            }
+            DrillEvent::Validate { drill_id, restore_point, drill_started_at, smoke_passed_at, restorable_lag_seconds, expect_queue } => {
+                check_drill_id(&drill_id)?;
+                let restore_point = parse_time("restore_point", &restore_point)?;
+                let started = parse_time("drill_started_at", &drill_started_at)?;
+                let smoke = parse_time("smoke_passed_at", &smoke_passed_at)?;
+                let expect_queue = match expect_queue.as_deref().unwrap_or("empty") {
+                    e @ ("empty" | "preserved") => e.to_owned(),
+                    other => return Err(InputError::new("expect_queue", format!("{other:?} is not empty or preserved")).into()),
+                };
+                to_json(self.validate(&drill_id, restore_point, started, smoke, restorable_lag_seconds, &expect_queue).await?)
+            }
+            DrillEvent::Report { drill_id, state } => {
+                check_drill_id(&drill_id)?;
+                to_json(self.report(&drill_id, &state).await?)
+            }
+        };
+        Ok(value)
+    }
+
+    fn key(&self, drill_id: &str, name: &str) -> String {
+        format!("{}{drill_id}/{name}", self.config.report_prefix)
+    }
+
+    fn retain_until(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + time::Duration::days(self.config.report_retention_days.into())
+    }
+
+    async fn load<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, DrillError> {
+        match self.objects.get(key).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| DrillError::Corrupt { key: key.to_owned(), source }),
+        }
+    }
+
+    async fn store<T: Serialize>(&self, key: &str, value: &T) -> Result<(), DrillError> {
+        let body = serde_json::to_vec_pretty(value).expect("plain data serialises");
+        self.objects.put_locked(key, body, "application/json", self.retain_until()).await?;
+        Ok(())
+    }
+
+    async fn queue_depths(&self) -> Result<BTreeMap<String, QueueDepth>, DrillError> {
+        let mut depths = BTreeMap::new();
+        for (name, url) in [("webhook_queue", &self.config.webhook_queue_url), ("webhook_dlq", &self.config.webhook_dlq_url)] {
+            if let Some(url) = url {
+                depths.insert(name.to_owned(), self.queues.depth(url).await?);
+            }
+        }
+        Ok(depths)
+    }
+
+    /// Captures the baseline once; a retry returns the stored one.
+    pub async fn baseline(&self, drill_id: &str) -> Result<Baseline, DrillError> {
+        let key = self.key(drill_id, "baseline.json");
+        if let Some(existing) = self.load::<Baseline>(&key).await? {
+            return Ok(existing);
+        }
+        let locker = self.source.connect().await?;
+        let snapshot = self.source.connect().await?;
+        let instant = parity::open_baseline(&locker, &snapshot, Duration::from_millis(self.config.lock_timeout_ms.into())).await?;
+        let tables = parity::fingerprint(&snapshot, instant.instant).await?;
+        let deliveries_by_status = parity::deliveries_by_status(&snapshot).await?;
+        snapshot.batch_execute("COMMIT").await.map_err(CatalystDbError::from)?;
+        let baseline = Baseline {
+            drill_id: drill_id.to_owned(),
+            instant,
+            tables,
+            deliveries_by_status,
+            queues: self.queue_depths().await?,
+            captured_at: format_time(OffsetDateTime::now_utc()),
+        };
+        self.store(&key, &baseline).await?;
+        tracing::info!(%drill_id, instant = %format_time(baseline.instant.instant), "baseline captured");
+        Ok(baseline)
+    }
+
+    pub async fn validate(
+        &self,
+        drill_id: &str,
+        restore_point: OffsetDateTime,
+        started: OffsetDateTime,
+        smoke_passed: OffsetDateTime,
+        restorable_lag_seconds: Option<f64>,
+        expect_queue: &str,
+    ) -> Result<Validation, DrillError> {
+        let baseline: Baseline =
+            self.load(&self.key(drill_id, "baseline.json")).await?.ok_or_else(|| DrillError::NoBaseline { drill_id: drill_id.to_owned() })?;
+        let text = self.secrets.current(&self.config.staging_secret_id).await?.unwrap_or_default();
+        let secret = serde_json::from_str::<StagingSecret>(&text)
+            .ok()
+            .filter(|s| s.drill_id == drill_id)
+            .ok_or_else(|| DrillError::NoStagingCredentials { drill_id: drill_id.to_owned() })?;
+        let staging = connect_with(&secret.credentials(), &self.config.tls).await?;
+        staging.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(CatalystDbError::from)?;
+        let restored = parity::fingerprint(&staging, baseline.instant.instant).await?;
+        let deliveries_restored = parity::deliveries_by_status(&staging).await?;
+        staging.batch_execute("COMMIT").await.map_err(CatalystDbError::from)?;
+
+        let tables: Vec<TableParity> = baseline
+            .tables
+            .iter()
+            .map(|b| {
+                let r = restored.iter().find(|r| r.table == b.table);
+                let restored_rows = r.map_or(0, |r| r.rows);
+                let checksum_matches = r.is_some_and(|r| r.checksum == b.checksum);
+                TableParity {
+                    table: b.table.clone(),
+                    baseline_rows: b.rows,
+                    restored_rows,
+                    checksum_matches,
+                    written_after_baseline: r.map_or(0, |r| r.written_after),
+                    passed: checksum_matches && restored_rows == b.rows,
+                }
+            })
+            .collect();
+
+        let queue = match &self.config.staging_queue_url {
+            None => QueueCheck { expected: expect_queue.to_owned(), depth: None, passed: true, detail: "no staging queue configured".into() },
+            Some(url) => {
+                let depth = self.queues.depth(url).await?;
+                let passed = expect_queue == "preserved" || depth.total() == 0;
+                let detail = format!("{} messages after the flush; expected {expect_queue}", depth.total());
+                QueueCheck { expected: expect_queue.to_owned(), depth: Some(depth), passed, detail }
+            }
+        };
+
+        let rpo_seconds = ((baseline.instant.instant - restore_point).as_seconds_f64()).max(0.0);
+        let rpo = Objective { seconds: rpo_seconds, objective_seconds: self.config.rpo_objective_seconds, passed: rpo_seconds <= self.config.rpo_objective_seconds.into() };
+        let rto_seconds = (smoke_passed - started).as_seconds_f64();
+        let rto = Objective { seconds: rto_seconds, objective_seconds: self.config.rto_objective_seconds, passed: rto_seconds <= self.config.rto_objective_seconds.into() };
+        let passed = tables.iter().all(|t| t.passed) && queue.passed && rpo.passed && rto.passed;
+        let validation = Validation {
+            drill_id: drill_id.to_owned(),
+            passed,
+            tables,
+            deliveries_baseline: baseline.deliveries_by_status.clone(),
+            deliveries_restored,
+            queue,
+            baseline_instant: format_time(baseline.instant.instant),
+            restore_point: format_time(restore_point),
+            rpo,
+            restorable_lag_seconds,
+            rto,
+            completed_at: format_time(OffsetDateTime::now_utc()),
+        };
+        self.store(&self.key(drill_id, "validation.json"), &validation).await?;
+        tracing::info!(%drill_id, passed, "drill validated");
+        Ok(validation)
+    }
+
+    pub async fn report(&self, drill_id: &str, state: &serde_json::Value) -> Result<report::ReportSummary, DrillError> {
+        let rendered = report::render(drill_id, state);
+        let retain = self.retain_until();
+        let mut keys = Vec::new();
+        for (name, body, content_type) in [
+            ("report.json", serde_json::to_vec_pretty(&rendered.json).expect("plain data serialises"), "application/json"),
+            ("report.md", rendered.markdown.clone().into_bytes(), "text/markdown; charset=utf-8"),
+            ("report.html", rendered.html.clone().into_bytes(), "text/html; charset=utf-8"),
+        ] {
+            let key = self.key(drill_id, name);
+            self.objects.put_locked(&key, body, content_type, retain).await?;
+            keys.push(format!("s3://{}/{key}", self.objects.bucket()));
+        }
+        println!("{}", metrics::emf_line(&self.config.drill_kind, &rendered.summary, OffsetDateTime::now_utc()));
+        if !rendered.summary.passed {
+            if let Some(topic) = &self.config.alert_topic_arn {
+                self.sns
+                    .publish()
+                    .topic_arn(topic)
+                    .subject(format!("catalyst-dr drill {drill_id} failed"))
+                    .message(rendered.markdown.clone())
+                    .send()
+                    .await
+                    .map_err(|e| crate::aws_error::classify("sns:Publish", e))?;
+            }
+        }
+        Ok(report::ReportSummary { keys, ..rendered.summary })
+    }
+}
+
+impl DrillValidator {
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let config = DrillConfig::from_env(&crate::config::ProcessEnv)?;
+        let sdk = crate::aws_clients::load_sdk_config().await;
+        Ok(Self::new(config, &sdk))
+    }
+
+    pub fn new(config: DrillConfig, sdk: &aws_config::SdkConfig) -> Self {
+        let secrets = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
+        let objects = crate::object_store::S3Objects::new(crate::aws_clients::s3_client(sdk, config.s3_force_path_style), &config.bucket);
+        Self {
+            source: PgConnector::new(secrets.clone(), &config.source_secret_id, config.tls.clone()),
+            secrets,
+            objects: Box::new(objects),
+            queues: Box::new(aws_sdk_sqs::Client::new(sdk)),
+            sns: aws_sdk_sns::Client::new(sdk),
+            config,
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: T) -> serde_json::Value {
+    serde_json::to_value(value).expect("results are plain data and always serialise")
+}

@@ -1,0 +1,267 @@
+//! The drill report: JSON for machines, Markdown for the incident ticket, and a self-contained
+//! HTML page with the drill's timeline and the parity table.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportSummary {
+    pub drill_id: String,
+    pub passed: bool,
+    /// The failing step's error, when a step failed.
+    pub failure: Option<String>,
+    pub rto_seconds: Option<f64>,
+    pub rpo_seconds: Option<f64>,
+    pub parity_failures: u64,
+    /// Dead-lettered deliveries the replay plan found on the restored copy.
+    pub deliveries_replayable: Option<u64>,
+    pub keys: Vec<String>,
+}
+
+pub struct Rendered {
+    pub json: Value,
+    pub markdown: String,
+    pub html: String,
+    pub summary: ReportSummary,
+}
+
+/// The drill's steps in order: label, and where the state machine's state keeps its time.
+const STEPS: &[(&str, &str, &str)] = &[
+    ("Baseline captured", "baseline", "captured_at"),
+    ("Restore started", "start", "started_at"),
+    ("Staging available", "status", "checked_at"),
+    ("Credentials rotated", "credentials", "verified_at"),
+    ("Staging queue flushed", "flush", "completed_at"),
+    ("Smoke tests passed", "smoke", "completed_at"),
+    ("Replay planned (dry run)", "plan", "completed_at"),
+    ("Parity validated", "validation", "completed_at"),
+    ("Staging torn down", "teardown", "completed_at"),
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    pub step: String,
+    pub at: Option<String>,
+    /// Seconds since the drill started.
+    pub offset_seconds: Option<f64>,
+}
+
+fn time_at(state: &Value, step: &str, field: &str) -> Option<OffsetDateTime> {
+    state.get(step)?.get(field)?.as_str().and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+}
+
+pub fn timeline(state: &Value) -> Vec<TimelineEntry> {
+    let start = state.get("drill_started_at").and_then(Value::as_str).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+    let first = start.or_else(|| STEPS.iter().find_map(|(_, s, f)| time_at(state, s, f)));
+    STEPS
+        .iter()
+        .map(|(label, step, field)| {
+            let at = time_at(state, step, field);
+            TimelineEntry {
+                step: (*label).to_owned(),
+                at: at.map(crate::input::format_time),
+                offset_seconds: at.zip(first).map(|(a, f)| (a - f).as_seconds_f64()),
+            }
+        })
+        .collect()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn failure_of(state: &Value) -> Option<String> {
+    let error = state.get("error")?;
+    let name = error.get("Error").and_then(Value::as_str).unwrap_or("Error");
+    let cause = error.get("Cause").and_then(Value::as_str).unwrap_or("");
+    // A Lambda error's cause is its error document as JSON text.
+    let message = serde_json::from_str::<Value>(cause).ok().and_then(|c| c.get("errorMessage").and_then(Value::as_str).map(str::to_owned)).unwrap_or_else(|| cause.to_owned());
+    Some(format!("{name}: {message}"))
+}
+
+pub fn render(drill_id: &str, state: &Value) -> Rendered {
+    let validation = state.get("validation");
+    let tables: Vec<Value> = validation.and_then(|v| v.get("tables")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let parity_failures = tables.iter().filter(|t| t.get("passed") != Some(&Value::Bool(true))).count() as u64;
+    let failure = failure_of(state);
+    let validation_passed = validation.and_then(|v| v.get("passed")).and_then(Value::as_bool) == Some(true);
+    let summary = ReportSummary {
+        drill_id: drill_id.to_owned(),
+        passed: failure.is_none() && validation_passed,
+        failure: failure.clone().or_else(|| (!validation_passed).then(|| "validation did not pass".to_owned())),
+        rto_seconds: validation.and_then(|v| v.pointer("/rto/seconds")).and_then(Value::as_f64),
+        rpo_seconds: validation.and_then(|v| v.pointer("/rpo/seconds")).and_then(Value::as_f64),
+        parity_failures,
+        deliveries_replayable: state.pointer("/plan/total").and_then(Value::as_u64),
+        keys: Vec::new(),
+    };
+    let steps = timeline(state);
+    let json = serde_json::json!({
+        "format": "catalyst-dr/drill-report/v1",
+        "drill_id": drill_id,
+        "summary": summary,
+        "timeline": steps,
+        "validation": validation,
+        "smoke": state.pointer("/smoke/checks"),
+        "replay_plan": state.get("plan"),
+        "flush": state.get("flush"),
+        "restore": state.get("start"),
+        "baseline": state.get("baseline"),
+    });
+    let markdown = markdown(&summary, &steps, validation, state);
+    let html = html(&summary, &steps, validation, state);
+    Rendered { json, markdown, html, summary }
+}
+
+fn fmt_seconds(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |s| format!("{s:.1} s"))
+}
+
+fn objective_line(validation: Option<&Value>, key: &str) -> String {
+    let Some(o) = validation.and_then(|v| v.get(key)) else { return "—".into() };
+    let seconds = o.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
+    let objective = o.get("objective_seconds").and_then(Value::as_u64).unwrap_or(0);
+    let verdict = if o.get("passed") == Some(&Value::Bool(true)) { "met" } else { "MISSED" };
+    format!("{seconds:.1} s (objective {objective} s: {verdict})")
+}
+
+fn markdown(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Value>, state: &Value) -> String {
+    let mut out = String::new();
+    let verdict = if summary.passed { "PASSED" } else { "FAILED" };
+    out.push_str(&format!("## Restore drill {}: {verdict}\n\n", summary.drill_id));
+    if let Some(failure) = &summary.failure {
+        out.push_str(&format!("**Failure:** {failure}\n\n"));
+    }
+    out.push_str(&format!("- RPO: {}\n- RTO (drill start to smoke tests passed): {}\n", objective_line(validation, "rpo"), objective_line(validation, "rto")));
+    if let Some(v) = validation {
+        out.push_str(&format!(
+            "- Baseline instant: {}; restore point: {}\n",
+            v.get("baseline_instant").and_then(Value::as_str).unwrap_or("—"),
+            v.get("restore_point").and_then(Value::as_str).unwrap_or("—")
+        ));
+        if let Some(queue) = v.get("queue") {
+            out.push_str(&format!("- Staging queue: {}\n", queue.get("detail").and_then(Value::as_str).unwrap_or("—")));
+        }
+    }
+    if let Some(plan) = state.get("plan") {
+        out.push_str(&format!("- Webhook replay plan (dry run on staging): {} dead-lettered deliveries\n", plan.get("total").map_or("—".into(), |t| t.to_string())));
+    }
+    out.push_str("\n### Timeline\n\n| step | at | since start |\n|---|---|---|\n");
+    for s in steps {
+        out.push_str(&format!("| {} | {} | {} |\n", s.step, s.at.as_deref().unwrap_or("—"), fmt_seconds(s.offset_seconds)));
+    }
+    out.push_str("\n### Baseline parity\n\n| table | baseline rows | restored rows | checksum | written after baseline | result |\n|---|---|---|---|---|---|\n");
+    for t in validation.and_then(|v| v.get("tables")).and_then(Value::as_array).into_iter().flatten() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            t["table"].as_str().unwrap_or(""),
+            t["baseline_rows"],
+            t["restored_rows"],
+            if t["checksum_matches"] == Value::Bool(true) { "match" } else { "DIFFERS" },
+            t["written_after_baseline"],
+            if t["passed"] == Value::Bool(true) { "pass" } else { "FAIL" }
+        ));
+    }
+    if let Some(checks) = state.pointer("/smoke/checks").and_then(Value::as_array) {
+        out.push_str("\n### Smoke tests\n\n");
+        for c in checks {
+            let mark = if c["passed"] == Value::Bool(true) { "pass" } else { "FAIL" };
+            out.push_str(&format!("- {} — {}: {}\n", mark, c["name"].as_str().unwrap_or(""), c["detail"].as_str().unwrap_or("")));
+        }
+    }
+    out
+}
+
+fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Value>, state: &Value) -> String {
+    let verdict = if summary.passed { "passed" } else { "failed" };
+    let total = steps.iter().filter_map(|s| s.offset_seconds).fold(1.0_f64, f64::max);
+    let mut rows = String::new();
+    for s in steps {
+        let (width, label) = match s.offset_seconds {
+            Some(o) => ((o / total * 100.0).clamp(0.5, 100.0), format!("{o:.1} s")),
+            None => (0.0, "not reached".to_owned()),
+        };
+        rows.push_str(&format!(
+            "<tr class=\"step{}\"><th>{}</th><td class=\"bar\"><div style=\"width:{width:.1}%\"></div></td><td>{}</td></tr>\n",
+            if s.offset_seconds.is_none() { " missing" } else { "" },
+            escape(&s.step),
+            escape(&label)
+        ));
+    }
+    let mut parity = String::new();
+    for t in validation.and_then(|v| v.get("tables")).and_then(Value::as_array).into_iter().flatten() {
+        let ok = t["passed"] == Value::Bool(true);
+        parity.push_str(&format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            if ok { "pass" } else { "fail" },
+            escape(t["table"].as_str().unwrap_or("")),
+            t["baseline_rows"],
+            t["restored_rows"],
+            if t["checksum_matches"] == Value::Bool(true) { "match" } else { "differs" },
+            t["written_after_baseline"],
+            if ok { "pass" } else { "FAIL" }
+        ));
+    }
+    let failure = summary.failure.as_deref().map(|f| format!("<p class=\"failure\">{}</p>", escape(f))).unwrap_or_default();
+    let plan = state.pointer("/plan/total").map_or("—".to_owned(), |t| t.to_string());
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Restore drill {id}: {verdict}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 960px; color: #1d232b; }}
+h1 span.passed {{ color: #137333; }} h1 span.failed {{ color: #b3261e; }}
+.failure {{ background: #fce8e6; border-left: 4px solid #b3261e; padding: .6rem 1rem; }}
+dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1.2rem; }} dt {{ font-weight: 600; }}
+table {{ border-collapse: collapse; width: 100%; margin: .8rem 0 1.6rem; }}
+th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e6ea; }}
+#timeline th {{ width: 14rem; font-weight: 500; }} #timeline td.bar {{ width: 60%; }}
+#timeline td.bar div {{ background: #3b6fd8; height: .9rem; border-radius: 3px; }}
+#timeline tr.missing th, #timeline tr.missing td {{ color: #8a939c; }}
+#parity tr.fail td {{ background: #fce8e6; }}
+</style></head>
+<body>
+<h1>Restore drill {id}: <span class="{verdict}">{verdict}</span></h1>
+{failure}
+<dl>
+<dt>RPO</dt><dd>{rpo}</dd>
+<dt>RTO</dt><dd>{rto}</dd>
+<dt>Parity failures</dt><dd>{parity_failures}</dd>
+<dt>Replayable deliveries (dry run)</dt><dd>{plan}</dd>
+</dl>
+<h2>Timeline</h2>
+<table id="timeline"><tbody>
+{rows}</tbody></table>
+<h2>Baseline parity</h2>
+<table id="parity"><thead><tr><th>table</th><th>baseline rows</th><th>restored rows</th><th>checksum</th><th>written after baseline</th><th>result</th></tr></thead><tbody>
+{parity}</tbody></table>
+</body></html>
+"#,
+        id = escape(&summary.drill_id),
+        rpo = escape(&objective_line(validation, "rpo")),
+        rto = escape(&objective_line(validation, "rto")),
+        parity_failures = summary.parity_failures,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_failed_step_fails_the_report_and_names_the_error() {
+        let state = json!({
+            "drill_started_at": "2026-11-26T03:00:00Z",
+            "start": {"started_at": "2026-11-26T03:00:05Z"},
+            "error": {"Error": "SmokeFailed", "Cause": "{\"errorType\":\"SmokeFailed\",\"errorMessage\":\"users-and-entitlements: relation \\\"users\\\" does not exist\"}"},
+        });
+        let r = render("q4", &state);
+        assert!(!r.summary.passed);
+        assert_eq!(r.summary.failure.as_deref(), Some("SmokeFailed: users-and-entitlements: relation \"users\" does not exist"));
+        assert!(r.html.contains("not reached"));
+        assert!(r.html.contains("&quot;users&quot;"), "HTML is escaped");
+        assert_eq!(r.json["timeline"][1]["offset_seconds"], 5.0);
+    }
+}
