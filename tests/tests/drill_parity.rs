@@ -1,0 +1,142 @@
+//! Baseline parity on a real restore: with writes arriving all the time, a restore to the
+//! baseline instant matches the baseline exactly, and a restore to another instant does not —
+//! and the report says which tables differ and by how much.
+
+use catalyst_dr::drill::DrillValidator;
+use catalyst_dr::drill::config::DrillConfig;
+use catalyst_dr::local_pg::base_backup;
+use catalyst_dr::pitr::PitrRestore;
+use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
+use catalyst_dr::pitr::engine::StagingState;
+use catalyst_dr::postgres::TlsMode;
+use catalyst_dr_tests::{catalyst_database, local_aws, local_engine_config, locked_bucket, pg_connect, s3, unique};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+async fn until_available(restore: &PitrRestore, drill: &str) {
+    for poll in 0..600 {
+        match restore.status(drill, None, poll).await.expect("status").state {
+            StagingState::Available => return,
+            StagingState::Failed => panic!("restore failed"),
+            StagingState::Creating => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("staging did not come up");
+}
+
+#[tokio::test]
+async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
+    let sdk = local_aws().await;
+    let (source_db, source_secret) = catalyst_database(&sdk, "parity", 60).await;
+    let bucket = unique("drills");
+    locked_bucket(&s3(&sdk), &bucket).await;
+    let staging_secret = unique("parity-staging");
+    aws_sdk_secretsmanager::Client::new(&sdk).create_secret().name(&staging_secret).send().await.expect("secret");
+    let local = local_engine_config("parity").await;
+    let restore = PitrRestore::new(
+        PitrConfig {
+            engine: EngineConfig::Local { source_id: "catalyst-auth-local".into(), local: local.clone() },
+            staging_prefix: "catalyst-dr-staging-".into(),
+            staging_secret_id: staging_secret.clone(),
+            source_secret_id: source_secret.clone(),
+            tls: TlsMode::Disable,
+            health_checks: Vec::new(),
+            smoke_min_users: 1,
+        },
+        &sdk,
+    );
+    let validator = DrillValidator::new(
+        DrillConfig {
+            source_secret_id: source_secret,
+            staging_secret_id: staging_secret,
+            tls: TlsMode::Disable,
+            bucket: bucket.clone(),
+            report_prefix: "drills/".into(),
+            report_retention_days: 1,
+            s3_force_path_style: true,
+            webhook_queue_url: None,
+            webhook_dlq_url: None,
+            staging_queue_url: None,
+            rpo_objective_seconds: 0,
+            rto_objective_seconds: 3_600,
+            lock_timeout_ms: 2_000,
+            alert_topic_arn: None,
+            drill_kind: "test".into(),
+        },
+        &sdk,
+    );
+    base_backup::take(&local, &restore.source.credentials().await.expect("creds"), &unique("base")).await.expect("base backup");
+
+    // Writes arrive all through the drill: new deliveries and changed users.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        let client = pg_connect(&source_db).await;
+        tokio::spawn(async move {
+            let mut n = 0i64;
+            while writing.load(Ordering::Relaxed) {
+                n += 1;
+                client
+                    .execute(
+                        "INSERT INTO webhook_deliveries (subscription_id, event_type, payload, status) SELECT id, 'user.updated', '{}'::jsonb, 'pending' FROM webhook_subscriptions ORDER BY id LIMIT 1",
+                        &[],
+                    )
+                    .await
+                    .expect("insert");
+                client.execute("UPDATE users SET display_name = $1 WHERE id = 1 + ($2::bigint % 50)", &[&format!("writer {n}"), &n]).await.expect("update");
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            n
+        })
+    };
+
+    let drill = unique("par").to_lowercase();
+    let started = time::OffsetDateTime::now_utc();
+    let baseline = validator.baseline(&drill).await.expect("baseline");
+    assert!(baseline.instant.writers_paused_ms < 2_000, "writers paused {} ms", baseline.instant.writers_paused_ms);
+    assert_eq!(baseline.instant.instant.nanosecond(), 0, "the baseline instant is a whole second");
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // writes after the instant, some in its second
+    restore.start(&drill, Some(baseline.instant.instant), None).await.expect("start");
+    until_available(&restore, &drill).await;
+    restore.rotate_credentials(&drill, None).await.expect("rotate");
+    let honest = validator
+        .validate(&drill, baseline.instant.instant, started, time::OffsetDateTime::now_utc(), Some(0.0), "empty")
+        .await
+        .expect("validate");
+    assert!(honest.passed, "{:#?}", honest.tables);
+    assert!(honest.tables.iter().all(|t| t.written_after_baseline == 0 && t.restored_rows == t.baseline_rows));
+    assert_eq!(honest.rpo.seconds, 0.0);
+    restore.teardown(&drill, None).await.expect("teardown");
+
+    // The same baseline, restored two seconds late.
+    let late = format!("{drill}-late");
+    let stored = s3(&sdk).get_object().bucket(&bucket).key(format!("drills/{drill}/baseline.json")).send().await.expect("baseline object");
+    let bytes = stored.body.collect().await.expect("body").into_bytes();
+    s3(&sdk).put_object().bucket(&bucket).key(format!("drills/{late}/baseline.json")).body(bytes.to_vec().into()).send().await.expect("copy");
+    let late_point = baseline.instant.instant + time::Duration::seconds(1);
+    restore.start(&late, Some(late_point), None).await.expect("start late");
+    until_available(&restore, &late).await;
+    restore.rotate_credentials(&late, None).await.expect("rotate late");
+    let wrong = validator.validate(&late, late_point, started, time::OffsetDateTime::now_utc(), None, "empty").await.expect("validate late");
+    restore.teardown(&late, None).await.expect("teardown late");
+    writing.store(false, Ordering::Relaxed);
+    assert!(writer.await.expect("writer") > 100, "writes kept arriving");
+
+    assert!(!wrong.passed);
+    let deliveries = wrong.tables.iter().find(|t| t.table == "webhook_deliveries").expect("deliveries");
+    assert!(!deliveries.passed && deliveries.restored_rows > deliveries.baseline_rows, "{deliveries:?}");
+    assert_eq!(deliveries.written_after_baseline, deliveries.restored_rows - deliveries.baseline_rows, "the extra rows are the later writes");
+    let users = wrong.tables.iter().find(|t| t.table == "users").expect("users");
+    assert!(!users.checksum_matches && users.restored_rows == users.baseline_rows, "changed, not added: {users:?}");
+
+    let state = serde_json::json!({"drill_started_at": catalyst_dr::input::format_time(started), "validation": wrong});
+    let report = validator.report(&late, &state).await.expect("report");
+    assert!(!report.passed);
+    assert_eq!(report.parity_failures, 2);
+    let md = s3(&sdk).get_object().bucket(&bucket).key(format!("drills/{late}/report.md")).send().await.expect("markdown");
+    let md = String::from_utf8(md.body.collect().await.expect("body").into_bytes().to_vec()).expect("utf-8");
+    let line = md.lines().find(|l| l.starts_with("| webhook_deliveries |")).expect("deliveries row");
+    assert!(line.contains("DIFFERS") && line.contains("FAIL"), "{line}");
+    assert!(line.contains(&format!("| {} | {} |", deliveries.baseline_rows, deliveries.restored_rows)), "{line}");
+}
