@@ -130,7 +130,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     let users = wrong.tables.iter().find(|t| t.table == "users").expect("users");
     assert!(!users.checksum_matches && users.restored_rows == users.baseline_rows, "changed, not added: {users:?}");
 
-    let state = serde_json::json!({"drill_started_at": catalyst_dr::input::format_time(started), "validation": wrong});
+    let state = serde_json::json!({"started": {"at": catalyst_dr::input::format_time(started)}, "validation": wrong});
     let report = validator.report(&late, &state).await.expect("report");
     assert!(!report.passed);
     assert_eq!(report.parity_failures, 2);

@@ -28,5 +28,5 @@ fn snapshot_trigger_samples_decode() {
 
 #[test]
 fn pitr_restore_samples_decode() {
-    assert_eq!(decode_samples::<PitrEvent>("pitr-restore"), 5, "one sample per action");
+    assert_eq!(decode_samples::<PitrEvent>("pitr-restore"), 6, "one sample per action");
 }

@@ -37,9 +37,10 @@ pub enum DrillEvent {
         /// How far the source's latest restorable time trailed the present, when known.
         #[serde(default)]
         restorable_lag_seconds: Option<f64>,
-        /// What the staging queue should hold after the flush: `empty` (default) or `preserved`.
+        /// The flush step's status (`purged`, `purge-in-progress`, `flushed` or `preserved`): the
+        /// staging queue must then be empty, or is left as it was. Absent: empty.
         #[serde(default)]
-        expect_queue: Option<String>,
+        flush_status: Option<String>,
     },
     /// Write the drill report (JSON, Markdown, HTML) and its metrics; alert when it failed.
     Report {
@@ -164,14 +165,15 @@ impl DrillValidator {
                 check_drill_id(&drill_id)?;
                 to_json(self.baseline(&drill_id).await?)
             }
-            DrillEvent::Validate { drill_id, restore_point, drill_started_at, smoke_passed_at, restorable_lag_seconds, expect_queue } => {
+            DrillEvent::Validate { drill_id, restore_point, drill_started_at, smoke_passed_at, restorable_lag_seconds, flush_status } => {
                 check_drill_id(&drill_id)?;
                 let restore_point = parse_time("restore_point", &restore_point)?;
                 let started = parse_time("drill_started_at", &drill_started_at)?;
                 let smoke = parse_time("smoke_passed_at", &smoke_passed_at)?;
-                let expect_queue = match expect_queue.as_deref().unwrap_or("empty") {
-                    e @ ("empty" | "preserved") => e.to_owned(),
-                    other => return Err(InputError::new("expect_queue", format!("{other:?} is not empty or preserved")).into()),
+                let expect_queue = match flush_status.as_deref() {
+                    None | Some("purged" | "purge-in-progress" | "flushed") => "empty".to_owned(),
+                    Some("preserved") => "preserved".to_owned(),
+                    Some(other) => return Err(InputError::new("flush_status", format!("{other:?} is not a flush status")).into()),
                 };
                 to_json(self.validate(&drill_id, restore_point, started, smoke, restorable_lag_seconds, &expect_queue).await?)
             }

@@ -35,7 +35,7 @@ const STEPS: &[(&str, &str, &str)] = &[
     ("Credentials rotated", "credentials", "verified_at"),
     ("Staging queue flushed", "flush", "completed_at"),
     ("Smoke tests passed", "smoke", "completed_at"),
-    ("Replay planned (dry run)", "plan", "completed_at"),
+    ("Replay planned (dry run)", "plan", "until"),
     ("Parity validated", "validation", "completed_at"),
     ("Staging torn down", "teardown", "completed_at"),
 ];
@@ -53,7 +53,8 @@ fn time_at(state: &Value, step: &str, field: &str) -> Option<OffsetDateTime> {
 }
 
 pub fn timeline(state: &Value) -> Vec<TimelineEntry> {
-    let start = state.get("drill_started_at").and_then(Value::as_str).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+    // The state machine records its start at `started.at` (the execution's start time).
+    let start = state.pointer("/started/at").and_then(Value::as_str).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
     let first = start.or_else(|| STEPS.iter().find_map(|(_, s, f)| time_at(state, s, f)));
     STEPS
         .iter()
@@ -94,7 +95,7 @@ pub fn render(drill_id: &str, state: &Value) -> Rendered {
         rto_seconds: validation.and_then(|v| v.pointer("/rto/seconds")).and_then(Value::as_f64),
         rpo_seconds: validation.and_then(|v| v.pointer("/rpo/seconds")).and_then(Value::as_f64),
         parity_failures,
-        deliveries_replayable: state.pointer("/plan/total").and_then(Value::as_u64),
+        deliveries_replayable: state.pointer("/plan/deliveries").and_then(Value::as_u64),
         keys: Vec::new(),
     };
     let steps = timeline(state);
@@ -146,7 +147,11 @@ fn markdown(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option
         }
     }
     if let Some(plan) = state.get("plan") {
-        out.push_str(&format!("- Webhook replay plan (dry run on staging): {} dead-lettered deliveries\n", plan.get("total").map_or("—".into(), |t| t.to_string())));
+        out.push_str(&format!(
+            "- Webhook replay plan (dry run on staging): {} dead-lettered deliveries over {} endpoints\n",
+            plan.get("deliveries").map_or("—".into(), |t| t.to_string()),
+            plan.get("endpoints").map_or("—".into(), |t| t.to_string())
+        ));
     }
     out.push_str("\n### Timeline\n\n| step | at | since start |\n|---|---|---|\n");
     for s in steps {
@@ -205,7 +210,7 @@ fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Va
         ));
     }
     let failure = summary.failure.as_deref().map(|f| format!("<p class=\"failure\">{}</p>", escape(f))).unwrap_or_default();
-    let plan = state.pointer("/plan/total").map_or("—".to_owned(), |t| t.to_string());
+    let plan = state.pointer("/plan/deliveries").map_or("—".to_owned(), |t| t.to_string());
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Restore drill {id}: {verdict}</title>
@@ -253,7 +258,7 @@ mod tests {
     #[test]
     fn a_failed_step_fails_the_report_and_names_the_error() {
         let state = json!({
-            "drill_started_at": "2026-11-26T03:00:00Z",
+            "started": {"at": "2026-11-26T03:00:00Z"},
             "start": {"started_at": "2026-11-26T03:00:05Z"},
             "error": {"Error": "SmokeFailed", "Cause": "{\"errorType\":\"SmokeFailed\",\"errorMessage\":\"users-and-entitlements: relation \\\"users\\\" does not exist\"}"},
         });

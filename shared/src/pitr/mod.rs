@@ -51,6 +51,14 @@ pub enum PitrEvent {
         #[serde(default)]
         target_id: Option<String>,
     },
+    /// The source's restorable window, and whether it already covers `instant` (RDS's latest
+    /// restorable time trails the present by minutes: a drill waits for it to pass its baseline).
+    Window {
+        #[serde(default)]
+        instant: Option<String>,
+        #[serde(default)]
+        poll: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +162,17 @@ pub struct SmokeResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowResult {
+    pub window: RestoreWindow,
+    /// How far the latest restorable time trails the present.
+    pub lag_seconds: f64,
+    /// Whether the window reaches the instant asked about (true when none was).
+    pub covers: bool,
+    pub poll: u32,
+    pub checked_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeardownResult {
     pub drill_id: String,
     pub target_id: String,
@@ -193,6 +212,10 @@ impl PitrRestore {
             PitrEvent::RotateCredentials { drill_id, target_id } => to_json(self.rotate_credentials(&drill_id, target_id).await?),
             PitrEvent::Smoke { drill_id } => to_json(self.smoke(&drill_id).await?),
             PitrEvent::Teardown { drill_id, target_id } => to_json(self.teardown(&drill_id, target_id).await?),
+            PitrEvent::Window { instant, poll } => {
+                let instant = instant.map(|t| parse_time("instant", &t)).transpose()?;
+                to_json(self.window(instant, poll).await?)
+            }
         };
         Ok(value)
     }
@@ -340,6 +363,18 @@ impl PitrRestore {
             return Err(PitrError::SmokeFailed { target_id: secret.target_id, checks });
         }
         Ok(SmokeResult { drill_id: drill_id.to_owned(), target_id: secret.target_id, passed: true, checks, completed_at: format_time(OffsetDateTime::now_utc()) })
+    }
+
+    pub async fn window(&self, instant: Option<OffsetDateTime>, poll: u32) -> Result<WindowResult, PitrError> {
+        let window = self.engine.restore_window().await?;
+        let now = OffsetDateTime::now_utc();
+        Ok(WindowResult {
+            covers: instant.is_none_or(|t| t >= window.earliest && t <= window.latest),
+            lag_seconds: (now - window.latest).as_seconds_f64().max(0.0),
+            window,
+            poll: poll.saturating_add(1),
+            checked_at: format_time(now),
+        })
     }
 
     pub async fn teardown(&self, drill_id: &str, target_id: Option<String>) -> Result<TeardownResult, PitrError> {
