@@ -146,6 +146,9 @@ def main():
                     # pitr-restore
                     "STAGING_SECRET_ID": STAGING_DB_SECRET,
                     "LOCAL_SOURCE_ID": "catalyst-auth-local",
+                    # drill-validator
+                    "ALERT_TOPIC_ARN": topic_arn,
+                    "DRILL_KIND": "quarterly",
                 },
             },
             indent=2,

@@ -131,7 +131,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     assert!(!users.checksum_matches && users.restored_rows == users.baseline_rows, "changed, not added: {users:?}");
 
     let state = serde_json::json!({"started": {"at": catalyst_dr::input::format_time(started)}, "validation": wrong});
-    let report = validator.report(&late, &state).await.expect("report");
+    let report = validator.report(&late, "test", &state).await.expect("report");
     assert!(!report.passed);
     assert_eq!(report.parity_failures, 2);
     let md = s3(&sdk).get_object().bucket(&bucket).key(format!("drills/{late}/report.md")).send().await.expect("markdown");

@@ -11,6 +11,7 @@ const DEFINITION: &str = "infra/statemachines/pitr-drill.asl.json";
 fn substitutions(seed: &Value) -> Vec<(&'static str, String)> {
     vec![
         ("PitrRestoreFunctionArn", "arn:aws:lambda:us-east-1:123456789012:function:pitr-restore".to_owned()),
+        ("DrillValidatorFunctionArn", "arn:aws:lambda:us-east-1:123456789012:function:drill-validator".to_owned()),
         ("AlertTopicArn", seed["alert_topic_arn"].as_str().expect("topic").to_owned()),
     ]
 }
@@ -44,7 +45,8 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
     let drill = unique("ok").to_lowercase();
     let run = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"drill_id": drill, "target_time": null}));
     assert!(run.succeeded, "drill failed: {:#}", run.outcome);
-    let output = &run.outcome["output"];
+    let output = &run.outcome["output"]["result"];
+    assert_eq!(run.outcome["output"]["report"]["passed"], true);
     assert_eq!(output["drill_id"], drill.as_str());
     assert_eq!(output["requested"], "latest");
     assert!(output["restore_point"].is_string());
@@ -62,6 +64,24 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
     assert_eq!(run.outcome["error"], "DrillFailed");
     let visited = states(&run.outcome);
     let tail: Vec<&str> = visited.iter().rev().take(4).rev().map(String::as_str).collect();
-    assert_eq!(tail, ["SmokeTests", "TeardownAfterFailure", "NotifyFailure", "DrillFailed"], "{visited:?}");
+    assert_eq!(tail, ["SmokeTests", "TeardownAfterFailure", "ReportFailure", "DrillFailed"], "{visited:?}");
     assert!(!staging_dir(&format!("catalyst-dr-staging-{drill}")).exists(), "torn down after the failure");
+
+    // The report records the failure, and the alert went out.
+    let sdk = catalyst_dr_tests::local_aws().await;
+    let bucket = seed["bucket"].as_str().expect("bucket");
+    let report = catalyst_dr_tests::s3(&sdk).get_object().bucket(bucket).key(format!("drills/{drill}/report.md")).send().await.expect("report.md");
+    let report = String::from_utf8(report.body.collect().await.expect("body").into_bytes().to_vec()).expect("utf-8");
+    assert!(report.contains("FAILED") && report.contains("SmokeFailed"), "{report}");
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let inbox = seed["alert_inbox_url"].as_str().expect("inbox");
+    let mut alerted = false;
+    for _ in 0..10 {
+        let received = sqs.receive_message().queue_url(inbox).max_number_of_messages(10).send().await.expect("receive");
+        if received.messages().iter().filter_map(|m| m.body()).any(|b| b.contains(&drill) && b.contains("SmokeFailed")) {
+            alerted = true;
+            break;
+        }
+    }
+    assert!(alerted, "the failed drill's report was published to the alert topic");
 }

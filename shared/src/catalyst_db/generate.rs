@@ -1056,3 +1056,33 @@ mod tests {
         big.validate().expect("valid");
     }
 }
+
+/// One step of live traffic on a Catalyst Auth database, as the drills see it arrive: a new
+/// pending delivery, and every fourth step a user's display name changes and the oldest pending
+/// delivery succeeds. `n` numbers the step.
+pub async fn live_traffic_step(client: &Client, n: i64) -> Result<(), CatalystDbError> {
+    client
+        .execute(
+            "INSERT INTO webhook_deliveries (subscription_id, event_type, payload, status, next_attempt_at)
+             SELECT id, 'user.updated', jsonb_build_object('step', $1::bigint), 'pending', now()
+             FROM webhook_subscriptions ORDER BY id OFFSET ($1::bigint % greatest((SELECT count(*) FROM webhook_subscriptions), 1)) LIMIT 1",
+            &[&n],
+        )
+        .await?;
+    if n % 4 == 0 {
+        client
+            .execute(
+                "UPDATE users SET display_name = 'live ' || $1::bigint WHERE id = (SELECT id FROM users ORDER BY id OFFSET ($1::bigint % greatest((SELECT count(*) FROM users), 1)) LIMIT 1)",
+                &[&n],
+            )
+            .await?;
+        client
+            .execute(
+                "UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1, updated_at = now()
+                 WHERE id = (SELECT id FROM webhook_deliveries WHERE status = 'pending' ORDER BY id LIMIT 1)",
+                &[],
+            )
+            .await?;
+    }
+    Ok(())
+}

@@ -45,6 +45,9 @@ pub enum DrillEvent {
     /// Write the drill report (JSON, Markdown, HTML) and its metrics; alert when it failed.
     Report {
         drill_id: String,
+        /// The drill kind in metrics (`quarterly`, `monthly`); default from `DRILL_KIND`.
+        #[serde(default)]
+        kind: Option<String>,
         /// The drill state machine's state: every step's result, and `error` when a step failed.
         state: serde_json::Value,
     },
@@ -177,9 +180,9 @@ impl DrillValidator {
                 };
                 to_json(self.validate(&drill_id, restore_point, started, smoke, restorable_lag_seconds, &expect_queue).await?)
             }
-            DrillEvent::Report { drill_id, state } => {
+            DrillEvent::Report { drill_id, kind, state } => {
                 check_drill_id(&drill_id)?;
-                to_json(self.report(&drill_id, &state).await?)
+                to_json(self.report(&drill_id, kind.as_deref().unwrap_or(&self.config.drill_kind), &state).await?)
             }
         };
         Ok(value)
@@ -315,7 +318,7 @@ impl DrillValidator {
         Ok(validation)
     }
 
-    pub async fn report(&self, drill_id: &str, state: &serde_json::Value) -> Result<report::ReportSummary, DrillError> {
+    pub async fn report(&self, drill_id: &str, kind: &str, state: &serde_json::Value) -> Result<report::ReportSummary, DrillError> {
         let rendered = report::render(drill_id, state);
         let retain = self.retain_until();
         let mut keys = Vec::new();
@@ -328,7 +331,7 @@ impl DrillValidator {
             self.objects.put_locked(&key, body, content_type, retain).await?;
             keys.push(format!("s3://{}/{key}", self.objects.bucket()));
         }
-        println!("{}", metrics::emf_line(&self.config.drill_kind, &rendered.summary, OffsetDateTime::now_utc()));
+        println!("{}", metrics::emf_line(kind, &rendered.summary, OffsetDateTime::now_utc()));
         if !rendered.summary.passed {
             if let Some(topic) = &self.config.alert_topic_arn {
                 self.sns
