@@ -184,3 +184,24 @@ pub async fn invoke_lambda(function: &str, payload: &serde_json::Value) -> Resul
     let body: serde_json::Value = response.json().await.expect("JSON answer");
     if ok && body.get("errorType").is_none() { Ok(body) } else { Err(body) }
 }
+
+/// SDK configuration pointed at a loopback listener that only counts connections: proof that a
+/// code path made no AWS call at all.
+pub async fn counting_aws_endpoint() -> (aws_config::SdkConfig, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    (sdk, connections)
+}

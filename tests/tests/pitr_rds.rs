@@ -113,21 +113,7 @@ async fn a_target_time_outside_the_window_is_refused_without_a_restore() {
 /// connections, and none arrives.
 #[tokio::test]
 async fn identifier_guards_make_no_aws_call() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = connections.clone();
-    tokio::spawn(async move {
-        while listener.accept().await.is_ok() {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    });
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_rds::config::Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
+    let (sdk, connections) = catalyst_dr_tests::counting_aws_endpoint().await;
     let config = PitrConfig {
         engine: EngineConfig::Rds { source: DbSource::Instance("catalyst-auth-prod".into()), placement: placement() },
         staging_prefix: "catalyst-dr-staging-".into(),

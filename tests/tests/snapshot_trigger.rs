@@ -254,21 +254,7 @@ async fn manifest_is_written_once_locked_and_listed_in_the_catalog() {
 /// pointed at a listener that counts connections, and none arrives.
 #[tokio::test]
 async fn bad_input_names_the_field_and_makes_no_aws_call() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = connections.clone();
-    tokio::spawn(async move {
-        while listener.accept().await.is_ok() {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    });
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await;
+    let (sdk, connections) = catalyst_dr_tests::counting_aws_endpoint().await;
     let config = SnapshotTriggerConfig {
         backup_bucket: "backups".into(),
         database: DbSource::Instance("db".into()),

@@ -4,10 +4,8 @@
 use super::engine::{EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState};
 use crate::aws_error::classify;
 use crate::aws_time::{from_aws, to_aws};
-use crate::snapshot::rds::DbSource;
-use crate::tags::Tags;
+use crate::snapshot::rds::{DbSource, sdk_tags, tag_map};
 use aws_sdk_rds::Client;
-use aws_sdk_rds::types::Tag;
 use time::OffsetDateTime;
 
 /// Where staging restores land: never the defaults, which production traffic may reach.
@@ -36,14 +34,6 @@ impl RdsRestoreEngine {
 /// The instance created inside a restored Aurora cluster.
 pub fn cluster_instance_id(target_id: &str) -> String {
     format!("{target_id}-instance-1")
-}
-
-fn sdk_tags(tags: &Tags) -> Vec<Tag> {
-    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
-}
-
-fn tag_map(tags: &[Tag]) -> Tags {
-    tags.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()
 }
 
 fn state_of(status: &str) -> StagingState {

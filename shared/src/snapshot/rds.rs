@@ -25,11 +25,11 @@ impl RdsSnapshots {
     }
 }
 
-fn sdk_tags(tags: &Tags) -> Vec<Tag> {
+pub(crate) fn sdk_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
-fn tag_map(tags: &[Tag]) -> Tags {
+pub(crate) fn tag_map(tags: &[Tag]) -> Tags {
     tags.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()
 }
 
