@@ -34,6 +34,8 @@ install() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   command -v npm >/dev/null || missing+=(nodejs npm)
+  # The drill report's screenshot test renders it in headless Chromium.
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
