@@ -15,6 +15,12 @@ impl FunctionError for crate::snapshot::SnapshotError {
     }
 }
 
+impl FunctionError for crate::replay::ReplayError {
+    fn error_type(&self) -> &'static str {
+        crate::replay::ReplayError::error_type(self)
+    }
+}
+
 /// Runs `handle` for one invocation, logging the outcome under the request id.
 pub async fn invoke<E, F, Fut>(event: LambdaEvent<Value>, handle: F) -> Result<Value, Diagnostic>
 where

@@ -10,6 +10,7 @@ pub mod input;
 pub mod lambda;
 pub mod object_store;
 pub mod postgres;
+pub mod replay;
 pub mod snapshot;
 pub mod tags;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 //! parameter or through `COPY ... FROM STDIN`; SQL text is only ever built from constants, never
 //! from data. The documented schema is `docs/schema.md`.
 
+pub mod deliveries;
 pub mod error;
 pub mod generate;
 pub mod schema;
