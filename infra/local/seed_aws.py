@@ -19,6 +19,9 @@ RDS_INSTANCE = "catalyst-auth-prod"
 CACHE_GROUP = "catalyst-auth-cache"
 TOPIC = "catalyst-dr-alerts"
 SOURCE_DB_SECRET = "catalyst-dr/local/source-database"
+# The database dead-letter-replay writes to locally: the replay state machine test creates it and
+# stores its secret, so that it never races the tests that use catalyst_auth.
+REPLAY_DB_SECRET = "catalyst-dr/local/replay-database"
 INBOX = "catalyst-dr-alerts-inbox"
 
 
@@ -110,6 +113,14 @@ def main():
                     "SOURCE_DATABASE_SECRET_ID": SOURCE_DB_SECRET,
                     # Loopback only: the local PostgreSQL has no TLS.
                     "PG_TLS": "disable",
+                    # dead-letter-replay: endpoints on loopback are allowed locally only.
+                    "REPLAY_DATABASE_SECRET_ID": REPLAY_DB_SECRET,
+                    "PROBE_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
+                    "PROBE_TIMEOUT_MS": "2000",
+                    "REPLAY_BATCH_SIZE": "500",
+                    "AUDIT_RETENTION_DAYS": "1",
+                    "STAGING_REDIS_URL": os.environ["CATALYST_DR_REDIS_URL"],
+                    "REDIS_QUEUE_PATTERNS": "catalyst:webhooks:queue:*,catalyst:webhooks:delayed",
                 },
             },
             indent=2,
