@@ -125,7 +125,7 @@ impl ReplayConfig {
             database_secret_id,
             tls: TlsMode::from_env(&env)?,
             probe,
-            batch_size: env.bounded("REPLAY_BATCH_SIZE", 1_000, 1..=10_000)?,
+            batch_size: env.bounded("REPLAY_BATCH_SIZE", 5_000, 1..=10_000)?,
             max_deliveries: env.bounded("REPLAY_MAX_DELIVERIES", 500_000, 1..=10_000_000)?,
             audit_retention_days: env.bounded("AUDIT_RETENTION_DAYS", 365, 1..=36_500)?,
             audit_prefix: "replays/".to_owned(),
@@ -152,7 +152,7 @@ mod tests {
         let config = ReplayConfig::from_env(&base()).unwrap();
         assert_eq!(config.database_secret_id, "src");
         assert_eq!(config.probe, ProbeConfig::default());
-        assert_eq!((config.batch_size, config.audit_retention_days), (1_000, 365));
+        assert_eq!((config.batch_size, config.audit_retention_days), (5_000, 365));
         let mut env = base();
         env.insert("REPLAY_DATABASE_SECRET_ID", "replay");
         env.insert("PROBE_ALLOW_CIDRS", "127.0.0.0/8, ::1");

@@ -38,6 +38,20 @@ pub struct ReplayResult {
     pub audit_markdown_key: Option<String>,
     pub started_at: String,
     pub completed_at: String,
+    /// Where the time went (absent when the result comes from an earlier run's audit).
+    pub timings_ms: Option<PhaseTimings>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseTimings {
+    pub query: u64,
+    pub probe: u64,
+    pub requeue: u64,
+    pub audit: u64,
+}
+
+fn ms_since(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `next_attempt_at` offsets: row `i` of `n` gets `i * spread / n` (microseconds).
@@ -68,6 +82,7 @@ fn result_from_audit(svc: &DeadLetterReplay, audit: &ReplayAudit, already_done: 
         audit_markdown_key: Some(audit::markdown_key(&svc.config.audit_prefix, &audit.replay_id)),
         started_at: audit.started_at.clone(),
         completed_at: audit.completed_at.clone(),
+        timings_ms: None,
     }
 }
 
@@ -84,8 +99,11 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
             return Ok(result_from_audit(svc, &existing, true));
         }
     }
+    let mut timings = PhaseTimings::default();
+    let phase = std::time::Instant::now();
     let client = svc.database.connect().await?;
     let rows = deliveries::dead_letters(&client, &req.filter).await?;
+    timings.query = ms_since(phase);
     if rows.len() as u64 > u64::from(req.max_deliveries) {
         return Err(ReplayError::TooManyDeliveries { matched: rows.len() as u64, max: req.max_deliveries });
     }
@@ -95,7 +113,9 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
         group.subscriptions.insert(row.subscription_id);
         group.ids.push(row.id);
     }
+    let phase = std::time::Instant::now();
     let probes = probe_all(svc.probe.clone(), groups.keys().cloned(), svc.config.probe.concurrency).await;
+    timings.probe = ms_since(phase);
     let mut healthy_ids = Vec::new();
     let mut skipped_ids = Vec::new();
     let mut endpoints = Vec::with_capacity(groups.len());
@@ -142,9 +162,11 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
             audit_markdown_key: None,
             started_at,
             completed_at: now_text(),
+            timings_ms: Some(timings),
         });
     }
 
+    let phase = std::time::Instant::now();
     let offsets = spread_offsets(healthy_ids.len(), req.spread_seconds);
     let batch = svc.config.batch_size.max(1) as usize;
     let mut replayed = Vec::with_capacity(healthy_ids.len());
@@ -158,6 +180,8 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
         }
         replayed.extend(done);
     }
+    timings.requeue = ms_since(phase);
+    let phase = std::time::Instant::now();
     replayed.sort_unstable();
     changed.sort_unstable();
     counts.replayed = replayed.len() as u64;
@@ -198,7 +222,7 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let md_key = audit::markdown_key(&svc.config.audit_prefix, &req.replay_id);
     let json_key = audit::json_key(&svc.config.audit_prefix, &req.replay_id);
     svc.objects.put_locked(&md_key, record.to_markdown().into_bytes(), "text/markdown; charset=utf-8", retain_until).await?;
-    let body = serde_json::to_vec_pretty(&record).expect("an audit record always serialises");
+    let body = serde_json::to_vec(&record).expect("an audit record always serialises");
     // The JSON goes last: its presence marks a completed replay.
     svc.objects.put_locked(&json_key, body, "application/json", retain_until).await?;
     let c = &record.counts;
@@ -215,7 +239,10 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
             "EndpointsUnhealthy": c.endpoints_unhealthy,
         })
     );
-    Ok(result_from_audit(svc, &record, false))
+    timings.audit = ms_since(phase);
+    let mut result = result_from_audit(svc, &record, false);
+    result.timings_ms = Some(timings);
+    Ok(result)
 }
 
 #[cfg(test)]
