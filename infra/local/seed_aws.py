@@ -22,7 +22,13 @@ SOURCE_DB_SECRET = "catalyst-dr/local/source-database"
 STAGING_DB_SECRET = "catalyst-dr/local/staging-database"
 STAGING_SUBNET_GROUP = "catalyst-dr-staging-subnets"
 STAGING_SG = "catalyst-dr-staging"
+# The database dead-letter-replay writes to locally: the replay state machine test creates it and
+# stores its secret, so that it never races the tests that use catalyst_auth.
+REPLAY_DB_SECRET = "catalyst-dr/local/replay-database"
 INBOX = "catalyst-dr-alerts-inbox"
+WEBHOOK_QUEUE = "catalyst-auth-webhooks"
+WEBHOOK_DLQ = "catalyst-auth-webhooks-dlq"
+STAGING_QUEUE = "catalyst-auth-staging-webhooks"
 
 
 def client(service):
@@ -95,6 +101,18 @@ def main():
     if inbox_arn not in subscribed:
         sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
 
+    # Catalyst Auth's webhook queue with its dead-letter queue, and the staging environment's
+    # queue (tagged as catalyst-dr's staging copy) holding stale deliveries a drill must flush.
+    dlq_url = sqs.create_queue(QueueName=WEBHOOK_DLQ, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=WEBHOOK_QUEUE,
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+    )["QueueUrl"]
+    staging_queue_url = sqs.create_queue(QueueName=STAGING_QUEUE, tags={"catalyst-dr:role": "staging"})["QueueUrl"]
+    for n in range(3):
+        sqs.send_message(QueueUrl=staging_queue_url, MessageBody=json.dumps({"delivery_id": 900000 + n, "stale": True}))
+
     # The production database's credentials, as RDS keeps them in Secrets Manager.
     secrets = client("secretsmanager")
     document = json.dumps(
@@ -128,6 +146,9 @@ def main():
                 "alert_inbox_url": inbox_url,
                 "source_database_secret": SOURCE_DB_SECRET,
                 "staging_database_secret": STAGING_DB_SECRET,
+                "webhook_queue_url": queue_url,
+                "webhook_dlq_url": dlq_url,
+                "staging_queue_url": staging_queue_url,
                 "staging_subnet_group": STAGING_SUBNET_GROUP,
                 "staging_security_group": staging_sg,
                 "function_env": {
@@ -149,6 +170,17 @@ def main():
                     # drill-validator
                     "ALERT_TOPIC_ARN": topic_arn,
                     "DRILL_KIND": "quarterly",
+                    "WEBHOOK_QUEUE_URL": queue_url,
+                    "WEBHOOK_DLQ_URL": dlq_url,
+                    "STAGING_QUEUE_URL": staging_queue_url,
+                    # dead-letter-replay: endpoints on loopback are allowed locally only.
+                    "REPLAY_DATABASE_SECRET_ID": REPLAY_DB_SECRET,
+                    "PROBE_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
+                    "PROBE_TIMEOUT_MS": "2000",
+                    "REPLAY_BATCH_SIZE": "500",
+                    "AUDIT_RETENTION_DAYS": "1",
+                    "STAGING_REDIS_URL": os.environ["CATALYST_DR_REDIS_URL"],
+                    "REDIS_QUEUE_PATTERNS": "catalyst:webhooks:queue:*,catalyst:webhooks:delayed",
                 },
             },
             indent=2,

@@ -45,6 +45,12 @@ pub async fn serve<F: Function>(name: &str, built: Result<F, crate::config::Conf
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<Value>| invoke(event, |payload| function.handle(payload)))).await
 }
 
+impl FunctionError for crate::replay::ReplayError {
+    fn error_type(&self) -> &'static str {
+        crate::replay::ReplayError::error_type(self)
+    }
+}
+
 /// Runs `handle` for one invocation, logging the outcome under the request id.
 pub async fn invoke<E, F, Fut>(event: LambdaEvent<Value>, handle: F) -> Result<Value, Diagnostic>
 where
@@ -107,5 +113,13 @@ impl Function for crate::drill::DrillValidator {
     type Error = crate::drill::DrillError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
         crate::drill::DrillValidator::handle(self, event).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Function for crate::replay::DeadLetterReplay {
+    type Error = crate::replay::ReplayError;
+    async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
+        crate::replay::DeadLetterReplay::handle(self, event).await
     }
 }

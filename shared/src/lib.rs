@@ -13,6 +13,7 @@ pub mod local_pg;
 pub mod object_store;
 pub mod pitr;
 pub mod postgres;
+pub mod replay;
 pub mod snapshot;
 pub mod tags;
 pub mod telemetry;

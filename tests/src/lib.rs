@@ -113,27 +113,36 @@ pub async fn put_db_secret(sdk: &aws_config::SdkConfig, name: &str, user: &str, 
     name.to_owned()
 }
 
-/// A connection to database `dbname` on the local PostgreSQL, as the superuser.
+/// A database of its own on the local PostgreSQL, with the reference schema applied and filled by
+/// the generator, and a Secrets Manager secret for it. Returns (database name, secret id, client).
+pub async fn generated_database(
+    sdk: &aws_config::SdkConfig,
+    label: &str,
+    spec: &catalyst_dr::catalyst_db::GeneratorSpec,
+) -> (String, String, tokio_postgres::Client) {
+    let name = unique(&format!("cdr_{label}")).replace('-', "_");
+    pg_admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let client = pg_connect(&name).await;
+    catalyst_dr::catalyst_db::apply(&client).await.expect("apply schema");
+    catalyst_dr::catalyst_db::generate(&client, spec).await.expect("generate data");
+    let secret = put_db_secret(sdk, &format!("catalyst-dr/test/{name}"), "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &name).await;
+    (name, secret, client)
+}
+
+/// A superuser connection to one database of the local PostgreSQL.
 pub async fn pg_connect(dbname: &str) -> tokio_postgres::Client {
-    let url = format!("{} dbname={dbname}", stack_var("CATALYST_DR_PG_URL"));
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to the local PostgreSQL");
+    let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL").parse().expect("CATALYST_DR_PG_URL");
+    config.dbname(dbname);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect to the local PostgreSQL");
     tokio::spawn(connection);
     client
 }
 
-/// A new Catalyst Auth database on the local PostgreSQL with the reference schema and `users`
-/// generated users (deterministic), and a Secrets Manager secret for it. Returns (name, secret id).
+/// A new Catalyst Auth database with `users` generated users (deterministic) and a secret for it.
+/// Returns (name, secret id).
 pub async fn catalyst_database(sdk: &aws_config::SdkConfig, prefix: &str, users: u64) -> (String, String) {
-    use catalyst_dr::catalyst_db::{self, GeneratorSpec};
-    let name = unique(prefix).replace('-', "_");
-    pg_admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let client = pg_connect(&name).await;
-    catalyst_db::apply(&client).await.expect("schema");
-    if users > 0 {
-        let spec = GeneratorSpec { seed: 7, users, subscriptions: 5, deliveries: users * 4, ..GeneratorSpec::default() };
-        catalyst_db::generate(&client, &spec).await.expect("generate");
-    }
-    let secret = put_db_secret(sdk, &unique(&format!("{prefix}-secret")), "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &name).await;
+    let spec = catalyst_dr::catalyst_db::GeneratorSpec { seed: 7, users, subscriptions: 5, deliveries: users * 4, ..Default::default() };
+    let (name, secret, _) = generated_database(sdk, prefix, &spec).await;
     (name, secret)
 }
 
@@ -204,4 +213,107 @@ pub async fn counting_aws_endpoint() -> (aws_config::SdkConfig, std::sync::Arc<s
         .load()
         .await;
     (sdk, connections)
+}
+
+/// HTTP endpoints on loopback for the replay tests and benchmark: one server, a behaviour per
+/// path (default 200), and a count of the requests each path got.
+pub mod endpoints {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Behaviour {
+        Status(u16),
+        /// Accepts the request and never answers.
+        Hang,
+    }
+
+    #[derive(Clone)]
+    pub struct Endpoints {
+        pub base: String,
+        behaviour: Arc<Mutex<HashMap<String, Behaviour>>>,
+        hits: Arc<Mutex<HashMap<(String, String), u64>>>,
+    }
+
+    impl Endpoints {
+        pub async fn start() -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+            let base = format!("http://{}", listener.local_addr().expect("local addr"));
+            let this = Self { base, behaviour: Arc::default(), hits: Arc::default() };
+            let server = this.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let server = server.clone();
+                    tokio::spawn(async move { server.serve(stream).await });
+                }
+            });
+            this
+        }
+
+        pub fn set(&self, path: &str, behaviour: Behaviour) {
+            self.behaviour.lock().expect("lock").insert(path.to_owned(), behaviour);
+        }
+
+        pub fn hits(&self, method: &str, path: &str) -> u64 {
+            self.hits.lock().expect("lock").get(&(method.to_owned(), path.to_owned())).copied().unwrap_or(0)
+        }
+
+        /// (requests, distinct paths) with this method.
+        pub fn totals(&self, method: &str) -> (u64, usize) {
+            let hits = self.hits.lock().expect("lock");
+            let mine: Vec<u64> = hits.iter().filter(|((m, _), _)| m == method).map(|(_, n)| *n).collect();
+            (mine.iter().sum(), mine.len())
+        }
+
+        async fn serve(&self, mut stream: tokio::net::TcpStream) {
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break pos + 4;
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if buf.len() > 65_536 {
+                    return;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let mut first = head.lines().next().unwrap_or("").split_whitespace();
+            let method = first.next().unwrap_or("").to_owned();
+            let path = first.next().unwrap_or("/").split('?').next().unwrap_or("/").to_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            let mut body = buf.len() - head_end;
+            while body < length {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body += n,
+                }
+            }
+            *self.hits.lock().expect("lock").entry((method, path.clone())).or_default() += 1;
+            let behaviour = self.behaviour.lock().expect("lock").get(&path).copied().unwrap_or(Behaviour::Status(200));
+            match behaviour {
+                Behaviour::Hang => {
+                    tokio::time::sleep(std::time::Duration::from_secs(3_600)).await;
+                }
+                Behaviour::Status(code) => {
+                    let response = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+        }
+    }
+
+    /// A loopback port nothing listens on: connecting to it is refused.
+    pub fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
 }

@@ -5,6 +5,7 @@
 //! from data. The documented schema is `docs/schema.md`.
 
 pub mod admin;
+pub mod deliveries;
 pub mod error;
 pub mod generate;
 pub mod parity;
