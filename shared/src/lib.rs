@@ -8,6 +8,7 @@ pub mod catalyst_db;
 pub mod config;
 pub mod input;
 pub mod lambda;
+pub mod logical;
 pub mod object_store;
 pub mod postgres;
 pub mod snapshot;

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod generate;
+pub mod introspect;
 pub mod schema;
 pub mod staging;
 

@@ -55,6 +55,15 @@ pub enum SnapshotTriggerEvent {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// Logical backup of the source database (`SOURCE_DATABASE_SECRET_ID`) for this run: every
+    /// table at one instant, to locked S3 objects, manifest last; a retry returns the finished
+    /// backup or redoes an unfinished one.
+    LogicalBackup { scheduled_time: String },
+    /// Loads the run's logical backup into the empty staging database of `target_secret_id`
+    /// and checks row counts, content checksums and sequences against the manifest.
+    RestoreLogical { scheduled_time: String, target_secret_id: String },
+    /// Re-reads every object of the run's logical backup and checks it against the manifest.
+    VerifyLogical { scheduled_time: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +76,8 @@ pub enum SnapshotError {
     NotOwned { id: String, source_id: String },
     #[error("snapshot {id} was never started; run the snapshot action for this scheduled time first")]
     NotStarted { id: String },
+    #[error(transparent)]
+    Logical(#[from] crate::logical::LogicalError),
     #[error("manifest {key} in the backup bucket is not a valid backup manifest")]
     CorruptManifest {
         key: String,
@@ -84,6 +95,7 @@ impl SnapshotError {
             Self::NotOwned { .. } => "SnapshotNotOwned",
             Self::NotStarted { .. } => "SnapshotNotStarted",
             Self::CorruptManifest { .. } => "CorruptManifest",
+            Self::Logical(e) => e.error_type(),
         }
     }
 }
@@ -123,6 +135,8 @@ pub struct SnapshotTrigger {
     pub cache: Option<Box<dyn SnapshotStore>>,
     pub exporter: Option<Box<dyn CacheExporter>>,
     pub objects: Box<dyn ObjectStore>,
+    /// Logical backups, restore and verify (`logical-backup`, `restore-logical`, `verify-logical`).
+    pub logical: crate::logical::LogicalBackups,
 }
 
 impl SnapshotTrigger {
@@ -149,6 +163,21 @@ impl SnapshotTrigger {
                 to_json(self.write_manifest(&run, started_at, export, prune).await?)
             }
             SnapshotTriggerEvent::ListBackups { limit } => to_json(self.list_backups(limit).await?),
+            SnapshotTriggerEvent::LogicalBackup { scheduled_time } => {
+                let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
+                to_json(self.logical.backup(&run).await?)
+            }
+            SnapshotTriggerEvent::RestoreLogical { scheduled_time, target_secret_id } => {
+                let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
+                if target_secret_id.trim().is_empty() {
+                    return Err(InputError::new("target_secret_id", "must name a secret").into());
+                }
+                to_json(self.logical.restore(&run, &target_secret_id).await?)
+            }
+            SnapshotTriggerEvent::VerifyLogical { scheduled_time } => {
+                let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
+                to_json(self.logical.verify(&run).await?)
+            }
         };
         Ok(result)
     }
@@ -341,7 +370,13 @@ impl SnapshotTrigger {
     pub fn new(config: SnapshotTriggerConfig, sdk: &aws_config::SdkConfig) -> Self {
         let rds_client = aws_sdk_rds::Client::new(sdk);
         let cache_client = aws_sdk_elasticache::Client::new(sdk);
-        let objects = crate::object_store::S3Objects::new(crate::aws_clients::s3_client(sdk, config.s3_force_path_style), &config.backup_bucket);
+        let s3 = crate::aws_clients::s3_client(sdk, config.s3_force_path_style);
+        let objects = crate::object_store::S3Objects::new(s3.clone(), &config.backup_bucket);
+        let logical = crate::logical::LogicalBackups::new(
+            config.logical.clone(),
+            std::sync::Arc::new(crate::logical::upload::S3LogicalStore::new(s3, &config.backup_bucket)),
+            std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
+        );
         let cache = config.cache.clone().map(|source| elasticache::ElastiCacheSnapshots::new(cache_client.clone(), source));
         let exporter: Option<Box<dyn CacheExporter>> = match (&config.cache, config.cache_export) {
             (Some(source), true) => Some(Box::new(elasticache::ElastiCacheSnapshots::new(cache_client, source.clone()))),
@@ -352,6 +387,7 @@ impl SnapshotTrigger {
             cache: cache.map(|c| Box::new(c) as Box<dyn SnapshotStore>),
             exporter,
             objects: Box::new(objects),
+            logical,
             config,
         }
     }
