@@ -57,15 +57,7 @@ async fn fixture(keep_newest: u32) -> Fixture {
         schedule_name: "nightly-test".into(),
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
-        logical: catalyst_dr::logical::config::LogicalConfig {
-            prefix: "logical/".into(),
-            retention_days: 30,
-            parallelism: 2,
-            part_size_bytes: 5 << 20,
-            zstd_level: 3,
-            source_secret_id: None,
-            tls: None,
-        },
+        logical: catalyst_dr::logical::config::LogicalConfig::new(30),
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
     Fixture { sdk, instance, cache_group, bucket, trigger }
@@ -288,15 +280,7 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
         schedule_name: "nightly".into(),
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
-        logical: catalyst_dr::logical::config::LogicalConfig {
-            prefix: "logical/".into(),
-            retention_days: 30,
-            parallelism: 2,
-            part_size_bytes: 5 << 20,
-            zstd_level: 3,
-            source_secret_id: None,
-            tls: None,
-        },
+        logical: catalyst_dr::logical::config::LogicalConfig::new(30),
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
 

@@ -154,9 +154,10 @@ pub struct CapturedSequence {
     pub increment: i64,
     pub cycle: bool,
     pub cache: i64,
-    /// `pg_sequence_last_value`: None when never used. Read when the backup runs (sequences are
-    /// not transactional), so it is never behind the data.
-    pub last_value: Option<i64>,
+    /// The sequence's `last_value` and `is_called`, read from the sequence itself when the
+    /// backup runs (sequences are not transactional, so it is never behind the data).
+    pub last_value: i64,
+    pub is_called: bool,
     /// `identity` (created with its column), `owned` (a serial column's) or `standalone`.
     pub ownership: String,
     /// The owning column, `(schema, table, column)`, for identity and owned sequences.
@@ -284,7 +285,7 @@ pub async fn capture_schema(client: &Client) -> Result<CapturedSchema, CatalystD
         .query(
             &format!(
                 "SELECT n.nspname::text, c.relname::text, format_type(s.seqtypid, NULL), s.seqstart, s.seqmin, s.seqmax, \
-                        s.seqincrement, s.seqcycle, s.seqcache, pg_sequence_last_value(c.oid), \
+                        s.seqincrement, s.seqcycle, s.seqcache, NULL::bigint, \
                         CASE d.deptype WHEN 'i' THEN 'identity' WHEN 'a' THEN 'owned' ELSE 'standalone' END, \
                         tn.nspname::text, tc.relname::text, ta.attname::text \
                  FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -313,7 +314,8 @@ pub async fn capture_schema(client: &Client) -> Result<CapturedSchema, CatalystD
                 increment: r.get(6),
                 cycle: r.get(7),
                 cache: r.get(8),
-                last_value: r.get(9),
+                last_value: 0,
+                is_called: false,
                 ownership: r.get(10),
                 owner: match (owner_schema, owner_table, owner_column) {
                     (Some(s), Some(t), Some(c)) => Some((s, t, c)),
@@ -322,6 +324,12 @@ pub async fn capture_schema(client: &Client) -> Result<CapturedSchema, CatalystD
             }
         })
         .collect();
+
+    for s in &mut schema.sequences {
+        let row = client.query_one(&format!("SELECT last_value, is_called FROM {}", qualified(&s.schema, &s.name)), &[]).await?;
+        s.last_value = row.get(0);
+        s.is_called = row.get(1);
+    }
 
     let mut schemas: Vec<String> = schema
         .tables
@@ -512,10 +520,12 @@ pub fn pre_data_ddl(schema: &CapturedSchema) -> Vec<String> {
     ddl
 }
 
+/// Sequence options; an identity column's sequence takes its type from the column, so `AS` is
+/// only given for the others.
 fn sequence_options(s: &CapturedSequence) -> String {
+    let data_type = if s.ownership == "identity" { String::new() } else { format!("AS {} ", s.data_type) };
     format!(
-        "AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}",
-        s.data_type,
+        "{data_type}INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}",
         s.increment,
         s.min,
         s.max,
@@ -567,17 +577,15 @@ pub async fn execute_ddl(client: &Client, statements: &[String]) -> Result<(), C
 /// Puts every captured sequence back at its captured position.
 pub async fn restore_sequence_values(client: &Client, sequences: &[CapturedSequence]) -> Result<(), CatalystDbError> {
     for s in sequences {
-        if let Some(last) = s.last_value {
-            client.execute("SELECT setval($1::text::regclass, $2, true)", &[&qualified(&s.schema, &s.name), &last]).await?;
-        }
+        client.execute("SELECT setval($1::text::regclass, $2, $3)", &[&qualified(&s.schema, &s.name), &s.last_value, &s.is_called]).await?;
     }
     Ok(())
 }
 
-/// The current positions of sequences, for checks after a restore.
-pub async fn sequence_last_value(client: &Client, schema: &str, name: &str) -> Result<Option<i64>, CatalystDbError> {
-    let row = client.query_one("SELECT pg_sequence_last_value($1::text::regclass)", &[&qualified(schema, name)]).await?;
-    Ok(row.get(0))
+/// A sequence's `(last_value, is_called)`, for checks after a restore.
+pub async fn sequence_position(client: &Client, schema: &str, name: &str) -> Result<(i64, bool), CatalystDbError> {
+    let row = client.query_one(&format!("SELECT last_value, is_called FROM {}", qualified(schema, name)), &[]).await?;
+    Ok((row.get(0), row.get(1)))
 }
 
 #[cfg(test)]

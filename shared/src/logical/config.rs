@@ -24,6 +24,19 @@ pub struct LogicalConfig {
 }
 
 impl LogicalConfig {
+    /// The defaults, with no source database configured.
+    pub fn new(retention_days: u32) -> Self {
+        Self {
+            prefix: "logical/".to_owned(),
+            retention_days,
+            parallelism: 4,
+            part_size_bytes: 8 << 20,
+            zstd_level: 3,
+            source_secret_id: None,
+            tls: None,
+        }
+    }
+
     pub fn from_env(env: &Env, default_retention_days: u32) -> Result<Self, ConfigError> {
         let mut prefix = env.optional("LOGICAL_BACKUP_PREFIX").unwrap_or_else(|| "logical/".to_owned());
         if !prefix.ends_with('/') {

@@ -67,7 +67,7 @@ impl LogicalBackups {
         let loaded = self.parallel(&target, &manifest, Phase::Load).await?;
         introspect::execute_ddl(&admin, &introspect::post_data_ddl(&manifest.schema)).await?;
         introspect::restore_sequence_values(&admin, &manifest.schema.sequences).await?;
-        let sequences_restored = manifest.schema.sequences.iter().filter(|s| s.last_value.is_some()).count();
+        let sequences_restored = manifest.schema.sequences.len();
         let rechecked = self.parallel(&target, &manifest, Phase::Recheck).await?;
 
         let mut tables = Vec::with_capacity(loaded.len());
@@ -82,10 +82,10 @@ impl LogicalBackups {
             mismatches.extend(check.problems.iter().map(|p| format!("{}.{}: {p}", check.schema, check.name)));
             tables.push(check);
         }
-        for s in manifest.schema.sequences.iter().filter(|s| s.last_value.is_some()) {
-            let now = introspect::sequence_last_value(&admin, &s.schema, &s.name).await?;
-            if now != s.last_value {
-                mismatches.push(format!("sequence {}.{} is at {now:?}, the backup has {:?}", s.schema, s.name, s.last_value));
+        for s in &manifest.schema.sequences {
+            let now = introspect::sequence_position(&admin, &s.schema, &s.name).await?;
+            if now != (s.last_value, s.is_called) {
+                mismatches.push(format!("sequence {}.{} is at {now:?}, the backup has {:?}", s.schema, s.name, (s.last_value, s.is_called)));
             }
         }
         let consistent = mismatches.is_empty();

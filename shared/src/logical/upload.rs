@@ -41,6 +41,10 @@ pub trait LogicalStore: Send + Sync {
     async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<UploadedPart, AwsCallError>;
     /// Completes the upload; returns the object's version id.
     async fn complete_upload(&self, key: &str, upload_id: &str, parts: Vec<UploadedPart>) -> Result<Option<String>, AwsCallError>;
+    /// Sets COMPLIANCE retention on one version (PutObjectRetention). S3 already applies the lock
+    /// given to CreateMultipartUpload; this makes it explicit on the completed version, and is
+    /// what S3-compatible stores that drop the multipart lock headers need.
+    async fn lock_version(&self, key: &str, version_id: Option<&str>, retain_until: OffsetDateTime) -> Result<(), AwsCallError>;
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), AwsCallError>;
     /// Multipart uploads in progress under `prefix` (ListMultipartUploads).
     async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, AwsCallError>;
@@ -132,6 +136,21 @@ impl LogicalStore for S3LogicalStore {
         Ok(out.version_id().map(str::to_owned))
     }
 
+    async fn lock_version(&self, key: &str, version_id: Option<&str>, retain_until: OffsetDateTime) -> Result<(), AwsCallError> {
+        use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
+        let retention = ObjectLockRetention::builder().mode(ObjectLockRetentionMode::Compliance).retain_until_date(to_aws(retain_until)).build();
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .retention(retention)
+            .send()
+            .await
+            .map_err(|e| classify("s3:PutObjectRetention", e))?;
+        Ok(())
+    }
+
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), AwsCallError> {
         match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
             Ok(_) => Ok(()),
@@ -214,6 +233,7 @@ pub struct PartWriter<'a> {
     store: &'a dyn LogicalStore,
     key: String,
     upload_id: String,
+    retain_until: OffsetDateTime,
     parts: Vec<UploadedPart>,
     bytes: u64,
     hasher: sha2::Sha256,
@@ -222,7 +242,7 @@ pub struct PartWriter<'a> {
 impl<'a> PartWriter<'a> {
     pub async fn start(store: &'a dyn LogicalStore, key: &str, retain_until: OffsetDateTime) -> Result<Self, AwsCallError> {
         let upload_id = store.create_upload(key, retain_until).await?;
-        Ok(Self { store, key: key.to_owned(), upload_id, parts: Vec::new(), bytes: 0, hasher: sha2::Sha256::new() })
+        Ok(Self { store, key: key.to_owned(), upload_id, retain_until, parts: Vec::new(), bytes: 0, hasher: sha2::Sha256::new() })
     }
 
     pub fn upload_id(&self) -> &str {
@@ -247,6 +267,7 @@ impl<'a> PartWriter<'a> {
         }
         let parts = u32::try_from(self.parts.len()).unwrap_or(u32::MAX);
         let version_id = self.store.complete_upload(&self.key, &self.upload_id, std::mem::take(&mut self.parts)).await?;
+        self.store.lock_version(&self.key, version_id.as_deref(), self.retain_until).await?;
         Ok(WrittenObject { key: self.key, version_id, bytes: self.bytes, parts, sha256: hex::encode(self.hasher.finalize()) })
     }
 
