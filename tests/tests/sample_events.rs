@@ -16,5 +16,5 @@ fn snapshot_trigger_samples_decode() {
         }
         seen += 1;
     }
-    assert!(seen >= 6, "one sample per action");
+    assert!(seen >= 9, "one sample per action");
 }

@@ -49,6 +49,9 @@ pub enum SnapshotTriggerEvent {
         export: Option<ExportResult>,
         #[serde(default)]
         prune: Option<PruneResult>,
+        /// The `logical-backup` step's result, recorded in the manifest.
+        #[serde(default)]
+        logical: Option<crate::logical::backup::LogicalBackupResult>,
     },
     /// The backup catalog: the manifests in the bucket, newest first.
     ListBackups {
@@ -157,10 +160,10 @@ impl SnapshotTrigger {
                 to_json(self.export_cache(&run).await?)
             }
             SnapshotTriggerEvent::Prune { dry_run } => to_json(self.prune(dry_run, OffsetDateTime::now_utc()).await?),
-            SnapshotTriggerEvent::WriteManifest { scheduled_time, started_at, export, prune } => {
+            SnapshotTriggerEvent::WriteManifest { scheduled_time, started_at, export, prune, logical } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 let started_at = parse_time("started_at", &started_at)?;
-                to_json(self.write_manifest(&run, started_at, export, prune).await?)
+                to_json(self.write_manifest(&run, started_at, export, prune, logical).await?)
             }
             SnapshotTriggerEvent::ListBackups { limit } => to_json(self.list_backups(limit).await?),
             SnapshotTriggerEvent::LogicalBackup { scheduled_time } => {
@@ -295,6 +298,7 @@ impl SnapshotTrigger {
         started_at: OffsetDateTime,
         export: Option<ExportResult>,
         pruned: Option<PruneResult>,
+        logical: Option<crate::logical::backup::LogicalBackupResult>,
     ) -> Result<BackupManifest, SnapshotError> {
         let key = manifest_key(&self.config.manifest_prefix, &run.stamp);
         if let Some(existing) = self.read_manifest(&key).await? {
@@ -318,6 +322,7 @@ impl SnapshotTrigger {
             cache,
             cache_export: export,
             pruned,
+            logical,
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
         let put = self.objects.put_locked(&key, body, "application/json", manifest.retain_until).await?;
