@@ -111,7 +111,8 @@ fn child(args: &[&str]) -> Value {
 
 async fn create_database(name: &str) -> tokio_postgres::Client {
     let admin = pg_admin().await;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).await.expect("create database");
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
     let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL").parse().expect("CATALYST_DR_PG_URL");
     config.dbname(name);
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect");
