@@ -317,8 +317,9 @@ impl LogicalStore for FailingStore {
     }
 }
 
-/// Terminates the backend running a COPY, from the admin connection.
+/// Terminates the backend running a COPY in the source database, from the admin connection.
 struct DropConnection {
+    db: String,
     table: &'static str,
 }
 
@@ -331,8 +332,9 @@ impl BackupObserver for DropConnection {
         let killed: i64 = pg_admin()
             .await
             .query_one(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'COPY%'",
-                &[&introspect::BACKUP_APPLICATION_NAME],
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND datname = $2 AND query LIKE 'COPY%'",
+                &[&introspect::BACKUP_APPLICATION_NAME, &self.db],
             )
             .await
             .expect("terminate")
@@ -353,7 +355,7 @@ async fn assert_failed_cleanly(sdk: &aws_config::SdkConfig, bucket: &str, logica
 async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_rerun_succeeds() {
     let sdk = local_aws().await;
     let bucket = bucket(&sdk).await;
-    let (_src, src_secret, _client) = source(&sdk).await;
+    let (src_name, src_secret, _client) = source(&sdk).await;
 
     // An object-store error.
     let failing: Arc<dyn LogicalStore> = Arc::new(FailingStore { inner: S3LogicalStore::new(s3(&sdk), &bucket), fail_key_suffix: "public.many.copy.zst" });
@@ -365,7 +367,7 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
 
     // A dropped connection.
     let mut logical = backups(&sdk, &bucket, Some(&src_secret), None).await;
-    logical.observer = Some(Arc::new(DropConnection { table: "many" }));
+    logical.observer = Some(Arc::new(DropConnection { db: src_name, table: "many" }));
     let run_b = run(30);
     let err = logical.backup(&run_b).await.expect_err("the dropped connection");
     assert_eq!(err.error_type(), "Postgres", "{err}");

@@ -67,6 +67,33 @@ impl LogicalBackupResult {
     }
 }
 
+/// The backup's figures as one CloudWatch embedded-metric-format line (namespace `catalyst-dr`).
+pub fn metrics_line(result: &LogicalBackupResult, seconds: f64, now: OffsetDateTime) -> serde_json::Value {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": (now.unix_timestamp_nanos() / 1_000_000) as i64,
+            "CloudWatchMetrics": [{
+                "Namespace": "catalyst-dr",
+                "Dimensions": [["Action"]],
+                "Metrics": [
+                    {"Name": "LogicalBackupSeconds", "Unit": "Seconds"},
+                    {"Name": "LogicalBackupBytes", "Unit": "Bytes"},
+                    {"Name": "LogicalBackupRows", "Unit": "Count"},
+                    {"Name": "LogicalBackupTables", "Unit": "Count"},
+                    {"Name": "LogicalBackupNotCaptured", "Unit": "Count"}
+                ]
+            }]
+        },
+        "Action": "logical-backup",
+        "run_id": result.run_id,
+        "LogicalBackupSeconds": seconds,
+        "LogicalBackupBytes": result.object_bytes,
+        "LogicalBackupRows": result.rows,
+        "LogicalBackupTables": result.tables,
+        "LogicalBackupNotCaptured": result.not_captured,
+    })
+}
+
 impl LogicalBackups {
     pub fn retain_until(&self, run: &RunId) -> OffsetDateTime {
         run.scheduled_time + time::Duration::days(self.config.retention_days.into())
@@ -91,7 +118,10 @@ impl LogicalBackups {
                     return Err(e.into());
                 }
                 tracing::info!(%key, tables = manifest.tables.len(), rows = manifest.total_rows(), "logical backup complete");
-                Ok(LogicalBackupResult::new(&manifest, self.store.bucket(), key, false, aborted))
+                let result = LogicalBackupResult::new(&manifest, self.store.bucket(), key, false, aborted);
+                let seconds = (manifest.completed_at - started_at).as_seconds_f64();
+                println!("{}", metrics_line(&result, seconds, OffsetDateTime::now_utc()));
+                Ok(result)
             }
             Err(e) => {
                 self.cleanup_after_failure(&prefix).await;
@@ -224,5 +254,36 @@ impl LogicalBackups {
             sha256: written.sha256,
             content_sha256: hex::encode(content.finalize()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_line_is_embedded_metric_format() {
+        let result = LogicalBackupResult {
+            run_id: "20261126t030000z".into(),
+            bucket: "b".into(),
+            manifest_key: "logical/20261126t030000z/manifest.json".into(),
+            reused: false,
+            aborted_uploads: 0,
+            instant: ManifestInstant { server_time: "2026-11-26T03:00:01.000000Z".into(), lsn: "0/16B3748".into() },
+            tables: 4,
+            rows: 10,
+            object_bytes: 2048,
+            copy_bytes: 4096,
+            not_captured: 1,
+            warnings: vec![],
+        };
+        let line = metrics_line(&result, 1.5, OffsetDateTime::UNIX_EPOCH);
+        let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        for metric in metrics {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(line[name].is_number(), "{name} has a value");
+        }
+        assert_eq!(line["Action"], "logical-backup");
+        assert_eq!(line["LogicalBackupBytes"], 2048);
     }
 }
