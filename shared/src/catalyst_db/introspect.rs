@@ -535,30 +535,54 @@ fn sequence_options(s: &CapturedSequence) -> String {
     )
 }
 
-/// The statements run after the data is loaded: primary keys, unique, exclusion and check
-/// constraints, then indexes, then foreign keys, then sequence ownership.
-pub fn post_data_ddl(schema: &CapturedSchema) -> Vec<String> {
-    let mut ddl = Vec::new();
-    let constraint = |t: &CapturedTable, c: &CapturedConstraint| {
-        format!("ALTER TABLE {} ADD CONSTRAINT {} {}", t.qualified_name(), quote_ident(&c.name), c.definition)
-    };
-    for kind in ["p", "u", "x", "c"] {
-        for t in &schema.tables {
-            ddl.extend(t.constraints.iter().filter(|c| c.kind == kind).map(|c| constraint(t, c)));
+/// The statements run after the data is loaded, in two steps.
+///
+/// `independent`: per table one `ALTER TABLE` adding its primary key, unique, exclusion and
+/// check constraints, and each other index on its own; these can run on several connections at
+/// once (statements on the same table simply queue on its lock). `ordered`: foreign keys (they
+/// need the referenced keys, and two of them could otherwise lock a pair of tables in opposite
+/// orders) and sequence ownership, one after the other.
+pub struct PostData {
+    pub independent: Vec<String>,
+    pub ordered: Vec<String>,
+}
+
+pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
+    let mut independent = Vec::new();
+    for t in &schema.tables {
+        let keys: Vec<String> = ["p", "u", "x", "c"]
+            .iter()
+            .flat_map(|kind| t.constraints.iter().filter(move |c| c.kind == *kind))
+            .map(|c| format!("ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition))
+            .collect();
+        if !keys.is_empty() {
+            independent.push(format!("ALTER TABLE {} {}", t.qualified_name(), keys.join(", ")));
         }
     }
     for t in &schema.tables {
-        ddl.extend(t.indexes.iter().map(|i| i.definition.clone()));
+        independent.extend(t.indexes.iter().map(|i| i.definition.clone()));
     }
+    let mut ordered = Vec::new();
     for t in &schema.tables {
-        ddl.extend(t.constraints.iter().filter(|c| c.kind == "f").map(|c| constraint(t, c)));
+        ordered.extend(
+            t.constraints
+                .iter()
+                .filter(|c| c.kind == "f")
+                .map(|c| format!("ALTER TABLE {} ADD CONSTRAINT {} {}", t.qualified_name(), quote_ident(&c.name), c.definition)),
+        );
     }
     for s in schema.sequences.iter().filter(|s| s.ownership == "owned") {
         if let Some((os, ot, oc)) = &s.owner {
-            ddl.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", qualified(&s.schema, &s.name), qualified(os, ot), quote_ident(oc)));
+            ordered.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", qualified(&s.schema, &s.name), qualified(os, ot), quote_ident(oc)));
         }
     }
-    ddl
+    PostData { independent, ordered }
+}
+
+/// Runs one statement (in its own transaction).
+pub async fn execute_statement(client: &Client, statement: &str) -> Result<(), CatalystDbError> {
+    client.batch_execute(statement).await?;
+    Ok(())
 }
 
 /// Runs captured DDL statements in one transaction.

@@ -4,8 +4,8 @@
 //! Refused (nothing written) unless the target carries the staging marker and has no relation or
 //! type in a user schema. Then: schemas, enum types, sequences and tables (no keys yet) → the
 //! tables loaded in parallel with `COPY ... FROM STDIN`, each object streamed from S3 through the
-//! zstd decoder (its SHA-256 checked on the way) → primary keys, unique and check constraints,
-//! indexes, foreign keys → sequence positions → per table, the row count and the content checksum
+//! zstd decoder (its SHA-256 checked on the way) → primary keys, unique and check constraints
+//! and indexes (in parallel) → foreign keys → sequence positions → per table, the row count and the content checksum
 //! recomputed on the target with the same `COPY` the backup used.
 
 use super::layout::manifest_key;
@@ -65,7 +65,9 @@ impl LogicalBackups {
 
         introspect::execute_ddl(&admin, &introspect::pre_data_ddl(&manifest.schema)).await?;
         let loaded = self.parallel(&target, &manifest, Phase::Load).await?;
-        introspect::execute_ddl(&admin, &introspect::post_data_ddl(&manifest.schema)).await?;
+        let post = introspect::post_data_ddl(&manifest.schema);
+        self.run_statements(&target, &post.independent).await?;
+        introspect::execute_ddl(&admin, &post.ordered).await?;
         introspect::restore_sequence_values(&admin, &manifest.schema.sequences).await?;
         let sequences_restored = manifest.schema.sequences.len();
         let rechecked = self.parallel(&target, &manifest, Phase::Recheck).await?;
@@ -135,6 +137,28 @@ impl LogicalBackups {
         }))
         .await?;
         Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Runs independent statements on `parallelism` connections to the target.
+    async fn run_statements(&self, target: &PgConnector, statements: &[String]) -> Result<(), LogicalError> {
+        let workers = (self.config.parallelism as usize).min(statements.len());
+        let mut clients = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let client = target.connect().await?;
+            introspect::restore_session(&client).await?;
+            clients.push(client);
+        }
+        let queue = Mutex::new(statements.iter().collect::<VecDeque<_>>());
+        let queue = &queue;
+        futures_util::future::try_join_all(clients.iter().map(|client| async move {
+            loop {
+                let next = queue.lock().expect("the queue lock is never poisoned").pop_front();
+                let Some(statement) = next else { return Ok::<_, LogicalError>(()) };
+                introspect::execute_statement(client, statement).await?;
+            }
+        }))
+        .await?;
+        Ok(())
     }
 
     async fn load_table(&self, client: &Client, table: &CapturedTable, entry: &ManifestTable) -> Result<TableCheck, LogicalError> {
