@@ -15,7 +15,7 @@ impl FunctionError for crate::snapshot::SnapshotError {
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait::async_trait(?Send)]
 impl Function for crate::snapshot::SnapshotTrigger {
     type Error = crate::snapshot::SnapshotError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
@@ -24,9 +24,10 @@ impl Function for crate::snapshot::SnapshotTrigger {
 }
 
 /// A Lambda function of this project: one handler over JSON events.
-#[async_trait::async_trait]
-pub trait Function: Send + Sync {
-    type Error: FunctionError + Send;
+/// The runtime polls one invocation at a time on its own task, so handlers need not be `Send`.
+#[async_trait::async_trait(?Send)]
+pub trait Function {
+    type Error: FunctionError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error>;
 }
 
@@ -94,7 +95,7 @@ impl FunctionError for crate::pitr::PitrError {
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait::async_trait(?Send)]
 impl Function for crate::pitr::PitrRestore {
     type Error = crate::pitr::PitrError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
@@ -108,7 +109,7 @@ impl FunctionError for crate::drill::DrillError {
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait::async_trait(?Send)]
 impl Function for crate::drill::DrillValidator {
     type Error = crate::drill::DrillError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
@@ -116,7 +117,7 @@ impl Function for crate::drill::DrillValidator {
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait::async_trait(?Send)]
 impl Function for crate::replay::DeadLetterReplay {
     type Error = crate::replay::ReplayError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {

@@ -10,6 +10,7 @@ pub mod drill;
 pub mod input;
 pub mod lambda;
 pub mod local_pg;
+pub mod logical;
 pub mod object_store;
 pub mod pitr;
 pub mod postgres;

@@ -27,6 +27,7 @@ fn trigger_with(cache: aws_sdk_elasticache::Client, sdk: &aws_config::SdkConfig,
         schedule_name: "nightly".into(),
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
+        logical: catalyst_dr::logical::config::LogicalConfig::new(30),
     };
     let mut trigger = SnapshotTrigger::new(config, sdk);
     let source = CacheSource::ReplicationGroup("prod-cache".into());

@@ -42,10 +42,16 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     let body = stored.body.collect().await.expect("body").into_bytes();
     let manifest: Value = serde_json::from_slice(&body).expect("manifest JSON");
     assert_eq!(manifest["database"]["snapshot_id"], format!("catalyst-dr-{instance}-{ok_run}").as_str());
+    // The logical backup of the source database, recorded in the run's manifest, written last.
+    let logical_key = format!("logical/{ok_run}/manifest.json");
+    assert_eq!(output["logical"]["manifest_key"], logical_key.as_str());
+    assert_eq!(manifest["logical"]["manifest_key"], logical_key.as_str());
+    let logical = s3(&sdk).get_object().bucket(bucket).key(&logical_key).send().await.expect("logical manifest in the bucket");
+    assert_eq!(logical.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
     let states: Vec<&str> = run.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
     assert_eq!(
         states,
-        ["Snapshot", "StartPolling", "WaitForSnapshots", "CheckStatus", "SnapshotsReady?", "ExportCache", "Prune", "WriteManifest", "BackupSucceeded"]
+        ["Snapshot", "StartPolling", "WaitForSnapshots", "CheckStatus", "SnapshotsReady?", "ExportCache", "Prune", "LogicalBackup", "WriteManifest", "BackupSucceeded"]
     );
 
     // A snapshot id squatted by something that is not ours: the snapshot step fails without

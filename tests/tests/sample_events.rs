@@ -23,7 +23,7 @@ fn decode_samples<T: DeserializeOwned>(function: &str) -> usize {
 
 #[test]
 fn snapshot_trigger_samples_decode() {
-    assert!(decode_samples::<SnapshotTriggerEvent>("snapshot-trigger") >= 7, "one sample per action");
+    assert!(decode_samples::<SnapshotTriggerEvent>("snapshot-trigger") >= 10, "one sample per action");
 }
 
 #[test]

@@ -57,6 +57,7 @@ async fn fixture(keep_newest: u32) -> Fixture {
         schedule_name: "nightly-test".into(),
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
+        logical: catalyst_dr::logical::config::LogicalConfig::new(30),
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
     Fixture { sdk, instance, cache_group, bucket, trigger }
@@ -265,6 +266,7 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
         schedule_name: "nightly".into(),
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
+        logical: catalyst_dr::logical::config::LogicalConfig::new(30),
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
 

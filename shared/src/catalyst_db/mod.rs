@@ -2,12 +2,15 @@
 //! reference schema ([`schema`]), the deterministic data generator the tests and drills use
 //! ([`generate`]), and the queries the functions need. Every value reaches PostgreSQL as a bind
 //! parameter or through `COPY ... FROM STDIN`; SQL text is only ever built from constants, never
-//! from data. The documented schema is `docs/schema.md`.
+//! from data. The one exception is [`introspect`] (logical backups), which must name tables and
+//! replay schema: it builds statements from catalog identifiers, always double-quoted, and from
+//! the definitions PostgreSQL itself renders (`pg_get_constraintdef`, `pg_get_indexdef`, ...). The documented schema is `docs/schema.md`.
 
 pub mod admin;
 pub mod deliveries;
 pub mod error;
 pub mod generate;
+pub mod introspect;
 pub mod parity;
 pub mod schema;
 pub mod smoke;

@@ -3,6 +3,7 @@
 use super::elasticache::CacheSource;
 use super::rds::DbSource;
 use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
+use crate::logical::config::LogicalConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotTriggerConfig {
@@ -17,6 +18,8 @@ pub struct SnapshotTriggerConfig {
     pub manifest_prefix: String,
     /// Path-style S3 addressing, for S3-compatible local endpoints.
     pub s3_force_path_style: bool,
+    /// Logical backups (`LOGICAL_*`, `SOURCE_DATABASE_SECRET_ID`, `PG_TLS`).
+    pub logical: LogicalConfig,
 }
 
 fn identifier(var: &'static str, value: String) -> Result<String, ConfigError> {
@@ -44,12 +47,14 @@ impl SnapshotTriggerConfig {
         if !manifest_prefix.ends_with('/') {
             manifest_prefix.push('/');
         }
+        let retention_days = env.bounded("RETENTION_DAYS", 35, 1..=36_500)?;
         Ok(Self {
+            logical: LogicalConfig::from_env(&env, retention_days)?,
             backup_bucket,
             database,
             cache,
             cache_export: env.flag("ELASTICACHE_EXPORT", true)?,
-            retention_days: env.bounded("RETENTION_DAYS", 35, 1..=36_500)?,
+            retention_days,
             keep_newest: env.bounded("KEEP_NEWEST", 7, 1..=1_000)?,
             schedule_name: env.optional("SCHEDULE_NAME").unwrap_or_else(|| "nightly-backup".to_owned()),
             manifest_prefix,

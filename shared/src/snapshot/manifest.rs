@@ -25,6 +25,9 @@ pub struct BackupManifest {
     pub cache: Option<ManifestSnapshot>,
     pub cache_export: Option<ExportResult>,
     pub pruned: Option<PruneResult>,
+    /// The run's logical backup (`logical-backup`), when the nightly run made one.
+    #[serde(default)]
+    pub logical: Option<crate::logical::backup::LogicalBackupResult>,
 }
 
 /// One snapshot as recorded in the manifest.
@@ -97,6 +100,9 @@ pub struct CatalogEntry {
     pub retain_until: OffsetDateTime,
     pub database_snapshot: Option<String>,
     pub cache_snapshot: Option<String>,
+    /// The manifest key of the run's logical backup.
+    #[serde(default)]
+    pub logical_manifest: Option<String>,
 }
 
 impl CatalogEntry {
@@ -108,6 +114,7 @@ impl CatalogEntry {
             retain_until: manifest.retain_until,
             database_snapshot: manifest.database.as_ref().map(|s| s.snapshot_id.clone()),
             cache_snapshot: manifest.cache.as_ref().map(|s| s.snapshot_id.clone()),
+            logical_manifest: manifest.logical.as_ref().map(|l| l.manifest_key.clone()),
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum SnapshotTriggerEvent {
         export: Option<ExportResult>,
         #[serde(default)]
         prune: Option<PruneResult>,
+        /// The `logical-backup` step's result, recorded in the manifest.
+        #[serde(default)]
+        logical: Option<crate::logical::backup::LogicalBackupResult>,
     },
     /// Local engine only: a base backup of the source cluster (`pg_basebackup`), the starting
     /// point of point-in-time restores on this machine.
@@ -58,6 +61,15 @@ pub enum SnapshotTriggerEvent {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// Logical backup of the source database (`SOURCE_DATABASE_SECRET_ID`) for this run: every
+    /// table at one instant, to locked S3 objects, manifest last; a retry returns the finished
+    /// backup or redoes an unfinished one.
+    LogicalBackup { scheduled_time: String },
+    /// Loads the run's logical backup into the empty staging database of `target_secret_id`
+    /// and checks row counts, content checksums and sequences against the manifest.
+    RestoreLogical { scheduled_time: String, target_secret_id: String },
+    /// Re-reads every object of the run's logical backup and checks it against the manifest.
+    VerifyLogical { scheduled_time: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +88,8 @@ pub enum SnapshotError {
     LocalEngine(#[from] crate::pitr::engine::EngineError),
     #[error(transparent)]
     Connect(#[from] crate::postgres::PgConnectError),
+    #[error(transparent)]
+    Logical(#[from] crate::logical::LogicalError),
     #[error("manifest {key} in the backup bucket is not a valid backup manifest")]
     CorruptManifest {
         key: String,
@@ -96,6 +110,7 @@ impl SnapshotError {
             Self::LocalEngineNotConfigured { .. } => "Misconfigured",
             Self::LocalEngine(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
+            Self::Logical(e) => e.error_type(),
         }
     }
 }
@@ -135,6 +150,8 @@ pub struct SnapshotTrigger {
     pub cache: Option<Box<dyn SnapshotStore>>,
     pub exporter: Option<Box<dyn CacheExporter>>,
     pub objects: Box<dyn ObjectStore>,
+    /// Logical backups, restore and verify (`logical-backup`, `restore-logical`, `verify-logical`).
+    pub logical: crate::logical::LogicalBackups,
     /// The local engine's base backups, when configured (`LOCAL_BASE_BACKUP_DIR`).
     pub local_base_backups: Option<LocalBaseBackups>,
 }
@@ -163,10 +180,10 @@ impl SnapshotTrigger {
                 to_json(self.export_cache(&run).await?)
             }
             SnapshotTriggerEvent::Prune { dry_run } => to_json(self.prune(dry_run, OffsetDateTime::now_utc()).await?),
-            SnapshotTriggerEvent::WriteManifest { scheduled_time, started_at, export, prune } => {
+            SnapshotTriggerEvent::WriteManifest { scheduled_time, started_at, export, prune, logical } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 let started_at = parse_time("started_at", &started_at)?;
-                to_json(self.write_manifest(&run, started_at, export, prune).await?)
+                to_json(self.write_manifest(&run, started_at, export, prune, logical).await?)
             }
             SnapshotTriggerEvent::BaseBackup { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
@@ -175,6 +192,21 @@ impl SnapshotTrigger {
                 to_json(crate::local_pg::base_backup::take(&local.config, &source, &run.stamp).await?)
             }
             SnapshotTriggerEvent::ListBackups { limit } => to_json(self.list_backups(limit).await?),
+            SnapshotTriggerEvent::LogicalBackup { scheduled_time } => {
+                let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
+                to_json(self.logical.backup(&run).await?)
+            }
+            SnapshotTriggerEvent::RestoreLogical { scheduled_time, target_secret_id } => {
+                let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
+                if target_secret_id.trim().is_empty() {
+                    return Err(InputError::new("target_secret_id", "must name a secret").into());
+                }
+                to_json(self.logical.restore(&run, &target_secret_id).await?)
+            }
+            SnapshotTriggerEvent::VerifyLogical { scheduled_time } => {
+                let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
+                to_json(self.logical.verify(&run).await?)
+            }
         };
         Ok(result)
     }
@@ -292,6 +324,7 @@ impl SnapshotTrigger {
         started_at: OffsetDateTime,
         export: Option<ExportResult>,
         pruned: Option<PruneResult>,
+        logical: Option<crate::logical::backup::LogicalBackupResult>,
     ) -> Result<BackupManifest, SnapshotError> {
         let key = manifest_key(&self.config.manifest_prefix, &run.stamp);
         if let Some(existing) = self.read_manifest(&key).await? {
@@ -315,6 +348,7 @@ impl SnapshotTrigger {
             cache,
             cache_export: export,
             pruned,
+            logical,
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
         let put = self.objects.put_locked(&key, body, "application/json", manifest.retain_until).await?;
@@ -378,7 +412,13 @@ impl SnapshotTrigger {
     pub fn new(config: SnapshotTriggerConfig, sdk: &aws_config::SdkConfig) -> Self {
         let rds_client = aws_sdk_rds::Client::new(sdk);
         let cache_client = aws_sdk_elasticache::Client::new(sdk);
-        let objects = crate::object_store::S3Objects::new(crate::aws_clients::s3_client(sdk, config.s3_force_path_style), &config.backup_bucket);
+        let s3 = crate::aws_clients::s3_client(sdk, config.s3_force_path_style);
+        let objects = crate::object_store::S3Objects::new(s3.clone(), &config.backup_bucket);
+        let logical = crate::logical::LogicalBackups::new(
+            config.logical.clone(),
+            std::sync::Arc::new(crate::logical::upload::S3LogicalStore::new(s3, &config.backup_bucket)),
+            std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
+        );
         let cache = config.cache.clone().map(|source| elasticache::ElastiCacheSnapshots::new(cache_client.clone(), source));
         let exporter: Option<Box<dyn CacheExporter>> = match (&config.cache, config.cache_export) {
             (Some(source), true) => Some(Box::new(elasticache::ElastiCacheSnapshots::new(cache_client, source.clone()))),
@@ -390,6 +430,7 @@ impl SnapshotTrigger {
             exporter,
             objects: Box::new(objects),
             local_base_backups: None,
+            logical,
             config,
         }
     }

@@ -1,0 +1,289 @@
+//! `logical-backup`: one consistent instant for every table, streamed and compressed into locked
+//! S3 objects, the manifest last.
+//!
+//! 1. A finished manifest for the run id is returned as is (`reused: true`).
+//! 2. Multipart uploads left under the backup's prefix by an earlier attempt are aborted.
+//! 3. The coordinator opens a REPEATABLE READ transaction, exports its snapshot, records the
+//!    instant (server time and LSN), captures the schema and takes ACCESS SHARE locks.
+//! 4. `parallelism` workers import the snapshot and take tables from a queue: `COPY (SELECT ...
+//!    ORDER BY pk) TO STDOUT` → SHA-256 of the text and row count → zstd → part buffer →
+//!    UploadPart. Memory per worker: one part buffer and the encoder's window.
+//! 5. On any failure every pending upload under the prefix is aborted and no manifest is written.
+//! 6. The manifest is written last with Object Lock.
+
+use super::layout::{backup_prefix, manifest_key, table_key};
+use super::manifest::{LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestTable};
+use super::upload::PartWriter;
+use super::{LogicalBackups, LogicalError, count_rows};
+use crate::catalyst_db::introspect::{self, CapturedTable};
+use crate::snapshot::naming::RunId;
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Mutex;
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+
+/// Extra room in a part buffer for the encoder's last write past the part size, so the buffer is
+/// allocated once per part and never doubled.
+const PART_HEADROOM: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogicalBackupResult {
+    pub run_id: String,
+    pub bucket: String,
+    pub manifest_key: String,
+    /// True when a finished backup for this run id was found and returned.
+    pub reused: bool,
+    /// Unfinished multipart uploads of an earlier attempt that were aborted first.
+    pub aborted_uploads: usize,
+    pub instant: ManifestInstant,
+    pub tables: usize,
+    pub rows: u64,
+    pub object_bytes: u64,
+    pub copy_bytes: u64,
+    pub not_captured: usize,
+    pub warnings: Vec<String>,
+}
+
+impl LogicalBackupResult {
+    fn new(manifest: &LogicalManifest, bucket: &str, key: String, reused: bool, aborted_uploads: usize) -> Self {
+        Self {
+            run_id: manifest.run_id.clone(),
+            bucket: bucket.to_owned(),
+            manifest_key: key,
+            reused,
+            aborted_uploads,
+            instant: manifest.instant.clone(),
+            tables: manifest.tables.len(),
+            rows: manifest.total_rows(),
+            object_bytes: manifest.tables.iter().map(|t| t.object_bytes).sum(),
+            copy_bytes: manifest.tables.iter().map(|t| t.copy_bytes).sum(),
+            not_captured: manifest.not_captured.len(),
+            warnings: manifest.warnings.clone(),
+        }
+    }
+}
+
+/// The backup's figures as one CloudWatch embedded-metric-format line (namespace `catalyst-dr`).
+pub fn metrics_line(result: &LogicalBackupResult, seconds: f64, now: OffsetDateTime) -> serde_json::Value {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": (now.unix_timestamp_nanos() / 1_000_000) as i64,
+            "CloudWatchMetrics": [{
+                "Namespace": "catalyst-dr",
+                "Dimensions": [["Action"]],
+                "Metrics": [
+                    {"Name": "LogicalBackupSeconds", "Unit": "Seconds"},
+                    {"Name": "LogicalBackupBytes", "Unit": "Bytes"},
+                    {"Name": "LogicalBackupRows", "Unit": "Count"},
+                    {"Name": "LogicalBackupTables", "Unit": "Count"},
+                    {"Name": "LogicalBackupNotCaptured", "Unit": "Count"}
+                ]
+            }]
+        },
+        "Action": "logical-backup",
+        "run_id": result.run_id,
+        "LogicalBackupSeconds": seconds,
+        "LogicalBackupBytes": result.object_bytes,
+        "LogicalBackupRows": result.rows,
+        "LogicalBackupTables": result.tables,
+        "LogicalBackupNotCaptured": result.not_captured,
+    })
+}
+
+impl LogicalBackups {
+    pub fn retain_until(&self, run: &RunId) -> OffsetDateTime {
+        run.scheduled_time + time::Duration::days(self.config.retention_days.into())
+    }
+
+    pub async fn backup(&self, run: &RunId) -> Result<LogicalBackupResult, LogicalError> {
+        let source = self.source.as_ref().ok_or(LogicalError::NotConfigured { var: "SOURCE_DATABASE_SECRET_ID" })?;
+        let key = manifest_key(&self.config.prefix, &run.stamp);
+        if let Some(existing) = self.read_manifest(&key).await? {
+            tracing::info!(%key, "logical backup already complete");
+            return Ok(LogicalBackupResult::new(&existing, self.store.bucket(), key, true, 0));
+        }
+        let prefix = backup_prefix(&self.config.prefix, &run.stamp);
+        let aborted = self.abort_pending(&prefix).await?;
+        let started_at = OffsetDateTime::now_utc();
+        match self.run_backup(source, run, started_at).await {
+            Ok(manifest) => {
+                let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
+                let put = self.store.put_locked(&key, body, "application/json", manifest.retain_until).await;
+                if let Err(e) = put {
+                    self.cleanup_after_failure(&prefix).await;
+                    return Err(e.into());
+                }
+                tracing::info!(%key, tables = manifest.tables.len(), rows = manifest.total_rows(), "logical backup complete");
+                let result = LogicalBackupResult::new(&manifest, self.store.bucket(), key, false, aborted);
+                let seconds = (manifest.completed_at - started_at).as_seconds_f64();
+                println!("{}", metrics_line(&result, seconds, OffsetDateTime::now_utc()));
+                Ok(result)
+            }
+            Err(e) => {
+                self.cleanup_after_failure(&prefix).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn cleanup_after_failure(&self, prefix: &str) {
+        if let Err(e) = self.abort_pending(prefix).await {
+            tracing::warn!(error = %e, %prefix, "could not abort the failed backup's uploads; a rerun aborts them");
+        }
+    }
+
+    async fn run_backup(&self, source: &crate::postgres::PgConnector, run: &RunId, started_at: OffsetDateTime) -> Result<LogicalManifest, LogicalError> {
+        let coordinator = source.connect().await?;
+        let instant = introspect::begin_exported_snapshot(&coordinator).await?;
+        let schema = introspect::capture_schema(&coordinator).await?;
+        introspect::lock_tables(&coordinator, &schema.tables).await?;
+        tracing::info!(lsn = %instant.lsn, server_time = %instant.server_time, tables = schema.tables.len(), "snapshot exported");
+
+        let workers = (self.config.parallelism as usize).min(schema.tables.len()).max(1);
+        let mut clients = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let client = source.connect().await?;
+            introspect::import_snapshot(&client, &instant.snapshot_id).await?;
+            clients.push(client);
+        }
+        let queue: Mutex<VecDeque<&CapturedTable>> = Mutex::new(schema.tables.iter().collect());
+        let retain_until = self.retain_until(run);
+        let results = futures_util::future::try_join_all(clients.iter().map(|client| self.worker(client, &queue, &run.stamp, retain_until))).await?;
+        for client in &clients {
+            introspect::commit(client).await?;
+        }
+        introspect::commit(&coordinator).await?;
+
+        let mut tables: Vec<ManifestTable> = results.into_iter().flatten().collect();
+        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        let warnings = schema
+            .not_captured
+            .iter()
+            .map(|o| format!("{} {} is not captured by the logical backup; recreate it by hand after a restore", o.kind, o.name))
+            .collect::<Vec<_>>();
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(LogicalManifest {
+            format: LOGICAL_MANIFEST_FORMAT.to_owned(),
+            run_id: run.stamp.clone(),
+            scheduled_time: run.scheduled_time,
+            started_at,
+            completed_at: OffsetDateTime::now_utc(),
+            retain_until,
+            database: instant.database.clone(),
+            server_version: instant.server_version.clone(),
+            instant: ManifestInstant::from(&instant),
+            compression: "zstd".to_owned(),
+            zstd_level: self.config.zstd_level,
+            part_size_bytes: self.config.part_size_bytes as u64,
+            tables,
+            not_captured: schema.not_captured.clone(),
+            schema,
+            warnings,
+        })
+    }
+
+    async fn worker(
+        &self,
+        client: &Client,
+        queue: &Mutex<VecDeque<&CapturedTable>>,
+        run_id: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<Vec<ManifestTable>, LogicalError> {
+        let mut done = Vec::new();
+        loop {
+            let next = queue.lock().expect("the queue lock is never poisoned").pop_front();
+            let Some(table) = next else { return Ok(done) };
+            done.push(self.backup_table(client, table, run_id, retain_until).await?);
+        }
+    }
+
+    async fn backup_table(&self, client: &Client, table: &CapturedTable, run_id: &str, retain_until: OffsetDateTime) -> Result<ManifestTable, LogicalError> {
+        let key = table_key(&self.config.prefix, run_id, &table.schema, &table.name);
+        let writer = PartWriter::start(self.store.as_ref(), &key, retain_until).await?;
+        let upload_id = writer.upload_id().to_owned();
+        match self.stream_table(client, table, &key, writer).await {
+            Ok(entry) => Ok(entry),
+            Err(e) => {
+                if let Err(abort) = self.store.abort_upload(&key, &upload_id).await {
+                    tracing::warn!(error = %abort, %key, "could not abort the upload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn stream_table(&self, client: &Client, table: &CapturedTable, key: &str, mut writer: PartWriter<'_>) -> Result<ManifestTable, LogicalError> {
+        let compression = |source| LogicalError::Compression { key: key.to_owned(), source };
+        let stream = client.copy_out(&table.copy_out_statement()).await?;
+        if let Some(observer) = &self.observer {
+            observer.table_copy_started(&table.schema, &table.name).await;
+        }
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::with_capacity(self.config.part_size_bytes + PART_HEADROOM), self.config.zstd_level)
+            .map_err(compression)?;
+        let mut content = sha2::Sha256::new();
+        let (mut rows, mut copy_bytes) = (0u64, 0u64);
+        futures_util::pin_mut!(stream);
+        while let Some(chunk) = stream.try_next().await? {
+            content.update(&chunk);
+            rows += count_rows(&chunk);
+            copy_bytes += chunk.len() as u64;
+            encoder.write_all(&chunk).map_err(compression)?;
+            if encoder.get_ref().len() >= self.config.part_size_bytes {
+                let full = std::mem::replace(encoder.get_mut(), Vec::with_capacity(self.config.part_size_bytes + PART_HEADROOM));
+                writer.upload(full).await?;
+            }
+        }
+        let last = encoder.finish().map_err(compression)?;
+        let written = writer.finish(last).await?;
+        tracing::info!(%key, rows, copy_bytes, object_bytes = written.bytes, parts = written.parts, "table backed up");
+        Ok(ManifestTable {
+            schema: table.schema.clone(),
+            name: table.name.clone(),
+            key: written.key,
+            version_id: written.version_id,
+            rows,
+            copy_bytes,
+            object_bytes: written.bytes,
+            parts: written.parts,
+            sha256: written.sha256,
+            content_sha256: hex::encode(content.finalize()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_line_is_embedded_metric_format() {
+        let result = LogicalBackupResult {
+            run_id: "20261126t030000z".into(),
+            bucket: "b".into(),
+            manifest_key: "logical/20261126t030000z/manifest.json".into(),
+            reused: false,
+            aborted_uploads: 0,
+            instant: ManifestInstant { server_time: "2026-11-26T03:00:01.000000Z".into(), lsn: "0/16B3748".into() },
+            tables: 4,
+            rows: 10,
+            object_bytes: 2048,
+            copy_bytes: 4096,
+            not_captured: 1,
+            warnings: vec![],
+        };
+        let line = metrics_line(&result, 1.5, OffsetDateTime::UNIX_EPOCH);
+        let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        for metric in metrics {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(line[name].is_number(), "{name} has a value");
+        }
+        assert_eq!(line["Action"], "logical-backup");
+        assert_eq!(line["LogicalBackupBytes"], 2048);
+    }
+}

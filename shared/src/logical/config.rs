@@ -1,0 +1,79 @@
+//! Logical backup configuration, read with snapshot-trigger's at cold start.
+
+use crate::config::{ConfigError, Env};
+use crate::postgres::TlsMode;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalConfig {
+    /// `LOGICAL_BACKUP_PREFIX` (default `logical/`), always ending in `/`.
+    pub prefix: String,
+    /// `LOGICAL_RETENTION_DAYS` (default `RETENTION_DAYS`).
+    pub retention_days: u32,
+    /// `LOGICAL_PARALLELISM` (default 4): tables copied (and connections open) at once.
+    pub parallelism: u32,
+    /// `LOGICAL_PART_SIZE_MIB` (default 8, 5..=512): the multipart part size, and per table the
+    /// largest buffer a backup holds.
+    pub part_size_bytes: usize,
+    /// `LOGICAL_ZSTD_LEVEL` (default 3, 1..=19).
+    pub zstd_level: i32,
+    /// `SOURCE_DATABASE_SECRET_ID`: the database to back up; the logical actions fail with
+    /// `NotConfigured` without it.
+    pub source_secret_id: Option<String>,
+    /// `PG_TLS` / `PG_CA_BUNDLE`, read when a database is configured (or `PG_TLS` is set).
+    pub tls: Option<TlsMode>,
+}
+
+impl LogicalConfig {
+    /// The defaults, with no source database configured.
+    pub fn new(retention_days: u32) -> Self {
+        Self {
+            prefix: "logical/".to_owned(),
+            retention_days,
+            parallelism: 4,
+            part_size_bytes: 8 << 20,
+            zstd_level: 3,
+            source_secret_id: None,
+            tls: None,
+        }
+    }
+
+    pub fn from_env(env: &Env, default_retention_days: u32) -> Result<Self, ConfigError> {
+        let mut prefix = env.optional("LOGICAL_BACKUP_PREFIX").unwrap_or_else(|| "logical/".to_owned());
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let source_secret_id = env.optional("SOURCE_DATABASE_SECRET_ID");
+        let tls = if source_secret_id.is_some() || env.optional("PG_TLS").is_some() { Some(TlsMode::from_env(env)?) } else { None };
+        Ok(Self {
+            prefix,
+            retention_days: env.bounded("LOGICAL_RETENTION_DAYS", default_retention_days, 1..=36_500)?,
+            parallelism: env.bounded("LOGICAL_PARALLELISM", 4, 1..=32)?,
+            part_size_bytes: env.bounded("LOGICAL_PART_SIZE_MIB", 8, 5..=512)? as usize * 1024 * 1024,
+            zstd_level: env.bounded("LOGICAL_ZSTD_LEVEL", 3, 1..=19)? as i32,
+            source_secret_id,
+            tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_and_bounds() {
+        let env: HashMap<&str, &str> = HashMap::from([("LOGICAL_BACKUP_PREFIX", "lb")]);
+        let config = LogicalConfig::from_env(&Env(&env), 35).unwrap();
+        assert_eq!((config.prefix.as_str(), config.retention_days, config.parallelism), ("lb/", 35, 4));
+        assert_eq!((config.part_size_bytes, config.zstd_level), (8 << 20, 3));
+        assert_eq!((config.source_secret_id, config.tls), (None, None));
+        for (var, value) in [("LOGICAL_PART_SIZE_MIB", "4"), ("LOGICAL_PARALLELISM", "0"), ("LOGICAL_ZSTD_LEVEL", "20")] {
+            let env: HashMap<&str, &str> = HashMap::from([(var, value)]);
+            assert!(matches!(LogicalConfig::from_env(&Env(&env), 35), Err(ConfigError::Invalid { var: v, .. }) if v == var));
+        }
+        let env: HashMap<&str, &str> = HashMap::from([("SOURCE_DATABASE_SECRET_ID", "s"), ("PG_TLS", "disable")]);
+        let config = LogicalConfig::from_env(&Env(&env), 35).unwrap();
+        assert_eq!(config.tls, Some(TlsMode::Disable));
+    }
+}

@@ -1,0 +1,127 @@
+//! Logical backups of the Catalyst Auth database (runbook: PostgreSQL step 1, "nightly logical
+//! backups ... in immutable object storage"): every table read at one exported snapshot,
+//! streamed with `COPY ... TO STDOUT` through zstd into S3 multipart uploads locked in COMPLIANCE
+//! mode, the schema captured from the catalog, and a manifest written last as the commit marker.
+//! [`restore`] loads a backup into an empty staging database and checks it against the manifest;
+//! [`verify`] re-reads a backup and checks every checksum. The SQL lives in
+//! [`crate::catalyst_db::introspect`]. The actions are snapshot-trigger's (`logical-backup`,
+//! `restore-logical`, `verify-logical`); see `docs/logical-backups.md`.
+
+pub mod backup;
+pub mod config;
+pub mod layout;
+pub mod manifest;
+pub mod restore;
+pub mod upload;
+pub mod verify;
+
+use crate::aws_error::AwsCallError;
+use crate::catalyst_db::CatalystDbError;
+use crate::input::InputError;
+use crate::postgres::{PgConnectError, PgConnector, SecretSource};
+use config::LogicalConfig;
+use manifest::LogicalManifest;
+use std::sync::Arc;
+use upload::LogicalStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogicalError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Aws(#[from] AwsCallError),
+    #[error(transparent)]
+    Connect(#[from] PgConnectError),
+    #[error(transparent)]
+    Db(#[from] CatalystDbError),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("logical backups need configuration variable {var}, which is not set")]
+    NotConfigured { var: &'static str },
+    #[error("compressing or decompressing {key}")]
+    Compression {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("logical backup manifest {key} is not a valid manifest")]
+    CorruptManifest {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("logical backup {run_id} has no manifest ({key}): it never completed and cannot be restored")]
+    BackupIncomplete { run_id: String, key: String },
+    #[error("restore target database {database} is not empty ({objects} relations or types in user schemas); refusing to restore into it")]
+    TargetNotEmpty { database: String, objects: i64 },
+}
+
+impl LogicalError {
+    /// Stable names for Step Functions `Retry`/`Catch`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Input(_) => "InvalidInput",
+            Self::Aws(e) => e.error_type(),
+            Self::Connect(e) => e.error_type(),
+            Self::Db(e) => e.error_type(),
+            Self::Postgres(_) => "Postgres",
+            Self::NotConfigured { .. } => "NotConfigured",
+            Self::Compression { .. } => "CorruptBackup",
+            Self::CorruptManifest { .. } => "CorruptManifest",
+            Self::BackupIncomplete { .. } => "BackupIncomplete",
+            Self::TargetNotEmpty { .. } => "TargetNotEmpty",
+        }
+    }
+}
+
+/// A test hook: called by a backup worker once a table's `COPY` has started (the snapshot is
+/// taken and imported by then), so a test can commit concurrent writes or drop the connection
+/// at that point. Production code sets none.
+#[async_trait::async_trait]
+pub trait BackupObserver: Send + Sync {
+    async fn table_copy_started(&self, schema: &str, table: &str);
+}
+
+/// The logical-backup dependencies of snapshot-trigger.
+pub struct LogicalBackups {
+    pub config: LogicalConfig,
+    pub store: Arc<dyn LogicalStore>,
+    pub secrets: Arc<dyn SecretSource>,
+    /// The source database (`SOURCE_DATABASE_SECRET_ID`); None when not configured.
+    pub source: Option<PgConnector>,
+    pub observer: Option<Arc<dyn BackupObserver>>,
+}
+
+impl LogicalBackups {
+    pub fn new(config: LogicalConfig, store: Arc<dyn LogicalStore>, secrets: Arc<dyn SecretSource>) -> Self {
+        let source = match (&config.source_secret_id, &config.tls) {
+            (Some(secret_id), Some(tls)) => Some(PgConnector::new(secrets.clone(), secret_id.clone(), tls.clone())),
+            _ => None,
+        };
+        Self { config, store, secrets, source, observer: None }
+    }
+
+    pub(crate) async fn read_manifest(&self, key: &str) -> Result<Option<LogicalManifest>, LogicalError> {
+        match self.store.get(key).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| LogicalError::CorruptManifest { key: key.to_owned(), source }),
+        }
+    }
+
+    /// Aborts every multipart upload in progress under `prefix`; returns how many.
+    pub(crate) async fn abort_pending(&self, prefix: &str) -> Result<usize, LogicalError> {
+        let pending = self.store.pending_uploads(prefix).await?;
+        for upload in &pending {
+            self.store.abort_upload(&upload.key, &upload.upload_id).await?;
+            tracing::info!(key = %upload.key, "aborted an unfinished multipart upload");
+        }
+        Ok(pending.len())
+    }
+}
+
+/// Counts COPY text rows: every row ends with a newline (newlines inside values are escaped).
+pub(crate) fn count_rows(chunk: &[u8]) -> u64 {
+    chunk.iter().filter(|&&b| b == b'\n').count() as u64
+}

@@ -1,0 +1,260 @@
+//! bench-logical: the logical backup benchmark on the local stack (`infra/local/bench-logical.sh`).
+//!
+//! For each size: generates a database of about that size, then measures in separate processes
+//! the logical backup to the local S3 endpoint (wall time, peak RSS) and the restore into an empty
+//! staging database (wall time), and beside them `pg_dump -Fc` to a file and `pg_restore -j 2` of
+//! that file into an empty database. Prints every figure and the ratios as JSON lines and a table.
+
+use catalyst_dr::catalyst_db::{self, GeneratorSpec};
+use catalyst_dr::logical::LogicalBackups;
+use catalyst_dr::logical::config::LogicalConfig;
+use catalyst_dr::logical::upload::S3LogicalStore;
+use catalyst_dr::postgres::TlsMode;
+use catalyst_dr::snapshot::naming::RunId;
+use catalyst_dr_tests::{local_aws, locked_bucket, pg_admin, put_db_secret, s3, stack_var};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark the logical backup against pg_dump/pg_restore on the local stack")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The whole benchmark, one line of figures per size.
+    Run {
+        /// Database sizes in MiB (generated with GeneratorSpec::for_target_bytes).
+        #[arg(long, value_delimiter = ',', default_values_t = [256u64, 1024])]
+        sizes_mib: Vec<u64>,
+        /// Tables copied at once (LOGICAL_PARALLELISM).
+        #[arg(long, default_value_t = 4)]
+        parallelism: u32,
+        /// Directory of pg_dump and pg_restore.
+        #[arg(long, env = "PG_BIN")]
+        pg_bin: Option<String>,
+    },
+    /// One logical backup in this process; prints wall time and peak RSS.
+    Backup {
+        #[arg(long)]
+        secret: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        scheduled_time: String,
+        #[arg(long)]
+        parallelism: u32,
+    },
+    /// One logical restore in this process; prints wall time and peak RSS.
+    Restore {
+        #[arg(long)]
+        target_secret: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        scheduled_time: String,
+        #[arg(long)]
+        parallelism: u32,
+    },
+}
+
+/// VmHWM of this process (peak resident set), in bytes.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+async fn logical(parallelism: u32, bucket: &str, secret: Option<&str>) -> LogicalBackups {
+    let sdk = local_aws().await;
+    let config = LogicalConfig {
+        parallelism,
+        source_secret_id: secret.map(str::to_owned),
+        tls: Some(TlsMode::Disable),
+        ..LogicalConfig::new(1)
+    };
+    LogicalBackups::new(config, Arc::new(S3LogicalStore::new(s3(&sdk), bucket)), Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)))
+}
+
+fn pg_bin(explicit: Option<String>) -> String {
+    if let Some(dir) = explicit {
+        return dir;
+    }
+    let mut found: Vec<String> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| format!("{}/bin", e.path().display())).collect())
+        .unwrap_or_default();
+    found.sort_by_key(|p| p.trim_start_matches("/usr/lib/postgresql/").trim_end_matches("/bin").parse::<u32>().unwrap_or(0));
+    found.pop().unwrap_or_else(|| "/usr/bin".to_owned())
+}
+
+fn timed(command: &mut Command) -> f64 {
+    let started = Instant::now();
+    let status = command.status().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+    started.elapsed().as_secs_f64()
+}
+
+fn child(args: &[&str]) -> Value {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe).args(args).output().expect("run the child");
+    assert!(out.status.success(), "child {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("child printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+async fn create_database(name: &str) -> tokio_postgres::Client {
+    let admin = pg_admin().await;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL").parse().expect("CATALYST_DR_PG_URL");
+    config.dbname(name);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+async fn run(sizes_mib: Vec<u64>, parallelism: u32, pg_bin_dir: Option<String>) -> Vec<Value> {
+    let sdk = local_aws().await;
+    let bin = pg_bin(pg_bin_dir);
+    let bucket = format!("bench-logical-{}", std::process::id());
+    locked_bucket(&s3(&sdk), &bucket).await;
+    let host = stack_var("CATALYST_DR_PG_HOST");
+    let port = stack_var("CATALYST_DR_PG_PORT");
+    let password = stack_var("CATALYST_DR_PG_PASSWORD");
+    let dump_dir = std::env::temp_dir().join(format!("bench-logical-{}", std::process::id()));
+    std::fs::create_dir_all(&dump_dir).expect("dump dir");
+    let mut results = Vec::new();
+    for (i, mib) in sizes_mib.into_iter().enumerate() {
+        let src = format!("bench_src_{mib}");
+        let client = create_database(&src).await;
+        let started = Instant::now();
+        catalyst_db::apply(&client).await.expect("schema");
+        catalyst_db::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20)).await.expect("generate");
+        client.batch_execute("VACUUM ANALYZE").await.expect("vacuum");
+        let database_bytes = catalyst_db::database_size_bytes(&client).await.expect("size");
+        eprintln!("[bench] {src}: {} MiB generated in {:.1} s", database_bytes >> 20, started.elapsed().as_secs_f64());
+        let secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{src}"), "postgres", &password, &src).await;
+        let scheduled_time = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() + time::Duration::minutes(i as i64));
+        let p = parallelism.to_string();
+
+        let backup = child(&["backup", "--secret", &secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p]);
+        eprintln!("[bench] logical backup: {backup}");
+
+        let dst = format!("bench_dst_{mib}");
+        let target = create_database(&dst).await;
+        catalyst_db::mark_staging(&target, "bench").await.expect("mark staging");
+        drop(target);
+        let target_secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{dst}"), "postgres", &password, &dst).await;
+        let restore = child(&["restore", "--target-secret", &target_secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p]);
+        eprintln!("[bench] logical restore: {restore}");
+
+        let file = dump_dir.join(format!("{src}.dump"));
+        let pg_dump_s = timed(
+            Command::new(format!("{bin}/pg_dump"))
+                .env("PGPASSWORD", &password)
+                .args(["-h", &host, "-p", &port, "-U", "postgres", "-Fc", "-f"])
+                .arg(&file)
+                .arg(&src),
+        );
+        let dump_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let plain = format!("bench_pgrestore_{mib}");
+        drop(create_database(&plain).await);
+        let pg_restore_s = timed(
+            Command::new(format!("{bin}/pg_restore"))
+                .env("PGPASSWORD", &password)
+                .args(["-h", &host, "-p", &port, "-U", "postgres", "-j", "2", "-d", &plain])
+                .arg(&file),
+        );
+        let _ = std::fs::remove_file(&file);
+        let admin = pg_admin().await;
+        for db in [&src, &dst, &plain] {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+        }
+
+        let backup_s = backup["wall_seconds"].as_f64().unwrap_or(f64::NAN);
+        let restore_s = restore["wall_seconds"].as_f64().unwrap_or(f64::NAN);
+        let result = json!({
+            "database_mib": database_bytes >> 20,
+            "rows": backup["rows"],
+            "logical_backup_seconds": backup_s,
+            "logical_backup_peak_rss_mib": round(backup["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
+            "logical_backup_object_mib": round(backup["object_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
+            "logical_restore_seconds": restore_s,
+            "logical_restore_peak_rss_mib": round(restore["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
+            "restore_consistent": restore["consistent"],
+            "pg_dump_fc_seconds": round(pg_dump_s),
+            "pg_dump_fc_mib": round(dump_bytes as f64 / 1048576.0),
+            "pg_restore_j2_seconds": round(pg_restore_s),
+            "backup_vs_pg_dump": round(backup_s / pg_dump_s),
+            "restore_vs_pg_restore": round(restore_s / pg_restore_s),
+        });
+        println!("{result}");
+        results.push(result);
+    }
+    let _ = std::fs::remove_dir_all(&dump_dir);
+    results
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Cmd::Run { sizes_mib, parallelism, pg_bin } => {
+            let results = run(sizes_mib, parallelism, pg_bin).await;
+            println!();
+            println!("{:>8} {:>10} {:>9} {:>8} {:>10} {:>9} {:>11} {:>8} {:>9}", "db MiB", "backup s", "RSS MiB", "dump s", "ratio", "restore s", "pg_restore s", "ratio", "consistent");
+            for r in &results {
+                println!(
+                    "{:>8} {:>10} {:>9} {:>8} {:>10} {:>9} {:>11} {:>8} {:>9}",
+                    r["database_mib"], r["logical_backup_seconds"], r["logical_backup_peak_rss_mib"], r["pg_dump_fc_seconds"], r["backup_vs_pg_dump"],
+                    r["logical_restore_seconds"], r["pg_restore_j2_seconds"], r["restore_vs_pg_restore"], r["restore_consistent"]
+                );
+            }
+            println!("targets: backup <= 0.7 x pg_dump, restore <= 1.0 x pg_restore, peak RSS <= 64 MiB and flat across sizes");
+            ExitCode::SUCCESS
+        }
+        Cmd::Backup { secret, bucket, scheduled_time, parallelism } => {
+            let logical = logical(parallelism, &bucket, Some(&secret)).await;
+            let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time).expect("scheduled time");
+            let started = Instant::now();
+            match logical.backup(&run).await {
+                Ok(result) => {
+                    let wall = started.elapsed().as_secs_f64();
+                    println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "rows": result.rows, "object_bytes": result.object_bytes, "copy_bytes": result.copy_bytes}));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench-logical backup: {}", catalyst_dr::lambda::error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Restore { target_secret, bucket, scheduled_time, parallelism } => {
+            let logical = logical(parallelism, &bucket, None).await;
+            let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time).expect("scheduled time");
+            let started = Instant::now();
+            match logical.restore(&run, &target_secret).await {
+                Ok(result) => {
+                    let wall = started.elapsed().as_secs_f64();
+                    println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "consistent": result.consistent, "mismatches": result.mismatches}));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench-logical restore: {}", catalyst_dr::lambda::error_chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
