@@ -17,6 +17,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 const META_FILE: &str = "catalyst-dr.json";
+/// Socket paths are limited to about 100 bytes, too few for the staging directory: the clusters
+/// share the system's temporary directory, where each port has its own socket.
+const SOCKET_DIR: &str = "/tmp";
 /// How long a cluster that has not written its pid file yet counts as starting.
 const START_GRACE: time::Duration = time::Duration::seconds(60);
 
@@ -168,7 +171,7 @@ impl RestoreEngine for LocalRestoreEngine {
              archive_mode = off\nrestore_command = {restore}\nrecovery_target_time = {time}\nrecovery_target_inclusive = on\n\
              recovery_target_action = 'promote'\n",
             target = request.target_id,
-            socket = single_quoted(&dir.display().to_string()),
+            socket = single_quoted(SOCKET_DIR),
             restore = single_quoted(&format!("cp {}/%f %p", self.config.wal_archive_dir.display())),
             time = single_quoted(&postgres_timestamp(target_time)),
         );
@@ -196,7 +199,7 @@ impl RestoreEngine for LocalRestoreEngine {
         let meta = self.meta(target_id).await?.ok_or_else(|| EngineError::Local { operation: "set master password", reason: format!("{target_id} does not exist") })?;
         // The local socket uses the cluster's trust rule, as RDS's master reset needs no password.
         let mut config = tokio_postgres::Config::new();
-        config.host_path(self.dir(target_id)).port(meta.port).user(username).dbname("postgres");
+        config.host_path(SOCKET_DIR).port(meta.port).user(username).dbname("postgres");
         let failed = |e: &dyn std::error::Error| EngineError::Local { operation: "set master password", reason: crate::lambda::error_chain(e) };
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| failed(&e))?;
         tokio::spawn(connection);

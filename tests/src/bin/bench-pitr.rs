@@ -47,7 +47,7 @@ async fn by_hand(config: &LocalPgConfig, base: &std::path::Path, target: &str, d
     let port = catalyst_dr::local_pg::process::free_port().expect("port");
     let started = Instant::now();
     sh(config, &format!(
-        "mkdir -p {dir} && cp -a {base} {data} && touch {data}/recovery.signal && cat >> {data}/postgresql.auto.conf <<'EOF'\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\narchive_mode = off\nrestore_command = 'cp {archive}/%f %p'\nrecovery_target_time = '{target}'\nrecovery_target_action = 'promote'\nEOF\n{bin}/pg_ctl start -w -D {data} -l {dir}/server.log >/dev/null",
+        "mkdir -p {dir} && cp -a {base} {data} && touch {data}/recovery.signal && cat >> {data}/postgresql.auto.conf <<'EOF'\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '/tmp'\narchive_mode = off\nrestore_command = 'cp {archive}/%f %p'\nrecovery_target_time = '{target}'\nrecovery_target_action = 'promote'\nEOF\n{bin}/pg_ctl start -w -D {data} -l {dir}/server.log >/dev/null",
         dir = dir.display(), base = base.display(), data = data.display(), archive = config.wal_archive_dir.display(), bin = config.bin_dir.display(),
     ));
     let url = format!("host=127.0.0.1 port={port} user=postgres password={password} dbname={dbname}");
