@@ -42,6 +42,20 @@ pub struct RestoreResult {
     /// Schema objects the backup did not capture (not restored).
     pub not_captured: usize,
     pub warnings: Vec<String>,
+    /// Wall time of each phase, in seconds.
+    pub seconds: RestorePhases,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RestorePhases {
+    /// Schemas, types, sequences and tables.
+    pub schema: f64,
+    /// Parallel COPY FROM of every table.
+    pub load: f64,
+    /// Keys, checks, indexes, foreign keys, sequence positions.
+    pub post_data: f64,
+    /// Re-reading every table for its row count and content checksum.
+    pub check: f64,
 }
 
 impl LogicalBackups {
@@ -63,14 +77,20 @@ impl LogicalBackups {
         }
         tracing::info!(%key, %database, tables = manifest.tables.len(), "restoring logical backup");
 
+        let mut seconds = RestorePhases::default();
+        let clock = std::time::Instant::now();
         introspect::execute_ddl(&admin, &introspect::pre_data_ddl(&manifest.schema)).await?;
+        seconds.schema = clock.elapsed().as_secs_f64();
         let loaded = self.parallel(&target, &manifest, Phase::Load).await?;
+        seconds.load = clock.elapsed().as_secs_f64() - seconds.schema;
         let post = introspect::post_data_ddl(&manifest.schema);
         self.run_statements(&target, &post.independent).await?;
         introspect::execute_ddl(&admin, &post.ordered).await?;
         introspect::restore_sequence_values(&admin, &manifest.schema.sequences).await?;
+        seconds.post_data = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load;
         let sequences_restored = manifest.schema.sequences.len();
         let rechecked = self.parallel(&target, &manifest, Phase::Recheck).await?;
+        seconds.check = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.post_data;
 
         let mut tables = Vec::with_capacity(loaded.len());
         let mut mismatches = Vec::new();
@@ -104,6 +124,7 @@ impl LogicalBackups {
             consistent,
             not_captured: manifest.not_captured.len(),
             warnings: manifest.warnings.clone(),
+            seconds,
         })
     }
 

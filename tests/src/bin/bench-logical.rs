@@ -106,7 +106,10 @@ fn child(args: &[&str]) -> Value {
     let exe = std::env::current_exe().expect("own path");
     let out = Command::new(exe).args(args).output().expect("run the child");
     assert!(out.status.success(), "child {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("child printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    // The last line: the backup also prints its CloudWatch metrics line to stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("child printed no JSON ({e}): {stdout}"))
 }
 
 async fn create_database(name: &str) -> tokio_postgres::Client {
@@ -193,6 +196,7 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, pg_bin_dir: Option<String>) 
             "logical_restore_seconds": restore_s,
             "logical_restore_peak_rss_mib": round(restore["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
             "restore_consistent": restore["consistent"],
+            "logical_restore_phase_seconds": restore["phases"],
             "pg_dump_fc_seconds": round(pg_dump_s),
             "pg_dump_fc_mib": round(dump_bytes as f64 / 1048576.0),
             "pg_restore_j2_seconds": round(pg_restore_s),
@@ -247,7 +251,7 @@ async fn main() -> ExitCode {
             match logical.restore(&run, &target_secret).await {
                 Ok(result) => {
                     let wall = started.elapsed().as_secs_f64();
-                    println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "consistent": result.consistent, "mismatches": result.mismatches}));
+                    println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "consistent": result.consistent, "mismatches": result.mismatches, "phases": result.seconds}));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
