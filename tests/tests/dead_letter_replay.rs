@@ -140,6 +140,11 @@ async fn replay_probes_each_endpoint_once_requeues_healthy_ones_and_records_the_
     let groups = plan["groups"].as_array().expect("groups");
     assert_eq!(groups.iter().map(|g| g["deliveries"].as_u64().unwrap()).sum::<u64>(), dead.len() as u64);
     assert!(groups.iter().all(|g| !g["sample_ids"].as_array().unwrap().is_empty()));
+    // The same plan through database_secret_id (how the drill plans against its staging restore).
+    let elsewhere = replay_with(&sdk, "catalyst-dr/local/source-database", &[]);
+    let staged = elsewhere.handle(json!({"action": "plan", "filter": filter, "database_secret_id": secret})).await.expect("plan elsewhere");
+    assert_eq!(staged["groups"], plan["groups"]);
+    assert_eq!(staged["database_secret_id"], secret.as_str());
     // dry run: probes, but writes nothing and records nothing.
     let replay_id = unique("inc");
     let dry = replay.handle(json!({"action": "replay", "replay_id": replay_id, "filter": filter, "dry_run": true})).await.expect("dry run");
@@ -299,4 +304,23 @@ async fn bad_input_is_refused_before_any_side_effect() {
         assert_eq!(err.error_type(), "InvalidInput", "{event}: {err}");
         assert!(err.to_string().contains(field), "{event}: {err}");
     }
+}
+
+#[tokio::test]
+async fn host_names_are_resolved_once_and_checked_like_addresses() {
+    use catalyst_dr::replay::config::{ProbeConfig, parse_cidrs};
+    use catalyst_dr::replay::probe::{EndpointProbe, HttpProbe};
+    let endpoints = Endpoints::start().await;
+    let port = endpoints.base.rsplit(':').next().expect("port").to_owned();
+    let by_name = format!("http://localhost:{port}/named");
+    // localhost resolves to loopback: refused unless allowlisted, and then reached at the checked address.
+    let strict = HttpProbe::new(ProbeConfig { timeout_ms: 400, ..ProbeConfig::default() }).expect("probe");
+    let refused = strict.probe(&by_name).await;
+    assert!(refused.reason.as_deref().is_some_and(|r| r.starts_with("refused-target")), "{refused:?}");
+    assert_eq!(endpoints.hits("HEAD", "/named"), 0, "a refused target is never contacted");
+    let allow = parse_cidrs("PROBE_ALLOW_CIDRS", "127.0.0.0/8,::1/128").expect("cidrs");
+    let allowed = HttpProbe::new(ProbeConfig { timeout_ms: 400, allow, path: Some("/health".into()), ..ProbeConfig::default() }).expect("probe");
+    let ok = allowed.probe(&by_name).await;
+    assert!(ok.healthy, "{ok:?}");
+    assert_eq!(endpoints.hits("HEAD", "/health"), 1, "PROBE_PATH replaces the endpoint's path");
 }

@@ -514,4 +514,25 @@ mod tests {
         assert_eq!(delivery_id(Some("not json")), None);
         assert_eq!(delivery_id(None), None);
     }
+
+    #[test]
+    fn fifo_sends_keep_group_and_deduplication_ids_and_attributes() {
+        use aws_sdk_sqs::types::MessageAttributeValue;
+        let message = Message::builder()
+            .message_id("m-1")
+            .receipt_handle("r-1")
+            .body(r#"{"delivery_id": 5}"#)
+            .attributes(MessageSystemAttributeName::MessageGroupId, "subscription-9")
+            .attributes(MessageSystemAttributeName::MessageDeduplicationId, "delivery-5")
+            .message_attributes("trace", MessageAttributeValue::builder().data_type("String").string_value("t-1").build().unwrap())
+            .build();
+        let entry = send_entry(3, &message, true).unwrap();
+        assert_eq!(entry.id(), "m3");
+        assert_eq!(entry.message_body(), r#"{"delivery_id": 5}"#);
+        assert_eq!(entry.message_group_id(), Some("subscription-9"));
+        assert_eq!(entry.message_deduplication_id(), Some("delivery-5"));
+        assert_eq!(entry.message_attributes().and_then(|a| a.get("trace")).and_then(|v| v.string_value()), Some("t-1"));
+        let standard = send_entry(0, &message, false).unwrap();
+        assert_eq!((standard.message_group_id(), standard.message_deduplication_id()), (None, None));
+    }
 }
