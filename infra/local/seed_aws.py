@@ -170,6 +170,7 @@ def main():
                     # drill-validator
                     "ALERT_TOPIC_ARN": topic_arn,
                     "DRILL_KIND": "quarterly",
+                    "DRILL_REDIS_URL": os.environ["CATALYST_DR_REDIS_URL"],
                     "WEBHOOK_QUEUE_URL": queue_url,
                     "WEBHOOK_DLQ_URL": dlq_url,
                     "STAGING_QUEUE_URL": staging_queue_url,

@@ -317,3 +317,21 @@ pub mod endpoints {
         listener.local_addr().expect("addr").port()
     }
 }
+
+/// The stack's "production" database `catalyst_auth`, which the deployed functions are
+/// configured with, emptied to the reference schema. Only the state machine tests use it.
+pub async fn empty_production_database() -> tokio_postgres::Client {
+    let client = pg_connect("catalyst_auth").await;
+    catalyst_dr::catalyst_db::apply(&client).await.expect("schema");
+    client
+        .batch_execute("TRUNCATE users, entitlements, webhook_subscriptions, webhook_deliveries RESTART IDENTITY CASCADE")
+        .await
+        .expect("empty the production database");
+    client
+}
+
+/// A base backup of the stack's PostgreSQL, taken by snapshot-trigger as the nightly run would.
+pub async fn take_base_backup() {
+    let now = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc());
+    invoke_lambda("snapshot-trigger", &serde_json::json!({"action": "base-backup", "scheduled_time": now})).await.expect("base backup");
+}

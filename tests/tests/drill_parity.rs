@@ -30,6 +30,11 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     let sdk = local_aws().await;
     let (source_db, source_secret) = catalyst_database(&sdk, "parity", 60).await;
     let bucket = unique("drills");
+    // A queue in the production Redis, three deliveries long.
+    let redis_queue = format!("catalyst:drill-test:{}:", unique("q"));
+    let redis_client = redis::Client::open(catalyst_dr_tests::stack_var("CATALYST_DR_REDIS_URL")).expect("redis url");
+    let mut redis_conn = redis_client.get_multiplexed_async_connection().await.expect("redis");
+    let _: () = redis::cmd("RPUSH").arg(format!("{redis_queue}webhooks")).arg(&["1", "2", "3"]).query_async(&mut redis_conn).await.expect("rpush");
     locked_bucket(&s3(&sdk), &bucket).await;
     let staging_secret = unique("parity-staging");
     aws_sdk_secretsmanager::Client::new(&sdk).create_secret().name(&staging_secret).send().await.expect("secret");
@@ -58,6 +63,8 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             webhook_queue_url: None,
             webhook_dlq_url: None,
             staging_queue_url: None,
+            redis_url: Some(catalyst_dr_tests::stack_var("CATALYST_DR_REDIS_URL")),
+            redis_queue_patterns: vec![format!("{redis_queue}*")],
             rpo_objective_seconds: 0,
             rto_objective_seconds: 3_600,
             lock_timeout_ms: 2_000,
@@ -96,6 +103,9 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     let baseline = validator.baseline(&drill).await.expect("baseline");
     assert!(baseline.instant.writers_paused_ms < 2_000, "writers paused {} ms", baseline.instant.writers_paused_ms);
     assert_eq!(baseline.instant.instant.nanosecond(), 0, "the baseline instant is a whole second");
+    let redis = baseline.redis.as_ref().expect("the Redis is part of the baseline");
+    assert_eq!(redis.queues.get(&format!("{redis_queue}webhooks")), Some(&3));
+    assert!(redis.keys >= 1);
     tokio::time::sleep(Duration::from_millis(1_500)).await; // writes after the instant, some in its second
     restore.start(&drill, Some(baseline.instant.instant), None).await.expect("start");
     until_available(&restore, &drill).await;

@@ -3,7 +3,7 @@
 //! tests fail and which still tears its staging cluster down.
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
-use catalyst_dr_tests::{invoke_lambda, pg_connect, run_state_machine, seed, stack_var, unique};
+use catalyst_dr_tests::{empty_production_database, run_state_machine, seed, stack_var, take_base_backup, unique};
 use serde_json::{Value, json};
 
 const DEFINITION: &str = "infra/statemachines/pitr-drill.asl.json";
@@ -30,14 +30,8 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
     let seed = seed();
     // The source starts empty, is base-backed-up, then gets its data: a restore to before the
     // data exists has no users, which the smoke tests catch.
-    let source = pg_connect("catalyst_auth").await;
-    catalyst_db::apply(&source).await.expect("schema");
-    source
-        .batch_execute("TRUNCATE users, entitlements, webhook_subscriptions, webhook_deliveries RESTART IDENTITY CASCADE")
-        .await
-        .expect("empty source");
-    let now = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc());
-    invoke_lambda("snapshot-trigger", &json!({"action": "base-backup", "scheduled_time": now})).await.expect("base backup");
+    let source = empty_production_database().await;
+    take_base_backup().await;
     let before_data: time::OffsetDateTime = source.query_one("SELECT clock_timestamp()", &[]).await.expect("now").get(0);
     let spec = GeneratorSpec { seed: 11, users: 30, subscriptions: 4, deliveries: 120, ..GeneratorSpec::default() };
     catalyst_db::generate(&source, &spec).await.expect("generate");

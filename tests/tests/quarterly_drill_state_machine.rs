@@ -3,7 +3,7 @@
 //! smoke tests, replay plan on staging, parity, teardown, report.
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
-use catalyst_dr_tests::{invoke_lambda, local_aws, pg_connect, run_state_machine, s3, seed, stack_var, unique};
+use catalyst_dr_tests::{empty_production_database, local_aws, pg_connect, run_state_machine, s3, seed, stack_var, take_base_backup, unique};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,16 +30,10 @@ async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_database() {
     let seed = seed();
-    let source = pg_connect("catalyst_auth").await;
-    catalyst_db::apply(&source).await.expect("schema");
-    source
-        .batch_execute("TRUNCATE users, entitlements, webhook_subscriptions, webhook_deliveries RESTART IDENTITY CASCADE")
-        .await
-        .expect("empty source");
+    let source = empty_production_database().await;
     let spec = GeneratorSpec { seed: 5, users: 300, subscriptions: 12, deliveries: 3_000, dead_letter_share: 0.05, ..GeneratorSpec::default() };
     catalyst_db::generate(&source, &spec).await.expect("generate");
-    let now = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc());
-    invoke_lambda("snapshot-trigger", &json!({"action": "base-backup", "scheduled_time": now})).await.expect("base backup");
+    take_base_backup().await;
 
     let writing = Arc::new(AtomicBool::new(true));
     let writer = {

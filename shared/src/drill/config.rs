@@ -18,6 +18,9 @@ pub struct DrillConfig {
     pub webhook_dlq_url: Option<String>,
     /// The staging queue the drill flushes; its depth is checked after the flush.
     pub staging_queue_url: Option<String>,
+    /// The production Redis (cache and queue adapter) and its queue key patterns.
+    pub redis_url: Option<String>,
+    pub redis_queue_patterns: Vec<String>,
     pub rpo_objective_seconds: u32,
     pub rto_objective_seconds: u32,
     pub lock_timeout_ms: u32,
@@ -45,6 +48,11 @@ impl DrillConfig {
             webhook_queue_url: env.optional("WEBHOOK_QUEUE_URL"),
             webhook_dlq_url: env.optional("WEBHOOK_DLQ_URL"),
             staging_queue_url: env.optional("STAGING_QUEUE_URL"),
+            redis_url: env.optional("DRILL_REDIS_URL"),
+            redis_queue_patterns: env
+                .optional("REDIS_QUEUE_PATTERNS")
+                .map(|p| p.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default(),
             rpo_objective_seconds: env.bounded("RPO_OBJECTIVE_SECONDS", 300, 0..=86_400)?,
             rto_objective_seconds: env.bounded("RTO_OBJECTIVE_SECONDS", 3_600, 1..=604_800)?,
             lock_timeout_ms: env.bounded("BASELINE_LOCK_TIMEOUT_MS", 2_000, 100..=60_000)?,

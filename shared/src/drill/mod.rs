@@ -4,6 +4,7 @@
 pub mod config;
 pub mod metrics;
 pub mod queues;
+pub mod redis_state;
 pub mod report;
 
 use crate::aws_error::AwsCallError;
@@ -67,6 +68,8 @@ pub enum DrillError {
     NoBaseline { drill_id: String },
     #[error("the staging secret holds no credentials for drill {drill_id}")]
     NoStagingCredentials { drill_id: String },
+    #[error("reading the production Redis")]
+    Redis(#[from] redis::RedisError),
     #[error("stored {key} is not valid: {source}")]
     Corrupt {
         key: String,
@@ -84,6 +87,7 @@ impl DrillError {
             // A lock wait that timed out is worth another try.
             Self::Database(CatalystDbError::Postgres(e)) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => "BaselineLockTimeout",
             Self::Database(e) => e.error_type(),
+            Self::Redis(_) => "RedisUnavailable",
             Self::NoBaseline { .. } => "NoBaseline",
             Self::NoStagingCredentials { .. } => "NoStagingCredentials",
             Self::Corrupt { .. } => "CorruptRecord",
@@ -100,6 +104,8 @@ pub struct Baseline {
     pub tables: Vec<TableFingerprint>,
     pub deliveries_by_status: BTreeMap<String, i64>,
     pub queues: BTreeMap<String, QueueDepth>,
+    /// The production Redis, when configured (`DRILL_REDIS_URL`).
+    pub redis: Option<redis_state::RedisState>,
     pub captured_at: String,
 }
 
@@ -237,6 +243,10 @@ impl DrillValidator {
             tables,
             deliveries_by_status,
             queues: self.queue_depths().await?,
+            redis: match &self.config.redis_url {
+                Some(url) => Some(redis_state::capture(url, &self.config.redis_queue_patterns).await?),
+                None => None,
+            },
             captured_at: format_time(OffsetDateTime::now_utc()),
         };
         self.store(&key, &baseline).await?;
