@@ -62,6 +62,24 @@ impl LocalRestoreEngine {
         }
     }
 
+    /// A superuser connection over the cluster's local socket (trusted, as RDS's master reset
+    /// needs no password).
+    async fn local_client(&self, meta: &StagingMeta, user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config.host_path(SOCKET_DIR).port(meta.port).user(user).dbname("postgres");
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// True once the restored cluster has left recovery and takes writes.
+    async fn promoted(&self, meta: &StagingMeta) -> bool {
+        match self.local_client(meta, &meta.master_username).await {
+            Ok(client) => client.query_one("SELECT NOT pg_is_in_recovery()", &[]).await.is_ok_and(|row| row.get::<_, bool>(0)),
+            Err(_) => false,
+        }
+    }
+
     async fn source_client(&self) -> Result<tokio_postgres::Client, EngineError> {
         self.source.connect().await.map_err(|e| EngineError::Local { operation: "connect to the source", reason: crate::lambda::error_chain(&e) })
     }
@@ -118,7 +136,9 @@ impl RestoreEngine for LocalRestoreEngine {
         let running = running_pid(&data).is_some();
         let recovering = data.join("recovery.signal").exists();
         let (state, status, reason) = match (running, recovering) {
-            (true, false) => (StagingState::Available, "available".to_owned(), None),
+            // recovery.signal goes a moment before the server accepts writes: ask the server.
+            (true, false) if self.promoted(&meta).await => (StagingState::Available, "available".to_owned(), None),
+            (true, false) => (StagingState::Creating, "promoting".to_owned(), None),
             (true, true) => (StagingState::Creating, "recovering".to_owned(), None),
             (false, _) => match log_failures(&dir.join("server.log")) {
                 Some(failure) => (StagingState::Failed, "failed".to_owned(), Some(failure)),
@@ -197,12 +217,8 @@ impl RestoreEngine for LocalRestoreEngine {
 
     async fn set_master_password(&self, target_id: &str, username: &str, password: &str) -> Result<(), EngineError> {
         let meta = self.meta(target_id).await?.ok_or_else(|| EngineError::Local { operation: "set master password", reason: format!("{target_id} does not exist") })?;
-        // The local socket uses the cluster's trust rule, as RDS's master reset needs no password.
-        let mut config = tokio_postgres::Config::new();
-        config.host_path(SOCKET_DIR).port(meta.port).user(username).dbname("postgres");
         let failed = |e: &dyn std::error::Error| EngineError::Local { operation: "set master password", reason: crate::lambda::error_chain(e) };
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| failed(&e))?;
-        tokio::spawn(connection);
+        let client = self.local_client(&meta, username).await.map_err(|e| failed(&e))?;
         admin::set_role_password(&client, username, password).await.map_err(|e| failed(&e))
     }
 
