@@ -195,9 +195,9 @@ down() {
   if [ -f "$state/pg/data/postmaster.pid" ]; then
     as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
-  # Clusters restored by the functions live under the state directory too.
-  for pid_file in "$state"/staging/*/data/postmaster.pid "$state"/*/data/postmaster.pid; do
-    [ -f "$pid_file" ] && as_pg "$PG_BIN/pg_ctl" -D "$(dirname "$pid_file")" -m immediate -w stop >/dev/null 2>&1 || true
+  # Clusters restored by the functions and the tests live under the state directory too.
+  find "$state" -name postmaster.pid 2>/dev/null | while read -r pid_file; do
+    as_pg "$PG_BIN/pg_ctl" -D "$(dirname "$pid_file")" -m immediate -w stop >/dev/null 2>&1 || true
   done
   rm -rf "$state"
   log "stack down"
