@@ -335,3 +335,25 @@ pub async fn take_base_backup() {
     let now = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc());
     invoke_lambda("snapshot-trigger", &serde_json::json!({"action": "base-backup", "scheduled_time": now})).await.expect("base backup");
 }
+
+/// A webhook queue whose redrive policy sends messages to its own dead-letter queue after
+/// `max_receive_count` receives, as Catalyst Auth's queue adapter sets it up. Returns (source
+/// queue URL, dead-letter queue URL).
+pub async fn queue_with_dead_letters(sqs: &aws_sdk_sqs::Client, name: &str, max_receive_count: u32) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let dlq_url = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.expect("dlq").queue_url.expect("url");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("arn")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("QueueArn");
+    let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()}).to_string();
+    let source_url =
+        sqs.create_queue().queue_name(name).attributes(QueueAttributeName::RedrivePolicy, policy).send().await.expect("source").queue_url.expect("url");
+    (source_url, dlq_url)
+}

@@ -164,27 +164,7 @@ async fn filtered_redrive_sends_back_drops_stale_keeps_unhealthy_and_loses_nothi
     // A source queue whose redrive policy names the DLQ, as Catalyst Auth's queue adapter has it.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let name = unique("webhooks");
-    let dlq_url = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.expect("dlq").queue_url.expect("url");
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("arn")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("QueueArn");
-    let policy = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"}).to_string();
-    let source_url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .attributes(QueueAttributeName::RedrivePolicy, policy)
-        .send()
-        .await
-        .expect("source")
-        .queue_url
-        .expect("url");
+    let (source_url, dlq_url) = catalyst_dr_tests::queue_with_dead_letters(&sqs, &name, 1).await;
     // Dead letters: each delivery's message, plus one with no delivery id and one for a delivery
     // the database does not have. One message carries attributes that must survive.
     let mut bodies: Vec<String> = expect_sent.iter().chain(&expect_stale).chain(&expect_kept).map(|id| json!({"delivery_id": id.parse::<i64>().unwrap(), "event": "user.updated"}).to_string()).collect();

@@ -191,20 +191,7 @@ async fn main() {
     // a tenth on unhealthy endpoints (kept), the rest sent back.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let name = unique("bench-webhooks");
-    let dlq_url = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.expect("dlq").queue_url.expect("url");
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("arn")
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("arn");
-    let policy = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string();
-    let source_url =
-        sqs.create_queue().queue_name(&name).attributes(QueueAttributeName::RedrivePolicy, policy).send().await.expect("source").queue_url.expect("url");
+    let (source_url, dlq_url) = catalyst_dr_tests::queue_with_dead_letters(&sqs, &name, 5).await;
     let ids: Vec<i64> = replay_db
         .query("SELECT id FROM webhook_deliveries ORDER BY id LIMIT $1", &[&(args.messages as i64)])
         .await
