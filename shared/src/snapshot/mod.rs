@@ -152,14 +152,8 @@ pub struct SnapshotTrigger {
     pub objects: Box<dyn ObjectStore>,
     /// Logical backups, restore and verify (`logical-backup`, `restore-logical`, `verify-logical`).
     pub logical: crate::logical::LogicalBackups,
-    /// The local engine's base backups, when configured (`LOCAL_BASE_BACKUP_DIR`).
-    pub local_base_backups: Option<LocalBaseBackups>,
-}
-
-/// What base backups on this machine need: where they go and how to reach the source.
-pub struct LocalBaseBackups {
-    pub config: crate::local_pg::LocalPgConfig,
-    pub source: std::sync::Arc<crate::postgres::PgConnector>,
+    /// Where the local engine's base backups go, when configured (`LOCAL_BASE_BACKUP_DIR`).
+    pub local_base_backups: Option<crate::local_pg::LocalPgConfig>,
 }
 
 impl SnapshotTrigger {
@@ -188,8 +182,9 @@ impl SnapshotTrigger {
             SnapshotTriggerEvent::BaseBackup { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 let local = self.local_base_backups.as_ref().ok_or(SnapshotError::LocalEngineNotConfigured { var: "LOCAL_BASE_BACKUP_DIR" })?;
-                let source = local.source.credentials().await?;
-                to_json(crate::local_pg::base_backup::take(&local.config, &source, &run.stamp).await?)
+                // The same source connection the logical backups use.
+                let source = self.logical.source.as_ref().ok_or(SnapshotError::LocalEngineNotConfigured { var: "SOURCE_DATABASE_SECRET_ID" })?;
+                to_json(crate::local_pg::base_backup::take(local, &source.credentials().await?, &run.stamp).await?)
             }
             SnapshotTriggerEvent::ListBackups { limit } => to_json(self.list_backups(limit).await?),
             SnapshotTriggerEvent::LogicalBackup { scheduled_time } => {
@@ -398,13 +393,7 @@ impl SnapshotTrigger {
         let sdk = crate::aws_clients::load_sdk_config().await;
         let mut trigger = Self::new(config, &sdk);
         if env.optional("LOCAL_BASE_BACKUP_DIR").is_some() {
-            let secrets = std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(&sdk));
-            let secret_id = env.required("SOURCE_DATABASE_SECRET_ID")?;
-            let tls = crate::postgres::TlsMode::from_env(&env)?;
-            trigger.local_base_backups = Some(LocalBaseBackups {
-                config: crate::local_pg::LocalPgConfig::from_env(&env)?,
-                source: std::sync::Arc::new(crate::postgres::PgConnector::new(secrets, secret_id, tls)),
-            });
+            trigger.local_base_backups = Some(crate::local_pg::LocalPgConfig::from_env(&env)?);
         }
         Ok(trigger)
     }
