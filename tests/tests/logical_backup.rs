@@ -95,6 +95,8 @@ async fn backups(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: Optio
     let config = LogicalConfig {
         parallelism: 2,
         part_size_bytes: 5 << 20,
+        // Small segments, so the larger tables are read, loaded and re-read in block ranges.
+        segment_bytes: 1 << 20,
         source_secret_id: source_secret.map(str::to_owned),
         tls: Some(TlsMode::Disable),
         ..LogicalConfig::new(1)
@@ -164,9 +166,15 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
             .expect("manifest JSON");
     let many = manifest["tables"].as_array().unwrap().iter().find(|t| t["name"] == "many").expect("many");
     assert_eq!(many["rows"], 100_000);
+    let many_segments = many["segments"].as_array().unwrap();
+    assert!(many_segments.len() >= 4, "a table of several MiB is split into 1 MiB block ranges: {many_segments:#?}");
+    let segment_rows: u64 = many_segments.iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    assert_eq!(segment_rows, 100_000);
+    assert!(many_segments.last().unwrap()["blocks"]["end"].is_null(), "the last range is open-ended");
+    assert!(result.segments > result.tables, "{result:#?}");
     let empty = manifest["tables"].as_array().unwrap().iter().find(|t| t["name"] == "empty_table").expect("empty");
     assert_eq!(empty["rows"], 0);
-    let table_head = client.head_object().bucket(&bucket).key(many["key"].as_str().unwrap()).send().await.expect("table object");
+    let table_head = client.head_object().bucket(&bucket).key(many_segments[1]["key"].as_str().unwrap()).send().await.expect("segment object");
     assert_eq!(table_head.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
     let kinds: Vec<&str> = manifest["not_captured"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"view") && kinds.contains(&"function"), "{kinds:?}");
@@ -180,7 +188,7 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
 
     let report = logical.verify(&run).await.expect("verify");
     assert!(report.ok && report.complete, "{report:#?}");
-    assert_eq!(report.objects_checked, 8);
+    assert_eq!(report.objects_checked, result.segments);
 
     let (_dst, dst_secret, dst) = staging_target(&sdk).await;
     let restored = logical.restore(&run, &dst_secret).await.expect("restore");
@@ -201,8 +209,7 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
     let indexes: i64 = dst.query_one("SELECT count(*) FROM pg_indexes WHERE indexname IN ('mixed_j_idx', 'webhook_deliveries_status_updated_at_idx')", &[]).await.unwrap().get(0);
     assert_eq!(indexes, 2);
 
-    // Verify notices a damaged object.
-    let entry = many["key"].as_str().unwrap();
+    // Verify reports an object the manifest does not list.
     client
         .put_object()
         .bucket(&bucket)
@@ -214,10 +221,10 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
     let report = logical.verify(&run).await.expect("verify");
     assert!(report.ok, "an unexpected object is reported but does not fail verify: {report:#?}");
     assert_eq!(report.unexpected_objects.len(), 1);
-    assert!(entry.ends_with("public.many.copy.zst"));
+    assert!(many_segments[0]["key"].as_str().unwrap().ends_with("tables/public.many/00000.copy.zst"));
 }
 
-/// Commits writes from another connection once the first table's COPY is running.
+/// Commits writes from another connection once the first segment's COPY is running.
 struct WriteDuringBackup {
     db: String,
     done: AtomicBool,
@@ -226,7 +233,7 @@ struct WriteDuringBackup {
 
 #[async_trait::async_trait]
 impl BackupObserver for WriteDuringBackup {
-    async fn table_copy_started(&self, _schema: &str, _table: &str) {
+    async fn segment_copy_started(&self, _schema: &str, _table: &str, _segment: u32) {
         if self.done.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -271,7 +278,7 @@ async fn writes_committed_during_the_backup_are_not_in_it() {
     assert_eq!(fingerprint(&dst).await, before);
 }
 
-/// Fails UploadPart of one table's object, after the other uploads have started.
+/// Fails UploadPart of one segment's object, after the other uploads have started.
 struct FailingStore {
     inner: S3LogicalStore,
     fail_key_suffix: &'static str,
@@ -325,8 +332,8 @@ struct DropConnection {
 
 #[async_trait::async_trait]
 impl BackupObserver for DropConnection {
-    async fn table_copy_started(&self, _schema: &str, table: &str) {
-        if table != self.table {
+    async fn segment_copy_started(&self, _schema: &str, table: &str, segment: u32) {
+        if table != self.table || segment != 1 {
             return;
         }
         let killed: i64 = pg_admin()
@@ -358,7 +365,7 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
     let (src_name, src_secret, _client) = source(&sdk).await;
 
     // An object-store error.
-    let failing: Arc<dyn LogicalStore> = Arc::new(FailingStore { inner: S3LogicalStore::new(s3(&sdk), &bucket), fail_key_suffix: "public.many.copy.zst" });
+    let failing: Arc<dyn LogicalStore> = Arc::new(FailingStore { inner: S3LogicalStore::new(s3(&sdk), &bucket), fail_key_suffix: "public.many/00002.copy.zst" });
     let logical = backups(&sdk, &bucket, Some(&src_secret), Some(failing)).await;
     let run_a = run(20);
     let err = logical.backup(&run_a).await.expect_err("the injected failure");
@@ -405,9 +412,24 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
     assert_eq!(fingerprint(&busy).await, before);
 
     // A backup that never finished cannot be restored.
-    let (_dst, dst_secret, _dst_client) = staging_target(&sdk).await;
+    let (_dst, dst_secret, dst) = staging_target(&sdk).await;
     let err = logical.restore(&self::run(50), &dst_secret).await.expect_err("no manifest");
     assert_eq!(err.error_type(), "BackupIncomplete");
+
+    // Nor can a manifest of a format this version does not read; the target stays empty.
+    let old = self::run(55);
+    s3(&sdk)
+        .put_object()
+        .bucket(&bucket)
+        .key(format!("logical/{}/manifest.json", old.stamp))
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(br#"{"format": "catalyst-dr/logical-backup/v1", "tables": []}"#))
+        .send()
+        .await
+        .expect("put an old manifest");
+    let err = logical.restore(&old, &dst_secret).await.expect_err("old format");
+    assert_eq!(err.error_type(), "UnsupportedManifestFormat", "{err}");
+    assert!(err.to_string().contains("logical-backup/v1"), "{err}");
+    assert!(fingerprint(&dst).await.is_empty());
 }
 
 #[tokio::test]

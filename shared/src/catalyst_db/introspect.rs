@@ -405,8 +405,49 @@ pub async fn lock_tables(client: &Client, tables: &[CapturedTable]) -> Result<()
 // ---------------------------------------------------------------------------------------------
 // COPY.
 
-/// The alias of the copied table in `COPY (SELECT ...)`: not a plausible column name, so
-/// `ROW_ALIAS::text` is the whole row.
+/// A range of a table's blocks, `[start, end)`; `end: None` runs to the end of the table, rows
+/// added after the range was planned included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRange {
+    pub start: u32,
+    pub end: Option<u32>,
+}
+
+impl BlockRange {
+    pub const WHOLE: BlockRange = BlockRange { start: 0, end: None };
+}
+
+/// Whether the server scans a `ctid` range by reading only its blocks (TID range scans,
+/// PostgreSQL 14 and later). Older servers would scan the whole table once per range.
+pub async fn supports_block_ranges(client: &Client) -> Result<bool, CatalystDbError> {
+    let version: i32 = client.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
+    Ok(version >= 140_000)
+}
+
+/// The sizes of tables in blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableBlocks {
+    /// The server's block size in bytes.
+    pub block_size: u64,
+    /// Each table's size in blocks, in the order asked.
+    pub blocks: Vec<u64>,
+}
+
+pub async fn table_blocks(client: &Client, tables: &[&CapturedTable]) -> Result<TableBlocks, CatalystDbError> {
+    let block_size: i64 = client.query_one("SELECT current_setting('block_size')::bigint", &[]).await?.get(0);
+    let names: Vec<String> = tables.iter().map(|t| t.qualified_name()).collect();
+    let rows = client
+        .query(
+            "SELECT pg_relation_size(n.name::regclass) / current_setting('block_size')::bigint \
+             FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY n.i",
+            &[&names],
+        )
+        .await?;
+    Ok(TableBlocks { block_size: block_size.max(1) as u64, blocks: rows.into_iter().map(|r| r.get::<_, i64>(0).max(0) as u64).collect() })
+}
+
+/// The alias of the copied table in `COPY (SELECT ...)`: not a plausible column name, so it
+/// cannot be mistaken for one.
 const ROW_ALIAS: &str = "catalyst_dr_row";
 
 impl CapturedTable {
@@ -423,18 +464,18 @@ impl CapturedTable {
         self.copied_columns().iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
     }
 
-    /// `COPY (SELECT <columns> FROM t ORDER BY <primary key>) TO STDOUT`: the table's contents in a
-    /// fixed order, so their SHA-256 is a content checksum a restore can recompute. A table
-    /// without a primary key is ordered by the text of whole rows (identical rows tie, and give
-    /// identical lines).
-    pub fn copy_out_statement(&self) -> String {
-        let order = if self.primary_key.is_empty() {
-            format!("{ROW_ALIAS}::text COLLATE \"C\"")
-        } else {
-            self.primary_key.iter().map(|c| format!("{ROW_ALIAS}.{}", quote_ident(c))).collect::<Vec<_>>().join(", ")
-        };
+    /// `COPY (SELECT <columns> FROM t [WHERE ctid in the block range]) TO STDOUT`: the rows stored in
+    /// one range of the table's blocks (all of them for [`BlockRange::WHOLE`]), in storage order.
+    /// Their order does not matter: the content checksum is a rowset checksum
+    /// ([`crate::logical::rowset`]).
+    pub fn copy_out_statement(&self, range: &BlockRange) -> String {
         let columns = self.copied_columns().iter().map(|c| format!("{ROW_ALIAS}.{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
-        format!("COPY (SELECT {columns} FROM {} AS {ROW_ALIAS} ORDER BY {order}) TO STDOUT", self.qualified_name())
+        let filter = match (range.start, range.end) {
+            (0, None) => String::new(),
+            (start, None) => format!(" WHERE {ROW_ALIAS}.ctid >= '({start},0)'::tid"),
+            (start, Some(end)) => format!(" WHERE {ROW_ALIAS}.ctid >= '({start},0)'::tid AND {ROW_ALIAS}.ctid < '({end},0)'::tid"),
+        };
+        format!("COPY (SELECT {columns} FROM {} AS {ROW_ALIAS}{filter}) TO STDOUT", self.qualified_name())
     }
 
     /// `COPY t (<columns>) FROM STDIN`.
@@ -654,15 +695,15 @@ mod tests {
     }
 
     #[test]
-    fn copy_statements_skip_generated_columns_and_order_by_the_key() {
+    fn copy_statements_skip_generated_columns_and_read_block_ranges() {
         let t = table();
+        let select = "COPY (SELECT catalyst_dr_row.\"id\" FROM \"public\".\"we\"\"ird\" AS catalyst_dr_row";
+        assert_eq!(t.copy_out_statement(&BlockRange::WHOLE), format!("{select}) TO STDOUT"));
         assert_eq!(
-            t.copy_out_statement(),
-            "COPY (SELECT catalyst_dr_row.\"id\" FROM \"public\".\"we\"\"ird\" AS catalyst_dr_row ORDER BY catalyst_dr_row.\"id\") TO STDOUT"
+            t.copy_out_statement(&BlockRange { start: 8, end: Some(16) }),
+            format!("{select} WHERE catalyst_dr_row.ctid >= '(8,0)'::tid AND catalyst_dr_row.ctid < '(16,0)'::tid) TO STDOUT")
         );
+        assert_eq!(t.copy_out_statement(&BlockRange { start: 16, end: None }), format!("{select} WHERE catalyst_dr_row.ctid >= '(16,0)'::tid) TO STDOUT"));
         assert_eq!(t.copy_in_statement(), "COPY \"public\".\"we\"\"ird\" (\"id\") FROM STDIN");
-        let mut keyless = t;
-        keyless.primary_key.clear();
-        assert!(keyless.copy_out_statement().ends_with("ORDER BY catalyst_dr_row::text COLLATE \"C\") TO STDOUT"));
     }
 }

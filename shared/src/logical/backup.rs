@@ -4,25 +4,26 @@
 //! 1. A finished manifest for the run id is returned as is (`reused: true`).
 //! 2. Multipart uploads left under the backup's prefix by an earlier attempt are aborted.
 //! 3. The coordinator opens a REPEATABLE READ transaction, exports its snapshot, records the
-//!    instant (server time and LSN), captures the schema and takes ACCESS SHARE locks.
-//! 4. `parallelism` workers import the snapshot and take tables from a queue: `COPY (SELECT ...
-//!    ORDER BY pk) TO STDOUT` → SHA-256 of the text and row count → zstd → part buffer →
+//!    instant (server time and LSN), captures the schema, takes ACCESS SHARE locks and plans the
+//!    segments (block ranges of the large tables, largest tables first).
+//! 4. `parallelism` workers import the snapshot and take segments from a queue: `COPY (SELECT
+//!    ... WHERE ctid in range) TO STDOUT` → rowset checksum and row count → zstd → part buffer →
 //!    UploadPart. Memory per worker: one part buffer and the encoder's window.
 //! 5. On any failure every pending upload under the prefix is aborted and no manifest is written.
 //! 6. The manifest is written last with Object Lock.
 
-use super::layout::{backup_prefix, manifest_key, table_key};
-use super::manifest::{LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestTable};
+use super::layout::{backup_prefix, manifest_key, segment_key};
+use super::manifest::{LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestSegment, ManifestTable};
+use super::parallel::on_connections;
+use super::rowset::RowsetHasher;
+use super::segments::Segment;
 use super::upload::PartWriter;
-use super::{LogicalBackups, LogicalError, count_rows};
+use super::{LogicalBackups, LogicalError};
 use crate::catalyst_db::introspect::{self, CapturedTable};
 use crate::snapshot::naming::RunId;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
-use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::Mutex;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
@@ -41,6 +42,8 @@ pub struct LogicalBackupResult {
     pub aborted_uploads: usize,
     pub instant: ManifestInstant,
     pub tables: usize,
+    /// Objects written: one per segment (block range) of each table.
+    pub segments: usize,
     pub rows: u64,
     pub object_bytes: u64,
     pub copy_bytes: u64,
@@ -58,6 +61,7 @@ impl LogicalBackupResult {
             aborted_uploads,
             instant: manifest.instant.clone(),
             tables: manifest.tables.len(),
+            segments: manifest.segment_count(),
             rows: manifest.total_rows(),
             object_bytes: manifest.tables.iter().map(|t| t.object_bytes).sum(),
             copy_bytes: manifest.tables.iter().map(|t| t.copy_bytes).sum(),
@@ -141,25 +145,28 @@ impl LogicalBackups {
         let instant = introspect::begin_exported_snapshot(&coordinator).await?;
         let schema = introspect::capture_schema(&coordinator).await?;
         introspect::lock_tables(&coordinator, &schema.tables).await?;
-        tracing::info!(lsn = %instant.lsn, server_time = %instant.server_time, tables = schema.tables.len(), "snapshot exported");
+        let plan = self.plan_segments(&coordinator, &schema.tables.iter().collect::<Vec<_>>()).await?;
+        tracing::info!(lsn = %instant.lsn, server_time = %instant.server_time, tables = schema.tables.len(), segments = plan.len(), "snapshot exported");
 
-        let workers = (self.config.parallelism as usize).min(schema.tables.len()).max(1);
+        let workers = (self.config.parallelism as usize).min(plan.len()).max(1);
         let mut clients = Vec::with_capacity(workers);
         for _ in 0..workers {
             let client = source.connect().await?;
             introspect::import_snapshot(&client, &instant.snapshot_id).await?;
             clients.push(client);
         }
-        let queue: Mutex<VecDeque<&CapturedTable>> = Mutex::new(schema.tables.iter().collect());
         let retain_until = self.retain_until(run);
-        let results = futures_util::future::try_join_all(clients.iter().map(|client| self.worker(client, &queue, &run.stamp, retain_until))).await?;
+        let written = on_connections(&clients, plan, |client, segment| self.backup_segment(client, &schema.tables[segment.table], segment, &run.stamp, retain_until)).await?;
         for client in &clients {
             introspect::commit(client).await?;
         }
         introspect::commit(&coordinator).await?;
 
-        let mut tables: Vec<ManifestTable> = results.into_iter().flatten().collect();
-        tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        let mut by_table: Vec<Vec<ManifestSegment>> = vec![Vec::new(); schema.tables.len()];
+        for (table, segment) in written {
+            by_table[table].push(segment);
+        }
+        let tables: Vec<ManifestTable> = schema.tables.iter().zip(by_table).map(|(t, segments)| ManifestTable::from_segments(&t.schema, &t.name, segments)).collect();
         let warnings = schema
             .not_captured
             .iter()
@@ -181,6 +188,7 @@ impl LogicalBackups {
             compression: "zstd".to_owned(),
             zstd_level: self.config.zstd_level,
             part_size_bytes: self.config.part_size_bytes as u64,
+            segment_bytes: self.config.segment_bytes,
             tables,
             not_captured: schema.not_captured.clone(),
             schema,
@@ -188,27 +196,13 @@ impl LogicalBackups {
         })
     }
 
-    async fn worker(
-        &self,
-        client: &Client,
-        queue: &Mutex<VecDeque<&CapturedTable>>,
-        run_id: &str,
-        retain_until: OffsetDateTime,
-    ) -> Result<Vec<ManifestTable>, LogicalError> {
-        let mut done = Vec::new();
-        loop {
-            let next = queue.lock().expect("the queue lock is never poisoned").pop_front();
-            let Some(table) = next else { return Ok(done) };
-            done.push(self.backup_table(client, table, run_id, retain_until).await?);
-        }
-    }
-
-    async fn backup_table(&self, client: &Client, table: &CapturedTable, run_id: &str, retain_until: OffsetDateTime) -> Result<ManifestTable, LogicalError> {
-        let key = table_key(&self.config.prefix, run_id, &table.schema, &table.name);
+    /// Backs up one segment as one object; returns it with its table's index.
+    async fn backup_segment(&self, client: &Client, table: &CapturedTable, segment: Segment, run_id: &str, retain_until: OffsetDateTime) -> Result<(usize, ManifestSegment), LogicalError> {
+        let key = segment_key(&self.config.prefix, run_id, &table.schema, &table.name, segment.index);
         let writer = PartWriter::start(self.store.as_ref(), &key, retain_until).await?;
         let upload_id = writer.upload_id().to_owned();
-        match self.stream_table(client, table, &key, writer).await {
-            Ok(entry) => Ok(entry),
+        match self.stream_segment(client, table, segment, &key, writer).await {
+            Ok(entry) => Ok((segment.table, entry)),
             Err(e) => {
                 if let Err(abort) = self.store.abort_upload(&key, &upload_id).await {
                     tracing::warn!(error = %abort, %key, "could not abort the upload");
@@ -218,21 +212,18 @@ impl LogicalBackups {
         }
     }
 
-    async fn stream_table(&self, client: &Client, table: &CapturedTable, key: &str, mut writer: PartWriter<'_>) -> Result<ManifestTable, LogicalError> {
+    async fn stream_segment(&self, client: &Client, table: &CapturedTable, segment: Segment, key: &str, mut writer: PartWriter<'_>) -> Result<ManifestSegment, LogicalError> {
         let compression = |source| LogicalError::Compression { key: key.to_owned(), source };
-        let stream = client.copy_out(&table.copy_out_statement()).await?;
+        let stream = client.copy_out(&table.copy_out_statement(&segment.range)).await?;
         if let Some(observer) = &self.observer {
-            observer.table_copy_started(&table.schema, &table.name).await;
+            observer.segment_copy_started(&table.schema, &table.name, segment.index).await;
         }
         let mut encoder = zstd::stream::write::Encoder::new(Vec::with_capacity(self.config.part_size_bytes + PART_HEADROOM), self.config.zstd_level)
             .map_err(compression)?;
-        let mut content = sha2::Sha256::new();
-        let (mut rows, mut copy_bytes) = (0u64, 0u64);
+        let mut content = RowsetHasher::new();
         futures_util::pin_mut!(stream);
         while let Some(chunk) = stream.try_next().await? {
             content.update(&chunk);
-            rows += count_rows(&chunk);
-            copy_bytes += chunk.len() as u64;
             encoder.write_all(&chunk).map_err(compression)?;
             if encoder.get_ref().len() >= self.config.part_size_bytes {
                 let full = std::mem::replace(encoder.get_mut(), Vec::with_capacity(self.config.part_size_bytes + PART_HEADROOM));
@@ -241,18 +232,18 @@ impl LogicalBackups {
         }
         let last = encoder.finish().map_err(compression)?;
         let written = writer.finish(last).await?;
-        tracing::info!(%key, rows, copy_bytes, object_bytes = written.bytes, parts = written.parts, "table backed up");
-        Ok(ManifestTable {
-            schema: table.schema.clone(),
-            name: table.name.clone(),
+        let content = content.finish();
+        tracing::info!(%key, rows = content.rows, copy_bytes = content.bytes, object_bytes = written.bytes, parts = written.parts, "segment backed up");
+        Ok(ManifestSegment {
             key: written.key,
             version_id: written.version_id,
-            rows,
-            copy_bytes,
+            blocks: segment.range,
+            rows: content.rows,
+            copy_bytes: content.bytes,
             object_bytes: written.bytes,
             parts: written.parts,
             sha256: written.sha256,
-            content_sha256: hex::encode(content.finalize()),
+            content_checksum: content.checksum,
         })
     }
 }
@@ -271,6 +262,7 @@ mod tests {
             aborted_uploads: 0,
             instant: ManifestInstant { server_time: "2026-11-26T03:00:01.000000Z".into(), lsn: "0/16B3748".into() },
             tables: 4,
+            segments: 5,
             rows: 10,
             object_bytes: 2048,
             copy_bytes: 4096,

@@ -14,6 +14,10 @@ pub struct LogicalConfig {
     /// `LOGICAL_PART_SIZE_MIB` (default 8, 5..=512): the multipart part size, and per table the
     /// largest buffer a backup holds.
     pub part_size_bytes: usize,
+    /// `LOGICAL_SEGMENT_MIB` (default 64, 1..=65536): a table larger than this is read (and
+    /// restored) in block ranges of about this size, each its own object, on several
+    /// connections at once.
+    pub segment_bytes: u64,
     /// `LOGICAL_ZSTD_LEVEL` (default 3, 1..=19).
     pub zstd_level: i32,
     /// `SOURCE_DATABASE_SECRET_ID`: the database to back up; the logical actions fail with
@@ -31,6 +35,7 @@ impl LogicalConfig {
             retention_days,
             parallelism: 4,
             part_size_bytes: 8 << 20,
+            segment_bytes: 64 << 20,
             zstd_level: 3,
             source_secret_id: None,
             tls: None,
@@ -49,6 +54,7 @@ impl LogicalConfig {
             retention_days: env.bounded("LOGICAL_RETENTION_DAYS", default_retention_days, 1..=36_500)?,
             parallelism: env.bounded("LOGICAL_PARALLELISM", 4, 1..=32)?,
             part_size_bytes: env.bounded("LOGICAL_PART_SIZE_MIB", 8, 5..=512)? as usize * 1024 * 1024,
+            segment_bytes: u64::from(env.bounded("LOGICAL_SEGMENT_MIB", 64, 1..=65_536)?) << 20,
             zstd_level: env.bounded("LOGICAL_ZSTD_LEVEL", 3, 1..=19)? as i32,
             source_secret_id,
             tls,
@@ -66,9 +72,9 @@ mod tests {
         let env: HashMap<&str, &str> = HashMap::from([("LOGICAL_BACKUP_PREFIX", "lb")]);
         let config = LogicalConfig::from_env(&Env(&env), 35).unwrap();
         assert_eq!((config.prefix.as_str(), config.retention_days, config.parallelism), ("lb/", 35, 4));
-        assert_eq!((config.part_size_bytes, config.zstd_level), (8 << 20, 3));
+        assert_eq!((config.part_size_bytes, config.segment_bytes, config.zstd_level), (8 << 20, 64 << 20, 3));
         assert_eq!((config.source_secret_id, config.tls), (None, None));
-        for (var, value) in [("LOGICAL_PART_SIZE_MIB", "4"), ("LOGICAL_PARALLELISM", "0"), ("LOGICAL_ZSTD_LEVEL", "20")] {
+        for (var, value) in [("LOGICAL_PART_SIZE_MIB", "4"), ("LOGICAL_PARALLELISM", "0"), ("LOGICAL_ZSTD_LEVEL", "20"), ("LOGICAL_SEGMENT_MIB", "0")] {
             let env: HashMap<&str, &str> = HashMap::from([(var, value)]);
             assert!(matches!(LogicalConfig::from_env(&Env(&env), 35), Err(ConfigError::Invalid { var: v, .. }) if v == var));
         }

@@ -1,11 +1,13 @@
 //! The logical backup manifest: written last, it is the backup's commit marker. A backup folder
 //! without one is incomplete and is never restored.
 
-use crate::catalyst_db::introspect::{CapturedSchema, NotCaptured, SnapshotInstant};
+use super::rowset::RowsetChecksum;
+use crate::catalyst_db::introspect::{BlockRange, CapturedSchema, NotCaptured, SnapshotInstant};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub const LOGICAL_MANIFEST_FORMAT: &str = "catalyst-dr/logical-backup/v1";
+/// v2: tables in block-range segments, rowset content checksums.
+pub const LOGICAL_MANIFEST_FORMAT: &str = "catalyst-dr/logical-backup/v2";
 
 /// The instant every table was read at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,18 +28,53 @@ impl From<&SnapshotInstant> for ManifestInstant {
 pub struct ManifestTable {
     pub schema: String,
     pub name: String,
-    pub key: String,
-    pub version_id: Option<String>,
+    /// The sums over the segments.
     pub rows: u64,
     /// Bytes of COPY text before compression.
     pub copy_bytes: u64,
-    /// Bytes of the stored (compressed) object.
+    /// Bytes of the stored (compressed) objects.
+    pub object_bytes: u64,
+    /// The rowset checksum of the table's COPY text (see [`super::rowset`]): the sum of its
+    /// segments' checksums, and what a restored table must re-read to.
+    pub content_checksum: RowsetChecksum,
+    /// The table's block ranges, in block order, each stored as one object.
+    pub segments: Vec<ManifestSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSegment {
+    pub key: String,
+    pub version_id: Option<String>,
+    /// The blocks of the source table this segment was read from.
+    pub blocks: BlockRange,
+    pub rows: u64,
+    pub copy_bytes: u64,
     pub object_bytes: u64,
     pub parts: u32,
     /// Hex SHA-256 of the stored object.
     pub sha256: String,
-    /// Hex SHA-256 of the COPY text, rows in primary-key order: the content checksum.
-    pub content_sha256: String,
+    /// The rowset checksum of this segment's COPY text.
+    pub content_checksum: RowsetChecksum,
+}
+
+impl ManifestTable {
+    /// A table's entry from its segments (sorted into block order here).
+    pub fn from_segments(schema: &str, name: &str, mut segments: Vec<ManifestSegment>) -> Self {
+        segments.sort_by_key(|s| s.blocks.start);
+        let mut content_checksum = RowsetChecksum::default();
+        for s in &segments {
+            content_checksum.add(&s.content_checksum);
+        }
+        Self {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+            rows: segments.iter().map(|s| s.rows).sum(),
+            copy_bytes: segments.iter().map(|s| s.copy_bytes).sum(),
+            object_bytes: segments.iter().map(|s| s.object_bytes).sum(),
+            content_checksum,
+            segments,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +95,8 @@ pub struct LogicalManifest {
     pub compression: String,
     pub zstd_level: i32,
     pub part_size_bytes: u64,
+    /// The segment size the large tables were divided by.
+    pub segment_bytes: u64,
     pub tables: Vec<ManifestTable>,
     pub schema: CapturedSchema,
     /// Objects in the schema the backup did not capture (also in `warnings`).
@@ -69,4 +108,15 @@ impl LogicalManifest {
     pub fn total_rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
     }
+
+    pub fn segment_count(&self) -> usize {
+        self.tables.iter().map(|t| t.segments.len()).sum()
+    }
+}
+
+/// Just the format of a manifest, read before the rest so a manifest of another format is
+/// reported as such rather than as unparseable.
+#[derive(Debug, Deserialize)]
+pub struct ManifestFormat {
+    pub format: String,
 }

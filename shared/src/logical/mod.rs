@@ -1,7 +1,9 @@
 //! Logical backups of the Catalyst Auth database (runbook: PostgreSQL step 1, "nightly logical
-//! backups ... in immutable object storage"): every table read at one exported snapshot,
-//! streamed with `COPY ... TO STDOUT` through zstd into S3 multipart uploads locked in COMPLIANCE
-//! mode, the schema captured from the catalog, and a manifest written last as the commit marker.
+//! backups ... in immutable object storage"): every table read at one exported snapshot, large
+//! tables in block-range segments on several connections ([`segments`]), streamed with
+//! `COPY ... TO STDOUT` through zstd into S3 multipart uploads locked in COMPLIANCE mode, with
+//! order-independent content checksums ([`rowset`]), the schema captured from the catalog, and a
+//! manifest written last as the commit marker.
 //! [`restore`] loads a backup into an empty staging database and checks it against the manifest;
 //! [`verify`] re-reads a backup and checks every checksum. The SQL lives in
 //! [`crate::catalyst_db::introspect`]. The actions are snapshot-trigger's (`logical-backup`,
@@ -11,17 +13,24 @@ pub mod backup;
 pub mod config;
 pub mod layout;
 pub mod manifest;
+pub mod parallel;
 pub mod restore;
+pub mod rowset;
+pub mod segment_object;
+pub mod segments;
 pub mod upload;
 pub mod verify;
 
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::CatalystDbError;
+use crate::catalyst_db::introspect::{self, CapturedTable};
 use crate::input::InputError;
 use crate::postgres::{PgConnectError, PgConnector, SecretSource};
 use config::LogicalConfig;
-use manifest::LogicalManifest;
+use manifest::{LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestFormat};
+use segments::Segment;
 use std::sync::Arc;
+use tokio_postgres::Client;
 use upload::LogicalStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +59,8 @@ pub enum LogicalError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("logical backup manifest {key} has format {format}; this version reads {LOGICAL_MANIFEST_FORMAT} only")]
+    UnsupportedManifestFormat { key: String, format: String },
     #[error("logical backup {run_id} has no manifest ({key}): it never completed and cannot be restored")]
     BackupIncomplete { run_id: String, key: String },
     #[error("restore target database {database} is not empty ({objects} relations or types in user schemas); refusing to restore into it")]
@@ -68,18 +79,19 @@ impl LogicalError {
             Self::NotConfigured { .. } => "NotConfigured",
             Self::Compression { .. } => "CorruptBackup",
             Self::CorruptManifest { .. } => "CorruptManifest",
+            Self::UnsupportedManifestFormat { .. } => "UnsupportedManifestFormat",
             Self::BackupIncomplete { .. } => "BackupIncomplete",
             Self::TargetNotEmpty { .. } => "TargetNotEmpty",
         }
     }
 }
 
-/// A test hook: called by a backup worker once a table's `COPY` has started (the snapshot is
-/// taken and imported by then), so a test can commit concurrent writes or drop the connection
-/// at that point. Production code sets none.
+/// A test hook: called by a backup worker once the `COPY` of a table's segment has started (the
+/// snapshot is taken and imported by then), so a test can commit concurrent writes or drop the
+/// connection at that point. Production code sets none.
 #[async_trait::async_trait]
 pub trait BackupObserver: Send + Sync {
-    async fn table_copy_started(&self, schema: &str, table: &str);
+    async fn segment_copy_started(&self, schema: &str, table: &str, segment: u32);
 }
 
 /// The logical-backup dependencies of snapshot-trigger.
@@ -104,10 +116,23 @@ impl LogicalBackups {
     pub(crate) async fn read_manifest(&self, key: &str) -> Result<Option<LogicalManifest>, LogicalError> {
         match self.store.get(key).await? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| LogicalError::CorruptManifest { key: key.to_owned(), source }),
+            Some(bytes) => {
+                let corrupt = |source| LogicalError::CorruptManifest { key: key.to_owned(), source };
+                let ManifestFormat { format } = serde_json::from_slice(&bytes).map_err(corrupt)?;
+                if format != LOGICAL_MANIFEST_FORMAT {
+                    return Err(LogicalError::UnsupportedManifestFormat { key: key.to_owned(), format });
+                }
+                serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
+            }
         }
+    }
+
+    /// The segments of `tables` in the database `client` is connected to, sized by
+    /// `LOGICAL_SEGMENT_MIB`.
+    pub(crate) async fn plan_segments(&self, client: &Client, tables: &[&CapturedTable]) -> Result<Vec<Segment>, LogicalError> {
+        let sizes = introspect::table_blocks(client, tables).await?;
+        let ranges_supported = introspect::supports_block_ranges(client).await?;
+        Ok(segments::plan(&sizes.blocks, self.config.segment_bytes / sizes.block_size, ranges_supported))
     }
 
     /// Aborts every multipart upload in progress under `prefix`; returns how many.
@@ -119,9 +144,4 @@ impl LogicalBackups {
         }
         Ok(pending.len())
     }
-}
-
-/// Counts COPY text rows: every row ends with a newline (newlines inside values are escaped).
-pub(crate) fn count_rows(chunk: &[u8]) -> u64 {
-    chunk.iter().filter(|&&b| b == b'\n').count() as u64
 }

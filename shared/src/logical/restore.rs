@@ -2,28 +2,28 @@
 //! every table against the manifest.
 //!
 //! Refused (nothing written) unless the target carries the staging marker and has no relation or
-//! type in a user schema. Then: schemas, enum types, sequences and tables (no keys yet) → the
-//! tables loaded in parallel with `COPY ... FROM STDIN`, each object streamed from S3 through the
-//! zstd decoder (its SHA-256 checked on the way) → primary keys, unique and check constraints
-//! and indexes (in parallel) → foreign keys → sequence positions → per table, the row count and the content checksum
-//! recomputed on the target with the same `COPY` the backup used.
+//! type in a user schema. Then: schemas, enum types, sequences and tables (no keys yet) → every
+//! segment loaded with `COPY ... FROM STDIN` on `parallelism` connections (largest tables first,
+//! so one large table loads on all of them), each object streamed from S3 through the zstd
+//! decoder with its SHA-256 and content checksum checked on the way → primary keys, unique and
+//! check constraints and indexes (in parallel) → foreign keys → sequence positions → every table
+//! re-read from the target in its own block ranges, in parallel, and its row count and rowset
+//! checksum compared with the manifest.
 
 use super::layout::manifest_key;
-use super::manifest::{LogicalManifest, ManifestTable};
-use super::upload::next_chunk;
-use super::verify::TableCheck;
-use super::{LogicalBackups, LogicalError, count_rows};
-use crate::catalyst_db::introspect::{self, CapturedTable};
+use super::manifest::{ManifestSegment, ManifestTable};
+use super::parallel::on_connections;
+use super::rowset::{RowsetHasher, RowsetSummary};
+use super::segment_object::{self, SegmentRead, SegmentReader};
+use super::verify::{TableCheck, sum_of};
+use super::{LogicalBackups, LogicalError};
+use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable};
 use crate::catalyst_db::require_staging;
 use crate::postgres::PgConnector;
 use crate::snapshot::naming::RunId;
 use bytes::Bytes;
 use futures_util::{SinkExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
-use std::collections::VecDeque;
-use std::io::Write;
-use std::sync::Mutex;
 use tokio_postgres::Client;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ pub struct RestoreResult {
 pub struct RestorePhases {
     /// Schemas, types, sequences and tables.
     pub schema: f64,
-    /// Parallel COPY FROM of every table.
+    /// Parallel COPY FROM of every segment.
     pub load: f64,
     /// Keys, checks, indexes, foreign keys, sequence positions.
     pub post_data: f64,
@@ -77,33 +77,70 @@ impl LogicalBackups {
         }
         tracing::info!(%key, %database, tables = manifest.tables.len(), "restoring logical backup");
 
+        // The manifest's tables with their captured definitions; an entry without one cannot be
+        // loaded and is reported.
+        let mut mismatches = Vec::new();
+        let mut tables: Vec<(&CapturedTable, &ManifestTable)> = Vec::with_capacity(manifest.tables.len());
+        for entry in &manifest.tables {
+            match manifest.schema.tables.iter().find(|t| t.schema == entry.schema && t.name == entry.name) {
+                Some(table) => tables.push((table, entry)),
+                None => mismatches.push(format!("{}.{}: has data but no definition in the manifest's schema; not restored", entry.schema, entry.name)),
+            }
+        }
+        tables.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.object_bytes));
+
         let mut seconds = RestorePhases::default();
         let clock = std::time::Instant::now();
         introspect::execute_ddl(&admin, &introspect::pre_data_ddl(&manifest.schema)).await?;
         seconds.schema = clock.elapsed().as_secs_f64();
-        let loaded = self.parallel(&target, &manifest, Phase::Load).await?;
+
+        let segment_jobs: Vec<(usize, &ManifestSegment)> = tables.iter().enumerate().flat_map(|(t, (_, entry))| entry.segments.iter().map(move |s| (t, s))).collect();
+        let workers = (self.config.parallelism as usize).min(segment_jobs.len()).max(1);
+        let mut clients = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let client = target.connect().await?;
+            introspect::restore_session(&client).await?;
+            clients.push(client);
+        }
+        let definitions: Vec<&CapturedTable> = tables.iter().map(|(table, _)| *table).collect();
+        let definitions = &definitions;
+        let loaded = on_connections(&clients, segment_jobs, |client, (t, segment)| async move { Ok((t, self.load_segment(client, definitions[t], segment).await?)) }).await?;
         seconds.load = clock.elapsed().as_secs_f64() - seconds.schema;
+
         let post = introspect::post_data_ddl(&manifest.schema);
-        self.run_statements(&target, &post.independent).await?;
+        on_connections(&clients, &post.independent, |client, statement| async move { Ok(introspect::execute_statement(client, statement).await?) }).await?;
         introspect::execute_ddl(&admin, &post.ordered).await?;
         introspect::restore_sequence_values(&admin, &manifest.schema.sequences).await?;
         seconds.post_data = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load;
         let sequences_restored = manifest.schema.sequences.len();
-        let rechecked = self.parallel(&target, &manifest, Phase::Recheck).await?;
+
+        let ranges = self.plan_segments(&admin, definitions).await?;
+        let reread = on_connections(&clients, ranges, |client, range| async move { Ok((range.table, read_rowset(client, definitions[range.table], &range.range).await?)) }).await?;
         seconds.check = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.post_data;
 
-        let mut tables = Vec::with_capacity(loaded.len());
-        let mut mismatches = Vec::new();
-        for mut check in loaded {
-            if let Some(after) = rechecked.iter().find(|c| c.schema == check.schema && c.name == check.name) {
-                check.problems.extend(after.problems.iter().cloned());
-                check.content_sha256 = after.content_sha256.clone();
-                check.rows = after.rows;
-            }
-            check.ok = check.problems.is_empty();
-            mismatches.extend(check.problems.iter().map(|p| format!("{}.{}: {p}", check.schema, check.name)));
-            tables.push(check);
+        let mut loads: Vec<Vec<(SegmentRead, u64)>> = tables.iter().map(|_| Vec::new()).collect();
+        for (t, load) in loaded {
+            loads[t].push(load);
         }
+        let mut restored: Vec<Vec<RowsetSummary>> = tables.iter().map(|_| Vec::new()).collect();
+        for (t, content) in reread {
+            restored[t].push(content);
+        }
+        let mut checks = Vec::with_capacity(tables.len());
+        for (((_, entry), loads), restored) in tables.iter().zip(loads).zip(restored) {
+            let mut check = TableCheck::new(entry);
+            for (read, rows_loaded) in &loads {
+                check.problems.extend(read.problems.iter().cloned());
+                if read.content.is_some_and(|c| c.rows != *rows_loaded) {
+                    check.problems.push(format!("COPY loaded {rows_loaded} rows from a segment of {} rows", read.content.map_or(0, |c| c.rows)));
+                }
+            }
+            check.measured("in the restored table", sum_of(restored.into_iter().map(Some)));
+            check.close();
+            mismatches.extend(check.problems.iter().map(|p| format!("{}.{}: {p}", check.schema, check.name)));
+            checks.push(check);
+        }
+        checks.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         for s in &manifest.schema.sequences {
             let now = introspect::sequence_position(&admin, &s.schema, &s.name).await?;
             if now != (s.last_value, s.is_called) {
@@ -118,7 +155,7 @@ impl LogicalBackups {
             target_database: database,
             drill_id,
             instant: manifest.instant.clone(),
-            tables,
+            tables: checks,
             sequences_restored,
             mismatches,
             consistent,
@@ -128,134 +165,33 @@ impl LogicalBackups {
         })
     }
 
-    /// Runs one phase over the manifest's tables on `parallelism` connections to the target.
-    async fn parallel(&self, target: &PgConnector, manifest: &LogicalManifest, phase: Phase) -> Result<Vec<TableCheck>, LogicalError> {
-        let pairs: Vec<(&CapturedTable, &ManifestTable)> = manifest
-            .tables
-            .iter()
-            .filter_map(|entry| manifest.schema.tables.iter().find(|t| t.schema == entry.schema && t.name == entry.name).map(|t| (t, entry)))
-            .collect();
-        let workers = (self.config.parallelism as usize).min(pairs.len()).max(1);
-        let mut clients = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let client = target.connect().await?;
-            introspect::restore_session(&client).await?;
-            clients.push(client);
-        }
-        let queue = Mutex::new(pairs.into_iter().collect::<VecDeque<_>>());
-        let queue = &queue;
-        let results = futures_util::future::try_join_all(clients.iter().map(|client| async move {
-            let mut done = Vec::new();
-            loop {
-                let next = queue.lock().expect("the queue lock is never poisoned").pop_front();
-                let Some((table, entry)) = next else { return Ok::<_, LogicalError>(done) };
-                let check = match phase {
-                    Phase::Load => self.load_table(client, table, entry).await?,
-                    Phase::Recheck => recheck_table(client, table, entry).await?,
-                };
-                done.push(check);
-            }
-        }))
-        .await?;
-        Ok(results.into_iter().flatten().collect())
-    }
-
-    /// Runs independent statements on `parallelism` connections to the target.
-    async fn run_statements(&self, target: &PgConnector, statements: &[String]) -> Result<(), LogicalError> {
-        let workers = (self.config.parallelism as usize).min(statements.len());
-        let mut clients = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let client = target.connect().await?;
-            introspect::restore_session(&client).await?;
-            clients.push(client);
-        }
-        let queue = Mutex::new(statements.iter().collect::<VecDeque<_>>());
-        let queue = &queue;
-        futures_util::future::try_join_all(clients.iter().map(|client| async move {
-            loop {
-                let next = queue.lock().expect("the queue lock is never poisoned").pop_front();
-                let Some(statement) = next else { return Ok::<_, LogicalError>(()) };
-                introspect::execute_statement(client, statement).await?;
-            }
-        }))
-        .await?;
-        Ok(())
-    }
-
-    async fn load_table(&self, client: &Client, table: &CapturedTable, entry: &ManifestTable) -> Result<TableCheck, LogicalError> {
-        let compression = |source| LogicalError::Compression { key: entry.key.clone(), source };
-        let mut check = TableCheck::new(entry);
-        let Some(mut body) = self.store.open(&entry.key, entry.version_id.as_deref()).await? else {
-            check.problems.push(format!("object {} is missing", entry.key));
-            return Ok(check);
+    /// Streams one segment's object into its table; returns what reading it found and the rows
+    /// COPY loaded.
+    async fn load_segment(&self, client: &Client, table: &CapturedTable, segment: &ManifestSegment) -> Result<(SegmentRead, u64), LogicalError> {
+        let Some(mut reader) = SegmentReader::open(self.store.as_ref(), segment).await? else {
+            return Ok((segment_object::missing(segment), 0));
         };
         let sink = client.copy_in::<_, Bytes>(&table.copy_in_statement()).await?;
         futures_util::pin_mut!(sink);
-        let mut decoder = zstd::stream::write::Decoder::new(Vec::new()).map_err(compression)?;
-        let mut object = sha2::Sha256::new();
-        let mut content = sha2::Sha256::new();
-        let (mut object_bytes, mut rows) = (0u64, 0u64);
-        while let Some(chunk) = next_chunk(&mut body).await? {
-            object.update(&chunk);
-            object_bytes += chunk.len() as u64;
-            decoder.write_all(&chunk).map_err(compression)?;
-            decoder.flush().map_err(compression)?;
-            let out = std::mem::take(decoder.get_mut());
-            if !out.is_empty() {
-                content.update(&out);
-                rows += count_rows(&out);
-                sink.send(Bytes::from(out)).await?;
+        while let Some(text) = reader.next().await? {
+            if !text.is_empty() {
+                sink.send(Bytes::from(text)).await?;
             }
         }
         let loaded = sink.finish().await?;
-        let object_sha256 = hex::encode(object.finalize());
-        if object_sha256 != entry.sha256 || object_bytes != entry.object_bytes {
-            check.problems.push(format!("object checksum {object_sha256} ({object_bytes} bytes) differs from the manifest's {} ({} bytes)", entry.sha256, entry.object_bytes));
-        }
-        let streamed = hex::encode(content.finalize());
-        if streamed != entry.content_sha256 || rows != entry.rows {
-            check.problems.push(format!("decompressed content {streamed} ({rows} rows) differs from the manifest's {} ({} rows)", entry.content_sha256, entry.rows));
-        }
-        if loaded != entry.rows {
-            check.problems.push(format!("COPY loaded {loaded} rows, the manifest has {}", entry.rows));
-        }
-        check.rows = loaded;
-        tracing::info!(key = %entry.key, rows = loaded, "table restored");
-        Ok(check)
+        tracing::info!(key = %segment.key, rows = loaded, "segment restored");
+        Ok((reader.finish().await?, loaded))
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    Load,
-    Recheck,
-}
-
-/// Re-reads a restored table with the backup's own `COPY` and compares with the manifest.
-async fn recheck_table(client: &Client, table: &CapturedTable, entry: &ManifestTable) -> Result<TableCheck, LogicalError> {
-    let mut check = TableCheck::new(entry);
-    let (content_sha256, rows) = content_checksum(client, table).await?;
-    if rows != entry.rows {
-        check.problems.push(format!("{rows} rows in the restored table, the manifest has {}", entry.rows));
-    }
-    if content_sha256 != entry.content_sha256 {
-        check.problems.push(format!("content checksum {content_sha256} of the restored table differs from the manifest's {}", entry.content_sha256));
-    }
-    check.rows = rows;
-    check.content_sha256 = content_sha256;
-    Ok(check)
-}
-
-/// The content checksum and row count of a table, as a backup computes them: SHA-256 of the
-/// `COPY` text in primary-key order.
-pub async fn content_checksum(client: &Client, table: &CapturedTable) -> Result<(String, u64), LogicalError> {
-    let stream = client.copy_out(&table.copy_out_statement()).await?;
+/// The row count and rowset checksum of one block range of a table, read with the backup's own
+/// `COPY`.
+pub async fn read_rowset(client: &Client, table: &CapturedTable, range: &BlockRange) -> Result<RowsetSummary, LogicalError> {
+    let stream = client.copy_out(&table.copy_out_statement(range)).await?;
     futures_util::pin_mut!(stream);
-    let mut content = sha2::Sha256::new();
-    let mut rows = 0u64;
+    let mut content = RowsetHasher::new();
     while let Some(chunk) = stream.try_next().await? {
         content.update(&chunk);
-        rows += count_rows(&chunk);
     }
-    Ok((hex::encode(content.finalize()), rows))
+    Ok(content.finish())
 }

@@ -1,29 +1,29 @@
 //! `verify-logical`: re-reads every object of a logical backup and checks it against the
 //! manifest (what pgBackRest's `verify` does for its repository): the manifest exists and parses,
-//! every table object is there at its recorded version with its size and SHA-256, and its
-//! decompressed COPY text has the recorded row count and content checksum. Unfinished multipart
-//! uploads and objects the manifest does not list are reported too.
+//! every segment object is there at its recorded version with its size and SHA-256, and its
+//! decompressed COPY text has the recorded row count and content checksum, which add up to the
+//! table's. Unfinished multipart uploads and objects the manifest does not list are reported too.
 
 use super::layout::{backup_prefix, manifest_key};
-use super::manifest::ManifestTable;
-use super::upload::next_chunk;
-use super::{LogicalBackups, LogicalError, count_rows};
+use super::manifest::{ManifestSegment, ManifestTable};
+use super::rowset::{RowsetChecksum, RowsetSummary};
+use super::segment_object::{self, SegmentRead, SegmentReader};
+use super::{LogicalBackups, LogicalError};
 use crate::snapshot::naming::RunId;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
-use std::io::Write;
 
 /// The checks of one table (by verify, or by a restore).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableCheck {
     pub schema: String,
     pub name: String,
-    pub key: String,
+    pub segments: usize,
     pub rows_expected: u64,
     pub rows: u64,
-    pub content_sha256_expected: String,
-    pub content_sha256: String,
+    pub content_checksum_expected: RowsetChecksum,
+    /// None when it could not be computed (an object missing or not decompressing).
+    pub content_checksum: Option<RowsetChecksum>,
     pub ok: bool,
     pub problems: Vec<String>,
 }
@@ -33,15 +33,41 @@ impl TableCheck {
         Self {
             schema: entry.schema.clone(),
             name: entry.name.clone(),
-            key: entry.key.clone(),
+            segments: entry.segments.len(),
             rows_expected: entry.rows,
             rows: 0,
-            content_sha256_expected: entry.content_sha256.clone(),
-            content_sha256: String::new(),
+            content_checksum_expected: entry.content_checksum,
+            content_checksum: None,
             ok: false,
             problems: Vec::new(),
         }
     }
+
+    /// Records what was read of the whole table (the sum over its parts), with any difference
+    /// from the manifest. `what` says where it was read ("stored" objects, the "restored" table).
+    pub fn measured(&mut self, what: &str, content: Option<RowsetSummary>) {
+        let Some(content) = content else { return };
+        if content.rows != self.rows_expected {
+            self.problems.push(format!("{} rows {what}, the manifest has {}", content.rows, self.rows_expected));
+        }
+        if content.checksum != self.content_checksum_expected {
+            self.problems.push(format!("content checksum {} {what}, the manifest has {}", content.checksum, self.content_checksum_expected));
+        }
+        self.rows = content.rows;
+        self.content_checksum = Some(content.checksum);
+    }
+
+    pub fn close(&mut self) {
+        self.ok = self.problems.is_empty();
+    }
+}
+
+/// Adds up the content read from a table's segments; None when any of them could not be read.
+pub fn sum_of(parts: impl IntoIterator<Item = Option<RowsetSummary>>) -> Option<RowsetSummary> {
+    parts.into_iter().try_fold(RowsetSummary::default(), |mut sum, part| {
+        sum.add(&part?);
+        Some(sum)
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +119,10 @@ impl LogicalBackups {
                 report.problems.push(format!("manifest {key} does not parse: {source}"));
                 return Ok(report);
             }
+            Err(e @ LogicalError::UnsupportedManifestFormat { .. }) => {
+                report.problems.push(e.to_string());
+                return Ok(report);
+            }
             Err(e) => return Err(e),
         };
         report.complete = true;
@@ -107,16 +137,25 @@ impl LogicalBackups {
         report.unexpected_objects = listed
             .iter()
             .map(|o| o.key.clone())
-            .filter(|k| k != &key && !manifest.tables.iter().any(|t| &t.key == k))
+            .filter(|k| k != &key && !manifest.tables.iter().flat_map(|t| &t.segments).any(|s| &s.key == k))
             .collect();
         let parallelism = self.config.parallelism as usize;
-        let checks: Vec<Result<(TableCheck, u64), LogicalError>> =
-            futures_util::stream::iter(manifest.tables.iter().map(|entry| self.verify_table(entry))).buffered(parallelism).collect().await;
-        for check in checks {
-            let (check, bytes) = check?;
+        let segments = manifest.tables.iter().enumerate().flat_map(|(t, table)| table.segments.iter().map(move |s| (t, s)));
+        let reads: Vec<Result<(usize, SegmentRead), LogicalError>> =
+            futures_util::stream::iter(segments.map(|(t, segment)| async move { Ok((t, self.read_segment(segment).await?)) })).buffered(parallelism).collect().await;
+        let mut by_table: Vec<Vec<SegmentRead>> = manifest.tables.iter().map(|_| Vec::new()).collect();
+        for read in reads {
+            let (table, read) = read?;
             report.objects_checked += 1;
-            report.bytes_read += bytes;
-            report.problems.extend(check.problems.iter().map(|p| format!("{}: {p}", check.key)));
+            report.bytes_read += read.object_bytes;
+            by_table[table].push(read);
+        }
+        for (entry, reads) in manifest.tables.iter().zip(by_table) {
+            let mut check = TableCheck::new(entry);
+            check.problems.extend(reads.iter().flat_map(|r| r.problems.iter().cloned()));
+            check.measured("stored", sum_of(reads.iter().map(|r| r.content)));
+            check.close();
+            report.problems.extend(check.problems.iter().map(|p| format!("{}.{}: {p}", check.schema, check.name)));
             report.tables.push(check);
         }
         report.problems.extend(report.pending_uploads.iter().map(|k| format!("unfinished multipart upload of {k}")));
@@ -125,52 +164,10 @@ impl LogicalBackups {
         Ok(report)
     }
 
-    async fn verify_table(&self, entry: &ManifestTable) -> Result<(TableCheck, u64), LogicalError> {
-        let mut check = TableCheck::new(entry);
-        let Some(mut body) = self.store.open(&entry.key, entry.version_id.as_deref()).await? else {
-            check.problems.push("object is missing".to_owned());
-            return Ok((check, 0));
-        };
-        let mut object = sha2::Sha256::new();
-        let mut content = sha2::Sha256::new();
-        let mut decoder = zstd::stream::write::Decoder::new(Vec::new()).map_err(|source| LogicalError::Compression { key: entry.key.clone(), source })?;
-        let (mut bytes, mut rows) = (0u64, 0u64);
-        let mut decode_error = None;
-        while let Some(chunk) = next_chunk(&mut body).await? {
-            object.update(&chunk);
-            bytes += chunk.len() as u64;
-            if decode_error.is_none() {
-                match decoder.write_all(&chunk).and_then(|()| decoder.flush()) {
-                    Ok(()) => {
-                        let out = std::mem::take(decoder.get_mut());
-                        content.update(&out);
-                        rows += count_rows(&out);
-                    }
-                    Err(e) => decode_error = Some(e),
-                }
-            }
+    async fn read_segment(&self, entry: &ManifestSegment) -> Result<SegmentRead, LogicalError> {
+        match SegmentReader::open(self.store.as_ref(), entry).await? {
+            Some(reader) => reader.finish().await,
+            None => Ok(segment_object::missing(entry)),
         }
-        let sha256 = hex::encode(object.finalize());
-        if bytes != entry.object_bytes {
-            check.problems.push(format!("{bytes} bytes, the manifest has {}", entry.object_bytes));
-        }
-        if sha256 != entry.sha256 {
-            check.problems.push(format!("SHA-256 {sha256}, the manifest has {}", entry.sha256));
-        }
-        match decode_error {
-            Some(e) => check.problems.push(format!("does not decompress: {e}")),
-            None => {
-                check.rows = rows;
-                check.content_sha256 = hex::encode(content.finalize());
-                if rows != entry.rows {
-                    check.problems.push(format!("{rows} rows, the manifest has {}", entry.rows));
-                }
-                if check.content_sha256 != entry.content_sha256 {
-                    check.problems.push(format!("content checksum {}, the manifest has {}", check.content_sha256, entry.content_sha256));
-                }
-            }
-        }
-        check.ok = check.problems.is_empty();
-        Ok((check, bytes))
     }
 }

@@ -32,9 +32,12 @@ enum Cmd {
         /// Database sizes in MiB (generated with GeneratorSpec::for_target_bytes).
         #[arg(long, value_delimiter = ',', default_values_t = [256u64, 1024])]
         sizes_mib: Vec<u64>,
-        /// Tables copied at once (LOGICAL_PARALLELISM).
+        /// Segments copied at once (LOGICAL_PARALLELISM).
         #[arg(long, default_value_t = 4)]
         parallelism: u32,
+        /// Segment size (LOGICAL_SEGMENT_MIB).
+        #[arg(long, default_value_t = 64)]
+        segment_mib: u64,
         /// Directory of pg_dump and pg_restore.
         #[arg(long, env = "PG_BIN")]
         pg_bin: Option<String>,
@@ -49,6 +52,8 @@ enum Cmd {
         scheduled_time: String,
         #[arg(long)]
         parallelism: u32,
+        #[arg(long)]
+        segment_mib: u64,
     },
     /// One logical restore in this process; prints wall time and peak RSS.
     Restore {
@@ -60,6 +65,8 @@ enum Cmd {
         scheduled_time: String,
         #[arg(long)]
         parallelism: u32,
+        #[arg(long)]
+        segment_mib: u64,
     },
 }
 
@@ -73,10 +80,11 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-async fn logical(parallelism: u32, bucket: &str, secret: Option<&str>) -> LogicalBackups {
+async fn logical(parallelism: u32, segment_mib: u64, bucket: &str, secret: Option<&str>) -> LogicalBackups {
     let sdk = local_aws().await;
     let config = LogicalConfig {
         parallelism,
+        segment_bytes: segment_mib << 20,
         source_secret_id: secret.map(str::to_owned),
         tls: Some(TlsMode::Disable),
         ..LogicalConfig::new(1)
@@ -127,7 +135,7 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-async fn run(sizes_mib: Vec<u64>, parallelism: u32, pg_bin_dir: Option<String>) -> Vec<Value> {
+async fn run(sizes_mib: Vec<u64>, parallelism: u32, segment_mib: u64, pg_bin_dir: Option<String>) -> Vec<Value> {
     let sdk = local_aws().await;
     let bin = pg_bin(pg_bin_dir);
     let bucket = format!("bench-logical-{}", std::process::id());
@@ -150,8 +158,9 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, pg_bin_dir: Option<String>) 
         let secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{src}"), "postgres", &password, &src).await;
         let scheduled_time = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() + time::Duration::minutes(i as i64));
         let p = parallelism.to_string();
+        let segment = segment_mib.to_string();
 
-        let backup = child(&["backup", "--secret", &secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p]);
+        let backup = child(&["backup", "--secret", &secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment]);
         eprintln!("[bench] logical backup: {backup}");
 
         let dst = format!("bench_dst_{mib}");
@@ -159,7 +168,7 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, pg_bin_dir: Option<String>) 
         catalyst_db::mark_staging(&target, "bench").await.expect("mark staging");
         drop(target);
         let target_secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{dst}"), "postgres", &password, &dst).await;
-        let restore = child(&["restore", "--target-secret", &target_secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p]);
+        let restore = child(&["restore", "--target-secret", &target_secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment]);
         eprintln!("[bench] logical restore: {restore}");
 
         let file = dump_dir.join(format!("{src}.dump"));
@@ -193,6 +202,7 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, pg_bin_dir: Option<String>) 
             "logical_backup_seconds": backup_s,
             "logical_backup_peak_rss_mib": round(backup["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
             "logical_backup_object_mib": round(backup["object_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
+            "logical_backup_segments": backup["segments"],
             "logical_restore_seconds": restore_s,
             "logical_restore_peak_rss_mib": round(restore["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
             "restore_consistent": restore["consistent"],
@@ -214,8 +224,8 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, pg_bin_dir: Option<String>) 
 async fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Cmd::Run { sizes_mib, parallelism, pg_bin } => {
-            let results = run(sizes_mib, parallelism, pg_bin).await;
+        Cmd::Run { sizes_mib, parallelism, segment_mib, pg_bin } => {
+            let results = run(sizes_mib, parallelism, segment_mib, pg_bin).await;
             println!();
             println!("{:>8} {:>10} {:>9} {:>8} {:>10} {:>9} {:>11} {:>8} {:>9}", "db MiB", "backup s", "RSS MiB", "dump s", "ratio", "restore s", "pg_restore s", "ratio", "consistent");
             for r in &results {
@@ -228,14 +238,14 @@ async fn main() -> ExitCode {
             println!("targets: backup <= 0.7 x pg_dump, restore <= 1.0 x pg_restore, peak RSS <= 64 MiB and flat across sizes");
             ExitCode::SUCCESS
         }
-        Cmd::Backup { secret, bucket, scheduled_time, parallelism } => {
-            let logical = logical(parallelism, &bucket, Some(&secret)).await;
+        Cmd::Backup { secret, bucket, scheduled_time, parallelism, segment_mib } => {
+            let logical = logical(parallelism, segment_mib, &bucket, Some(&secret)).await;
             let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time).expect("scheduled time");
             let started = Instant::now();
             match logical.backup(&run).await {
                 Ok(result) => {
                     let wall = started.elapsed().as_secs_f64();
-                    println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "rows": result.rows, "object_bytes": result.object_bytes, "copy_bytes": result.copy_bytes}));
+                    println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "rows": result.rows, "segments": result.segments, "object_bytes": result.object_bytes, "copy_bytes": result.copy_bytes}));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -244,8 +254,8 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Restore { target_secret, bucket, scheduled_time, parallelism } => {
-            let logical = logical(parallelism, &bucket, None).await;
+        Cmd::Restore { target_secret, bucket, scheduled_time, parallelism, segment_mib } => {
+            let logical = logical(parallelism, segment_mib, &bucket, None).await;
             let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time).expect("scheduled time");
             let started = Instant::now();
             match logical.restore(&run, &target_secret).await {
