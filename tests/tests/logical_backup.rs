@@ -46,6 +46,8 @@ INSERT INTO "Odd Schema"."Mixed.Case" (b, ints, texts, n, f, big, j, ts, iv, u, 
 CREATE TABLE empty_table (id integer PRIMARY KEY, v text);
 CREATE TABLE many (id integer PRIMARY KEY, v text NOT NULL, at timestamptz NOT NULL);
 INSERT INTO many SELECT g, md5(g::text), timestamptz '2026-01-01' + g * interval '1 second' FROM generate_series(1, 100000) g;
+ALTER TABLE many ADD CONSTRAINT many_at_key UNIQUE (at) DEFERRABLE INITIALLY DEFERRED;
+ALTER TABLE many ADD CONSTRAINT many_v_check CHECK (length(v) > 0) NOT VALID;
 CREATE TABLE no_key (a integer, b text);
 INSERT INTO no_key VALUES (2, 'x'), (1, NULL), (2, 'x'), (NULL, 'y');
 CREATE SEQUENCE standalone_seq START 100 INCREMENT 5;
@@ -114,6 +116,24 @@ async fn bucket(sdk: &aws_config::SdkConfig) -> String {
 fn run(offset_s: i64) -> RunId {
     let t = OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
     RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t)).expect("time")
+}
+
+/// Every constraint and index in the user schemas, as PostgreSQL renders them.
+async fn schema_objects(client: &Client) -> Vec<String> {
+    let constraints = client
+        .query(
+            "SELECT format('%s.%s %s %s valid=%s', n.nspname, c.conname, c.contype, pg_get_constraintdef(c.oid), c.convalidated) \
+             FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("constraints");
+    let indexes = client
+        .query("SELECT indexdef FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1", &[])
+        .await
+        .expect("indexes");
+    constraints.iter().chain(&indexes).map(|r| r.get(0)).collect()
 }
 
 /// An independent fingerprint of every user table: md5 of all rows' text, ordered by that text.
@@ -194,6 +214,11 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
     let restored = logical.restore(&run, &dst_secret).await.expect("restore");
     assert!(restored.consistent, "{restored:#?}");
     assert_eq!(fingerprint(&dst).await, fingerprint(&src).await);
+    // Every key, check (valid or NOT VALID), deferrable constraint, foreign key and index is back as it was.
+    let objects = schema_objects(&src).await;
+    assert!(objects.iter().any(|o| o.contains("many_at_key u UNIQUE (at) DEFERRABLE INITIALLY DEFERRED")), "{objects:#?}");
+    assert!(objects.iter().any(|o| o.contains("many_v_check c CHECK") && o.ends_with("valid=false")), "{objects:#?}");
+    assert_eq!(schema_objects(&dst).await, objects);
     // Sequences continue where the source was, and constraints came back.
     let next: i64 = dst.query_one("SELECT nextval('standalone_seq')", &[]).await.unwrap().get(0);
     let src_next: i64 = src.query_one("SELECT nextval('standalone_seq')", &[]).await.unwrap().get(0);

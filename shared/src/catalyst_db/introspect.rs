@@ -123,6 +123,27 @@ pub struct CapturedConstraint {
     pub kind: String,
     /// `pg_get_constraintdef`.
     pub definition: String,
+    /// `pg_get_indexdef` of the index behind a primary key, unique or exclusion constraint, so a
+    /// restore can build it (alongside the table's other indexes) before attaching the
+    /// constraint to it.
+    pub index_definition: Option<String>,
+    /// False for a constraint added `NOT VALID` and never validated.
+    pub validated: bool,
+}
+
+impl CapturedConstraint {
+    /// A valid check constraint goes into `CREATE TABLE`, so COPY checks each row as it loads
+    /// (as `pg_dump` does) instead of a scan after the load.
+    fn is_inline_check(&self) -> bool {
+        self.kind == "c" && self.validated
+    }
+
+    /// The unique index a primary key or unique constraint can be attached to with `USING
+    /// INDEX` (not for deferrable ones, which `USING INDEX` does not take).
+    fn attachable_index(&self) -> Option<&str> {
+        let attachable = matches!(self.kind.as_str(), "p" | "u") && !self.definition.contains("DEFERRABLE");
+        self.index_definition.as_deref().filter(|_| attachable)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,13 +265,14 @@ pub async fn capture_schema(client: &Client) -> Result<CapturedSchema, CatalystD
             .collect();
         let constraints = client
             .query(
-                "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint \
-                 WHERE conrelid = $1 AND contype IN ('p', 'u', 'c', 'f', 'x') ORDER BY conname",
+                "SELECT conname::text, contype::text, pg_get_constraintdef(oid), \
+                        CASE WHEN conindid <> 0 AND contype IN ('p', 'u', 'x') THEN pg_get_indexdef(conindid) END, convalidated \
+                 FROM pg_constraint WHERE conrelid = $1 AND contype IN ('p', 'u', 'c', 'f', 'x') ORDER BY conname",
                 &[&oid],
             )
             .await?
             .into_iter()
-            .map(|r| CapturedConstraint { name: r.get(0), kind: r.get(1), definition: r.get(2) })
+            .map(|r| CapturedConstraint { name: r.get(0), kind: r.get(1), definition: r.get(2), index_definition: r.get(3), validated: r.get(4) })
             .collect();
         let indexes = client
             .query(
@@ -555,6 +577,7 @@ pub fn pre_data_ddl(schema: &CapturedSchema) -> Vec<String> {
                 }
                 def
             })
+            .chain(t.constraints.iter().filter(|c| c.is_inline_check()).map(|c| format!("CONSTRAINT {} {}", quote_ident(&c.name), c.definition)))
             .collect();
         ddl.push(format!("CREATE TABLE {} ({})", t.qualified_name(), columns.join(", ")));
     }
@@ -578,32 +601,38 @@ fn sequence_options(s: &CapturedSequence) -> String {
 
 /// The statements run after the data is loaded, in two steps.
 ///
-/// `independent`: per table one `ALTER TABLE` adding its primary key, unique, exclusion and
-/// check constraints, and each other index on its own; these can run on several connections at
-/// once (statements on the same table simply queue on its lock). `ordered`: foreign keys (they
-/// need the referenced keys, and two of them could otherwise lock a pair of tables in opposite
-/// orders) and sequence ownership, one after the other.
+/// `indexes`: every index, those behind primary keys and unique constraints included, as
+/// `CREATE [UNIQUE] INDEX`. These take SHARE locks, which do not conflict with each other or
+/// with reads, so they run on several connections at once, several on one table too, alongside
+/// the re-reading of the restored tables. `ordered`, one after the other: the primary keys and
+/// unique constraints attached to their built indexes (`USING INDEX`: no second build, no scan),
+/// exclusion constraints and deferrable keys built the classic way, check constraints added
+/// `NOT VALID` in the source, foreign keys (they need the referenced keys, and two of them could
+/// otherwise lock a pair of tables in opposite orders), and sequence ownership.
 pub struct PostData {
-    pub independent: Vec<String>,
+    pub indexes: Vec<String>,
     pub ordered: Vec<String>,
 }
 
 pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
-    let mut independent = Vec::new();
-    for t in &schema.tables {
-        let keys: Vec<String> = ["p", "u", "x", "c"]
-            .iter()
-            .flat_map(|kind| t.constraints.iter().filter(move |c| c.kind == *kind))
-            .map(|c| format!("ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition))
-            .collect();
-        if !keys.is_empty() {
-            independent.push(format!("ALTER TABLE {} {}", t.qualified_name(), keys.join(", ")));
-        }
-    }
-    for t in &schema.tables {
-        independent.extend(t.indexes.iter().map(|i| i.definition.clone()));
-    }
+    let mut indexes = Vec::new();
     let mut ordered = Vec::new();
+    for t in &schema.tables {
+        let add = |c: &CapturedConstraint| format!("ALTER TABLE {} ADD CONSTRAINT {} {}", t.qualified_name(), quote_ident(&c.name), c.definition);
+        for c in t.constraints.iter().filter(|c| matches!(c.kind.as_str(), "p" | "u" | "x")) {
+            match c.attachable_index() {
+                Some(index) => {
+                    indexes.push(index.to_owned());
+                    let kind = if c.kind == "p" { "PRIMARY KEY" } else { "UNIQUE" };
+                    let name = quote_ident(&c.name);
+                    ordered.push(format!("ALTER TABLE {} ADD CONSTRAINT {name} {kind} USING INDEX {name}", t.qualified_name()));
+                }
+                None => ordered.push(add(c)),
+            }
+        }
+        ordered.extend(t.constraints.iter().filter(|c| c.kind == "c" && !c.is_inline_check()).map(add));
+        indexes.extend(t.indexes.iter().map(|i| i.definition.clone()));
+    }
     for t in &schema.tables {
         ordered.extend(
             t.constraints
@@ -617,7 +646,7 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
             ordered.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", qualified(&s.schema, &s.name), qualified(os, ot), quote_ident(oc)));
         }
     }
-    PostData { independent, ordered }
+    PostData { indexes, ordered }
 }
 
 /// Runs one statement (in its own transaction).

@@ -7,15 +7,16 @@
 //!    instant (server time and LSN), captures the schema, takes ACCESS SHARE locks and plans the
 //!    segments (block ranges of the large tables, largest tables first).
 //! 4. `parallelism` workers import the snapshot and take segments from a queue: `COPY (SELECT
-//!    ... WHERE ctid in range) TO STDOUT` → rowset checksum and row count → zstd → part buffer →
-//!    UploadPart. Memory per worker: one part buffer and the encoder's window.
+//!    ... WHERE ctid in range) TO STDOUT` → 1 MiB batches → rowset checksum and row count → one
+//!    zstd frame per batch → part buffer → UploadPart ([`super::encode`]). Memory per worker: one
+//!    part buffer, one batch and its frame, and the compressor's context.
 //! 5. On any failure every pending upload under the prefix is aborted and no manifest is written.
 //! 6. The manifest is written last with Object Lock.
 
 use super::layout::{backup_prefix, manifest_key, segment_key};
 use super::manifest::{LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestSegment, ManifestTable};
+use super::encode::SegmentEncoder;
 use super::parallel::on_connections;
-use super::rowset::RowsetHasher;
 use super::segments::Segment;
 use super::upload::PartWriter;
 use super::{LogicalBackups, LogicalError};
@@ -23,13 +24,8 @@ use crate::catalyst_db::introspect::{self, CapturedTable};
 use crate::snapshot::naming::RunId;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
-
-/// Extra room in a part buffer for the encoder's last write past the part size, so the buffer is
-/// allocated once per part and never doubled.
-const PART_HEADROOM: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogicalBackupResult {
@@ -218,21 +214,15 @@ impl LogicalBackups {
         if let Some(observer) = &self.observer {
             observer.segment_copy_started(&table.schema, &table.name, segment.index).await;
         }
-        let mut encoder = zstd::stream::write::Encoder::new(Vec::with_capacity(self.config.part_size_bytes + PART_HEADROOM), self.config.zstd_level)
-            .map_err(compression)?;
-        let mut content = RowsetHasher::new();
+        let mut encoder = SegmentEncoder::new(self.config.zstd_level, self.config.part_size_bytes).map_err(compression)?;
         futures_util::pin_mut!(stream);
         while let Some(chunk) = stream.try_next().await? {
-            content.update(&chunk);
-            encoder.write_all(&chunk).map_err(compression)?;
-            if encoder.get_ref().len() >= self.config.part_size_bytes {
-                let full = std::mem::replace(encoder.get_mut(), Vec::with_capacity(self.config.part_size_bytes + PART_HEADROOM));
-                writer.upload(full).await?;
+            if let Some(part) = encoder.push(&chunk).map_err(compression)? {
+                writer.upload(part).await?;
             }
         }
-        let last = encoder.finish().map_err(compression)?;
+        let (last, content) = encoder.finish().map_err(compression)?;
         let written = writer.finish(last).await?;
-        let content = content.finish();
         tracing::info!(%key, rows = content.rows, copy_bytes = content.bytes, object_bytes = written.bytes, parts = written.parts, "segment backed up");
         Ok(ManifestSegment {
             key: written.key,

@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod encode;
 pub mod layout;
 pub mod manifest;
 pub mod parallel;

@@ -5,16 +5,18 @@
 //! type in a user schema. Then: schemas, enum types, sequences and tables (no keys yet) → every
 //! segment loaded with `COPY ... FROM STDIN` on `parallelism` connections (largest tables first,
 //! so one large table loads on all of them), each object streamed from S3 through the zstd
-//! decoder with its SHA-256 and content checksum checked on the way → primary keys, unique and
-//! check constraints and indexes (in parallel) → foreign keys → sequence positions → every table
-//! re-read from the target in its own block ranges, in parallel, and its row count and rowset
-//! checksum compared with the manifest.
+//! decoder with its SHA-256 and content checksum checked on the way → every index built (those of
+//! primary keys and unique constraints too) on the same connections, while they also re-read
+//! every table in its own block ranges for its row count and rowset checksum (index builds and
+//! reads do not block each other) → keys attached to their indexes, foreign keys → sequence
+//! positions → everything compared with the manifest.
 
 use super::layout::manifest_key;
 use super::manifest::{ManifestSegment, ManifestTable};
 use super::parallel::on_connections;
 use super::rowset::{RowsetHasher, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
+use super::segments::Segment;
 use super::verify::{TableCheck, sum_of};
 use super::{LogicalBackups, LogicalError};
 use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable};
@@ -52,10 +54,18 @@ pub struct RestorePhases {
     pub schema: f64,
     /// Parallel COPY FROM of every segment.
     pub load: f64,
-    /// Keys, checks, indexes, foreign keys, sequence positions.
-    pub post_data: f64,
-    /// Re-reading every table for its row count and content checksum.
-    pub check: f64,
+    /// Every index built, and every table re-read for its row count and content checksum, side
+    /// by side on the restore connections.
+    pub indexes_and_check: f64,
+    /// Keys attached to their indexes, other constraints, foreign keys, sequence positions.
+    pub constraints: f64,
+}
+
+/// The work after the load, on one queue: index builds first (the longest jobs), then the
+/// block ranges of the re-read.
+enum AfterLoad<'a> {
+    Index(&'a str),
+    Reread(Segment),
 }
 
 impl LogicalBackups {
@@ -108,22 +118,30 @@ impl LogicalBackups {
         seconds.load = clock.elapsed().as_secs_f64() - seconds.schema;
 
         let post = introspect::post_data_ddl(&manifest.schema);
-        on_connections(&clients, &post.independent, |client, statement| async move { Ok(introspect::execute_statement(client, statement).await?) }).await?;
+        let ranges = self.plan_segments(&admin, definitions).await?;
+        let jobs = post.indexes.iter().map(|statement| AfterLoad::Index(statement)).chain(ranges.into_iter().map(AfterLoad::Reread));
+        let reread = on_connections(&clients, jobs, |client, job| async move {
+            match job {
+                AfterLoad::Index(statement) => {
+                    introspect::execute_statement(client, statement).await?;
+                    Ok(None)
+                }
+                AfterLoad::Reread(range) => Ok(Some((range.table, read_rowset(client, definitions[range.table], &range.range).await?))),
+            }
+        })
+        .await?;
+        seconds.indexes_and_check = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load;
         introspect::execute_ddl(&admin, &post.ordered).await?;
         introspect::restore_sequence_values(&admin, &manifest.schema.sequences).await?;
-        seconds.post_data = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load;
+        seconds.constraints = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes_and_check;
         let sequences_restored = manifest.schema.sequences.len();
-
-        let ranges = self.plan_segments(&admin, definitions).await?;
-        let reread = on_connections(&clients, ranges, |client, range| async move { Ok((range.table, read_rowset(client, definitions[range.table], &range.range).await?)) }).await?;
-        seconds.check = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.post_data;
 
         let mut loads: Vec<Vec<(SegmentRead, u64)>> = tables.iter().map(|_| Vec::new()).collect();
         for (t, load) in loaded {
             loads[t].push(load);
         }
         let mut restored: Vec<Vec<RowsetSummary>> = tables.iter().map(|_| Vec::new()).collect();
-        for (t, content) in reread {
+        for (t, content) in reread.into_iter().flatten() {
             restored[t].push(content);
         }
         let mut checks = Vec::with_capacity(tables.len());

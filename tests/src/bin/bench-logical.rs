@@ -32,8 +32,8 @@ enum Cmd {
         /// Database sizes in MiB (generated with GeneratorSpec::for_target_bytes).
         #[arg(long, value_delimiter = ',', default_values_t = [256u64, 1024])]
         sizes_mib: Vec<u64>,
-        /// Segments copied at once (LOGICAL_PARALLELISM).
-        #[arg(long, default_value_t = 4)]
+        /// Segments copied at once (LOGICAL_PARALLELISM); 2 by default, as `pg_restore -j 2`.
+        #[arg(long, default_value_t = 2)]
         parallelism: u32,
         /// Segment size (LOGICAL_SEGMENT_MIB).
         #[arg(long, default_value_t = 64)]
@@ -122,13 +122,36 @@ fn child(args: &[&str]) -> Value {
 
 async fn create_database(name: &str) -> tokio_postgres::Client {
     let admin = pg_admin().await;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+    drop_database(name).await;
     admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
     let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL").parse().expect("CATALYST_DR_PG_URL");
     config.dbname(name);
     let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(connection);
     client
+}
+
+/// Lets the server settle before a measured step: a checkpoint, and no autovacuum worker busy,
+/// so the work an earlier step left behind (dirty pages, a vacuum of freshly loaded tables) does
+/// not land on the next one.
+async fn settle() {
+    let admin = pg_admin().await;
+    admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
+    for _ in 0..600 {
+        let busy: i64 = admin
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'", &[])
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if busy == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn drop_database(name: &str) {
+    pg_admin().await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
 }
 
 fn round(x: f64) -> f64 {
@@ -160,6 +183,7 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, segment_mib: u64, pg_bin_dir
         let p = parallelism.to_string();
         let segment = segment_mib.to_string();
 
+        settle().await;
         let backup = child(&["backup", "--secret", &secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment]);
         eprintln!("[bench] logical backup: {backup}");
 
@@ -168,10 +192,13 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, segment_mib: u64, pg_bin_dir
         catalyst_db::mark_staging(&target, "bench").await.expect("mark staging");
         drop(target);
         let target_secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{dst}"), "postgres", &password, &dst).await;
+        settle().await;
         let restore = child(&["restore", "--target-secret", &target_secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment]);
         eprintln!("[bench] logical restore: {restore}");
+        drop_database(&dst).await;
 
         let file = dump_dir.join(format!("{src}.dump"));
+        settle().await;
         let pg_dump_s = timed(
             Command::new(format!("{bin}/pg_dump"))
                 .env("PGPASSWORD", &password)
@@ -182,6 +209,7 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, segment_mib: u64, pg_bin_dir
         let dump_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let plain = format!("bench_pgrestore_{mib}");
         drop(create_database(&plain).await);
+        settle().await;
         let pg_restore_s = timed(
             Command::new(format!("{bin}/pg_restore"))
                 .env("PGPASSWORD", &password)
@@ -189,10 +217,8 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, segment_mib: u64, pg_bin_dir
                 .arg(&file),
         );
         let _ = std::fs::remove_file(&file);
-        let admin = pg_admin().await;
-        for db in [&src, &dst, &plain] {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
-        }
+        drop_database(&plain).await;
+        drop_database(&src).await;
 
         let backup_s = backup["wall_seconds"].as_f64().unwrap_or(f64::NAN);
         let restore_s = restore["wall_seconds"].as_f64().unwrap_or(f64::NAN);
