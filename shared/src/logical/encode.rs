@@ -76,8 +76,9 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn rows(n: usize) -> Vec<u8> {
-        (0..n).map(|i| format!("{i}\tsome text {}\t\\N\n", i * 7919 % 1000)).collect::<String>().into_bytes()
+    /// Rows that do not compress to nothing: a counter and a pseudo-random number.
+    fn rows(n: u64) -> Vec<u8> {
+        (0..n).map(|i| format!("{i}\t{:016x}\t\\N\n", i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17))).collect::<String>().into_bytes()
     }
 
     #[test]
