@@ -34,6 +34,7 @@ pub trait Function {
 /// The whole of a binary's `main`: logging, the function built from its configuration (a bad
 /// configuration stops the process with a message naming the variable), then the runtime loop.
 pub async fn serve<F: Function>(name: &str, built: Result<F, crate::config::ConfigError>) -> Result<(), lambda_runtime::Error> {
+    crate::memory::bound_large_allocations();
     let function = match built {
         Ok(function) => function,
         Err(err) => {

@@ -11,6 +11,7 @@ pub mod input;
 pub mod lambda;
 pub mod local_pg;
 pub mod logical;
+pub mod memory;
 pub mod object_store;
 pub mod pitr;
 pub mod postgres;

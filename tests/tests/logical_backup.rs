@@ -211,8 +211,10 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
     assert_eq!(report.objects_checked, result.segments);
 
     let (_dst, dst_secret, dst) = staging_target(&sdk).await;
-    let restored = logical.restore(&run, &dst_secret).await.expect("restore");
-    assert!(restored.consistent, "{restored:#?}");
+    let restored = logical.restore(&run, &dst_secret, true).await.expect("restore");
+    assert!(restored.consistent && restored.reread, "{restored:#?}");
+    let many_check = restored.tables.iter().find(|t| t.name == "many").expect("many checked");
+    assert_eq!((many_check.rows, many_check.content_checksum), (100_000, Some(many_check.content_checksum_expected)));
     assert_eq!(fingerprint(&dst).await, fingerprint(&src).await);
     // Every key, check (valid or NOT VALID), deferrable constraint, foreign key and index is back as it was.
     let objects = schema_objects(&src).await;
@@ -298,8 +300,8 @@ async fn writes_committed_during_the_backup_are_not_in_it() {
 
     // Restored, the backup is the database as it was before the writes.
     let (_dst, dst_secret, dst) = staging_target(&sdk).await;
-    let restored = logical.restore(&run, &dst_secret).await.expect("restore");
-    assert!(restored.consistent, "{restored:#?}");
+    let restored = logical.restore(&run, &dst_secret, false).await.expect("restore");
+    assert!(restored.consistent && !restored.reread, "{restored:#?}");
     assert_eq!(fingerprint(&dst).await, before);
 }
 
@@ -425,20 +427,20 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
     logical.backup(&run).await.expect("backup");
 
     let (_plain, plain_secret, plain) = database(&sdk, "logical_plain").await;
-    let err = logical.restore(&run, &plain_secret).await.expect_err("not staging");
+    let err = logical.restore(&run, &plain_secret, false).await.expect_err("not staging");
     assert_eq!(err.error_type(), "NotStaging", "{err}");
     assert!(fingerprint(&plain).await.is_empty());
 
     let (_busy, busy_secret, busy) = staging_target(&sdk).await;
     busy.batch_execute("CREATE TABLE precious (id int PRIMARY KEY); INSERT INTO precious VALUES (7)").await.unwrap();
     let before = fingerprint(&busy).await;
-    let err = logical.restore(&run, &busy_secret).await.expect_err("not empty");
+    let err = logical.restore(&run, &busy_secret, false).await.expect_err("not empty");
     assert_eq!(err.error_type(), "TargetNotEmpty", "{err}");
     assert_eq!(fingerprint(&busy).await, before);
 
     // A backup that never finished cannot be restored.
     let (_dst, dst_secret, dst) = staging_target(&sdk).await;
-    let err = logical.restore(&self::run(50), &dst_secret).await.expect_err("no manifest");
+    let err = logical.restore(&self::run(50), &dst_secret, false).await.expect_err("no manifest");
     assert_eq!(err.error_type(), "BackupIncomplete");
 
     // Nor can a manifest of a format this version does not read; the target stays empty.
@@ -451,7 +453,7 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
         .send()
         .await
         .expect("put an old manifest");
-    let err = logical.restore(&old, &dst_secret).await.expect_err("old format");
+    let err = logical.restore(&old, &dst_secret, false).await.expect_err("old format");
     assert_eq!(err.error_type(), "UnsupportedManifestFormat", "{err}");
     assert!(err.to_string().contains("logical-backup/v1"), "{err}");
     assert!(fingerprint(&dst).await.is_empty());

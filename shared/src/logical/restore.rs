@@ -5,11 +5,11 @@
 //! type in a user schema. Then: schemas, enum types, sequences and tables (no keys yet) → every
 //! segment loaded with `COPY ... FROM STDIN` on `parallelism` connections (largest tables first,
 //! so one large table loads on all of them), each object streamed from S3 through the zstd
-//! decoder with its SHA-256 and content checksum checked on the way → every index built (those of
-//! primary keys and unique constraints too) on the same connections, while they also re-read
-//! every table in its own block ranges for its row count and rowset checksum (index builds and
-//! reads do not block each other) → keys attached to their indexes, foreign keys → sequence
-//! positions → everything compared with the manifest.
+//! decoder with its SHA-256, row count and content checksum checked on the way → every index
+//! built (those of primary keys and unique constraints too) on the same connections; with
+//! `reread`, they also re-read every table in its own block ranges for its row count and rowset
+//! checksum (index builds and reads do not block each other) → keys attached to their indexes,
+//! foreign keys → sequence positions → everything compared with the manifest.
 
 use super::layout::manifest_key;
 use super::manifest::{ManifestSegment, ManifestTable};
@@ -35,8 +35,11 @@ pub struct RestoreResult {
     pub target_database: String,
     pub drill_id: String,
     pub instant: super::manifest::ManifestInstant,
-    /// Every table's checks: rows loaded, and rows and content checksum re-read from the target.
+    /// Every table's checks: the rows and content checksum loaded (re-read from the target
+    /// when `reread`).
     pub tables: Vec<TableCheck>,
+    /// Whether the restored tables were re-read after the load.
+    pub reread: bool,
     pub sequences_restored: usize,
     /// Every difference from the manifest; empty when the restore is faithful.
     pub mismatches: Vec<String>,
@@ -54,22 +57,27 @@ pub struct RestorePhases {
     pub schema: f64,
     /// Parallel COPY FROM of every segment.
     pub load: f64,
-    /// Every index built, and every table re-read for its row count and content checksum, side
-    /// by side on the restore connections.
-    pub indexes_and_check: f64,
+    /// Every index built, side by side on the restore connections (with `reread`, alongside the
+    /// re-read of every table).
+    pub indexes: f64,
     /// Keys attached to their indexes, other constraints, foreign keys, sequence positions.
     pub constraints: f64,
 }
 
 /// The work after the load, on one queue: index builds first (the longest jobs), then the
-/// block ranges of the re-read.
+/// block ranges of the re-read, if asked for.
 enum AfterLoad<'a> {
     Index(&'a str),
     Reread(Segment),
 }
 
 impl LogicalBackups {
-    pub async fn restore(&self, run: &RunId, target_secret_id: &str) -> Result<RestoreResult, LogicalError> {
+    /// Restores the run's backup into the staging database of `target_secret_id`. Every segment
+    /// is checked as it loads (stored bytes, decompressed rows and content checksum, rows COPY
+    /// stored). `reread` adds a second pass: every restored table read back with the backup's
+    /// own `COPY`, proving what the database now renders rather than what it was sent (worth it
+    /// when the target runs another PostgreSQL version; it costs one more read of every table).
+    pub async fn restore(&self, run: &RunId, target_secret_id: &str, reread: bool) -> Result<RestoreResult, LogicalError> {
         let tls = self.config.tls.clone().ok_or(LogicalError::NotConfigured { var: "PG_TLS" })?;
         let key = manifest_key(&self.config.prefix, &run.stamp);
         let manifest = self
@@ -118,9 +126,9 @@ impl LogicalBackups {
         seconds.load = clock.elapsed().as_secs_f64() - seconds.schema;
 
         let post = introspect::post_data_ddl(&manifest.schema);
-        let ranges = self.plan_segments(&admin, definitions).await?;
+        let ranges = if reread { self.plan_segments(&admin, definitions).await? } else { Vec::new() };
         let jobs = post.indexes.iter().map(|statement| AfterLoad::Index(statement)).chain(ranges.into_iter().map(AfterLoad::Reread));
-        let reread = on_connections(&clients, jobs, |client, job| async move {
+        let read_back = on_connections(&clients, jobs, |client, job| async move {
             match job {
                 AfterLoad::Index(statement) => {
                     introspect::execute_statement(client, statement).await?;
@@ -130,10 +138,10 @@ impl LogicalBackups {
             }
         })
         .await?;
-        seconds.indexes_and_check = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load;
+        seconds.indexes = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load;
         introspect::execute_ddl(&admin, &post.ordered).await?;
         introspect::restore_sequence_values(&admin, &manifest.schema.sequences).await?;
-        seconds.constraints = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes_and_check;
+        seconds.constraints = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes;
         let sequences_restored = manifest.schema.sequences.len();
 
         let mut loads: Vec<Vec<(SegmentRead, u64)>> = tables.iter().map(|_| Vec::new()).collect();
@@ -141,7 +149,7 @@ impl LogicalBackups {
             loads[t].push(load);
         }
         let mut restored: Vec<Vec<RowsetSummary>> = tables.iter().map(|_| Vec::new()).collect();
-        for (t, content) in reread.into_iter().flatten() {
+        for (t, content) in read_back.into_iter().flatten() {
             restored[t].push(content);
         }
         let mut checks = Vec::with_capacity(tables.len());
@@ -153,7 +161,10 @@ impl LogicalBackups {
                     check.problems.push(format!("COPY loaded {rows_loaded} rows from a segment of {} rows", read.content.map_or(0, |c| c.rows)));
                 }
             }
-            check.measured("in the restored table", sum_of(restored.into_iter().map(Some)));
+            check.measured("loaded", sum_of(loads.iter().map(|(read, _)| read.content)));
+            if reread {
+                check.measured("in the restored table", sum_of(restored.into_iter().map(Some)));
+            }
             check.close();
             mismatches.extend(check.problems.iter().map(|p| format!("{}.{}: {p}", check.schema, check.name)));
             checks.push(check);
@@ -174,6 +185,7 @@ impl LogicalBackups {
             drill_id,
             instant: manifest.instant.clone(),
             tables: checks,
+            reread,
             sequences_restored,
             mismatches,
             consistent,

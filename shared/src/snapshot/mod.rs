@@ -66,8 +66,14 @@ pub enum SnapshotTriggerEvent {
     /// backup or redoes an unfinished one.
     LogicalBackup { scheduled_time: String },
     /// Loads the run's logical backup into the empty staging database of `target_secret_id`
-    /// and checks row counts, content checksums and sequences against the manifest.
-    RestoreLogical { scheduled_time: String, target_secret_id: String },
+    /// and checks row counts, content checksums and sequences against the manifest, as loaded;
+    /// with `reread`, also by re-reading every restored table.
+    RestoreLogical {
+        scheduled_time: String,
+        target_secret_id: String,
+        #[serde(default)]
+        reread: bool,
+    },
     /// Re-reads every object of the run's logical backup and checks it against the manifest.
     VerifyLogical { scheduled_time: String },
 }
@@ -191,12 +197,12 @@ impl SnapshotTrigger {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 to_json(self.logical.backup(&run).await?)
             }
-            SnapshotTriggerEvent::RestoreLogical { scheduled_time, target_secret_id } => {
+            SnapshotTriggerEvent::RestoreLogical { scheduled_time, target_secret_id, reread } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 if target_secret_id.trim().is_empty() {
                     return Err(InputError::new("target_secret_id", "must name a secret").into());
                 }
-                to_json(self.logical.restore(&run, &target_secret_id).await?)
+                to_json(self.logical.restore(&run, &target_secret_id, reread).await?)
             }
             SnapshotTriggerEvent::VerifyLogical { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;

@@ -3,7 +3,9 @@
 //! For each size: generates a database of about that size, then measures in separate processes
 //! the logical backup to the local S3 endpoint (wall time, peak RSS) and the restore into an empty
 //! staging database (wall time), and beside them `pg_dump -Fc` to a file and `pg_restore -j 2` of
-//! that file into an empty database. Prints every figure and the ratios as JSON lines and a table.
+//! that file into an empty database, in alternating rounds, each step on a settled server (a
+//! checkpoint, no autovacuum running). Prints the medians and the ratios, and each round's ratios,
+//! as JSON lines and a table.
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
 use catalyst_dr::logical::LogicalBackups;
@@ -32,6 +34,9 @@ enum Cmd {
         /// Database sizes in MiB (generated with GeneratorSpec::for_target_bytes).
         #[arg(long, value_delimiter = ',', default_values_t = [256u64, 1024])]
         sizes_mib: Vec<u64>,
+        /// Rounds per size, each ours then pg_dump/pg_restore; the figures are the medians.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Segments copied at once (LOGICAL_PARALLELISM); 2 by default, as `pg_restore -j 2`.
         #[arg(long, default_value_t = 2)]
         parallelism: u32,
@@ -67,6 +72,9 @@ enum Cmd {
         parallelism: u32,
         #[arg(long)]
         segment_mib: u64,
+        /// Also read every restored table back (`reread`).
+        #[arg(long)]
+        reread: bool,
     },
 }
 
@@ -154,11 +162,34 @@ async fn drop_database(name: &str) {
     pg_admin().await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
 }
 
+/// The figures of one round: our backup and restore, then pg_dump and pg_restore.
+struct Round {
+    backup: Value,
+    restore: Value,
+    /// The restore with `reread`.
+    reread: Value,
+    pg_dump_s: f64,
+    pg_restore_s: f64,
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-async fn run(sizes_mib: Vec<u64>, parallelism: u32, segment_mib: u64, pg_bin_dir: Option<String>) -> Vec<Value> {
+async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: u64, pg_bin_dir: Option<String>) -> Vec<Value> {
     let sdk = local_aws().await;
     let bin = pg_bin(pg_bin_dir);
     let bucket = format!("bench-logical-{}", std::process::id());
@@ -179,65 +210,90 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, segment_mib: u64, pg_bin_dir
         let database_bytes = catalyst_db::database_size_bytes(&client).await.expect("size");
         eprintln!("[bench] {src}: {} MiB generated in {:.1} s", database_bytes >> 20, started.elapsed().as_secs_f64());
         let secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{src}"), "postgres", &password, &src).await;
-        let scheduled_time = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() + time::Duration::minutes(i as i64));
         let p = parallelism.to_string();
         let segment = segment_mib.to_string();
-
-        settle().await;
-        let backup = child(&["backup", "--secret", &secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment]);
-        eprintln!("[bench] logical backup: {backup}");
-
         let dst = format!("bench_dst_{mib}");
-        let target = create_database(&dst).await;
-        catalyst_db::mark_staging(&target, "bench").await.expect("mark staging");
-        drop(target);
-        let target_secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{dst}"), "postgres", &password, &dst).await;
-        settle().await;
-        let restore = child(&["restore", "--target-secret", &target_secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment]);
-        eprintln!("[bench] logical restore: {restore}");
-        drop_database(&dst).await;
-
-        let file = dump_dir.join(format!("{src}.dump"));
-        settle().await;
-        let pg_dump_s = timed(
-            Command::new(format!("{bin}/pg_dump"))
-                .env("PGPASSWORD", &password)
-                .args(["-h", &host, "-p", &port, "-U", "postgres", "-Fc", "-f"])
-                .arg(&file)
-                .arg(&src),
-        );
-        let dump_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let plain = format!("bench_pgrestore_{mib}");
-        drop(create_database(&plain).await);
-        settle().await;
-        let pg_restore_s = timed(
-            Command::new(format!("{bin}/pg_restore"))
-                .env("PGPASSWORD", &password)
-                .args(["-h", &host, "-p", &port, "-U", "postgres", "-j", "2", "-d", &plain])
-                .arg(&file),
-        );
+        let file = dump_dir.join(format!("{src}.dump"));
+        let mut rounds_out: Vec<Round> = Vec::new();
+        for r in 0..rounds {
+            // Each round its own run id, so each backup is a new one.
+            let offset = time::Duration::minutes((i * rounds + r) as i64);
+            let scheduled_time = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() + offset);
+
+            settle().await;
+            let backup = child(&["backup", "--secret", &secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment]);
+            eprintln!("[bench] round {r} logical backup: {backup}");
+            let mut restores = Vec::new();
+            for extra in [&[][..], &["--reread"][..]] {
+                let target = create_database(&dst).await;
+                catalyst_db::mark_staging(&target, "bench").await.expect("mark staging");
+                drop(target);
+                let target_secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{dst}"), "postgres", &password, &dst).await;
+                settle().await;
+                let mut args = vec!["restore", "--target-secret", &target_secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment];
+                args.extend_from_slice(extra);
+                let restore = child(&args);
+                eprintln!("[bench] round {r} logical restore {extra:?}: {restore}");
+                assert_eq!(restore["consistent"], true, "the restore is not consistent: {restore}");
+                drop_database(&dst).await;
+                restores.push(restore);
+            }
+            let (restore, reread) = (restores.remove(0), restores.remove(0));
+
+            settle().await;
+            let pg_dump_s = timed(
+                Command::new(format!("{bin}/pg_dump"))
+                    .env("PGPASSWORD", &password)
+                    .args(["-h", &host, "-p", &port, "-U", "postgres", "-Fc", "-f"])
+                    .arg(&file)
+                    .arg(&src),
+            );
+            drop(create_database(&plain).await);
+            settle().await;
+            let pg_restore_s = timed(
+                Command::new(format!("{bin}/pg_restore"))
+                    .env("PGPASSWORD", &password)
+                    .args(["-h", &host, "-p", &port, "-U", "postgres", "-j", "2", "-d", &plain])
+                    .arg(&file),
+            );
+            drop_database(&plain).await;
+            eprintln!("[bench] round {r} pg_dump -Fc {pg_dump_s:.2} s, pg_restore -j 2 {pg_restore_s:.2} s");
+            rounds_out.push(Round { backup, restore, reread, pg_dump_s, pg_restore_s });
+        }
+        let dump_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let _ = std::fs::remove_file(&file);
-        drop_database(&plain).await;
         drop_database(&src).await;
 
-        let backup_s = backup["wall_seconds"].as_f64().unwrap_or(f64::NAN);
-        let restore_s = restore["wall_seconds"].as_f64().unwrap_or(f64::NAN);
+        let last = rounds_out.last().expect("at least one round");
+        let backup_s = median(rounds_out.iter().map(|r| r.backup["wall_seconds"].as_f64().unwrap_or(f64::NAN)));
+        let restore_s = median(rounds_out.iter().map(|r| r.restore["wall_seconds"].as_f64().unwrap_or(f64::NAN)));
+        let reread_s = median(rounds_out.iter().map(|r| r.reread["wall_seconds"].as_f64().unwrap_or(f64::NAN)));
+        let pg_dump_s = median(rounds_out.iter().map(|r| r.pg_dump_s));
+        let pg_restore_s = median(rounds_out.iter().map(|r| r.pg_restore_s));
+        let peak = |child: fn(&Round) -> &Value| rounds_out.iter().map(|r| child(r)["peak_rss_bytes"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
         let result = json!({
             "database_mib": database_bytes >> 20,
-            "rows": backup["rows"],
-            "logical_backup_seconds": backup_s,
-            "logical_backup_peak_rss_mib": round(backup["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
-            "logical_backup_object_mib": round(backup["object_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
-            "logical_backup_segments": backup["segments"],
-            "logical_restore_seconds": restore_s,
-            "logical_restore_peak_rss_mib": round(restore["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
-            "restore_consistent": restore["consistent"],
-            "logical_restore_phase_seconds": restore["phases"],
+            "rows": last.backup["rows"],
+            "rounds": rounds,
+            "logical_backup_seconds": round(backup_s),
+            "logical_backup_peak_rss_mib": round(peak(|r| &r.backup) / 1048576.0),
+            "logical_backup_object_mib": round(last.backup["object_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
+            "logical_backup_segments": last.backup["segments"],
+            "logical_restore_seconds": round(restore_s),
+            "logical_restore_peak_rss_mib": round(peak(|r| &r.restore) / 1048576.0),
+            "restore_consistent": true,
+            "logical_restore_phase_seconds": last.restore["phases"],
+            "logical_restore_reread_seconds": round(reread_s),
+            "logical_restore_reread_phase_seconds": last.reread["phases"],
             "pg_dump_fc_seconds": round(pg_dump_s),
             "pg_dump_fc_mib": round(dump_bytes as f64 / 1048576.0),
             "pg_restore_j2_seconds": round(pg_restore_s),
             "backup_vs_pg_dump": round(backup_s / pg_dump_s),
             "restore_vs_pg_restore": round(restore_s / pg_restore_s),
+            "restore_reread_vs_pg_restore": round(reread_s / pg_restore_s),
+            "backup_vs_pg_dump_by_round": rounds_out.iter().map(|r| round(r.backup["wall_seconds"].as_f64().unwrap_or(f64::NAN) / r.pg_dump_s)).collect::<Vec<_>>(),
+            "restore_vs_pg_restore_by_round": rounds_out.iter().map(|r| round(r.restore["wall_seconds"].as_f64().unwrap_or(f64::NAN) / r.pg_restore_s)).collect::<Vec<_>>(),
         });
         println!("{result}");
         results.push(result);
@@ -248,19 +304,25 @@ async fn run(sizes_mib: Vec<u64>, parallelism: u32, segment_mib: u64, pg_bin_dir
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // As the deployed functions do (catalyst_dr::lambda::serve).
+    catalyst_dr::memory::bound_large_allocations();
     let args = Args::parse();
     match args.command {
-        Cmd::Run { sizes_mib, parallelism, segment_mib, pg_bin } => {
-            let results = run(sizes_mib, parallelism, segment_mib, pg_bin).await;
+        Cmd::Run { sizes_mib, rounds, parallelism, segment_mib, pg_bin } => {
+            let results = run(sizes_mib, rounds, parallelism, segment_mib, pg_bin).await;
             println!();
-            println!("{:>8} {:>10} {:>9} {:>8} {:>10} {:>9} {:>11} {:>8} {:>9}", "db MiB", "backup s", "RSS MiB", "dump s", "ratio", "restore s", "pg_restore s", "ratio", "consistent");
+            println!(
+                "{:>7} {:>9} {:>8} {:>7} {:>6} {:>10} {:>12} {:>6} {:>10} {:>6}",
+                "db MiB", "backup s", "RSS MiB", "dump s", "ratio", "restore s", "pg_restore s", "ratio", "+reread s", "ratio"
+            );
             for r in &results {
                 println!(
-                    "{:>8} {:>10} {:>9} {:>8} {:>10} {:>9} {:>11} {:>8} {:>9}",
+                    "{:>7} {:>9} {:>8} {:>7} {:>6} {:>10} {:>12} {:>6} {:>10} {:>6}",
                     r["database_mib"], r["logical_backup_seconds"], r["logical_backup_peak_rss_mib"], r["pg_dump_fc_seconds"], r["backup_vs_pg_dump"],
-                    r["logical_restore_seconds"], r["pg_restore_j2_seconds"], r["restore_vs_pg_restore"], r["restore_consistent"]
+                    r["logical_restore_seconds"], r["pg_restore_j2_seconds"], r["restore_vs_pg_restore"], r["logical_restore_reread_seconds"], r["restore_reread_vs_pg_restore"]
                 );
             }
+            println!("medians of {} rounds; every restore consistent", results.first().map_or(0, |r| r["rounds"].as_u64().unwrap_or(0)));
             println!("targets: backup <= 0.7 x pg_dump, restore <= 1.0 x pg_restore, peak RSS <= 64 MiB and flat across sizes");
             ExitCode::SUCCESS
         }
@@ -280,11 +342,11 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Restore { target_secret, bucket, scheduled_time, parallelism, segment_mib } => {
+        Cmd::Restore { target_secret, bucket, scheduled_time, parallelism, segment_mib, reread } => {
             let logical = logical(parallelism, segment_mib, &bucket, None).await;
             let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time).expect("scheduled time");
             let started = Instant::now();
-            match logical.restore(&run, &target_secret).await {
+            match logical.restore(&run, &target_secret, reread).await {
                 Ok(result) => {
                     let wall = started.elapsed().as_secs_f64();
                     println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "consistent": result.consistent, "mismatches": result.mismatches, "phases": result.seconds}));
