@@ -133,6 +133,19 @@ pub struct RowsetSummary {
 }
 
 impl RowsetSummary {
+    /// How these rows differ from the manifest's figures, each difference a sentence that ends
+    /// with what the manifest has; `what` says what was read (`in <key>`, `in the restored table`).
+    pub fn differences(&self, what: &str, rows: u64, checksum: &RowsetChecksum) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.rows != rows {
+            found.push(format!("{} rows {what}, the manifest has {rows}", self.rows));
+        }
+        if self.checksum != *checksum {
+            found.push(format!("content checksum {} {what}, the manifest has {checksum}", self.checksum));
+        }
+        found
+    }
+
     /// The summary of the union of two disjoint parts.
     pub fn add(&mut self, other: &Self) {
         self.checksum.add(&other.checksum);

@@ -80,12 +80,7 @@ impl<'a> SegmentReader<'a> {
             }
             None => {
                 let content = self.content.finish();
-                if content.rows != entry.rows {
-                    problems.push(format!("{}: {} rows, the manifest has {}", entry.key, content.rows, entry.rows));
-                }
-                if content.checksum != entry.content_checksum {
-                    problems.push(format!("{}: content checksum {}, the manifest has {}", entry.key, content.checksum, entry.content_checksum));
-                }
+                problems.extend(content.differences(&format!("in {}", entry.key), entry.rows, &entry.content_checksum));
                 Some(content)
             }
         };

@@ -47,12 +47,7 @@ impl TableCheck {
     /// from the manifest. `what` says where it was read ("stored" objects, the "restored" table).
     pub fn measured(&mut self, what: &str, content: Option<RowsetSummary>) {
         let Some(content) = content else { return };
-        if content.rows != self.rows_expected {
-            self.problems.push(format!("{} rows {what}, the manifest has {}", content.rows, self.rows_expected));
-        }
-        if content.checksum != self.content_checksum_expected {
-            self.problems.push(format!("content checksum {} {what}, the manifest has {}", content.checksum, self.content_checksum_expected));
-        }
+        self.problems.extend(content.differences(what, self.rows_expected, &self.content_checksum_expected));
         self.rows = content.rows;
         self.content_checksum = Some(content.checksum);
     }
