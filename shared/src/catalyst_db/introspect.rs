@@ -158,8 +158,6 @@ pub struct CapturedTable {
     pub schema: String,
     pub name: String,
     pub columns: Vec<CapturedColumn>,
-    /// The primary key's columns in key order; empty when the table has none.
-    pub primary_key: Vec<String>,
     pub constraints: Vec<CapturedConstraint>,
     pub indexes: Vec<CapturedIndex>,
 }
@@ -252,17 +250,6 @@ pub async fn capture_schema(client: &Client) -> Result<CapturedSchema, CatalystD
                 identity_sequence: r.get(6),
             })
             .collect();
-        let primary_key = client
-            .query(
-                "SELECT a.attname::text FROM pg_index x CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
-                 JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
-                 WHERE x.indrelid = $1 AND x.indisprimary ORDER BY k.ord",
-                &[&oid],
-            )
-            .await?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
         let constraints = client
             .query(
                 "SELECT conname::text, contype::text, pg_get_constraintdef(oid), \
@@ -285,7 +272,7 @@ pub async fn capture_schema(client: &Client) -> Result<CapturedSchema, CatalystD
             .into_iter()
             .map(|r| CapturedIndex { name: r.get(0), definition: r.get(1) })
             .collect();
-        schema.tables.push(CapturedTable { schema: table_schema, name, columns, primary_key, constraints, indexes });
+        schema.tables.push(CapturedTable { schema: table_schema, name, columns, constraints, indexes });
     }
 
     schema.enums = client
@@ -710,7 +697,6 @@ mod tests {
                     identity_sequence: None,
                 },
             ],
-            primary_key: vec!["id".into()],
             constraints: vec![],
             indexes: vec![],
         }
