@@ -447,12 +447,12 @@ pub async fn table_blocks(client: &Client, tables: &[&CapturedTable]) -> Result<
     let names: Vec<String> = tables.iter().map(|t| t.qualified_name()).collect();
     let rows = client
         .query(
-            "SELECT pg_relation_size(n.name::regclass) / current_setting('block_size')::bigint \
-             FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY n.i",
+            "SELECT pg_relation_size(n.name::regclass) FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY n.i",
             &[&names],
         )
         .await?;
-    Ok(TableBlocks { block_size: block_size.max(1) as u64, blocks: rows.into_iter().map(|r| r.get::<_, i64>(0).max(0) as u64).collect() })
+    let block_size = block_size.max(1) as u64;
+    Ok(TableBlocks { block_size, blocks: rows.into_iter().map(|r| r.get::<_, i64>(0).max(0) as u64 / block_size).collect() })
 }
 
 /// The alias of the copied table in `COPY (SELECT ...)`: not a plausible column name, so it
