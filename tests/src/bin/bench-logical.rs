@@ -51,31 +51,72 @@ enum Cmd {
     Backup {
         #[arg(long)]
         secret: String,
-        #[arg(long)]
-        bucket: String,
-        #[arg(long)]
-        scheduled_time: String,
-        #[arg(long)]
-        parallelism: u32,
-        #[arg(long)]
-        segment_mib: u64,
+        #[command(flatten)]
+        common: ChildArgs,
     },
     /// One logical restore in this process; prints wall time and peak RSS.
     Restore {
         #[arg(long)]
         target_secret: String,
-        #[arg(long)]
-        bucket: String,
-        #[arg(long)]
-        scheduled_time: String,
-        #[arg(long)]
-        parallelism: u32,
-        #[arg(long)]
-        segment_mib: u64,
+        #[command(flatten)]
+        common: ChildArgs,
         /// Also read every restored table back (`reread`).
         #[arg(long)]
         reread: bool,
     },
+}
+
+/// What a backup or restore child is told besides its database.
+#[derive(Debug, clap::Args)]
+struct ChildArgs {
+    #[arg(long)]
+    bucket: String,
+    #[arg(long)]
+    scheduled_time: String,
+    #[arg(long)]
+    parallelism: u32,
+    #[arg(long)]
+    segment_mib: u64,
+}
+
+impl ChildArgs {
+    /// The same options as command-line arguments.
+    fn to_args(&self) -> Vec<String> {
+        ["--bucket", &self.bucket, "--scheduled-time", &self.scheduled_time, "--parallelism", &self.parallelism.to_string(), "--segment-mib", &self.segment_mib.to_string()]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
+    async fn logical(&self, source_secret: Option<&str>) -> (LogicalBackups, RunId) {
+        let sdk = local_aws().await;
+        let config = LogicalConfig {
+            parallelism: self.parallelism,
+            segment_bytes: self.segment_mib << 20,
+            source_secret_id: source_secret.map(str::to_owned),
+            tls: Some(TlsMode::Disable),
+            ..LogicalConfig::new(1)
+        };
+        let logical = LogicalBackups::new(config, Arc::new(S3LogicalStore::new(s3(&sdk), &self.bucket)), Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)));
+        (logical, RunId::from_scheduled_time("scheduled_time", &self.scheduled_time).expect("scheduled time"))
+    }
+}
+
+/// Prints a child's figures as one JSON line (wall time and peak RSS added), or its error.
+fn report<T>(what: &str, started: Instant, outcome: Result<T, catalyst_dr::logical::LogicalError>, figures: impl FnOnce(T) -> Value) -> ExitCode {
+    match outcome {
+        Ok(result) => {
+            let wall = started.elapsed().as_secs_f64();
+            let mut line = figures(result);
+            line["wall_seconds"] = json!(round(wall));
+            line["peak_rss_bytes"] = json!(peak_rss_bytes());
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench-logical {what}: {}", catalyst_dr::lambda::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// VmHWM of this process (peak resident set), in bytes.
@@ -86,18 +127,6 @@ fn peak_rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kib| kib * 1024)
-}
-
-async fn logical(parallelism: u32, segment_mib: u64, bucket: &str, secret: Option<&str>) -> LogicalBackups {
-    let sdk = local_aws().await;
-    let config = LogicalConfig {
-        parallelism,
-        segment_bytes: segment_mib << 20,
-        source_secret_id: secret.map(str::to_owned),
-        tls: Some(TlsMode::Disable),
-        ..LogicalConfig::new(1)
-    };
-    LogicalBackups::new(config, Arc::new(S3LogicalStore::new(s3(&sdk), bucket)), Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)))
 }
 
 fn pg_bin(explicit: Option<String>) -> String {
@@ -210,8 +239,6 @@ async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: 
         let database_bytes = catalyst_db::database_size_bytes(&client).await.expect("size");
         eprintln!("[bench] {src}: {} MiB generated in {:.1} s", database_bytes >> 20, started.elapsed().as_secs_f64());
         let secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{src}"), "postgres", &password, &src).await;
-        let p = parallelism.to_string();
-        let segment = segment_mib.to_string();
         let dst = format!("bench_dst_{mib}");
         let plain = format!("bench_pgrestore_{mib}");
         let file = dump_dir.join(format!("{src}.dump"));
@@ -220,9 +247,11 @@ async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: 
             // Each round its own run id, so each backup is a new one.
             let offset = time::Duration::minutes((i * rounds + r) as i64);
             let scheduled_time = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() + offset);
+            let common = ChildArgs { bucket: bucket.clone(), scheduled_time, parallelism, segment_mib }.to_args();
+            let common: Vec<&str> = common.iter().map(String::as_str).collect();
 
             settle().await;
-            let backup = child(&["backup", "--secret", &secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment]);
+            let backup = child(&[&["backup", "--secret", &secret][..], &common].concat());
             eprintln!("[bench] round {r} logical backup: {backup}");
             let mut restores = Vec::new();
             for extra in [&[][..], &["--reread"][..]] {
@@ -231,9 +260,7 @@ async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: 
                 drop(target);
                 let target_secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{dst}"), "postgres", &password, &dst).await;
                 settle().await;
-                let mut args = vec!["restore", "--target-secret", &target_secret, "--bucket", &bucket, "--scheduled-time", &scheduled_time, "--parallelism", &p, "--segment-mib", &segment];
-                args.extend_from_slice(extra);
-                let restore = child(&args);
+                let restore = child(&[&["restore", "--target-secret", &target_secret][..], &common, extra].concat());
                 eprintln!("[bench] round {r} logical restore {extra:?}: {restore}");
                 assert_eq!(restore["consistent"], true, "the restore is not consistent: {restore}");
                 drop_database(&dst).await;
@@ -326,37 +353,19 @@ async fn main() -> ExitCode {
             println!("targets: backup <= 0.7 x pg_dump, restore <= 1.0 x pg_restore, peak RSS <= 64 MiB and flat across sizes");
             ExitCode::SUCCESS
         }
-        Cmd::Backup { secret, bucket, scheduled_time, parallelism, segment_mib } => {
-            let logical = logical(parallelism, segment_mib, &bucket, Some(&secret)).await;
-            let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time).expect("scheduled time");
+        Cmd::Backup { secret, common } => {
+            let (logical, run) = common.logical(Some(&secret)).await;
             let started = Instant::now();
-            match logical.backup(&run).await {
-                Ok(result) => {
-                    let wall = started.elapsed().as_secs_f64();
-                    println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "rows": result.rows, "segments": result.segments, "object_bytes": result.object_bytes, "copy_bytes": result.copy_bytes}));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("bench-logical backup: {}", catalyst_dr::lambda::error_chain(&e));
-                    ExitCode::FAILURE
-                }
-            }
+            report("backup", started, logical.backup(&run).await, |result| {
+                json!({"rows": result.rows, "segments": result.segments, "object_bytes": result.object_bytes, "copy_bytes": result.copy_bytes})
+            })
         }
-        Cmd::Restore { target_secret, bucket, scheduled_time, parallelism, segment_mib, reread } => {
-            let logical = logical(parallelism, segment_mib, &bucket, None).await;
-            let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time).expect("scheduled time");
+        Cmd::Restore { target_secret, common, reread } => {
+            let (logical, run) = common.logical(None).await;
             let started = Instant::now();
-            match logical.restore(&run, &target_secret, reread).await {
-                Ok(result) => {
-                    let wall = started.elapsed().as_secs_f64();
-                    println!("{}", json!({"wall_seconds": round(wall), "peak_rss_bytes": peak_rss_bytes(), "consistent": result.consistent, "mismatches": result.mismatches, "phases": result.seconds}));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("bench-logical restore: {}", catalyst_dr::lambda::error_chain(&e));
-                    ExitCode::FAILURE
-                }
-            }
+            report("restore", started, logical.restore(&run, &target_secret, reread).await, |result| {
+                json!({"consistent": result.consistent, "mismatches": result.mismatches, "phases": result.seconds})
+            })
         }
     }
 }
