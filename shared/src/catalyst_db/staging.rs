@@ -29,14 +29,40 @@ fn parse_marker(comment: &str) -> Option<String> {
 
 /// Marks the connected database as catalyst-dr's staging copy for `drill_id`.
 pub async fn mark_staging(client: &Client, drill_id: &str) -> Result<(), CatalystDbError> {
-    if drill_id.is_empty() || !drill_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    set_marker(client, drill_id, None).await
+}
+
+/// Marks the staging database as being filled by a logical restore of backup `run_id` (so an
+/// interrupted restore can be recognised, and reset, by a rerun of the same restore), or, with
+/// `None`, as no longer being filled.
+pub async fn mark_restoring(client: &Client, drill_id: &str, run_id: Option<&str>) -> Result<(), CatalystDbError> {
+    set_marker(client, drill_id, run_id.map(|r| ("restoring", r))).await
+}
+
+/// The backup a logical restore was filling the connected staging database with when it stopped.
+pub async fn restoring_backup(client: &Client) -> Result<Option<String>, CatalystDbError> {
+    let row = client.query_one("SELECT shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE d.datname = current_database()", &[]).await?;
+    let comment: Option<String> = row.get(0);
+    Ok(comment
+        .as_deref()
+        .filter(|c| parse_marker(c).is_some())
+        .and_then(|c| c.split_whitespace().find_map(|w| w.strip_prefix("restoring=")).map(str::to_owned)))
+}
+
+async fn set_marker(client: &Client, drill_id: &str, note: Option<(&str, &str)>) -> Result<(), CatalystDbError> {
+    let plain = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !plain(drill_id) {
         return Err(CatalystDbError::invalid("drill_id", "must be letters, digits, '-' or '_'"));
     }
-    // COMMENT takes no bind parameters; the drill id was checked above and the database name is
+    if note.is_some_and(|(_, value)| !plain(value)) {
+        return Err(CatalystDbError::invalid("run_id", "must be letters, digits, '-' or '_'"));
+    }
+    let note = note.map(|(key, value)| format!(" {key}={value}")).unwrap_or_default();
+    // COMMENT takes no bind parameters; the values were checked above and the database name is
     // quoted as an identifier.
     let name: String = client.query_one("SELECT quote_ident(current_database())", &[]).await?.get(0);
     client
-        .batch_execute(&format!("COMMENT ON DATABASE {name} IS '{STAGING_COMMENT_PREFIX} drill={drill_id}'"))
+        .batch_execute(&format!("COMMENT ON DATABASE {name} IS '{STAGING_COMMENT_PREFIX} drill={drill_id}{note}'"))
         .await?;
     Ok(())
 }

@@ -11,7 +11,10 @@
 //!    zstd frame per batch → part buffer → UploadPart ([`super::encode`]). Memory per worker: one
 //!    part buffer, one batch and its frame, and the compressor's context.
 //! 5. On any failure every pending upload under the prefix is aborted and no manifest is written.
-//! 6. The manifest is written last with Object Lock.
+//! 6. The manifest is written last with Object Lock. A schema object the backup cannot capture
+//!    (and the operator did not list in `LOGICAL_IGNORE_OBJECTS`) makes it `complete: false`:
+//!    the data is still stored and the manifest written, and the action fails with
+//!    `SchemaNotCaptured`, every time it is asked for that run.
 
 use super::layout::{backup_prefix, manifest_key, segment_key};
 use super::manifest::{LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestSegment, ManifestTable};
@@ -20,7 +23,7 @@ use super::parallel::on_connections;
 use super::segments::Segment;
 use super::upload::PartWriter;
 use super::{LogicalBackups, LogicalError};
-use crate::catalyst_db::introspect::{self, CapturedTable};
+use crate::catalyst_db::introspect::{self, CapturedTable, NotCaptured};
 use crate::snapshot::naming::RunId;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -43,8 +46,8 @@ pub struct LogicalBackupResult {
     pub rows: u64,
     pub object_bytes: u64,
     pub copy_bytes: u64,
-    pub not_captured: usize,
-    pub warnings: Vec<String>,
+    /// Schema objects left out because `LOGICAL_IGNORE_OBJECTS` lists them.
+    pub ignored: Vec<NotCaptured>,
 }
 
 impl LogicalBackupResult {
@@ -61,8 +64,7 @@ impl LogicalBackupResult {
             rows: manifest.total_rows(),
             object_bytes: manifest.tables.iter().map(|t| t.object_bytes).sum(),
             copy_bytes: manifest.tables.iter().map(|t| t.copy_bytes).sum(),
-            not_captured: manifest.not_captured.len(),
-            warnings: manifest.warnings.clone(),
+            ignored: manifest.ignored.clone(),
         }
     }
 }
@@ -80,7 +82,7 @@ pub fn metrics_line(result: &LogicalBackupResult, seconds: f64, now: OffsetDateT
                     {"Name": "LogicalBackupBytes", "Unit": "Bytes"},
                     {"Name": "LogicalBackupRows", "Unit": "Count"},
                     {"Name": "LogicalBackupTables", "Unit": "Count"},
-                    {"Name": "LogicalBackupNotCaptured", "Unit": "Count"}
+                    {"Name": "LogicalBackupIgnoredObjects", "Unit": "Count"}
                 ]
             }]
         },
@@ -90,7 +92,7 @@ pub fn metrics_line(result: &LogicalBackupResult, seconds: f64, now: OffsetDateT
         "LogicalBackupBytes": result.object_bytes,
         "LogicalBackupRows": result.rows,
         "LogicalBackupTables": result.tables,
-        "LogicalBackupNotCaptured": result.not_captured,
+        "LogicalBackupIgnoredObjects": result.ignored.len(),
     })
 }
 
@@ -103,7 +105,8 @@ impl LogicalBackups {
         let source = self.source.as_ref().ok_or(LogicalError::NotConfigured { var: "SOURCE_DATABASE_SECRET_ID" })?;
         let key = manifest_key(&self.config.prefix, &run.stamp);
         if let Some(existing) = self.read_manifest(&key).await? {
-            tracing::info!(%key, "logical backup already complete");
+            tracing::info!(%key, complete = existing.complete, "logical backup already written");
+            existing.require_complete()?;
             return Ok(LogicalBackupResult::new(&existing, self.store.bucket(), key, true, 0));
         }
         let prefix = backup_prefix(&self.config.prefix, &run.stamp);
@@ -118,6 +121,7 @@ impl LogicalBackups {
                     return Err(e.into());
                 }
                 tracing::info!(%key, tables = manifest.tables.len(), rows = manifest.total_rows(), "logical backup complete");
+                manifest.require_complete()?;
                 let result = LogicalBackupResult::new(&manifest, self.store.bucket(), key, false, aborted);
                 let seconds = (manifest.completed_at - started_at).as_seconds_f64();
                 println!("{}", metrics_line(&result, seconds, OffsetDateTime::now_utc()));
@@ -139,10 +143,16 @@ impl LogicalBackups {
     async fn run_backup(&self, source: &crate::postgres::PgConnector, run: &RunId, started_at: OffsetDateTime) -> Result<LogicalManifest, LogicalError> {
         let coordinator = source.connect().await?;
         let instant = introspect::begin_exported_snapshot(&coordinator).await?;
-        let schema = introspect::capture_schema(&coordinator).await?;
+        let mut schema = introspect::capture_schema(&coordinator).await?;
         introspect::lock_tables(&coordinator, &schema.tables).await?;
-        let plan = self.plan_segments(&coordinator, &schema.tables.iter().collect::<Vec<_>>()).await?;
-        tracing::info!(lsn = %instant.lsn, server_time = %instant.server_time, tables = schema.tables.len(), segments = plan.len(), "snapshot exported");
+        let (ignored, not_captured): (Vec<NotCaptured>, Vec<NotCaptured>) =
+            std::mem::take(&mut schema.not_captured).into_iter().partition(|o| self.config.ignores(o));
+        for object in &not_captured {
+            tracing::error!(kind = %object.kind, name = %object.name, "schema object not captured; the backup will be incomplete");
+        }
+        let stored = schema.stored_tables();
+        let plan = self.plan_segments(&coordinator, &stored).await?;
+        tracing::info!(lsn = %instant.lsn, server_time = %instant.server_time, tables = stored.len(), segments = plan.len(), "snapshot exported");
 
         let workers = (self.config.parallelism as usize).min(plan.len()).max(1);
         let mut clients = Vec::with_capacity(workers);
@@ -152,25 +162,18 @@ impl LogicalBackups {
             clients.push(client);
         }
         let retain_until = self.retain_until(run);
-        let written = on_connections(&clients, plan, |client, segment| self.backup_segment(client, &schema.tables[segment.table], segment, &run.stamp, retain_until)).await?;
+        let stored = &stored;
+        let written = on_connections(&clients, plan, |client, segment| self.backup_segment(client, stored[segment.table], segment, &run.stamp, retain_until)).await?;
         for client in &clients {
             introspect::commit(client).await?;
         }
         introspect::commit(&coordinator).await?;
 
-        let mut by_table: Vec<Vec<ManifestSegment>> = vec![Vec::new(); schema.tables.len()];
+        let mut by_table: Vec<Vec<ManifestSegment>> = vec![Vec::new(); stored.len()];
         for (table, segment) in written {
             by_table[table].push(segment);
         }
-        let tables: Vec<ManifestTable> = schema.tables.iter().zip(by_table).map(|(t, segments)| ManifestTable::from_segments(&t.schema, &t.name, segments)).collect();
-        let warnings = schema
-            .not_captured
-            .iter()
-            .map(|o| format!("{} {} is not captured by the logical backup; recreate it by hand after a restore", o.kind, o.name))
-            .collect::<Vec<_>>();
-        for warning in &warnings {
-            tracing::warn!("{warning}");
-        }
+        let tables: Vec<ManifestTable> = stored.iter().zip(by_table).map(|(t, segments)| ManifestTable::from_segments(&t.schema, &t.name, segments)).collect();
         Ok(LogicalManifest {
             format: LOGICAL_MANIFEST_FORMAT.to_owned(),
             run_id: run.stamp.clone(),
@@ -186,9 +189,10 @@ impl LogicalBackups {
             part_size_bytes: self.config.part_size_bytes as u64,
             segment_bytes: self.config.segment_bytes,
             tables,
-            not_captured: schema.not_captured.clone(),
+            complete: not_captured.is_empty(),
+            not_captured,
+            ignored,
             schema,
-            warnings,
         })
     }
 
@@ -256,8 +260,7 @@ mod tests {
             rows: 10,
             object_bytes: 2048,
             copy_bytes: 4096,
-            not_captured: 1,
-            warnings: vec![],
+            ignored: vec![NotCaptured { kind: "rule".into(), name: "r on public.t".into() }],
         };
         let line = metrics_line(&result, 1.5, OffsetDateTime::UNIX_EPOCH);
         let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();

@@ -1,6 +1,7 @@
 //! Logical backup configuration, read with snapshot-trigger's at cold start.
 
 use crate::config::{ConfigError, Env};
+use crate::catalyst_db::introspect::NotCaptured;
 use crate::postgres::TlsMode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,10 @@ pub struct LogicalConfig {
     pub source_secret_id: Option<String>,
     /// `PG_TLS` / `PG_CA_BUNDLE`, read when a database is configured (or `PG_TLS` is set).
     pub tls: Option<TlsMode>,
+    /// `LOGICAL_IGNORE_OBJECTS`: schema objects the backup cannot capture that the operator
+    /// accepts leaving out, `kind:name` or `kind:*` (as `not_captured` lists them), separated
+    /// by `;` or new lines. Anything else left out makes a backup incomplete.
+    pub ignore: Vec<(String, String)>,
 }
 
 impl LogicalConfig {
@@ -39,7 +44,28 @@ impl LogicalConfig {
             zstd_level: 3,
             source_secret_id: None,
             tls: None,
+            ignore: Vec::new(),
         }
+    }
+
+    /// Whether `LOGICAL_IGNORE_OBJECTS` accepts leaving `object` out.
+    pub fn ignores(&self, object: &NotCaptured) -> bool {
+        self.ignore.iter().any(|(kind, name)| kind == &object.kind && (name == "*" || name == &object.name))
+    }
+
+    fn parse_ignore(value: &str) -> Result<Vec<(String, String)>, ConfigError> {
+        value
+            .split(['\n', ';'])
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| match entry.split_once(':') {
+                Some((kind, name)) if !kind.trim().is_empty() && !name.trim().is_empty() => Ok((kind.trim().to_owned(), name.trim().to_owned())),
+                _ => Err(ConfigError::Invalid {
+                    var: "LOGICAL_IGNORE_OBJECTS",
+                    reason: format!("entry {entry:?} is not kind:name (for example `rule:*` or `foreign table:public.remote`)"),
+                }),
+            })
+            .collect()
     }
 
     pub fn from_env(env: &Env, default_retention_days: u32) -> Result<Self, ConfigError> {
@@ -58,6 +84,7 @@ impl LogicalConfig {
             zstd_level: env.bounded("LOGICAL_ZSTD_LEVEL", 3, 1..=19)? as i32,
             source_secret_id,
             tls,
+            ignore: Self::parse_ignore(&env.optional("LOGICAL_IGNORE_OBJECTS").unwrap_or_default())?,
         })
     }
 }
@@ -81,5 +108,17 @@ mod tests {
         let env: HashMap<&str, &str> = HashMap::from([("SOURCE_DATABASE_SECRET_ID", "s"), ("PG_TLS", "disable")]);
         let config = LogicalConfig::from_env(&Env(&env), 35).unwrap();
         assert_eq!(config.tls, Some(TlsMode::Disable));
+    }
+
+    #[test]
+    fn ignore_list_names_kinds_and_objects() {
+        let env: HashMap<&str, &str> = HashMap::from([("LOGICAL_IGNORE_OBJECTS", "rule:*; foreign table:public.remote\n")]);
+        let config = LogicalConfig::from_env(&Env(&env), 35).unwrap();
+        let object = |kind: &str, name: &str| NotCaptured { kind: kind.into(), name: name.into() };
+        assert!(config.ignores(&object("rule", "r on public.t")));
+        assert!(config.ignores(&object("foreign table", "public.remote")));
+        assert!(!config.ignores(&object("foreign table", "public.other")));
+        let env: HashMap<&str, &str> = HashMap::from([("LOGICAL_IGNORE_OBJECTS", "rule")]);
+        assert!(matches!(LogicalConfig::from_env(&Env(&env), 35), Err(ConfigError::Invalid { var, .. }) if var == "LOGICAL_IGNORE_OBJECTS"));
     }
 }

@@ -6,8 +6,10 @@ use crate::catalyst_db::introspect::{BlockRange, CapturedSchema, NotCaptured, Sn
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// v2: tables in block-range segments, rowset content checksums.
-pub const LOGICAL_MANIFEST_FORMAT: &str = "catalyst-dr/logical-backup/v2";
+/// v3: every schema object with the statements that recreate it, in restore order; partitions
+/// and inheritance children as tables of their own; `complete` (v2: block-range segments,
+/// rowset content checksums).
+pub const LOGICAL_MANIFEST_FORMAT: &str = "catalyst-dr/logical-backup/v3";
 
 /// The instant every table was read at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,16 +99,29 @@ pub struct LogicalManifest {
     pub part_size_bytes: u64,
     /// The segment size the large tables were divided by.
     pub segment_bytes: u64,
+    /// Every table that stores rows, with the rows read at the instant.
     pub tables: Vec<ManifestTable>,
-    pub schema: CapturedSchema,
-    /// Objects in the schema the backup did not capture (also in `warnings`).
+    /// True when the backup holds every row and every schema object, but those the operator
+    /// chose to leave out (`ignored`).
+    pub complete: bool,
+    /// Schema objects the backup could not capture: a restore lacks them.
     pub not_captured: Vec<NotCaptured>,
-    pub warnings: Vec<String>,
+    /// Schema objects left out because `LOGICAL_IGNORE_OBJECTS` lists them.
+    pub ignored: Vec<NotCaptured>,
+    pub schema: CapturedSchema,
 }
 
 impl LogicalManifest {
     pub fn total_rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    /// Fails with `SchemaNotCaptured` for a backup that left schema objects out.
+    pub fn require_complete(&self) -> Result<(), super::LogicalError> {
+        if self.complete {
+            return Ok(());
+        }
+        Err(super::LogicalError::SchemaNotCaptured { run_id: self.run_id.clone(), objects: self.not_captured.clone() })
     }
 
     pub fn segment_count(&self) -> usize {

@@ -24,7 +24,7 @@ pub mod verify;
 
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::CatalystDbError;
-use crate::catalyst_db::introspect::{self, CapturedTable};
+use crate::catalyst_db::introspect::{self, CapturedTable, NotCaptured};
 use crate::input::InputError;
 use crate::postgres::{PgConnectError, PgConnector, SecretSource};
 use config::LogicalConfig;
@@ -64,8 +64,23 @@ pub enum LogicalError {
     UnsupportedManifestFormat { key: String, format: String },
     #[error("logical backup {run_id} has no manifest ({key}): it never completed and cannot be restored")]
     BackupIncomplete { run_id: String, key: String },
-    #[error("restore target database {database} is not empty ({objects} relations or types in user schemas); refusing to restore into it")]
-    TargetNotEmpty { database: String, objects: i64 },
+    #[error("restore target database {database} is not empty ({}); refusing to restore into it{}", summary(objects), hint(interrupted))]
+    TargetNotEmpty { database: String, objects: Vec<String>, interrupted: Option<String> },
+    #[error("logical backup {run_id} left out {} schema object(s) it cannot capture ({}); its data is stored and its manifest says complete: false. \
+             To accept that, list them in LOGICAL_IGNORE_OBJECTS as kind:name", objects.len(), objects.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", "))]
+    SchemaNotCaptured { run_id: String, objects: Vec<NotCaptured> },
+}
+
+fn summary(objects: &[String]) -> String {
+    let shown = objects.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if objects.len() > 5 { format!("{} objects in user schemas: {shown}, ...", objects.len()) } else { format!("{} objects in user schemas: {shown}", objects.len()) }
+}
+
+fn hint(interrupted: &Option<String>) -> String {
+    match interrupted {
+        Some(run_id) => format!("; a restore of backup {run_id} was interrupted here: rerun it with reset: true to drop what it left and start over"),
+        None => String::new(),
+    }
 }
 
 impl LogicalError {
@@ -83,6 +98,7 @@ impl LogicalError {
             Self::UnsupportedManifestFormat { .. } => "UnsupportedManifestFormat",
             Self::BackupIncomplete { .. } => "BackupIncomplete",
             Self::TargetNotEmpty { .. } => "TargetNotEmpty",
+            Self::SchemaNotCaptured { .. } => "SchemaNotCaptured",
         }
     }
 }

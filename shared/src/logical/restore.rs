@@ -9,7 +9,12 @@
 //! built (those of primary keys and unique constraints too) on the same connections; with
 //! `reread`, they also re-read every table in its own block ranges for its row count and rowset
 //! checksum (index builds and reads do not block each other) → keys attached to their indexes,
-//! foreign keys → sequence positions → everything compared with the manifest.
+//! foreign keys → sequence positions → post-data (triggers, policies, materialized views,
+//! comments, owners, privileges) → everything compared with the manifest: the data, the
+//! sequences, and the schema, captured again from the target.
+//!
+//! While it runs, the staging marker names the backup being restored; a rerun with `reset`
+//! finds it there and drops what the interrupted restore left before starting over.
 
 use super::layout::manifest_key;
 use super::manifest::{ManifestSegment, ManifestTable};
@@ -19,7 +24,7 @@ use super::segment_object::{self, SegmentRead, SegmentReader};
 use super::segments::Segment;
 use super::verify::{TableCheck, sum_of};
 use super::{LogicalBackups, LogicalError};
-use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable};
+use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable, NotCaptured};
 use crate::catalyst_db::require_staging;
 use crate::postgres::PgConnector;
 use crate::snapshot::naming::RunId;
@@ -44,9 +49,15 @@ pub struct RestoreResult {
     /// Every difference from the manifest; empty when the restore is faithful.
     pub mismatches: Vec<String>,
     pub consistent: bool,
-    /// Schema objects the backup did not capture (not restored).
-    pub not_captured: usize,
-    pub warnings: Vec<String>,
+    /// Schema objects the backup did not capture (not restored; each is also a mismatch).
+    pub not_captured: Vec<NotCaptured>,
+    /// Schema objects left out of the backup by its `LOGICAL_IGNORE_OBJECTS`.
+    pub ignored: Vec<NotCaptured>,
+    /// Schema objects restored (pre-data and post-data statements' objects).
+    pub schema_objects: usize,
+    /// True when the target held what an interrupted restore of this backup left, and `reset`
+    /// dropped it first.
+    pub reset: bool,
     /// Wall time of each phase, in seconds.
     pub seconds: RestorePhases,
 }
@@ -62,6 +73,18 @@ pub struct RestorePhases {
     pub indexes: f64,
     /// Keys attached to their indexes, other constraints, foreign keys, sequence positions.
     pub constraints: f64,
+    /// Triggers, policies, materialized views, comments, owners, privileges, and the check of
+    /// the restored schema against the backup's.
+    pub post_data: f64,
+}
+
+/// How `restore-logical` runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Read every restored table back and check it again.
+    pub reread: bool,
+    /// Drop what an interrupted restore of the same backup left in the target, then restore.
+    pub reset: bool,
 }
 
 /// The work after the load, on one queue: index builds first (the longest jobs), then the
@@ -77,7 +100,8 @@ impl LogicalBackups {
     /// stored). `reread` adds a second pass: every restored table read back with the backup's
     /// own `COPY`, proving what the database now renders rather than what it was sent (worth it
     /// when the target runs another PostgreSQL version; it costs one more read of every table).
-    pub async fn restore(&self, run: &RunId, target_secret_id: &str, reread: bool) -> Result<RestoreResult, LogicalError> {
+    pub async fn restore(&self, run: &RunId, target_secret_id: &str, options: RestoreOptions) -> Result<RestoreResult, LogicalError> {
+        let reread = options.reread;
         let tls = self.config.tls.clone().ok_or(LogicalError::NotConfigured { var: "PG_TLS" })?;
         let key = manifest_key(&self.config.prefix, &run.stamp);
         let manifest = self
@@ -89,10 +113,16 @@ impl LogicalBackups {
         introspect::restore_session(&admin).await?;
         let drill_id = require_staging(&admin).await?;
         let database: String = admin.query_one("SELECT current_database()", &[]).await?.get(0);
-        let objects = introspect::user_object_count(&admin).await?;
-        if objects > 0 {
-            return Err(LogicalError::TargetNotEmpty { database, objects });
+        let objects = introspect::user_objects(&admin).await?;
+        let interrupted = crate::catalyst_db::restoring_backup(&admin).await?;
+        let reset = !objects.is_empty() && options.reset && interrupted.as_deref() == Some(run.stamp.as_str());
+        if reset {
+            tracing::warn!(%database, objects = objects.len(), "dropping what an interrupted restore of this backup left");
+            introspect::reset_user_schemas(&admin).await?;
+        } else if !objects.is_empty() {
+            return Err(LogicalError::TargetNotEmpty { database, objects, interrupted });
         }
+        crate::catalyst_db::mark_restoring(&admin, &drill_id, Some(&run.stamp)).await?;
         tracing::info!(%key, %database, tables = manifest.tables.len(), "restoring logical backup");
 
         // The manifest's tables with their captured definitions; an entry without one cannot be
@@ -109,7 +139,8 @@ impl LogicalBackups {
 
         let mut seconds = RestorePhases::default();
         let clock = std::time::Instant::now();
-        introspect::execute_ddl(&admin, &introspect::pre_data_ddl(&manifest.schema)).await?;
+        let pre_data: Vec<String> = manifest.schema.pre_data.iter().flat_map(|o| o.statements.iter().cloned()).collect();
+        introspect::execute_ddl(&admin, &pre_data).await?;
         seconds.schema = clock.elapsed().as_secs_f64();
 
         let segment_jobs: Vec<(usize, &ManifestSegment)> = tables.iter().enumerate().flat_map(|(t, (_, entry))| entry.segments.iter().map(move |s| (t, s))).collect();
@@ -144,6 +175,23 @@ impl LogicalBackups {
         seconds.constraints = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes;
         let sequences_restored = manifest.schema.sequences.len();
 
+        // Post-data: only statements whose roles the target has; the rest is reported.
+        let missing_roles = introspect::missing_roles(&admin, &manifest.schema.post_data).await?;
+        let (applicable, skipped): (Vec<_>, Vec<_>) = manifest.schema.post_data.iter().partition(|o| o.roles.iter().all(|r| !missing_roles.contains(r)));
+        let post_data: Vec<String> = applicable.iter().flat_map(|o| o.statements.iter().cloned()).collect();
+        introspect::execute_ddl(&admin, &post_data).await?;
+        for role in &missing_roles {
+            let needing: Vec<String> = skipped.iter().filter(|o| o.roles.contains(role)).map(|o| format!("{} {}", o.kind, o.name)).collect();
+            mismatches.push(format!("role {role} does not exist in the target: not applied: {}", needing.join(", ")));
+        }
+        mismatches.extend(manifest.not_captured.iter().map(|o| format!("{o} is not in the backup (not captured); it was not restored")));
+        mismatches.extend(introspect::extension_differences(&admin, &manifest.schema.extensions).await?);
+        if missing_roles.is_empty() {
+            let restored_schema = introspect::capture_schema(&admin).await?;
+            mismatches.extend(introspect::schema_differences(&manifest.schema, &restored_schema));
+        }
+        seconds.post_data = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes - seconds.constraints;
+
         let mut loads: Vec<Vec<(SegmentRead, u64)>> = tables.iter().map(|_| Vec::new()).collect();
         for (t, load) in loaded {
             loads[t].push(load);
@@ -177,6 +225,7 @@ impl LogicalBackups {
             }
         }
         let consistent = mismatches.is_empty();
+        crate::catalyst_db::mark_restoring(&admin, &drill_id, None).await?;
         tracing::info!(%database, consistent, mismatches = mismatches.len(), "logical restore finished");
         Ok(RestoreResult {
             run_id: manifest.run_id.clone(),
@@ -189,8 +238,10 @@ impl LogicalBackups {
             sequences_restored,
             mismatches,
             consistent,
-            not_captured: manifest.not_captured.len(),
-            warnings: manifest.warnings.clone(),
+            not_captured: manifest.not_captured.clone(),
+            ignored: manifest.ignored.clone(),
+            schema_objects: manifest.schema.pre_data.len() + manifest.schema.post_data.len(),
+            reset,
             seconds,
         })
     }

@@ -120,11 +120,12 @@ impl LogicalBackups {
             }
             Err(e) => return Err(e),
         };
-        report.complete = true;
+        report.complete = manifest.complete;
+        report.problems.extend(manifest.not_captured.iter().map(|o| format!("{o} is not in the backup: it was not captured")));
         if manifest.run_id != run.stamp {
             report.problems.push(format!("manifest names run {}, expected {}", manifest.run_id, run.stamp));
         }
-        for table in &manifest.schema.tables {
+        for table in manifest.schema.stored_tables() {
             if !manifest.tables.iter().any(|t| t.schema == table.schema && t.name == table.name) {
                 report.problems.push(format!("table {}.{} is in the schema but has no data object", table.schema, table.name));
             }
@@ -154,7 +155,7 @@ impl LogicalBackups {
             report.tables.push(check);
         }
         report.problems.extend(report.pending_uploads.iter().map(|k| format!("unfinished multipart upload of {k}")));
-        report.ok = report.problems.is_empty();
+        report.ok = report.complete && report.problems.is_empty();
         tracing::info!(%key, ok = report.ok, problems = report.problems.len(), "logical backup verified");
         Ok(report)
     }

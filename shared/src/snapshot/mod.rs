@@ -67,12 +67,15 @@ pub enum SnapshotTriggerEvent {
     LogicalBackup { scheduled_time: String },
     /// Loads the run's logical backup into the empty staging database of `target_secret_id`
     /// and checks row counts, content checksums and sequences against the manifest, as loaded;
-    /// with `reread`, also by re-reading every restored table.
+    /// with `reread`, also by re-reading every restored table. `reset` lets a rerun drop what
+    /// an interrupted restore of the same backup left in the staging database and start over.
     RestoreLogical {
         scheduled_time: String,
         target_secret_id: String,
         #[serde(default)]
         reread: bool,
+        #[serde(default)]
+        reset: bool,
     },
     /// Re-reads every object of the run's logical backup and checks it against the manifest.
     VerifyLogical { scheduled_time: String },
@@ -197,12 +200,12 @@ impl SnapshotTrigger {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 to_json(self.logical.backup(&run).await?)
             }
-            SnapshotTriggerEvent::RestoreLogical { scheduled_time, target_secret_id, reread } => {
+            SnapshotTriggerEvent::RestoreLogical { scheduled_time, target_secret_id, reread, reset } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 if target_secret_id.trim().is_empty() {
                     return Err(InputError::new("target_secret_id", "must name a secret").into());
                 }
-                to_json(self.logical.restore(&run, &target_secret_id, reread).await?)
+                to_json(self.logical.restore(&run, &target_secret_id, crate::logical::restore::RestoreOptions { reread, reset }).await?)
             }
             SnapshotTriggerEvent::VerifyLogical { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;

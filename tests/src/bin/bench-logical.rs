@@ -363,7 +363,7 @@ async fn main() -> ExitCode {
         Cmd::Restore { target_secret, common, reread } => {
             let (logical, run) = common.logical(None).await;
             let started = Instant::now();
-            report("restore", started, logical.restore(&run, &target_secret, reread).await, |result| {
+            report("restore", started, logical.restore(&run, &target_secret, catalyst_dr::logical::restore::RestoreOptions { reread, reset: false }).await, |result| {
                 json!({"consistent": result.consistent, "mismatches": result.mismatches, "phases": result.seconds})
             })
         }
