@@ -6,21 +6,18 @@
 //! `pg_dump --schema-only` of the source and of the restored database match after normalising
 //! (and so does `pg_dump -Fc | pg_restore`, the reference), and every table's content too.
 //! An object the backup cannot capture makes it incomplete and fails it loudly, unless the
-//! operator's ignore list names it; an interrupted restore can be reset and run again.
+//! operator's ignore list names it; a restore process killed part-way can be reset and run again.
 
-use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
 use catalyst_dr::catalyst_db;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
-use catalyst_dr::logical::upload::{LogicalStore, ObjectBody, PendingUpload, S3LogicalStore, UploadedPart};
+use catalyst_dr::logical::upload::S3LogicalStore;
 use catalyst_dr::logical::LogicalBackups;
-use catalyst_dr::object_store::{PutOutcome, StoredObject};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::snapshot::naming::RunId;
 use catalyst_dr_tests::{local_aws, locked_bucket, pg_admin, put_db_secret, s3, stack_var, unique};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
@@ -163,7 +160,7 @@ async fn staging(sdk: &aws_config::SdkConfig, prefix: &str) -> (String, String, 
     (name, secret, client)
 }
 
-fn logical(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: &str, ignore: &[(&str, &str)], store: Option<Arc<dyn LogicalStore>>) -> LogicalBackups {
+fn logical(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: &str, ignore: &[(&str, &str)]) -> LogicalBackups {
     let config = LogicalConfig {
         parallelism: 2,
         part_size_bytes: 5 << 20,
@@ -173,8 +170,7 @@ fn logical(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: &str, ignor
         ignore: ignore.iter().map(|(k, n)| ((*k).to_owned(), (*n).to_owned())).collect(),
         ..LogicalConfig::new(1)
     };
-    let store = store.unwrap_or_else(|| Arc::new(S3LogicalStore::new(s3(sdk), bucket)));
-    LogicalBackups::new(config, store, Arc::new(aws_sdk_secretsmanager::Client::new(sdk)))
+    LogicalBackups::new(config, Arc::new(S3LogicalStore::new(s3(sdk), bucket)), Arc::new(aws_sdk_secretsmanager::Client::new(sdk)))
 }
 
 async fn bucket(sdk: &aws_config::SdkConfig) -> String {
@@ -254,7 +250,7 @@ async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
     let sdk = local_aws().await;
     let bucket = bucket(&sdk).await;
     let (src_name, src_secret, src) = source(&sdk).await;
-    let logical = logical(&sdk, &bucket, &src_secret, &[], None);
+    let logical = logical(&sdk, &bucket, &src_secret, &[]);
     let run = run(0);
 
     let result = logical.backup(&run).await.expect("backup");
@@ -313,7 +309,7 @@ async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
     let bucket = bucket(&sdk).await;
     let (_src_name, src_secret, src) = source(&sdk).await;
     src.batch_execute("CREATE RULE session_cache_notify AS ON INSERT TO app.session_cache DO ALSO NOTIFY session_cache").await.unwrap();
-    let strict = logical(&sdk, &bucket, &src_secret, &[], None);
+    let strict = logical(&sdk, &bucket, &src_secret, &[]);
     let run = run(10);
 
     let err = strict.backup(&run).await.expect_err("a rule is not captured");
@@ -332,58 +328,11 @@ async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
     assert!(restored.mismatches.iter().any(|m| m.contains("session_cache_notify")), "{:?}", restored.mismatches);
 
     // Listed by the operator, the rule is left out on purpose and the backup is complete.
-    let lenient = logical(&sdk, &bucket, &src_secret, &[("rule", "*")], None);
+    let lenient = logical(&sdk, &bucket, &src_secret, &[("rule", "*")]);
     let run = self::run(20);
     let result = lenient.backup(&run).await.expect("complete with the rule ignored");
     assert_eq!(result.ignored.len(), 1);
     assert!(lenient.verify(&run).await.expect("verify").ok);
-}
-
-/// Reads of the backup's objects fail after `allowed` opens: a restore dies part-way.
-struct FailingReads {
-    inner: S3LogicalStore,
-    allowed: usize,
-    opened: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl LogicalStore for FailingReads {
-    fn bucket(&self) -> &str {
-        self.inner.bucket()
-    }
-    async fn create_upload(&self, key: &str, retain_until: OffsetDateTime) -> Result<String, AwsCallError> {
-        self.inner.create_upload(key, retain_until).await
-    }
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: bytes::Bytes) -> Result<UploadedPart, AwsCallError> {
-        self.inner.upload_part(key, upload_id, number, body).await
-    }
-    async fn complete_upload(&self, key: &str, upload_id: &str, parts: Vec<UploadedPart>) -> Result<Option<String>, AwsCallError> {
-        self.inner.complete_upload(key, upload_id, parts).await
-    }
-    async fn lock_version(&self, key: &str, version_id: Option<&str>, retain_until: OffsetDateTime) -> Result<(), AwsCallError> {
-        self.inner.lock_version(key, version_id, retain_until).await
-    }
-    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), AwsCallError> {
-        self.inner.abort_upload(key, upload_id).await
-    }
-    async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, AwsCallError> {
-        self.inner.pending_uploads(prefix).await
-    }
-    async fn put_locked(&self, key: &str, body: Vec<u8>, content_type: &str, retain_until: OffsetDateTime) -> Result<PutOutcome, AwsCallError> {
-        self.inner.put_locked(key, body, content_type, retain_until).await
-    }
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, AwsCallError> {
-        self.inner.get(key).await
-    }
-    async fn open(&self, key: &str, version_id: Option<&str>) -> Result<Option<ObjectBody>, AwsCallError> {
-        if self.opened.fetch_add(1, Ordering::SeqCst) >= self.allowed {
-            return Err(AwsCallError { operation: "s3:GetObject", code: None, kind: AwsFailureKind::Transient, source: "the connection to the object store dropped".into() });
-        }
-        self.inner.open(key, version_id).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, AwsCallError> {
-        self.inner.list(prefix).await
-    }
 }
 
 #[tokio::test]
@@ -391,16 +340,36 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
     let sdk = local_aws().await;
     let bucket = bucket(&sdk).await;
     let (_src_name, src_secret, src) = source(&sdk).await;
-    let whole = logical(&sdk, &bucket, &src_secret, &[], None);
+    let whole = logical(&sdk, &bucket, &src_secret, &[]);
     let run = run(30);
     whole.backup(&run).await.expect("backup");
 
+    // A restore process killed (SIGKILL) once it has created the schema and is loading data.
     let (_dst_name, dst_secret, dst) = staging(&sdk, "objects_interrupted").await;
-    let failing: Arc<dyn LogicalStore> = Arc::new(FailingReads { inner: S3LogicalStore::new(s3(&sdk), &bucket), allowed: 3, opened: AtomicUsize::new(0) });
-    let interrupted = logical(&sdk, &bucket, &src_secret, &[], Some(failing));
-    interrupted.restore(&run, &dst_secret, RestoreOptions::default()).await.expect_err("reads fail part-way");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bench-logical"))
+        .args(["restore", "--target-secret", &dst_secret, "--bucket", &bucket, "--scheduled-time", &catalyst_dr::input::format_time(run.scheduled_time)])
+        .args(["--parallelism", "2", "--segment-mib", "1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start a restore process");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let loading: bool = dst
+            .query_one("SELECT to_regclass('app.delivery_log_2026_01') IS NOT NULL AND shobj_description(d.oid, 'pg_database') LIKE '%restoring=%' FROM pg_database d WHERE d.datname = current_database()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if loading {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the restore process ended before it could be killed");
+        assert!(std::time::Instant::now() < deadline, "the restore process never started loading");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().expect("kill the restore process");
+    child.wait().expect("reap it");
     let left: i64 = dst.query_one("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app'", &[]).await.unwrap().get(0);
-    assert!(left > 0, "the interrupted restore left a half-filled database");
+    assert!(left > 0, "the killed restore left a half-filled database");
 
     // A plain rerun refuses, and says how to go on.
     let err = whole.restore(&run, &dst_secret, RestoreOptions::default()).await.expect_err("not empty");
@@ -426,7 +395,7 @@ async fn a_target_with_only_extensions_is_restored_into() {
     let sdk = local_aws().await;
     let bucket = bucket(&sdk).await;
     let (_src_name, src_secret, src) = source(&sdk).await;
-    let logical = logical(&sdk, &bucket, &src_secret, &[], None);
+    let logical = logical(&sdk, &bucket, &src_secret, &[]);
     let run = run(40);
     logical.backup(&run).await.expect("backup");
     let (_dst_name, dst_secret, dst) = staging(&sdk, "objects_extensions").await;
