@@ -113,6 +113,16 @@ pub async fn put_db_secret(sdk: &aws_config::SdkConfig, name: &str, user: &str, 
     name.to_owned()
 }
 
+/// An empty database of its own on the local PostgreSQL, named after `label`, and a Secrets
+/// Manager secret for it. Returns (database name, secret id, client).
+pub async fn empty_database(sdk: &aws_config::SdkConfig, label: &str) -> (String, String, tokio_postgres::Client) {
+    let name = unique(label).replace('-', "_");
+    pg_admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let secret = put_db_secret(sdk, &format!("catalyst-dr/test/{name}"), "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &name).await;
+    let client = pg_connect(&name).await;
+    (name, secret, client)
+}
+
 /// A database of its own on the local PostgreSQL, with the reference schema applied and filled by
 /// the generator, and a Secrets Manager secret for it. Returns (database name, secret id, client).
 pub async fn generated_database(
@@ -120,12 +130,9 @@ pub async fn generated_database(
     label: &str,
     spec: &catalyst_dr::catalyst_db::GeneratorSpec,
 ) -> (String, String, tokio_postgres::Client) {
-    let name = unique(&format!("cdr_{label}")).replace('-', "_");
-    pg_admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let client = pg_connect(&name).await;
+    let (name, secret, client) = empty_database(sdk, &format!("cdr_{label}")).await;
     catalyst_dr::catalyst_db::apply(&client).await.expect("apply schema");
     catalyst_dr::catalyst_db::generate(&client, spec).await.expect("generate data");
-    let secret = put_db_secret(sdk, &format!("catalyst-dr/test/{name}"), "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &name).await;
     (name, secret, client)
 }
 

@@ -12,7 +12,7 @@ use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
 use catalyst_dr::object_store::{PutOutcome, StoredObject};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::snapshot::naming::RunId;
-use catalyst_dr_tests::{local_aws, locked_bucket, pg_admin, put_db_secret, s3, stack_var, unique};
+use catalyst_dr_tests::{empty_database, local_aws, locked_bucket, pg_admin, pg_connect, s3, unique};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
@@ -57,25 +57,9 @@ CREATE VIEW active_users AS SELECT id, email FROM users WHERE NOT disabled;
 CREATE FUNCTION shout(t text) RETURNS text LANGUAGE sql AS 'SELECT upper(t)';
 "#;
 
-fn config_for(dbname: &str) -> tokio_postgres::Config {
-    let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL").parse().expect("CATALYST_DR_PG_URL");
-    config.dbname(dbname);
-    config
-}
-
-async fn connect(dbname: &str) -> Client {
-    let (client, connection) = config_for(dbname).connect(tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
-
 /// A new database with a secret naming it.
 async fn database(sdk: &aws_config::SdkConfig, prefix: &str) -> (String, String, Client) {
-    let name = unique(prefix).replace('-', "_");
-    pg_admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let secret = put_db_secret(sdk, &format!("catalyst-dr/test/{name}"), "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &name).await;
-    let client = connect(&name).await;
-    (name, secret, client)
+    empty_database(sdk, prefix).await
 }
 
 /// The source: the reference schema with generated data, plus the awkward types.
@@ -267,7 +251,7 @@ impl BackupObserver for WriteDuringBackup {
         if self.done.swap(true, Ordering::SeqCst) {
             return;
         }
-        let writer = connect(&self.db).await;
+        let writer = pg_connect(&self.db).await;
         writer
             .batch_execute(
                 "BEGIN; INSERT INTO users (email) VALUES ('written-during-backup@example.com'); \

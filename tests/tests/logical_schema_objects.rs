@@ -15,7 +15,7 @@ use catalyst_dr::logical::upload::S3LogicalStore;
 use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::snapshot::naming::RunId;
-use catalyst_dr_tests::{local_aws, locked_bucket, pg_admin, put_db_secret, s3, stack_var, unique};
+use catalyst_dr_tests::{empty_database, local_aws, locked_bucket, pg_admin, s3, stack_var, unique};
 use std::process::Command;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -128,23 +128,8 @@ GRANT EXECUTE ON FUNCTION app.next_id() TO catalyst_dr_test_reader WITH GRANT OP
 GRANT USAGE ON SEQUENCE app.ids TO catalyst_dr_test_reader;
 "#;
 
-fn pg_config(dbname: &str) -> tokio_postgres::Config {
-    let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL").parse().expect("CATALYST_DR_PG_URL");
-    config.dbname(dbname);
-    config
-}
-
-async fn connect(dbname: &str) -> Client {
-    let (client, connection) = pg_config(dbname).connect(tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
-
 async fn database(sdk: &aws_config::SdkConfig, prefix: &str) -> (String, String, Client) {
-    let name = unique(prefix).replace('-', "_");
-    pg_admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let secret = put_db_secret(sdk, &format!("catalyst-dr/test/{name}"), "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &name).await;
-    (name.clone(), secret, connect(&name).await)
+    empty_database(sdk, prefix).await
 }
 
 async fn source(sdk: &aws_config::SdkConfig) -> (String, String, Client) {

@@ -610,6 +610,27 @@ mod tests {
     }
 
     #[test]
+    fn schema_differences_name_the_object_and_the_first_difference() {
+        let object = |name: &str, statement: &str| SchemaObject { kind: "view".into(), name: name.into(), statements: vec![statement.into()], roles: vec![] };
+        let expected = CapturedSchema { tables: vec![table()], pre_data: vec![object("public.v", "CREATE VIEW a"), object("public.w", "CREATE VIEW w")], ..Default::default() };
+        let mut actual = expected.clone();
+        assert!(schema_differences(&expected, &actual).is_empty());
+        actual.tables[0].columns[1].statistics = Some(10);
+        actual.tables[0].oid = 42;
+        actual.pre_data = vec![object("public.v", "CREATE VIEW b"), object("public.x", "CREATE VIEW x")];
+        let differences = schema_differences(&expected, &actual);
+        assert_eq!(
+            differences,
+            vec![
+                "view public.v is defined differently in the restored database: [0] the backup has \"CREATE VIEW a\", the restored database \"CREATE VIEW b\"",
+                "view public.w is missing from the restored database",
+                "view public.x is in the restored database but not in the backup",
+                "table \"public\".\"we\"\"ird\" is defined differently in the restored database: columns: [1] statistics: the backup has null, the restored database 10",
+            ]
+        );
+    }
+
+    #[test]
     fn identifiers_and_literals_are_quoted() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
