@@ -404,13 +404,14 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
             t.constraints
                 .iter()
                 .filter(|c| c.kind == "f" && !c.cloned)
-                .map(|c| format!("ALTER TABLE {name} ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition)),
+                .map(|c| (c.oid, format!("ALTER TABLE {name} ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition))),
         );
     }
     let mut ordered = keys;
     ordered.extend(checks);
     ordered.extend(attachments);
-    ordered.extend(foreign_keys);
+    foreign_keys.sort_by_key(|(oid, _)| *oid);
+    ordered.extend(foreign_keys.into_iter().map(|(_, statement)| statement));
     for s in schema.sequences.iter().filter(|s| s.ownership == "owned") {
         if let Some((os, ot, oc)) = &s.owner {
             ordered.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", qualified(&s.schema, &s.name), qualified(os, ot), quote_ident(oc)));
@@ -467,7 +468,14 @@ pub fn schema_differences(expected: &CapturedSchema, actual: &CapturedSchema) ->
         list.iter().filter(|o| o.kind != "extension").map(|o| (format!("{} {}", o.kind, o.name), o.statements.clone())).collect::<Vec<_>>()
     };
     let tables = |schema: &CapturedSchema| {
-        schema.tables.iter().map(|t| (t.qualified_name(), CapturedTable { oid: 0, ..t.clone() })).collect::<Vec<_>>()
+        schema
+            .tables
+            .iter()
+            .map(|t| {
+                let constraints = t.constraints.iter().map(|c| CapturedConstraint { oid: 0, ..c.clone() }).collect();
+                (t.qualified_name(), CapturedTable { oid: 0, constraints, ..t.clone() })
+            })
+            .collect::<Vec<_>>()
     };
     let sequences = |schema: &CapturedSchema| {
         schema

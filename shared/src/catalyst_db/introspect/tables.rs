@@ -54,6 +54,9 @@ pub struct CapturedConstraint {
     pub parent_index: Option<String>,
     /// A foreign key PostgreSQL cloned onto a partition from its parent's (recreated with it).
     pub cloned: bool,
+    /// The constraint's OID in the source: foreign keys are added again in creation order, as
+    /// the names PostgreSQL gives their copies on partitions depend on it.
+    pub oid: u32,
 }
 
 impl CapturedConstraint {
@@ -222,7 +225,7 @@ async fn capture_constraints(client: &Client, oid: u32) -> Result<Vec<CapturedCo
                     CASE WHEN c.conindid <> 0 AND c.contype IN ('p', 'u', 'x') THEN pg_get_indexdef(c.conindid) END, c.convalidated, \
                     c.conislocal, \
                     CASE WHEN c.contype IN ('p', 'u', 'x') THEN (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = c.conindid) END, \
-                    c.contype = 'f' AND c.conparentid <> 0 \
+                    c.contype = 'f' AND c.conparentid <> 0, c.oid \
              FROM pg_constraint c WHERE c.conrelid = $1 AND c.contype IN ('p', 'u', 'c', 'f', 'x') ORDER BY c.conname",
             &[&oid],
         )
@@ -237,6 +240,7 @@ async fn capture_constraints(client: &Client, oid: u32) -> Result<Vec<CapturedCo
             local: r.get(5),
             parent_index: r.get(6),
             cloned: r.get(7),
+            oid: r.get(8),
         })
         .collect())
 }
