@@ -43,9 +43,13 @@ const STEPS: &[(&str, &str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimelineEntry {
     pub step: String,
+    /// When the step finished.
     pub at: Option<String>,
-    /// Seconds since the drill started.
+    /// Seconds since the drill started, when the step finished.
     pub offset_seconds: Option<f64>,
+    /// Seconds since the drill started, when the step began: the end of the step reached before
+    /// it (the state machine runs them one after another), or the drill's start.
+    pub start_offset_seconds: Option<f64>,
 }
 
 fn time_at(state: &Value, step: &str, field: &str) -> Option<OffsetDateTime> {
@@ -56,15 +60,17 @@ pub fn timeline(state: &Value) -> Vec<TimelineEntry> {
     // The state machine records its start at `started.at` (the execution's start time).
     let start = state.pointer("/started/at").and_then(Value::as_str).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
     let first = start.or_else(|| STEPS.iter().find_map(|(_, s, f)| time_at(state, s, f)));
+    let mut previous_end = 0.0_f64;
     STEPS
         .iter()
         .map(|(label, step, field)| {
             let at = time_at(state, step, field);
-            TimelineEntry {
-                step: (*label).to_owned(),
-                at: at.map(crate::input::format_time),
-                offset_seconds: at.zip(first).map(|(a, f)| (a - f).as_seconds_f64()),
+            let offset_seconds = at.zip(first).map(|(a, f)| (a - f).as_seconds_f64());
+            let start_offset_seconds = offset_seconds.map(|end| previous_end.min(end));
+            if let Some(end) = offset_seconds {
+                previous_end = previous_end.max(end);
             }
+            TimelineEntry { step: (*label).to_owned(), at: at.map(crate::input::format_time), offset_seconds, start_offset_seconds }
         })
         .collect()
 }
@@ -188,12 +194,16 @@ fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Va
     let total = steps.iter().filter_map(|s| s.offset_seconds).fold(1.0_f64, f64::max);
     let mut rows = String::new();
     for s in steps {
-        let (width, label) = match s.offset_seconds {
-            Some(o) => ((o / total * 100.0).clamp(0.5, 100.0), format!("{o:.1} s")),
-            None => (0.0, "not reached".to_owned()),
+        // Each bar runs from the step's start to its end, on the drill's time axis.
+        let (left, width, label) = match (s.start_offset_seconds, s.offset_seconds) {
+            (Some(from), Some(to)) => {
+                let left = (from / total * 100.0).clamp(0.0, 99.5);
+                (left, ((to - from) / total * 100.0).clamp(0.5, 100.0 - left), format!("{to:.1} s ({:.1} s)", to - from))
+            }
+            _ => (0.0, 0.0, "not reached".to_owned()),
         };
         rows.push_str(&format!(
-            "<tr class=\"step{}\"><th>{}</th><td class=\"bar\"><div style=\"width:{width:.1}%\"></div></td><td>{}</td></tr>\n",
+            "<tr class=\"step{}\"><th>{}</th><td class=\"bar\"><div style=\"margin-left:{left:.1}%;width:{width:.1}%\"></div></td><td>{}</td></tr>\n",
             if s.offset_seconds.is_none() { " missing" } else { "" },
             escape(&s.step),
             escape(&label)
@@ -272,5 +282,20 @@ mod tests {
         assert!(r.html.contains("not reached"));
         assert!(r.html.contains("&quot;users&quot;"), "HTML is escaped");
         assert_eq!(r.json["timeline"][1]["offset_seconds"], 5.0);
+    }
+
+    #[test]
+    fn each_timeline_bar_runs_from_the_previous_step_end_to_its_own() {
+        let state = json!({
+            "started": {"at": "2026-11-26T03:00:00Z"},
+            "baseline": {"captured_at": "2026-11-26T03:00:02Z"},
+            "start": {"started_at": "2026-11-26T03:00:05Z"},
+            "status": {"checked_at": "2026-11-26T03:00:20Z"},
+        });
+        let steps = timeline(&state);
+        let reached: Vec<(f64, f64)> = steps.iter().filter_map(|s| s.start_offset_seconds.zip(s.offset_seconds)).collect();
+        assert_eq!(reached[..2], [(0.0, 2.0), (2.0, 5.0)], "{steps:#?}");
+        let html = render("q4", &state).html;
+        assert!(html.contains("margin-left:10.0%;width:15.0%"), "the second bar starts at 2 s of 20 s and lasts 3 s: {html}");
     }
 }

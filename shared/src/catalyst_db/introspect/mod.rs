@@ -322,9 +322,9 @@ pub async fn user_objects(client: &Client) -> Result<Vec<String>, CatalystDbErro
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
-/// Restores the target's user schemas to an empty database: drops every user schema (with
-/// everything in it, extensions included) and recreates `public` as `CREATE DATABASE` makes
-/// it. Only for a staging database a restore of the same backup left half-filled.
+/// Returns the target's user schemas to an empty database's: drops every user schema (with
+/// everything in it, extensions included) and recreates `public`. Only for a staging database a
+/// restore of the same backup left half-filled.
 pub async fn reset_user_schemas(client: &Client) -> Result<(), CatalystDbError> {
     let schemas: Vec<String> = client
         .query(&format!("SELECT quote_ident(n.nspname) FROM pg_namespace n WHERE {USER_NAMESPACE} ORDER BY 1"), &[])
@@ -336,10 +336,8 @@ pub async fn reset_user_schemas(client: &Client) -> Result<(), CatalystDbError> 
     for s in &schemas {
         batch.push_str(&format!("DROP SCHEMA {s} CASCADE;\n"));
     }
-    batch.push_str(
-        "CREATE SCHEMA public AUTHORIZATION pg_database_owner;\nCOMMENT ON SCHEMA public IS 'standard public schema';\n\
-         GRANT USAGE ON SCHEMA public TO PUBLIC;\nCOMMIT;",
-    );
+    // The backup's owner and privileges of `public` follow with the rest of its post-data.
+    batch.push_str("CREATE SCHEMA public;\nCOMMENT ON SCHEMA public IS 'standard public schema';\nGRANT USAGE ON SCHEMA public TO PUBLIC;\nCOMMIT;");
     if let Err(e) = client.batch_execute(&batch).await {
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(e.into());
