@@ -130,15 +130,15 @@ pub async fn pre_data(
     {
         nodes.push(Node { key: (PG_PROC, r.get(0)), object: SchemaObject::new(r.get::<_, String>(1), r.get::<_, String>(2), vec![r.get(3)]) });
     }
-    let sequence_oids: HashMap<String, u32> = client
-        .query(&format!("SELECT c.oid::regclass::text, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND {USER_NAMESPACE}"), &[])
+    let sequence_oids: HashMap<(String, String), u32> = client
+        .query(&format!("SELECT n.nspname::text, c.relname::text, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND {USER_NAMESPACE}"), &[])
         .await?
         .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect();
     for s in sequences.iter().filter(|s| s.ownership != "identity") {
         let name = qualified(&s.schema, &s.name);
-        let key = sequence_oids.get(&name).or_else(|| sequence_oids.get(&format!("{}.{}", s.schema, s.name))).copied().unwrap_or_default();
+        let key = sequence_oids.get(&(s.schema.clone(), s.name.clone())).copied().unwrap_or_default();
         nodes.push(Node { key: (PG_CLASS, key), object: SchemaObject::new("sequence", name.clone(), vec![format!("CREATE SEQUENCE {name} {}", s.options())]) });
     }
     for t in tables {
