@@ -72,7 +72,7 @@ fn state(with_failure: bool) -> serde_json::Value {
 
 #[test]
 fn the_report_shows_its_timeline_and_flags_a_parity_failure() {
-    let passed = render("q4-2026", &state(false));
+    let passed = render("q4-2026", "quarterly", &state(false), &[]);
     assert!(passed.summary.passed);
     let (width, height, rgb) = screenshot(&passed.html);
     assert_eq!((width, height), (1000, 1000));
@@ -81,7 +81,7 @@ fn the_report_shows_its_timeline_and_flags_a_parity_failure() {
     assert!(bars > 2_000, "timeline bars cover {bars} pixels");
     assert_eq!(count(&rgb, FAILED_ROW), 0, "no failed parity row on a passed drill");
 
-    let failed = render("q4-2026", &state(true));
+    let failed = render("q4-2026", "quarterly", &state(true), &[]);
     assert!(!failed.summary.passed);
     let (_, _, rgb) = screenshot(&failed.html);
     assert!(count(&rgb, FAILED_ROW) > 1_000, "the failing table's row is highlighted");

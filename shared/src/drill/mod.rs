@@ -4,6 +4,7 @@
 pub mod config;
 pub mod metrics;
 pub mod queues;
+pub mod history;
 pub mod redis_state;
 pub mod report;
 
@@ -52,7 +53,16 @@ pub enum DrillEvent {
         /// The drill state machine's state: every step's result, and `error` when a step failed.
         state: serde_json::Value,
     },
+    /// Every drill's result, RTO, RPO and parity, newest first, read from the locked reports.
+    ListDrills {
+        /// How many (1..=1000, default 20).
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }
+
+/// How many earlier drills the report page's trend shows.
+const TREND_DRILLS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
@@ -185,6 +195,13 @@ impl DrillValidator {
                     Some(other) => return Err(InputError::new("flush_status", format!("{other:?} is not a flush status")).into()),
                 };
                 to_json(self.validate(&drill_id, restore_point, started, smoke, restorable_lag_seconds, &expect_queue).await?)
+            }
+            DrillEvent::ListDrills { limit } => {
+                let limit = limit.unwrap_or(20);
+                if !(1..=1000).contains(&limit) {
+                    return Err(InputError::new("limit", "must be 1 to 1000").into());
+                }
+                to_json(history::list_drills(self.objects.as_ref(), &self.config.report_prefix, limit).await?)
             }
             DrillEvent::Report { drill_id, kind, state } => {
                 check_drill_id(&drill_id)?;
@@ -329,7 +346,8 @@ impl DrillValidator {
     }
 
     pub async fn report(&self, drill_id: &str, kind: &str, state: &serde_json::Value) -> Result<report::ReportSummary, DrillError> {
-        let rendered = report::render(drill_id, state);
+        let past = history::list_drills(self.objects.as_ref(), &self.config.report_prefix, TREND_DRILLS).await?;
+        let rendered = report::render(drill_id, kind, state, &past);
         let retain = self.retain_until();
         let mut keys = Vec::new();
         for (name, body, content_type) in [

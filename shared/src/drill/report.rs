@@ -1,6 +1,7 @@
 //! The drill report: JSON for machines, Markdown for the incident ticket, and a self-contained
 //! HTML page with the drill's timeline and the parity table.
 
+use super::history::{DrillRecord, trend_svg};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -88,7 +89,9 @@ fn failure_of(state: &Value) -> Option<String> {
     Some(format!("{name}: {message}"))
 }
 
-pub fn render(drill_id: &str, state: &Value) -> Rendered {
+/// Renders the report of drill `drill_id` of `kind` from the state machine's `state`, with the
+/// drills before it (`past`, newest first) drawn as a trend beside its timeline.
+pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -> Rendered {
     let validation = state.get("validation");
     let tables: Vec<Value> = validation.and_then(|v| v.get("tables")).and_then(Value::as_array).cloned().unwrap_or_default();
     let parity_failures = tables.iter().filter(|t| t.get("passed") != Some(&Value::Bool(true))).count() as u64;
@@ -109,9 +112,22 @@ pub fn render(drill_id: &str, state: &Value) -> Rendered {
         keys: Vec::new(),
     };
     let steps = timeline(state);
+    let current = DrillRecord {
+        drill_id: drill_id.to_owned(),
+        kind: Some(kind.to_owned()),
+        reported_at: None,
+        passed: summary.passed,
+        failure: summary.failure.clone(),
+        rto_seconds: summary.rto_seconds,
+        rpo_seconds: summary.rpo_seconds,
+        parity_failures: Some(summary.parity_failures),
+        report_key: String::new(),
+    };
+    let trend: Vec<DrillRecord> = std::iter::once(current).chain(past.iter().filter(|r| r.drill_id != drill_id).cloned()).collect();
     let json = serde_json::json!({
         "format": "catalyst-dr/drill-report/v1",
         "drill_id": drill_id,
+        "kind": kind,
         "summary": summary,
         "timeline": steps,
         "validation": validation,
@@ -122,7 +138,7 @@ pub fn render(drill_id: &str, state: &Value) -> Rendered {
         "baseline": state.get("baseline"),
     });
     let markdown = markdown(&summary, &steps, validation, state);
-    let html = html(&summary, &steps, validation, state);
+    let html = html(&summary, &steps, validation, state, &trend);
     Rendered { json, markdown, html, summary }
 }
 
@@ -189,7 +205,7 @@ fn markdown(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option
     out
 }
 
-fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Value>, state: &Value) -> String {
+fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Value>, state: &Value, trend: &[DrillRecord]) -> String {
     let verdict = if summary.passed { "passed" } else { "failed" };
     let total = steps.iter().filter_map(|s| s.offset_seconds).fold(1.0_f64, f64::max);
     let mut rows = String::new();
@@ -239,6 +255,8 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
 #timeline td.bar div {{ background: #3b6fd8; height: .9rem; border-radius: 3px; }}
 #timeline tr.missing th, #timeline tr.missing td {{ color: #8a939c; }}
 #parity tr.fail td {{ background: #fce8e6; }}
+#trend polyline {{ fill: none; stroke-width: 2; }} #trend .rto {{ stroke: #3b6fd8; fill: #3b6fd8; }} #trend .rpo {{ stroke: #e8710a; fill: #e8710a; }}
+#trend polyline.rto, #trend polyline.rpo {{ fill: none; }} .legend .rto {{ color: #3b6fd8; }} .legend .rpo {{ color: #e8710a; }}
 </style></head>
 <body>
 <h1>Restore drill {id}: <span class="{verdict}">{verdict}</span></h1>
@@ -252,6 +270,9 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
 <h2>Timeline</h2>
 <table id="timeline"><tbody>
 {rows}</tbody></table>
+<h2>RTO and RPO of the last drills</h2>
+<p class="legend"><span class="rto">RTO</span> <span class="rpo">RPO</span> (this drill on the right; highest {highest})</p>
+{trend_svg}
 <h2>Baseline parity</h2>
 <table id="parity"><thead><tr><th>table</th><th>baseline rows</th><th>restored rows</th><th>checksum</th><th>written after baseline</th><th>result</th></tr></thead><tbody>
 {parity}</tbody></table>
@@ -261,6 +282,8 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
         rpo = escape(&objective_line(validation, "rpo")),
         rto = escape(&objective_line(validation, "rto")),
         parity_failures = summary.parity_failures,
+        trend_svg = trend_svg(trend),
+        highest = fmt_seconds(trend.iter().flat_map(|r| [r.rto_seconds, r.rpo_seconds]).flatten().reduce(f64::max)),
     )
 }
 
@@ -276,7 +299,7 @@ mod tests {
             "start": {"started_at": "2026-11-26T03:00:05Z"},
             "error": {"Error": "SmokeFailed", "Cause": "{\"errorType\":\"SmokeFailed\",\"errorMessage\":\"users-and-entitlements: relation \\\"users\\\" does not exist\"}"},
         });
-        let r = render("q4", &state);
+        let r = render("q4", "quarterly", &state, &[]);
         assert!(!r.summary.passed);
         assert_eq!(r.summary.failure.as_deref(), Some("SmokeFailed: users-and-entitlements: relation \"users\" does not exist"));
         assert!(r.html.contains("not reached"));
@@ -295,7 +318,7 @@ mod tests {
         let steps = timeline(&state);
         let reached: Vec<(f64, f64)> = steps.iter().filter_map(|s| s.start_offset_seconds.zip(s.offset_seconds)).collect();
         assert_eq!(reached[..2], [(0.0, 2.0), (2.0, 5.0)], "{steps:#?}");
-        let html = render("q4", &state).html;
+        let html = render("q4", "quarterly", &state, &[]).html;
         assert!(html.contains("margin-left:10.0%;width:15.0%"), "the second bar starts at 2 s of 20 s and lasts 3 s: {html}");
     }
 }

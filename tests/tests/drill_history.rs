@@ -1,0 +1,79 @@
+//! Drill history against the local S3 endpoint: reports written by drill-validator are listed
+//! newest first with their result, RTO, RPO and parity (`list-drills`), and each new report's
+//! page draws the drills before it as a trend beside its timeline.
+
+use catalyst_dr::drill::DrillValidator;
+use catalyst_dr::drill::config::DrillConfig;
+use catalyst_dr::postgres::TlsMode;
+use catalyst_dr_tests::{local_aws, locked_bucket, s3, unique};
+use serde_json::json;
+
+fn validator(sdk: &aws_config::SdkConfig, bucket: &str) -> DrillValidator {
+    DrillValidator::new(
+        DrillConfig {
+            source_secret_id: "catalyst-dr/test/unused".into(),
+            staging_secret_id: "catalyst-dr/test/unused-staging".into(),
+            tls: TlsMode::Disable,
+            bucket: bucket.to_owned(),
+            report_prefix: "drills/".into(),
+            report_retention_days: 1,
+            s3_force_path_style: true,
+            webhook_queue_url: None,
+            webhook_dlq_url: None,
+            staging_queue_url: None,
+            redis_url: None,
+            redis_queue_patterns: Vec::new(),
+            rpo_objective_seconds: 0,
+            rto_objective_seconds: 3_600,
+            lock_timeout_ms: 2_000,
+            alert_topic_arn: None,
+            drill_kind: "quarterly".into(),
+        },
+        sdk,
+    )
+}
+
+/// The state machine's state of a drill that passed with this RTO, or failed in its smoke tests.
+fn state(rto: f64, passed: bool) -> serde_json::Value {
+    let mut state = json!({
+        "started": {"at": "2026-11-26T03:00:00Z"},
+        "baseline": {"captured_at": "2026-11-26T03:00:01Z"},
+        "validation": {"passed": passed, "tables": [], "rto": {"seconds": rto}, "rpo": {"seconds": 0.0}, "completed_at": "2026-11-26T03:00:30Z"},
+    });
+    if !passed {
+        state["error"] = json!({"Error": "SmokeFailed", "Cause": "users missing"});
+    }
+    state
+}
+
+#[tokio::test]
+async fn drills_are_listed_newest_first_and_each_report_shows_the_trend() {
+    let sdk = local_aws().await;
+    let bucket = unique("drill-history");
+    locked_bucket(&s3(&sdk), &bucket).await;
+    let validator = validator(&sdk, &bucket);
+
+    for (i, (drill, rto, passed)) in [("d1-q1", 40.0, true), ("d2-q2", 55.0, false), ("d3-q3", 30.0, true)].into_iter().enumerate() {
+        if i > 0 {
+            // S3 keeps an object's time to the second: reports a second apart are ordered by it.
+            tokio::time::sleep(std::time::Duration::from_millis(1_050)).await;
+        }
+        validator.handle(json!({"action": "report", "drill_id": drill, "state": state(rto, passed)})).await.expect("report");
+    }
+
+    let listed = validator.handle(json!({"action": "list-drills", "limit": 2})).await.expect("list");
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|d| d["drill_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["d3-q3", "d2-q2"], "{listed:#}");
+    assert_eq!(listed[0]["rto_seconds"], 30.0);
+    assert_eq!((listed[0]["passed"].as_bool(), listed[1]["passed"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(listed[0]["kind"], "quarterly");
+    assert!(listed[1]["failure"].as_str().unwrap().contains("SmokeFailed"), "{listed:#}");
+
+    // The last report's page draws all three drills, oldest on the left.
+    let html = s3(&sdk).get_object().bucket(&bucket).key("drills/d3-q3/report.html").send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let html = String::from_utf8(html.to_vec()).unwrap();
+    assert_eq!(html.matches("<circle class=\"rto\"").count(), 3, "{html}");
+
+    let err = validator.handle(json!({"action": "list-drills", "limit": 0})).await.expect_err("limit 0");
+    assert_eq!(err.error_type(), "InvalidInput", "{err}");
+}
