@@ -65,11 +65,17 @@ pub fn trend_svg(records: &[DrillRecord]) -> String {
     let x = |i: usize| if points.len() < 2 { width / 2.0 } else { pad + i as f64 * (width - 2.0 * pad) / (points.len() - 1) as f64 };
     let y = |v: f64| height - pad - v / max * (height - 2.0 * pad);
     let line = |value: fn(&DrillRecord) -> Option<f64>, class: &str| {
-        let coords: Vec<String> = points.iter().enumerate().filter_map(|(i, r)| value(r).map(|v| format!("{:.1},{:.1}", x(i), y(v)))).collect();
-        let dots: String = coords.iter().map(|c| {
-            let (cx, cy) = c.split_once(',').unwrap_or(("0", "0"));
-            format!("<circle class=\"{class}\" cx=\"{cx}\" cy=\"{cy}\" r=\"3\"/>")
-        }).collect();
+        let points: Vec<(f64, f64, String)> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| value(r).map(|v| (x(i), y(v), format!("{}: {} {v:.1} s", r.drill_id, class.to_uppercase()))))
+            .collect();
+        let coords: Vec<String> = points.iter().map(|(cx, cy, _)| format!("{cx:.1},{cy:.1}")).collect();
+        // Each point names its drill and value on hover.
+        let dots: String = points
+            .iter()
+            .map(|(cx, cy, title)| format!("<circle class=\"{class}\" cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"3\"><title>{}</title></circle>", super::report::escape(title)))
+            .collect();
         format!("<polyline class=\"{class}\" points=\"{}\"/>{dots}", coords.join(" "))
     };
     format!(

@@ -76,7 +76,8 @@ pub fn timeline(state: &Value) -> Vec<TimelineEntry> {
         .collect()
 }
 
-fn escape(text: &str) -> String {
+/// Escapes text for HTML and SVG.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
