@@ -21,11 +21,12 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-/// Roles are cluster-wide: created once, kept (the tests of one run share them).
+/// Roles are cluster-wide: created once, kept; the tests of one run share them, and may race to
+/// create them.
 const ROLES_SQL: &str = r#"
 DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'catalyst_dr_test_reader') THEN CREATE ROLE catalyst_dr_test_reader NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'catalyst_dr_test_owner') THEN CREATE ROLE catalyst_dr_test_owner NOLOGIN; END IF;
+  BEGIN CREATE ROLE catalyst_dr_test_reader NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+  BEGIN CREATE ROLE catalyst_dr_test_owner NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
 END $$;
 "#;
 

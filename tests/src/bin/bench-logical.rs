@@ -350,7 +350,7 @@ async fn main() -> ExitCode {
                 );
             }
             println!("medians of {} rounds; every restore consistent", results.first().map_or(0, |r| r["rounds"].as_u64().unwrap_or(0)));
-            println!("targets: backup <= 0.7 x pg_dump, restore <= 1.0 x pg_restore, peak RSS <= 64 MiB and flat across sizes");
+            println!("targets: backup <= 0.5 x pg_dump -Fc, restore <= 0.9 x pg_restore -j 2, peak RSS <= 64 MiB and flat across sizes");
             ExitCode::SUCCESS
         }
         Cmd::Backup { secret, common } => {
