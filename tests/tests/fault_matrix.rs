@@ -1,0 +1,242 @@
+//! The fault matrix: faults injected at the worst moments, on the local stack, with the state
+//! checked after the fault and after the rerun. Nothing lost, nothing applied twice, nothing
+//! unrecorded. Faults that would disturb other tests (killing, freezing PostgreSQL) hit a cluster
+//! the test starts for itself.
+
+use catalyst_dr::catalyst_db::GeneratorSpec;
+use catalyst_dr::object_store::{ObjectStore, S3Objects};
+use catalyst_dr::replay::DeadLetterReplay;
+use catalyst_dr::replay::audit::ReplayAudit;
+use catalyst_dr::replay::config::ReplayConfig;
+use catalyst_dr_tests::endpoints::Endpoints;
+use catalyst_dr_tests::faults::{OwnPostgres, unreachable_aws};
+use catalyst_dr_tests::{local_aws, s3, seed, unique};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+use tokio_postgres::Client;
+
+fn replay_with(sdk: &aws_config::SdkConfig, secret: &str, extra: &[(&str, &str)]) -> DeadLetterReplay {
+    let bucket = seed()["bucket"].as_str().expect("seed bucket").to_owned();
+    let mut env: HashMap<&str, String> = HashMap::from([
+        ("BACKUP_BUCKET", bucket),
+        ("REPLAY_DATABASE_SECRET_ID", secret.to_owned()),
+        ("PG_TLS", "disable".to_owned()),
+        ("PROBE_ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
+        ("PROBE_TIMEOUT_MS", "2000".to_owned()),
+        ("REPLAY_BATCH_SIZE", "50".to_owned()),
+        ("AUDIT_RETENTION_DAYS", "1".to_owned()),
+        ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+    ]);
+    for (k, v) in extra {
+        env.insert(k, (*v).to_owned());
+    }
+    let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    DeadLetterReplay::new(ReplayConfig::from_env(&env).expect("config"), sdk).expect("wiring")
+}
+
+fn spec(endpoints: &Endpoints, deliveries: u64) -> GeneratorSpec {
+    GeneratorSpec {
+        seed: 11,
+        users: 40,
+        entitlements_per_user: 1,
+        subscriptions: 8,
+        deliveries,
+        dead_letter_share: 0.5,
+        endpoint_base: endpoints.base.clone(),
+        dead_letter_window_hours: 24,
+        now: time::OffsetDateTime::now_utc(),
+    }
+}
+
+async fn ids(client: &Client, sql: &str) -> BTreeSet<i64> {
+    client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(|r| r.get::<_, i64>(0)).collect()
+}
+
+/// `updated_at` of every delivery: a row whose value did not move was not written.
+async fn updated_at(client: &Client) -> BTreeMap<i64, String> {
+    client
+        .query("SELECT id, updated_at::text FROM webhook_deliveries", &[])
+        .await
+        .expect("updated_at")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn read_audit(sdk: &aws_config::SdkConfig, replay_id: &str) -> Option<ReplayAudit> {
+    let bucket = seed()["bucket"].as_str().expect("bucket").to_owned();
+    match s3(sdk).get_object().bucket(&bucket).key(format!("replays/{replay_id}/audit.json")).send().await {
+        Ok(out) => Some(serde_json::from_slice(&out.body.collect().await.expect("body").into_bytes()).expect("audit JSON")),
+        Err(_) => None,
+    }
+}
+
+/// Waits (bounded) until a statement touching `needle` waits on a lock: the replay has reached
+/// the batch the test holds back.
+async fn until_blocked(observer: &Client, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = observer
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'", &[&needle])
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the replay never reached the held-back batch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_listed_once(audit: &ReplayAudit) {
+    let unique: BTreeSet<i64> = audit.delivery_ids.iter().copied().collect();
+    assert_eq!(unique.len(), audit.delivery_ids.len(), "an id is listed twice in the audit");
+    assert_eq!(audit.counts.replayed, audit.delivery_ids.len() as u64);
+}
+
+/// PostgreSQL crashes while a replay is between batches: the batches that committed are in the
+/// journal, the one in flight is not; the rerun requeues only the rest and its audit lists every
+/// requeued delivery exactly once.
+#[tokio::test]
+async fn replay_survives_a_postgres_crash_mid_batch() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = OwnPostgres::start("fault-replay-crash");
+    let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 1_000)).await;
+    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await;
+    assert!(dead.len() > 300, "enough dead letters for several batches: {}", dead.len());
+    let replay = replay_with(&sdk, &secret, &[]);
+    let replay_id = unique("INC-crash");
+    let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
+
+    // Hold a row of the sixth batch: the first five commit, the sixth waits on the lock.
+    let victim = *dead.iter().nth(5 * 50 + 7).expect("victim");
+    let holder = pg.connect("catalyst_auth").await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    holder.execute("SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE", &[&victim]).await.expect("lock the victim");
+    let observer = pg.connect("catalyst_auth").await;
+    let (result, ()) = tokio::join!(replay.handle(event.clone()), async {
+        until_blocked(&observer, "replay_journal").await;
+        pg.crash();
+    });
+    let err = result.expect_err("the replay fails with the database gone");
+    assert!(matches!(err.error_type(), "Postgres" | "DatabaseUnavailable"), "{}: {err}", err.error_type());
+
+    // After the fault: no audit, exactly five batches requeued, and each of those journaled.
+    assert!(read_audit(&sdk, &replay_id).await.is_none(), "no audit is written by a failed replay");
+    pg.start_again();
+    let client = pg.connect("catalyst_auth").await;
+    let pending = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND id IN (SELECT delivery_id FROM catalyst_dr.replay_journal)").await;
+    let journal = ids(&client, &format!("SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = '{replay_id}'")).await;
+    assert_eq!(journal.len(), 250, "five committed batches of 50");
+    assert_eq!(journal, pending, "every journaled delivery is requeued, and only those");
+    assert!(journal.iter().all(|id| dead.contains(id)));
+    let before_rerun = updated_at(&client).await;
+
+    // The rerun: finishes the rest, and the audit lists every requeued delivery exactly once.
+    let result = replay.handle(event.clone()).await.expect("rerun");
+    assert_eq!(result["already_done"], json!(false));
+    let audit = read_audit(&sdk, &replay_id).await.expect("audit written by the rerun");
+    assert_listed_once(&audit);
+    let listed: BTreeSet<i64> = audit.delivery_ids.iter().copied().collect();
+    assert_eq!(listed, dead, "every dead letter (all endpoints healthy) is in the audit");
+    assert_eq!(audit.counts.replayed_earlier, 250);
+    let still_dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'").await;
+    assert!(still_dead.is_empty(), "nothing left behind: {still_dead:?}");
+    // Nothing applied twice: the rows the first attempt requeued were not written again.
+    let after = updated_at(&client).await;
+    for id in &journal {
+        assert_eq!(before_rerun[id], after[id], "delivery {id} was requeued a second time");
+    }
+    // A third run changes nothing.
+    let again = replay.handle(event).await.expect("third run");
+    assert_eq!(again["already_done"], json!(true));
+    assert_eq!(updated_at(&client).await, after);
+}
+
+/// Every batch commits, then the audit write fails (the AWS endpoint is unreachable): the rerun
+/// requeues nothing again, even deliveries the worker dead-lettered anew in between, and writes an
+/// audit that lists all of them.
+#[tokio::test]
+async fn replay_audit_write_failing_after_the_last_commit_is_recovered_by_the_rerun() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = OwnPostgres::start("fault-replay-audit");
+    let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 600)).await;
+    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'").await;
+    let replay_id = unique("INC-audit");
+    let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
+
+    // Reads reach S3, writes do not.
+    let mut failing = replay_with(&sdk, &secret, &[]);
+    let bucket = seed()["bucket"].as_str().expect("bucket").to_owned();
+    failing.objects = Box::new(SplitStore {
+        reads: S3Objects::new(s3(&sdk), &bucket),
+        writes: S3Objects::new(catalyst_dr::aws_clients::s3_client(&unreachable_aws().await, true), &bucket),
+    });
+    let err = failing.handle(event.clone()).await.expect_err("the audit cannot be written");
+    assert_eq!(err.error_type(), "AwsTransient", "{err}");
+    assert!(read_audit(&sdk, &replay_id).await.is_none());
+    let pending = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND id IN (SELECT delivery_id FROM catalyst_dr.replay_journal)").await;
+    assert_eq!(pending, dead, "every batch committed and is journaled");
+
+    // The worker fails some of them again before the rerun: they are dead letters in the window
+    // once more, but this replay already requeued them once.
+    let again: Vec<i64> = dead.iter().copied().step_by(7).collect();
+    client
+        .execute("UPDATE webhook_deliveries SET status = 'dead_lettered', attempts = attempts + 1, updated_at = now() WHERE id = ANY($1)", &[&again])
+        .await
+        .expect("worker dead-letters some again");
+    let before = updated_at(&client).await;
+
+    let replay = replay_with(&sdk, &secret, &[]);
+    replay.handle(event).await.expect("rerun");
+    let audit = read_audit(&sdk, &replay_id).await.expect("audit");
+    assert_listed_once(&audit);
+    assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
+    assert_eq!(audit.counts.replayed_earlier, dead.len() as u64);
+    assert_eq!(updated_at(&client).await, before, "the rerun wrote no delivery");
+    let md = s3(&sdk)
+        .get_object()
+        .bucket(&bucket)
+        .key(format!("replays/{replay_id}/audit.md"))
+        .send()
+        .await
+        .expect("markdown audit")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    assert!(String::from_utf8_lossy(&md).contains(&format!("replayed ({})", dead.len())));
+}
+
+/// Reads from one store, writes to another: the bucket stays readable while writes cannot reach it.
+struct SplitStore {
+    reads: S3Objects,
+    writes: S3Objects,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for SplitStore {
+    fn bucket(&self) -> &str {
+        self.reads.bucket()
+    }
+    async fn put_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        retain_until: time::OffsetDateTime,
+    ) -> Result<catalyst_dr::object_store::PutOutcome, catalyst_dr::aws_error::AwsCallError> {
+        self.writes.put_locked(key, body, content_type, retain_until).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, catalyst_dr::aws_error::AwsCallError> {
+        self.reads.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<catalyst_dr::object_store::StoredObject>, catalyst_dr::aws_error::AwsCallError> {
+        self.reads.list(prefix).await
+    }
+}
