@@ -94,28 +94,47 @@ impl OwnPostgres {
         text.lines().next().and_then(|l| l.trim().parse().ok()).expect("pid in postmaster.pid")
     }
 
-    /// SIGSTOP the postmaster: the kernel still completes TCP handshakes into its backlog, but no
-    /// connection is ever answered.
-    pub fn freeze(&self) {
-        Self::run(
-            {
-                let mut c = Command::new("kill");
-                c.arg("-STOP").arg(self.postmaster_pid().to_string());
-                c
-            },
-            "kill -STOP",
-        );
+    /// The postmaster's child processes (backends and auxiliary processes), from `/proc`.
+    fn children(&self) -> Vec<i32> {
+        let parent = self.postmaster_pid();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // Field 4 (ppid) follows the parenthesised command name.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(parent) {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
+    fn signal(signal: &str, pids: &[i32]) {
+        let mut kill = Command::new("kill");
+        kill.arg(signal).args(pids.iter().map(i32::to_string));
+        Self::run(kill, &format!("kill {signal}"));
+    }
+
+    /// SIGSTOP the postmaster: the kernel still completes TCP handshakes into its backlog, but no
+    /// new connection is ever answered (open ones keep working).
+    pub fn freeze(&self) {
+        Self::signal("-STOP", &[self.postmaster_pid()]);
+    }
+
+    /// SIGSTOP the postmaster and every backend: open connections stay open (the kernel still
+    /// acknowledges their packets and keepalives) but no statement is ever answered.
+    pub fn freeze_all(&self) {
+        let mut pids = vec![self.postmaster_pid()];
+        pids.extend(self.children());
+        Self::signal("-STOP", &pids);
+    }
+
+    /// SIGCONT the postmaster and every backend.
     pub fn thaw(&self) {
-        Self::run(
-            {
-                let mut c = Command::new("kill");
-                c.arg("-CONT").arg(self.postmaster_pid().to_string());
-                c
-            },
-            "kill -CONT",
-        );
+        let mut pids = vec![self.postmaster_pid()];
+        pids.extend(self.children());
+        Self::signal("-CONT", &pids);
     }
 
     pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
@@ -154,10 +173,10 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        if let Ok(text) = std::fs::read_to_string(self.data.join("postmaster.pid")) {
-            if let Some(pid) = text.lines().next() {
-                let _ = Command::new("kill").arg("-CONT").arg(pid.trim()).status();
-            }
+        if self.data.join("postmaster.pid").exists() {
+            let mut pids = vec![self.postmaster_pid()];
+            pids.extend(self.children());
+            let _ = Command::new("kill").arg("-CONT").args(pids.iter().map(i32::to_string)).status();
             let _ = self.tool("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
         }
         let _ = std::fs::remove_dir_all(&self.root);

@@ -240,3 +240,71 @@ impl ObjectStore for SplitStore {
         self.reads.list(prefix).await
     }
 }
+
+/// A PostgreSQL whose postmaster is frozen accepts TCP connections and never answers: `plan`
+/// fails within the configured bounds, the error names the handshake bound, and the same warm
+/// process works again once the server is back.
+#[tokio::test]
+async fn a_frozen_postmaster_fails_plan_within_the_handshake_bound() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = OwnPostgres::start("fault-frozen");
+    let (secret, _client) = pg.catalyst_database(&sdk, &spec(&endpoints, 100)).await;
+    let replay = replay_with(&sdk, &secret, &[("PG_CONNECT_TIMEOUT_MS", "500"), ("PG_HANDSHAKE_TIMEOUT_MS", "1000")]);
+    let plan = json!({"action": "plan", "filter": {"window_hours": 48}});
+    replay.handle(plan.clone()).await.expect("plan before the freeze");
+
+    pg.freeze();
+    let started = std::time::Instant::now();
+    let err = replay.handle(plan.clone()).await.expect_err("a frozen server cannot answer");
+    let elapsed = started.elapsed();
+    pg.thaw();
+    assert_eq!(err.error_type(), "DatabaseUnavailable", "{err}");
+    let message = catalyst_dr::lambda::error_chain(&err);
+    assert!(message.contains("handshake bound") && message.contains("PG_HANDSHAKE_TIMEOUT_MS = 1000 ms"), "{message}");
+    assert!(elapsed < Duration::from_secs(5), "bounded at 1.5 s, took {elapsed:?}");
+    replay.handle(plan).await.expect("plan after the thaw");
+}
+
+/// The whole server freezes while a replay waits on a batch: no answer ever comes, the kernel
+/// keeps the connection alive, and the client-side statement bound ends the wait. Nothing is lost:
+/// the rerun after the thaw completes, and the audit lists every delivery once.
+#[tokio::test]
+async fn a_server_frozen_mid_replay_fails_at_the_statement_bound_and_the_rerun_completes() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = OwnPostgres::start("fault-frozen-statement");
+    let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 600)).await;
+    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await;
+    let replay = replay_with(&sdk, &secret, &[("PG_STATEMENT_TIMEOUT_MS", "1500")]);
+    let replay_id = unique("INC-frozen");
+    let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
+
+    let victim = *dead.iter().nth(2 * 50 + 3).expect("victim");
+    let holder = pg.connect("catalyst_auth").await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    holder.execute("SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE", &[&victim]).await.expect("lock the victim");
+    let observer = pg.connect("catalyst_auth").await;
+    let mut frozen_at = None;
+    let (result, ()) = tokio::join!(replay.handle(event.clone()), async {
+        until_blocked(&observer, "replay_journal").await;
+        pg.freeze_all();
+        frozen_at = Some(std::time::Instant::now());
+    });
+    let waited = frozen_at.expect("frozen").elapsed();
+    pg.thaw();
+    let err = result.expect_err("no answer from a frozen server");
+    assert_eq!(err.error_type(), "DatabaseUnavailable", "{err}");
+    let message = catalyst_dr::lambda::error_chain(&err);
+    assert!(message.contains("requeue batch") && message.contains("statement bound"), "{message}");
+    assert!(waited < Duration::from_secs(8), "bounded at 1.5 s + 2 s grace, waited {waited:?}");
+    holder.batch_execute("ROLLBACK").await.expect("release the victim");
+
+    let journal = ids(&client, &format!("SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = '{replay_id}'")).await;
+    assert_eq!(journal.len(), 100, "two batches committed before the freeze");
+    replay.handle(event).await.expect("rerun after the thaw");
+    let audit = read_audit(&sdk, &replay_id).await.expect("audit");
+    assert_listed_once(&audit);
+    assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
+    assert_eq!(audit.counts.replayed_earlier, 100);
+}

@@ -5,7 +5,7 @@
 
 use super::audit::{self, EndpointRecord, FilterRecord, ProbeRecord, ReplayAudit, ReplayCounts};
 use super::probe::{endpoint_key, probe_all};
-use super::{DeadLetterReplay, ReplayError, now_text};
+use super::{DeadLetterReplay, ReplayError, bounded, now_text};
 use crate::catalyst_db::deliveries::{self, DeadLetterFilter};
 use crate::input::format_time;
 use serde::{Deserialize, Serialize};
@@ -112,11 +112,11 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let earlier = if req.dry_run {
         Vec::new()
     } else {
-        deliveries::ensure_journal(&client).await?;
-        deliveries::journaled(&client, &req.replay_id).await?
+        bounded(&svc.database, "create the replay journal", deliveries::ensure_journal(&client)).await?;
+        bounded(&svc.database, "read the replay journal", deliveries::journaled(&client, &req.replay_id)).await?
     };
     let earlier_ids: HashSet<i64> = earlier.iter().map(|j| j.id).collect();
-    let mut rows = deliveries::dead_letters(&client, &req.filter).await?;
+    let mut rows = bounded(&svc.database, "dead-letter query", deliveries::dead_letters(&client, &req.filter)).await?;
     rows.retain(|r| !earlier_ids.contains(&r.id));
     timings.query = ms_since(phase);
     let total = rows.len() as u64 + earlier.len() as u64;
@@ -199,7 +199,7 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let mut replayed = Vec::with_capacity(healthy_ids.len());
     let mut changed = Vec::new();
     for (ids, offsets) in healthy_ids.chunks(batch).zip(offsets.chunks(batch)) {
-        let done = deliveries::requeue(&client, &req.replay_id, ids, offsets).await?;
+        let done = bounded(&svc.database, "requeue batch", deliveries::requeue(&client, &req.replay_id, ids, offsets)).await?;
         counts.batches += 1;
         if done.len() != ids.len() {
             let done_set: HashSet<i64> = done.iter().copied().collect();
