@@ -308,3 +308,29 @@ async fn a_server_frozen_mid_replay_fails_at_the_statement_bound_and_the_rerun_c
     assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
     assert_eq!(audit.counts.replayed_earlier, 100);
 }
+
+/// Bad events through the real Lambda edge (`cargo lambda watch`): times outside the sane window
+/// and numbers JSON cannot hold are `InvalidInput` naming the field, never a panic or a Rust type.
+#[tokio::test]
+async fn malformed_events_through_the_lambda_edge_are_invalid_input_naming_the_field() {
+    let endpoint = catalyst_dr_tests::stack_var("LAMBDA_ENDPOINT_URL");
+    let http = reqwest::Client::new();
+    let cases = [
+        ("snapshot-trigger", r#"{"action": "snapshot", "scheduled_time": "9999-12-31T23:59:59Z"}"#, "`scheduled_time`"),
+        ("snapshot-trigger", r#"{"action": "snapshot", "scheduled_time": "1969-12-31T23:59:59Z"}"#, "`scheduled_time`"),
+        ("dead-letter-replay", r#"{"action": "plan", "filter": {"limit": 1e309}}"#, "`filter.limit`"),
+        ("dead-letter-replay", r#"{"action": "replay", "replay_id": "x", "max_deliveries": 1e309}"#, "`max_deliveries`"),
+    ];
+    for (function, body, field) in cases {
+        let response = http
+            .post(format!("{endpoint}/2015-03-31/functions/{function}/invocations"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("invoke");
+        let answer: serde_json::Value = response.json().await.expect("JSON answer");
+        assert_eq!(answer["errorType"], json!("InvalidInput"), "{function} {body}: {answer}");
+        assert!(answer["errorMessage"].as_str().is_some_and(|m| m.contains(field)), "{function} {body}: {answer}");
+    }
+}
