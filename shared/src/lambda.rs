@@ -65,6 +65,7 @@ where
     Fut: Future<Output = Result<Value, E>>,
 {
     let (raw, context) = event.into_parts();
+    crate::postgres::new_invocation();
     let span = tracing::info_span!("invocation", request_id = %context.request_id, action = tracing::field::Empty);
     let _entered = span.enter();
     let payload = match crate::input::parse_event(raw.get()) {
@@ -84,6 +85,13 @@ where
             Err(failed("Panic", format!("the function panicked: {}", what.as_deref().unwrap_or("no message"))))
         }
     }
+}
+
+/// One invocation of `function` with `payload`, through the same edge the runtime uses (fresh
+/// credentials, typed errors, panics caught): for tests and tools that run a function in process.
+pub async fn invoke_value<F: Function>(function: &F, payload: &Value) -> Result<Value, Diagnostic> {
+    let raw = RawValue::from_string(payload.to_string()).expect("a serialised Value is valid JSON");
+    invoke(LambdaEvent::new(raw, lambda_runtime::Context::default()), |p| function.handle(p)).await
 }
 
 fn failed(error_type: &str, message: String) -> Diagnostic {

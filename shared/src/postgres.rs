@@ -1,5 +1,6 @@
-//! Connections to PostgreSQL with credentials from Secrets Manager: fetched at first use, cached,
-//! and fetched again once when the server rejects them (the secret was rotated). TLS verifies the
+//! Connections to PostgreSQL with credentials from Secrets Manager: fetched at first use in each
+//! invocation (a warm process follows a changed secret, host or database name included), shared by
+//! the connections of that invocation, and fetched again once when the server rejects them. TLS verifies the
 //! server against a configured CA bundle (the Amazon RDS bundle is not in the usual root stores).
 //! Passwords and connection strings never reach logs, results or error messages.
 //! Every wait is bounded ([`PgBounds`]): a server that accepts TCP connections but never answers
@@ -231,13 +232,27 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
     }
 }
 
+/// Counts invocations; cached credentials belong to one of them.
+static INVOCATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Marks the start of an invocation (the Lambda edge calls it): credentials cached by earlier
+/// invocations are read from Secrets Manager again at their next use.
+pub fn new_invocation() {
+    INVOCATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn invocation() -> u64 {
+    INVOCATION.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Connects to one database whose credentials live in one secret.
 pub struct PgConnector {
     secrets: Arc<dyn SecretSource>,
     secret_id: String,
     tls: TlsMode,
     bounds: PgBounds,
-    cached: Mutex<Option<DbCredentials>>,
+    /// The credentials and the invocation that read them.
+    cached: Mutex<Option<(DbCredentials, u64)>>,
 }
 
 impl PgConnector {
@@ -268,14 +283,17 @@ impl PgConnector {
         })
     }
 
-    /// The credentials in use, fetching them on first use.
+    /// The credentials in use, fetching them on first use in this invocation.
     pub async fn credentials(&self) -> Result<DbCredentials, PgConnectError> {
         let mut cached = self.cached.lock().await;
-        if let Some(credentials) = cached.as_ref() {
-            return Ok(credentials.clone());
+        let now = invocation();
+        if let Some((credentials, read_in)) = cached.as_ref() {
+            if *read_in == now {
+                return Ok(credentials.clone());
+            }
         }
         let credentials = self.fetch().await?;
-        *cached = Some(credentials.clone());
+        *cached = Some((credentials.clone(), now));
         Ok(credentials)
     }
 
@@ -286,7 +304,7 @@ impl PgConnector {
             Err(PgConnectError::Connect { source, .. }) if is_auth_failure(&source) => {
                 tracing::info!(secret_id = %self.secret_id, "credentials refused; reading the secret again");
                 let fresh = self.fetch().await?;
-                *self.cached.lock().await = Some(fresh.clone());
+                *self.cached.lock().await = Some((fresh.clone(), invocation()));
                 connect_bounded(&fresh, &self.tls, &self.bounds).await
             }
             other => other,

@@ -334,3 +334,59 @@ async fn malformed_events_through_the_lambda_edge_are_invalid_input_naming_the_f
         assert!(answer["errorMessage"].as_str().is_some_and(|m| m.contains(field)), "{function} {body}: {answer}");
     }
 }
+
+/// Rows in every table of the database behind `client`.
+async fn total_rows(client: &Client) -> u64 {
+    let tables = client
+        .query("SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables", &[])
+        .await
+        .expect("tables");
+    let mut total = 0;
+    for t in tables {
+        let name: String = t.get(0);
+        let n: i64 = client.query_one(&format!("SELECT count(*) FROM {name}"), &[]).await.expect("count").get(0);
+        total += n as u64;
+    }
+    total
+}
+
+/// Stale configuration in a warm process: the source secret's `dbname` changes between two
+/// invocations of the same snapshot-trigger, and the second logical backup reads the new database.
+#[tokio::test]
+async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
+    use catalyst_dr::snapshot::SnapshotTrigger;
+    use catalyst_dr::snapshot::config::SnapshotTriggerConfig;
+    let sdk = local_aws().await;
+    let (db_a, _) = catalyst_dr_tests::catalyst_database(&sdk, "warm_a", 10).await;
+    let (db_b, _) = catalyst_dr_tests::catalyst_database(&sdk, "warm_b", 25).await;
+    let password = catalyst_dr_tests::stack_var("CATALYST_DR_PG_PASSWORD");
+    let secret = catalyst_dr_tests::put_db_secret(&sdk, &format!("catalyst-dr/test/{}", unique("warm")), "postgres", &password, &db_a).await;
+    let bucket = unique("warm-backups");
+    catalyst_dr_tests::locked_bucket(&s3(&sdk), &bucket).await;
+    let config = SnapshotTriggerConfig {
+        backup_bucket: bucket,
+        database: catalyst_dr::snapshot::rds::DbSource::Instance("catalyst-auth-prod".into()),
+        cache: None,
+        cache_export: false,
+        retention_days: 1,
+        keep_newest: 7,
+        schedule_name: "nightly-test".into(),
+        manifest_prefix: "manifests/".into(),
+        s3_force_path_style: true,
+        logical: catalyst_dr::logical::config::LogicalConfig {
+            source_secret_id: Some(secret.clone()),
+            tls: Some(catalyst_dr::postgres::TlsMode::Disable),
+            ..catalyst_dr::logical::config::LogicalConfig::new(1)
+        },
+    };
+    let trigger = SnapshotTrigger::new(config, &sdk);
+    let hour = |back: i64| catalyst_dr::input::format_time(time::OffsetDateTime::now_utc().replace_minute(0).unwrap().replace_second(0).unwrap() - time::Duration::hours(back));
+
+    let first = catalyst_dr::lambda::invoke_value(&trigger, &json!({"action": "logical-backup", "scheduled_time": hour(2)})).await.expect("first backup");
+    assert_eq!(first["rows"], json!(total_rows(&catalyst_dr_tests::pg_connect(&db_a).await).await));
+    catalyst_dr_tests::put_db_secret(&sdk, &secret, "postgres", &password, &db_b).await;
+    let second = catalyst_dr::lambda::invoke_value(&trigger, &json!({"action": "logical-backup", "scheduled_time": hour(1)})).await.expect("second backup");
+    let rows_b = total_rows(&catalyst_dr_tests::pg_connect(&db_b).await).await;
+    assert_ne!(first["rows"], second["rows"]);
+    assert_eq!(second["rows"], json!(rows_b), "the warm function backed up the database the secret now names");
+}
