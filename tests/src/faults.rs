@@ -110,31 +110,37 @@ impl OwnPostgres {
         pids
     }
 
-    fn signal(signal: &str, pids: &[i32]) {
-        let mut kill = Command::new("kill");
-        kill.arg(signal).args(pids.iter().map(i32::to_string));
-        Self::run(kill, &format!("kill {signal}"));
+    /// Signals the postmaster (which must exist) and then `children`, one by one: a child may exit
+    /// between listing and signalling, which is no failure.
+    fn signal(&self, signal: &str, children: &[i32]) {
+        Self::run(
+            {
+                let mut kill = Command::new("kill");
+                kill.arg(signal).arg(self.postmaster_pid().to_string());
+                kill
+            },
+            &format!("kill {signal} postmaster"),
+        );
+        for pid in children {
+            let _ = Command::new("kill").arg(signal).arg(pid.to_string()).stderr(std::process::Stdio::null()).status();
+        }
     }
 
     /// SIGSTOP the postmaster: the kernel still completes TCP handshakes into its backlog, but no
     /// new connection is ever answered (open ones keep working).
     pub fn freeze(&self) {
-        Self::signal("-STOP", &[self.postmaster_pid()]);
+        self.signal("-STOP", &[]);
     }
 
     /// SIGSTOP the postmaster and every backend: open connections stay open (the kernel still
     /// acknowledges their packets and keepalives) but no statement is ever answered.
     pub fn freeze_all(&self) {
-        let mut pids = vec![self.postmaster_pid()];
-        pids.extend(self.children());
-        Self::signal("-STOP", &pids);
+        self.signal("-STOP", &self.children());
     }
 
     /// SIGCONT the postmaster and every backend.
     pub fn thaw(&self) {
-        let mut pids = vec![self.postmaster_pid()];
-        pids.extend(self.children());
-        Self::signal("-CONT", &pids);
+        self.signal("-CONT", &self.children());
     }
 
     pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
@@ -174,9 +180,9 @@ impl OwnPostgres {
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
         if self.data.join("postmaster.pid").exists() {
-            let mut pids = vec![self.postmaster_pid()];
-            pids.extend(self.children());
-            let _ = Command::new("kill").arg("-CONT").args(pids.iter().map(i32::to_string)).status();
+            for pid in std::iter::once(self.postmaster_pid()).chain(self.children()) {
+                let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).stderr(std::process::Stdio::null()).status();
+            }
             let _ = self.tool("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
         }
         let _ = std::fs::remove_dir_all(&self.root);

@@ -390,3 +390,219 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
     assert_ne!(first["rows"], second["rows"]);
     assert_eq!(second["rows"], json!(rows_b), "the warm function backed up the database the secret now names");
 }
+
+/// Deliveries the journal holds for `replay_id`.
+async fn journal(client: &Client, replay_id: &str) -> BTreeSet<i64> {
+    client
+        .query("SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = $1", &[&replay_id])
+        .await
+        .expect("journal")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The function process is killed (SIGKILL) while a batch waits on a row lock. PostgreSQL does not
+/// notice the dead client while the statement waits, so the batch commits after the process is
+/// gone: the worst case, changes committed and no process left to record them. The journal holds
+/// them, and the rerun's audit lists them.
+#[tokio::test]
+async fn replay_process_killed_mid_batch_loses_no_record() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = OwnPostgres::start("fault-replay-kill");
+    let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 800)).await;
+    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await;
+    let replay_id = unique("INC-kill");
+    let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
+
+    let victim = *dead.iter().nth(3 * 50 + 5).expect("victim");
+    let holder = pg.connect("catalyst_auth").await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    holder.execute("SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE", &[&victim]).await.expect("lock the victim");
+    let bucket = seed()["bucket"].as_str().expect("bucket").to_owned();
+    let mut function = tokio::process::Command::new(env!("CARGO_BIN_EXE_run-function"))
+        .arg("dead-letter-replay")
+        .arg(event.to_string())
+        .env("BACKUP_BUCKET", &bucket)
+        .env("REPLAY_DATABASE_SECRET_ID", &secret)
+        .env("PG_TLS", "disable")
+        .env("PROBE_ALLOW_CIDRS", "127.0.0.0/8")
+        .env("REPLAY_BATCH_SIZE", "50")
+        .env("AUDIT_RETENTION_DAYS", "1")
+        .env("S3_FORCE_PATH_STYLE", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the function process");
+    let observer = pg.connect("catalyst_auth").await;
+    until_blocked(&observer, "replay_journal").await;
+    function.start_kill().expect("SIGKILL");
+    let status = function.wait().await.expect("wait");
+    assert!(!status.success(), "killed: {status}");
+
+    // Let the orphaned statement finish: it commits, and its backend then finds the client gone.
+    holder.batch_execute("ROLLBACK").await.expect("release the victim");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while journal(&client, &replay_id).await.len() < 200 {
+        assert!(std::time::Instant::now() < deadline, "the in-flight batch never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // After the fault: four batches requeued (three before the kill, one after it), all journaled,
+    // no audit.
+    let journaled = journal(&client, &replay_id).await;
+    assert_eq!(journaled.len(), 200);
+    assert!(journaled.contains(&victim), "the in-flight batch committed without its process");
+    assert!(read_audit(&sdk, &replay_id).await.is_none());
+    let before = updated_at(&client).await;
+
+    let replay = replay_with(&sdk, &secret, &[]);
+    replay.handle(event).await.expect("rerun");
+    let audit = read_audit(&sdk, &replay_id).await.expect("audit");
+    assert_listed_once(&audit);
+    assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
+    assert_eq!(audit.counts.replayed_earlier, 200);
+    let after = updated_at(&client).await;
+    for id in &journaled {
+        assert_eq!(before[id], after[id], "delivery {id} was requeued a second time");
+    }
+}
+
+/// The AWS endpoint is unreachable when a replay starts: it fails before touching the database
+/// (the audit check comes first), and the rerun does the whole replay.
+#[tokio::test]
+async fn replay_with_aws_unreachable_changes_nothing_and_the_rerun_completes() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = OwnPostgres::start("fault-replay-aws");
+    let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 200)).await;
+    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'").await;
+    let before = updated_at(&client).await;
+    let replay_id = unique("INC-aws");
+    let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
+
+    let cut_off = replay_with(&unreachable_aws().await, &secret, &[]);
+    let err = cut_off.handle(event.clone()).await.expect_err("no AWS");
+    assert_eq!(err.error_type(), "AwsTransient", "{err}");
+    assert_eq!(updated_at(&client).await, before, "nothing written");
+
+    replay_with(&sdk, &secret, &[]).handle(event).await.expect("rerun");
+    let audit = read_audit(&sdk, &replay_id).await.expect("audit");
+    assert_listed_once(&audit);
+    assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
+    assert_eq!(audit.counts.replayed_earlier, 0);
+}
+
+/// The real SQS client, with the database crashed just as the `crash_on`-th receive returns.
+struct CrashOnReceive {
+    inner: catalyst_dr::replay::redrive::SqsQueues,
+    pg: std::sync::Arc<OwnPostgres>,
+    receives: std::sync::atomic::AtomicUsize,
+    crash_on: usize,
+}
+
+#[async_trait::async_trait]
+impl catalyst_dr::replay::redrive::QueueApi for CrashOnReceive {
+    async fn attribute(&self, u: &str, n: aws_sdk_sqs::types::QueueAttributeName) -> Result<Option<String>, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.attribute(u, n).await
+    }
+    async fn receive(&self, u: &str, m: i32, v: i32, w: i32) -> Result<Vec<aws_sdk_sqs::types::Message>, catalyst_dr::aws_error::AwsCallError> {
+        let messages = self.inner.receive(u, m, v, w).await;
+        if self.receives.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.crash_on {
+            self.pg.crash();
+        }
+        messages
+    }
+    async fn send_batch(
+        &self,
+        u: &str,
+        e: Vec<aws_sdk_sqs::types::SendMessageBatchRequestEntry>,
+    ) -> Result<catalyst_dr::replay::redrive::BatchOk, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.send_batch(u, e).await
+    }
+    async fn delete_batch(
+        &self,
+        u: &str,
+        e: Vec<aws_sdk_sqs::types::DeleteMessageBatchRequestEntry>,
+    ) -> Result<catalyst_dr::replay::redrive::BatchOk, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.delete_batch(u, e).await
+    }
+    async fn release_batch(
+        &self,
+        u: &str,
+        e: Vec<aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry>,
+    ) -> Result<catalyst_dr::replay::redrive::BatchOk, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.release_batch(u, e).await
+    }
+    async fn tags(&self, u: &str) -> Result<HashMap<String, String>, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.tags(u).await
+    }
+    async fn purge(&self, u: &str) -> Result<bool, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.purge(u).await
+    }
+    async fn start_move(&self, s: &str, d: Option<&str>, r: i32) -> Result<String, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.start_move(s, d, r).await
+    }
+    async fn list_moves(&self, s: &str) -> Result<Vec<catalyst_dr::replay::redrive::MoveTask>, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.list_moves(s).await
+    }
+    async fn cancel_move(&self, h: &str) -> Result<i64, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.cancel_move(h).await
+    }
+}
+
+/// Every message body in a queue (received and deleted).
+async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    loop {
+        let out = sqs.receive_message().queue_url(url).max_number_of_messages(10).visibility_timeout(600).send().await.expect("receive");
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return all;
+        }
+        all.extend(messages.iter().map(|m| m.body().unwrap_or_default().to_owned()));
+    }
+}
+
+/// PostgreSQL crashes in the middle of a filtered redrive: the batch in hand stays in the DLQ and
+/// is visible again at once, the run stops and says why; after the restart the rerun sends the
+/// rest. Every message ends in exactly one place, none sent twice.
+#[tokio::test]
+async fn filtered_redrive_with_postgres_crashing_mid_run_loses_and_duplicates_nothing() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = std::sync::Arc::new(OwnPostgres::start("fault-redrive"));
+    let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 200)).await;
+    let dead: Vec<i64> = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await.into_iter().take(45).collect();
+    assert_eq!(dead.len(), 45);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (source_url, dlq_url) = catalyst_dr_tests::queue_with_dead_letters(&sqs, &unique("fault-webhooks"), 1).await;
+    let bodies: BTreeSet<String> = dead.iter().map(|id| json!({"delivery_id": id}).to_string()).collect();
+    for body in &bodies {
+        sqs.send_message().queue_url(&dlq_url).message_body(body).send().await.expect("dead letter");
+    }
+    let event = json!({"action": "redrive", "mode": "filtered", "dlq_url": dlq_url, "source_queue_url": source_url});
+    let extra = [("REDRIVE_WAIT_SECONDS", "0"), ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "600")];
+
+    let mut faulty = replay_with(&sdk, &secret, &extra);
+    faulty.queues = std::sync::Arc::new(CrashOnReceive {
+        inner: catalyst_dr::replay::redrive::SqsQueues::new(sqs.clone()),
+        pg: pg.clone(),
+        receives: std::sync::atomic::AtomicUsize::new(0),
+        crash_on: 3,
+    });
+    let first = faulty.handle(event.clone()).await.expect("the run stops and reports");
+    assert!(first["stopped"].as_str().is_some_and(|s| s.contains("delivery lookup failed")), "{first}");
+    assert_eq!(first["sent"], json!(20), "two batches sent before the crash: {first}");
+    assert_eq!(first["kept_by_reason"]["database-unavailable"], json!(10), "{first}");
+
+    pg.start_again();
+    let second = replay_with(&sdk, &secret, &extra).handle(event).await.expect("rerun");
+    assert!(second["stopped"].is_null(), "{second}");
+    assert_eq!(second["sent"], json!(25), "the batch in hand was visible again at once: {second}");
+    let in_source = drain(&sqs, &source_url).await;
+    assert_eq!(in_source.len(), 45, "no message sent twice");
+    assert_eq!(in_source.into_iter().collect::<BTreeSet<_>>(), bodies);
+    assert!(drain(&sqs, &dlq_url).await.is_empty(), "nothing left behind");
+}
