@@ -54,10 +54,14 @@ pub struct PgBounds {
     /// answer at all. 0: no statement bound (long `COPY` and index builds).
     pub statement_ms: u32,
     /// `PG_KEEPALIVE_IDLE_SECONDS`: TCP keepalive after this much silence (then every 10 s, 3
-    /// probes), and unacknowledged data gives up after idle + 30 s: a vanished host or network
-    /// partition breaks the connection instead of leaving it open forever.
+    /// probes); data left unacknowledged for [`TCP_USER_TIMEOUT_SECONDS`] also gives up. A vanished
+    /// host or a network partition breaks the connection instead of leaving it open forever.
     pub keepalive_idle_s: u32,
 }
+
+/// How long sent data may stay unacknowledged (`TCP_USER_TIMEOUT`): generous, because a server
+/// that is busy but alive can stall a large `COPY FROM` for a while.
+pub const TCP_USER_TIMEOUT_SECONDS: u64 = 300;
 
 /// How much longer than the server's `statement_timeout` a client-side statement bound waits.
 pub const STATEMENT_GRACE_MS: u32 = 2_000;
@@ -92,7 +96,7 @@ impl PgBounds {
             .keepalives_idle(Duration::from_secs(self.keepalive_idle_s.into()))
             .keepalives_interval(Duration::from_secs(10))
             .keepalives_retries(3)
-            .tcp_user_timeout(Duration::from_secs(u64::from(self.keepalive_idle_s) + 30));
+            .tcp_user_timeout(Duration::from_secs(TCP_USER_TIMEOUT_SECONDS));
         if self.statement_ms > 0 {
             config.options(format!("-c statement_timeout={}", self.statement_ms));
         }
@@ -423,7 +427,7 @@ mod tests {
         assert_eq!(config.get_options(), Some("-c statement_timeout=1500"));
         assert_eq!(config.get_connect_timeout(), Some(&std::time::Duration::from_secs(10)));
         assert!(config.get_keepalives());
-        assert_eq!(config.get_tcp_user_timeout(), Some(&std::time::Duration::from_secs(60)));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&std::time::Duration::from_secs(300)));
     }
 
     #[test]

@@ -72,8 +72,8 @@ async fn read_audit(sdk: &aws_config::SdkConfig, replay_id: &str) -> Option<Repl
     }
 }
 
-/// Waits (bounded) until a statement touching `needle` waits on a lock: the replay has reached
-/// the batch the test holds back.
+/// Waits (bounded) until a statement containing `needle` waits on a lock: the function has
+/// reached the step the test holds back.
 async fn until_blocked(observer: &Client, needle: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -85,7 +85,7 @@ async fn until_blocked(observer: &Client, needle: &str) {
         if n > 0 {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "the replay never reached the held-back batch");
+        assert!(std::time::Instant::now() < deadline, "the function never reached the held-back step");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -605,4 +605,72 @@ async fn filtered_redrive_with_postgres_crashing_mid_run_loses_and_duplicates_no
     assert_eq!(in_source.len(), 45, "no message sent twice");
     assert_eq!(in_source.into_iter().collect::<BTreeSet<_>>(), bodies);
     assert!(drain(&sqs, &dlq_url).await.is_empty(), "nothing left behind");
+}
+
+/// snapshot-trigger in a process of its own, configured for logical backups of `secret` into
+/// `bucket`.
+fn snapshot_trigger_process(secret: &str, bucket: &str, event: &serde_json::Value) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_run-function"));
+    command
+        .arg("snapshot-trigger")
+        .arg(event.to_string())
+        .env("BACKUP_BUCKET", bucket)
+        .env("RDS_INSTANCE_ID", "catalyst-auth-prod")
+        .env("ELASTICACHE_EXPORT", "false")
+        .env("RETENTION_DAYS", "1")
+        .env("SOURCE_DATABASE_SECRET_ID", secret)
+        .env("PG_TLS", "disable")
+        .env("S3_FORCE_PATH_STYLE", "true")
+        .env("LOGICAL_PARALLELISM", "2")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    command
+}
+
+async fn run_to_end(mut command: tokio::process::Command) -> serde_json::Value {
+    let out = command.output().await.expect("run the function");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Metrics lines come first; the result is the last line.
+    serde_json::from_str(text.trim().lines().last().unwrap_or_default()).expect("a JSON result")
+}
+
+/// The function process is killed in the middle of a logical backup (its exported snapshot open,
+/// reading a table another session holds locked): no manifest exists, so the backup does not
+/// count; the rerun backs up every row, verifies, leaves no open upload, and a third run does
+/// nothing.
+#[tokio::test]
+async fn logical_backup_process_killed_mid_backup_leaves_no_manifest_and_the_rerun_completes() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = OwnPostgres::start("fault-logical-kill");
+    let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 2_000)).await;
+    let bucket = unique("fault-logical");
+    catalyst_dr_tests::locked_bucket(&s3(&sdk), &bucket).await;
+    let scheduled = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc().replace_minute(0).unwrap().replace_second(0).unwrap().replace_nanosecond(0).unwrap());
+    let backup = json!({"action": "logical-backup", "scheduled_time": scheduled});
+
+    let holder = pg.connect("catalyst_auth").await;
+    holder.batch_execute("BEGIN; LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE").await.expect("lock the table");
+    let mut function = snapshot_trigger_process(&secret, &bucket, &backup).stdout(std::process::Stdio::null()).spawn().expect("start");
+    let observer = pg.connect("catalyst_auth").await;
+    // On this cluster only the backup can wait on a lock.
+    until_blocked(&observer, "").await;
+    function.start_kill().expect("SIGKILL");
+    assert!(!function.wait().await.expect("wait").success());
+    holder.batch_execute("ROLLBACK").await.expect("release");
+
+    // After the fault: no manifest, so no backup to restore from.
+    let objects = s3(&sdk).list_objects_v2().bucket(&bucket).prefix("logical/").send().await.expect("list");
+    assert!(!objects.contents().iter().any(|o| o.key().is_some_and(|k| k.ends_with("manifest.json"))), "no manifest after the kill");
+
+    let rerun = run_to_end(snapshot_trigger_process(&secret, &bucket, &backup)).await;
+    assert_eq!(rerun["reused"], json!(false), "{rerun}");
+    assert_eq!(rerun["rows"], json!(total_rows(&client).await), "every row backed up: {rerun}");
+    let verified = run_to_end(snapshot_trigger_process(&secret, &bucket, &json!({"action": "verify-logical", "scheduled_time": scheduled}))).await;
+    assert_eq!((verified["complete"].clone(), verified["ok"].clone()), (json!(true), json!(true)), "{verified}");
+    let open = s3(&sdk).list_multipart_uploads().bucket(&bucket).send().await.expect("uploads");
+    assert!(open.uploads().is_empty(), "the dead attempt's uploads were aborted: {:?}", open.uploads());
+    let third = run_to_end(snapshot_trigger_process(&secret, &bucket, &backup)).await;
+    assert_eq!(third["reused"], json!(true), "{third}");
 }
