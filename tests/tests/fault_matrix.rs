@@ -494,12 +494,14 @@ async fn replay_with_aws_unreachable_changes_nothing_and_the_rerun_completes() {
     assert_eq!(audit.counts.replayed_earlier, 0);
 }
 
-/// The real SQS client, with the database crashed just as the `crash_on`-th receive returns.
+/// The real SQS client, with the database crashed (or, with `freeze`, frozen whole) just as the
+/// `crash_on`-th receive returns.
 struct CrashOnReceive {
     inner: catalyst_dr::replay::redrive::SqsQueues,
     pg: std::sync::Arc<OwnPostgres>,
     receives: std::sync::atomic::AtomicUsize,
     crash_on: usize,
+    freeze: bool,
 }
 
 #[async_trait::async_trait]
@@ -510,7 +512,7 @@ impl catalyst_dr::replay::redrive::QueueApi for CrashOnReceive {
     async fn receive(&self, u: &str, m: i32, v: i32, w: i32) -> Result<Vec<aws_sdk_sqs::types::Message>, catalyst_dr::aws_error::AwsCallError> {
         let messages = self.inner.receive(u, m, v, w).await;
         if self.receives.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.crash_on {
-            self.pg.crash();
+            if self.freeze { self.pg.freeze_all() } else { self.pg.crash() }
         }
         messages
     }
@@ -565,6 +567,55 @@ async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
     }
 }
 
+async fn redrive_fixture(label: &str) -> (std::sync::Arc<OwnPostgres>, String, BTreeSet<String>, String, String, aws_sdk_sqs::Client) {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = std::sync::Arc::new(OwnPostgres::start(label));
+    let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 200)).await;
+    let dead: Vec<i64> = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await.into_iter().take(45).collect();
+    assert_eq!(dead.len(), 45);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (source_url, dlq_url) = catalyst_dr_tests::queue_with_dead_letters(&sqs, &unique(label), 1).await;
+    let bodies: BTreeSet<String> = dead.iter().map(|id| json!({"delivery_id": id}).to_string()).collect();
+    for body in &bodies {
+        sqs.send_message().queue_url(&dlq_url).message_body(body).send().await.expect("dead letter");
+    }
+    (pg, secret, bodies, source_url, dlq_url, sqs)
+}
+
+/// The whole server freezes in the middle of a filtered redrive: the delivery lookup gives up at
+/// the statement bound, the batch in hand stays in the DLQ (visible again at once), and the rerun
+/// after the thaw sends the rest, each message once.
+#[tokio::test]
+async fn filtered_redrive_with_the_server_frozen_stops_at_the_statement_bound() {
+    let sdk = local_aws().await;
+    let (pg, secret, bodies, source_url, dlq_url, sqs) = redrive_fixture("fault-redrive-frozen").await;
+    let event = json!({"action": "redrive", "mode": "filtered", "dlq_url": dlq_url, "source_queue_url": source_url});
+    let extra = [("REDRIVE_WAIT_SECONDS", "0"), ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "600"), ("PG_STATEMENT_TIMEOUT_MS", "1000")];
+    let mut faulty = replay_with(&sdk, &secret, &extra);
+    faulty.queues = std::sync::Arc::new(CrashOnReceive {
+        inner: catalyst_dr::replay::redrive::SqsQueues::new(sqs.clone()),
+        pg: pg.clone(),
+        receives: std::sync::atomic::AtomicUsize::new(0),
+        crash_on: 2,
+        freeze: true,
+    });
+    let started = std::time::Instant::now();
+    let first = faulty.handle(event.clone()).await.expect("the run stops and reports");
+    let took = started.elapsed();
+    pg.thaw();
+    assert!(first["stopped"].as_str().is_some_and(|s| s.contains("no answer within 3000 ms")), "{first}");
+    assert!(took < Duration::from_secs(10), "bounded: {took:?}");
+    assert_eq!((first["sent"].clone(), first["kept_by_reason"]["database-unavailable"].clone()), (json!(10), json!(10)), "{first}");
+
+    let second = replay_with(&sdk, &secret, &extra).handle(event).await.expect("rerun");
+    assert_eq!(second["sent"], json!(35), "{second}");
+    let in_source = drain(&sqs, &source_url).await;
+    assert_eq!(in_source.len(), 45, "no message sent twice");
+    assert_eq!(in_source.into_iter().collect::<BTreeSet<_>>(), bodies);
+    assert!(drain(&sqs, &dlq_url).await.is_empty());
+}
+
 /// PostgreSQL crashes in the middle of a filtered redrive: the batch in hand stays in the DLQ and
 /// is visible again at once, the run stops and says why; after the restart the rerun sends the
 /// rest. Every message ends in exactly one place, none sent twice.
@@ -591,6 +642,7 @@ async fn filtered_redrive_with_postgres_crashing_mid_run_loses_and_duplicates_no
         pg: pg.clone(),
         receives: std::sync::atomic::AtomicUsize::new(0),
         crash_on: 3,
+        freeze: false,
     });
     let first = faulty.handle(event.clone()).await.expect("the run stops and reports");
     assert!(first["stopped"].as_str().is_some_and(|s| s.contains("delivery lookup failed")), "{first}");

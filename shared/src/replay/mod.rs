@@ -321,6 +321,7 @@ impl DeadLetterReplay {
                             visibility_timeout_seconds: self.config.redrive.visibility_timeout_seconds,
                             wait_seconds: self.config.redrive.wait_seconds,
                             probe_concurrency: self.config.probe.concurrency,
+                            statement_wait: self.database.bounds().statement_wait(),
                         };
                         to_json(redrive::filtered(self.queues.as_ref(), &client, self.probe.clone(), &dlq_url, &source, &options).await?)
                     }

@@ -279,6 +279,8 @@ pub struct FilteredOptions {
     pub visibility_timeout_seconds: u32,
     pub wait_seconds: u32,
     pub probe_concurrency: u32,
+    /// The client-side bound on each delivery lookup ([`crate::postgres::PgBounds::statement_wait`]).
+    pub statement_wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,7 +397,12 @@ pub async fn filtered(
         result.received += messages.len() as u64;
         let batch: Vec<Batch> = messages.iter().map(|m| Batch { message: m, delivery: delivery_id(m.body()) }).collect();
         let ids: Vec<i64> = batch.iter().filter_map(|b| b.delivery).collect();
-        let statuses: HashMap<i64, (String, String)> = match deliveries::statuses(client, &ids).await {
+        let lookup = deliveries::statuses(client, &ids);
+        let looked_up = match options.statement_wait {
+            Some(wait) => tokio::time::timeout(wait, lookup).await.map_err(|_| format!("no answer within {} ms", wait.as_millis())),
+            None => Ok(lookup.await),
+        };
+        let statuses: HashMap<i64, (String, String)> = match looked_up.and_then(|r| r.map_err(|e| crate::lambda::error_chain(&e))) {
             Ok(rows) => rows.into_iter().map(|(id, status, url)| (id, (status, endpoint_key(&url)))).collect(),
             Err(e) => {
                 // Without the database nothing can be decided: the whole batch stays in the DLQ,
@@ -403,7 +410,7 @@ pub async fn filtered(
                 for b in &batch {
                     keep(&mut result, b.message, b.delivery, "database-unavailable".to_owned(), &mut kept_receipts);
                 }
-                result.stopped = Some(format!("delivery lookup failed: {}", crate::lambda::error_chain(&e)));
+                result.stopped = Some(format!("delivery lookup failed: {e}"));
                 break;
             }
         };
