@@ -726,3 +726,65 @@ async fn logical_backup_process_killed_mid_backup_leaves_no_manifest_and_the_rer
     let third = run_to_end(snapshot_trigger_process(&secret, &bucket, &backup)).await;
     assert_eq!(third["reused"], json!(true), "{third}");
 }
+
+/// PostgreSQL crashes while a drill's baseline waits for its table locks: no baseline is stored,
+/// so no drill can compare against half a capture; after the restart the rerun captures it, and
+/// a third run returns the same record.
+#[tokio::test]
+async fn drill_baseline_interrupted_by_a_postgres_crash_stores_nothing_and_the_rerun_captures_it() {
+    use catalyst_dr::drill::DrillValidator;
+    use catalyst_dr::drill::config::DrillConfig;
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let pg = OwnPostgres::start("fault-drill");
+    let (secret, _client) = pg.catalyst_database(&sdk, &spec(&endpoints, 300)).await;
+    let bucket = unique("fault-drill");
+    catalyst_dr_tests::locked_bucket(&s3(&sdk), &bucket).await;
+    let validator = DrillValidator::new(
+        DrillConfig {
+            source_secret_id: secret,
+            staging_secret_id: unique("fault-drill-staging"),
+            tls: catalyst_dr::postgres::TlsMode::Disable,
+            pg_bounds: Default::default(),
+            bucket: bucket.clone(),
+            report_prefix: "drills/".into(),
+            report_retention_days: 1,
+            s3_force_path_style: true,
+            webhook_queue_url: None,
+            webhook_dlq_url: None,
+            staging_queue_url: None,
+            redis_url: None,
+            redis_queue_patterns: Vec::new(),
+            rpo_objective_seconds: 300,
+            rto_objective_seconds: 3_600,
+            lock_timeout_ms: 30_000,
+            alert_topic_arn: None,
+            drill_kind: "test".into(),
+        },
+        &sdk,
+    );
+    let drill_id = unique("fault").to_ascii_lowercase();
+    let event = json!({"action": "baseline", "drill_id": drill_id});
+
+    // An open write transaction: the baseline's SHARE locks wait for it.
+    let writer = pg.connect("catalyst_auth").await;
+    writer.batch_execute("BEGIN; UPDATE users SET disabled = disabled WHERE id = 1").await.expect("open writer");
+    let observer = pg.connect("catalyst_auth").await;
+    let (result, ()) = tokio::join!(validator.handle(event.clone()), async {
+        until_blocked(&observer, "LOCK TABLE").await;
+        pg.crash();
+    });
+    let err = result.expect_err("the database went away");
+    assert!(matches!(err.error_type(), "Postgres" | "DatabaseUnavailable"), "{}: {err}", err.error_type());
+    let stored = s3(&sdk).list_objects_v2().bucket(&bucket).prefix(format!("drills/{drill_id}/")).send().await.expect("list");
+    assert!(stored.contents().is_empty(), "nothing stored for the interrupted baseline");
+
+    pg.start_again();
+    let captured = validator.handle(event.clone()).await.expect("rerun");
+    let client = pg.connect("catalyst_auth").await;
+    let users: i64 = client.query_one("SELECT count(*) FROM users", &[]).await.expect("users").get(0);
+    let tables = captured["tables"].as_array().expect("tables");
+    assert!(tables.iter().any(|t| t["table"] == json!("users") && t["rows"] == json!(users)), "{captured}");
+    let again = validator.handle(event).await.expect("third run");
+    assert_eq!(again["captured_at"], captured["captured_at"], "the stored baseline is returned, not taken again");
+}
