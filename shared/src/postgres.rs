@@ -291,10 +291,8 @@ impl PgConnector {
     pub async fn credentials(&self) -> Result<DbCredentials, PgConnectError> {
         let mut cached = self.cached.lock().await;
         let now = invocation();
-        if let Some((credentials, read_in)) = cached.as_ref() {
-            if *read_in == now {
-                return Ok(credentials.clone());
-            }
+        if let Some((credentials, _)) = cached.as_ref().filter(|(_, read_in)| *read_in == now) {
+            return Ok(credentials.clone());
         }
         let credentials = self.fetch().await?;
         *cached = Some((credentials.clone(), now));

@@ -125,7 +125,7 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     }
     let mut groups: BTreeMap<String, EndpointGroup> = BTreeMap::new();
     for row in &rows {
-        let group = groups.entry(endpoint_key(&row.endpoint_url)).or_insert_with(EndpointGroup::default);
+        let group = groups.entry(endpoint_key(&row.endpoint_url)).or_default();
         group.subscriptions.insert(row.subscription_id);
         group.ids.push(row.id);
     }
@@ -136,7 +136,7 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     // healthy when they were requeued and is not probed again.
     for j in &earlier {
         let endpoint = j.endpoint_url.as_deref().map(endpoint_key).unwrap_or_else(|| "(delivery since deleted)".to_owned());
-        let group = groups.entry(endpoint).or_insert_with(EndpointGroup::default);
+        let group = groups.entry(endpoint).or_default();
         group.subscriptions.extend(j.subscription_id);
         group.earlier.push(j.id);
     }
