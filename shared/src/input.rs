@@ -54,10 +54,45 @@ fn quoted_after(text: &str, marker: &str) -> Option<String> {
     Some(text[start..start + len].to_owned())
 }
 
-/// Parses an RFC 3339 timestamp such as `2026-11-26T03:00:00Z`, naming `field` on failure.
+/// The earliest time an event may name: nothing catalyst-dr backs up, restores or replays is older.
+pub const EARLIEST_EVENT_TIME: OffsetDateTime = time::macros::datetime!(2000-01-01 0:00 UTC);
+
+/// How far ahead of this machine's clock an event time may lie (clock skew, a schedule fired early).
+pub const MAX_FUTURE: time::Duration = time::Duration::days(1);
+
+/// Parses an RFC 3339 timestamp such as `2026-11-26T03:00:00Z`, naming `field` on failure. Times
+/// before [`EARLIEST_EVENT_TIME`] or more than [`MAX_FUTURE`] ahead are refused: they are mistakes,
+/// and the arithmetic on them (retention dates, windows) could leave the representable range.
 pub fn parse_time(field: &str, value: &str) -> Result<OffsetDateTime, InputError> {
-    OffsetDateTime::parse(value, &Rfc3339)
-        .map_err(|e| InputError::new(field, format!("{value:?} is not an RFC 3339 timestamp: {e}")))
+    parse_time_at(field, value, OffsetDateTime::now_utc())
+}
+
+/// [`parse_time`] with the present given.
+pub fn parse_time_at(field: &str, value: &str, now: OffsetDateTime) -> Result<OffsetDateTime, InputError> {
+    let t = OffsetDateTime::parse(value, &Rfc3339)
+        .map_err(|e| InputError::new(field, format!("{value:?} is not an RFC 3339 timestamp: {e}")))?;
+    if t < EARLIEST_EVENT_TIME {
+        return Err(InputError::new(field, format!("{value:?} is before {}", format_time(EARLIEST_EVENT_TIME))));
+    }
+    let latest = now.saturating_add(MAX_FUTURE);
+    if t > latest {
+        return Err(InputError::new(field, format!("{value:?} is more than a day in the future (latest {})", format_time(latest))));
+    }
+    Ok(t)
+}
+
+/// Parses an event's JSON text. Anything `serde_json::Value` cannot hold (a number such as `1e309`
+/// that overflows, invalid text) is an [`InputError`] naming the field by its JSON path.
+pub fn parse_event(text: &str) -> Result<serde_json::Value, InputError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        // An error before any key is read has no path (`?`): it is about the event as a whole.
+        let field = if path.is_empty() || path == "." || path == "?" { "$".to_owned() } else { path };
+        InputError::new(field, err.inner().to_string())
+    })?;
+    deserializer.end().map_err(|e| InputError::new("$", e.to_string()))?;
+    Ok(value)
 }
 
 /// Formats a timestamp the way every catalyst-dr record stores it (RFC 3339, UTC).
@@ -94,6 +129,28 @@ mod tests {
             assert_eq!(err.field, field, "{event}: {err}");
         }
         assert!(matches!(decode::<Event>(json!({"action": "stop"})), Ok(Event::Stop {})));
+    }
+
+    #[test]
+    fn times_outside_the_sane_window_are_refused_by_name() {
+        let now = parse_time("now", "2026-11-26T03:00:00Z").unwrap();
+        for bad in ["9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "2026-11-27T03:00:01Z"] {
+            let err = parse_time_at("scheduled_time", bad, now).unwrap_err();
+            assert_eq!(err.field, "scheduled_time", "{bad}");
+        }
+        assert!(parse_time_at("scheduled_time", "2026-11-27T03:00:00Z", now).is_ok());
+        assert!(parse_time_at("scheduled_time", "2000-01-01T00:00:00Z", now).is_ok());
+    }
+
+    #[test]
+    fn undecodable_events_name_the_field() {
+        let err = parse_event(r#"{"action": "replay", "filter": {"limit": 1e309}}"#).unwrap_err();
+        assert_eq!(err.field, "filter.limit", "{err}");
+        let err = parse_event(r#"{"action": "replay", "max_deliveries": -1e400}"#).unwrap_err();
+        assert_eq!(err.field, "max_deliveries", "{err}");
+        assert_eq!(parse_event(r#"{"action": "plan""#).unwrap_err().field, "$");
+        assert_eq!(parse_event(r#"{"a": [1, 2e999]}"#).unwrap_err().field, "a[1]");
+        assert_eq!(parse_event(r#"{"a": 1e300}"#).unwrap()["a"], serde_json::json!(1e300));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The edge between the Lambda runtime and the domain: errors become `{errorType, errorMessage}`
-//! with a stable `errorType` that the state machines' `Retry`/`Catch` match on.
+//! with a stable `errorType` that the state machines' `Retry`/`Catch` match on. The event arrives
+//! as raw JSON text, so that even one `serde_json::Value` cannot hold is an `InvalidInput` naming
+//! the field, and a panic in a handler becomes `errorType: Panic` rather than a Rust type name.
 
+use futures_util::FutureExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// A domain error as the Lambda runtime reports it.
 pub trait FunctionError: std::error::Error {
@@ -44,7 +48,7 @@ pub async fn serve<F: Function>(name: &str, built: Result<F, crate::config::Conf
         }
     };
     let function = &function;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<Value>| invoke(event, |payload| function.handle(payload)))).await
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<Box<RawValue>>| invoke(event, |payload| function.handle(payload)))).await
 }
 
 impl FunctionError for crate::replay::ReplayError {
@@ -54,25 +58,45 @@ impl FunctionError for crate::replay::ReplayError {
 }
 
 /// Runs `handle` for one invocation, logging the outcome under the request id.
-pub async fn invoke<E, F, Fut>(event: LambdaEvent<Value>, handle: F) -> Result<Value, Diagnostic>
+pub async fn invoke<E, F, Fut>(event: LambdaEvent<Box<RawValue>>, handle: F) -> Result<Value, Diagnostic>
 where
     E: FunctionError,
     F: FnOnce(Value) -> Fut,
     Fut: Future<Output = Result<Value, E>>,
 {
-    let (payload, context) = event.into_parts();
-    let action = payload.get("action").and_then(Value::as_str).unwrap_or("").to_owned();
-    let span = tracing::info_span!("invocation", request_id = %context.request_id, %action);
+    let (raw, context) = event.into_parts();
+    crate::postgres::new_invocation();
+    let span = tracing::info_span!("invocation", request_id = %context.request_id, action = tracing::field::Empty);
     let _entered = span.enter();
-    match handle(payload).await {
-        Ok(result) => Ok(result),
-        Err(err) => {
-            let error_type = err.error_type();
-            let message = error_chain(&err);
-            tracing::error!(error_type, error = %message, "invocation failed");
-            Err(Diagnostic { error_type: error_type.to_owned(), error_message: message })
+    let payload = match crate::input::parse_event(raw.get()) {
+        Ok(payload) => payload,
+        Err(err) => return Err(failed("InvalidInput", err.to_string())),
+    };
+    if let Some(action) = payload.get("action").and_then(Value::as_str) {
+        span.record("action", action);
+    }
+    // AssertUnwindSafe: after a panic nothing of this invocation is used again; the shared state
+    // (clients, cached credentials) is only ever replaced whole.
+    match std::panic::AssertUnwindSafe(handle(payload)).catch_unwind().await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(err)) => Err(failed(err.error_type(), error_chain(&err))),
+        Err(panic) => {
+            let what = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
+            Err(failed("Panic", format!("the function panicked: {}", what.as_deref().unwrap_or("no message"))))
         }
     }
+}
+
+/// One invocation of `function` with `payload`, through the same edge the runtime uses (fresh
+/// credentials, typed errors, panics caught): for tests and tools that run a function in process.
+pub async fn invoke_value<F: Function>(function: &F, payload: &Value) -> Result<Value, Diagnostic> {
+    let raw = RawValue::from_string(payload.to_string()).expect("a serialised Value is valid JSON");
+    invoke(LambdaEvent::new(raw, lambda_runtime::Context::default()), |p| function.handle(p)).await
+}
+
+fn failed(error_type: &str, message: String) -> Diagnostic {
+    tracing::error!(error_type, error = %message, "invocation failed");
+    Diagnostic { error_type: error_type.to_owned(), error_message: message }
 }
 
 /// The error and its causes, one after the other.
@@ -123,5 +147,53 @@ impl Function for crate::replay::DeadLetterReplay {
     type Error = crate::replay::ReplayError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
         crate::replay::DeadLetterReplay::handle(self, event).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl FunctionError for Never {
+        fn error_type(&self) -> &'static str {
+            "Never"
+        }
+    }
+
+    fn event(text: &str) -> LambdaEvent<Box<RawValue>> {
+        LambdaEvent::new(RawValue::from_string(text.to_owned()).unwrap(), lambda_runtime::Context::default())
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_handler_is_a_typed_error() {
+        let outcome = invoke(event(r#"{"action": "snapshot"}"#), |_| async {
+            let times: Vec<i64> = Vec::new();
+            if times.is_empty() {
+                panic!("resulting value is out of range");
+            }
+            Ok::<_, Never>(Value::Null)
+        })
+        .await;
+        let err = outcome.unwrap_err();
+        assert_eq!(err.error_type, "Panic");
+        assert!(err.error_message.contains("resulting value is out of range"), "{}", err.error_message);
+    }
+
+    #[tokio::test]
+    async fn an_event_json_cannot_hold_is_invalid_input_naming_the_field() {
+        let mut called = false;
+        let outcome = invoke(event(r#"{"action": "replay", "replay_id": "x", "max_deliveries": 1e309}"#), |_| {
+            called = true;
+            async { Ok::<_, Never>(Value::Null) }
+        })
+        .await;
+        let err = outcome.unwrap_err();
+        assert_eq!(err.error_type, "InvalidInput");
+        assert!(err.error_message.contains("`max_deliveries`"), "{}", err.error_message);
+        assert!(!called, "the handler never sees it");
     }
 }

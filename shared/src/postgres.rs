@@ -1,7 +1,10 @@
-//! Connections to PostgreSQL with credentials from Secrets Manager: fetched at first use, cached,
-//! and fetched again once when the server rejects them (the secret was rotated). TLS verifies the
+//! Connections to PostgreSQL with credentials from Secrets Manager: fetched at first use in each
+//! invocation (a warm process follows a changed secret, host or database name included), shared by
+//! the connections of that invocation, and fetched again once when the server rejects them. TLS verifies the
 //! server against a configured CA bundle (the Amazon RDS bundle is not in the usual root stores).
 //! Passwords and connection strings never reach logs, results or error messages.
+//! Every wait is bounded ([`PgBounds`]): a server that accepts TCP connections but never answers
+//! fails the step with an error naming the bound, instead of hanging it until the Lambda timeout.
 
 use crate::aws_error::{AwsCallError, classify};
 use crate::config::{ConfigError, Env};
@@ -36,6 +39,91 @@ impl TlsMode {
             other => Err(ConfigError::Invalid { var: "PG_TLS", reason: format!("{other:?} is not verify-full or disable") }),
         }
     }
+}
+
+/// How long catalyst-dr waits for PostgreSQL, at each stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgBounds {
+    /// `PG_CONNECT_TIMEOUT_MS`: the TCP connection.
+    pub connect_ms: u32,
+    /// `PG_HANDSHAKE_TIMEOUT_MS`: TLS negotiation and handshake, startup and authentication, once
+    /// TCP is connected (the kernel completes TCP for a frozen server; this is what catches it).
+    pub handshake_ms: u32,
+    /// `PG_STATEMENT_TIMEOUT_MS`: the server's `statement_timeout`; callers that bound their
+    /// statements client-side too wait [`STATEMENT_GRACE_MS`] longer, for a server that cannot
+    /// answer at all. 0: no statement bound (long `COPY` and index builds).
+    pub statement_ms: u32,
+    /// `PG_KEEPALIVE_IDLE_SECONDS`: TCP keepalive after this much silence (then every 10 s, 3
+    /// probes); data left unacknowledged for [`TCP_USER_TIMEOUT_SECONDS`] also gives up. A vanished
+    /// host or a network partition breaks the connection instead of leaving it open forever.
+    pub keepalive_idle_s: u32,
+}
+
+/// How long sent data may stay unacknowledged (`TCP_USER_TIMEOUT`): generous, because a server
+/// that is busy but alive can stall a large `COPY FROM` for a while.
+pub const TCP_USER_TIMEOUT_SECONDS: u64 = 300;
+
+/// How much longer than the server's `statement_timeout` a client-side statement bound waits.
+pub const STATEMENT_GRACE_MS: u32 = 2_000;
+
+impl Default for PgBounds {
+    fn default() -> Self {
+        Self { connect_ms: 10_000, handshake_ms: 10_000, statement_ms: 0, keepalive_idle_s: 30 }
+    }
+}
+
+impl PgBounds {
+    /// The bounds from the environment; `default_statement_ms` is the function's own default.
+    pub fn from_env(env: &Env, default_statement_ms: u32) -> Result<Self, ConfigError> {
+        Ok(Self {
+            connect_ms: env.bounded("PG_CONNECT_TIMEOUT_MS", 10_000, 100..=120_000)?,
+            handshake_ms: env.bounded("PG_HANDSHAKE_TIMEOUT_MS", 10_000, 100..=120_000)?,
+            statement_ms: env.bounded("PG_STATEMENT_TIMEOUT_MS", default_statement_ms, 0..=86_400_000)?,
+            keepalive_idle_s: env.bounded("PG_KEEPALIVE_IDLE_SECONDS", 30, 1..=7_200)?,
+        })
+    }
+
+    /// The client-side wait for one statement's answer, when statements are bounded.
+    pub fn statement_wait(&self) -> Option<std::time::Duration> {
+        (self.statement_ms > 0).then(|| std::time::Duration::from_millis(u64::from(self.statement_ms) + u64::from(STATEMENT_GRACE_MS)))
+    }
+
+    fn apply(&self, config: &mut tokio_postgres::Config) {
+        use std::time::Duration;
+        config
+            .connect_timeout(Duration::from_millis(self.connect_ms.into()))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(self.keepalive_idle_s.into()))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(TCP_USER_TIMEOUT_SECONDS));
+        if self.statement_ms > 0 {
+            config.options(format!("-c statement_timeout={}", self.statement_ms));
+        }
+    }
+}
+
+/// PostgreSQL did not answer within one of the [`PgBounds`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation}: PostgreSQL ({target}) did not answer within the {bound} bound ({var} = {ms} ms)")]
+pub struct PgTimeout {
+    pub operation: String,
+    pub target: String,
+    /// `connect`, `handshake` or `statement`.
+    pub bound: &'static str,
+    pub var: &'static str,
+    pub ms: u32,
+}
+
+impl PgTimeout {
+    pub fn statement(operation: impl Into<String>, target: impl Into<String>, bounds: &PgBounds) -> Self {
+        Self { operation: operation.into(), target: target.into(), bound: "statement", var: "PG_STATEMENT_TIMEOUT_MS", ms: bounds.statement_ms }
+    }
+}
+
+/// Whether the server cancelled a statement because it ran past `statement_timeout`.
+pub fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| *db.code() == SqlState::QUERY_CANCELED && db.message().contains("statement timeout"))
 }
 
 /// The secret's JSON, in the shape RDS and Secrets Manager rotation use.
@@ -92,8 +180,8 @@ impl DbCredentials {
             .user(&self.username)
             .password(&self.password)
             .dbname(&self.dbname)
-            .application_name("catalyst-dr")
-            .connect_timeout(std::time::Duration::from_secs(10));
+            .application_name("catalyst-dr");
+        PgBounds::default().apply(&mut config);
         config
     }
 }
@@ -115,6 +203,8 @@ pub enum PgConnectError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error(transparent)]
+    Timeout(#[from] PgTimeout),
 }
 
 impl PgConnectError {
@@ -123,7 +213,7 @@ impl PgConnectError {
             Self::Secret(e) => e.error_type(),
             Self::BadSecret { .. } | Self::CaBundle { .. } => "Misconfigured",
             Self::Connect { source, .. } if is_auth_failure(source) => "DatabaseAuthFailed",
-            Self::Connect { .. } => "DatabaseUnavailable",
+            Self::Connect { .. } | Self::Timeout(_) => "DatabaseUnavailable",
         }
     }
 }
@@ -146,17 +236,42 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
     }
 }
 
+/// Counts invocations; cached credentials belong to one of them.
+static INVOCATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Marks the start of an invocation (the Lambda edge calls it): credentials cached by earlier
+/// invocations are read from Secrets Manager again at their next use.
+pub fn new_invocation() {
+    INVOCATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn invocation() -> u64 {
+    INVOCATION.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Connects to one database whose credentials live in one secret.
 pub struct PgConnector {
     secrets: Arc<dyn SecretSource>,
     secret_id: String,
     tls: TlsMode,
-    cached: Mutex<Option<DbCredentials>>,
+    bounds: PgBounds,
+    /// The credentials and the invocation that read them.
+    cached: Mutex<Option<(DbCredentials, u64)>>,
 }
 
 impl PgConnector {
     pub fn new(secrets: Arc<dyn SecretSource>, secret_id: impl Into<String>, tls: TlsMode) -> Self {
-        Self { secrets, secret_id: secret_id.into(), tls, cached: Mutex::new(None) }
+        Self { secrets, secret_id: secret_id.into(), tls, bounds: PgBounds::default(), cached: Mutex::new(None) }
+    }
+
+    /// The same connector with other bounds.
+    pub fn with_bounds(mut self, bounds: PgBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    pub fn bounds(&self) -> &PgBounds {
+        &self.bounds
     }
 
     pub fn secret_id(&self) -> &str {
@@ -172,45 +287,70 @@ impl PgConnector {
         })
     }
 
-    /// The credentials in use, fetching them on first use.
+    /// The credentials in use, fetching them on first use in this invocation.
     pub async fn credentials(&self) -> Result<DbCredentials, PgConnectError> {
         let mut cached = self.cached.lock().await;
-        if let Some(credentials) = cached.as_ref() {
+        let now = invocation();
+        if let Some((credentials, _)) = cached.as_ref().filter(|(_, read_in)| *read_in == now) {
             return Ok(credentials.clone());
         }
         let credentials = self.fetch().await?;
-        *cached = Some(credentials.clone());
+        *cached = Some((credentials.clone(), now));
         Ok(credentials)
     }
 
     /// A connection; if the cached credentials are refused, the secret is read again once.
     pub async fn connect(&self) -> Result<Client, PgConnectError> {
         let credentials = self.credentials().await?;
-        match connect_with(&credentials, &self.tls).await {
+        match connect_bounded(&credentials, &self.tls, &self.bounds).await {
             Err(PgConnectError::Connect { source, .. }) if is_auth_failure(&source) => {
                 tracing::info!(secret_id = %self.secret_id, "credentials refused; reading the secret again");
                 let fresh = self.fetch().await?;
-                *self.cached.lock().await = Some(fresh.clone());
-                connect_with(&fresh, &self.tls).await
+                *self.cached.lock().await = Some((fresh.clone(), invocation()));
+                connect_bounded(&fresh, &self.tls, &self.bounds).await
             }
             other => other,
         }
     }
 }
 
-/// Opens one connection with explicit credentials; the connection task runs in the background.
+/// Opens one connection with explicit credentials and the default bounds; the connection task
+/// runs in the background.
 pub async fn connect_with(credentials: &DbCredentials, tls: &TlsMode) -> Result<Client, PgConnectError> {
-    let config = credentials.config();
-    let failed = |source| PgConnectError::Connect {
-        host: credentials.host.clone(),
-        port: credentials.port,
-        dbname: credentials.dbname.clone(),
-        username: credentials.username.clone(),
-        source,
+    connect_bounded(credentials, tls, &PgBounds::default()).await
+}
+
+/// Opens one connection with explicit credentials and bounds.
+pub async fn connect_bounded(credentials: &DbCredentials, tls: &TlsMode, bounds: &PgBounds) -> Result<Client, PgConnectError> {
+    let mut config = credentials.config();
+    bounds.apply(&mut config);
+    let target = format!("{}:{}/{}", credentials.host, credentials.port, credentials.dbname);
+    let timeout = |bound, var, ms| PgConnectError::Timeout(PgTimeout { operation: "connect".to_owned(), target: target.clone(), bound, var, ms });
+    let failed = |source: tokio_postgres::Error| {
+        // tokio-postgres reports its own TCP connect timeout as an I/O `TimedOut`.
+        let tcp_timed_out = std::error::Error::source(&source)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if tcp_timed_out {
+            return timeout("connect", "PG_CONNECT_TIMEOUT_MS", bounds.connect_ms);
+        }
+        PgConnectError::Connect {
+            host: credentials.host.clone(),
+            port: credentials.port,
+            dbname: credentials.dbname.clone(),
+            username: credentials.username.clone(),
+            source,
+        }
     };
+    // TCP connect is bounded inside; the handshake after it is bounded by what is left of both.
+    let whole = std::time::Duration::from_millis(u64::from(bounds.connect_ms) + u64::from(bounds.handshake_ms));
+    let handshake_timed_out = || timeout("handshake", "PG_HANDSHAKE_TIMEOUT_MS", bounds.handshake_ms);
     match tls {
         TlsMode::Disable => {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(failed)?;
+            let (client, connection) = tokio::time::timeout(whole, config.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| handshake_timed_out())?
+                .map_err(failed)?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "database connection closed with an error");
@@ -219,10 +359,10 @@ pub async fn connect_with(credentials: &DbCredentials, tls: &TlsMode) -> Result<
             Ok(client)
         }
         TlsMode::VerifyFull { ca_bundle } => {
-            let mut config = config;
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
             let connector = tls_connector(ca_bundle)?;
-            let (client, connection) = config.connect(connector).await.map_err(failed)?;
+            let (client, connection) =
+                tokio::time::timeout(whole, config.connect(connector)).await.map_err(|_| handshake_timed_out())?.map_err(failed)?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "database connection closed with an error");
@@ -266,6 +406,26 @@ mod tests {
         assert!(!format!("{rds:?}").contains("s3cret"));
         let minimal: DbCredentials = serde_json::from_str(r#"{"host":"h","username":"u","password":"p"}"#).unwrap();
         assert_eq!((minimal.port, minimal.dbname.as_str()), (5432, "postgres"));
+    }
+
+    #[test]
+    fn bounds_come_from_the_environment_and_reach_the_connection() {
+        use std::collections::HashMap;
+        let env: HashMap<&str, &str> = HashMap::new();
+        let bounds = PgBounds::from_env(&Env(&env), 60_000).unwrap();
+        assert_eq!(bounds, PgBounds { statement_ms: 60_000, ..PgBounds::default() });
+        assert_eq!(bounds.statement_wait(), Some(std::time::Duration::from_millis(62_000)));
+        let env = HashMap::from([("PG_STATEMENT_TIMEOUT_MS", "0"), ("PG_HANDSHAKE_TIMEOUT_MS", "500")]);
+        let bounds = PgBounds::from_env(&Env(&env), 60_000).unwrap();
+        assert_eq!((bounds.statement_wait(), bounds.handshake_ms), (None, 500));
+        let env = HashMap::from([("PG_CONNECT_TIMEOUT_MS", "0")]);
+        assert!(matches!(PgBounds::from_env(&Env(&env), 0), Err(ConfigError::Invalid { var: "PG_CONNECT_TIMEOUT_MS", .. })));
+        let mut config = tokio_postgres::Config::new();
+        PgBounds { statement_ms: 1_500, ..PgBounds::default() }.apply(&mut config);
+        assert_eq!(config.get_options(), Some("-c statement_timeout=1500"));
+        assert_eq!(config.get_connect_timeout(), Some(&std::time::Duration::from_secs(10)));
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_tcp_user_timeout(), Some(&std::time::Duration::from_secs(300)));
     }
 
     #[test]

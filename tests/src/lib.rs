@@ -1,6 +1,8 @@
 //! Shared pieces of the integration tests: access to the local stack that `infra/local/test.sh`
 //! brings up. A test that needs the stack and cannot find it fails loudly; it never skips.
 
+pub mod faults;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A variable the local stack exports; panics with how to get it when it is missing.

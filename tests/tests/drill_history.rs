@@ -28,6 +28,7 @@ fn validator(sdk: &aws_config::SdkConfig, bucket: &str) -> DrillValidator {
             lock_timeout_ms: 2_000,
             alert_topic_arn: None,
             drill_kind: "quarterly".into(),
+            pg_bounds: Default::default(),
         },
         sdk,
     )

@@ -31,6 +31,7 @@ async fn drill(name: &str, health_checks: Vec<HealthCheck>) -> Drill {
         staging_secret_id: staging_secret,
         source_secret_id: source_secret,
         tls: TlsMode::Disable,
+        pg_bounds: Default::default(),
         health_checks,
         smoke_min_users: 1,
     };

@@ -46,6 +46,7 @@ async fn restore_for(sdk: &aws_config::SdkConfig, source: DbSource) -> PitrResto
         staging_secret_id: staging_secret,
         source_secret_id: source_secret,
         tls: TlsMode::Disable,
+        pg_bounds: Default::default(),
         health_checks: Vec::new(),
         smoke_min_users: 1,
     };
@@ -120,6 +121,7 @@ async fn identifier_guards_make_no_aws_call() {
         staging_secret_id: "staging".into(),
         source_secret_id: "source".into(),
         tls: TlsMode::Disable,
+        pg_bounds: Default::default(),
         health_checks: Vec::new(),
         smoke_min_users: 1,
     };

@@ -280,6 +280,12 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
         (json!({"action": "prune", "dry_run": "yes"}), "dry_run"),
         (json!({"action": "write-manifest", "scheduled_time": T, "started_at": "noon"}), "started_at"),
         (json!("snapshot"), "$"),
+        // Outside the sane window: far future (retention arithmetic would overflow), before 2000
+        // (snapshots already past their retention), more than a day ahead.
+        (json!({"action": "snapshot", "scheduled_time": "9999-12-31T23:59:59Z"}), "scheduled_time"),
+        (json!({"action": "snapshot", "scheduled_time": "1969-12-31T23:59:59Z"}), "scheduled_time"),
+        (json!({"action": "status", "scheduled_time": "2999-01-01T00:00:00Z", "poll": 1}), "scheduled_time"),
+        (json!({"action": "write-manifest", "scheduled_time": T, "started_at": "9999-12-31T23:59:59Z"}), "started_at"),
     ];
     for (event, field) in cases {
         match trigger.handle(event.clone()).await {

@@ -38,18 +38,51 @@ WHERE d.status = 'dead_lettered'
 ORDER BY d.id
 LIMIT $4::bigint";
 
+/// The replay journal: every delivery a replay set back to `pending`, keyed by replay id, written
+/// in the same statement (so the same transaction) as the requeue itself. A replay that dies at
+/// any point leaves exactly its committed changes here, and its rerun reads them back into the
+/// audit record. The advisory lock keeps two first replays from racing on the catalog.
+const JOURNAL_DDL: &str = "
+BEGIN;
+SELECT pg_advisory_xact_lock(7460118522);
+CREATE SCHEMA IF NOT EXISTS catalyst_dr;
+CREATE TABLE IF NOT EXISTS catalyst_dr.replay_journal (
+    replay_id text NOT NULL,
+    delivery_id bigint NOT NULL,
+    requeued_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (replay_id, delivery_id)
+);
+COMMIT;";
+
 /// Sets deliveries back to `pending`, each with its own `next_attempt_at` offset from now, but
-/// only those still `dead_lettered`: under READ COMMITTED, PostgreSQL re-checks the `WHERE` of a
-/// row a concurrent transaction changed, so a row the worker touched meanwhile is left alone, and
-/// a rerun finds nothing to change. Returns the ids it changed.
+/// only those still `dead_lettered` and not already requeued by this replay id: under READ
+/// COMMITTED, PostgreSQL re-checks the `WHERE` of a row a concurrent transaction changed, so a row
+/// the worker touched meanwhile is left alone, and a rerun finds nothing to change twice. The
+/// changed ids go into the journal in the same statement. Returns the ids it changed.
 const REQUEUE_SQL: &str = "
-UPDATE webhook_deliveries d
-SET status = 'pending',
-    next_attempt_at = now() + v.offset_us * interval '1 microsecond',
-    updated_at = now()
-FROM unnest($1::bigint[], $2::bigint[]) AS v(id, offset_us)
-WHERE d.id = v.id AND d.status = 'dead_lettered'
-RETURNING d.id";
+WITH changed AS (
+    UPDATE webhook_deliveries d
+    SET status = 'pending',
+        next_attempt_at = now() + v.offset_us * interval '1 microsecond',
+        updated_at = now()
+    FROM unnest($1::bigint[], $2::bigint[]) AS v(id, offset_us)
+    WHERE d.id = v.id AND d.status = 'dead_lettered'
+      AND NOT EXISTS (SELECT 1 FROM catalyst_dr.replay_journal j WHERE j.replay_id = $3 AND j.delivery_id = d.id)
+    RETURNING d.id
+)
+INSERT INTO catalyst_dr.replay_journal (replay_id, delivery_id)
+SELECT $3, id FROM changed
+RETURNING delivery_id";
+
+/// What a replay id has requeued so far, with each delivery's subscription and endpoint (absent
+/// when the delivery row has since been deleted).
+const JOURNAL_SQL: &str = "
+SELECT j.delivery_id, d.subscription_id, s.endpoint_url
+FROM catalyst_dr.replay_journal j
+LEFT JOIN webhook_deliveries d ON d.id = j.delivery_id
+LEFT JOIN webhook_subscriptions s ON s.id = d.subscription_id
+WHERE j.replay_id = $1
+ORDER BY j.delivery_id";
 
 /// Status counts of given deliveries per endpoint.
 const OUTCOME_SQL: &str = "
@@ -80,13 +113,34 @@ pub async fn dead_letters(client: &Client, filter: &DeadLetterFilter) -> Result<
     Ok(rows.into_iter().map(|r| DeadLetter { id: r.get(0), subscription_id: r.get(1), endpoint_url: r.get(2) }).collect())
 }
 
-/// Requeues one batch (one statement, so one transaction): `ids[i]` gets
-/// `next_attempt_at = now() + offsets_us[i]` microseconds. Returns the ids actually changed.
-pub async fn requeue(client: &Client, ids: &[i64], offsets_us: &[i64]) -> Result<Vec<i64>, CatalystDbError> {
+/// Creates the replay journal if this database has none yet (idempotent).
+pub async fn ensure_journal(client: &Client) -> Result<(), CatalystDbError> {
+    client.batch_execute(JOURNAL_DDL).await?;
+    Ok(())
+}
+
+/// One delivery a replay id has already requeued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journaled {
+    pub id: i64,
+    pub subscription_id: Option<i64>,
+    pub endpoint_url: Option<String>,
+}
+
+/// Every delivery `replay_id` has requeued, in any earlier attempt.
+pub async fn journaled(client: &Client, replay_id: &str) -> Result<Vec<Journaled>, CatalystDbError> {
+    let rows = client.query(JOURNAL_SQL, &[&replay_id]).await?;
+    Ok(rows.into_iter().map(|r| Journaled { id: r.get(0), subscription_id: r.get(1), endpoint_url: r.get(2) }).collect())
+}
+
+/// Requeues one batch for `replay_id` (one statement, so one transaction, journal included):
+/// `ids[i]` gets `next_attempt_at = now() + offsets_us[i]` microseconds. Returns the ids actually
+/// changed.
+pub async fn requeue(client: &Client, replay_id: &str, ids: &[i64], offsets_us: &[i64]) -> Result<Vec<i64>, CatalystDbError> {
     if ids.len() != offsets_us.len() {
         return Err(CatalystDbError::invalid("offsets_us", "needs one offset per id"));
     }
-    let rows = client.query(REQUEUE_SQL, &[&ids, &offsets_us]).await?;
+    let rows = client.query(REQUEUE_SQL, &[&ids, &offsets_us, &replay_id]).await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
@@ -110,7 +164,7 @@ mod tests {
     fn requeue_is_guarded_by_the_status() {
         assert!(REQUEUE_SQL.contains("d.status = 'dead_lettered'"));
         assert!(DEAD_LETTERS_SQL.contains("d.status = 'dead_lettered'"));
-        for sql in [DEAD_LETTERS_SQL, REQUEUE_SQL, OUTCOME_SQL, STATUSES_SQL] {
+        for sql in [DEAD_LETTERS_SQL, REQUEUE_SQL, JOURNAL_SQL, OUTCOME_SQL, STATUSES_SQL] {
             assert!(!sql.contains('{'), "SQL is constant text");
         }
     }

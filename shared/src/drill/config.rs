@@ -1,7 +1,7 @@
 //! drill-validator's configuration, read once at cold start.
 
 use crate::config::{ConfigError, Env, EnvSource};
-use crate::postgres::TlsMode;
+use crate::postgres::{PgBounds, TlsMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrillConfig {
@@ -9,6 +9,9 @@ pub struct DrillConfig {
     /// Where pitr-restore publishes the restored copy's credentials.
     pub staging_secret_id: String,
     pub tls: TlsMode,
+    /// `PG_CONNECT_TIMEOUT_MS`, `PG_HANDSHAKE_TIMEOUT_MS`, `PG_STATEMENT_TIMEOUT_MS` (default 0: none),
+    /// `PG_KEEPALIVE_IDLE_SECONDS`.
+    pub pg_bounds: PgBounds,
     pub bucket: String,
     pub report_prefix: String,
     pub report_retention_days: u32,
@@ -41,6 +44,7 @@ impl DrillConfig {
             source_secret_id: env.required("SOURCE_DATABASE_SECRET_ID")?,
             staging_secret_id: env.required("STAGING_SECRET_ID")?,
             tls: TlsMode::from_env(&env)?,
+            pg_bounds: PgBounds::from_env(&env, 0)?,
             bucket: env.required("BACKUP_BUCKET")?,
             report_prefix,
             report_retention_days: env.bounded("DRILL_REPORT_RETENTION_DAYS", 400, 1..=36_500)?,

@@ -14,7 +14,7 @@ use crate::catalyst_db::CatalystDbError;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::pitr::credentials::StagingSecret;
-use crate::postgres::{PgConnectError, PgConnector, SecretStore, connect_with};
+use crate::postgres::{PgConnectError, PgConnector, SecretStore, connect_bounded};
 use config::DrillConfig;
 use queues::{QueueDepth, QueueDepths};
 use serde::{Deserialize, Serialize};
@@ -287,7 +287,7 @@ impl DrillValidator {
             .ok()
             .filter(|s| s.drill_id == drill_id)
             .ok_or_else(|| DrillError::NoStagingCredentials { drill_id: drill_id.to_owned() })?;
-        let staging = connect_with(&secret.credentials(), &self.config.tls).await?;
+        let staging = connect_bounded(&secret.credentials(), &self.config.tls, &self.config.pg_bounds).await?;
         staging.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(CatalystDbError::from)?;
         let restored = parity::fingerprint(&staging, baseline.instant.instant).await?;
         let deliveries_restored = parity::deliveries_by_status(&staging).await?;
@@ -387,7 +387,7 @@ impl DrillValidator {
         let secrets = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
         let objects = crate::object_store::S3Objects::new(crate::aws_clients::s3_client(sdk, config.s3_force_path_style), &config.bucket);
         Self {
-            source: PgConnector::new(secrets.clone(), &config.source_secret_id, config.tls.clone()),
+            source: PgConnector::new(secrets.clone(), &config.source_secret_id, config.tls.clone()).with_bounds(config.pg_bounds),
             secrets,
             objects: Box::new(objects),
             queues: Box::new(aws_sdk_sqs::Client::new(sdk)),

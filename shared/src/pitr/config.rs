@@ -4,7 +4,7 @@ use super::smoke::HealthCheck;
 use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
 use crate::local_pg::LocalPgConfig;
 use crate::pitr::rds::StagingPlacement;
-use crate::postgres::TlsMode;
+use crate::postgres::{PgBounds, TlsMode};
 use crate::snapshot::rds::DbSource;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct PitrConfig {
     /// connection to the source).
     pub source_secret_id: String,
     pub tls: TlsMode,
+    /// `PG_CONNECT_TIMEOUT_MS`, `PG_HANDSHAKE_TIMEOUT_MS`, `PG_STATEMENT_TIMEOUT_MS` (default 0: none),
+    /// `PG_KEEPALIVE_IDLE_SECONDS`.
+    pub pg_bounds: PgBounds,
     pub health_checks: Vec<HealthCheck>,
     pub smoke_min_users: u64,
 }
@@ -79,6 +82,7 @@ impl PitrConfig {
             staging_secret_id: env.required("STAGING_SECRET_ID")?,
             source_secret_id: env.required("SOURCE_DATABASE_SECRET_ID")?,
             tls: TlsMode::from_env(&env)?,
+            pg_bounds: PgBounds::from_env(&env, 0)?,
             health_checks,
             smoke_min_users: env.parsed("SMOKE_MIN_USERS", 1)?,
         })

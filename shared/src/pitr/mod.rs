@@ -10,7 +10,7 @@ pub mod smoke;
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::{self, CatalystDbError};
 use crate::input::{InputError, decode, format_time, parse_time};
-use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect_with};
+use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect_bounded};
 use crate::tags;
 use config::{EngineConfig, PitrConfig};
 use credentials::StagingSecret;
@@ -329,7 +329,7 @@ impl PitrRestore {
         }
         self.engine.set_master_password(&target_id, &username, &credentials.password).await?;
 
-        let client = connect_with(&credentials, &self.config.tls)
+        let client = connect_bounded(&credentials, &self.config.tls, &self.config.pg_bounds)
             .await
             .map_err(|source| PitrError::CredentialsNotApplied { target_id: target_id.clone(), source })?;
         catalyst_db::mark_staging(&client, drill_id).await?;
@@ -357,7 +357,7 @@ impl PitrRestore {
         if secret.drill_id != drill_id {
             return Err(PitrError::Refused { target_id: secret.target_id, reason: format!("the staging secret belongs to drill {}", secret.drill_id) });
         }
-        let client = connect_with(&secret.credentials(), &self.config.tls).await?;
+        let client = connect_bounded(&secret.credentials(), &self.config.tls, &self.config.pg_bounds).await?;
         let checks = smoke::run_checks(&client, self.config.smoke_min_users, &self.config.health_checks).await;
         if checks.iter().any(|c| !c.passed) {
             return Err(PitrError::SmokeFailed { target_id: secret.target_id, checks });
@@ -401,7 +401,7 @@ impl PitrRestore {
 
     pub fn new(config: PitrConfig, sdk: &aws_config::SdkConfig) -> Self {
         let secrets = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
-        let source = Arc::new(PgConnector::new(secrets.clone(), &config.source_secret_id, config.tls.clone()));
+        let source = Arc::new(PgConnector::new(secrets.clone(), &config.source_secret_id, config.tls.clone()).with_bounds(config.pg_bounds));
         let engine: Box<dyn RestoreEngine> = match &config.engine {
             EngineConfig::Rds { source, placement } => Box::new(rds::RdsRestoreEngine::new(aws_sdk_rds::Client::new(sdk), source.clone(), placement.clone())),
             EngineConfig::Local { source_id, local } => {

@@ -27,8 +27,12 @@ pub struct ProbeRecord {
 pub struct ReplayCounts {
     /// Dead-lettered deliveries the filter matched.
     pub matched: u64,
-    /// Set back to `pending` by this replay.
+    /// Set back to `pending` by this replay (all its attempts).
     pub replayed: u64,
+    /// Of `replayed`, those an earlier attempt of the same replay id requeued before it stopped
+    /// (read back from the replay journal in the database).
+    #[serde(default)]
+    pub replayed_earlier: u64,
     /// Left dead-lettered because their endpoint was unhealthy or refused.
     pub skipped_unhealthy: u64,
     /// Healthy endpoint, but the row was no longer `dead_lettered` when its batch ran.
@@ -48,6 +52,9 @@ pub struct EndpointRecord {
     pub status: Option<u16>,
     pub reason: Option<String>,
     pub replayed: u64,
+    /// Of `replayed`, those requeued by an earlier attempt of the same replay id.
+    #[serde(default)]
+    pub replayed_earlier: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +71,7 @@ pub struct ReplayAudit {
     pub counts: ReplayCounts,
     /// Every endpoint with its probe outcome; the skipped ones carry the reason.
     pub endpoints: Vec<EndpointRecord>,
-    /// The deliveries set back to `pending`.
+    /// The deliveries set back to `pending`, by every attempt of this replay id.
     pub delivery_ids: Vec<i64>,
     /// Deliveries left dead-lettered because their endpoint was not healthy.
     pub skipped_delivery_ids: Vec<i64>,
@@ -131,6 +138,9 @@ impl ReplayAudit {
             }
         }
         let _ = writeln!(md, "\n## Deliveries\n\n- replayed ({}): {}", self.delivery_ids.len(), id_ranges(&self.delivery_ids));
+        if c.replayed_earlier > 0 {
+            let _ = writeln!(md, "- of these, requeued by an earlier attempt that stopped before writing this record: {}", c.replayed_earlier);
+        }
         let _ = writeln!(md, "- left dead-lettered, endpoint unhealthy ({}): {}", self.skipped_delivery_ids.len(), id_ranges(&self.skipped_delivery_ids));
         let _ = writeln!(md, "- changed meanwhile, left alone ({}): {}", self.changed_delivery_ids.len(), id_ranges(&self.changed_delivery_ids));
         let _ = writeln!(md, "\n## Next\n\nRun `{{\"action\": \"verify\", \"replay_id\": \"{}\"}}` once the worker has had time to deliver: it counts the replayed deliveries that succeeded, are still pending, or were dead-lettered again, per endpoint.", self.replay_id);

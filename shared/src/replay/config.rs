@@ -1,7 +1,7 @@
 //! dead-letter-replay's configuration, read once at cold start.
 
 use crate::config::{ConfigError, Env, EnvSource};
-use crate::postgres::TlsMode;
+use crate::postgres::{PgBounds, TlsMode};
 use ipnet::IpNet;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,9 @@ pub struct ReplayConfig {
     /// `REPLAY_DATABASE_SECRET_ID`, else `SOURCE_DATABASE_SECRET_ID`.
     pub database_secret_id: String,
     pub tls: TlsMode,
+    /// `PG_CONNECT_TIMEOUT_MS`, `PG_HANDSHAKE_TIMEOUT_MS`, `PG_STATEMENT_TIMEOUT_MS` (default
+    /// 120000 here), `PG_KEEPALIVE_IDLE_SECONDS`.
+    pub pg_bounds: PgBounds,
     pub probe: ProbeConfig,
     pub batch_size: u32,
     pub max_deliveries: u32,
@@ -124,6 +127,7 @@ impl ReplayConfig {
             backup_bucket,
             database_secret_id,
             tls: TlsMode::from_env(&env)?,
+            pg_bounds: PgBounds::from_env(&env, 120_000)?,
             probe,
             batch_size: env.bounded("REPLAY_BATCH_SIZE", 5_000, 1..=10_000)?,
             max_deliveries: env.bounded("REPLAY_MAX_DELIVERIES", 500_000, 1..=10_000_000)?,

@@ -16,7 +16,7 @@ use crate::catalyst_db::CatalystDbError;
 use crate::catalyst_db::deliveries::DeadLetterFilter;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
-use crate::postgres::{PgConnectError, PgConnector, SecretSource};
+use crate::postgres::{PgConnectError, PgConnector, PgTimeout, SecretSource, is_statement_timeout};
 use config::ReplayConfig;
 use probe::EndpointProbe;
 use redrive::QueueApi;
@@ -156,6 +156,8 @@ pub enum ReplayError {
     Database(#[from] CatalystDbError),
     #[error(transparent)]
     Connect(#[from] PgConnectError),
+    #[error(transparent)]
+    Timeout(#[from] PgTimeout),
     #[error("{matched} deliveries match, more than max_deliveries {max}; narrow the filter or raise max_deliveries")]
     TooManyDeliveries { matched: u64, max: u32 },
     #[error("no audit record for replay {replay_id} at {key}; run the replay first")]
@@ -184,6 +186,7 @@ impl ReplayError {
             Self::Aws(e) => e.error_type(),
             Self::Database(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
+            Self::Timeout(_) => "DatabaseUnavailable",
             Self::TooManyDeliveries { .. } => "TooManyDeliveries",
             Self::AuditNotFound { .. } => "AuditNotFound",
             Self::CorruptAudit { .. } => "CorruptAudit",
@@ -193,6 +196,27 @@ impl ReplayError {
             Self::Misconfigured(_) => "Misconfigured",
         }
     }
+}
+
+/// Runs database work under the statement bound: the server cancels a statement at
+/// `PG_STATEMENT_TIMEOUT_MS`, and the client stops waiting a little later, for a server that
+/// cannot answer at all (frozen, or its host gone without a reset). Either way the error names the
+/// bound.
+pub(crate) async fn bounded<T, E: Into<ReplayError>>(
+    database: &PgConnector,
+    operation: &'static str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, ReplayError> {
+    let bounds = *database.bounds();
+    let timed_out = || ReplayError::Timeout(PgTimeout::statement(operation, format!("secret {}", database.secret_id()), &bounds));
+    let outcome = match bounds.statement_wait() {
+        Some(wait) => tokio::time::timeout(wait, work).await.map_err(|_| timed_out())?,
+        None => work.await,
+    };
+    outcome.map_err(|e| match e.into() {
+        ReplayError::Database(CatalystDbError::Postgres(pg)) if is_statement_timeout(&pg) => timed_out(),
+        other => other,
+    })
 }
 
 /// A replay id: letters, digits, `-` and `_`, 1 to 64 characters (it names S3 keys).
@@ -239,7 +263,7 @@ impl DeadLetterReplay {
                 let other = self.other_database(database_secret_id);
                 let connector = other.as_ref().unwrap_or(&self.database);
                 let client = connector.connect().await?;
-                to_json(plan::plan(&client, &filter, connector.secret_id()).await?)
+                to_json(bounded(connector, "plan", plan::plan(&client, &filter, connector.secret_id())).await?)
             }
             ReplayEvent::Replay { replay_id, filter, dry_run, max_deliveries, spread_seconds } => {
                 validate_replay_id(&replay_id)?;
@@ -267,8 +291,9 @@ impl DeadLetterReplay {
                     replay_id: replay_id.clone(),
                 })?;
                 let other = self.other_database(database_secret_id);
-                let client = other.as_ref().unwrap_or(&self.database).connect().await?;
-                to_json(verify::verify(&client, &audit).await?)
+                let connector = other.as_ref().unwrap_or(&self.database);
+                let client = connector.connect().await?;
+                to_json(bounded(connector, "verify", verify::verify(&client, &audit)).await?)
             }
             ReplayEvent::Redrive { dlq_url, mode, source_queue_url, max_messages, rate_per_second } => {
                 validate_queue_url("dlq_url", &dlq_url)?;
@@ -296,6 +321,7 @@ impl DeadLetterReplay {
                             visibility_timeout_seconds: self.config.redrive.visibility_timeout_seconds,
                             wait_seconds: self.config.redrive.wait_seconds,
                             probe_concurrency: self.config.probe.concurrency,
+                            statement_wait: self.database.bounds().statement_wait(),
                         };
                         to_json(redrive::filtered(self.queues.as_ref(), &client, self.probe.clone(), &dlq_url, &source, &options).await?)
                     }
@@ -327,7 +353,9 @@ impl DeadLetterReplay {
 
     /// A connector for another database (read-only actions only), or `None` for the configured one.
     fn other_database(&self, secret_id: Option<String>) -> Option<PgConnector> {
-        secret_id.filter(|id| id != self.database.secret_id()).map(|id| PgConnector::new(self.secrets.clone(), id, self.config.tls.clone()))
+        secret_id
+            .filter(|id| id != self.database.secret_id())
+            .map(|id| PgConnector::new(self.secrets.clone(), id, self.config.tls.clone()).with_bounds(self.config.pg_bounds))
     }
 
     pub fn audit_retain_until(&self, now: OffsetDateTime) -> OffsetDateTime {
@@ -357,7 +385,7 @@ impl DeadLetterReplay {
             .map_err(|e| crate::config::ConfigError::Invalid { var: "PROBE_TIMEOUT_MS", reason: format!("HTTP client: {e}") })?;
         let objects = crate::object_store::S3Objects::new(crate::aws_clients::s3_client(sdk, config.s3_force_path_style), &config.backup_bucket);
         Ok(Self {
-            database: PgConnector::new(secrets.clone(), config.database_secret_id.clone(), config.tls.clone()),
+            database: PgConnector::new(secrets.clone(), config.database_secret_id.clone(), config.tls.clone()).with_bounds(config.pg_bounds),
             secrets,
             probe: Arc::new(probe),
             objects: Box::new(objects),

@@ -103,8 +103,21 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
             refused_v4(v4).map(|_| "NAT64 address of a refused IPv4 range")?
         }
         [0x0100, 0, 0, 0, ..] => "discard (100::/64)",
+        // Forms that carry or relay to an IPv4 address, or reach a private network by another
+        // name: refused whole, since the embedded address cannot be trusted to be public.
+        [0, 0, 0, 0, 0, 0, ..] => "IPv4-compatible (::/96, deprecated)",
+        [0x2002, ..] => "6to4 (2002::/16)",
+        [0x2001, 0, ..] => "Teredo (2001::/32)",
+        [0x0064, 0xff9b, 0x0001, ..] => "local-use NAT64 (64:ff9b:1::/48)",
+        [a, ..] if a & 0xffc0 == 0xfec0 => "site-local (fec0::/10, deprecated)",
         _ => return None,
     })
+}
+
+/// `localhost`, `localhost.`, `api.localhost`...: names that always mean this machine.
+pub fn is_localhost_name(host: &str) -> bool {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// Checks one address against the refused ranges and the allowlist.
@@ -177,6 +190,9 @@ impl HttpProbe {
         let addrs: Vec<SocketAddr> = match url.host() {
             Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            // `localhost.` and `*.localhost` are loopback by definition (RFC 6761), whatever a
+            // resolver says: checked as 127.0.0.1 without asking one.
+            Some(url::Host::Domain(domain)) if is_localhost_name(domain) => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)],
             Some(url::Host::Domain(domain)) => {
                 let timeout = Duration::from_millis(self.config.timeout_ms.into());
                 let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((domain, port)));
@@ -278,6 +294,55 @@ mod tests {
         }
     }
 
+    fn refused_as(ip: &str, range: &str) {
+        let ip: IpAddr = ip.parse().unwrap();
+        let err = check_ip(ip, &[]).expect_err(&format!("{ip} accepted"));
+        assert!(err.contains(range), "{ip}: {err}");
+    }
+
+    #[test]
+    fn refuses_ipv4_compatible_addresses() {
+        refused_as("::7f00:1", "IPv4-compatible");
+        refused_as("::169.254.169.254", "IPv4-compatible");
+        refused_as("::8.8.8.8", "IPv4-compatible");
+    }
+
+    #[test]
+    fn refuses_6to4() {
+        refused_as("2002:a9fe:a9fe::1", "6to4");
+        refused_as("2002:7f00:1::", "6to4");
+    }
+
+    #[test]
+    fn refuses_teredo() {
+        refused_as("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo");
+        refused_as("2001::1", "Teredo");
+        // Outside 2001::/32, 2001: addresses are ordinary public ones.
+        assert_eq!(check_ip("2001:4860:4860::8888".parse().unwrap(), &[]), Ok(()));
+    }
+
+    #[test]
+    fn refuses_local_use_nat64() {
+        refused_as("64:ff9b:1::a9fe:a9fe", "local-use NAT64");
+        refused_as("64:ff9b:1:ffff::8.8.8.8", "local-use NAT64");
+    }
+
+    #[test]
+    fn refuses_site_local() {
+        refused_as("fec0::1", "site-local");
+        refused_as("feff:ffff::1", "site-local");
+    }
+
+    #[test]
+    fn localhost_names_are_loopback() {
+        for name in ["localhost", "localhost.", "LOCALHOST..", "api.localhost", "a.b.localhost."] {
+            assert!(is_localhost_name(name), "{name}");
+        }
+        for name in ["localhost.example.com", "mylocalhost", "example.com."] {
+            assert!(!is_localhost_name(name), "{name}");
+        }
+    }
+
     #[test]
     fn the_allowlist_admits_only_its_range() {
         let allow = vec!["127.0.0.0/8".parse().unwrap()];
@@ -294,11 +359,25 @@ mod tests {
     #[tokio::test]
     async fn refused_targets_are_never_contacted() {
         let probe = HttpProbe::new(ProbeConfig::default()).unwrap();
-        for endpoint in ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "ftp://example.com/x", "http://[::1]:80/"] {
+        for endpoint in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/",
+            "ftp://example.com/x",
+            "http://[::1]:80/",
+            "http://localhost./",
+            "http://localhost/",
+            "http://metadata.localhost:8080/",
+            "http://[::169.254.169.254]/",
+            "http://[2002:a9fe:a9fe::1]/",
+            "http://[2001::a9fe:a9fe]/",
+            "http://[64:ff9b:1::a9fe:a9fe]/",
+            "http://[fec0::1]/",
+        ] {
             let result = probe.probe(endpoint).await;
             assert!(!result.healthy, "{endpoint}");
             let reason = result.reason.unwrap();
             assert!(reason.starts_with("refused-target"), "{endpoint}: {reason}");
+            assert!(result.elapsed_ms < 1_000, "{endpoint}: refused without a connection attempt");
         }
     }
 }

@@ -279,6 +279,8 @@ pub struct FilteredOptions {
     pub visibility_timeout_seconds: u32,
     pub wait_seconds: u32,
     pub probe_concurrency: u32,
+    /// The client-side bound on each delivery lookup ([`crate::postgres::PgBounds::statement_wait`]).
+    pub statement_wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,8 +397,23 @@ pub async fn filtered(
         result.received += messages.len() as u64;
         let batch: Vec<Batch> = messages.iter().map(|m| Batch { message: m, delivery: delivery_id(m.body()) }).collect();
         let ids: Vec<i64> = batch.iter().filter_map(|b| b.delivery).collect();
-        let statuses: HashMap<i64, (String, String)> =
-            deliveries::statuses(client, &ids).await?.into_iter().map(|(id, status, url)| (id, (status, endpoint_key(&url)))).collect();
+        let lookup = deliveries::statuses(client, &ids);
+        let looked_up = match options.statement_wait {
+            Some(wait) => tokio::time::timeout(wait, lookup).await.map_err(|_| format!("no answer within {} ms", wait.as_millis())),
+            None => Ok(lookup.await),
+        };
+        let statuses: HashMap<i64, (String, String)> = match looked_up.and_then(|r| r.map_err(|e| crate::lambda::error_chain(&e))) {
+            Ok(rows) => rows.into_iter().map(|(id, status, url)| (id, (status, endpoint_key(&url)))).collect(),
+            Err(e) => {
+                // Without the database nothing can be decided: the whole batch stays in the DLQ,
+                // visible again at once, and the run stops.
+                for b in &batch {
+                    keep(&mut result, b.message, b.delivery, "database-unavailable".to_owned(), &mut kept_receipts);
+                }
+                result.stopped = Some(format!("delivery lookup failed: {e}"));
+                break;
+            }
+        };
         let unknown: Vec<String> = statuses.values().map(|(_, e)| e.clone()).filter(|e| !health.contains_key(e)).collect();
         if !unknown.is_empty() {
             let probed = probe_all(probe.clone(), unknown, options.probe_concurrency).await;

@@ -1,10 +1,11 @@
 //! `replay`: the runbook's webhook replay. Probe each distinct endpoint once; set the deliveries of
 //! healthy endpoints back to `pending` with `next_attempt_at` = now (optionally spread), in
-//! bounded batches that each are one guarded statement; write the audit record once.
+//! bounded batches that each are one guarded statement, journaled in the database in that same
+//! statement; write the audit record from the journal, so it lists what every attempt changed.
 
 use super::audit::{self, EndpointRecord, FilterRecord, ProbeRecord, ReplayAudit, ReplayCounts};
 use super::probe::{endpoint_key, probe_all};
-use super::{DeadLetterReplay, ReplayError, now_text};
+use super::{DeadLetterReplay, ReplayError, bounded, now_text};
 use crate::catalyst_db::deliveries::{self, DeadLetterFilter};
 use crate::input::format_time;
 use serde::{Deserialize, Serialize};
@@ -86,9 +87,13 @@ fn result_from_audit(svc: &DeadLetterReplay, audit: &ReplayAudit, already_done: 
     }
 }
 
+#[derive(Default)]
 struct EndpointGroup {
     subscriptions: BTreeSet<i64>,
+    /// Still dead-lettered: this attempt's candidates.
     ids: Vec<i64>,
+    /// Requeued by an earlier attempt of the same replay id.
+    earlier: Vec<i64>,
 }
 
 pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayResult, ReplayError> {
@@ -102,26 +107,46 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let mut timings = PhaseTimings::default();
     let phase = std::time::Instant::now();
     let client = svc.database.connect().await?;
-    let rows = deliveries::dead_letters(&client, &req.filter).await?;
+    // What earlier attempts of this replay id requeued before they stopped: those rows are
+    // recorded, and never requeued again under this id.
+    let earlier = if req.dry_run {
+        Vec::new()
+    } else {
+        bounded(&svc.database, "create the replay journal", deliveries::ensure_journal(&client)).await?;
+        bounded(&svc.database, "read the replay journal", deliveries::journaled(&client, &req.replay_id)).await?
+    };
+    let earlier_ids: HashSet<i64> = earlier.iter().map(|j| j.id).collect();
+    let mut rows = bounded(&svc.database, "dead-letter query", deliveries::dead_letters(&client, &req.filter)).await?;
+    rows.retain(|r| !earlier_ids.contains(&r.id));
     timings.query = ms_since(phase);
-    if rows.len() as u64 > u64::from(req.max_deliveries) {
-        return Err(ReplayError::TooManyDeliveries { matched: rows.len() as u64, max: req.max_deliveries });
+    let total = rows.len() as u64 + earlier.len() as u64;
+    if total > u64::from(req.max_deliveries) {
+        return Err(ReplayError::TooManyDeliveries { matched: total, max: req.max_deliveries });
     }
     let mut groups: BTreeMap<String, EndpointGroup> = BTreeMap::new();
     for row in &rows {
-        let group = groups.entry(endpoint_key(&row.endpoint_url)).or_insert_with(|| EndpointGroup { subscriptions: BTreeSet::new(), ids: Vec::new() });
+        let group = groups.entry(endpoint_key(&row.endpoint_url)).or_default();
         group.subscriptions.insert(row.subscription_id);
         group.ids.push(row.id);
     }
     let phase = std::time::Instant::now();
     let probes = probe_all(svc.probe.clone(), groups.keys().cloned(), svc.config.probe.concurrency).await;
     timings.probe = ms_since(phase);
+    // Earlier attempts' deliveries join their endpoint's record; an endpoint seen only there was
+    // healthy when they were requeued and is not probed again.
+    for j in &earlier {
+        let endpoint = j.endpoint_url.as_deref().map(endpoint_key).unwrap_or_else(|| "(delivery since deleted)".to_owned());
+        let group = groups.entry(endpoint).or_default();
+        group.subscriptions.extend(j.subscription_id);
+        group.earlier.push(j.id);
+    }
     let mut healthy_ids = Vec::new();
     let mut skipped_ids = Vec::new();
     let mut endpoints = Vec::with_capacity(groups.len());
     for (endpoint, group) in &groups {
         let probe = probes.get(endpoint);
-        let healthy = probe.is_some_and(|p| p.healthy);
+        let earlier_only = probe.is_none() && group.ids.is_empty();
+        let healthy = earlier_only || probe.is_some_and(|p| p.healthy);
         if healthy {
             healthy_ids.extend_from_slice(&group.ids);
         } else {
@@ -130,20 +155,22 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
         endpoints.push(EndpointRecord {
             endpoint: endpoint.clone(),
             subscription_ids: group.subscriptions.iter().copied().collect(),
-            deliveries: group.ids.len() as u64,
+            deliveries: (group.ids.len() + group.earlier.len()) as u64,
             healthy,
             status: probe.and_then(|p| p.status),
             reason: match probe {
                 Some(p) => p.reason.clone(),
+                None if earlier_only => None,
                 None => Some("not probed".to_owned()),
             },
             replayed: 0,
+            replayed_earlier: group.earlier.len() as u64,
         });
     }
     healthy_ids.sort_unstable();
     skipped_ids.sort_unstable();
     let mut counts = ReplayCounts {
-        matched: rows.len() as u64,
+        matched: total,
         skipped_unhealthy: skipped_ids.len() as u64,
         endpoints: endpoints.len() as u64,
         endpoints_unhealthy: endpoints.iter().filter(|e| !e.healthy).count() as u64,
@@ -172,7 +199,7 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let mut replayed = Vec::with_capacity(healthy_ids.len());
     let mut changed = Vec::new();
     for (ids, offsets) in healthy_ids.chunks(batch).zip(offsets.chunks(batch)) {
-        let done = deliveries::requeue(&client, ids, offsets).await?;
+        let done = bounded(&svc.database, "requeue batch", deliveries::requeue(&client, &req.replay_id, ids, offsets)).await?;
         counts.batches += 1;
         if done.len() != ids.len() {
             let done_set: HashSet<i64> = done.iter().copied().collect();
@@ -182,14 +209,16 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     }
     timings.requeue = ms_since(phase);
     let phase = std::time::Instant::now();
+    let replayed_set: HashSet<i64> = replayed.iter().copied().collect();
+    for (record, group) in endpoints.iter_mut().zip(groups.values()) {
+        record.replayed = (group.ids.iter().filter(|id| replayed_set.contains(id)).count() + group.earlier.len()) as u64;
+    }
+    replayed.extend(earlier_ids.iter().copied());
     replayed.sort_unstable();
     changed.sort_unstable();
     counts.replayed = replayed.len() as u64;
+    counts.replayed_earlier = earlier_ids.len() as u64;
     counts.skipped_changed = changed.len() as u64;
-    let replayed_set: HashSet<i64> = replayed.iter().copied().collect();
-    for (record, group) in endpoints.iter_mut().zip(groups.values()) {
-        record.replayed = group.ids.iter().filter(|id| replayed_set.contains(id)).count() as u64;
-    }
 
     let completed = time::OffsetDateTime::now_utc();
     let record = ReplayAudit {

@@ -111,6 +111,7 @@ async fn main() {
             staging_secret_id: staging_secret,
             source_secret_id: secret,
             tls: TlsMode::Disable,
+            pg_bounds: Default::default(),
             health_checks: Vec::new(),
             smoke_min_users: 1,
         },
