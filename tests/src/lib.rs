@@ -366,3 +366,29 @@ pub async fn queue_with_dead_letters(sqs: &aws_sdk_sqs::Client, name: &str, max_
         sqs.create_queue().queue_name(name).attributes(QueueAttributeName::RedrivePolicy, policy).send().await.expect("source").queue_url.expect("url");
     (source_url, dlq_url)
 }
+
+/// drill-validator's configuration for a test: reports under `drills/` in `bucket` (path-style,
+/// kept a day), no queues, Redis or alerts, plain TCP to the local PostgreSQL. Tests change
+/// what they need with struct update syntax.
+pub fn drill_config(bucket: &str, source_secret_id: &str, staging_secret_id: &str) -> catalyst_dr::drill::config::DrillConfig {
+    catalyst_dr::drill::config::DrillConfig {
+        source_secret_id: source_secret_id.to_owned(),
+        staging_secret_id: staging_secret_id.to_owned(),
+        tls: catalyst_dr::postgres::TlsMode::Disable,
+        pg_bounds: Default::default(),
+        bucket: bucket.to_owned(),
+        report_prefix: "drills/".into(),
+        report_retention_days: 1,
+        s3_force_path_style: true,
+        webhook_queue_url: None,
+        webhook_dlq_url: None,
+        staging_queue_url: None,
+        redis_url: None,
+        redis_queue_patterns: Vec::new(),
+        rpo_objective_seconds: 0,
+        rto_objective_seconds: 3_600,
+        lock_timeout_ms: 2_000,
+        alert_topic_arn: None,
+        drill_kind: "test".into(),
+    }
+}

@@ -4,34 +4,13 @@
 
 use catalyst_dr::drill::DrillValidator;
 use catalyst_dr::drill::config::DrillConfig;
-use catalyst_dr::postgres::TlsMode;
-use catalyst_dr_tests::{local_aws, locked_bucket, s3, unique};
+use catalyst_dr_tests::{drill_config, local_aws, locked_bucket, s3, unique};
 use serde_json::json;
 
 fn validator(sdk: &aws_config::SdkConfig, bucket: &str) -> DrillValidator {
-    DrillValidator::new(
-        DrillConfig {
-            source_secret_id: "catalyst-dr/test/unused".into(),
-            staging_secret_id: "catalyst-dr/test/unused-staging".into(),
-            tls: TlsMode::Disable,
-            bucket: bucket.to_owned(),
-            report_prefix: "drills/".into(),
-            report_retention_days: 1,
-            s3_force_path_style: true,
-            webhook_queue_url: None,
-            webhook_dlq_url: None,
-            staging_queue_url: None,
-            redis_url: None,
-            redis_queue_patterns: Vec::new(),
-            rpo_objective_seconds: 0,
-            rto_objective_seconds: 3_600,
-            lock_timeout_ms: 2_000,
-            alert_topic_arn: None,
-            drill_kind: "quarterly".into(),
-            pg_bounds: Default::default(),
-        },
-        sdk,
-    )
+    // Reports and their listing touch no database.
+    let config = DrillConfig { drill_kind: "quarterly".into(), ..drill_config(bucket, "catalyst-dr/test/unused", "catalyst-dr/test/unused-staging") };
+    DrillValidator::new(config, sdk)
 }
 
 /// The state machine's state of a drill that passed with this RTO, or failed in its smoke tests.

@@ -54,24 +54,9 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     );
     let validator = DrillValidator::new(
         DrillConfig {
-            source_secret_id: source_secret,
-            staging_secret_id: staging_secret,
-            tls: TlsMode::Disable,
-            pg_bounds: Default::default(),
-            bucket: bucket.clone(),
-            report_prefix: "drills/".into(),
-            report_retention_days: 1,
-            s3_force_path_style: true,
-            webhook_queue_url: None,
-            webhook_dlq_url: None,
-            staging_queue_url: None,
             redis_url: Some(catalyst_dr_tests::stack_var("CATALYST_DR_REDIS_URL")),
             redis_queue_patterns: vec![format!("{redis_queue}*")],
-            rpo_objective_seconds: 0,
-            rto_objective_seconds: 3_600,
-            lock_timeout_ms: 2_000,
-            alert_topic_arn: None,
-            drill_kind: "test".into(),
+            ..catalyst_dr_tests::drill_config(&bucket, &source_secret, &staging_secret)
         },
         &sdk,
     );

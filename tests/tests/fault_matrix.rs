@@ -742,24 +742,9 @@ async fn drill_baseline_interrupted_by_a_postgres_crash_stores_nothing_and_the_r
     catalyst_dr_tests::locked_bucket(&s3(&sdk), &bucket).await;
     let validator = DrillValidator::new(
         DrillConfig {
-            source_secret_id: secret,
-            staging_secret_id: unique("fault-drill-staging"),
-            tls: catalyst_dr::postgres::TlsMode::Disable,
-            pg_bounds: Default::default(),
-            bucket: bucket.clone(),
-            report_prefix: "drills/".into(),
-            report_retention_days: 1,
-            s3_force_path_style: true,
-            webhook_queue_url: None,
-            webhook_dlq_url: None,
-            staging_queue_url: None,
-            redis_url: None,
-            redis_queue_patterns: Vec::new(),
             rpo_objective_seconds: 300,
-            rto_objective_seconds: 3_600,
             lock_timeout_ms: 30_000,
-            alert_topic_arn: None,
-            drill_kind: "test".into(),
+            ..catalyst_dr_tests::drill_config(&bucket, &secret, &unique("fault-drill-staging"))
         },
         &sdk,
     );
