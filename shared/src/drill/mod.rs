@@ -10,6 +10,7 @@ pub mod report;
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
 use crate::catalyst_db::CatalystDbError;
+use crate::drill_id::DrillId;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::pitr::credentials::StagingSecret;
@@ -26,10 +27,10 @@ use time::OffsetDateTime;
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DrillEvent {
     /// Capture the source's state at one exact instant, before the drill restores it.
-    Baseline { drill_id: String },
+    Baseline { drill_id: DrillId },
     /// Compare the restored environment with the baseline; RPO and RTO.
     Validate {
-        drill_id: String,
+        drill_id: DrillId,
         /// The point in time the staging copy was restored to.
         restore_point: String,
         /// When the drill started and when its smoke tests passed: the RTO.
@@ -38,14 +39,15 @@ pub enum DrillEvent {
         /// How far the source's latest restorable time trailed the present, when known.
         #[serde(default)]
         restorable_lag_seconds: Option<f64>,
-        /// The flush step's status (`purged`, `purge-in-progress`, `flushed` or `preserved`): the
-        /// staging queue must then be empty, or is left as it was. Absent: empty.
+        /// The flush step's status (`purged`, `purge-in-progress`, `flushed`, `preserved`, or
+        /// `skipped` when no staging queue is configured): the staging queue must then be empty,
+        /// left as it was, or not configured. Absent: empty.
         #[serde(default)]
         flush_status: Option<String>,
     },
     /// Write the drill report (JSON, Markdown, HTML) and its metrics; alert when it failed.
     Report {
-        drill_id: String,
+        drill_id: DrillId,
         /// The drill kind in metrics (`quarterly`, `monthly`); default from `DRILL_KIND`.
         #[serde(default)]
         kind: Option<String>,
@@ -162,32 +164,26 @@ pub struct DrillValidator {
     pub sns: aws_sdk_sns::Client,
 }
 
-fn check_drill_id(drill_id: &str) -> Result<(), InputError> {
-    let valid = !drill_id.is_empty() && drill_id.len() <= 64 && drill_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid { Ok(()) } else { Err(InputError::new("drill_id", "must be 1 to 64 letters, digits, '-' or '_'")) }
-}
-
 impl DrillValidator {
     pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, DrillError> {
         let value = match decode::<DrillEvent>(event)? {
             DrillEvent::Baseline { drill_id } => {
-                check_drill_id(&drill_id)?;
                 to_json(self.baseline(&drill_id).await?)
             }
             DrillEvent::Validate { drill_id, restore_point, drill_started_at, smoke_passed_at, restorable_lag_seconds, flush_status } => {
-                check_drill_id(&drill_id)?;
                 let restore_point = parse_time("restore_point", &restore_point)?;
                 let started = parse_time("drill_started_at", &drill_started_at)?;
                 let smoke = parse_time("smoke_passed_at", &smoke_passed_at)?;
                 let expect_queue = match flush_status.as_deref() {
                     None | Some("purged" | "purge-in-progress" | "flushed") => "empty".to_owned(),
                     Some("preserved") => "preserved".to_owned(),
+                    // No staging queue was configured, so none was flushed.
+                    Some("skipped") => "none".to_owned(),
                     Some(other) => return Err(InputError::new("flush_status", format!("{other:?} is not a flush status")).into()),
                 };
                 to_json(self.validate(&drill_id, restore_point, started, smoke, restorable_lag_seconds, &expect_queue).await?)
             }
             DrillEvent::Report { drill_id, kind, state } => {
-                check_drill_id(&drill_id)?;
                 to_json(self.report(&drill_id, kind.as_deref().unwrap_or(&self.config.drill_kind), &state).await?)
             }
         };
@@ -296,6 +292,13 @@ impl DrillValidator {
 
         let queue = match &self.config.staging_queue_url {
             None => QueueCheck { expected: expect_queue.to_owned(), depth: None, passed: true, detail: "no staging queue configured".into() },
+            // The drill skipped the flush yet this function has a queue: the two disagree.
+            Some(url) if expect_queue == "none" => QueueCheck {
+                expected: expect_queue.to_owned(),
+                depth: None,
+                passed: false,
+                detail: format!("the flush was skipped (no staging queue) but STAGING_QUEUE_URL is {url}"),
+            },
             Some(url) => {
                 let depth = self.queues.depth(url).await?;
                 let passed = expect_queue == "preserved" || depth.total() == 0;
