@@ -310,6 +310,11 @@ class Resolver:
     def schedules(self):
         machines = self.state_machines()
         arns = {self.resource(name, None): name for name in machines}
+        functions = {
+            self.resource(name, "Arn"): r["Metadata"]["BuildProperties"]["Binary"]
+            for name, r in self.template["Resources"].items()
+            if r["Type"] == "AWS::Serverless::Function"
+        }
         out = []
         for name, resource in self.template["Resources"].items():
             if resource["Type"] != "AWS::Scheduler::Schedule":
@@ -318,21 +323,22 @@ class Resolver:
                 continue
             props = self.value(resource["Properties"])
             target = props["Target"]
+            entry = {
+                "schedule": name,
+                "name": props.get("Name"),
+                "state": props.get("State", "ENABLED"),
+                "input": target.get("Input", "{}"),
+                "dead_letter_arn": target.get("DeadLetterConfig", {}).get("Arn"),
+            }
             machine = arns.get(target["Arn"])
-            if machine is None:
-                raise TemplateError(f"schedule {name} targets {target['Arn']}, not a state machine of the template")
-            out.append(
-                {
-                    "schedule": name,
-                    "name": props.get("Name"),
-                    "state": props.get("State", "ENABLED"),
-                    "state_machine": machine,
-                    "definition": machines[machine]["definition"],
-                    "substitutions": machines[machine]["substitutions"],
-                    "input": target.get("Input", "{}"),
-                    "dead_letter_arn": target.get("DeadLetterConfig", {}).get("Arn"),
-                }
-            )
+            if machine is not None:
+                entry.update(state_machine=machine, definition=machines[machine]["definition"], substitutions=machines[machine]["substitutions"])
+            elif target["Arn"] in functions:
+                # A Lambda target: Scheduler invokes the function with the Input as its event.
+                entry.update(function=functions[target["Arn"]])
+            else:
+                raise TemplateError(f"schedule {name} targets {target['Arn']}, neither a state machine nor a function of the template")
+            out.append(entry)
         return out
 
 

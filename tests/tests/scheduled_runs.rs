@@ -6,7 +6,7 @@
 //! samconfig environment (infra/local/deployed.py).
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
-use catalyst_dr_tests::{LambdaWatch, deployed, empty_production_database, local_aws, run_state_machine_at, s3, seed, take_base_backup};
+use catalyst_dr_tests::{LambdaWatch, deployed, empty_production_database, invoke_lambda, local_aws, run_state_machine_at, s3, seed, take_base_backup};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,7 +27,7 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
         let watch = LambdaWatch::start(config_env);
         let schedules = deployed("schedules", config_env);
         let schedules = schedules.as_array().expect("schedules");
-        assert_eq!(schedules.len(), 3, "{schedules:#?}");
+        assert_eq!(schedules.len(), 5, "{schedules:#?}");
         let scheduled_time = catalyst_dr::input::format_time(minute + time::Duration::minutes(10 * offset as i64 + 17));
         for schedule in schedules {
             let name = schedule["schedule"].as_str().expect("schedule");
@@ -36,6 +36,19 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
             // Scheduler substitutes its context attributes in the Input, nothing else.
             let input_text = schedule["input"].as_str().expect("input").replace("<aws.scheduler.scheduled-time>", &scheduled_time);
             let input: Value = serde_json::from_str(&input_text).unwrap_or_else(|e| panic!("{name}: Input is not JSON ({e})"));
+            if let Some(function) = schedule["function"].as_str() {
+                // A Lambda target (the drills' dead man's checks): the Input is the event. The
+                // drills of this environment ran before it, so neither kind is overdue.
+                let url = format!("{}/2015-03-31/functions/{function}/invocations", watch.endpoint);
+                let response = reqwest::Client::new().post(&url).json(&input).send().await.expect("invoke");
+                let function_error = response.headers().contains_key("x-amz-function-error");
+                let body: Value = response.json().await.expect("JSON answer");
+                assert!(!function_error && body.get("errorType").is_none(), "{config_env} {name}: {body:#}");
+                assert!(body["age_days"].as_f64().expect("age") < 1.0, "{config_env} {name}: {body:#}");
+                assert!(body["last_passed"]["drill_id"].is_string(), "{config_env} {name}: a drill of this kind passed: {body:#}");
+                ran.push(format!("{config_env}/{name}"));
+                continue;
+            }
             let substitutions: Vec<(String, String)> = schedule["substitutions"]
                 .as_object()
                 .expect("substitutions")
@@ -70,5 +83,34 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
             ran.push(format!("{config_env}/{name}"));
         }
     }
-    assert_eq!(ran.len(), 6, "{ran:?}");
+    assert_eq!(ran.len(), 10, "{ran:?}");
+}
+
+/// The dead man's check fails once the last passed drill of its kind is older than allowed, and
+/// its first run, with no drill yet, starts the clock instead of failing.
+#[tokio::test]
+async fn the_drill_overdue_check_fails_past_its_limit() {
+    let seed = seed();
+    let sdk = local_aws().await;
+    let bucket = seed["bucket"].as_str().expect("bucket");
+    let kind = catalyst_dr_tests::unique("k").to_lowercase();
+
+    let first = invoke_lambda("drill-validator", &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 1})).await.expect("first check");
+    assert!(first["age_days"].as_f64().expect("age") < 0.1, "{first:#}");
+    assert!(first["last_passed"]["drill_id"].is_null(), "no drill has passed: {first:#}");
+
+    let long_ago = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() - time::Duration::days(40));
+    let record = serde_json::json!({"kind": kind, "drill_id": "q-long-ago", "passed_at": long_ago});
+    s3(&sdk)
+        .put_object()
+        .bucket(bucket)
+        .key(format!("drills/_last-passed/{kind}.json"))
+        .body(record.to_string().into_bytes().into())
+        .send()
+        .await
+        .expect("an old record");
+    let err = invoke_lambda("drill-validator", &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 33})).await.expect_err("overdue");
+    assert_eq!(err["errorType"], "DrillOverdue", "{err:#}");
+    let ok = invoke_lambda("drill-validator", &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 45})).await.expect("within the limit");
+    assert_eq!(ok["last_passed"]["drill_id"], "q-long-ago");
 }

@@ -54,6 +54,9 @@ pub enum DrillEvent {
         /// The drill state machine's state: every step's result, and `error` when a step failed.
         state: serde_json::Value,
     },
+    /// The dead man's check, started daily by its own schedule: how long since a drill of `kind`
+    /// last passed. Emits `DaysSinceLastPassedDrill`; fails (`DrillOverdue`) past `max_age_days`.
+    Overdue { kind: String, max_age_days: u32 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,8 @@ pub enum DrillError {
     NoStagingCredentials { drill_id: String },
     #[error("reading the production Redis")]
     Redis(#[from] redis::RedisError),
+    #[error("no {kind} drill has passed for {age_days:.1} days (at most {max_age_days} allowed)")]
+    Overdue { kind: String, age_days: f64, max_age_days: u32 },
     #[error("stored {key} is not valid: {source}")]
     Corrupt {
         key: String,
@@ -93,6 +98,7 @@ impl DrillError {
             Self::NoBaseline { .. } => "NoBaseline",
             Self::NoStagingCredentials { .. } => "NoStagingCredentials",
             Self::Corrupt { .. } => "CorruptRecord",
+            Self::Overdue { .. } => "DrillOverdue",
         }
     }
 }
@@ -184,7 +190,16 @@ impl DrillValidator {
                 to_json(self.validate(&drill_id, restore_point, started, smoke, restorable_lag_seconds, &expect_queue).await?)
             }
             DrillEvent::Report { drill_id, kind, state } => {
-                to_json(self.report(&drill_id, kind.as_deref().unwrap_or(&self.config.drill_kind), &state).await?)
+                let kind = kind.as_deref().unwrap_or(&self.config.drill_kind);
+                check_kind(kind)?;
+                to_json(self.report(&drill_id, kind, &state).await?)
+            }
+            DrillEvent::Overdue { kind, max_age_days } => {
+                check_kind(&kind)?;
+                if max_age_days == 0 {
+                    return Err(InputError::new("max_age_days", "must be at least 1").into());
+                }
+                to_json(self.overdue(&kind, max_age_days, OffsetDateTime::now_utc()).await?)
             }
         };
         Ok(value)
@@ -192,6 +207,32 @@ impl DrillValidator {
 
     fn key(&self, drill_id: &str, name: &str) -> String {
         format!("{}{drill_id}/{name}", self.config.report_prefix)
+    }
+
+    /// The last passed drill of a kind. `_` cannot occur in a drill id, so no drill's records
+    /// share this prefix.
+    fn last_passed_key(&self, kind: &str) -> String {
+        format!("{}_last-passed/{kind}.json", self.config.report_prefix)
+    }
+
+    /// Days since a drill of `kind` last passed, as a metric; an error past `max_age_days`. With
+    /// no record yet, the first check starts the clock (a new deployment has run no drill).
+    pub async fn overdue(&self, kind: &str, max_age_days: u32, now: OffsetDateTime) -> Result<OverdueResult, DrillError> {
+        let key = self.last_passed_key(kind);
+        let last = match self.load::<LastPassed>(&key).await? {
+            Some(last) => last,
+            None => {
+                let start = LastPassed { kind: kind.to_owned(), drill_id: None, passed_at: now };
+                self.store(&key, &start).await?;
+                start
+            }
+        };
+        let age_days = (now - last.passed_at).as_seconds_f64() / 86_400.0;
+        println!("{}", metrics::overdue_line(kind, age_days, now));
+        if age_days > f64::from(max_age_days) {
+            return Err(DrillError::Overdue { kind: kind.to_owned(), age_days, max_age_days });
+        }
+        Ok(OverdueResult { kind: kind.to_owned(), last_passed: last, age_days, max_age_days })
     }
 
     fn retain_until(&self) -> OffsetDateTime {
@@ -345,6 +386,10 @@ impl DrillValidator {
             keys.push(format!("s3://{}/{key}", self.objects.bucket()));
         }
         println!("{}", metrics::emf_line(kind, &rendered.summary, OffsetDateTime::now_utc()));
+        if rendered.summary.passed {
+            let last = LastPassed { kind: kind.to_owned(), drill_id: Some(drill_id.to_owned()), passed_at: OffsetDateTime::now_utc() };
+            self.store(&self.last_passed_key(kind), &last).await?;
+        }
         if !rendered.summary.passed {
             if let Some(topic) = &self.config.alert_topic_arn {
                 self.sns
@@ -359,6 +404,29 @@ impl DrillValidator {
         }
         Ok(report::ReportSummary { keys, ..rendered.summary })
     }
+}
+
+/// The last drill of a kind that passed (or, before any, when the dead man's check started).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastPassed {
+    pub kind: String,
+    pub drill_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub passed_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverdueResult {
+    pub kind: String,
+    pub last_passed: LastPassed,
+    pub age_days: f64,
+    pub max_age_days: u32,
+}
+
+/// Drill kinds name S3 keys and metric dimensions: lowercase letters, digits and hyphens.
+fn check_kind(kind: &str) -> Result<(), InputError> {
+    let valid = !kind.is_empty() && kind.len() <= 32 && kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid { Ok(()) } else { Err(InputError::new("kind", format!("{kind:?} must be 1 to 32 lowercase letters, digits or '-'"))) }
 }
 
 impl DrillValidator {
