@@ -48,6 +48,14 @@ install() {
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$LOCAL_DIR/requirements.lock"
     cp "$LOCAL_DIR/requirements.lock" "$VENV/.installed.lock"
   fi
+  # checkov has its own venv: its pins conflict with moto's and cfn-lint's.
+  local checkov_venv="$ROOT/.local/checkov-venv"
+  if [ ! -x "$checkov_venv/bin/checkov" ] || ! cmp -s "$LOCAL_DIR/checkov-requirements.lock" "$checkov_venv/.installed.lock"; then
+    log "installing checkov into .local/checkov-venv"
+    python3 -m venv "$checkov_venv"
+    "$checkov_venv/bin/pip" install -q --disable-pip-version-check -r "$LOCAL_DIR/checkov-requirements.lock"
+    cp "$LOCAL_DIR/checkov-requirements.lock" "$checkov_venv/.installed.lock"
+  fi
   if [ ! -x "$NODE_BIN/node" ] || ! cmp -s "$LOCAL_DIR/package-lock.json" "$LOCAL_DIR/node_modules/.installed.lock"; then
     log "installing the Node tools into infra/local/node_modules"
     (cd "$LOCAL_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
