@@ -369,11 +369,15 @@ def main(argv=None):
     parser.add_argument("--config-env", default="dev", help="samconfig.toml environment (dev, prod)")
     parser.add_argument("--seed", required=True, help="STATE/seed.json of the local stack")
     parser.add_argument("--state", default="", help="the stack's state directory (env: local engine paths)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a parameter over the site's (checks of the rules)")
     args = parser.parse_args(argv)
 
     seed = json.loads(Path(args.seed).read_text())
     stack_name, overrides = samconfig_parameters(args.config_env)
     parameters = {**overrides, **site_parameters(args.config_env, seed)}
+    for pair in args.override:
+        key, _, value = pair.partition("=")
+        parameters[key] = value
     try:
         resolver = Resolver(load_template(), parameters, stack_name, seed)
         if args.command == "env":

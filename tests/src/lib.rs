@@ -380,6 +380,21 @@ pub fn deployed(command: &str, config_env: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("deployed.py prints JSON")
 }
 
+/// `deployed.py functions` with parameters over the site's: `Err` carries its error message (a
+/// parameter or Rule the template refuses).
+pub fn deployed_with(config_env: &str, overrides: &[&str]) -> Result<serde_json::Value, String> {
+    let mut command = deployed_command("functions", config_env);
+    for pair in overrides {
+        command.arg("--override").arg(pair);
+    }
+    let output = command.output().expect("run deployed.py");
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).expect("deployed.py prints JSON"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
 fn deployed_command(command: &str, config_env: &str) -> std::process::Command {
     let state = stack_var("CATALYST_DR_STATE");
     let mut cmd = std::process::Command::new(stack_var("CATALYST_DR_PYTHON"));
