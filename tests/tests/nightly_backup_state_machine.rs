@@ -112,24 +112,33 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     assert!(manifest["logical"].is_null() && !manifest["pruned"].is_null(), "{manifest:#}");
 }
 
-/// Every Lambda task retries a function timeout or crash: all actions are idempotent, and
-/// without the retry a timed-out step skips WriteManifest and goes straight to the failure path.
+/// Every Lambda task of the scheduled state machines retries a function timeout or crash: all
+/// actions are idempotent, and without the retry a timed-out nightly step skips WriteManifest
+/// and goes straight to the failure path (a drill's, to teardown as failed).
 #[test]
 fn every_lambda_task_retries_timeouts() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../", "infra/statemachines/nightly-backup.asl.json")).expect("definition");
-    let definition: Value = serde_json::from_str(&text).expect("JSON");
+    for (file, min_tasks) in [("nightly-backup", 6), ("pitr-drill", 8), ("quarterly-drill", 13)] {
+        let path = format!("{}/../infra/statemachines/{file}.asl.json", env!("CARGO_MANIFEST_DIR"));
+        let definition: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("definition")).expect("JSON");
+        let tasks = lambda_tasks_retrying_timeouts(file, &definition["States"]);
+        assert!(tasks >= min_tasks, "{file}: {tasks} Lambda tasks");
+    }
+}
+
+fn lambda_tasks_retrying_timeouts(file: &str, states: &Value) -> usize {
     let mut tasks = 0;
-    for (name, state) in definition["States"].as_object().expect("states") {
-        if state["Type"] != "Task" || state["Resource"] != "${SnapshotTriggerFunctionArn}" {
+    for (name, state) in states.as_object().expect("states") {
+        let resource = state["Resource"].as_str().unwrap_or_default();
+        if state["Type"] != "Task" || !resource.ends_with("FunctionArn}") {
             continue;
         }
         tasks += 1;
         let retried: Vec<&str> = state["Retry"].as_array().into_iter().flatten().flat_map(|r| r["ErrorEquals"].as_array().expect("ErrorEquals")).filter_map(Value::as_str).collect();
         for error in ["Sandbox.Timedout", "States.Timeout", "Lambda.Unknown", "Lambda.ServiceException"] {
-            assert!(retried.contains(&error), "{name} does not retry {error}: {retried:?}");
+            assert!(retried.contains(&error), "{file}: {name} does not retry {error}: {retried:?}");
         }
     }
-    assert!(tasks >= 6, "{tasks} Lambda tasks");
+    tasks
 }
 
 async fn manifest_absent(sdk: &aws_config::SdkConfig, bucket: &str, key: &str) -> bool {
