@@ -4,7 +4,8 @@
 # Installs what is missing and brings the stack up; creates the "production" Catalyst Auth
 # database with generated data and takes a base backup of it; keeps live traffic writing to it;
 # runs infra/statemachines/quarterly-drill.asl.json through the ASL interpreter against the
-# functions served by `cargo lambda watch`, the local engine and the local AWS endpoint; prints a
+# functions served by `cargo lambda watch`, the local engine and the local AWS endpoint, all
+# configured from infra/template.yaml for CATALYST_DR_CONFIG_ENV (default dev); prints a
 # summary (RPO, RTO, parity, replay plan) and copies the report files to drill-reports/<drill id>/.
 #
 # DRILL_USERS / DRILL_DELIVERIES size the database (default 20000 / 100000).
@@ -46,14 +47,11 @@ sleep 2
 drill_id="local-$(date -u +%Y%m%d-%H%M%S)"
 step "running the quarterly drill $drill_id"
 set +e
-"$CATALYST_DR_NODE" "$CATALYST_DR_SFN_RUNNER" \
-  --definition "$ROOT/infra/statemachines/quarterly-drill.asl.json" \
-  --sub DrillValidatorFunctionArn=arn:aws:lambda:us-east-1:123456789012:function:drill-validator \
-  --sub PitrRestoreFunctionArn=arn:aws:lambda:us-east-1:123456789012:function:pitr-restore \
-  --sub DeadLetterReplayFunctionArn=arn:aws:lambda:us-east-1:123456789012:function:dead-letter-replay \
-  --sub "AlertTopicArn=$(seed alert_topic_arn)" \
-  --sub "StagingQueueUrl=$(seed staging_queue_url)" \
-  --sub "StagingSecretId=$(seed staging_database_secret)" \
+# The definition with the template's DefinitionSubstitutions, as deployed.
+mapfile -d '' machine < <("$CATALYST_DR_PYTHON" "$CATALYST_DR_DEPLOYED" runner-args --machine QuarterlyDrillStateMachine \
+  --config-env "$CATALYST_DR_CONFIG_ENV" --seed "$STATE/seed.json")
+[ ${#machine[@]} -gt 0 ] || { echo "infra/local/deployed.py could not resolve the template" >&2; exit 1; }
+"$CATALYST_DR_NODE" "$CATALYST_DR_SFN_RUNNER" "${machine[@]}" \
   --fast --name "$drill_id" --input "{\"drill_id\": \"$drill_id\"}" >"$STATE/execution.json"
 status=$?
 set -e

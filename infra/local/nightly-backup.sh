@@ -15,12 +15,11 @@ if [ "${KEEP_STACK:-0}" != 1 ]; then trap '"$STACK" down "$STATE"' EXIT; fi
 source "$STATE/env"
 
 scheduled_time=$(date -u +%Y-%m-%dT%H:%M:00Z)
-topic_arn=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["alert_topic_arn"])' "$STATE/seed.json")
+mapfile -d '' machine < <("$CATALYST_DR_PYTHON" "$CATALYST_DR_DEPLOYED" runner-args --machine NightlyBackupStateMachine \
+  --config-env "$CATALYST_DR_CONFIG_ENV" --seed "$STATE/seed.json")
+[ ${#machine[@]} -gt 0 ] || { echo "infra/local/deployed.py could not resolve the template" >&2; exit 1; }
 echo "== nightly-backup state machine, scheduled_time $scheduled_time" >&2
-"$CATALYST_DR_NODE" "$CATALYST_DR_SFN_RUNNER" \
-  --definition "$ROOT/infra/statemachines/nightly-backup.asl.json" \
-  --sub SnapshotTriggerFunctionArn=arn:aws:lambda:us-east-1:123456789012:function:snapshot-trigger \
-  --sub "AlertTopicArn=$topic_arn" \
+"$CATALYST_DR_NODE" "$CATALYST_DR_SFN_RUNNER" "${machine[@]}" \
   --fast \
   --input "{\"scheduled_time\": \"$scheduled_time\"}" >"$STATE/execution.json" || {
   echo "the nightly backup failed:" >&2

@@ -3,7 +3,8 @@
 What the SAM template and the user's account provide in AWS: the backup bucket (versioned,
 Object Lock on), the Catalyst Auth RDS instance and ElastiCache replication group, and the alert
 topic, here with an SQS queue subscribed so that tests can read the notifications. Idempotent.
-Prints the resource names and the functions' configuration as JSON.
+Prints the resource names as JSON (STATE/seed.json); the functions' configuration is derived from
+the template by deployed.py.
 """
 
 import json
@@ -22,6 +23,7 @@ SOURCE_DB_SECRET = "catalyst-dr/local/source-database"
 STAGING_DB_SECRET = "catalyst-dr/local/staging-database"
 STAGING_SUBNET_GROUP = "catalyst-dr-staging-subnets"
 STAGING_SG = "catalyst-dr-staging"
+FUNCTION_SG = "catalyst-dr-functions"
 # The database dead-letter-replay writes to locally: the replay state machine test creates it and
 # stores its secret, so that it never races the tests that use catalyst_auth.
 REPLAY_DB_SECRET = "catalyst-dr/local/replay-database"
@@ -75,6 +77,15 @@ def main():
     staging_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
         GroupName=STAGING_SG, Description="catalyst-dr staging databases", VpcId=vpc_id
     )["GroupId"]
+    # The in-VPC functions' own security group (FunctionSecurityGroupIds).
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [FUNCTION_SG]}])["SecurityGroups"]
+    function_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
+        GroupName=FUNCTION_SG, Description="catalyst-dr functions", VpcId=vpc_id
+    )["GroupId"]
+    route_table_ids = sorted(
+        t["RouteTableId"] for t in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]
+    )
+    subnet_ids = sorted(s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"])
     if not any(g["DBSubnetGroupName"] == STAGING_SUBNET_GROUP for g in rds.describe_db_subnet_groups()["DBSubnetGroups"]):
         subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]]
         rds.create_db_subnet_group(
@@ -129,12 +140,23 @@ def main():
         secrets.create_secret(Name=SOURCE_DB_SECRET, SecretString=document)
     except secrets.exceptions.ResourceExistsException:
         secrets.put_secret_value(SecretId=SOURCE_DB_SECRET, SecretString=document)
+    source_secret_arn = secrets.describe_secret(SecretId=SOURCE_DB_SECRET)["ARN"]
 
     # Receives the staging copy's credentials and DATABASE_URL from pitr-restore.
+    # Tagged as the template tags StagingDatabaseSecret.
     try:
-        secrets.create_secret(Name=STAGING_DB_SECRET, Description="catalyst-dr staging DATABASE_URL")
+        secrets.create_secret(
+            Name=STAGING_DB_SECRET,
+            Description="catalyst-dr staging DATABASE_URL",
+            Tags=[
+                {"Key": "project", "Value": "catalyst-dr"},
+                {"Key": "catalyst-dr:role", "Value": "staging"},
+                {"Key": "catalyst-dr:created-by", "Value": "catalyst-dr"},
+            ],
+        )
     except secrets.exceptions.ResourceExistsException:
         pass
+    staging_secret_arn = secrets.describe_secret(SecretId=STAGING_DB_SECRET)["ARN"]
 
     print(
         json.dumps(
@@ -151,38 +173,17 @@ def main():
                 "staging_queue_url": staging_queue_url,
                 "staging_subnet_group": STAGING_SUBNET_GROUP,
                 "staging_security_group": staging_sg,
-                "function_env": {
-                    "BACKUP_BUCKET": BUCKET,
-                    "RDS_INSTANCE_ID": RDS_INSTANCE,
-                    "ELASTICACHE_REPLICATION_GROUP_ID": CACHE_GROUP,
-                    # The local endpoint cannot serve ElastiCache CopySnapshot; the export's
-                    # request is covered by a request-shape test instead.
-                    "ELASTICACHE_EXPORT": "false",
-                    "RETENTION_DAYS": "1",
-                    "KEEP_NEWEST": "3",
-                    "SCHEDULE_NAME": "nightly-backup-local",
-                    "SOURCE_DATABASE_SECRET_ID": SOURCE_DB_SECRET,
-                    # Loopback only: the local PostgreSQL has no TLS.
-                    "PG_TLS": "disable",
-                    # pitr-restore
-                    "STAGING_SECRET_ID": STAGING_DB_SECRET,
-                    "LOCAL_SOURCE_ID": "catalyst-auth-local",
-                    # drill-validator
-                    "ALERT_TOPIC_ARN": topic_arn,
-                    "DRILL_KIND": "quarterly",
-                    "DRILL_REDIS_URL": os.environ["CATALYST_DR_REDIS_URL"],
-                    "WEBHOOK_QUEUE_URL": queue_url,
-                    "WEBHOOK_DLQ_URL": dlq_url,
-                    "STAGING_QUEUE_URL": staging_queue_url,
-                    # dead-letter-replay: endpoints on loopback are allowed locally only.
-                    "REPLAY_DATABASE_SECRET_ID": REPLAY_DB_SECRET,
-                    "PROBE_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
-                    "PROBE_TIMEOUT_MS": "2000",
-                    "REPLAY_BATCH_SIZE": "500",
-                    "AUDIT_RETENTION_DAYS": "1",
-                    "STAGING_REDIS_URL": os.environ["CATALYST_DR_REDIS_URL"],
-                    "REDIS_QUEUE_PATTERNS": "catalyst:webhooks:queue:*,catalyst:webhooks:delayed",
-                },
+                # What infra/local/deployed.py needs to resolve the template for this stack.
+                "source_database_secret_arn": source_secret_arn,
+                "staging_database_secret_arn": staging_secret_arn,
+                "replay_database_secret": REPLAY_DB_SECRET,
+                "vpc_id": vpc_id,
+                "subnet_ids": ",".join(subnet_ids),
+                "route_table_ids": ",".join(route_table_ids),
+                "function_security_group": function_sg,
+                "redis_url": os.environ["CATALYST_DR_REDIS_URL"],
+                "pg_bin": os.environ["CATALYST_DR_PG_BIN"],
+                "pg_run_as": os.environ.get("CATALYST_DR_PG_RUN_AS", ""),
             },
             indent=2,
         )

@@ -48,6 +48,14 @@ install() {
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$LOCAL_DIR/requirements.lock"
     cp "$LOCAL_DIR/requirements.lock" "$VENV/.installed.lock"
   fi
+  # checkov has its own venv: its pins conflict with moto's and cfn-lint's.
+  local checkov_venv="$ROOT/.local/checkov-venv"
+  if [ ! -x "$checkov_venv/bin/checkov" ] || ! cmp -s "$LOCAL_DIR/checkov-requirements.lock" "$checkov_venv/.installed.lock"; then
+    log "installing checkov into .local/checkov-venv"
+    python3 -m venv "$checkov_venv"
+    "$checkov_venv/bin/pip" install -q --disable-pip-version-check -r "$LOCAL_DIR/checkov-requirements.lock"
+    cp "$LOCAL_DIR/checkov-requirements.lock" "$checkov_venv/.installed.lock"
+  fi
   if [ ! -x "$NODE_BIN/node" ] || ! cmp -s "$LOCAL_DIR/package-lock.json" "$LOCAL_DIR/node_modules/.installed.lock"; then
     log "installing the Node tools into infra/local/node_modules"
     (cd "$LOCAL_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -134,6 +142,8 @@ export CATALYST_DR_REDIS_URL='redis://127.0.0.1:$redis_port'
 export LAMBDA_ENDPOINT_URL='http://127.0.0.1:$lambda_port'
 export CATALYST_DR_NODE='$NODE_BIN/node'
 export CATALYST_DR_SFN_RUNNER='$LOCAL_DIR/run-state-machine.mjs'
+export CATALYST_DR_PYTHON='$VENV/bin/python'
+export CATALYST_DR_DEPLOYED='$LOCAL_DIR/deployed.py'
 ENV
   # shellcheck disable=SC1091
   source "$state/env"
@@ -144,23 +154,15 @@ ENV
   log "seeding the local AWS resources"
   "$VENV/bin/python" "$LOCAL_DIR/seed_aws.py" >"$state/seed.json"
 
-  # The functions' own configuration, as the template sets it in AWS.
-  cat >"$state/functions.env" <<ENV
-AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
-AWS_ACCESS_KEY_ID=test
-AWS_SECRET_ACCESS_KEY=test
-AWS_REGION=us-east-1
-AWS_EC2_METADATA_DISABLED=true
-S3_FORCE_PATH_STYLE=true
-RUST_LOG=${RUST_LOG:-info}
-RESTORE_ENGINE=local
-LOCAL_PG_BIN=$PG_BIN
-LOCAL_PG_RUN_AS=$run_as
-LOCAL_BASE_BACKUP_DIR=$state/base-backups
-LOCAL_WAL_ARCHIVE_DIR=$state/wal-archive
-LOCAL_STAGING_DIR=$state/staging
-$(python3 -c 'import json,sys; [print(f"{k}={v}") for k,v in json.load(open(sys.argv[1]))["function_env"].items()]' "$state/seed.json")
-ENV
+  # The functions' configuration as the template sets it in AWS, resolved for the samconfig
+  # environment CATALYST_DR_CONFIG_ENV (default dev); only endpoints and the local engine differ.
+  {
+    printf '%s\n' "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+      AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true S3_FORCE_PATH_STYLE=true
+    "$VENV/bin/python" "$LOCAL_DIR/deployed.py" env --config-env "${CATALYST_DR_CONFIG_ENV:-dev}" \
+      --seed "$state/seed.json" --state "$state"
+  } >"$state/functions.env"
+  echo "export CATALYST_DR_CONFIG_ENV='${CATALYST_DR_CONFIG_ENV:-dev}'" >>"$state/env"
 
   log "building the functions"
   (cd "$ROOT" && cargo build -q --bins)

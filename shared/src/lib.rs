@@ -7,6 +7,7 @@ pub mod aws_time;
 pub mod catalyst_db;
 pub mod config;
 pub mod drill;
+pub mod drill_id;
 pub mod input;
 pub mod lambda;
 pub mod local_pg;

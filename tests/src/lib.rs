@@ -60,7 +60,18 @@ pub struct Execution {
 
 /// Runs a state machine definition through the ASL interpreter against the functions served by
 /// `cargo lambda watch`, with waits and retry pauses shortened.
-pub fn run_state_machine(definition: &str, substitutions: &[(&str, String)], input: &serde_json::Value) -> Execution {
+pub fn run_state_machine<K: AsRef<str>>(definition: &str, substitutions: &[(K, String)], input: &serde_json::Value) -> Execution {
+    run_state_machine_at(definition, substitutions, input, &stack_var("LAMBDA_ENDPOINT_URL"))
+}
+
+/// `run_state_machine` against the functions served at `lambda_endpoint`. The execution is named
+/// as Step Functions names an unnamed execution (a UUID) unless the input says otherwise.
+pub fn run_state_machine_at<K: AsRef<str>>(
+    definition: &str,
+    substitutions: &[(K, String)],
+    input: &serde_json::Value,
+    lambda_endpoint: &str,
+) -> Execution {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut command = std::process::Command::new(stack_var("CATALYST_DR_NODE"));
     command
@@ -68,14 +79,14 @@ pub fn run_state_machine(definition: &str, substitutions: &[(&str, String)], inp
         .arg("--definition")
         .arg(format!("{root}/{definition}"))
         .arg("--lambda-endpoint")
-        .arg(stack_var("LAMBDA_ENDPOINT_URL"))
+        .arg(lambda_endpoint)
         .arg("--aws-endpoint")
         .arg(stack_var("AWS_ENDPOINT_URL"))
         .arg("--fast")
         .arg("--input")
         .arg(input.to_string());
     for (key, value) in substitutions {
-        command.arg("--sub").arg(format!("{key}={value}"));
+        command.arg("--sub").arg(format!("{}={value}", key.as_ref()));
     }
     let output = command.output().expect("run the state machine runner");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -365,6 +376,115 @@ pub async fn queue_with_dead_letters(sqs: &aws_sdk_sqs::Client, name: &str, max_
     let source_url =
         sqs.create_queue().queue_name(name).attributes(QueueAttributeName::RedrivePolicy, policy).send().await.expect("source").queue_url.expect("url");
     (source_url, dlq_url)
+}
+
+/// What `infra/local/deployed.py COMMAND` resolves from infra/template.yaml for the samconfig
+/// environment `config_env` and this stack's resources.
+pub fn deployed(command: &str, config_env: &str) -> serde_json::Value {
+    let output = deployed_command(command, config_env).output().expect("run deployed.py");
+    assert!(output.status.success(), "deployed.py {command} --config-env {config_env}: {}", String::from_utf8_lossy(&output.stderr));
+    if command == "env" {
+        return serde_json::Value::String(String::from_utf8(output.stdout).expect("utf-8"));
+    }
+    serde_json::from_slice(&output.stdout).expect("deployed.py prints JSON")
+}
+
+/// `deployed.py functions` with parameters over the site's: `Err` carries its error message (a
+/// parameter or Rule the template refuses).
+pub fn deployed_with(config_env: &str, overrides: &[&str]) -> Result<serde_json::Value, String> {
+    let mut command = deployed_command("functions", config_env);
+    for pair in overrides {
+        command.arg("--override").arg(pair);
+    }
+    let output = command.output().expect("run deployed.py");
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).expect("deployed.py prints JSON"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn deployed_command(command: &str, config_env: &str) -> std::process::Command {
+    let state = stack_var("CATALYST_DR_STATE");
+    let mut cmd = std::process::Command::new(stack_var("CATALYST_DR_PYTHON"));
+    cmd.arg(stack_var("CATALYST_DR_DEPLOYED"))
+        .arg(command)
+        .arg("--config-env")
+        .arg(config_env)
+        .arg("--seed")
+        .arg(format!("{state}/seed.json"))
+        .arg("--state")
+        .arg(&state);
+    cmd
+}
+
+/// The template's DefinitionSubstitutions of `state_machine` (its logical id), resolved for the
+/// stack's samconfig environment: the state machine runs as deployed.
+pub fn deployed_substitutions(state_machine: &str) -> Vec<(String, String)> {
+    let machines = deployed("state-machines", &stack_var("CATALYST_DR_CONFIG_ENV"));
+    let subs = machines[state_machine]["substitutions"].as_object().unwrap_or_else(|| panic!("no state machine {state_machine} in the template"));
+    subs.iter().map(|(k, v)| (k.clone(), v.as_str().expect("string").to_owned())).collect()
+}
+
+/// A second Lambda Invoke API (`cargo lambda watch`) serving the functions with the environment
+/// the template gives them under the samconfig environment `config_env`. Stopped on drop.
+pub struct LambdaWatch {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl LambdaWatch {
+    pub fn start(config_env: &str) -> Self {
+        let state = stack_var("CATALYST_DR_STATE");
+        let env_file = format!("{state}/functions-{config_env}.env");
+        let derived = deployed("env", config_env);
+        let aws = format!(
+            "AWS_ENDPOINT_URL={}\nAWS_ACCESS_KEY_ID=test\nAWS_SECRET_ACCESS_KEY=test\nAWS_REGION=us-east-1\nAWS_EC2_METADATA_DISABLED=true\nS3_FORCE_PATH_STYLE=true\n",
+            stack_var("AWS_ENDPOINT_URL")
+        );
+        std::fs::write(&env_file, aws + derived.as_str().expect("env text")).expect("write the env file");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let python = std::path::PathBuf::from(stack_var("CATALYST_DR_PYTHON"));
+        let cargo_lambda = python.with_file_name("cargo-lambda");
+        let log = std::fs::File::create(format!("{state}/lambda-{config_env}.log")).expect("log file");
+        let mut command = std::process::Command::new(cargo_lambda);
+        // The variables cargo sets for this test would make the watch's `cargo run` rebuild.
+        for (key, _) in std::env::vars() {
+            if (key.starts_with("CARGO") && key != "CARGO_HOME") || key.starts_with("RUSTC") || key == "OUT_DIR" || key == "LD_LIBRARY_PATH" {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .args(["lambda", "watch", "--quiet", "-A", "127.0.0.1", "-P", &port.to_string(), "--env-file", &env_file, "--ignore-changes"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start cargo lambda watch");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "cargo lambda watch for {config_env} did not start (see {state}/lambda-{config_env}.log)");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Self { child, endpoint }
+    }
+}
+
+impl Drop for LambdaWatch {
+    fn drop(&mut self) {
+        // SIGTERM lets cargo lambda watch stop the function processes it started.
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// drill-validator's configuration for a test: reports under `drills/` in `bucket` (path-style,

@@ -1,17 +1,14 @@
 //! The nightly-backup state machine, executed by the ASL interpreter with its Lambda tasks served
 //! by `cargo lambda watch` and AWS served by the local endpoint.
 
-use catalyst_dr_tests::{local_aws, run_state_machine, s3, seed};
+use catalyst_dr_tests::{deployed_substitutions, local_aws, run_state_machine, s3, seed};
 use serde_json::{Value, json};
 
 const DEFINITION: &str = "infra/statemachines/nightly-backup.asl.json";
-const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:snapshot-trigger";
 
-fn substitutions(seed: &Value) -> Vec<(&'static str, String)> {
-    vec![
-        ("SnapshotTriggerFunctionArn", FUNCTION_ARN.to_owned()),
-        ("AlertTopicArn", seed["alert_topic_arn"].as_str().expect("topic arn").to_owned()),
-    ]
+/// The template's DefinitionSubstitutions for the stack's samconfig environment.
+fn substitutions() -> Vec<(String, String)> {
+    deployed_substitutions("NightlyBackupStateMachine")
 }
 
 /// Both cases share the stack's one configured source, so they run in one test, in order.
@@ -28,9 +25,11 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     let ok_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &ok_time).expect("time").stamp;
     let failing_time = catalyst_dr::input::format_time(now + time::Duration::seconds(1));
     let failing_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &failing_time).expect("time").stamp;
+    let late_failing_time = catalyst_dr::input::format_time(now + time::Duration::seconds(2));
+    let late_failing_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &late_failing_time).expect("time").stamp;
 
     // A successful night: the manifest is in the bucket, locked.
-    let run = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"scheduled_time": ok_time}));
+    let run = run_state_machine(DEFINITION, &substitutions(), &json!({"scheduled_time": ok_time}));
     assert!(run.succeeded, "execution failed: {:#}", run.outcome);
     let output = &run.outcome["output"];
     assert_eq!(output["status"]["state"], "available");
@@ -64,7 +63,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         .send()
         .await
         .expect("foreign snapshot");
-    let failed = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"scheduled_time": failing_time}));
+    let failed = run_state_machine(DEFINITION, &substitutions(), &json!({"scheduled_time": failing_time}));
     assert!(!failed.succeeded, "execution should fail: {:#}", failed.outcome);
     assert_eq!(failed.outcome["error"], "BackupFailed");
     let states: Vec<&str> = failed.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
@@ -89,7 +88,57 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     let message: Value = serde_json::from_str(&notified).unwrap_or_else(|e| panic!("notification is not the state as JSON ({e}): {notified}"));
     assert_eq!(message["error"]["Error"], "SnapshotNotOwned");
     assert!(message["error"]["Cause"].as_str().unwrap().contains(&squatted));
-    assert!(manifest_absent(&sdk, bucket, &format!("manifests/{failing_run}.json")).await, "a failed run writes no manifest");
+    assert!(manifest_absent(&sdk, bucket, &format!("manifests/{failing_run}.json")).await, "a run that took no snapshot writes no manifest");
+
+    // A step after the snapshots fails (the logical backup finds a manifest it cannot read): the
+    // snapshots that were taken are still catalogued, with the failure, before the alert.
+    s3(&sdk)
+        .put_object()
+        .bucket(bucket)
+        .key(format!("logical/{late_failing_run}/manifest.json"))
+        .body(br#"{"format": "not-a-logical-manifest"}"#.to_vec().into())
+        .send()
+        .await
+        .expect("unreadable logical manifest");
+    let late = run_state_machine(DEFINITION, &substitutions(), &json!({"scheduled_time": late_failing_time}));
+    assert!(!late.succeeded, "execution should fail: {:#}", late.outcome);
+    assert_eq!(late.outcome["error"], "BackupFailed");
+    let states: Vec<&str> = late.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert!(states.ends_with(&["LogicalBackup", "SnapshotsStarted?", "FailureDefaults", "MergeFailureDefaults", "CataloguePartialRun", "NotifyFailure", "BackupFailed"]), "{states:?}");
+    let stored = s3(&sdk).get_object().bucket(bucket).key(format!("manifests/{late_failing_run}.json")).send().await.expect("the partial run is catalogued");
+    let manifest: Value = serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes()).expect("manifest JSON");
+    assert_eq!(manifest["database"]["snapshot_id"], format!("catalyst-dr-{instance}-{late_failing_run}").as_str());
+    assert_eq!(manifest["failure"]["Error"], "UnsupportedManifestFormat");
+    assert!(manifest["logical"].is_null() && !manifest["pruned"].is_null(), "{manifest:#}");
+}
+
+/// Every Lambda task of the scheduled state machines retries a function timeout or crash: all
+/// actions are idempotent, and without the retry a timed-out nightly step skips WriteManifest
+/// and goes straight to the failure path (a drill's, to teardown as failed).
+#[test]
+fn every_lambda_task_retries_timeouts() {
+    for (file, min_tasks) in [("nightly-backup", 6), ("pitr-drill", 8), ("quarterly-drill", 13)] {
+        let path = format!("{}/../infra/statemachines/{file}.asl.json", env!("CARGO_MANIFEST_DIR"));
+        let definition: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("definition")).expect("JSON");
+        let tasks = lambda_tasks_retrying_timeouts(file, &definition["States"]);
+        assert!(tasks >= min_tasks, "{file}: {tasks} Lambda tasks");
+    }
+}
+
+fn lambda_tasks_retrying_timeouts(file: &str, states: &Value) -> usize {
+    let mut tasks = 0;
+    for (name, state) in states.as_object().expect("states") {
+        let resource = state["Resource"].as_str().unwrap_or_default();
+        if state["Type"] != "Task" || !resource.ends_with("FunctionArn}") {
+            continue;
+        }
+        tasks += 1;
+        let retried: Vec<&str> = state["Retry"].as_array().into_iter().flatten().flat_map(|r| r["ErrorEquals"].as_array().expect("ErrorEquals")).filter_map(Value::as_str).collect();
+        for error in ["Sandbox.Timedout", "States.Timeout", "Lambda.Unknown", "Lambda.ServiceException"] {
+            assert!(retried.contains(&error), "{file}: {name} does not retry {error}: {retried:?}");
+        }
+    }
+    tasks
 }
 
 async fn manifest_absent(sdk: &aws_config::SdkConfig, bucket: &str, key: &str) -> bool {

@@ -3,17 +3,14 @@
 //! tests fail and which still tears its staging cluster down.
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
-use catalyst_dr_tests::{empty_production_database, run_state_machine, seed, stack_var, take_base_backup, unique};
+use catalyst_dr_tests::{deployed_substitutions, empty_production_database, run_state_machine, seed, stack_var, take_base_backup, unique};
 use serde_json::{Value, json};
 
 const DEFINITION: &str = "infra/statemachines/pitr-drill.asl.json";
 
-fn substitutions(seed: &Value) -> Vec<(&'static str, String)> {
-    vec![
-        ("PitrRestoreFunctionArn", "arn:aws:lambda:us-east-1:123456789012:function:pitr-restore".to_owned()),
-        ("DrillValidatorFunctionArn", "arn:aws:lambda:us-east-1:123456789012:function:drill-validator".to_owned()),
-        ("AlertTopicArn", seed["alert_topic_arn"].as_str().expect("topic").to_owned()),
-    ]
+/// The template's DefinitionSubstitutions for the stack's samconfig environment.
+fn substitutions() -> Vec<(String, String)> {
+    deployed_substitutions("PitrDrillStateMachine")
 }
 
 fn states(outcome: &Value) -> Vec<String> {
@@ -37,7 +34,7 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
     catalyst_db::generate(&source, &spec).await.expect("generate");
 
     let drill = unique("ok").to_lowercase();
-    let run = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"drill_id": drill, "target_time": null}));
+    let run = run_state_machine(DEFINITION, &substitutions(), &json!({"drill_id": drill, "target_time": null}));
     assert!(run.succeeded, "drill failed: {:#}", run.outcome);
     let output = &run.outcome["output"]["result"];
     assert_eq!(run.outcome["output"]["report"]["passed"], true);
@@ -53,7 +50,7 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
 
     let drill = unique("bad").to_lowercase();
     let target_time = catalyst_dr::input::format_time(before_data);
-    let run = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"drill_id": drill, "target_time": target_time}));
+    let run = run_state_machine(DEFINITION, &substitutions(), &json!({"drill_id": drill, "target_time": target_time}));
     assert!(!run.succeeded, "drill should fail: {:#}", run.outcome);
     assert_eq!(run.outcome["error"], "DrillFailed");
     let visited = states(&run.outcome);

@@ -162,7 +162,8 @@ async fn guards_refuse_before_anything_is_created() {
         let err = d.restore.start(&d.drill_id, time, target.clone()).await.expect_err("refused");
         assert_eq!(err.error_type(), expected, "{target:?} {time:?}: {err}");
     }
-    let err = d.restore.handle(serde_json::json!({"action": "start", "drill_id": "Bad_Id"})).await.expect_err("bad id");
+    // An empty id is refused; a name that is not an id (capitals, `_`, too long) is mapped to one.
+    let err = d.restore.handle(serde_json::json!({"action": "start", "drill_id": ""})).await.expect_err("empty id");
     assert_eq!(err.error_type(), "InvalidInput");
     let err = d.restore.teardown(&d.drill_id, Some("catalyst-auth-local".into())).await.expect_err("source");
     assert_eq!(err.error_type(), "RestoreRefused");

@@ -3,23 +3,16 @@
 //! smoke tests, replay plan on staging, parity, teardown, report.
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
-use catalyst_dr_tests::{empty_production_database, local_aws, pg_connect, run_state_machine, s3, seed, stack_var, take_base_backup, unique};
+use catalyst_dr_tests::{deployed_substitutions, empty_production_database, local_aws, pg_connect, run_state_machine, s3, seed, stack_var, take_base_backup, unique};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 const DEFINITION: &str = "infra/statemachines/quarterly-drill.asl.json";
 
-fn substitutions(seed: &Value) -> Vec<(&'static str, String)> {
-    let function = |name: &str| format!("arn:aws:lambda:us-east-1:123456789012:function:{name}");
-    vec![
-        ("DrillValidatorFunctionArn", function("drill-validator")),
-        ("PitrRestoreFunctionArn", function("pitr-restore")),
-        ("DeadLetterReplayFunctionArn", function("dead-letter-replay")),
-        ("AlertTopicArn", seed["alert_topic_arn"].as_str().expect("topic").to_owned()),
-        ("StagingQueueUrl", seed["staging_queue_url"].as_str().expect("staging queue").to_owned()),
-        ("StagingSecretId", seed["staging_database_secret"].as_str().expect("staging secret").to_owned()),
-    ]
+/// The template's DefinitionSubstitutions for the stack's samconfig environment.
+fn substitutions() -> Vec<(String, String)> {
+    deployed_substitutions("QuarterlyDrillStateMachine")
 }
 
 async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
@@ -50,7 +43,7 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
         })
     };
     let drill = unique("q").to_lowercase();
-    let run = run_state_machine(DEFINITION, &substitutions(&seed), &json!({"drill_id": drill}));
+    let run = run_state_machine(DEFINITION, &substitutions(), &json!({"drill_id": drill}));
     writing.store(false, Ordering::Relaxed);
     let steps = writer.await.expect("writer");
     assert!(run.succeeded, "drill failed: {:#}", run.outcome);

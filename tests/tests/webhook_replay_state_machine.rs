@@ -5,11 +5,10 @@
 
 use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
-use catalyst_dr_tests::{generated_database, local_aws, put_db_secret, run_state_machine, s3, seed, stack_var, unique};
+use catalyst_dr_tests::{deployed_substitutions, generated_database, local_aws, put_db_secret, run_state_machine, s3, seed, stack_var, unique};
 use serde_json::json;
 
 const DEFINITION: &str = "infra/statemachines/webhook-replay.asl.json";
-const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:dead-letter-replay";
 const REPLAY_DB_SECRET: &str = "catalyst-dr/local/replay-database";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,10 +37,8 @@ async fn webhook_replay_plans_replays_waits_and_verifies() {
 
     let replay_id = unique("sm");
     let input = json!({"replay_id": replay_id, "filter": {"window_hours": 24}, "spread_seconds": 0, "dry_run": false, "verify_after_seconds": 300});
-    let substitutions = vec![
-        ("DeadLetterReplayFunctionArn", FUNCTION_ARN.to_owned()),
-        ("AlertTopicArn", seed["alert_topic_arn"].as_str().expect("topic").to_owned()),
-    ];
+    // The template's DefinitionSubstitutions, as deployed.
+    let substitutions = deployed_substitutions("WebhookReplayStateMachine");
     let run = tokio::task::spawn_blocking(move || run_state_machine(DEFINITION, &substitutions, &input)).await.expect("runner");
     assert!(run.succeeded, "execution failed: {:#}", run.outcome);
     let output = &run.outcome["output"];

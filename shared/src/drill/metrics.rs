@@ -7,6 +7,19 @@ use time::OffsetDateTime;
 
 pub const NAMESPACE: &str = "CatalystDR";
 
+/// The dead man's number: days since a drill of `drill_kind` last passed.
+pub fn overdue_line(drill_kind: &str, age_days: f64, now: OffsetDateTime) -> String {
+    json!({
+        "DrillKind": drill_kind,
+        "DaysSinceLastPassedDrill": age_days,
+        "_aws": {
+            "Timestamp": (now.unix_timestamp_nanos() / 1_000_000) as i64,
+            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["DrillKind"]], "Metrics": [{"Name": "DaysSinceLastPassedDrill", "Unit": "None"}]}],
+        },
+    })
+    .to_string()
+}
+
 pub fn emf_line(drill_kind: &str, summary: &ReportSummary, now: OffsetDateTime) -> String {
     let mut metrics = vec![json!({"Name": "DrillFailed", "Unit": "Count"}), json!({"Name": "ParityFailures", "Unit": "Count"})];
     let mut line = json!({

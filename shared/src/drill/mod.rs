@@ -11,6 +11,7 @@ pub mod report;
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
 use crate::catalyst_db::CatalystDbError;
+use crate::drill_id::DrillId;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::pitr::credentials::StagingSecret;
@@ -27,10 +28,10 @@ use time::OffsetDateTime;
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DrillEvent {
     /// Capture the source's state at one exact instant, before the drill restores it.
-    Baseline { drill_id: String },
+    Baseline { drill_id: DrillId },
     /// Compare the restored environment with the baseline; RPO and RTO.
     Validate {
-        drill_id: String,
+        drill_id: DrillId,
         /// The point in time the staging copy was restored to.
         restore_point: String,
         /// When the drill started and when its smoke tests passed: the RTO.
@@ -39,14 +40,15 @@ pub enum DrillEvent {
         /// How far the source's latest restorable time trailed the present, when known.
         #[serde(default)]
         restorable_lag_seconds: Option<f64>,
-        /// The flush step's status (`purged`, `purge-in-progress`, `flushed` or `preserved`): the
-        /// staging queue must then be empty, or is left as it was. Absent: empty.
+        /// The flush step's status (`purged`, `purge-in-progress`, `flushed`, `preserved`, or
+        /// `skipped` when no staging queue is configured): the staging queue must then be empty,
+        /// left as it was, or not configured. Absent: empty.
         #[serde(default)]
         flush_status: Option<String>,
     },
     /// Write the drill report (JSON, Markdown, HTML) and its metrics; alert when it failed.
     Report {
-        drill_id: String,
+        drill_id: DrillId,
         /// The drill kind in metrics (`quarterly`, `monthly`); default from `DRILL_KIND`.
         #[serde(default)]
         kind: Option<String>,
@@ -59,6 +61,9 @@ pub enum DrillEvent {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// The dead man's check, started daily by its own schedule: how long since a drill of `kind`
+    /// last passed. Emits `DaysSinceLastPassedDrill`; fails (`DrillOverdue`) past `max_age_days`.
+    Overdue { kind: String, max_age_days: u32 },
 }
 
 /// How many earlier drills the report page's trend shows.
@@ -80,6 +85,8 @@ pub enum DrillError {
     NoStagingCredentials { drill_id: String },
     #[error("reading the production Redis")]
     Redis(#[from] redis::RedisError),
+    #[error("no {kind} drill has passed for {age_days:.1} days (at most {max_age_days} allowed)")]
+    Overdue { kind: String, age_days: f64, max_age_days: u32 },
     #[error("stored {key} is not valid: {source}")]
     Corrupt {
         key: String,
@@ -101,6 +108,7 @@ impl DrillError {
             Self::NoBaseline { .. } => "NoBaseline",
             Self::NoStagingCredentials { .. } => "NoStagingCredentials",
             Self::Corrupt { .. } => "CorruptRecord",
+            Self::Overdue { .. } => "DrillOverdue",
         }
     }
 }
@@ -172,26 +180,21 @@ pub struct DrillValidator {
     pub sns: aws_sdk_sns::Client,
 }
 
-fn check_drill_id(drill_id: &str) -> Result<(), InputError> {
-    let valid = !drill_id.is_empty() && drill_id.len() <= 64 && drill_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid { Ok(()) } else { Err(InputError::new("drill_id", "must be 1 to 64 letters, digits, '-' or '_'")) }
-}
-
 impl DrillValidator {
     pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, DrillError> {
         let value = match decode::<DrillEvent>(event)? {
             DrillEvent::Baseline { drill_id } => {
-                check_drill_id(&drill_id)?;
                 to_json(self.baseline(&drill_id).await?)
             }
             DrillEvent::Validate { drill_id, restore_point, drill_started_at, smoke_passed_at, restorable_lag_seconds, flush_status } => {
-                check_drill_id(&drill_id)?;
                 let restore_point = parse_time("restore_point", &restore_point)?;
                 let started = parse_time("drill_started_at", &drill_started_at)?;
                 let smoke = parse_time("smoke_passed_at", &smoke_passed_at)?;
                 let expect_queue = match flush_status.as_deref() {
                     None | Some("purged" | "purge-in-progress" | "flushed") => "empty".to_owned(),
                     Some("preserved") => "preserved".to_owned(),
+                    // No staging queue was configured, so none was flushed.
+                    Some("skipped") => "none".to_owned(),
                     Some(other) => return Err(InputError::new("flush_status", format!("{other:?} is not a flush status")).into()),
                 };
                 to_json(self.validate(&drill_id, restore_point, started, smoke, restorable_lag_seconds, &expect_queue).await?)
@@ -204,8 +207,16 @@ impl DrillValidator {
                 to_json(history::list_drills(self.objects.as_ref(), &self.config.report_prefix, limit).await?)
             }
             DrillEvent::Report { drill_id, kind, state } => {
-                check_drill_id(&drill_id)?;
-                to_json(self.report(&drill_id, kind.as_deref().unwrap_or(&self.config.drill_kind), &state).await?)
+                let kind = kind.as_deref().unwrap_or(&self.config.drill_kind);
+                check_kind(kind)?;
+                to_json(self.report(&drill_id, kind, &state).await?)
+            }
+            DrillEvent::Overdue { kind, max_age_days } => {
+                check_kind(&kind)?;
+                if max_age_days == 0 {
+                    return Err(InputError::new("max_age_days", "must be at least 1").into());
+                }
+                to_json(self.overdue(&kind, max_age_days, OffsetDateTime::now_utc()).await?)
             }
         };
         Ok(value)
@@ -213,6 +224,32 @@ impl DrillValidator {
 
     fn key(&self, drill_id: &str, name: &str) -> String {
         format!("{}{drill_id}/{name}", self.config.report_prefix)
+    }
+
+    /// The last passed drill of a kind. `_` cannot occur in a drill id, so no drill's records
+    /// share this prefix.
+    fn last_passed_key(&self, kind: &str) -> String {
+        format!("{}_last-passed/{kind}.json", self.config.report_prefix)
+    }
+
+    /// Days since a drill of `kind` last passed, as a metric; an error past `max_age_days`. With
+    /// no record yet, the first check starts the clock (a new deployment has run no drill).
+    pub async fn overdue(&self, kind: &str, max_age_days: u32, now: OffsetDateTime) -> Result<OverdueResult, DrillError> {
+        let key = self.last_passed_key(kind);
+        let last = match self.load::<LastPassed>(&key).await? {
+            Some(last) => last,
+            None => {
+                let start = LastPassed { kind: kind.to_owned(), drill_id: None, passed_at: now };
+                self.store(&key, &start).await?;
+                start
+            }
+        };
+        let age_days = (now - last.passed_at).as_seconds_f64() / 86_400.0;
+        println!("{}", metrics::overdue_line(kind, age_days, now));
+        if age_days > f64::from(max_age_days) {
+            return Err(DrillError::Overdue { kind: kind.to_owned(), age_days, max_age_days });
+        }
+        Ok(OverdueResult { kind: kind.to_owned(), last_passed: last, age_days, max_age_days })
     }
 
     fn retain_until(&self) -> OffsetDateTime {
@@ -313,6 +350,13 @@ impl DrillValidator {
 
         let queue = match &self.config.staging_queue_url {
             None => QueueCheck { expected: expect_queue.to_owned(), depth: None, passed: true, detail: "no staging queue configured".into() },
+            // The drill skipped the flush yet this function has a queue: the two disagree.
+            Some(url) if expect_queue == "none" => QueueCheck {
+                expected: expect_queue.to_owned(),
+                depth: None,
+                passed: false,
+                detail: format!("the flush was skipped (no staging queue) but STAGING_QUEUE_URL is {url}"),
+            },
             Some(url) => {
                 let depth = self.queues.depth(url).await?;
                 let passed = expect_queue == "preserved" || depth.total() == 0;
@@ -360,6 +404,10 @@ impl DrillValidator {
             keys.push(format!("s3://{}/{key}", self.objects.bucket()));
         }
         println!("{}", metrics::emf_line(kind, &rendered.summary, OffsetDateTime::now_utc()));
+        if rendered.summary.passed {
+            let last = LastPassed { kind: kind.to_owned(), drill_id: Some(drill_id.to_owned()), passed_at: OffsetDateTime::now_utc() };
+            self.store(&self.last_passed_key(kind), &last).await?;
+        }
         if !rendered.summary.passed {
             if let Some(topic) = &self.config.alert_topic_arn {
                 self.sns
@@ -374,6 +422,29 @@ impl DrillValidator {
         }
         Ok(report::ReportSummary { keys, ..rendered.summary })
     }
+}
+
+/// The last drill of a kind that passed (or, before any, when the dead man's check started).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastPassed {
+    pub kind: String,
+    pub drill_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub passed_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverdueResult {
+    pub kind: String,
+    pub last_passed: LastPassed,
+    pub age_days: f64,
+    pub max_age_days: u32,
+}
+
+/// Drill kinds name S3 keys and metric dimensions: lowercase letters, digits and hyphens.
+fn check_kind(kind: &str) -> Result<(), InputError> {
+    let valid = !kind.is_empty() && kind.len() <= 32 && kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid { Ok(()) } else { Err(InputError::new("kind", format!("{kind:?} must be 1 to 32 lowercase letters, digits or '-'"))) }
 }
 
 impl DrillValidator {

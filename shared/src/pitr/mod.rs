@@ -9,6 +9,7 @@ pub mod smoke;
 
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::{self, CatalystDbError};
+use crate::drill_id::DrillId;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect_bounded};
 use crate::tags;
@@ -25,29 +26,29 @@ use time::OffsetDateTime;
 pub enum PitrEvent {
     /// Restore the source to `target_time` (RFC 3339; absent: the latest restorable time).
     Start {
-        drill_id: String,
+        drill_id: DrillId,
         #[serde(default)]
         target_time: Option<String>,
         #[serde(default)]
         target_id: Option<String>,
     },
     Status {
-        drill_id: String,
+        drill_id: DrillId,
         #[serde(default)]
         target_id: Option<String>,
         #[serde(default)]
         poll: u32,
     },
     RotateCredentials {
-        drill_id: String,
+        drill_id: DrillId,
         #[serde(default)]
         target_id: Option<String>,
     },
     Smoke {
-        drill_id: String,
+        drill_id: DrillId,
     },
     Teardown {
-        drill_id: String,
+        drill_id: DrillId,
         #[serde(default)]
         target_id: Option<String>,
     },
@@ -189,17 +190,6 @@ pub struct PitrRestore {
     pub source: Arc<PgConnector>,
 }
 
-/// Drill ids become part of instance identifiers: lowercase letters, digits and single hyphens.
-fn check_drill_id(drill_id: &str) -> Result<(), InputError> {
-    let valid = !drill_id.is_empty()
-        && drill_id.len() <= 32
-        && drill_id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && drill_id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !drill_id.ends_with('-')
-        && !drill_id.contains("--");
-    if valid { Ok(()) } else { Err(InputError::new("drill_id", format!("{drill_id:?} must be 1 to 32 lowercase letters, digits and single hyphens"))) }
-}
-
 impl PitrRestore {
     pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, PitrError> {
         let event: PitrEvent = decode(event)?;
@@ -223,7 +213,7 @@ impl PitrRestore {
     /// The staging target for a drill, after the guards every action shares: a valid drill id,
     /// the staging prefix, and never the source.
     pub fn target_for(&self, drill_id: &str, target_id: Option<String>) -> Result<String, PitrError> {
-        check_drill_id(drill_id)?;
+        DrillId::exact(drill_id)?;
         let target_id = target_id.unwrap_or_else(|| format!("{}{drill_id}", self.config.staging_prefix));
         let refuse = |reason: String| PitrError::Refused { target_id: target_id.clone(), reason };
         if target_id == self.engine.source_id() {
@@ -348,7 +338,7 @@ impl PitrRestore {
     }
 
     pub async fn smoke(&self, drill_id: &str) -> Result<SmokeResult, PitrError> {
-        check_drill_id(drill_id)?;
+        DrillId::exact(drill_id)?;
         let text = self.secrets.current(&self.config.staging_secret_id).await?.unwrap_or_default();
         let secret: StagingSecret = serde_json::from_str(&text).map_err(|_| PitrError::Refused {
             target_id: self.config.staging_secret_id.clone(),

@@ -28,6 +28,19 @@ pub struct BackupManifest {
     /// The run's logical backup (`logical-backup`), when the nightly run made one.
     #[serde(default)]
     pub logical: Option<crate::logical::backup::LogicalBackupResult>,
+    /// Set when a later step of the run failed: the snapshots that were taken are still
+    /// catalogued, with the step's error, so that a failed night never hides a usable backup.
+    #[serde(default)]
+    pub failure: Option<RunFailure>,
+}
+
+/// A failed step's error, as Step Functions catches it (`Error`, `Cause`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFailure {
+    #[serde(rename = "Error")]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: Option<String>,
 }
 
 /// One snapshot as recorded in the manifest.
@@ -103,6 +116,9 @@ pub struct CatalogEntry {
     /// The manifest key of the run's logical backup.
     #[serde(default)]
     pub logical_manifest: Option<String>,
+    /// The failed step's error, when the run did not complete.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 impl CatalogEntry {
@@ -115,6 +131,7 @@ impl CatalogEntry {
             database_snapshot: manifest.database.as_ref().map(|s| s.snapshot_id.clone()),
             cache_snapshot: manifest.cache.as_ref().map(|s| s.snapshot_id.clone()),
             logical_manifest: manifest.logical.as_ref().map(|l| l.manifest_key.clone()),
+            failure: manifest.failure.as_ref().map(|f| f.error.clone()),
         }
     }
 }

@@ -52,6 +52,9 @@ pub enum SnapshotTriggerEvent {
         /// The `logical-backup` step's result, recorded in the manifest.
         #[serde(default)]
         logical: Option<crate::logical::backup::LogicalBackupResult>,
+        /// The failure path: the failed step's error, recorded with what the run did take.
+        #[serde(default)]
+        failure: Option<manifest::RunFailure>,
     },
     /// Local engine only: a base backup of the source cluster (`pg_basebackup`), the starting
     /// point of point-in-time restores on this machine.
@@ -183,10 +186,10 @@ impl SnapshotTrigger {
                 to_json(self.export_cache(&run).await?)
             }
             SnapshotTriggerEvent::Prune { dry_run } => to_json(self.prune(dry_run, OffsetDateTime::now_utc()).await?),
-            SnapshotTriggerEvent::WriteManifest { scheduled_time, started_at, export, prune, logical } => {
+            SnapshotTriggerEvent::WriteManifest { scheduled_time, started_at, export, prune, logical, failure } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 let started_at = parse_time("started_at", &started_at)?;
-                to_json(self.write_manifest(&run, started_at, export, prune, logical).await?)
+                to_json(self.write_manifest(&run, started_at, export, prune, logical, failure).await?)
             }
             SnapshotTriggerEvent::BaseBackup { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
@@ -329,6 +332,7 @@ impl SnapshotTrigger {
         export: Option<ExportResult>,
         pruned: Option<PruneResult>,
         logical: Option<crate::logical::backup::LogicalBackupResult>,
+        failure: Option<manifest::RunFailure>,
     ) -> Result<BackupManifest, SnapshotError> {
         let key = manifest_key(&self.config.manifest_prefix, &run.stamp);
         if let Some(existing) = self.read_manifest(&key).await? {
@@ -353,6 +357,7 @@ impl SnapshotTrigger {
             cache_export: export,
             pruned,
             logical,
+            failure,
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
         let put = self.objects.put_locked(&key, body, "application/json", manifest.retain_until).await?;
