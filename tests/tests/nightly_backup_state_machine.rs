@@ -50,8 +50,14 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     let states: Vec<&str> = run.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
     assert_eq!(
         states,
-        ["Snapshot", "StartPolling", "WaitForSnapshots", "CheckStatus", "SnapshotsReady?", "ExportCache", "Prune", "LogicalBackup", "WriteManifest", "BackupSucceeded"]
+        [
+            "Snapshot", "StartPolling", "WaitForSnapshots", "CheckStatus", "SnapshotsReady?", "ExportCache", "Prune", "LogicalBackup", "WriteManifest",
+            "VerifyLogical", "LogicalBackupVerified?", "BackupSucceeded"
+        ]
     );
+    // Tonight's logical backup was read back and checked before the night counted as a success.
+    assert_eq!((output["verify"]["ok"].as_bool(), output["verify"]["complete"].as_bool()), (Some(true), Some(true)), "{:#}", output["verify"]);
+    assert_eq!(output["verify"]["problems"], json!([]));
 
     // A snapshot id squatted by something that is not ours: the snapshot step fails without
     // retrying, the failure is published to the alert topic, and the execution fails.
