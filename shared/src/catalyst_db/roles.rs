@@ -76,6 +76,12 @@ mod tests {
     }
 
     #[test]
+    fn the_documentation_shows_this_sql() {
+        let doc = include_str!("../../../docs/database-roles.md");
+        assert!(doc.contains(SETUP_SQL), "docs/database-roles.md must show shared/sql/database-roles.sql as it is");
+    }
+
+    #[test]
     fn the_journal_is_the_one_the_replay_creates() {
         let table = super::super::deliveries::JOURNAL_TABLE_DDL.trim();
         assert!(SETUP_SQL.contains(table), "the setup SQL's journal differs from the replay's");
