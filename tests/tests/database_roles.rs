@@ -255,8 +255,8 @@ async fn a_logical_backup_with_the_backup_role_is_complete() {
 
     // The backup role reads everything and writes nothing, even in a read-write transaction.
     let backup_client = connect_as(&db, &db.names.backup).await;
-    let read: i64 = backup_client.query_one("SELECT count(*) FROM webhook_subscriptions WHERE secret_hash IS NOT NULL OR true", &[]).await.expect("read").get(0);
-    assert!(read > 0);
+    let read: i64 = backup_client.query_one("SELECT count(*) FROM (SELECT secret_hash, payload FROM webhook_subscriptions, webhook_deliveries LIMIT 5) t", &[]).await.expect("read").get(0);
+    assert_eq!(read, 5);
     backup_client.batch_execute("SET default_transaction_read_only = off").await.expect("session setting");
     let mut denied: Vec<&str> = APPLICATION_WRITES.to_vec();
     denied.push("INSERT INTO catalyst_dr.replay_journal (replay_id, delivery_id) VALUES ('x', 1)");
