@@ -1,7 +1,7 @@
 //! The least-privilege database roles (`shared/sql/database-roles.sql`) on generated Catalyst
 //! Auth databases of the local PostgreSQL, with login roles and secrets of each test's own: the
 //! replay role can write only the requeue columns and its journal, yet a real replay through
-//! the library succeeds with it; a logical backup with the backup role is complete; the drill
+//! the library (and a filtered redrive, which looks deliveries up) succeeds with it; a logical backup with the backup role is complete; the drill
 //! role reads and takes its baseline but writes nothing.
 
 use catalyst_dr::catalyst_db::roles::{self, RoleNames};
@@ -109,6 +109,25 @@ const APPLICATION_WRITES: &[&str] = &[
     "CREATE FUNCTION public.intruder() RETURNS integer LANGUAGE sql AS 'SELECT 1'",
 ];
 
+/// dead-letter-replay connected only through `REPLAY_DATABASE_SECRET_ID`: the source secret names
+/// nothing, so any use of it would fail.
+fn replay_for(sdk: &aws_config::SdkConfig, db: &RoleDatabase) -> DeadLetterReplay {
+    let bucket = seed()["bucket"].as_str().expect("seed bucket").to_owned();
+    let env: HashMap<&str, &str> = HashMap::from([
+        ("BACKUP_BUCKET", bucket.as_str()),
+        ("SOURCE_DATABASE_SECRET_ID", "catalyst-dr/test/no-such-secret"),
+        ("REPLAY_DATABASE_SECRET_ID", db.replay_secret.as_str()),
+        ("PG_TLS", "disable"),
+        ("PROBE_ALLOW_CIDRS", "127.0.0.0/8"),
+        ("PROBE_TIMEOUT_MS", "400"),
+        ("REPLAY_BATCH_SIZE", "50"),
+        ("AUDIT_RETENTION_DAYS", "1"),
+        ("S3_FORCE_PATH_STYLE", "true"),
+        ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "30"),
+    ]);
+    DeadLetterReplay::new(ReplayConfig::from_env(&env).expect("config"), sdk).expect("wiring")
+}
+
 fn spec(endpoints: &Endpoints) -> GeneratorSpec {
     GeneratorSpec {
         seed: 11,
@@ -148,21 +167,9 @@ async fn the_replay_role_writes_only_the_requeue_columns_yet_a_replay_succeeds()
     assert_eq!(fingerprint(&db.admin).await, before, "every refused statement left the data alone");
     let rest_before = untouched_columns(&db.admin).await;
 
-    // A real replay through the library, connected only through REPLAY_DATABASE_SECRET_ID: the
-    // source secret names nothing, so any use of it would fail.
+    // A real replay through the library, connected only through REPLAY_DATABASE_SECRET_ID.
     let bucket = seed()["bucket"].as_str().expect("seed bucket").to_owned();
-    let env: HashMap<&str, &str> = HashMap::from([
-        ("BACKUP_BUCKET", bucket.as_str()),
-        ("SOURCE_DATABASE_SECRET_ID", "catalyst-dr/test/no-such-secret"),
-        ("REPLAY_DATABASE_SECRET_ID", db.replay_secret.as_str()),
-        ("PG_TLS", "disable"),
-        ("PROBE_ALLOW_CIDRS", "127.0.0.0/8"),
-        ("PROBE_TIMEOUT_MS", "400"),
-        ("REPLAY_BATCH_SIZE", "50"),
-        ("AUDIT_RETENTION_DAYS", "1"),
-        ("S3_FORCE_PATH_STYLE", "true"),
-    ]);
-    let replay = DeadLetterReplay::new(ReplayConfig::from_env(&env).expect("config"), &sdk).expect("wiring");
+    let replay = replay_for(&sdk, &db);
     let dead: BTreeSet<i64> = db
         .admin
         .query("SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'", &[])
@@ -297,4 +304,35 @@ async fn the_drill_role_reads_and_takes_its_baseline_but_writes_nothing() {
     assert!(as_drill.iter().all(|t| t.rows > 0), "{as_drill:#?}");
     let by_status = parity::deliveries_by_status(&drill).await.expect("deliveries by status");
     assert_eq!(by_status.values().sum::<i64>(), 400);
+}
+
+#[tokio::test]
+async fn a_filtered_redrive_with_the_replay_role_looks_deliveries_up() {
+    let sdk = local_aws().await;
+    let endpoints = Endpoints::start().await;
+    let db = role_database(&sdk, "roles_redrive", &spec(&endpoints)).await;
+    let pick = |status: &'static str| {
+        let admin = &db.admin;
+        async move {
+            admin
+                .query("SELECT id FROM webhook_deliveries WHERE status = $1 ORDER BY id LIMIT 5", &[&status])
+                .await
+                .expect("ids")
+                .iter()
+                .map(|r| r.get::<_, i64>(0))
+                .collect::<BTreeSet<i64>>()
+        }
+    };
+    let (dead, done) = (pick("dead_lettered").await, pick("succeeded").await);
+    assert_eq!((dead.len(), done.len()), (5, 5));
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (source_url, dlq_url) = catalyst_dr_tests::queue_with_dead_letters(&sqs, &unique("roles-webhooks"), 1).await;
+    for id in dead.iter().chain(&done) {
+        sqs.send_message().queue_url(&dlq_url).message_body(json!({"delivery_id": id}).to_string()).send().await.expect("dead letter");
+    }
+    let before = fingerprint(&db.admin).await;
+    let event = json!({"action": "redrive", "mode": "filtered", "dlq_url": dlq_url, "source_queue_url": source_url});
+    let result = replay_for(&sdk, &db).handle(event).await.expect("filtered redrive with the replay role");
+    assert_eq!((result["sent"].as_u64(), result["stale_deleted"].as_u64()), (Some(5), Some(5)), "{result:#}");
+    assert_eq!(fingerprint(&db.admin).await, before, "a redrive writes nothing to the database");
 }
