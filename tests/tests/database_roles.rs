@@ -1,8 +1,9 @@
 //! The least-privilege database roles (`shared/sql/database-roles.sql`) on generated Catalyst
 //! Auth databases of the local PostgreSQL, with login roles and secrets of each test's own: the
-//! replay role can write only the requeue columns and its journal, yet a real replay through
-//! the library (and a filtered redrive, which looks deliveries up) succeeds with it; a logical backup with the backup role is complete; the drill
-//! role reads and takes its baseline but writes nothing.
+//! replay role can write only the requeue columns and its journal, yet a real replay through the
+//! library (and a filtered redrive, which looks deliveries up) succeeds with it; a logical backup
+//! with the backup role is complete; the drill role reads and takes its baseline but writes
+//! nothing.
 
 use catalyst_dr::catalyst_db::roles::{self, RoleNames};
 use catalyst_dr::catalyst_db::{GeneratorSpec, parity};
