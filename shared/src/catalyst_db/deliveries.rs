@@ -41,18 +41,24 @@ LIMIT $4::bigint";
 /// The replay journal: every delivery a replay set back to `pending`, keyed by replay id, written
 /// in the same statement (so the same transaction) as the requeue itself. A replay that dies at
 /// any point leaves exactly its committed changes here, and its rerun reads them back into the
-/// audit record. The advisory lock keeps two first replays from racing on the catalog.
-const JOURNAL_DDL: &str = "
-BEGIN;
-SELECT pg_advisory_xact_lock(7460118522);
-CREATE SCHEMA IF NOT EXISTS catalyst_dr;
+/// audit record. The setup SQL of the database roles (`shared/sql/database-roles.sql`) creates
+/// the same table ahead of time for a replay role that may not create anything.
+pub(crate) const JOURNAL_TABLE_DDL: &str = "
 CREATE TABLE IF NOT EXISTS catalyst_dr.replay_journal (
     replay_id text NOT NULL,
     delivery_id bigint NOT NULL,
     requeued_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (replay_id, delivery_id)
-);
-COMMIT;";
+);";
+
+/// Whether the journal exists, from the catalog (needs no privilege on the schema).
+const JOURNAL_EXISTS_SQL: &str = "
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'catalyst_dr' AND c.relname = 'replay_journal')";
+
+/// Serialises first replays racing on the catalog.
+const JOURNAL_LOCK_KEY: i64 = 7_460_118_522;
 
 /// Sets deliveries back to `pending`, each with its own `next_attempt_at` offset from now, but
 /// only those still `dead_lettered` and not already requeued by this replay id: under READ
@@ -113,9 +119,16 @@ pub async fn dead_letters(client: &Client, filter: &DeadLetterFilter) -> Result<
     Ok(rows.into_iter().map(|r| DeadLetter { id: r.get(0), subscription_id: r.get(1), endpoint_url: r.get(2) }).collect())
 }
 
-/// Creates the replay journal if this database has none yet (idempotent).
+/// Creates the replay journal if this database has none yet (idempotent). When it exists, no
+/// DDL runs, so a role without CREATE (the replay role) gets through.
 pub async fn ensure_journal(client: &Client) -> Result<(), CatalystDbError> {
-    client.batch_execute(JOURNAL_DDL).await?;
+    if client.query_one(JOURNAL_EXISTS_SQL, &[]).await?.get::<_, bool>(0) {
+        return Ok(());
+    }
+    let ddl = format!(
+        "BEGIN;\nSELECT pg_advisory_xact_lock({JOURNAL_LOCK_KEY});\nCREATE SCHEMA IF NOT EXISTS catalyst_dr;{JOURNAL_TABLE_DDL}\nCOMMIT;"
+    );
+    client.batch_execute(&ddl).await?;
     Ok(())
 }
 
@@ -164,7 +177,7 @@ mod tests {
     fn requeue_is_guarded_by_the_status() {
         assert!(REQUEUE_SQL.contains("d.status = 'dead_lettered'"));
         assert!(DEAD_LETTERS_SQL.contains("d.status = 'dead_lettered'"));
-        for sql in [DEAD_LETTERS_SQL, REQUEUE_SQL, JOURNAL_SQL, OUTCOME_SQL, STATUSES_SQL] {
+        for sql in [DEAD_LETTERS_SQL, REQUEUE_SQL, JOURNAL_SQL, OUTCOME_SQL, STATUSES_SQL, JOURNAL_EXISTS_SQL, JOURNAL_TABLE_DDL] {
             assert!(!sql.contains('{'), "SQL is constant text");
         }
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod generate;
 pub mod introspect;
 pub mod parity;
+pub mod roles;
 pub mod schema;
 pub mod smoke;
 pub mod staging;

@@ -68,6 +68,13 @@ pub struct BaselineInstant {
     pub writers_paused_ms: u64,
 }
 
+/// Whether the setup SQL's `catalyst_dr.lock_baseline_tables()` exists (from the catalog: needs no
+/// privilege on the schema).
+const LOCK_FUNCTION_EXISTS_SQL: &str = "
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = 'catalyst_dr' AND p.proname = 'lock_baseline_tables' AND p.pronargs = 0)";
+
 /// Opens the baseline snapshot on `snapshot` (a REPEATABLE READ transaction left open for the
 /// caller to fingerprint in, then commit) while `locker` holds the tables still.
 pub async fn open_baseline(locker: &Client, snapshot: &Client, lock_timeout: Duration) -> Result<BaselineInstant, CatalystDbError> {
@@ -75,7 +82,13 @@ pub async fn open_baseline(locker: &Client, snapshot: &Client, lock_timeout: Dur
     let result = async {
         locker.batch_execute(&format!("SET LOCAL lock_timeout = '{}ms'", lock_timeout.as_millis())).await?;
         let locked_at = std::time::Instant::now();
-        locker.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", TABLES.join(", "))).await?;
+        // A least-privilege drill role may not LOCK in SHARE MODE itself (that needs a write
+        // privilege); the database-roles setup SQL gives it a function that does.
+        if locker.query_one(LOCK_FUNCTION_EXISTS_SQL, &[]).await?.get::<_, bool>(0) {
+            locker.batch_execute("SELECT catalyst_dr.lock_baseline_tables()").await?;
+        } else {
+            locker.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", TABLES.join(", "))).await?;
+        }
         snapshot.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
         // The transaction's snapshot is taken by its first statement, here, under the locks.
         snapshot.query_one("SELECT 1", &[]).await?;
