@@ -206,6 +206,19 @@ fn markdown(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option
     out
 }
 
+/// The trend of the last drills, this one on the right; a first drill has nothing to compare.
+fn trend_section(trend: &[DrillRecord]) -> String {
+    if trend.len() < 2 {
+        return "<p>This is the first drill recorded; the next report compares with it.</p>".to_owned();
+    }
+    let highest = fmt_seconds(trend.iter().flat_map(|r| [r.rto_seconds, r.rpo_seconds]).flatten().reduce(f64::max));
+    format!(
+        "<p class=\"legend\"><span class=\"rto\">RTO</span> <span class=\"rpo\">RPO</span> of the last {} drills (this drill on the right; highest {highest})</p>\n{}",
+        trend.len(),
+        trend_svg(trend)
+    )
+}
+
 fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Value>, state: &Value, trend: &[DrillRecord]) -> String {
     let verdict = if summary.passed { "passed" } else { "failed" };
     let total = steps.iter().filter_map(|s| s.offset_seconds).fold(1.0_f64, f64::max);
@@ -272,8 +285,7 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
 <table id="timeline"><tbody>
 {rows}</tbody></table>
 <h2>RTO and RPO of the last drills</h2>
-<p class="legend"><span class="rto">RTO</span> <span class="rpo">RPO</span> (this drill on the right; highest {highest})</p>
-{trend_svg}
+{trend}
 <h2>Baseline parity</h2>
 <table id="parity"><thead><tr><th>table</th><th>baseline rows</th><th>restored rows</th><th>checksum</th><th>written after baseline</th><th>result</th></tr></thead><tbody>
 {parity}</tbody></table>
@@ -283,8 +295,7 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
         rpo = escape(&objective_line(validation, "rpo")),
         rto = escape(&objective_line(validation, "rto")),
         parity_failures = summary.parity_failures,
-        trend_svg = trend_svg(trend),
-        highest = fmt_seconds(trend.iter().flat_map(|r| [r.rto_seconds, r.rpo_seconds]).flatten().reduce(f64::max)),
+        trend = trend_section(trend),
     )
 }
 
@@ -321,5 +332,6 @@ mod tests {
         assert_eq!(reached[..2], [(0.0, 2.0), (2.0, 5.0)], "{steps:#?}");
         let html = render("q4", "quarterly", &state, &[]).html;
         assert!(html.contains("margin-left:10.0%;width:15.0%"), "the second bar starts at 2 s of 20 s and lasts 3 s: {html}");
+        assert!(html.contains("first drill recorded") && !html.contains("<svg"), "nothing to compare a first drill with");
     }
 }
