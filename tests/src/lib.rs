@@ -512,3 +512,15 @@ pub fn drill_config(bucket: &str, source_secret_id: &str, staging_secret_id: &st
         drill_kind: "test".into(),
     }
 }
+
+/// dead-letter-replay for a test, configured as the Lambda environment would be: `vars` (later
+/// ones win) over the seeded backup bucket, plain TCP to the local PostgreSQL, probes allowed to
+/// loopback and path-style S3.
+pub fn dead_letter_replay(sdk: &aws_config::SdkConfig, vars: &[(&str, &str)]) -> catalyst_dr::replay::DeadLetterReplay {
+    let bucket = seed()["bucket"].as_str().expect("seed bucket").to_owned();
+    let mut env: std::collections::HashMap<&str, &str> =
+        std::collections::HashMap::from([("BACKUP_BUCKET", bucket.as_str()), ("PG_TLS", "disable"), ("PROBE_ALLOW_CIDRS", "127.0.0.0/8"), ("S3_FORCE_PATH_STYLE", "true")]);
+    env.extend(vars.iter().copied());
+    let config = catalyst_dr::replay::config::ReplayConfig::from_env(&env).expect("config");
+    catalyst_dr::replay::DeadLetterReplay::new(config, sdk).expect("wiring")
+}

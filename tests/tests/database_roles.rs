@@ -13,12 +13,11 @@ use catalyst_dr::logical::upload::S3LogicalStore;
 use catalyst_dr::postgres::{PgConnector, SecretSource, TlsMode};
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
-use catalyst_dr::replay::config::ReplayConfig;
 use catalyst_dr::snapshot::naming::RunId;
 use catalyst_dr_tests::endpoints::Endpoints;
 use catalyst_dr_tests::{generated_database, local_aws, locked_bucket, put_db_secret, s3, seed, stack_var, unique};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
@@ -113,20 +112,17 @@ const APPLICATION_WRITES: &[&str] = &[
 /// dead-letter-replay connected only through `REPLAY_DATABASE_SECRET_ID`: the source secret names
 /// nothing, so any use of it would fail.
 fn replay_for(sdk: &aws_config::SdkConfig, db: &RoleDatabase) -> DeadLetterReplay {
-    let bucket = seed()["bucket"].as_str().expect("seed bucket").to_owned();
-    let env: HashMap<&str, &str> = HashMap::from([
-        ("BACKUP_BUCKET", bucket.as_str()),
-        ("SOURCE_DATABASE_SECRET_ID", "catalyst-dr/test/no-such-secret"),
-        ("REPLAY_DATABASE_SECRET_ID", db.replay_secret.as_str()),
-        ("PG_TLS", "disable"),
-        ("PROBE_ALLOW_CIDRS", "127.0.0.0/8"),
-        ("PROBE_TIMEOUT_MS", "400"),
-        ("REPLAY_BATCH_SIZE", "50"),
-        ("AUDIT_RETENTION_DAYS", "1"),
-        ("S3_FORCE_PATH_STYLE", "true"),
-        ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "30"),
-    ]);
-    DeadLetterReplay::new(ReplayConfig::from_env(&env).expect("config"), sdk).expect("wiring")
+    catalyst_dr_tests::dead_letter_replay(
+        sdk,
+        &[
+            ("SOURCE_DATABASE_SECRET_ID", "catalyst-dr/test/no-such-secret"),
+            ("REPLAY_DATABASE_SECRET_ID", db.replay_secret.as_str()),
+            ("PROBE_TIMEOUT_MS", "400"),
+            ("REPLAY_BATCH_SIZE", "50"),
+            ("AUDIT_RETENTION_DAYS", "1"),
+            ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "30"),
+        ],
+    )
 }
 
 fn spec(endpoints: &Endpoints) -> GeneratorSpec {

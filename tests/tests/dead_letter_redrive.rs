@@ -18,10 +18,9 @@ use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
 use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr::replay::DeadLetterReplay;
-use catalyst_dr::replay::config::ReplayConfig;
 use catalyst_dr::replay::redrive::{BatchOk, MoveTask, QueueApi, SqsQueues};
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
-use catalyst_dr_tests::{generated_database, local_aws, seed, stack_var, unique};
+use catalyst_dr_tests::{generated_database, local_aws, stack_var, unique};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -31,22 +30,14 @@ const DLQ_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:orders-dlq";
 const DLQ_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq";
 
 fn replay_with(sdk: &aws_config::SdkConfig, secret: &str, extra: &[(&str, &str)]) -> DeadLetterReplay {
-    let bucket = seed()["bucket"].as_str().expect("seed bucket").to_owned();
-    let mut env: HashMap<&str, String> = HashMap::from([
-        ("BACKUP_BUCKET", bucket),
-        ("SOURCE_DATABASE_SECRET_ID", secret.to_owned()),
-        ("PG_TLS", "disable".to_owned()),
-        ("PROBE_ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
-        ("PROBE_TIMEOUT_MS", "400".to_owned()),
-        ("S3_FORCE_PATH_STYLE", "true".to_owned()),
-        ("REDRIVE_WAIT_SECONDS", "0".to_owned()),
-        ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "600".to_owned()),
-    ]);
-    for (k, v) in extra {
-        env.insert(k, (*v).to_owned());
-    }
-    let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    DeadLetterReplay::new(ReplayConfig::from_env(&env).expect("config"), sdk).expect("wiring")
+    let mut vars = vec![
+        ("SOURCE_DATABASE_SECRET_ID", secret),
+        ("PROBE_TIMEOUT_MS", "400"),
+        ("REDRIVE_WAIT_SECONDS", "0"),
+        ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "600"),
+    ];
+    vars.extend_from_slice(extra);
+    catalyst_dr_tests::dead_letter_replay(sdk, &vars)
 }
 
 /// The real SQS client, with sends that fail: the `fail_call`-th SendMessageBatch fails whole,

@@ -7,7 +7,6 @@ use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr::object_store::{ObjectStore, S3Objects};
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
-use catalyst_dr::replay::config::ReplayConfig;
 use catalyst_dr_tests::endpoints::Endpoints;
 use catalyst_dr_tests::faults::{OwnPostgres, unreachable_aws};
 use catalyst_dr_tests::{local_aws, s3, seed, unique};
@@ -17,22 +16,9 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 fn replay_with(sdk: &aws_config::SdkConfig, secret: &str, extra: &[(&str, &str)]) -> DeadLetterReplay {
-    let bucket = seed()["bucket"].as_str().expect("seed bucket").to_owned();
-    let mut env: HashMap<&str, String> = HashMap::from([
-        ("BACKUP_BUCKET", bucket),
-        ("REPLAY_DATABASE_SECRET_ID", secret.to_owned()),
-        ("PG_TLS", "disable".to_owned()),
-        ("PROBE_ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
-        ("PROBE_TIMEOUT_MS", "2000".to_owned()),
-        ("REPLAY_BATCH_SIZE", "50".to_owned()),
-        ("AUDIT_RETENTION_DAYS", "1".to_owned()),
-        ("S3_FORCE_PATH_STYLE", "true".to_owned()),
-    ]);
-    for (k, v) in extra {
-        env.insert(k, (*v).to_owned());
-    }
-    let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    DeadLetterReplay::new(ReplayConfig::from_env(&env).expect("config"), sdk).expect("wiring")
+    let mut vars = vec![("REPLAY_DATABASE_SECRET_ID", secret), ("PROBE_TIMEOUT_MS", "2000"), ("REPLAY_BATCH_SIZE", "50"), ("AUDIT_RETENTION_DAYS", "1")];
+    vars.extend_from_slice(extra);
+    catalyst_dr_tests::dead_letter_replay(sdk, &vars)
 }
 
 fn spec(endpoints: &Endpoints, deliveries: u64) -> GeneratorSpec {

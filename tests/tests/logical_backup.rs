@@ -57,14 +57,9 @@ CREATE VIEW active_users AS SELECT id, email FROM users WHERE NOT disabled;
 CREATE FUNCTION shout(t text) RETURNS text LANGUAGE sql AS 'SELECT upper(t)';
 "#;
 
-/// A new database with a secret naming it.
-async fn database(sdk: &aws_config::SdkConfig, prefix: &str) -> (String, String, Client) {
-    empty_database(sdk, prefix).await
-}
-
 /// The source: the reference schema with generated data, plus the awkward types.
 async fn source(sdk: &aws_config::SdkConfig) -> (String, String, Client) {
-    let (name, secret, client) = database(sdk, "logical_src").await;
+    let (name, secret, client) = empty_database(sdk, "logical_src").await;
     catalyst_db::apply(&client).await.expect("schema");
     let spec = GeneratorSpec { users: 300, subscriptions: 5, deliveries: 2_000, ..GeneratorSpec::default() };
     catalyst_db::generate(&client, &spec).await.expect("generate");
@@ -73,7 +68,7 @@ async fn source(sdk: &aws_config::SdkConfig) -> (String, String, Client) {
 }
 
 async fn staging_target(sdk: &aws_config::SdkConfig) -> (String, String, Client) {
-    let (name, secret, client) = database(sdk, "logical_dst").await;
+    let (name, secret, client) = empty_database(sdk, "logical_dst").await;
     catalyst_db::mark_staging(&client, "logical-test").await.expect("mark staging");
     (name, secret, client)
 }
@@ -413,7 +408,7 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
     let run = run(40);
     logical.backup(&run).await.expect("backup");
 
-    let (_plain, plain_secret, plain) = database(&sdk, "logical_plain").await;
+    let (_plain, plain_secret, plain) = empty_database(&sdk, "logical_plain").await;
     let err = logical.restore(&run, &plain_secret, RestoreOptions::default()).await.expect_err("not staging");
     assert_eq!(err.error_type(), "NotStaging", "{err}");
     assert!(fingerprint(&plain).await.is_empty());

@@ -181,19 +181,15 @@ ALTER TABLE app.orders FORCE ROW LEVEL SECURITY;
 CREATE MATERIALIZED VIEW app.unused_counts AS SELECT count(*) AS n FROM app.refunds WITH NO DATA;
 "#;
 
-async fn database(sdk: &aws_config::SdkConfig, prefix: &str) -> (String, String, Client) {
-    empty_database(sdk, prefix).await
-}
-
 async fn source(sdk: &aws_config::SdkConfig) -> (String, String, Client) {
     pg_admin().await.batch_execute(ROLES_SQL).await.expect("roles");
-    let (name, secret, client) = database(sdk, "objects_src").await;
+    let (name, secret, client) = empty_database(sdk, "objects_src").await;
     client.batch_execute(SCHEMA_SQL).await.expect("the every-object schema");
     (name, secret, client)
 }
 
 async fn staging(sdk: &aws_config::SdkConfig, prefix: &str) -> (String, String, Client) {
-    let (name, secret, client) = database(sdk, prefix).await;
+    let (name, secret, client) = empty_database(sdk, prefix).await;
     catalyst_db::mark_staging(&client, "objects-test").await.expect("mark staging");
     (name, secret, client)
 }
@@ -323,7 +319,7 @@ async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
 
     // The reference: pg_dump -Fc | pg_restore into an empty database gives the same dump, so
     // the normalisation hides nothing a restore could get wrong.
-    let (ref_name, _, _) = database(&sdk, "objects_ref").await;
+    let (ref_name, _, _) = empty_database(&sdk, "objects_ref").await;
     let archive = std::env::temp_dir().join(format!("{ref_name}.dump"));
     let dump = pg_tool_command("pg_dump", &src_name).args(["-Fc", "-f"]).arg(&archive).output().expect("pg_dump -Fc");
     assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));

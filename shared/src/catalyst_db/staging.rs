@@ -9,14 +9,13 @@ pub const STAGING_COMMENT_PREFIX: &str = "catalyst-dr:staging";
 
 /// The marker of the connected database, if it has one: `Some(drill id)` for a staging database.
 pub async fn staging_marker(client: &Client) -> Result<Option<String>, CatalystDbError> {
-    let row = client
-        .query_one(
-            "SELECT shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE d.datname = current_database()",
-            &[],
-        )
-        .await?;
-    let comment: Option<String> = row.get(0);
-    Ok(comment.as_deref().and_then(parse_marker))
+    Ok(database_comment(client).await?.as_deref().and_then(parse_marker))
+}
+
+/// The connected database's comment, where the marker lives.
+async fn database_comment(client: &Client) -> Result<Option<String>, CatalystDbError> {
+    let row = client.query_one("SELECT shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE d.datname = current_database()", &[]).await?;
+    Ok(row.get(0))
 }
 
 fn parse_marker(comment: &str) -> Option<String> {
@@ -41,9 +40,8 @@ pub async fn mark_restoring(client: &Client, drill_id: &str, run_id: Option<&str
 
 /// The backup a logical restore was filling the connected staging database with when it stopped.
 pub async fn restoring_backup(client: &Client) -> Result<Option<String>, CatalystDbError> {
-    let row = client.query_one("SELECT shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE d.datname = current_database()", &[]).await?;
-    let comment: Option<String> = row.get(0);
-    Ok(comment
+    Ok(database_comment(client)
+        .await?
         .as_deref()
         .filter(|c| parse_marker(c).is_some())
         .and_then(|c| c.split_whitespace().find_map(|w| w.strip_prefix("restoring=")).map(str::to_owned)))

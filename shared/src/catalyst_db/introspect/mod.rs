@@ -307,11 +307,11 @@ pub async fn user_objects(client: &Client) -> Result<Vec<String>, CatalystDbErro
                 "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_NAMESPACE} AND {} \
                  UNION ALL SELECT t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
-                   WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')) \
-                     AND {USER_NAMESPACE} AND {} \
+                   WHERE {} AND {USER_NAMESPACE} AND {} \
                  UNION ALL SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                    WHERE {USER_NAMESPACE} AND {} AND {} ORDER BY 1",
                 not_extension_member("pg_class", "c.oid"),
+                objects::NAMED_TYPE,
                 not_extension_member("pg_type", "t.oid"),
                 not_extension_member("pg_proc", "p.oid"),
                 objects::NOT_BUILT_IN_TO_A_TYPE,
@@ -429,10 +429,10 @@ pub async fn missing_roles(client: &Client, objects: &[SchemaObject]) -> Result<
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
-/// The backup's extensions the connected database lacks or has at another version.
-pub async fn extension_differences(client: &Client, expected: &[CapturedExtension]) -> Result<Vec<String>, CatalystDbError> {
-    let actual = objects::capture_extensions(client).await?;
-    Ok(expected
+/// The backup's extensions that `actual` (the restored database's) lacks or has at another
+/// version or in another schema.
+pub fn extension_differences(expected: &[CapturedExtension], actual: &[CapturedExtension]) -> Vec<String> {
+    expected
         .iter()
         .filter_map(|x| match actual.iter().find(|a| a.name == x.name) {
             None => Some(format!("extension {} is missing", x.name)),
@@ -442,7 +442,7 @@ pub async fn extension_differences(client: &Client, expected: &[CapturedExtensio
             )),
             Some(_) => None,
         })
-        .collect())
+        .collect()
 }
 
 /// Every difference between the schema a backup captured and the one captured again from the

@@ -331,7 +331,7 @@ pub async fn post_data(client: &Client, tables: &[CapturedTable]) -> Result<Vec<
         post.push(SchemaObject::new("comment", r.get::<_, String>(0), vec![r.get(1)]));
     }
 
-    for r in client.query(&format!("{OWNED_OBJECTS} SELECT kind, ident, owner, format('ALTER %s %s OWNER TO %I', kind, ident, owner) FROM objects ORDER BY ord, ident"), &[]).await? {
+    for r in client.query(&format!("{} SELECT kind, ident, owner, format('ALTER %s %s OWNER TO %I', kind, ident, owner) FROM objects ORDER BY ord, ident", owned_objects()), &[]).await? {
         let mut owner = SchemaObject::new("owner", format!("{} {}", r.get::<_, String>(0).to_lowercase(), r.get::<_, String>(1)), vec![r.get(3)]);
         owner.roles = vec![r.get(2)];
         post.push(owner);
@@ -340,7 +340,7 @@ pub async fn post_data(client: &Client, tables: &[CapturedTable]) -> Result<Vec<
     for r in client
         .query(
             &format!(
-                "{OWNED_OBJECTS} SELECT o.grant_kind, o.ident, \
+                "{owned} SELECT o.grant_kind, o.ident, \
                    ARRAY[format('REVOKE ALL ON %s %s FROM PUBLIC', o.grant_kind, o.ident), format('REVOKE ALL ON %s %s FROM %I', o.grant_kind, o.ident, o.owner)] \
                    || ARRAY(SELECT format('GRANT %s ON %s %s TO %s%s', x.privilege_type, o.grant_kind, o.ident, \
                                   CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(x.grantee)) END, \
@@ -354,7 +354,8 @@ pub async fn post_data(client: &Client, tables: &[CapturedTable]) -> Result<Vec<
                                   CASE WHEN x.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) FROM aclexplode(a.attacl) WITH ORDINALITY x), \
                    ARRAY(SELECT pg_get_userbyid(x.grantee)::text FROM aclexplode(a.attacl) x WHERE x.grantee <> 0) \
                  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE a.attacl IS NOT NULL AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm') AND {relation_filter}"
+                 WHERE a.attacl IS NOT NULL AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm') AND {relation_filter}",
+                owned = owned_objects()
             ),
             &[],
         )
@@ -369,29 +370,38 @@ pub async fn post_data(client: &Client, tables: &[CapturedTable]) -> Result<Vec<
     Ok(post)
 }
 
+/// A user-defined type a restore creates: enum, domain, range, or a standalone composite type
+/// (not a table's row type).
+pub(super) const NAMED_TYPE: &str =
+    "(t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))";
+
 /// Every captured object with an owner and privileges: `objects(ord, kind, grant_kind, ident,
 /// owner, acl)`, tables before their sequences (an owned sequence follows its table's owner).
-const OWNED_OBJECTS: &str = "WITH objects(ord, kind, grant_kind, ident, owner, acl) AS ( \
-    SELECT 0, 'SCHEMA', 'SCHEMA', quote_ident(n.nspname), pg_get_userbyid(n.nspowner)::text, n.nspacl FROM pg_namespace n \
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' \
-      AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_namespace'::regclass AND e.objid = n.oid AND e.deptype = 'e') \
-    UNION ALL SELECT 1, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, \
-      t.oid::regtype::text, pg_get_userbyid(t.typowner)::text, t.typacl FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
-    WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')) \
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' \
-      AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_type'::regclass AND e.objid = t.oid AND e.deptype = 'e') \
-    UNION ALL SELECT 2, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, \
-      p.oid::regprocedure::text, pg_get_userbyid(p.proowner)::text, p.proacl FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-    WHERE p.prokind IN ('f', 'p', 'w') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' \
-      AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype IN ('e', 'i')) \
-    UNION ALL SELECT CASE c.relkind WHEN 'S' THEN 4 ELSE 3 END, \
-      CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, \
-      CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, \
-      c.oid::regclass::text, pg_get_userbyid(c.relowner)::text, c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND c.relpersistence <> 't' \
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' \
-      AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype IN ('e', 'i')) \
-  )";
+/// Identity sequences follow their table's owner too.
+fn owned_objects() -> String {
+    format!(
+        "WITH objects(ord, kind, grant_kind, ident, owner, acl) AS ( \
+           SELECT 0, 'SCHEMA', 'SCHEMA', quote_ident(n.nspname), pg_get_userbyid(n.nspowner)::text, n.nspacl FROM pg_namespace n \
+           WHERE {USER_NAMESPACE} AND {schema} \
+         UNION ALL SELECT 1, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, \
+           t.oid::regtype::text, pg_get_userbyid(t.typowner)::text, t.typacl FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+           WHERE {NAMED_TYPE} AND {USER_NAMESPACE} AND {typ} \
+         UNION ALL SELECT 2, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, \
+           p.oid::regprocedure::text, pg_get_userbyid(p.proowner)::text, p.proacl FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+           WHERE p.prokind IN ('f', 'p', 'w') AND {USER_NAMESPACE} AND {proc} AND {NOT_BUILT_IN_TO_A_TYPE} \
+         UNION ALL SELECT CASE c.relkind WHEN 'S' THEN 4 ELSE 3 END, \
+           CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, \
+           CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, \
+           c.oid::regclass::text, pg_get_userbyid(c.relowner)::text, c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND c.relpersistence <> 't' AND {USER_NAMESPACE} AND {rel} \
+             AND NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_class'::regclass AND i.objid = c.oid AND i.deptype = 'i') \
+         )",
+        schema = not_extension_member("pg_namespace", "n.oid"),
+        typ = not_extension_member("pg_type", "t.oid"),
+        proc = not_extension_member("pg_proc", "p.oid"),
+        rel = not_extension_member("pg_class", "c.oid"),
+    )
+}
 
 /// `COMMENT ON` statements for every commented object the backup captures.
 fn comments_query() -> String {
