@@ -1,9 +1,9 @@
 //! Classification of AWS SDK failures into what a caller (and Step Functions) can act on:
 //! throttled, transient, not found, or rejected.
 
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::error::Error as StdError;
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -32,7 +32,10 @@ pub struct AwsCallError {
 
 impl AwsCallError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, AwsFailureKind::Throttled | AwsFailureKind::Transient)
+        matches!(
+            self.kind,
+            AwsFailureKind::Throttled | AwsFailureKind::Transient
+        )
     }
 
     /// Stable error type for Step Functions `Retry`/`Catch`.
@@ -69,10 +72,18 @@ where
         }
         SdkError::ServiceError(_) => match code.as_deref() {
             Some(c) if THROTTLING_CODES.contains(&c) => AwsFailureKind::Throttled,
-            Some("InternalFailure" | "InternalError" | "ServiceUnavailable" | "ServiceUnavailableException") => {
+            Some(
+                "InternalFailure"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "ServiceUnavailableException",
+            ) => AwsFailureKind::Transient,
+            _ if err
+                .raw_response()
+                .is_some_and(|r| r.status().is_server_error()) =>
+            {
                 AwsFailureKind::Transient
             }
-            _ if err.raw_response().is_some_and(|r| r.status().is_server_error()) => AwsFailureKind::Transient,
             _ => AwsFailureKind::Rejected,
         },
         _ => AwsFailureKind::Rejected,
@@ -81,5 +92,10 @@ where
         SdkError::ServiceError(service) => Box::new(service.into_err()),
         other => Box::new(other),
     };
-    AwsCallError { operation, code, kind, source }
+    AwsCallError {
+        operation,
+        code,
+        kind,
+        source,
+    }
 }

@@ -36,7 +36,10 @@ pub struct Env<'a>(pub &'a dyn EnvSource);
 
 impl Env<'_> {
     pub fn optional(&self, var: &'static str) -> Option<String> {
-        self.0.get(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        self.0
+            .get(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     pub fn required(&self, var: &'static str) -> Result<String, ConfigError> {
@@ -49,12 +52,20 @@ impl Env<'_> {
     {
         match self.optional(var) {
             None => Ok(default),
-            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid { var, reason: format!("{raw:?}: {e}") }),
+            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                var,
+                reason: format!("{raw:?}: {e}"),
+            }),
         }
     }
 
     /// A number that must lie in `range`.
-    pub fn bounded(&self, var: &'static str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ConfigError> {
+    pub fn bounded(
+        &self,
+        var: &'static str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
         let value = self.parsed(var, default)?;
         if range.contains(&value) {
             Ok(value)
@@ -71,14 +82,24 @@ impl Env<'_> {
             None => Ok(default),
             Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Ok(true),
             Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
-            Some(v) => Err(ConfigError::Invalid { var, reason: format!("{v:?} is not true or false") }),
+            Some(v) => Err(ConfigError::Invalid {
+                var,
+                reason: format!("{v:?} is not true or false"),
+            }),
         }
     }
 
     /// At most one of two mutually exclusive variables.
-    pub fn one_of(&self, a: &'static str, b: &'static str) -> Result<Option<(&'static str, String)>, ConfigError> {
+    pub fn one_of(
+        &self,
+        a: &'static str,
+        b: &'static str,
+    ) -> Result<Option<(&'static str, String)>, ConfigError> {
         match (self.optional(a), self.optional(b)) {
-            (Some(_), Some(_)) => Err(ConfigError::Invalid { var: b, reason: format!("set either {a} or {b}, not both") }),
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                var: b,
+                reason: format!("set either {a} or {b}, not both"),
+            }),
             (Some(v), None) => Ok(Some((a, v))),
             (None, Some(v)) => Ok(Some((b, v))),
             (None, None) => Ok(None),
@@ -96,10 +117,14 @@ pub fn validate_identifier(value: &str) -> Result<(), String> {
         return Err(format!("{value:?} must start with a letter"));
     }
     if !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(format!("{value:?} may contain only letters, digits and hyphens"));
+        return Err(format!(
+            "{value:?} may contain only letters, digits and hyphens"
+        ));
     }
     if value.ends_with('-') || value.contains("--") {
-        return Err(format!("{value:?} must not end with a hyphen or contain two in a row"));
+        return Err(format!(
+            "{value:?} must not end with a hyphen or contain two in a row"
+        ));
     }
     Ok(())
 }
@@ -110,11 +135,21 @@ mod tests {
 
     #[test]
     fn names_the_variable_that_is_missing_or_invalid() {
-        let env: HashMap<&str, &str> = HashMap::from([("N", "abc"), ("B", "maybe"), ("EMPTY", " ")]);
+        let env: HashMap<&str, &str> =
+            HashMap::from([("N", "abc"), ("B", "maybe"), ("EMPTY", " ")]);
         let env = Env(&env);
-        assert_eq!(env.required("EMPTY"), Err(ConfigError::Missing { var: "EMPTY" }));
-        assert!(matches!(env.bounded("N", 1, 1..=5), Err(ConfigError::Invalid { var: "N", .. })));
-        assert!(matches!(env.flag("B", true), Err(ConfigError::Invalid { var: "B", .. })));
+        assert_eq!(
+            env.required("EMPTY"),
+            Err(ConfigError::Missing { var: "EMPTY" })
+        );
+        assert!(matches!(
+            env.bounded("N", 1, 1..=5),
+            Err(ConfigError::Invalid { var: "N", .. })
+        ));
+        assert!(matches!(
+            env.flag("B", true),
+            Err(ConfigError::Invalid { var: "B", .. })
+        ));
         assert_eq!(env.bounded("UNSET", 3, 1..=5), Ok(3));
     }
 

@@ -30,7 +30,10 @@ impl DrillId {
             return Err(InputError::new("drill_id", "must not be empty"));
         }
         if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-            return Err(InputError::new("drill_id", format!("{name:?} must be at most {MAX_NAME_LEN} printable characters")));
+            return Err(InputError::new(
+                "drill_id",
+                format!("{name:?} must be at most {MAX_NAME_LEN} printable characters"),
+            ));
         }
         if is_valid(name) {
             return Ok(Self(name.to_owned()));
@@ -38,7 +41,11 @@ impl DrillId {
         let hash = hex::encode(Sha256::digest(name.as_bytes()));
         let mut prefix = String::new();
         for c in name.chars().map(|c| c.to_ascii_lowercase()) {
-            let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+            let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            };
             if c == '-' && (prefix.is_empty() || prefix.ends_with('-')) {
                 continue;
             }
@@ -46,7 +53,11 @@ impl DrillId {
         }
         prefix.truncate(MAX_LEN - HASH_DIGITS - 1);
         let prefix = prefix.trim_end_matches('-');
-        let id = if prefix.is_empty() { format!("d-{}", &hash[..HASH_DIGITS]) } else { format!("{prefix}-{}", &hash[..HASH_DIGITS]) };
+        let id = if prefix.is_empty() {
+            format!("d-{}", &hash[..HASH_DIGITS])
+        } else {
+            format!("{prefix}-{}", &hash[..HASH_DIGITS])
+        };
         debug_assert!(is_valid(&id), "derived drill id {id:?}");
         Ok(Self(id))
     }
@@ -56,7 +67,12 @@ impl DrillId {
         if is_valid(id) {
             Ok(Self(id.to_owned()))
         } else {
-            Err(InputError::new("drill_id", format!("{id:?} must be 1 to {MAX_LEN} lowercase letters, digits and single hyphens")))
+            Err(InputError::new(
+                "drill_id",
+                format!(
+                    "{id:?} must be 1 to {MAX_LEN} lowercase letters, digits and single hyphens"
+                ),
+            ))
         }
     }
 
@@ -70,7 +86,9 @@ impl DrillId {
 fn is_valid(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_LEN
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !id.starts_with('-')
         && !id.ends_with('-')
         && !id.contains("--")
@@ -131,13 +149,18 @@ mod tests {
     #[test]
     fn empty_or_overlong_names_are_refused_naming_the_field() {
         assert_eq!(DrillId::from_name("").unwrap_err().field, "drill_id");
-        assert_eq!(DrillId::from_name(&"a".repeat(81)).unwrap_err().field, "drill_id");
+        assert_eq!(
+            DrillId::from_name(&"a".repeat(81)).unwrap_err().field,
+            "drill_id"
+        );
         assert_eq!(DrillId::exact("Not-Valid").unwrap_err().field, "drill_id");
     }
 
     #[test]
     fn decoding_derives_the_id() {
-        let id: DrillId = serde_json::from_value(serde_json::json!("0b5c3a34-1f7e-4d0a-8f4e-6c1d2b3a4f5e")).unwrap();
+        let id: DrillId =
+            serde_json::from_value(serde_json::json!("0b5c3a34-1f7e-4d0a-8f4e-6c1d2b3a4f5e"))
+                .unwrap();
         assert!(id.len() <= MAX_LEN);
     }
 }

@@ -14,7 +14,10 @@ pub struct InputError {
 
 impl InputError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -28,16 +31,29 @@ pub fn decode<T: DeserializeOwned>(event: serde_json::Value) -> Result<T, InputE
     };
     let action = match fields.remove("action") {
         Some(serde_json::Value::String(action)) => action,
-        Some(other) => return Err(InputError::new("action", format!("must be a string, got {other}"))),
+        Some(other) => {
+            return Err(InputError::new(
+                "action",
+                format!("must be a string, got {other}"),
+            ));
+        }
         None => return Err(InputError::new("action", "is required")),
     };
-    let tagged = serde_json::Value::Object(serde_json::Map::from_iter([(action.clone(), serde_json::Value::Object(fields))]));
+    let tagged = serde_json::Value::Object(serde_json::Map::from_iter([(
+        action.clone(),
+        serde_json::Value::Object(fields),
+    )]));
     serde_path_to_error::deserialize(tagged).map_err(|err| {
         let reason = err.inner().to_string();
         let path = err.path().to_string();
         // The first path segment is the action itself.
-        let path = path.strip_prefix(&action).map(|p| p.trim_start_matches('.')).unwrap_or("").to_owned();
-        let named = quoted_after(&reason, "unknown field `").or_else(|| quoted_after(&reason, "missing field `"));
+        let path = path
+            .strip_prefix(&action)
+            .map(|p| p.trim_start_matches('.'))
+            .unwrap_or("")
+            .to_owned();
+        let named = quoted_after(&reason, "unknown field `")
+            .or_else(|| quoted_after(&reason, "missing field `"));
         // Serde puts an unknown field in the path itself, a missing one only in the message.
         let field = match (path.is_empty(), named) {
             (false, _) => path,
@@ -68,15 +84,32 @@ pub fn parse_time(field: &str, value: &str) -> Result<OffsetDateTime, InputError
 }
 
 /// [`parse_time`] with the present given.
-pub fn parse_time_at(field: &str, value: &str, now: OffsetDateTime) -> Result<OffsetDateTime, InputError> {
-    let t = OffsetDateTime::parse(value, &Rfc3339)
-        .map_err(|e| InputError::new(field, format!("{value:?} is not an RFC 3339 timestamp: {e}")))?;
+pub fn parse_time_at(
+    field: &str,
+    value: &str,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, InputError> {
+    let t = OffsetDateTime::parse(value, &Rfc3339).map_err(|e| {
+        InputError::new(
+            field,
+            format!("{value:?} is not an RFC 3339 timestamp: {e}"),
+        )
+    })?;
     if t < EARLIEST_EVENT_TIME {
-        return Err(InputError::new(field, format!("{value:?} is before {}", format_time(EARLIEST_EVENT_TIME))));
+        return Err(InputError::new(
+            field,
+            format!("{value:?} is before {}", format_time(EARLIEST_EVENT_TIME)),
+        ));
     }
     let latest = now.saturating_add(MAX_FUTURE);
     if t > latest {
-        return Err(InputError::new(field, format!("{value:?} is more than a day in the future (latest {})", format_time(latest))));
+        return Err(InputError::new(
+            field,
+            format!(
+                "{value:?} is more than a day in the future (latest {})",
+                format_time(latest)
+            ),
+        ));
     }
     Ok(t)
 }
@@ -88,16 +121,24 @@ pub fn parse_event(text: &str) -> Result<serde_json::Value, InputError> {
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         // An error before any key is read has no path (`?`): it is about the event as a whole.
-        let field = if path.is_empty() || path == "." || path == "?" { "$".to_owned() } else { path };
+        let field = if path.is_empty() || path == "." || path == "?" {
+            "$".to_owned()
+        } else {
+            path
+        };
         InputError::new(field, err.inner().to_string())
     })?;
-    deserializer.end().map_err(|e| InputError::new("$", e.to_string()))?;
+    deserializer
+        .end()
+        .map_err(|e| InputError::new("$", e.to_string()))?;
     Ok(value)
 }
 
 /// Formats a timestamp the way every catalyst-dr record stores it (RFC 3339, UTC).
 pub fn format_time(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).expect("a UTC timestamp always formats as RFC 3339")
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .expect("a UTC timestamp always formats as RFC 3339")
 }
 
 #[cfg(test)]
@@ -110,7 +151,11 @@ mod tests {
     #[serde(rename_all = "kebab-case", deny_unknown_fields)]
     #[allow(dead_code)] // the fields are only decoded
     enum Event {
-        Go { when: String, #[serde(default)] dry_run: bool },
+        Go {
+            when: String,
+            #[serde(default)]
+            dry_run: bool,
+        },
         Stop {},
     }
 
@@ -121,20 +166,32 @@ mod tests {
             (json!({"when": "x"}), "action"),
             (json!({"action": "go"}), "when"),
             (json!({"action": "go", "when": "x", "bogus": 1}), "bogus"),
-            (json!({"action": "go", "when": "x", "dry_run": "yes"}), "dry_run"),
+            (
+                json!({"action": "go", "when": "x", "dry_run": "yes"}),
+                "dry_run",
+            ),
             (json!([1]), "$"),
         ];
         for (event, field) in cases {
             let err = decode::<Event>(event.clone()).unwrap_err();
             assert_eq!(err.field, field, "{event}: {err}");
         }
-        assert!(matches!(decode::<Event>(json!({"action": "stop"})), Ok(Event::Stop {})));
+        assert!(matches!(
+            decode::<Event>(json!({"action": "stop"})),
+            Ok(Event::Stop {})
+        ));
     }
 
     #[test]
     fn times_outside_the_sane_window_are_refused_by_name() {
         let now = parse_time("now", "2026-11-26T03:00:00Z").unwrap();
-        for bad in ["9999-12-31T23:59:59Z", "1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "2026-11-27T03:00:01Z"] {
+        for bad in [
+            "9999-12-31T23:59:59Z",
+            "1969-12-31T23:59:59Z",
+            "0001-01-01T00:00:00Z",
+            "1999-12-31T23:59:59Z",
+            "2026-11-27T03:00:01Z",
+        ] {
             let err = parse_time_at("scheduled_time", bad, now).unwrap_err();
             assert_eq!(err.field, "scheduled_time", "{bad}");
         }
@@ -149,14 +206,23 @@ mod tests {
         let err = parse_event(r#"{"action": "replay", "max_deliveries": -1e400}"#).unwrap_err();
         assert_eq!(err.field, "max_deliveries", "{err}");
         assert_eq!(parse_event(r#"{"action": "plan""#).unwrap_err().field, "$");
-        assert_eq!(parse_event(r#"{"a": [1, 2e999]}"#).unwrap_err().field, "a[1]");
-        assert_eq!(parse_event(r#"{"a": 1e300}"#).unwrap()["a"], serde_json::json!(1e300));
+        assert_eq!(
+            parse_event(r#"{"a": [1, 2e999]}"#).unwrap_err().field,
+            "a[1]"
+        );
+        assert_eq!(
+            parse_event(r#"{"a": 1e300}"#).unwrap()["a"],
+            serde_json::json!(1e300)
+        );
     }
 
     #[test]
     fn times_round_trip_in_utc() {
         let t = parse_time("scheduled_time", "2026-11-26T04:00:00+01:00").unwrap();
         assert_eq!(format_time(t), "2026-11-26T03:00:00Z");
-        assert_eq!(parse_time("scheduled_time", "yesterday").unwrap_err().field, "scheduled_time");
+        assert_eq!(
+            parse_time("scheduled_time", "yesterday").unwrap_err().field,
+            "scheduled_time"
+        );
     }
 }

@@ -37,7 +37,10 @@ pub trait Function {
 
 /// The whole of a binary's `main`: logging, the function built from its configuration (a bad
 /// configuration stops the process with a message naming the variable), then the runtime loop.
-pub async fn serve<F: Function>(name: &str, built: Result<F, crate::config::ConfigError>) -> Result<(), lambda_runtime::Error> {
+pub async fn serve<F: Function>(
+    name: &str,
+    built: Result<F, crate::config::ConfigError>,
+) -> Result<(), lambda_runtime::Error> {
     crate::memory::bound_large_allocations();
     let function = match built {
         Ok(function) => function,
@@ -48,7 +51,10 @@ pub async fn serve<F: Function>(name: &str, built: Result<F, crate::config::Conf
         }
     };
     let function = &function;
-    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<Box<RawValue>>| invoke(event, |payload| function.handle(payload)))).await
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| invoke(event, |payload| function.handle(payload)),
+    ))
+    .await
 }
 
 impl FunctionError for crate::replay::ReplayError {
@@ -58,7 +64,10 @@ impl FunctionError for crate::replay::ReplayError {
 }
 
 /// Runs `handle` for one invocation, logging the outcome under the request id.
-pub async fn invoke<E, F, Fut>(event: LambdaEvent<Box<RawValue>>, handle: F) -> Result<Value, Diagnostic>
+pub async fn invoke<E, F, Fut>(
+    event: LambdaEvent<Box<RawValue>>,
+    handle: F,
+) -> Result<Value, Diagnostic>
 where
     E: FunctionError,
     F: FnOnce(Value) -> Fut,
@@ -77,12 +86,24 @@ where
     }
     // AssertUnwindSafe: after a panic nothing of this invocation is used again; the shared state
     // (clients, cached credentials) is only ever replaced whole.
-    match std::panic::AssertUnwindSafe(handle(payload)).catch_unwind().await {
+    match std::panic::AssertUnwindSafe(handle(payload))
+        .catch_unwind()
+        .await
+    {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(err)) => Err(failed(err.error_type(), error_chain(&err))),
         Err(panic) => {
-            let what = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
-            Err(failed("Panic", format!("the function panicked: {}", what.as_deref().unwrap_or("no message"))))
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned());
+            Err(failed(
+                "Panic",
+                format!(
+                    "the function panicked: {}",
+                    what.as_deref().unwrap_or("no message")
+                ),
+            ))
         }
     }
 }
@@ -91,12 +112,19 @@ where
 /// credentials, typed errors, panics caught): for tests and tools that run a function in process.
 pub async fn invoke_value<F: Function>(function: &F, payload: &Value) -> Result<Value, Diagnostic> {
     let raw = RawValue::from_string(payload.to_string()).expect("a serialised Value is valid JSON");
-    invoke(LambdaEvent::new(raw, lambda_runtime::Context::default()), |p| function.handle(p)).await
+    invoke(
+        LambdaEvent::new(raw, lambda_runtime::Context::default()),
+        |p| function.handle(p),
+    )
+    .await
 }
 
 fn failed(error_type: &str, message: String) -> Diagnostic {
     tracing::error!(error_type, error = %message, "invocation failed");
-    Diagnostic { error_type: error_type.to_owned(), error_message: message }
+    Diagnostic {
+        error_type: error_type.to_owned(),
+        error_message: message,
+    }
 }
 
 /// The error and its causes, one after the other.
@@ -165,7 +193,10 @@ mod tests {
     }
 
     fn event(text: &str) -> LambdaEvent<Box<RawValue>> {
-        LambdaEvent::new(RawValue::from_string(text.to_owned()).unwrap(), lambda_runtime::Context::default())
+        LambdaEvent::new(
+            RawValue::from_string(text.to_owned()).unwrap(),
+            lambda_runtime::Context::default(),
+        )
     }
 
     #[tokio::test]
@@ -180,20 +211,32 @@ mod tests {
         .await;
         let err = outcome.unwrap_err();
         assert_eq!(err.error_type, "Panic");
-        assert!(err.error_message.contains("resulting value is out of range"), "{}", err.error_message);
+        assert!(
+            err.error_message
+                .contains("resulting value is out of range"),
+            "{}",
+            err.error_message
+        );
     }
 
     #[tokio::test]
     async fn an_event_json_cannot_hold_is_invalid_input_naming_the_field() {
         let mut called = false;
-        let outcome = invoke(event(r#"{"action": "replay", "replay_id": "x", "max_deliveries": 1e309}"#), |_| {
-            called = true;
-            async { Ok::<_, Never>(Value::Null) }
-        })
+        let outcome = invoke(
+            event(r#"{"action": "replay", "replay_id": "x", "max_deliveries": 1e309}"#),
+            |_| {
+                called = true;
+                async { Ok::<_, Never>(Value::Null) }
+            },
+        )
         .await;
         let err = outcome.unwrap_err();
         assert_eq!(err.error_type, "InvalidInput");
-        assert!(err.error_message.contains("`max_deliveries`"), "{}", err.error_message);
+        assert!(
+            err.error_message.contains("`max_deliveries`"),
+            "{}",
+            err.error_message
+        );
         assert!(!called, "the handler never sees it");
     }
 }

@@ -25,7 +25,13 @@ pub struct PutOutcome {
 pub trait ObjectStore: Send + Sync {
     fn bucket(&self) -> &str;
     /// Writes an object that cannot be deleted or overwritten in place before `retain_until`.
-    async fn put_locked(&self, key: &str, body: Vec<u8>, content_type: &str, retain_until: OffsetDateTime) -> Result<PutOutcome, AwsCallError>;
+    async fn put_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<PutOutcome, AwsCallError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, AwsCallError>;
     async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, AwsCallError>;
 }
@@ -37,7 +43,10 @@ pub struct S3Objects {
 
 impl S3Objects {
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
-        Self { client, bucket: bucket.into() }
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
     }
 }
 
@@ -58,7 +67,13 @@ impl ObjectStore for S3Objects {
         &self.bucket
     }
 
-    async fn put_locked(&self, key: &str, body: Vec<u8>, content_type: &str, retain_until: OffsetDateTime) -> Result<PutOutcome, AwsCallError> {
+    async fn put_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<PutOutcome, AwsCallError> {
         let sha256 = sha256_hex(&body);
         let out = self
             .client
@@ -74,11 +89,21 @@ impl ObjectStore for S3Objects {
             .send()
             .await
             .map_err(|e| classify("s3:PutObject", e))?;
-        Ok(PutOutcome { version_id: out.version_id().map(str::to_owned), sha256 })
+        Ok(PutOutcome {
+            version_id: out.version_id().map(str::to_owned),
+            sha256,
+        })
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, AwsCallError> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let bytes = out.body.collect().await.map_err(|e| AwsCallError {
                     operation: "s3:GetObject",
@@ -94,7 +119,13 @@ impl ObjectStore for S3Objects {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, AwsCallError> {
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| classify("s3:ListObjectsV2", e))?;

@@ -32,11 +32,17 @@ impl TlsMode {
             "verify-full" => {
                 let ca_bundle = PathBuf::from(env.required("PG_CA_BUNDLE")?);
                 if !ca_bundle.is_file() {
-                    return Err(ConfigError::Invalid { var: "PG_CA_BUNDLE", reason: format!("{} is not a readable file", ca_bundle.display()) });
+                    return Err(ConfigError::Invalid {
+                        var: "PG_CA_BUNDLE",
+                        reason: format!("{} is not a readable file", ca_bundle.display()),
+                    });
                 }
                 Ok(Self::VerifyFull { ca_bundle })
             }
-            other => Err(ConfigError::Invalid { var: "PG_TLS", reason: format!("{other:?} is not verify-full or disable") }),
+            other => Err(ConfigError::Invalid {
+                var: "PG_TLS",
+                reason: format!("{other:?} is not verify-full or disable"),
+            }),
         }
     }
 }
@@ -68,7 +74,12 @@ pub const STATEMENT_GRACE_MS: u32 = 2_000;
 
 impl Default for PgBounds {
     fn default() -> Self {
-        Self { connect_ms: 10_000, handshake_ms: 10_000, statement_ms: 0, keepalive_idle_s: 30 }
+        Self {
+            connect_ms: 10_000,
+            handshake_ms: 10_000,
+            statement_ms: 0,
+            keepalive_idle_s: 30,
+        }
     }
 }
 
@@ -78,14 +89,22 @@ impl PgBounds {
         Ok(Self {
             connect_ms: env.bounded("PG_CONNECT_TIMEOUT_MS", 10_000, 100..=120_000)?,
             handshake_ms: env.bounded("PG_HANDSHAKE_TIMEOUT_MS", 10_000, 100..=120_000)?,
-            statement_ms: env.bounded("PG_STATEMENT_TIMEOUT_MS", default_statement_ms, 0..=86_400_000)?,
+            statement_ms: env.bounded(
+                "PG_STATEMENT_TIMEOUT_MS",
+                default_statement_ms,
+                0..=86_400_000,
+            )?,
             keepalive_idle_s: env.bounded("PG_KEEPALIVE_IDLE_SECONDS", 30, 1..=7_200)?,
         })
     }
 
     /// The client-side wait for one statement's answer, when statements are bounded.
     pub fn statement_wait(&self) -> Option<std::time::Duration> {
-        (self.statement_ms > 0).then(|| std::time::Duration::from_millis(u64::from(self.statement_ms) + u64::from(STATEMENT_GRACE_MS)))
+        (self.statement_ms > 0).then(|| {
+            std::time::Duration::from_millis(
+                u64::from(self.statement_ms) + u64::from(STATEMENT_GRACE_MS),
+            )
+        })
     }
 
     fn apply(&self, config: &mut tokio_postgres::Config) {
@@ -105,7 +124,9 @@ impl PgBounds {
 
 /// PostgreSQL did not answer within one of the [`PgBounds`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{operation}: PostgreSQL ({target}) did not answer within the {bound} bound ({var} = {ms} ms)")]
+#[error(
+    "{operation}: PostgreSQL ({target}) did not answer within the {bound} bound ({var} = {ms} ms)"
+)]
 pub struct PgTimeout {
     pub operation: String,
     pub target: String,
@@ -116,21 +137,36 @@ pub struct PgTimeout {
 }
 
 impl PgTimeout {
-    pub fn statement(operation: impl Into<String>, target: impl Into<String>, bounds: &PgBounds) -> Self {
-        Self { operation: operation.into(), target: target.into(), bound: "statement", var: "PG_STATEMENT_TIMEOUT_MS", ms: bounds.statement_ms }
+    pub fn statement(
+        operation: impl Into<String>,
+        target: impl Into<String>,
+        bounds: &PgBounds,
+    ) -> Self {
+        Self {
+            operation: operation.into(),
+            target: target.into(),
+            bound: "statement",
+            var: "PG_STATEMENT_TIMEOUT_MS",
+            ms: bounds.statement_ms,
+        }
     }
 }
 
 /// Whether the server cancelled a statement because it ran past `statement_timeout`.
 pub fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| *db.code() == SqlState::QUERY_CANCELED && db.message().contains("statement timeout"))
+    err.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::QUERY_CANCELED && db.message().contains("statement timeout")
+    })
 }
 
 /// The secret's JSON, in the shape RDS and Secrets Manager rotation use.
 #[derive(Clone, Deserialize)]
 pub struct DbCredentials {
     pub host: String,
-    #[serde(default = "default_port", deserialize_with = "port_from_number_or_text")]
+    #[serde(
+        default = "default_port",
+        deserialize_with = "port_from_number_or_text"
+    )]
     pub port: u16,
     pub username: String,
     pub password: String,
@@ -231,7 +267,12 @@ pub trait SecretSource: Send + Sync {
 #[async_trait::async_trait]
 impl SecretSource for aws_sdk_secretsmanager::Client {
     async fn secret_string(&self, secret_id: &str) -> Result<String, AwsCallError> {
-        let out = self.get_secret_value().secret_id(secret_id).send().await.map_err(|e| classify("secretsmanager:GetSecretValue", e))?;
+        let out = self
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| classify("secretsmanager:GetSecretValue", e))?;
         Ok(out.secret_string().unwrap_or_default().to_owned())
     }
 }
@@ -261,7 +302,13 @@ pub struct PgConnector {
 
 impl PgConnector {
     pub fn new(secrets: Arc<dyn SecretSource>, secret_id: impl Into<String>, tls: TlsMode) -> Self {
-        Self { secrets, secret_id: secret_id.into(), tls, bounds: PgBounds::default(), cached: Mutex::new(None) }
+        Self {
+            secrets,
+            secret_id: secret_id.into(),
+            tls,
+            bounds: PgBounds::default(),
+            cached: Mutex::new(None),
+        }
     }
 
     /// The same connector with other bounds.
@@ -283,7 +330,11 @@ impl PgConnector {
         serde_json::from_str(&text).map_err(|e| PgConnectError::BadSecret {
             secret_id: self.secret_id.clone(),
             // serde's message can quote the offending value; keep only its position.
-            reason: format!("invalid JSON or missing field at line {} column {}", e.line(), e.column()),
+            reason: format!(
+                "invalid JSON or missing field at line {} column {}",
+                e.line(),
+                e.column()
+            ),
         })
     }
 
@@ -316,16 +367,34 @@ impl PgConnector {
 
 /// Opens one connection with explicit credentials and the default bounds; the connection task
 /// runs in the background.
-pub async fn connect_with(credentials: &DbCredentials, tls: &TlsMode) -> Result<Client, PgConnectError> {
+pub async fn connect_with(
+    credentials: &DbCredentials,
+    tls: &TlsMode,
+) -> Result<Client, PgConnectError> {
     connect_bounded(credentials, tls, &PgBounds::default()).await
 }
 
 /// Opens one connection with explicit credentials and bounds.
-pub async fn connect_bounded(credentials: &DbCredentials, tls: &TlsMode, bounds: &PgBounds) -> Result<Client, PgConnectError> {
+pub async fn connect_bounded(
+    credentials: &DbCredentials,
+    tls: &TlsMode,
+    bounds: &PgBounds,
+) -> Result<Client, PgConnectError> {
     let mut config = credentials.config();
     bounds.apply(&mut config);
-    let target = format!("{}:{}/{}", credentials.host, credentials.port, credentials.dbname);
-    let timeout = |bound, var, ms| PgConnectError::Timeout(PgTimeout { operation: "connect".to_owned(), target: target.clone(), bound, var, ms });
+    let target = format!(
+        "{}:{}/{}",
+        credentials.host, credentials.port, credentials.dbname
+    );
+    let timeout = |bound, var, ms| {
+        PgConnectError::Timeout(PgTimeout {
+            operation: "connect".to_owned(),
+            target: target.clone(),
+            bound,
+            var,
+            ms,
+        })
+    };
     let failed = |source: tokio_postgres::Error| {
         // tokio-postgres reports its own TCP connect timeout as an I/O `TimedOut`.
         let tcp_timed_out = std::error::Error::source(&source)
@@ -343,14 +412,18 @@ pub async fn connect_bounded(credentials: &DbCredentials, tls: &TlsMode, bounds:
         }
     };
     // TCP connect is bounded inside; the handshake after it is bounded by what is left of both.
-    let whole = std::time::Duration::from_millis(u64::from(bounds.connect_ms) + u64::from(bounds.handshake_ms));
-    let handshake_timed_out = || timeout("handshake", "PG_HANDSHAKE_TIMEOUT_MS", bounds.handshake_ms);
+    let whole = std::time::Duration::from_millis(
+        u64::from(bounds.connect_ms) + u64::from(bounds.handshake_ms),
+    );
+    let handshake_timed_out =
+        || timeout("handshake", "PG_HANDSHAKE_TIMEOUT_MS", bounds.handshake_ms);
     match tls {
         TlsMode::Disable => {
-            let (client, connection) = tokio::time::timeout(whole, config.connect(tokio_postgres::NoTls))
-                .await
-                .map_err(|_| handshake_timed_out())?
-                .map_err(failed)?;
+            let (client, connection) =
+                tokio::time::timeout(whole, config.connect(tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| handshake_timed_out())?
+                    .map_err(failed)?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "database connection closed with an error");
@@ -361,8 +434,10 @@ pub async fn connect_bounded(credentials: &DbCredentials, tls: &TlsMode, bounds:
         TlsMode::VerifyFull { ca_bundle } => {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
             let connector = tls_connector(ca_bundle)?;
-            let (client, connection) =
-                tokio::time::timeout(whole, config.connect(connector)).await.map_err(|_| handshake_timed_out())?.map_err(failed)?;
+            let (client, connection) = tokio::time::timeout(whole, config.connect(connector))
+                .await
+                .map_err(|_| handshake_timed_out())?
+                .map_err(failed)?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(error = %e, "database connection closed with an error");
@@ -373,12 +448,18 @@ pub async fn connect_bounded(credentials: &DbCredentials, tls: &TlsMode, bounds:
     }
 }
 
-fn tls_connector(ca_bundle: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgConnectError> {
+fn tls_connector(
+    ca_bundle: &std::path::Path,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgConnectError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let bundle_error = |reason: String| PgConnectError::CaBundle { path: ca_bundle.display().to_string(), reason };
+    let bundle_error = |reason: String| PgConnectError::CaBundle {
+        path: ca_bundle.display().to_string(),
+        reason,
+    };
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_bundle).map_err(|e| bundle_error(e.to_string()))?;
+    let certs =
+        CertificateDer::pem_file_iter(ca_bundle).map_err(|e| bundle_error(e.to_string()))?;
     for cert in certs {
         let cert = cert.map_err(|e| bundle_error(e.to_string()))?;
         roots.add(cert).map_err(|e| bundle_error(e.to_string()))?;
@@ -386,11 +467,13 @@ fn tls_connector(ca_bundle: &std::path::Path) -> Result<tokio_postgres_rustls::M
     if roots.is_empty() {
         return Err(bundle_error("no certificates in the bundle".to_owned()));
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bundle_error(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bundle_error(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
@@ -404,7 +487,8 @@ mod tests {
             serde_json::from_str(r#"{"engine":"postgres","host":"db.example","port":"5433","username":"app","password":"s3cret!","dbname":"auth"}"#).unwrap();
         assert_eq!((rds.port, rds.dbname.as_str()), (5433, "auth"));
         assert!(!format!("{rds:?}").contains("s3cret"));
-        let minimal: DbCredentials = serde_json::from_str(r#"{"host":"h","username":"u","password":"p"}"#).unwrap();
+        let minimal: DbCredentials =
+            serde_json::from_str(r#"{"host":"h","username":"u","password":"p"}"#).unwrap();
         assert_eq!((minimal.port, minimal.dbname.as_str()), (5432, "postgres"));
     }
 
@@ -413,28 +497,70 @@ mod tests {
         use std::collections::HashMap;
         let env: HashMap<&str, &str> = HashMap::new();
         let bounds = PgBounds::from_env(&Env(&env), 60_000).unwrap();
-        assert_eq!(bounds, PgBounds { statement_ms: 60_000, ..PgBounds::default() });
-        assert_eq!(bounds.statement_wait(), Some(std::time::Duration::from_millis(62_000)));
-        let env = HashMap::from([("PG_STATEMENT_TIMEOUT_MS", "0"), ("PG_HANDSHAKE_TIMEOUT_MS", "500")]);
+        assert_eq!(
+            bounds,
+            PgBounds {
+                statement_ms: 60_000,
+                ..PgBounds::default()
+            }
+        );
+        assert_eq!(
+            bounds.statement_wait(),
+            Some(std::time::Duration::from_millis(62_000))
+        );
+        let env = HashMap::from([
+            ("PG_STATEMENT_TIMEOUT_MS", "0"),
+            ("PG_HANDSHAKE_TIMEOUT_MS", "500"),
+        ]);
         let bounds = PgBounds::from_env(&Env(&env), 60_000).unwrap();
         assert_eq!((bounds.statement_wait(), bounds.handshake_ms), (None, 500));
         let env = HashMap::from([("PG_CONNECT_TIMEOUT_MS", "0")]);
-        assert!(matches!(PgBounds::from_env(&Env(&env), 0), Err(ConfigError::Invalid { var: "PG_CONNECT_TIMEOUT_MS", .. })));
+        assert!(matches!(
+            PgBounds::from_env(&Env(&env), 0),
+            Err(ConfigError::Invalid {
+                var: "PG_CONNECT_TIMEOUT_MS",
+                ..
+            })
+        ));
         let mut config = tokio_postgres::Config::new();
-        PgBounds { statement_ms: 1_500, ..PgBounds::default() }.apply(&mut config);
+        PgBounds {
+            statement_ms: 1_500,
+            ..PgBounds::default()
+        }
+        .apply(&mut config);
         assert_eq!(config.get_options(), Some("-c statement_timeout=1500"));
-        assert_eq!(config.get_connect_timeout(), Some(&std::time::Duration::from_secs(10)));
+        assert_eq!(
+            config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(10))
+        );
         assert!(config.get_keepalives());
-        assert_eq!(config.get_tcp_user_timeout(), Some(&std::time::Duration::from_secs(300)));
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&std::time::Duration::from_secs(300))
+        );
     }
 
     #[test]
     fn tls_mode_requires_a_readable_bundle() {
         use std::collections::HashMap;
         let env: HashMap<&str, &str> = HashMap::new();
-        assert_eq!(TlsMode::from_env(&Env(&env)), Err(ConfigError::Missing { var: "PG_CA_BUNDLE" }));
-        let env = HashMap::from([("PG_TLS", "verify-full"), ("PG_CA_BUNDLE", "/nonexistent.pem")]);
-        assert!(matches!(TlsMode::from_env(&Env(&env)), Err(ConfigError::Invalid { var: "PG_CA_BUNDLE", .. })));
+        assert_eq!(
+            TlsMode::from_env(&Env(&env)),
+            Err(ConfigError::Missing {
+                var: "PG_CA_BUNDLE"
+            })
+        );
+        let env = HashMap::from([
+            ("PG_TLS", "verify-full"),
+            ("PG_CA_BUNDLE", "/nonexistent.pem"),
+        ]);
+        assert!(matches!(
+            TlsMode::from_env(&Env(&env)),
+            Err(ConfigError::Invalid {
+                var: "PG_CA_BUNDLE",
+                ..
+            })
+        ));
         let env = HashMap::from([("PG_TLS", "disable")]);
         assert_eq!(TlsMode::from_env(&Env(&env)), Ok(TlsMode::Disable));
     }
@@ -453,7 +579,12 @@ impl SecretStore for aws_sdk_secretsmanager::Client {
     async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError> {
         match self.get_secret_value().secret_id(secret_id).send().await {
             Ok(out) => Ok(out.secret_string().map(str::to_owned)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(classify("secretsmanager:GetSecretValue", e)),
         }
     }

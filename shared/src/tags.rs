@@ -23,13 +23,17 @@ pub fn backup_tags(run_id: &str, schedule: &str, retain_until: OffsetDateTime) -
         (ROLE.to_owned(), ROLE_BACKUP.to_owned()),
         (RUN_ID.to_owned(), run_id.to_owned()),
         (SCHEDULE.to_owned(), schedule.to_owned()),
-        (RETAIN_UNTIL.to_owned(), crate::input::format_time(retain_until)),
+        (
+            RETAIN_UNTIL.to_owned(),
+            crate::input::format_time(retain_until),
+        ),
     ])
 }
 
 /// True when the tags say catalyst-dr created the resource with the given role.
 pub fn is_ours(tags: &Tags, role: &str) -> bool {
-    tags.get(CREATED_BY).map(String::as_str) == Some(CREATED_BY_VALUE) && tags.get(ROLE).map(String::as_str) == Some(role)
+    tags.get(CREATED_BY).map(String::as_str) == Some(CREATED_BY_VALUE)
+        && tags.get(ROLE).map(String::as_str) == Some(role)
 }
 
 pub const DRILL_ID: &str = "catalyst-dr:drill-id";

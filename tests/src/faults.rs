@@ -31,13 +31,22 @@ impl OwnPostgres {
 
     fn run(mut command: Command, what: &str) {
         let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// initdb and start a new cluster under the stack's state directory.
     pub fn start(label: &str) -> Self {
-        let root = PathBuf::from(stack_var("CATALYST_DR_STATE")).join("tests").join(unique(label));
-        let run_as = std::env::var("CATALYST_DR_PG_RUN_AS").ok().filter(|u| !u.is_empty());
+        let root = PathBuf::from(stack_var("CATALYST_DR_STATE"))
+            .join("tests")
+            .join(unique(label));
+        let run_as = std::env::var("CATALYST_DR_PG_RUN_AS")
+            .ok()
+            .filter(|u| !u.is_empty());
         std::fs::create_dir_all(root.join("run")).expect("cluster directories");
         let password = "fault-matrix-superuser".to_owned();
         std::fs::write(root.join("pwfile"), format!("{password}\n")).expect("pwfile");
@@ -51,8 +60,19 @@ impl OwnPostgres {
                 "chown",
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let this = Self { data: root.join("data"), root, port, password, bin: stack_var("CATALYST_DR_PG_BIN").into(), run_as };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let this = Self {
+            data: root.join("data"),
+            root,
+            port,
+            password,
+            bin: stack_var("CATALYST_DR_PG_BIN").into(),
+            run_as,
+        };
         let mut initdb = this.tool("initdb");
         initdb
             .arg("-D")
@@ -60,7 +80,12 @@ impl OwnPostgres {
             .arg("-U")
             .arg("postgres")
             .arg(format!("--pwfile={}", this.root.join("pwfile").display()))
-            .args(["--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"]);
+            .args([
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]);
         Self::run(initdb, "initdb");
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 40\n",
@@ -68,7 +93,10 @@ impl OwnPostgres {
             this.root.join("run").display()
         );
         // Appending keeps the file's owner, so this works as root for a cluster run as postgres.
-        let mut file = std::fs::OpenOptions::new().append(true).open(this.data.join("postgresql.conf")).expect("postgresql.conf");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(this.data.join("postgresql.conf"))
+            .expect("postgresql.conf");
         std::io::Write::write_all(&mut file, conf.as_bytes()).expect("append postgresql.conf");
         this.start_again();
         this
@@ -77,7 +105,13 @@ impl OwnPostgres {
     /// `pg_ctl start`, waiting until it accepts connections.
     pub fn start_again(&self) {
         let mut start = self.tool("pg_ctl");
-        start.arg("-D").arg(&self.data).arg("-l").arg(self.root.join("server.log")).arg("-w").arg("start");
+        start
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.root.join("server.log"))
+            .arg("-w")
+            .arg("start");
         Self::run(start, "pg_ctl start");
     }
 
@@ -85,13 +119,19 @@ impl OwnPostgres {
     /// runs crash recovery. Committed transactions survive, open ones are lost.
     pub fn crash(&self) {
         let mut stop = self.tool("pg_ctl");
-        stop.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]);
+        stop.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"]);
         Self::run(stop, "pg_ctl stop -m immediate");
     }
 
     fn postmaster_pid(&self) -> i32 {
-        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).expect("postmaster.pid");
-        text.lines().next().and_then(|l| l.trim().parse().ok()).expect("pid in postmaster.pid")
+        let text =
+            std::fs::read_to_string(self.data.join("postmaster.pid")).expect("postmaster.pid");
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("pid in postmaster.pid")
     }
 
     /// The postmaster's child processes (backends and auxiliary processes), from `/proc`.
@@ -99,10 +139,17 @@ impl OwnPostgres {
         let parent = self.postmaster_pid();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
             // Field 4 (ppid) follows the parenthesised command name.
-            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<i32>().ok());
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
             if ppid == Some(parent) {
                 pids.push(pid);
             }
@@ -122,7 +169,11 @@ impl OwnPostgres {
             &format!("kill {signal} postmaster"),
         );
         for pid in children {
-            let _ = Command::new("kill").arg(signal).arg(pid.to_string()).stderr(std::process::Stdio::null()).status();
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(pid.to_string())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 
@@ -145,13 +196,22 @@ impl OwnPostgres {
 
     pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
-        config.host("127.0.0.1").port(self.port).user("postgres").password(&self.password).dbname(dbname);
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .password(&self.password)
+            .dbname(dbname);
         config
     }
 
     /// A superuser connection to `dbname`.
     pub async fn connect(&self, dbname: &str) -> tokio_postgres::Client {
-        let (client, connection) = self.config(dbname).connect(tokio_postgres::NoTls).await.expect("connect to the test's PostgreSQL");
+        let (client, connection) = self
+            .config(dbname)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test's PostgreSQL");
         tokio::spawn(connection);
         client
     }
@@ -163,16 +223,34 @@ impl OwnPostgres {
             "engine": "postgres", "host": "127.0.0.1", "port": self.port,
             "username": "postgres", "password": self.password, "dbname": dbname,
         });
-        aws_sdk_secretsmanager::Client::new(sdk).create_secret().name(&name).secret_string(document.to_string()).send().await.expect("create secret");
+        aws_sdk_secretsmanager::Client::new(sdk)
+            .create_secret()
+            .name(&name)
+            .secret_string(document.to_string())
+            .send()
+            .await
+            .expect("create secret");
         name
     }
 
     /// A Catalyst Auth database filled by the generator, and a secret for it.
-    pub async fn catalyst_database(&self, sdk: &aws_config::SdkConfig, spec: &catalyst_dr::catalyst_db::GeneratorSpec) -> (String, tokio_postgres::Client) {
-        self.connect("postgres").await.batch_execute("CREATE DATABASE catalyst_auth").await.expect("create database");
+    pub async fn catalyst_database(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        spec: &catalyst_dr::catalyst_db::GeneratorSpec,
+    ) -> (String, tokio_postgres::Client) {
+        self.connect("postgres")
+            .await
+            .batch_execute("CREATE DATABASE catalyst_auth")
+            .await
+            .expect("create database");
         let client = self.connect("catalyst_auth").await;
-        catalyst_dr::catalyst_db::apply(&client).await.expect("apply schema");
-        catalyst_dr::catalyst_db::generate(&client, spec).await.expect("generate data");
+        catalyst_dr::catalyst_db::apply(&client)
+            .await
+            .expect("apply schema");
+        catalyst_dr::catalyst_db::generate(&client, spec)
+            .await
+            .expect("generate data");
         (self.secret(sdk, "catalyst_auth").await, client)
     }
 }
@@ -181,9 +259,18 @@ impl Drop for OwnPostgres {
     fn drop(&mut self) {
         if self.data.join("postmaster.pid").exists() {
             for pid in std::iter::once(self.postmaster_pid()).chain(self.children()) {
-                let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).stderr(std::process::Stdio::null()).status();
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(pid.to_string())
+                    .stderr(std::process::Stdio::null())
+                    .status();
             }
-            let _ = self.tool("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]).output();
+            let _ = self
+                .tool("pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
@@ -192,11 +279,17 @@ impl Drop for OwnPostgres {
 /// SDK configuration whose every call goes to a loopback port nothing listens on: the AWS
 /// endpoint is unreachable (connection refused), as during a network partition.
 pub async fn unreachable_aws() -> aws_config::SdkConfig {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
         .load()
         .await
 }

@@ -26,20 +26,41 @@ pub fn s3(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{prefix}-{}-{n}-{}", std::process::id(), nanos % 100_000)
 }
 
 /// A versioned bucket with Object Lock on, as the template creates it.
 pub async fn locked_bucket(s3: &aws_sdk_s3::Client, name: &str) {
-    use aws_sdk_s3::types::{DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule};
-    s3.create_bucket().bucket(name).object_lock_enabled_for_bucket(true).send().await.expect("create bucket");
+    use aws_sdk_s3::types::{
+        DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+        ObjectLockRule,
+    };
+    s3.create_bucket()
+        .bucket(name)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .expect("create bucket");
     let rule = ObjectLockRule::builder()
-        .default_retention(DefaultRetention::builder().mode(ObjectLockRetentionMode::Compliance).days(1).build())
+        .default_retention(
+            DefaultRetention::builder()
+                .mode(ObjectLockRetentionMode::Compliance)
+                .days(1)
+                .build(),
+        )
         .build();
     s3.put_object_lock_configuration()
         .bucket(name)
-        .object_lock_configuration(ObjectLockConfiguration::builder().object_lock_enabled(ObjectLockEnabled::Enabled).rule(rule).build())
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .rule(rule)
+                .build(),
+        )
         .send()
         .await
         .expect("object lock configuration");
@@ -48,7 +69,8 @@ pub async fn locked_bucket(s3: &aws_sdk_s3::Client, name: &str) {
 /// The seed output of the running stack (`STATE/seed.json`).
 pub fn seed() -> serde_json::Value {
     let state = stack_var("CATALYST_DR_STATE");
-    let text = std::fs::read_to_string(format!("{state}/seed.json")).expect("STATE/seed.json of the running stack");
+    let text = std::fs::read_to_string(format!("{state}/seed.json"))
+        .expect("STATE/seed.json of the running stack");
     serde_json::from_str(&text).expect("seed.json is JSON")
 }
 
@@ -60,8 +82,17 @@ pub struct Execution {
 
 /// Runs a state machine definition through the ASL interpreter against the functions served by
 /// `cargo lambda watch`, with waits and retry pauses shortened.
-pub fn run_state_machine<K: AsRef<str>>(definition: &str, substitutions: &[(K, String)], input: &serde_json::Value) -> Execution {
-    run_state_machine_at(definition, substitutions, input, &stack_var("LAMBDA_ENDPOINT_URL"))
+pub fn run_state_machine<K: AsRef<str>>(
+    definition: &str,
+    substitutions: &[(K, String)],
+    input: &serde_json::Value,
+) -> Execution {
+    run_state_machine_at(
+        definition,
+        substitutions,
+        input,
+        &stack_var("LAMBDA_ENDPOINT_URL"),
+    )
 }
 
 /// `run_state_machine` against the functions served at `lambda_endpoint`. The execution is named
@@ -86,26 +117,42 @@ pub fn run_state_machine_at<K: AsRef<str>>(
         .arg("--input")
         .arg(input.to_string());
     for (key, value) in substitutions {
-        command.arg("--sub").arg(format!("{}={value}", key.as_ref()));
+        command
+            .arg("--sub")
+            .arg(format!("{}={value}", key.as_ref()));
     }
     let output = command.output().expect("run the state machine runner");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let outcome: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("runner printed no outcome ({e}); stderr:\n{}", String::from_utf8_lossy(&output.stderr))
+        panic!(
+            "runner printed no outcome ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
     });
-    Execution { succeeded: output.status.success(), outcome }
+    Execution {
+        succeeded: output.status.success(),
+        outcome,
+    }
 }
 
 /// A superuser connection to the local stack's PostgreSQL.
 pub async fn pg_admin() -> tokio_postgres::Client {
     let url = stack_var("CATALYST_DR_PG_URL");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to the local PostgreSQL");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the local PostgreSQL");
     tokio::spawn(connection);
     client
 }
 
 /// Stores a database credential secret for `user` on the local PostgreSQL in Secrets Manager.
-pub async fn put_db_secret(sdk: &aws_config::SdkConfig, name: &str, user: &str, password: &str, dbname: &str) -> String {
+pub async fn put_db_secret(
+    sdk: &aws_config::SdkConfig,
+    name: &str,
+    user: &str,
+    password: &str,
+    dbname: &str,
+) -> String {
     let document = serde_json::json!({
         "engine": "postgres",
         "host": stack_var("CATALYST_DR_PG_HOST"),
@@ -117,10 +164,22 @@ pub async fn put_db_secret(sdk: &aws_config::SdkConfig, name: &str, user: &str, 
     let client = aws_sdk_secretsmanager::Client::new(sdk);
     match client.describe_secret().secret_id(name).send().await {
         Ok(_) => {
-            client.put_secret_value().secret_id(name).secret_string(document.to_string()).send().await.expect("put secret value");
+            client
+                .put_secret_value()
+                .secret_id(name)
+                .secret_string(document.to_string())
+                .send()
+                .await
+                .expect("put secret value");
         }
         Err(_) => {
-            client.create_secret().name(name).secret_string(document.to_string()).send().await.expect("create secret");
+            client
+                .create_secret()
+                .name(name)
+                .secret_string(document.to_string())
+                .send()
+                .await
+                .expect("create secret");
         }
     }
     name.to_owned()
@@ -128,10 +187,24 @@ pub async fn put_db_secret(sdk: &aws_config::SdkConfig, name: &str, user: &str, 
 
 /// An empty database of its own on the local PostgreSQL, named after `label`, and a Secrets
 /// Manager secret for it. Returns (database name, secret id, client).
-pub async fn empty_database(sdk: &aws_config::SdkConfig, label: &str) -> (String, String, tokio_postgres::Client) {
+pub async fn empty_database(
+    sdk: &aws_config::SdkConfig,
+    label: &str,
+) -> (String, String, tokio_postgres::Client) {
     let name = unique(label).replace('-', "_");
-    pg_admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let secret = put_db_secret(sdk, &format!("catalyst-dr/test/{name}"), "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &name).await;
+    pg_admin()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let secret = put_db_secret(
+        sdk,
+        &format!("catalyst-dr/test/{name}"),
+        "postgres",
+        &stack_var("CATALYST_DR_PG_PASSWORD"),
+        &name,
+    )
+    .await;
     let client = pg_connect(&name).await;
     (name, secret, client)
 }
@@ -144,37 +217,65 @@ pub async fn generated_database(
     spec: &catalyst_dr::catalyst_db::GeneratorSpec,
 ) -> (String, String, tokio_postgres::Client) {
     let (name, secret, client) = empty_database(sdk, &format!("cdr_{label}")).await;
-    catalyst_dr::catalyst_db::apply(&client).await.expect("apply schema");
-    catalyst_dr::catalyst_db::generate(&client, spec).await.expect("generate data");
+    catalyst_dr::catalyst_db::apply(&client)
+        .await
+        .expect("apply schema");
+    catalyst_dr::catalyst_db::generate(&client, spec)
+        .await
+        .expect("generate data");
     (name, secret, client)
 }
 
 /// A superuser connection to one database of the local PostgreSQL.
 pub async fn pg_connect(dbname: &str) -> tokio_postgres::Client {
-    let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL").parse().expect("CATALYST_DR_PG_URL");
+    let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL")
+        .parse()
+        .expect("CATALYST_DR_PG_URL");
     config.dbname(dbname);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect to the local PostgreSQL");
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the local PostgreSQL");
     tokio::spawn(connection);
     client
 }
 
 /// A new Catalyst Auth database with `users` generated users (deterministic) and a secret for it.
 /// Returns (name, secret id).
-pub async fn catalyst_database(sdk: &aws_config::SdkConfig, prefix: &str, users: u64) -> (String, String) {
-    let spec = catalyst_dr::catalyst_db::GeneratorSpec { seed: 7, users, subscriptions: 5, deliveries: users * 4, ..Default::default() };
+pub async fn catalyst_database(
+    sdk: &aws_config::SdkConfig,
+    prefix: &str,
+    users: u64,
+) -> (String, String) {
+    let spec = catalyst_dr::catalyst_db::GeneratorSpec {
+        seed: 7,
+        users,
+        subscriptions: 5,
+        deliveries: users * 4,
+        ..Default::default()
+    };
     let (name, secret, _) = generated_database(sdk, prefix, &spec).await;
     (name, secret)
 }
 
 /// Local engine settings with base backups and staging clusters in a directory of this test's own.
 pub async fn local_engine_config(name: &str) -> catalyst_dr::local_pg::LocalPgConfig {
-    let root = std::path::PathBuf::from(stack_var("CATALYST_DR_STATE")).join("tests").join(unique(name));
-    let run_as = std::env::var("CATALYST_DR_PG_RUN_AS").ok().filter(|u| !u.is_empty());
+    let root = std::path::PathBuf::from(stack_var("CATALYST_DR_STATE"))
+        .join("tests")
+        .join(unique(name));
+    let run_as = std::env::var("CATALYST_DR_PG_RUN_AS")
+        .ok()
+        .filter(|u| !u.is_empty());
     for dir in ["base-backups", "staging"] {
         std::fs::create_dir_all(root.join(dir)).expect("test directories");
     }
     if let Some(user) = &run_as {
-        let status = std::process::Command::new("chown").arg("-R").arg(format!("{user}:{user}")).arg(&root).status().expect("chown");
+        let status = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{user}:{user}"))
+            .arg(&root)
+            .status()
+            .expect("chown");
         assert!(status.success(), "chown {}", root.display());
     }
     catalyst_dr::local_pg::LocalPgConfig {
@@ -189,7 +290,9 @@ pub async fn local_engine_config(name: &str) -> catalyst_dr::local_pg::LocalPgCo
 /// A loopback HTTP server whose every answer is `status` after `delay`; returns its base URL.
 pub async fn http_endpoint(status: u16, delay: std::time::Duration) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
@@ -197,7 +300,9 @@ pub async fn http_endpoint(status: u16, delay: std::time::Duration) -> String {
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
                 tokio::time::sleep(delay).await;
-                let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
                 let _ = socket.write_all(response.as_bytes()).await;
             });
         }
@@ -206,18 +311,38 @@ pub async fn http_endpoint(status: u16, delay: std::time::Duration) -> String {
 }
 
 /// Invokes a function served by `cargo lambda watch`; `Err` carries the function's error document.
-pub async fn invoke_lambda(function: &str, payload: &serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
-    let url = format!("{}/2015-03-31/functions/{function}/invocations", stack_var("LAMBDA_ENDPOINT_URL"));
-    let response = reqwest::Client::new().post(url).json(payload).send().await.expect("invoke");
+pub async fn invoke_lambda(
+    function: &str,
+    payload: &serde_json::Value,
+) -> Result<serde_json::Value, serde_json::Value> {
+    let url = format!(
+        "{}/2015-03-31/functions/{function}/invocations",
+        stack_var("LAMBDA_ENDPOINT_URL")
+    );
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(payload)
+        .send()
+        .await
+        .expect("invoke");
     let ok = response.status().is_success();
     let body: serde_json::Value = response.json().await.expect("JSON answer");
-    if ok && body.get("errorType").is_none() { Ok(body) } else { Err(body) }
+    if ok && body.get("errorType").is_none() {
+        Ok(body)
+    } else {
+        Err(body)
+    }
 }
 
 /// SDK configuration pointed at a loopback listener that only counts connections: proof that a
 /// code path made no AWS call at all.
-pub async fn counting_aws_endpoint() -> (aws_config::SdkConfig, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+pub async fn counting_aws_endpoint() -> (
+    aws_config::SdkConfig,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
     let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = connections.clone();
@@ -229,7 +354,9 @@ pub async fn counting_aws_endpoint() -> (aws_config::SdkConfig, std::sync::Arc<s
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
         .load()
         .await;
     (sdk, connections)
@@ -258,9 +385,15 @@ pub mod endpoints {
 
     impl Endpoints {
         pub async fn start() -> Self {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
             let base = format!("http://{}", listener.local_addr().expect("local addr"));
-            let this = Self { base, behaviour: Arc::default(), hits: Arc::default() };
+            let this = Self {
+                base,
+                behaviour: Arc::default(),
+                hits: Arc::default(),
+            };
             let server = this.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
@@ -272,17 +405,29 @@ pub mod endpoints {
         }
 
         pub fn set(&self, path: &str, behaviour: Behaviour) {
-            self.behaviour.lock().expect("lock").insert(path.to_owned(), behaviour);
+            self.behaviour
+                .lock()
+                .expect("lock")
+                .insert(path.to_owned(), behaviour);
         }
 
         pub fn hits(&self, method: &str, path: &str) -> u64 {
-            self.hits.lock().expect("lock").get(&(method.to_owned(), path.to_owned())).copied().unwrap_or(0)
+            self.hits
+                .lock()
+                .expect("lock")
+                .get(&(method.to_owned(), path.to_owned()))
+                .copied()
+                .unwrap_or(0)
         }
 
         /// (requests, distinct paths) with this method.
         pub fn totals(&self, method: &str) -> (u64, usize) {
             let hits = self.hits.lock().expect("lock");
-            let mine: Vec<u64> = hits.iter().filter(|((m, _), _)| m == method).map(|(_, n)| *n).collect();
+            let mine: Vec<u64> = hits
+                .iter()
+                .filter(|((m, _), _)| m == method)
+                .map(|(_, n)| *n)
+                .collect();
             (mine.iter().sum(), mine.len())
         }
 
@@ -304,10 +449,20 @@ pub mod endpoints {
             let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
             let mut first = head.lines().next().unwrap_or("").split_whitespace();
             let method = first.next().unwrap_or("").to_owned();
-            let path = first.next().unwrap_or("/").split('?').next().unwrap_or("/").to_owned();
+            let path = first
+                .next()
+                .unwrap_or("/")
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_owned();
             let length: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
                 .unwrap_or(0);
             let mut body = buf.len() - head_end;
             while body < length {
@@ -316,14 +471,27 @@ pub mod endpoints {
                     Ok(n) => body += n,
                 }
             }
-            *self.hits.lock().expect("lock").entry((method, path.clone())).or_default() += 1;
-            let behaviour = self.behaviour.lock().expect("lock").get(&path).copied().unwrap_or(Behaviour::Status(200));
+            *self
+                .hits
+                .lock()
+                .expect("lock")
+                .entry((method, path.clone()))
+                .or_default() += 1;
+            let behaviour = self
+                .behaviour
+                .lock()
+                .expect("lock")
+                .get(&path)
+                .copied()
+                .unwrap_or(Behaviour::Status(200));
             match behaviour {
                 Behaviour::Hang => {
                     tokio::time::sleep(std::time::Duration::from_secs(3_600)).await;
                 }
                 Behaviour::Status(code) => {
-                    let response = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let response = format!(
+                        "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    );
                     let _ = stream.write_all(response.as_bytes()).await;
                     let _ = stream.shutdown().await;
                 }
@@ -342,7 +510,9 @@ pub mod endpoints {
 /// configured with, emptied to the reference schema. Only the state machine tests use it.
 pub async fn empty_production_database() -> tokio_postgres::Client {
     let client = pg_connect("catalyst_auth").await;
-    catalyst_dr::catalyst_db::apply(&client).await.expect("schema");
+    catalyst_dr::catalyst_db::apply(&client)
+        .await
+        .expect("schema");
     client
         .batch_execute("TRUNCATE users, entitlements, webhook_subscriptions, webhook_deliveries RESTART IDENTITY CASCADE")
         .await
@@ -353,15 +523,31 @@ pub async fn empty_production_database() -> tokio_postgres::Client {
 /// A base backup of the stack's PostgreSQL, taken by snapshot-trigger as the nightly run would.
 pub async fn take_base_backup() {
     let now = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc());
-    invoke_lambda("snapshot-trigger", &serde_json::json!({"action": "base-backup", "scheduled_time": now})).await.expect("base backup");
+    invoke_lambda(
+        "snapshot-trigger",
+        &serde_json::json!({"action": "base-backup", "scheduled_time": now}),
+    )
+    .await
+    .expect("base backup");
 }
 
 /// A webhook queue whose redrive policy sends messages to its own dead-letter queue after
 /// `max_receive_count` receives, as Catalyst Auth's queue adapter sets it up. Returns (source
 /// queue URL, dead-letter queue URL).
-pub async fn queue_with_dead_letters(sqs: &aws_sdk_sqs::Client, name: &str, max_receive_count: u32) -> (String, String) {
+pub async fn queue_with_dead_letters(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receive_count: u32,
+) -> (String, String) {
     use aws_sdk_sqs::types::QueueAttributeName;
-    let dlq_url = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.expect("dlq").queue_url.expect("url");
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .expect("dlq")
+        .queue_url
+        .expect("url");
     let dlq_arn = sqs
         .get_queue_attributes()
         .queue_url(&dlq_url)
@@ -373,16 +559,29 @@ pub async fn queue_with_dead_letters(sqs: &aws_sdk_sqs::Client, name: &str, max_
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .expect("QueueArn");
     let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count.to_string()}).to_string();
-    let source_url =
-        sqs.create_queue().queue_name(name).attributes(QueueAttributeName::RedrivePolicy, policy).send().await.expect("source").queue_url.expect("url");
+    let source_url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, policy)
+        .send()
+        .await
+        .expect("source")
+        .queue_url
+        .expect("url");
     (source_url, dlq_url)
 }
 
 /// What `infra/local/deployed.py COMMAND` resolves from infra/template.yaml for the samconfig
 /// environment `config_env` and this stack's resources.
 pub fn deployed(command: &str, config_env: &str) -> serde_json::Value {
-    let output = deployed_command(command, config_env).output().expect("run deployed.py");
-    assert!(output.status.success(), "deployed.py {command} --config-env {config_env}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = deployed_command(command, config_env)
+        .output()
+        .expect("run deployed.py");
+    assert!(
+        output.status.success(),
+        "deployed.py {command} --config-env {config_env}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     if command == "env" {
         return serde_json::Value::String(String::from_utf8(output.stdout).expect("utf-8"));
     }
@@ -422,8 +621,12 @@ fn deployed_command(command: &str, config_env: &str) -> std::process::Command {
 /// stack's samconfig environment: the state machine runs as deployed.
 pub fn deployed_substitutions(state_machine: &str) -> Vec<(String, String)> {
     let machines = deployed("state-machines", &stack_var("CATALYST_DR_CONFIG_ENV"));
-    let subs = machines[state_machine]["substitutions"].as_object().unwrap_or_else(|| panic!("no state machine {state_machine} in the template"));
-    subs.iter().map(|(k, v)| (k.clone(), v.as_str().expect("string").to_owned())).collect()
+    let subs = machines[state_machine]["substitutions"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no state machine {state_machine} in the template"));
+    subs.iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_owned()))
+        .collect()
 }
 
 /// A second Lambda Invoke API (`cargo lambda watch`) serving the functions with the environment
@@ -442,20 +645,41 @@ impl LambdaWatch {
             "AWS_ENDPOINT_URL={}\nAWS_ACCESS_KEY_ID=test\nAWS_SECRET_ACCESS_KEY=test\nAWS_REGION=us-east-1\nAWS_EC2_METADATA_DISABLED=true\nS3_FORCE_PATH_STYLE=true\n",
             stack_var("AWS_ENDPOINT_URL")
         );
-        std::fs::write(&env_file, aws + derived.as_str().expect("env text")).expect("write the env file");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        std::fs::write(&env_file, aws + derived.as_str().expect("env text"))
+            .expect("write the env file");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
         let python = std::path::PathBuf::from(stack_var("CATALYST_DR_PYTHON"));
         let cargo_lambda = python.with_file_name("cargo-lambda");
-        let log = std::fs::File::create(format!("{state}/lambda-{config_env}.log")).expect("log file");
+        let log =
+            std::fs::File::create(format!("{state}/lambda-{config_env}.log")).expect("log file");
         let mut command = std::process::Command::new(cargo_lambda);
         // The variables cargo sets for this test would make the watch's `cargo run` rebuild.
         for (key, _) in std::env::vars() {
-            if (key.starts_with("CARGO") && key != "CARGO_HOME") || key.starts_with("RUSTC") || key == "OUT_DIR" || key == "LD_LIBRARY_PATH" {
+            if (key.starts_with("CARGO") && key != "CARGO_HOME")
+                || key.starts_with("RUSTC")
+                || key == "OUT_DIR"
+                || key == "LD_LIBRARY_PATH"
+            {
                 command.env_remove(key);
             }
         }
         let child = command
-            .args(["lambda", "watch", "--quiet", "-A", "127.0.0.1", "-P", &port.to_string(), "--env-file", &env_file, "--ignore-changes"])
+            .args([
+                "lambda",
+                "watch",
+                "--quiet",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "--env-file",
+                &env_file,
+                "--ignore-changes",
+            ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -464,7 +688,10 @@ impl LambdaWatch {
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "cargo lambda watch for {config_env} did not start (see {state}/lambda-{config_env}.log)");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cargo lambda watch for {config_env} did not start (see {state}/lambda-{config_env}.log)"
+            );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         Self { child, endpoint }
@@ -474,7 +701,10 @@ impl LambdaWatch {
 impl Drop for LambdaWatch {
     fn drop(&mut self) {
         // SIGTERM lets cargo lambda watch stop the function processes it started.
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -490,7 +720,11 @@ impl Drop for LambdaWatch {
 /// drill-validator's configuration for a test: reports under `drills/` in `bucket` (path-style,
 /// kept a day), no queues, Redis or alerts, plain TCP to the local PostgreSQL. Tests change
 /// what they need with struct update syntax.
-pub fn drill_config(bucket: &str, source_secret_id: &str, staging_secret_id: &str) -> catalyst_dr::drill::config::DrillConfig {
+pub fn drill_config(
+    bucket: &str,
+    source_secret_id: &str,
+    staging_secret_id: &str,
+) -> catalyst_dr::drill::config::DrillConfig {
     catalyst_dr::drill::config::DrillConfig {
         source_secret_id: source_secret_id.to_owned(),
         staging_secret_id: staging_secret_id.to_owned(),
@@ -516,10 +750,17 @@ pub fn drill_config(bucket: &str, source_secret_id: &str, staging_secret_id: &st
 /// dead-letter-replay for a test, configured as the Lambda environment would be: `vars` (later
 /// ones win) over the seeded backup bucket, plain TCP to the local PostgreSQL, probes allowed to
 /// loopback and path-style S3.
-pub fn dead_letter_replay(sdk: &aws_config::SdkConfig, vars: &[(&str, &str)]) -> catalyst_dr::replay::DeadLetterReplay {
+pub fn dead_letter_replay(
+    sdk: &aws_config::SdkConfig,
+    vars: &[(&str, &str)],
+) -> catalyst_dr::replay::DeadLetterReplay {
     let bucket = seed()["bucket"].as_str().expect("seed bucket").to_owned();
-    let mut env: std::collections::HashMap<&str, &str> =
-        std::collections::HashMap::from([("BACKUP_BUCKET", bucket.as_str()), ("PG_TLS", "disable"), ("PROBE_ALLOW_CIDRS", "127.0.0.0/8"), ("S3_FORCE_PATH_STYLE", "true")]);
+    let mut env: std::collections::HashMap<&str, &str> = std::collections::HashMap::from([
+        ("BACKUP_BUCKET", bucket.as_str()),
+        ("PG_TLS", "disable"),
+        ("PROBE_ALLOW_CIDRS", "127.0.0.0/8"),
+        ("S3_FORCE_PATH_STYLE", "true"),
+    ]);
     env.extend(vars.iter().copied());
     let config = catalyst_dr::replay::config::ReplayConfig::from_env(&env).expect("config");
     catalyst_dr::replay::DeadLetterReplay::new(config, sdk).expect("wiring")

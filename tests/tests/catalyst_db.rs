@@ -22,7 +22,8 @@ fn admin_config() -> Config {
              e.g. {PG_URL_VAR}='host=127.0.0.1 port=5432 user=postgres dbname=postgres'"
         )
     });
-    Config::from_str(&url).unwrap_or_else(|e| panic!("{PG_URL_VAR} is not a valid connection string: {e}"))
+    Config::from_str(&url)
+        .unwrap_or_else(|e| panic!("{PG_URL_VAR} is not a valid connection string: {e}"))
 }
 
 async fn connect(config: &Config) -> Client {
@@ -45,8 +46,11 @@ impl TestDb {
     async fn create(label: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000;
-        let name =
-            format!("cdr_test_{label}_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "cdr_test_{label}_{}_{}_{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let admin = admin_config();
         // Identifiers cannot be bind parameters; the name is built from [a-z0-9_] only.
         connect(&admin)
@@ -57,8 +61,15 @@ impl TestDb {
         let mut config = admin.clone();
         config.dbname(&name);
         let client = connect(&config).await;
-        client.batch_execute("SET TIME ZONE 'UTC'").await.expect("set time zone");
-        Self { name, admin, client: Some(client) }
+        client
+            .batch_execute("SET TIME ZONE 'UTC'")
+            .await
+            .expect("set time zone");
+        Self {
+            name,
+            admin,
+            client: Some(client),
+        }
     }
 
     fn client(&self) -> &Client {
@@ -66,13 +77,23 @@ impl TestDb {
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        self.client().query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+        self.client()
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
     }
 
     /// md5 of every row of `table` in id order, as PostgreSQL prints them.
     async fn checksum(&self, table: &str) -> String {
-        let sql = format!("SELECT md5(COALESCE(string_agg(t::text, E'\\n' ORDER BY t.id), '')) FROM {table} t");
-        self.client().query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+        let sql = format!(
+            "SELECT md5(COALESCE(string_agg(t::text, E'\\n' ORDER BY t.id), '')) FROM {table} t"
+        );
+        self.client()
+            .query_one(&sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
     }
 
     async fn checksums(&self) -> Vec<String> {
@@ -99,8 +120,10 @@ impl Drop for TestDb {
         // Drop cannot await, and the test's runtime may be the one running this: use a
         // runtime of our own on a thread of its own.
         let outcome = std::thread::spawn(move || -> Result<(), String> {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
             runtime.block_on(async {
                 let (client, connection) = admin.connect(NoTls).await.map_err(|e| e.to_string())?;
                 tokio::spawn(connection);
@@ -115,7 +138,10 @@ impl Drop for TestDb {
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("could not drop test database {}: {e}", self.name),
-            Err(_) => eprintln!("could not drop test database {}: the dropping thread panicked", self.name),
+            Err(_) => eprintln!(
+                "could not drop test database {}: the dropping thread panicked",
+                self.name
+            ),
         }
     }
 }
@@ -160,10 +186,20 @@ async fn schema_applies_twice() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for column in
-        ["id", "subscription_id", "status", "error_message", "attempts", "next_attempt_at", "created_at", "updated_at"]
-    {
-        assert!(columns.iter().any(|c| c == column), "webhook_deliveries lacks {column}: {columns:?}");
+    for column in [
+        "id",
+        "subscription_id",
+        "status",
+        "error_message",
+        "attempts",
+        "next_attempt_at",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(
+            columns.iter().any(|c| c == column),
+            "webhook_deliveries lacks {column}: {columns:?}"
+        );
     }
     let indexes = db
         .count(
@@ -192,10 +228,16 @@ async fn same_seed_same_content_other_seed_other_content() {
     let other = TestDb::create("seed_c").await;
     for (db, seed) in [(&first, 42), (&second, 42), (&other, 43)] {
         catalyst_db::apply(db.client()).await.expect("apply");
-        catalyst_db::generate(db.client(), &small_spec(seed)).await.expect("generate");
+        catalyst_db::generate(db.client(), &small_spec(seed))
+            .await
+            .expect("generate");
     }
 
-    let (a, b, c) = (first.checksums().await, second.checksums().await, other.checksums().await);
+    let (a, b, c) = (
+        first.checksums().await,
+        second.checksums().await,
+        other.checksums().await,
+    );
     assert_eq!(a, b, "same seed, different content");
     for (i, table) in TABLES.into_iter().enumerate() {
         assert_ne!(a[i], c[i], "seeds 42 and 43 gave identical {table}");
@@ -219,22 +261,47 @@ async fn counts_share_and_runbook_query() {
         dead_letter_window_hours: 24,
         now: OffsetDateTime::now_utc(),
     };
-    let counts = catalyst_db::generate(client, &spec).await.expect("generate");
+    let counts = catalyst_db::generate(client, &spec)
+        .await
+        .expect("generate");
 
     // Counts: as specified, as returned, and as stored.
     assert_eq!(counts.users, spec.users);
     assert_eq!(counts.webhook_subscriptions, 15);
     assert_eq!(counts.webhook_deliveries, 5_000);
-    assert!(counts.entitlements > 0 && counts.entitlements <= spec.users * 3, "{counts:?}");
-    let stored: Vec<u64> = db.row_counts().await.into_iter().map(|n| n as u64).collect();
-    assert_eq!(stored, [counts.users, counts.entitlements, counts.webhook_subscriptions, counts.webhook_deliveries]);
+    assert!(
+        counts.entitlements > 0 && counts.entitlements <= spec.users * 3,
+        "{counts:?}"
+    );
+    let stored: Vec<u64> = db
+        .row_counts()
+        .await
+        .into_iter()
+        .map(|n| n as u64)
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            counts.users,
+            counts.entitlements,
+            counts.webhook_subscriptions,
+            counts.webhook_deliveries
+        ]
+    );
     for status in DeliveryStatus::ALL {
         let n: i64 = client
-            .query_one("SELECT count(*) FROM webhook_deliveries WHERE status = $1", &[&status.as_str()])
+            .query_one(
+                "SELECT count(*) FROM webhook_deliveries WHERE status = $1",
+                &[&status.as_str()],
+            )
             .await
             .expect("count by status")
             .get(0);
-        assert_eq!(n as u64, counts.deliveries_by_status.get(status), "{status:?}");
+        assert_eq!(
+            n as u64,
+            counts.deliveries_by_status.get(status),
+            "{status:?}"
+        );
         assert!(n > 0, "no {status:?} deliveries");
     }
     assert_eq!(counts.deliveries_by_status.dead_lettered, 500);
@@ -250,7 +317,10 @@ async fn counts_share_and_runbook_query() {
         .expect("runbook query");
     let found: BTreeSet<i64> = runbook.iter().map(|r| r.get::<_, i64>("id")).collect();
     let dead: BTreeSet<i64> = client
-        .query("SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'", &[])
+        .query(
+            "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'",
+            &[],
+        )
         .await
         .expect("dead-lettered ids")
         .iter()
@@ -258,7 +328,11 @@ async fn counts_share_and_runbook_query() {
         .collect();
     assert_eq!(found.len(), 500);
     assert_eq!(found, dead);
-    assert!(runbook.iter().all(|r| r.get::<_, Option<String>>("error_message").is_some()));
+    assert!(
+        runbook
+            .iter()
+            .all(|r| r.get::<_, Option<String>>("error_message").is_some())
+    );
 
     // Realistic shape: URLs by subscription number, NULLs, payloads that match the event type.
     assert_eq!(
@@ -266,15 +340,35 @@ async fn counts_share_and_runbook_query() {
             .await,
         0
     );
-    assert!(db.count("SELECT count(*) FROM users WHERE display_name IS NULL").await > 0);
-    assert!(db.count("SELECT count(*) FROM entitlements WHERE expires_at IS NULL").await > 0);
-    assert_eq!(db.count("SELECT count(*) FROM webhook_deliveries WHERE payload->>'type' <> event_type").await, 0);
-    let mean_payload = db.count("SELECT avg(length(payload::text))::bigint FROM webhook_deliveries").await;
-    assert!((300..=500).contains(&mean_payload), "mean payload {mean_payload} bytes");
+    assert!(
+        db.count("SELECT count(*) FROM users WHERE display_name IS NULL")
+            .await
+            > 0
+    );
+    assert!(
+        db.count("SELECT count(*) FROM entitlements WHERE expires_at IS NULL")
+            .await
+            > 0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_deliveries WHERE payload->>'type' <> event_type")
+            .await,
+        0
+    );
+    let mean_payload = db
+        .count("SELECT avg(length(payload::text))::bigint FROM webhook_deliveries")
+        .await;
+    assert!(
+        (300..=500).contains(&mean_payload),
+        "mean payload {mean_payload} bytes"
+    );
     // COPY escaping: each edge-case name arrives verbatim (tabs, newlines, a literal \N, "").
     for name in EDGE_CASE_DISPLAY_NAMES {
         let n: i64 = client
-            .query_one("SELECT count(*) FROM users WHERE display_name = $1", &[name])
+            .query_one(
+                "SELECT count(*) FROM users WHERE display_name = $1",
+                &[name],
+            )
             .await
             .expect("edge-case name")
             .get(0);
@@ -283,7 +377,10 @@ async fn counts_share_and_runbook_query() {
 
     // The identity sequences were moved past the generated ids.
     let next_user: i64 = client
-        .query_one("INSERT INTO users (email) VALUES ($1) RETURNING id", &[&"after-generation@example.com"])
+        .query_one(
+            "INSERT INTO users (email) VALUES ($1) RETURNING id",
+            &[&"after-generation@example.com"],
+        )
         .await
         .expect("insert after generation")
         .get(0);
@@ -302,13 +399,55 @@ async fn invalid_specs_name_the_field_and_write_nothing() {
     catalyst_db::apply(db.client()).await.expect("apply");
     let valid = small_spec(1);
     let cases = [
-        ("dead_letter_share", GeneratorSpec { dead_letter_share: 1.01, ..valid.clone() }),
-        ("dead_letter_share", GeneratorSpec { dead_letter_share: -0.1, ..valid.clone() }),
-        ("users", GeneratorSpec { users: 0, ..valid.clone() }),
-        ("subscriptions", GeneratorSpec { subscriptions: 0, ..valid.clone() }),
-        ("entitlements_per_user", GeneratorSpec { entitlements_per_user: 50, ..valid.clone() }),
-        ("endpoint_base", GeneratorSpec { endpoint_base: "hooks.example.com".to_owned(), ..valid.clone() }),
-        ("dead_letter_window_hours", GeneratorSpec { dead_letter_window_hours: 0, ..valid.clone() }),
+        (
+            "dead_letter_share",
+            GeneratorSpec {
+                dead_letter_share: 1.01,
+                ..valid.clone()
+            },
+        ),
+        (
+            "dead_letter_share",
+            GeneratorSpec {
+                dead_letter_share: -0.1,
+                ..valid.clone()
+            },
+        ),
+        (
+            "users",
+            GeneratorSpec {
+                users: 0,
+                ..valid.clone()
+            },
+        ),
+        (
+            "subscriptions",
+            GeneratorSpec {
+                subscriptions: 0,
+                ..valid.clone()
+            },
+        ),
+        (
+            "entitlements_per_user",
+            GeneratorSpec {
+                entitlements_per_user: 50,
+                ..valid.clone()
+            },
+        ),
+        (
+            "endpoint_base",
+            GeneratorSpec {
+                endpoint_base: "hooks.example.com".to_owned(),
+                ..valid.clone()
+            },
+        ),
+        (
+            "dead_letter_window_hours",
+            GeneratorSpec {
+                dead_letter_window_hours: 0,
+                ..valid.clone()
+            },
+        ),
     ];
     for (expected, spec) in cases {
         match catalyst_db::generate(db.client(), &spec).await {
@@ -318,25 +457,56 @@ async fn invalid_specs_name_the_field_and_write_nothing() {
             }
             other => panic!("expected InvalidSpec for {expected}, got {other:?}"),
         }
-        assert_eq!(db.row_counts().await, [0, 0, 0, 0], "an invalid spec ({expected}) wrote rows");
+        assert_eq!(
+            db.row_counts().await,
+            [0, 0, 0, 0],
+            "an invalid spec ({expected}) wrote rows"
+        );
     }
     // The client is still usable: nothing was left half-done on the session.
-    catalyst_db::generate(db.client(), &valid).await.expect("a valid spec still works");
+    catalyst_db::generate(db.client(), &valid)
+        .await
+        .expect("a valid spec still works");
 }
 
 #[tokio::test]
 async fn staging_marker_is_set_read_and_required() {
     let admin = catalyst_dr_tests::pg_admin().await;
     let name = catalyst_dr_tests::unique("staging").replace('-', "_");
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let url = format!("{} dbname={name}", catalyst_dr_tests::stack_var("CATALYST_DR_PG_URL"));
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let url = format!(
+        "{} dbname={name}",
+        catalyst_dr_tests::stack_var("CATALYST_DR_PG_URL")
+    );
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(connection);
 
-    assert!(matches!(catalyst_db::require_staging(&client).await, Err(catalyst_db::CatalystDbError::NotStaging { .. })));
-    assert!(catalyst_db::mark_staging(&client, "drill'; DROP TABLE users; --").await.is_err());
-    catalyst_db::mark_staging(&client, "q4-2026").await.expect("mark");
-    assert_eq!(catalyst_db::require_staging(&client).await.expect("staging"), "q4-2026");
+    assert!(matches!(
+        catalyst_db::require_staging(&client).await,
+        Err(catalyst_db::CatalystDbError::NotStaging { .. })
+    ));
+    assert!(
+        catalyst_db::mark_staging(&client, "drill'; DROP TABLE users; --")
+            .await
+            .is_err()
+    );
+    catalyst_db::mark_staging(&client, "q4-2026")
+        .await
+        .expect("mark");
+    assert_eq!(
+        catalyst_db::require_staging(&client)
+            .await
+            .expect("staging"),
+        "q4-2026"
+    );
     drop(client);
-    admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.expect("drop");
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop");
 }

@@ -9,7 +9,14 @@ use serde_json::json;
 
 fn validator(sdk: &aws_config::SdkConfig, bucket: &str) -> DrillValidator {
     // Reports and their listing touch no database.
-    let config = DrillConfig { drill_kind: "quarterly".into(), ..drill_config(bucket, "catalyst-dr/test/unused", "catalyst-dr/test/unused-staging") };
+    let config = DrillConfig {
+        drill_kind: "quarterly".into(),
+        ..drill_config(
+            bucket,
+            "catalyst-dr/test/unused",
+            "catalyst-dr/test/unused-staging",
+        )
+    };
     DrillValidator::new(config, sdk)
 }
 
@@ -33,27 +40,68 @@ async fn drills_are_listed_newest_first_and_each_report_shows_the_trend() {
     locked_bucket(&s3(&sdk), &bucket).await;
     let validator = validator(&sdk, &bucket);
 
-    for (i, (drill, rto, passed)) in [("d1-q1", 40.0, true), ("d2-q2", 55.0, false), ("d3-q3", 30.0, true)].into_iter().enumerate() {
+    for (i, (drill, rto, passed)) in [
+        ("d1-q1", 40.0, true),
+        ("d2-q2", 55.0, false),
+        ("d3-q3", 30.0, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         if i > 0 {
             // S3 keeps an object's time to the second: reports a second apart are ordered by it.
             tokio::time::sleep(std::time::Duration::from_millis(1_050)).await;
         }
-        validator.handle(json!({"action": "report", "drill_id": drill, "state": state(rto, passed)})).await.expect("report");
+        validator
+            .handle(json!({"action": "report", "drill_id": drill, "state": state(rto, passed)}))
+            .await
+            .expect("report");
     }
 
-    let listed = validator.handle(json!({"action": "list-drills", "limit": 2})).await.expect("list");
-    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|d| d["drill_id"].as_str().unwrap()).collect();
+    let listed = validator
+        .handle(json!({"action": "list-drills", "limit": 2}))
+        .await
+        .expect("list");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["drill_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["d3-q3", "d2-q2"], "{listed:#}");
     assert_eq!(listed[0]["rto_seconds"], 30.0);
-    assert_eq!((listed[0]["passed"].as_bool(), listed[1]["passed"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (listed[0]["passed"].as_bool(), listed[1]["passed"].as_bool()),
+        (Some(true), Some(false))
+    );
     assert_eq!(listed[0]["kind"], "quarterly");
-    assert!(listed[1]["failure"].as_str().unwrap().contains("SmokeFailed"), "{listed:#}");
+    assert!(
+        listed[1]["failure"]
+            .as_str()
+            .unwrap()
+            .contains("SmokeFailed"),
+        "{listed:#}"
+    );
 
     // The last report's page draws all three drills, oldest on the left.
-    let html = s3(&sdk).get_object().bucket(&bucket).key("drills/d3-q3/report.html").send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let html = s3(&sdk)
+        .get_object()
+        .bucket(&bucket)
+        .key("drills/d3-q3/report.html")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
     let html = String::from_utf8(html.to_vec()).unwrap();
     assert_eq!(html.matches("<circle class=\"rto\"").count(), 3, "{html}");
 
-    let err = validator.handle(json!({"action": "list-drills", "limit": 0})).await.expect_err("limit 0");
+    let err = validator
+        .handle(json!({"action": "list-drills", "limit": 0}))
+        .await
+        .expect_err("limit 0");
     assert_eq!(err.error_type(), "InvalidInput", "{err}");
 }

@@ -15,8 +15,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use tokio_postgres::Client;
 
-fn replay_with(sdk: &aws_config::SdkConfig, secret: &str, extra: &[(&str, &str)]) -> DeadLetterReplay {
-    let mut vars = vec![("REPLAY_DATABASE_SECRET_ID", secret), ("PROBE_TIMEOUT_MS", "2000"), ("REPLAY_BATCH_SIZE", "50"), ("AUDIT_RETENTION_DAYS", "1")];
+fn replay_with(
+    sdk: &aws_config::SdkConfig,
+    secret: &str,
+    extra: &[(&str, &str)],
+) -> DeadLetterReplay {
+    let mut vars = vec![
+        ("REPLAY_DATABASE_SECRET_ID", secret),
+        ("PROBE_TIMEOUT_MS", "2000"),
+        ("REPLAY_BATCH_SIZE", "50"),
+        ("AUDIT_RETENTION_DAYS", "1"),
+    ];
     vars.extend_from_slice(extra);
     catalyst_dr_tests::dead_letter_replay(sdk, &vars)
 }
@@ -36,7 +45,13 @@ fn spec(endpoints: &Endpoints, deliveries: u64) -> GeneratorSpec {
 }
 
 async fn ids(client: &Client, sql: &str) -> BTreeSet<i64> {
-    client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(|r| r.get::<_, i64>(0)).collect()
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, i64>(0))
+        .collect()
 }
 
 /// `updated_at` of every delivery: a row whose value did not move was not written.
@@ -52,8 +67,17 @@ async fn updated_at(client: &Client) -> BTreeMap<i64, String> {
 
 async fn read_audit(sdk: &aws_config::SdkConfig, replay_id: &str) -> Option<ReplayAudit> {
     let bucket = seed()["bucket"].as_str().expect("bucket").to_owned();
-    match s3(sdk).get_object().bucket(&bucket).key(format!("replays/{replay_id}/audit.json")).send().await {
-        Ok(out) => Some(serde_json::from_slice(&out.body.collect().await.expect("body").into_bytes()).expect("audit JSON")),
+    match s3(sdk)
+        .get_object()
+        .bucket(&bucket)
+        .key(format!("replays/{replay_id}/audit.json"))
+        .send()
+        .await
+    {
+        Ok(out) => Some(
+            serde_json::from_slice(&out.body.collect().await.expect("body").into_bytes())
+                .expect("audit JSON"),
+        ),
         Err(_) => None,
     }
 }
@@ -71,14 +95,21 @@ async fn until_blocked(observer: &Client, needle: &str) {
         if n > 0 {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "the function never reached the held-back step");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the function never reached the held-back step"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn assert_listed_once(audit: &ReplayAudit) {
     let unique: BTreeSet<i64> = audit.delivery_ids.iter().copied().collect();
-    assert_eq!(unique.len(), audit.delivery_ids.len(), "an id is listed twice in the audit");
+    assert_eq!(
+        unique.len(),
+        audit.delivery_ids.len(),
+        "an id is listed twice in the audit"
+    );
     assert_eq!(audit.counts.replayed, audit.delivery_ids.len() as u64);
 }
 
@@ -91,8 +122,16 @@ async fn replay_survives_a_postgres_crash_mid_batch() {
     let endpoints = Endpoints::start().await;
     let pg = OwnPostgres::start("fault-replay-crash");
     let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 1_000)).await;
-    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await;
-    assert!(dead.len() > 300, "enough dead letters for several batches: {}", dead.len());
+    let dead = ids(
+        &client,
+        "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id",
+    )
+    .await;
+    assert!(
+        dead.len() > 300,
+        "enough dead letters for several batches: {}",
+        dead.len()
+    );
     let replay = replay_with(&sdk, &secret, &[]);
     let replay_id = unique("INC-crash");
     let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
@@ -101,40 +140,74 @@ async fn replay_survives_a_postgres_crash_mid_batch() {
     let victim = *dead.iter().nth(5 * 50 + 7).expect("victim");
     let holder = pg.connect("catalyst_auth").await;
     holder.batch_execute("BEGIN").await.expect("begin");
-    holder.execute("SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE", &[&victim]).await.expect("lock the victim");
+    holder
+        .execute(
+            "SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
+            &[&victim],
+        )
+        .await
+        .expect("lock the victim");
     let observer = pg.connect("catalyst_auth").await;
     let (result, ()) = tokio::join!(replay.handle(event.clone()), async {
         until_blocked(&observer, "replay_journal").await;
         pg.crash();
     });
     let err = result.expect_err("the replay fails with the database gone");
-    assert!(matches!(err.error_type(), "Postgres" | "DatabaseUnavailable"), "{}: {err}", err.error_type());
+    assert!(
+        matches!(err.error_type(), "Postgres" | "DatabaseUnavailable"),
+        "{}: {err}",
+        err.error_type()
+    );
 
     // After the fault: no audit, exactly five batches requeued, and each of those journaled.
-    assert!(read_audit(&sdk, &replay_id).await.is_none(), "no audit is written by a failed replay");
+    assert!(
+        read_audit(&sdk, &replay_id).await.is_none(),
+        "no audit is written by a failed replay"
+    );
     pg.start_again();
     let client = pg.connect("catalyst_auth").await;
     let pending = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND id IN (SELECT delivery_id FROM catalyst_dr.replay_journal)").await;
-    let journal = ids(&client, &format!("SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = '{replay_id}'")).await;
+    let journal = ids(
+        &client,
+        &format!(
+            "SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = '{replay_id}'"
+        ),
+    )
+    .await;
     assert_eq!(journal.len(), 250, "five committed batches of 50");
-    assert_eq!(journal, pending, "every journaled delivery is requeued, and only those");
+    assert_eq!(
+        journal, pending,
+        "every journaled delivery is requeued, and only those"
+    );
     assert!(journal.iter().all(|id| dead.contains(id)));
     let before_rerun = updated_at(&client).await;
 
     // The rerun: finishes the rest, and the audit lists every requeued delivery exactly once.
     let result = replay.handle(event.clone()).await.expect("rerun");
     assert_eq!(result["already_done"], json!(false));
-    let audit = read_audit(&sdk, &replay_id).await.expect("audit written by the rerun");
+    let audit = read_audit(&sdk, &replay_id)
+        .await
+        .expect("audit written by the rerun");
     assert_listed_once(&audit);
     let listed: BTreeSet<i64> = audit.delivery_ids.iter().copied().collect();
-    assert_eq!(listed, dead, "every dead letter (all endpoints healthy) is in the audit");
+    assert_eq!(
+        listed, dead,
+        "every dead letter (all endpoints healthy) is in the audit"
+    );
     assert_eq!(audit.counts.replayed_earlier, 250);
-    let still_dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'").await;
+    let still_dead = ids(
+        &client,
+        "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'",
+    )
+    .await;
     assert!(still_dead.is_empty(), "nothing left behind: {still_dead:?}");
     // Nothing applied twice: the rows the first attempt requeued were not written again.
     let after = updated_at(&client).await;
     for id in &journal {
-        assert_eq!(before_rerun[id], after[id], "delivery {id} was requeued a second time");
+        assert_eq!(
+            before_rerun[id], after[id],
+            "delivery {id} was requeued a second time"
+        );
     }
     // A third run changes nothing.
     let again = replay.handle(event).await.expect("third run");
@@ -151,7 +224,11 @@ async fn replay_audit_write_failing_after_the_last_commit_is_recovered_by_the_re
     let endpoints = Endpoints::start().await;
     let pg = OwnPostgres::start("fault-replay-audit");
     let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 600)).await;
-    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'").await;
+    let dead = ids(
+        &client,
+        "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'",
+    )
+    .await;
     let replay_id = unique("INC-audit");
     let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
 
@@ -160,9 +237,15 @@ async fn replay_audit_write_failing_after_the_last_commit_is_recovered_by_the_re
     let bucket = seed()["bucket"].as_str().expect("bucket").to_owned();
     failing.objects = Box::new(SplitStore {
         reads: S3Objects::new(s3(&sdk), &bucket),
-        writes: S3Objects::new(catalyst_dr::aws_clients::s3_client(&unreachable_aws().await, true), &bucket),
+        writes: S3Objects::new(
+            catalyst_dr::aws_clients::s3_client(&unreachable_aws().await, true),
+            &bucket,
+        ),
     });
-    let err = failing.handle(event.clone()).await.expect_err("the audit cannot be written");
+    let err = failing
+        .handle(event.clone())
+        .await
+        .expect_err("the audit cannot be written");
     assert_eq!(err.error_type(), "AwsTransient", "{err}");
     assert!(read_audit(&sdk, &replay_id).await.is_none());
     let pending = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND id IN (SELECT delivery_id FROM catalyst_dr.replay_journal)").await;
@@ -181,9 +264,16 @@ async fn replay_audit_write_failing_after_the_last_commit_is_recovered_by_the_re
     replay.handle(event).await.expect("rerun");
     let audit = read_audit(&sdk, &replay_id).await.expect("audit");
     assert_listed_once(&audit);
-    assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
+    assert_eq!(
+        audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(),
+        dead
+    );
     assert_eq!(audit.counts.replayed_earlier, dead.len() as u64);
-    assert_eq!(updated_at(&client).await, before, "the rerun wrote no delivery");
+    assert_eq!(
+        updated_at(&client).await,
+        before,
+        "the rerun wrote no delivery"
+    );
     let md = s3(&sdk)
         .get_object()
         .bucket(&bucket)
@@ -217,12 +307,21 @@ impl ObjectStore for SplitStore {
         content_type: &str,
         retain_until: time::OffsetDateTime,
     ) -> Result<catalyst_dr::object_store::PutOutcome, catalyst_dr::aws_error::AwsCallError> {
-        self.writes.put_locked(key, body, content_type, retain_until).await
+        self.writes
+            .put_locked(key, body, content_type, retain_until)
+            .await
     }
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, catalyst_dr::aws_error::AwsCallError> {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, catalyst_dr::aws_error::AwsCallError> {
         self.reads.get(key).await
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<catalyst_dr::object_store::StoredObject>, catalyst_dr::aws_error::AwsCallError> {
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<catalyst_dr::object_store::StoredObject>, catalyst_dr::aws_error::AwsCallError>
+    {
         self.reads.list(prefix).await
     }
 }
@@ -236,19 +335,39 @@ async fn a_frozen_postmaster_fails_plan_within_the_handshake_bound() {
     let endpoints = Endpoints::start().await;
     let pg = OwnPostgres::start("fault-frozen");
     let (secret, _client) = pg.catalyst_database(&sdk, &spec(&endpoints, 100)).await;
-    let replay = replay_with(&sdk, &secret, &[("PG_CONNECT_TIMEOUT_MS", "500"), ("PG_HANDSHAKE_TIMEOUT_MS", "1000")]);
+    let replay = replay_with(
+        &sdk,
+        &secret,
+        &[
+            ("PG_CONNECT_TIMEOUT_MS", "500"),
+            ("PG_HANDSHAKE_TIMEOUT_MS", "1000"),
+        ],
+    );
     let plan = json!({"action": "plan", "filter": {"window_hours": 48}});
-    replay.handle(plan.clone()).await.expect("plan before the freeze");
+    replay
+        .handle(plan.clone())
+        .await
+        .expect("plan before the freeze");
 
     pg.freeze();
     let started = std::time::Instant::now();
-    let err = replay.handle(plan.clone()).await.expect_err("a frozen server cannot answer");
+    let err = replay
+        .handle(plan.clone())
+        .await
+        .expect_err("a frozen server cannot answer");
     let elapsed = started.elapsed();
     pg.thaw();
     assert_eq!(err.error_type(), "DatabaseUnavailable", "{err}");
     let message = catalyst_dr::lambda::error_chain(&err);
-    assert!(message.contains("handshake bound") && message.contains("PG_HANDSHAKE_TIMEOUT_MS = 1000 ms"), "{message}");
-    assert!(elapsed < Duration::from_secs(5), "bounded at 1.5 s, took {elapsed:?}");
+    assert!(
+        message.contains("handshake bound")
+            && message.contains("PG_HANDSHAKE_TIMEOUT_MS = 1000 ms"),
+        "{message}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "bounded at 1.5 s, took {elapsed:?}"
+    );
     replay.handle(plan).await.expect("plan after the thaw");
 }
 
@@ -261,7 +380,11 @@ async fn a_server_frozen_mid_replay_fails_at_the_statement_bound_and_the_rerun_c
     let endpoints = Endpoints::start().await;
     let pg = OwnPostgres::start("fault-frozen-statement");
     let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 600)).await;
-    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await;
+    let dead = ids(
+        &client,
+        "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id",
+    )
+    .await;
     let replay = replay_with(&sdk, &secret, &[("PG_STATEMENT_TIMEOUT_MS", "1500")]);
     let replay_id = unique("INC-frozen");
     let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
@@ -269,7 +392,13 @@ async fn a_server_frozen_mid_replay_fails_at_the_statement_bound_and_the_rerun_c
     let victim = *dead.iter().nth(2 * 50 + 3).expect("victim");
     let holder = pg.connect("catalyst_auth").await;
     holder.batch_execute("BEGIN").await.expect("begin");
-    holder.execute("SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE", &[&victim]).await.expect("lock the victim");
+    holder
+        .execute(
+            "SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
+            &[&victim],
+        )
+        .await
+        .expect("lock the victim");
     let observer = pg.connect("catalyst_auth").await;
     let mut frozen_at = None;
     let (result, ()) = tokio::join!(replay.handle(event.clone()), async {
@@ -282,16 +411,38 @@ async fn a_server_frozen_mid_replay_fails_at_the_statement_bound_and_the_rerun_c
     let err = result.expect_err("no answer from a frozen server");
     assert_eq!(err.error_type(), "DatabaseUnavailable", "{err}");
     let message = catalyst_dr::lambda::error_chain(&err);
-    assert!(message.contains("requeue batch") && message.contains("statement bound"), "{message}");
-    assert!(waited < Duration::from_secs(8), "bounded at 1.5 s + 2 s grace, waited {waited:?}");
-    holder.batch_execute("ROLLBACK").await.expect("release the victim");
+    assert!(
+        message.contains("requeue batch") && message.contains("statement bound"),
+        "{message}"
+    );
+    assert!(
+        waited < Duration::from_secs(8),
+        "bounded at 1.5 s + 2 s grace, waited {waited:?}"
+    );
+    holder
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("release the victim");
 
-    let journal = ids(&client, &format!("SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = '{replay_id}'")).await;
-    assert_eq!(journal.len(), 100, "two batches committed before the freeze");
+    let journal = ids(
+        &client,
+        &format!(
+            "SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = '{replay_id}'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        journal.len(),
+        100,
+        "two batches committed before the freeze"
+    );
     replay.handle(event).await.expect("rerun after the thaw");
     let audit = read_audit(&sdk, &replay_id).await.expect("audit");
     assert_listed_once(&audit);
-    assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
+    assert_eq!(
+        audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(),
+        dead
+    );
     assert_eq!(audit.counts.replayed_earlier, 100);
 }
 
@@ -302,35 +453,69 @@ async fn malformed_events_through_the_lambda_edge_are_invalid_input_naming_the_f
     let endpoint = catalyst_dr_tests::stack_var("LAMBDA_ENDPOINT_URL");
     let http = reqwest::Client::new();
     let cases = [
-        ("snapshot-trigger", r#"{"action": "snapshot", "scheduled_time": "9999-12-31T23:59:59Z"}"#, "`scheduled_time`"),
-        ("snapshot-trigger", r#"{"action": "snapshot", "scheduled_time": "1969-12-31T23:59:59Z"}"#, "`scheduled_time`"),
-        ("dead-letter-replay", r#"{"action": "plan", "filter": {"limit": 1e309}}"#, "`filter.limit`"),
-        ("dead-letter-replay", r#"{"action": "replay", "replay_id": "x", "max_deliveries": 1e309}"#, "`max_deliveries`"),
+        (
+            "snapshot-trigger",
+            r#"{"action": "snapshot", "scheduled_time": "9999-12-31T23:59:59Z"}"#,
+            "`scheduled_time`",
+        ),
+        (
+            "snapshot-trigger",
+            r#"{"action": "snapshot", "scheduled_time": "1969-12-31T23:59:59Z"}"#,
+            "`scheduled_time`",
+        ),
+        (
+            "dead-letter-replay",
+            r#"{"action": "plan", "filter": {"limit": 1e309}}"#,
+            "`filter.limit`",
+        ),
+        (
+            "dead-letter-replay",
+            r#"{"action": "replay", "replay_id": "x", "max_deliveries": 1e309}"#,
+            "`max_deliveries`",
+        ),
     ];
     for (function, body, field) in cases {
         let response = http
-            .post(format!("{endpoint}/2015-03-31/functions/{function}/invocations"))
+            .post(format!(
+                "{endpoint}/2015-03-31/functions/{function}/invocations"
+            ))
             .header("content-type", "application/json")
             .body(body)
             .send()
             .await
             .expect("invoke");
         let answer: serde_json::Value = response.json().await.expect("JSON answer");
-        assert_eq!(answer["errorType"], json!("InvalidInput"), "{function} {body}: {answer}");
-        assert!(answer["errorMessage"].as_str().is_some_and(|m| m.contains(field)), "{function} {body}: {answer}");
+        assert_eq!(
+            answer["errorType"],
+            json!("InvalidInput"),
+            "{function} {body}: {answer}"
+        );
+        assert!(
+            answer["errorMessage"]
+                .as_str()
+                .is_some_and(|m| m.contains(field)),
+            "{function} {body}: {answer}"
+        );
     }
 }
 
 /// Rows in every table of the database behind `client`.
 async fn total_rows(client: &Client) -> u64 {
     let tables = client
-        .query("SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables", &[])
+        .query(
+            "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables",
+            &[],
+        )
         .await
         .expect("tables");
     let mut total = 0;
     for t in tables {
         let name: String = t.get(0);
-        let n: i64 = client.query_one(&format!("SELECT count(*) FROM {name}"), &[]).await.expect("count").get(0);
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {name}"), &[])
+            .await
+            .expect("count")
+            .get(0);
         total += n as u64;
     }
     total
@@ -346,7 +531,14 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
     let (db_a, _) = catalyst_dr_tests::catalyst_database(&sdk, "warm_a", 10).await;
     let (db_b, _) = catalyst_dr_tests::catalyst_database(&sdk, "warm_b", 25).await;
     let password = catalyst_dr_tests::stack_var("CATALYST_DR_PG_PASSWORD");
-    let secret = catalyst_dr_tests::put_db_secret(&sdk, &format!("catalyst-dr/test/{}", unique("warm")), "postgres", &password, &db_a).await;
+    let secret = catalyst_dr_tests::put_db_secret(
+        &sdk,
+        &format!("catalyst-dr/test/{}", unique("warm")),
+        "postgres",
+        &password,
+        &db_a,
+    )
+    .await;
     let bucket = unique("warm-backups");
     catalyst_dr_tests::locked_bucket(&s3(&sdk), &bucket).await;
     let config = SnapshotTriggerConfig {
@@ -366,21 +558,50 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
         },
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
-    let hour = |back: i64| catalyst_dr::input::format_time(time::OffsetDateTime::now_utc().replace_minute(0).unwrap().replace_second(0).unwrap() - time::Duration::hours(back));
+    let hour = |back: i64| {
+        catalyst_dr::input::format_time(
+            time::OffsetDateTime::now_utc()
+                .replace_minute(0)
+                .unwrap()
+                .replace_second(0)
+                .unwrap()
+                - time::Duration::hours(back),
+        )
+    };
 
-    let first = catalyst_dr::lambda::invoke_value(&trigger, &json!({"action": "logical-backup", "scheduled_time": hour(2)})).await.expect("first backup");
-    assert_eq!(first["rows"], json!(total_rows(&catalyst_dr_tests::pg_connect(&db_a).await).await));
+    let first = catalyst_dr::lambda::invoke_value(
+        &trigger,
+        &json!({"action": "logical-backup", "scheduled_time": hour(2)}),
+    )
+    .await
+    .expect("first backup");
+    assert_eq!(
+        first["rows"],
+        json!(total_rows(&catalyst_dr_tests::pg_connect(&db_a).await).await)
+    );
     catalyst_dr_tests::put_db_secret(&sdk, &secret, "postgres", &password, &db_b).await;
-    let second = catalyst_dr::lambda::invoke_value(&trigger, &json!({"action": "logical-backup", "scheduled_time": hour(1)})).await.expect("second backup");
+    let second = catalyst_dr::lambda::invoke_value(
+        &trigger,
+        &json!({"action": "logical-backup", "scheduled_time": hour(1)}),
+    )
+    .await
+    .expect("second backup");
     let rows_b = total_rows(&catalyst_dr_tests::pg_connect(&db_b).await).await;
     assert_ne!(first["rows"], second["rows"]);
-    assert_eq!(second["rows"], json!(rows_b), "the warm function backed up the database the secret now names");
+    assert_eq!(
+        second["rows"],
+        json!(rows_b),
+        "the warm function backed up the database the secret now names"
+    );
 }
 
 /// Deliveries the journal holds for `replay_id`.
 async fn journal(client: &Client, replay_id: &str) -> BTreeSet<i64> {
     client
-        .query("SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = $1", &[&replay_id])
+        .query(
+            "SELECT delivery_id FROM catalyst_dr.replay_journal WHERE replay_id = $1",
+            &[&replay_id],
+        )
         .await
         .expect("journal")
         .iter()
@@ -398,14 +619,24 @@ async fn replay_process_killed_mid_batch_loses_no_record() {
     let endpoints = Endpoints::start().await;
     let pg = OwnPostgres::start("fault-replay-kill");
     let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 800)).await;
-    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await;
+    let dead = ids(
+        &client,
+        "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id",
+    )
+    .await;
     let replay_id = unique("INC-kill");
     let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
 
     let victim = *dead.iter().nth(3 * 50 + 5).expect("victim");
     let holder = pg.connect("catalyst_auth").await;
     holder.batch_execute("BEGIN").await.expect("begin");
-    holder.execute("SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE", &[&victim]).await.expect("lock the victim");
+    holder
+        .execute(
+            "SELECT 1 FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
+            &[&victim],
+        )
+        .await
+        .expect("lock the victim");
     let bucket = seed()["bucket"].as_str().expect("bucket").to_owned();
     let mut function = tokio::process::Command::new(env!("CARGO_BIN_EXE_run-function"))
         .arg("dead-letter-replay")
@@ -429,17 +660,26 @@ async fn replay_process_killed_mid_batch_loses_no_record() {
     assert!(!status.success(), "killed: {status}");
 
     // Let the orphaned statement finish: it commits, and its backend then finds the client gone.
-    holder.batch_execute("ROLLBACK").await.expect("release the victim");
+    holder
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("release the victim");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while journal(&client, &replay_id).await.len() < 200 {
-        assert!(std::time::Instant::now() < deadline, "the in-flight batch never committed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the in-flight batch never committed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // After the fault: four batches requeued (three before the kill, one after it), all journaled,
     // no audit.
     let journaled = journal(&client, &replay_id).await;
     assert_eq!(journaled.len(), 200);
-    assert!(journaled.contains(&victim), "the in-flight batch committed without its process");
+    assert!(
+        journaled.contains(&victim),
+        "the in-flight batch committed without its process"
+    );
     assert!(read_audit(&sdk, &replay_id).await.is_none());
     let before = updated_at(&client).await;
 
@@ -447,11 +687,17 @@ async fn replay_process_killed_mid_batch_loses_no_record() {
     replay.handle(event).await.expect("rerun");
     let audit = read_audit(&sdk, &replay_id).await.expect("audit");
     assert_listed_once(&audit);
-    assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
+    assert_eq!(
+        audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(),
+        dead
+    );
     assert_eq!(audit.counts.replayed_earlier, 200);
     let after = updated_at(&client).await;
     for id in &journaled {
-        assert_eq!(before[id], after[id], "delivery {id} was requeued a second time");
+        assert_eq!(
+            before[id], after[id],
+            "delivery {id} was requeued a second time"
+        );
     }
 }
 
@@ -463,7 +709,11 @@ async fn replay_with_aws_unreachable_changes_nothing_and_the_rerun_completes() {
     let endpoints = Endpoints::start().await;
     let pg = OwnPostgres::start("fault-replay-aws");
     let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 200)).await;
-    let dead = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'").await;
+    let dead = ids(
+        &client,
+        "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered'",
+    )
+    .await;
     let before = updated_at(&client).await;
     let replay_id = unique("INC-aws");
     let event = json!({"action": "replay", "replay_id": replay_id, "filter": {"window_hours": 48}});
@@ -473,10 +723,16 @@ async fn replay_with_aws_unreachable_changes_nothing_and_the_rerun_completes() {
     assert_eq!(err.error_type(), "AwsTransient", "{err}");
     assert_eq!(updated_at(&client).await, before, "nothing written");
 
-    replay_with(&sdk, &secret, &[]).handle(event).await.expect("rerun");
+    replay_with(&sdk, &secret, &[])
+        .handle(event)
+        .await
+        .expect("rerun");
     let audit = read_audit(&sdk, &replay_id).await.expect("audit");
     assert_listed_once(&audit);
-    assert_eq!(audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(), dead);
+    assert_eq!(
+        audit.delivery_ids.iter().copied().collect::<BTreeSet<_>>(),
+        dead
+    );
     assert_eq!(audit.counts.replayed_earlier, 0);
 }
 
@@ -492,13 +748,32 @@ struct CrashOnReceive {
 
 #[async_trait::async_trait]
 impl catalyst_dr::replay::redrive::QueueApi for CrashOnReceive {
-    async fn attribute(&self, u: &str, n: aws_sdk_sqs::types::QueueAttributeName) -> Result<Option<String>, catalyst_dr::aws_error::AwsCallError> {
+    async fn attribute(
+        &self,
+        u: &str,
+        n: aws_sdk_sqs::types::QueueAttributeName,
+    ) -> Result<Option<String>, catalyst_dr::aws_error::AwsCallError> {
         self.inner.attribute(u, n).await
     }
-    async fn receive(&self, u: &str, m: i32, v: i32, w: i32) -> Result<Vec<aws_sdk_sqs::types::Message>, catalyst_dr::aws_error::AwsCallError> {
+    async fn receive(
+        &self,
+        u: &str,
+        m: i32,
+        v: i32,
+        w: i32,
+    ) -> Result<Vec<aws_sdk_sqs::types::Message>, catalyst_dr::aws_error::AwsCallError> {
         let messages = self.inner.receive(u, m, v, w).await;
-        if self.receives.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.crash_on {
-            if self.freeze { self.pg.freeze_all() } else { self.pg.crash() }
+        if self
+            .receives
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+            == self.crash_on
+        {
+            if self.freeze {
+                self.pg.freeze_all()
+            } else {
+                self.pg.crash()
+            }
         }
         messages
     }
@@ -523,16 +798,28 @@ impl catalyst_dr::replay::redrive::QueueApi for CrashOnReceive {
     ) -> Result<catalyst_dr::replay::redrive::BatchOk, catalyst_dr::aws_error::AwsCallError> {
         self.inner.release_batch(u, e).await
     }
-    async fn tags(&self, u: &str) -> Result<HashMap<String, String>, catalyst_dr::aws_error::AwsCallError> {
+    async fn tags(
+        &self,
+        u: &str,
+    ) -> Result<HashMap<String, String>, catalyst_dr::aws_error::AwsCallError> {
         self.inner.tags(u).await
     }
     async fn purge(&self, u: &str) -> Result<bool, catalyst_dr::aws_error::AwsCallError> {
         self.inner.purge(u).await
     }
-    async fn start_move(&self, s: &str, d: Option<&str>, r: i32) -> Result<String, catalyst_dr::aws_error::AwsCallError> {
+    async fn start_move(
+        &self,
+        s: &str,
+        d: Option<&str>,
+        r: i32,
+    ) -> Result<String, catalyst_dr::aws_error::AwsCallError> {
         self.inner.start_move(s, d, r).await
     }
-    async fn list_moves(&self, s: &str) -> Result<Vec<catalyst_dr::replay::redrive::MoveTask>, catalyst_dr::aws_error::AwsCallError> {
+    async fn list_moves(
+        &self,
+        s: &str,
+    ) -> Result<Vec<catalyst_dr::replay::redrive::MoveTask>, catalyst_dr::aws_error::AwsCallError>
+    {
         self.inner.list_moves(s).await
     }
     async fn cancel_move(&self, h: &str) -> Result<i64, catalyst_dr::aws_error::AwsCallError> {
@@ -544,27 +831,63 @@ impl catalyst_dr::replay::redrive::QueueApi for CrashOnReceive {
 async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
     let mut all = Vec::new();
     loop {
-        let out = sqs.receive_message().queue_url(url).max_number_of_messages(10).visibility_timeout(600).send().await.expect("receive");
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .send()
+            .await
+            .expect("receive");
         let messages = out.messages.unwrap_or_default();
         if messages.is_empty() {
             return all;
         }
-        all.extend(messages.iter().map(|m| m.body().unwrap_or_default().to_owned()));
+        all.extend(
+            messages
+                .iter()
+                .map(|m| m.body().unwrap_or_default().to_owned()),
+        );
     }
 }
 
-async fn redrive_fixture(label: &str) -> (std::sync::Arc<OwnPostgres>, String, BTreeSet<String>, String, String, aws_sdk_sqs::Client) {
+async fn redrive_fixture(
+    label: &str,
+) -> (
+    std::sync::Arc<OwnPostgres>,
+    String,
+    BTreeSet<String>,
+    String,
+    String,
+    aws_sdk_sqs::Client,
+) {
     let sdk = local_aws().await;
     let endpoints = Endpoints::start().await;
     let pg = std::sync::Arc::new(OwnPostgres::start(label));
     let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 200)).await;
-    let dead: Vec<i64> = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await.into_iter().take(45).collect();
+    let dead: Vec<i64> = ids(
+        &client,
+        "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .take(45)
+    .collect();
     assert_eq!(dead.len(), 45);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let (source_url, dlq_url) = catalyst_dr_tests::queue_with_dead_letters(&sqs, &unique(label), 1).await;
-    let bodies: BTreeSet<String> = dead.iter().map(|id| json!({"delivery_id": id}).to_string()).collect();
+    let (source_url, dlq_url) =
+        catalyst_dr_tests::queue_with_dead_letters(&sqs, &unique(label), 1).await;
+    let bodies: BTreeSet<String> = dead
+        .iter()
+        .map(|id| json!({"delivery_id": id}).to_string())
+        .collect();
     for body in &bodies {
-        sqs.send_message().queue_url(&dlq_url).message_body(body).send().await.expect("dead letter");
+        sqs.send_message()
+            .queue_url(&dlq_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("dead letter");
     }
     (pg, secret, bodies, source_url, dlq_url, sqs)
 }
@@ -575,9 +898,14 @@ async fn redrive_fixture(label: &str) -> (std::sync::Arc<OwnPostgres>, String, B
 #[tokio::test]
 async fn filtered_redrive_with_the_server_frozen_stops_at_the_statement_bound() {
     let sdk = local_aws().await;
-    let (pg, secret, bodies, source_url, dlq_url, sqs) = redrive_fixture("fault-redrive-frozen").await;
+    let (pg, secret, bodies, source_url, dlq_url, sqs) =
+        redrive_fixture("fault-redrive-frozen").await;
     let event = json!({"action": "redrive", "mode": "filtered", "dlq_url": dlq_url, "source_queue_url": source_url});
-    let extra = [("REDRIVE_WAIT_SECONDS", "0"), ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "600"), ("PG_STATEMENT_TIMEOUT_MS", "1000")];
+    let extra = [
+        ("REDRIVE_WAIT_SECONDS", "0"),
+        ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "600"),
+        ("PG_STATEMENT_TIMEOUT_MS", "1000"),
+    ];
     let mut faulty = replay_with(&sdk, &secret, &extra);
     faulty.queues = std::sync::Arc::new(CrashOnReceive {
         inner: catalyst_dr::replay::redrive::SqsQueues::new(sqs.clone()),
@@ -587,14 +915,32 @@ async fn filtered_redrive_with_the_server_frozen_stops_at_the_statement_bound() 
         freeze: true,
     });
     let started = std::time::Instant::now();
-    let first = faulty.handle(event.clone()).await.expect("the run stops and reports");
+    let first = faulty
+        .handle(event.clone())
+        .await
+        .expect("the run stops and reports");
     let took = started.elapsed();
     pg.thaw();
-    assert!(first["stopped"].as_str().is_some_and(|s| s.contains("no answer within 3000 ms")), "{first}");
+    assert!(
+        first["stopped"]
+            .as_str()
+            .is_some_and(|s| s.contains("no answer within 3000 ms")),
+        "{first}"
+    );
     assert!(took < Duration::from_secs(10), "bounded: {took:?}");
-    assert_eq!((first["sent"].clone(), first["kept_by_reason"]["database-unavailable"].clone()), (json!(10), json!(10)), "{first}");
+    assert_eq!(
+        (
+            first["sent"].clone(),
+            first["kept_by_reason"]["database-unavailable"].clone()
+        ),
+        (json!(10), json!(10)),
+        "{first}"
+    );
 
-    let second = replay_with(&sdk, &secret, &extra).handle(event).await.expect("rerun");
+    let second = replay_with(&sdk, &secret, &extra)
+        .handle(event)
+        .await
+        .expect("rerun");
     assert_eq!(second["sent"], json!(35), "{second}");
     let in_source = drain(&sqs, &source_url).await;
     assert_eq!(in_source.len(), 45, "no message sent twice");
@@ -611,16 +957,35 @@ async fn filtered_redrive_with_postgres_crashing_mid_run_loses_and_duplicates_no
     let endpoints = Endpoints::start().await;
     let pg = std::sync::Arc::new(OwnPostgres::start("fault-redrive"));
     let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 200)).await;
-    let dead: Vec<i64> = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id").await.into_iter().take(45).collect();
+    let dead: Vec<i64> = ids(
+        &client,
+        "SELECT id FROM webhook_deliveries WHERE status = 'dead_lettered' ORDER BY id",
+    )
+    .await
+    .into_iter()
+    .take(45)
+    .collect();
     assert_eq!(dead.len(), 45);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let (source_url, dlq_url) = catalyst_dr_tests::queue_with_dead_letters(&sqs, &unique("fault-webhooks"), 1).await;
-    let bodies: BTreeSet<String> = dead.iter().map(|id| json!({"delivery_id": id}).to_string()).collect();
+    let (source_url, dlq_url) =
+        catalyst_dr_tests::queue_with_dead_letters(&sqs, &unique("fault-webhooks"), 1).await;
+    let bodies: BTreeSet<String> = dead
+        .iter()
+        .map(|id| json!({"delivery_id": id}).to_string())
+        .collect();
     for body in &bodies {
-        sqs.send_message().queue_url(&dlq_url).message_body(body).send().await.expect("dead letter");
+        sqs.send_message()
+            .queue_url(&dlq_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("dead letter");
     }
     let event = json!({"action": "redrive", "mode": "filtered", "dlq_url": dlq_url, "source_queue_url": source_url});
-    let extra = [("REDRIVE_WAIT_SECONDS", "0"), ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "600")];
+    let extra = [
+        ("REDRIVE_WAIT_SECONDS", "0"),
+        ("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", "600"),
+    ];
 
     let mut faulty = replay_with(&sdk, &secret, &extra);
     faulty.queues = std::sync::Arc::new(CrashOnReceive {
@@ -630,24 +995,54 @@ async fn filtered_redrive_with_postgres_crashing_mid_run_loses_and_duplicates_no
         crash_on: 3,
         freeze: false,
     });
-    let first = faulty.handle(event.clone()).await.expect("the run stops and reports");
-    assert!(first["stopped"].as_str().is_some_and(|s| s.contains("delivery lookup failed")), "{first}");
-    assert_eq!(first["sent"], json!(20), "two batches sent before the crash: {first}");
-    assert_eq!(first["kept_by_reason"]["database-unavailable"], json!(10), "{first}");
+    let first = faulty
+        .handle(event.clone())
+        .await
+        .expect("the run stops and reports");
+    assert!(
+        first["stopped"]
+            .as_str()
+            .is_some_and(|s| s.contains("delivery lookup failed")),
+        "{first}"
+    );
+    assert_eq!(
+        first["sent"],
+        json!(20),
+        "two batches sent before the crash: {first}"
+    );
+    assert_eq!(
+        first["kept_by_reason"]["database-unavailable"],
+        json!(10),
+        "{first}"
+    );
 
     pg.start_again();
-    let second = replay_with(&sdk, &secret, &extra).handle(event).await.expect("rerun");
+    let second = replay_with(&sdk, &secret, &extra)
+        .handle(event)
+        .await
+        .expect("rerun");
     assert!(second["stopped"].is_null(), "{second}");
-    assert_eq!(second["sent"], json!(25), "the batch in hand was visible again at once: {second}");
+    assert_eq!(
+        second["sent"],
+        json!(25),
+        "the batch in hand was visible again at once: {second}"
+    );
     let in_source = drain(&sqs, &source_url).await;
     assert_eq!(in_source.len(), 45, "no message sent twice");
     assert_eq!(in_source.into_iter().collect::<BTreeSet<_>>(), bodies);
-    assert!(drain(&sqs, &dlq_url).await.is_empty(), "nothing left behind");
+    assert!(
+        drain(&sqs, &dlq_url).await.is_empty(),
+        "nothing left behind"
+    );
 }
 
 /// snapshot-trigger in a process of its own, configured for logical backups of `secret` into
 /// `bucket`.
-fn snapshot_trigger_process(secret: &str, bucket: &str, event: &serde_json::Value) -> tokio::process::Command {
+fn snapshot_trigger_process(
+    secret: &str,
+    bucket: &str,
+    event: &serde_json::Value,
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_run-function"));
     command
         .arg("snapshot-trigger")
@@ -668,7 +1063,11 @@ fn snapshot_trigger_process(secret: &str, bucket: &str, event: &serde_json::Valu
 async fn run_to_end(mut command: tokio::process::Command) -> serde_json::Value {
     let out = command.output().await.expect("run the function");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Metrics lines come first; the result is the last line.
     serde_json::from_str(text.trim().lines().last().unwrap_or_default()).expect("a JSON result")
 }
@@ -685,12 +1084,26 @@ async fn logical_backup_process_killed_mid_backup_leaves_no_manifest_and_the_rer
     let (secret, client) = pg.catalyst_database(&sdk, &spec(&endpoints, 2_000)).await;
     let bucket = unique("fault-logical");
     catalyst_dr_tests::locked_bucket(&s3(&sdk), &bucket).await;
-    let scheduled = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc().replace_minute(0).unwrap().replace_second(0).unwrap().replace_nanosecond(0).unwrap());
+    let scheduled = catalyst_dr::input::format_time(
+        time::OffsetDateTime::now_utc()
+            .replace_minute(0)
+            .unwrap()
+            .replace_second(0)
+            .unwrap()
+            .replace_nanosecond(0)
+            .unwrap(),
+    );
     let backup = json!({"action": "logical-backup", "scheduled_time": scheduled});
 
     let holder = pg.connect("catalyst_auth").await;
-    holder.batch_execute("BEGIN; LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE").await.expect("lock the table");
-    let mut function = snapshot_trigger_process(&secret, &bucket, &backup).stdout(std::process::Stdio::null()).spawn().expect("start");
+    holder
+        .batch_execute("BEGIN; LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock the table");
+    let mut function = snapshot_trigger_process(&secret, &bucket, &backup)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
     let observer = pg.connect("catalyst_auth").await;
     // On this cluster only the backup can wait on a lock.
     until_blocked(&observer, "").await;
@@ -699,16 +1112,50 @@ async fn logical_backup_process_killed_mid_backup_leaves_no_manifest_and_the_rer
     holder.batch_execute("ROLLBACK").await.expect("release");
 
     // After the fault: no manifest, so no backup to restore from.
-    let objects = s3(&sdk).list_objects_v2().bucket(&bucket).prefix("logical/").send().await.expect("list");
-    assert!(!objects.contents().iter().any(|o| o.key().is_some_and(|k| k.ends_with("manifest.json"))), "no manifest after the kill");
+    let objects = s3(&sdk)
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("logical/")
+        .send()
+        .await
+        .expect("list");
+    assert!(
+        !objects
+            .contents()
+            .iter()
+            .any(|o| o.key().is_some_and(|k| k.ends_with("manifest.json"))),
+        "no manifest after the kill"
+    );
 
     let rerun = run_to_end(snapshot_trigger_process(&secret, &bucket, &backup)).await;
     assert_eq!(rerun["reused"], json!(false), "{rerun}");
-    assert_eq!(rerun["rows"], json!(total_rows(&client).await), "every row backed up: {rerun}");
-    let verified = run_to_end(snapshot_trigger_process(&secret, &bucket, &json!({"action": "verify-logical", "scheduled_time": scheduled}))).await;
-    assert_eq!((verified["complete"].clone(), verified["ok"].clone()), (json!(true), json!(true)), "{verified}");
-    let open = s3(&sdk).list_multipart_uploads().bucket(&bucket).send().await.expect("uploads");
-    assert!(open.uploads().is_empty(), "the dead attempt's uploads were aborted: {:?}", open.uploads());
+    assert_eq!(
+        rerun["rows"],
+        json!(total_rows(&client).await),
+        "every row backed up: {rerun}"
+    );
+    let verified = run_to_end(snapshot_trigger_process(
+        &secret,
+        &bucket,
+        &json!({"action": "verify-logical", "scheduled_time": scheduled}),
+    ))
+    .await;
+    assert_eq!(
+        (verified["complete"].clone(), verified["ok"].clone()),
+        (json!(true), json!(true)),
+        "{verified}"
+    );
+    let open = s3(&sdk)
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("uploads");
+    assert!(
+        open.uploads().is_empty(),
+        "the dead attempt's uploads were aborted: {:?}",
+        open.uploads()
+    );
     let third = run_to_end(snapshot_trigger_process(&secret, &bucket, &backup)).await;
     assert_eq!(third["reused"], json!(true), "{third}");
 }
@@ -739,23 +1186,51 @@ async fn drill_baseline_interrupted_by_a_postgres_crash_stores_nothing_and_the_r
 
     // An open write transaction: the baseline's SHARE locks wait for it.
     let writer = pg.connect("catalyst_auth").await;
-    writer.batch_execute("BEGIN; UPDATE users SET disabled = disabled WHERE id = 1").await.expect("open writer");
+    writer
+        .batch_execute("BEGIN; UPDATE users SET disabled = disabled WHERE id = 1")
+        .await
+        .expect("open writer");
     let observer = pg.connect("catalyst_auth").await;
     let (result, ()) = tokio::join!(validator.handle(event.clone()), async {
         until_blocked(&observer, "LOCK TABLE").await;
         pg.crash();
     });
     let err = result.expect_err("the database went away");
-    assert!(matches!(err.error_type(), "Postgres" | "DatabaseUnavailable"), "{}: {err}", err.error_type());
-    let stored = s3(&sdk).list_objects_v2().bucket(&bucket).prefix(format!("drills/{drill_id}/")).send().await.expect("list");
-    assert!(stored.contents().is_empty(), "nothing stored for the interrupted baseline");
+    assert!(
+        matches!(err.error_type(), "Postgres" | "DatabaseUnavailable"),
+        "{}: {err}",
+        err.error_type()
+    );
+    let stored = s3(&sdk)
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix(format!("drills/{drill_id}/"))
+        .send()
+        .await
+        .expect("list");
+    assert!(
+        stored.contents().is_empty(),
+        "nothing stored for the interrupted baseline"
+    );
 
     pg.start_again();
     let captured = validator.handle(event.clone()).await.expect("rerun");
     let client = pg.connect("catalyst_auth").await;
-    let users: i64 = client.query_one("SELECT count(*) FROM users", &[]).await.expect("users").get(0);
+    let users: i64 = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .expect("users")
+        .get(0);
     let tables = captured["tables"].as_array().expect("tables");
-    assert!(tables.iter().any(|t| t["table"] == json!("users") && t["rows"] == json!(users)), "{captured}");
+    assert!(
+        tables
+            .iter()
+            .any(|t| t["table"] == json!("users") && t["rows"] == json!(users)),
+        "{captured}"
+    );
     let again = validator.handle(event).await.expect("third run");
-    assert_eq!(again["captured_at"], captured["captured_at"], "the stored baseline is returned, not taken again");
+    assert_eq!(
+        again["captured_at"], captured["captured_at"],
+        "the stored baseline is returned, not taken again"
+    );
 }

@@ -3,16 +3,20 @@
 //! (object store error, dropped connection) that leave no manifest and no open upload and rerun
 //! cleanly, and restores refused for a target that is not empty or not staging.
 
+use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
 use catalyst_dr::catalyst_db::{self, GeneratorSpec, introspect};
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
-use catalyst_dr::logical::upload::{LogicalStore, ObjectBody, PendingUpload, S3LogicalStore, UploadedPart};
+use catalyst_dr::logical::upload::{
+    LogicalStore, ObjectBody, PendingUpload, S3LogicalStore, UploadedPart,
+};
 use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
-use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
 use catalyst_dr::object_store::{PutOutcome, StoredObject};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::snapshot::naming::RunId;
-use catalyst_dr_tests::{empty_database, local_aws, locked_bucket, pg_admin, pg_connect, s3, unique};
+use catalyst_dr_tests::{
+    empty_database, local_aws, locked_bucket, pg_admin, pg_connect, s3, unique,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
@@ -61,19 +65,36 @@ CREATE FUNCTION shout(t text) RETURNS text LANGUAGE sql AS 'SELECT upper(t)';
 async fn source(sdk: &aws_config::SdkConfig) -> (String, String, Client) {
     let (name, secret, client) = empty_database(sdk, "logical_src").await;
     catalyst_db::apply(&client).await.expect("schema");
-    let spec = GeneratorSpec { users: 300, subscriptions: 5, deliveries: 2_000, ..GeneratorSpec::default() };
-    catalyst_db::generate(&client, &spec).await.expect("generate");
-    client.batch_execute(AWKWARD_SQL).await.expect("awkward tables");
+    let spec = GeneratorSpec {
+        users: 300,
+        subscriptions: 5,
+        deliveries: 2_000,
+        ..GeneratorSpec::default()
+    };
+    catalyst_db::generate(&client, &spec)
+        .await
+        .expect("generate");
+    client
+        .batch_execute(AWKWARD_SQL)
+        .await
+        .expect("awkward tables");
     (name, secret, client)
 }
 
 async fn staging_target(sdk: &aws_config::SdkConfig) -> (String, String, Client) {
     let (name, secret, client) = empty_database(sdk, "logical_dst").await;
-    catalyst_db::mark_staging(&client, "logical-test").await.expect("mark staging");
+    catalyst_db::mark_staging(&client, "logical-test")
+        .await
+        .expect("mark staging");
     (name, secret, client)
 }
 
-async fn backups(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: Option<&str>, store: Option<Arc<dyn LogicalStore>>) -> LogicalBackups {
+async fn backups(
+    sdk: &aws_config::SdkConfig,
+    bucket: &str,
+    source_secret: Option<&str>,
+    store: Option<Arc<dyn LogicalStore>>,
+) -> LogicalBackups {
     let config = LogicalConfig {
         parallelism: 2,
         part_size_bytes: 5 << 20,
@@ -84,7 +105,11 @@ async fn backups(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: Optio
         ..LogicalConfig::new(1)
     };
     let store = store.unwrap_or_else(|| Arc::new(S3LogicalStore::new(s3(sdk), bucket)));
-    LogicalBackups::new(config, store, Arc::new(aws_sdk_secretsmanager::Client::new(sdk)))
+    LogicalBackups::new(
+        config,
+        store,
+        Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
+    )
 }
 
 async fn bucket(sdk: &aws_config::SdkConfig) -> String {
@@ -113,7 +138,11 @@ async fn schema_objects(client: &Client) -> Vec<String> {
         .query("SELECT indexdef FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1", &[])
         .await
         .expect("indexes");
-    constraints.iter().chain(&indexes).map(|r| r.get(0)).collect()
+    constraints
+        .iter()
+        .chain(&indexes)
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// An independent fingerprint of every user table: md5 of all rows' text, ordered by that text.
@@ -142,7 +171,10 @@ async fn fingerprint(client: &Client) -> Vec<(String, i64, String)> {
 }
 
 async fn pending(sdk: &aws_config::SdkConfig, bucket: &str) -> Vec<PendingUpload> {
-    S3LogicalStore::new(s3(sdk), bucket).pending_uploads("logical/").await.expect("list uploads")
+    S3LogicalStore::new(s3(sdk), bucket)
+        .pending_uploads("logical/")
+        .await
+        .expect("list uploads")
 }
 
 #[tokio::test]
@@ -159,28 +191,92 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
     let manifest_key = format!("logical/{}/manifest.json", run.stamp);
     assert_eq!(result.manifest_key, manifest_key);
     let client = s3(&sdk);
-    let head = client.head_object().bucket(&bucket).key(&manifest_key).send().await.expect("manifest");
-    assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&client.get_object().bucket(&bucket).key(&manifest_key).send().await.unwrap().body.collect().await.unwrap().into_bytes())
-            .expect("manifest JSON");
-    let many = manifest["tables"].as_array().unwrap().iter().find(|t| t["name"] == "many").expect("many");
+    let head = client
+        .head_object()
+        .bucket(&bucket)
+        .key(&manifest_key)
+        .send()
+        .await
+        .expect("manifest");
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &client
+            .get_object()
+            .bucket(&bucket)
+            .key(&manifest_key)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes(),
+    )
+    .expect("manifest JSON");
+    let many = manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "many")
+        .expect("many");
     assert_eq!(many["rows"], 100_000);
     let many_segments = many["segments"].as_array().unwrap();
-    assert!(many_segments.len() >= 4, "a table of several MiB is split into 1 MiB block ranges: {many_segments:#?}");
-    let segment_rows: u64 = many_segments.iter().map(|s| s["rows"].as_u64().unwrap()).sum();
+    assert!(
+        many_segments.len() >= 4,
+        "a table of several MiB is split into 1 MiB block ranges: {many_segments:#?}"
+    );
+    let segment_rows: u64 = many_segments
+        .iter()
+        .map(|s| s["rows"].as_u64().unwrap())
+        .sum();
     assert_eq!(segment_rows, 100_000);
-    assert!(many_segments.last().unwrap()["blocks"]["end"].is_null(), "the last range is open-ended");
+    assert!(
+        many_segments.last().unwrap()["blocks"]["end"].is_null(),
+        "the last range is open-ended"
+    );
     assert!(result.segments > result.tables, "{result:#?}");
-    let empty = manifest["tables"].as_array().unwrap().iter().find(|t| t["name"] == "empty_table").expect("empty");
+    let empty = manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "empty_table")
+        .expect("empty");
     assert_eq!(empty["rows"], 0);
-    let table_head = client.head_object().bucket(&bucket).key(many_segments[1]["key"].as_str().unwrap()).send().await.expect("segment object");
-    assert_eq!(table_head.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
+    let table_head = client
+        .head_object()
+        .bucket(&bucket)
+        .key(many_segments[1]["key"].as_str().unwrap())
+        .send()
+        .await
+        .expect("segment object");
+    assert_eq!(
+        table_head.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
     // The view and the function are captured with everything else: the backup is complete.
     assert_eq!(manifest["complete"], true, "{:#}", manifest["not_captured"]);
     assert_eq!(manifest["not_captured"], serde_json::json!([]));
-    let pre_data: Vec<String> = manifest["schema"]["pre_data"].as_array().unwrap().iter().map(|o| format!("{} {}", o["kind"].as_str().unwrap(), o["name"].as_str().unwrap())).collect();
-    assert!(pre_data.contains(&"view public.active_users".to_owned()) && pre_data.contains(&"function public.shout(text)".to_owned()), "{pre_data:?}");
+    let pre_data: Vec<String> = manifest["schema"]["pre_data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}",
+                o["kind"].as_str().unwrap(),
+                o["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        pre_data.contains(&"view public.active_users".to_owned())
+            && pre_data.contains(&"function public.shout(text)".to_owned()),
+        "{pre_data:?}"
+    );
     assert!(pending(&sdk, &bucket).await.is_empty());
 
     // A rerun with the same id returns the finished backup.
@@ -193,27 +289,77 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
     assert_eq!(report.objects_checked, result.segments);
 
     let (_dst, dst_secret, dst) = staging_target(&sdk).await;
-    let restored = logical.restore(&run, &dst_secret, RestoreOptions { reread: true, reset: false }).await.expect("restore");
+    let restored = logical
+        .restore(
+            &run,
+            &dst_secret,
+            RestoreOptions {
+                reread: true,
+                reset: false,
+            },
+        )
+        .await
+        .expect("restore");
     assert!(restored.consistent && restored.reread, "{restored:#?}");
-    let many_check = restored.tables.iter().find(|t| t.name == "many").expect("many checked");
-    assert_eq!((many_check.rows, many_check.content_checksum), (100_000, Some(many_check.content_checksum_expected)));
+    let many_check = restored
+        .tables
+        .iter()
+        .find(|t| t.name == "many")
+        .expect("many checked");
+    assert_eq!(
+        (many_check.rows, many_check.content_checksum),
+        (100_000, Some(many_check.content_checksum_expected))
+    );
     assert_eq!(fingerprint(&dst).await, fingerprint(&src).await);
     // Every key, check (valid or NOT VALID), deferrable constraint, foreign key and index is back as it was.
     let objects = schema_objects(&src).await;
-    assert!(objects.iter().any(|o| o.contains("many_at_key u UNIQUE (at) DEFERRABLE INITIALLY DEFERRED")), "{objects:#?}");
-    assert!(objects.iter().any(|o| o.contains("many_v_check c CHECK") && o.ends_with("valid=f")), "{objects:#?}");
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.contains("many_at_key u UNIQUE (at) DEFERRABLE INITIALLY DEFERRED")),
+        "{objects:#?}"
+    );
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.contains("many_v_check c CHECK") && o.ends_with("valid=f")),
+        "{objects:#?}"
+    );
     assert_eq!(schema_objects(&dst).await, objects);
     // Sequences continue where the source was, and constraints came back.
-    let next: i64 = dst.query_one("SELECT nextval('standalone_seq')", &[]).await.unwrap().get(0);
-    let src_next: i64 = src.query_one("SELECT nextval('standalone_seq')", &[]).await.unwrap().get(0);
+    let next: i64 = dst
+        .query_one("SELECT nextval('standalone_seq')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let src_next: i64 = src
+        .query_one("SELECT nextval('standalone_seq')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(next, src_next);
     // The identity sequence too (the generator writes explicit ids; whatever it left, the copy has).
     let identity = "SELECT nextval(pg_get_serial_sequence('public.webhook_deliveries', 'id'))";
-    let (a, b): (i64, i64) = (dst.query_one(identity, &[]).await.unwrap().get(0), src.query_one(identity, &[]).await.unwrap().get(0));
+    let (a, b): (i64, i64) = (
+        dst.query_one(identity, &[]).await.unwrap().get(0),
+        src.query_one(identity, &[]).await.unwrap().get(0),
+    );
     assert_eq!(a, b);
-    let fk = dst.execute("INSERT INTO entitlements (user_id, product, plan) VALUES (-1, 'p', 'q')", &[]).await;
+    let fk = dst
+        .execute(
+            "INSERT INTO entitlements (user_id, product, plan) VALUES (-1, 'p', 'q')",
+            &[],
+        )
+        .await;
     assert!(fk.is_err(), "the foreign key is restored");
-    let len: i32 = dst.query_one("SELECT len FROM \"Odd Schema\".\"Mixed.Case\" WHERE m = 'sad'", &[]).await.unwrap().get(0);
+    let len: i32 = dst
+        .query_one(
+            "SELECT len FROM \"Odd Schema\".\"Mixed.Case\" WHERE m = 'sad'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(len, 2, "generated columns are recomputed");
     let indexes: i64 = dst.query_one("SELECT count(*) FROM pg_indexes WHERE indexname IN ('mixed_j_idx', 'webhook_deliveries_status_updated_at_idx')", &[]).await.unwrap().get(0);
     assert_eq!(indexes, 2);
@@ -228,9 +374,17 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
         .await
         .unwrap();
     let report = logical.verify(&run).await.expect("verify");
-    assert!(report.ok, "an unexpected object is reported but does not fail verify: {report:#?}");
+    assert!(
+        report.ok,
+        "an unexpected object is reported but does not fail verify: {report:#?}"
+    );
     assert_eq!(report.unexpected_objects.len(), 1);
-    assert!(many_segments[0]["key"].as_str().unwrap().ends_with("tables/public.many/00000.copy.zst"));
+    assert!(
+        many_segments[0]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with("tables/public.many/00000.copy.zst")
+    );
 }
 
 /// Commits writes from another connection once the first segment's COPY is running.
@@ -268,21 +422,44 @@ async fn writes_committed_during_the_backup_are_not_in_it() {
     let before = fingerprint(&src).await;
     let mut logical = backups(&sdk, &bucket, Some(&src_secret), None).await;
     logical.config.parallelism = 1;
-    let observer = Arc::new(WriteDuringBackup { db: src_name, done: AtomicBool::new(false), after: tokio::sync::Mutex::new(None) });
+    let observer = Arc::new(WriteDuringBackup {
+        db: src_name,
+        done: AtomicBool::new(false),
+        after: tokio::sync::Mutex::new(None),
+    });
     logical.observer = Some(observer.clone());
     let run = run(10);
     let result = logical.backup(&run).await.expect("backup");
-    let (lsn_after, time_after) = observer.after.lock().await.clone().expect("the writes ran during the backup");
+    let (lsn_after, time_after) = observer
+        .after
+        .lock()
+        .await
+        .clone()
+        .expect("the writes ran during the backup");
     assert_ne!(fingerprint(&src).await, before, "the writes committed");
 
     // The instant precedes the writes' commit.
-    let earlier: bool = src.query_one("SELECT $1::text::pg_lsn < $2::text::pg_lsn", &[&result.instant.lsn, &lsn_after]).await.unwrap().get(0);
+    let earlier: bool = src
+        .query_one(
+            "SELECT $1::text::pg_lsn < $2::text::pg_lsn",
+            &[&result.instant.lsn, &lsn_after],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert!(earlier, "{} vs {lsn_after}", result.instant.lsn);
-    assert!(result.instant.server_time < time_after, "{} vs {time_after}", result.instant.server_time);
+    assert!(
+        result.instant.server_time < time_after,
+        "{} vs {time_after}",
+        result.instant.server_time
+    );
 
     // Restored, the backup is the database as it was before the writes.
     let (_dst, dst_secret, dst) = staging_target(&sdk).await;
-    let restored = logical.restore(&run, &dst_secret, RestoreOptions::default()).await.expect("restore");
+    let restored = logical
+        .restore(&run, &dst_secret, RestoreOptions::default())
+        .await
+        .expect("restore");
     assert!(restored.consistent && !restored.reread, "{restored:#?}");
     assert_eq!(fingerprint(&dst).await, before);
 }
@@ -298,19 +475,44 @@ impl LogicalStore for FailingStore {
     fn bucket(&self) -> &str {
         self.inner.bucket()
     }
-    async fn create_upload(&self, key: &str, retain_until: OffsetDateTime) -> Result<String, AwsCallError> {
+    async fn create_upload(
+        &self,
+        key: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<String, AwsCallError> {
         self.inner.create_upload(key, retain_until).await
     }
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: bytes::Bytes) -> Result<UploadedPart, AwsCallError> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<UploadedPart, AwsCallError> {
         if key.ends_with(self.fail_key_suffix) {
-            return Err(AwsCallError { operation: "s3:UploadPart", code: Some("InternalError".into()), kind: AwsFailureKind::Transient, source: "injected".into() });
+            return Err(AwsCallError {
+                operation: "s3:UploadPart",
+                code: Some("InternalError".into()),
+                kind: AwsFailureKind::Transient,
+                source: "injected".into(),
+            });
         }
         self.inner.upload_part(key, upload_id, number, body).await
     }
-    async fn complete_upload(&self, key: &str, upload_id: &str, parts: Vec<UploadedPart>) -> Result<Option<String>, AwsCallError> {
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
+    ) -> Result<Option<String>, AwsCallError> {
         self.inner.complete_upload(key, upload_id, parts).await
     }
-    async fn lock_version(&self, key: &str, version_id: Option<&str>, retain_until: OffsetDateTime) -> Result<(), AwsCallError> {
+    async fn lock_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        retain_until: OffsetDateTime,
+    ) -> Result<(), AwsCallError> {
         self.inner.lock_version(key, version_id, retain_until).await
     }
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), AwsCallError> {
@@ -319,13 +521,25 @@ impl LogicalStore for FailingStore {
     async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, AwsCallError> {
         self.inner.pending_uploads(prefix).await
     }
-    async fn put_locked(&self, key: &str, body: Vec<u8>, content_type: &str, retain_until: OffsetDateTime) -> Result<PutOutcome, AwsCallError> {
-        self.inner.put_locked(key, body, content_type, retain_until).await
+    async fn put_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<PutOutcome, AwsCallError> {
+        self.inner
+            .put_locked(key, body, content_type, retain_until)
+            .await
     }
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, AwsCallError> {
         self.inner.get(key).await
     }
-    async fn open(&self, key: &str, version_id: Option<&str>) -> Result<Option<ObjectBody>, AwsCallError> {
+    async fn open(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectBody>, AwsCallError> {
         self.inner.open(key, version_id).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, AwsCallError> {
@@ -359,10 +573,22 @@ impl BackupObserver for DropConnection {
     }
 }
 
-async fn assert_failed_cleanly(sdk: &aws_config::SdkConfig, bucket: &str, logical: &LogicalBackups, run: &RunId, err: &LogicalError) {
+async fn assert_failed_cleanly(
+    sdk: &aws_config::SdkConfig,
+    bucket: &str,
+    logical: &LogicalBackups,
+    run: &RunId,
+    err: &LogicalError,
+) {
     let key = format!("logical/{}/manifest.json", run.stamp);
-    assert!(logical.store.get(&key).await.unwrap().is_none(), "no manifest after {err}");
-    assert!(pending(sdk, bucket).await.is_empty(), "no multipart upload left open after {err}");
+    assert!(
+        logical.store.get(&key).await.unwrap().is_none(),
+        "no manifest after {err}"
+    );
+    assert!(
+        pending(sdk, bucket).await.is_empty(),
+        "no multipart upload left open after {err}"
+    );
     let report = logical.verify(run).await.expect("verify");
     assert!(!report.complete && !report.ok, "{report:#?}");
 }
@@ -374,18 +600,30 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
     let (src_name, src_secret, _client) = source(&sdk).await;
 
     // An object-store error.
-    let failing: Arc<dyn LogicalStore> = Arc::new(FailingStore { inner: S3LogicalStore::new(s3(&sdk), &bucket), fail_key_suffix: "public.many/00002.copy.zst" });
+    let failing: Arc<dyn LogicalStore> = Arc::new(FailingStore {
+        inner: S3LogicalStore::new(s3(&sdk), &bucket),
+        fail_key_suffix: "public.many/00002.copy.zst",
+    });
     let logical = backups(&sdk, &bucket, Some(&src_secret), Some(failing)).await;
     let run_a = run(20);
-    let err = logical.backup(&run_a).await.expect_err("the injected failure");
+    let err = logical
+        .backup(&run_a)
+        .await
+        .expect_err("the injected failure");
     assert_eq!(err.error_type(), "AwsTransient");
     assert_failed_cleanly(&sdk, &bucket, &logical, &run_a, &err).await;
 
     // A dropped connection.
     let mut logical = backups(&sdk, &bucket, Some(&src_secret), None).await;
-    logical.observer = Some(Arc::new(DropConnection { db: src_name, table: "many" }));
+    logical.observer = Some(Arc::new(DropConnection {
+        db: src_name,
+        table: "many",
+    }));
     let run_b = run(30);
-    let err = logical.backup(&run_b).await.expect_err("the dropped connection");
+    let err = logical
+        .backup(&run_b)
+        .await
+        .expect_err("the dropped connection");
     assert_eq!(err.error_type(), "Postgres", "{err}");
     assert_failed_cleanly(&sdk, &bucket, &logical, &run_b, &err).await;
 
@@ -409,20 +647,33 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
     logical.backup(&run).await.expect("backup");
 
     let (_plain, plain_secret, plain) = empty_database(&sdk, "logical_plain").await;
-    let err = logical.restore(&run, &plain_secret, RestoreOptions::default()).await.expect_err("not staging");
+    let err = logical
+        .restore(&run, &plain_secret, RestoreOptions::default())
+        .await
+        .expect_err("not staging");
     assert_eq!(err.error_type(), "NotStaging", "{err}");
     assert!(fingerprint(&plain).await.is_empty());
 
     let (_busy, busy_secret, busy) = staging_target(&sdk).await;
-    busy.batch_execute("CREATE TABLE precious (id int PRIMARY KEY); INSERT INTO precious VALUES (7)").await.unwrap();
+    busy.batch_execute(
+        "CREATE TABLE precious (id int PRIMARY KEY); INSERT INTO precious VALUES (7)",
+    )
+    .await
+    .unwrap();
     let before = fingerprint(&busy).await;
-    let err = logical.restore(&run, &busy_secret, RestoreOptions::default()).await.expect_err("not empty");
+    let err = logical
+        .restore(&run, &busy_secret, RestoreOptions::default())
+        .await
+        .expect_err("not empty");
     assert_eq!(err.error_type(), "TargetNotEmpty", "{err}");
     assert_eq!(fingerprint(&busy).await, before);
 
     // A backup that never finished cannot be restored.
     let (_dst, dst_secret, dst) = staging_target(&sdk).await;
-    let err = logical.restore(&self::run(50), &dst_secret, RestoreOptions::default()).await.expect_err("no manifest");
+    let err = logical
+        .restore(&self::run(50), &dst_secret, RestoreOptions::default())
+        .await
+        .expect_err("no manifest");
     assert_eq!(err.error_type(), "BackupIncomplete");
 
     // Nor can a manifest of a format this version does not read; the target stays empty.
@@ -431,11 +682,16 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
         .put_object()
         .bucket(&bucket)
         .key(format!("logical/{}/manifest.json", old.stamp))
-        .body(aws_sdk_s3::primitives::ByteStream::from_static(br#"{"format": "catalyst-dr/logical-backup/v1", "tables": []}"#))
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            br#"{"format": "catalyst-dr/logical-backup/v1", "tables": []}"#,
+        ))
         .send()
         .await
         .expect("put an old manifest");
-    let err = logical.restore(&old, &dst_secret, RestoreOptions::default()).await.expect_err("old format");
+    let err = logical
+        .restore(&old, &dst_secret, RestoreOptions::default())
+        .await
+        .expect_err("old format");
     assert_eq!(err.error_type(), "UnsupportedManifestFormat", "{err}");
     assert!(err.to_string().contains("logical-backup/v1"), "{err}");
     assert!(fingerprint(&dst).await.is_empty());
@@ -448,5 +704,8 @@ async fn logical_actions_without_a_source_database_name_the_variable() {
     let logical = backups(&sdk, &bucket, None, None).await;
     let err = logical.backup(&run(60)).await.expect_err("not configured");
     assert_eq!(err.error_type(), "NotConfigured");
-    assert!(err.to_string().contains("SOURCE_DATABASE_SECRET_ID"), "{err}");
+    assert!(
+        err.to_string().contains("SOURCE_DATABASE_SECRET_ID"),
+        "{err}"
+    );
 }

@@ -9,13 +9,15 @@
 //! operator's ignore list names it; a restore process killed part-way can be reset and run again.
 
 use catalyst_dr::catalyst_db;
+use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
 use catalyst_dr::logical::upload::S3LogicalStore;
-use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::snapshot::naming::RunId;
-use catalyst_dr_tests::{empty_database, local_aws, locked_bucket, pg_admin, s3, stack_var, unique};
+use catalyst_dr_tests::{
+    empty_database, local_aws, locked_bucket, pg_admin, s3, stack_var, unique,
+};
 use std::process::Command;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -182,29 +184,50 @@ CREATE MATERIALIZED VIEW app.unused_counts AS SELECT count(*) AS n FROM app.refu
 "#;
 
 async fn source(sdk: &aws_config::SdkConfig) -> (String, String, Client) {
-    pg_admin().await.batch_execute(ROLES_SQL).await.expect("roles");
+    pg_admin()
+        .await
+        .batch_execute(ROLES_SQL)
+        .await
+        .expect("roles");
     let (name, secret, client) = empty_database(sdk, "objects_src").await;
-    client.batch_execute(SCHEMA_SQL).await.expect("the every-object schema");
+    client
+        .batch_execute(SCHEMA_SQL)
+        .await
+        .expect("the every-object schema");
     (name, secret, client)
 }
 
 async fn staging(sdk: &aws_config::SdkConfig, prefix: &str) -> (String, String, Client) {
     let (name, secret, client) = empty_database(sdk, prefix).await;
-    catalyst_db::mark_staging(&client, "objects-test").await.expect("mark staging");
+    catalyst_db::mark_staging(&client, "objects-test")
+        .await
+        .expect("mark staging");
     (name, secret, client)
 }
 
-fn logical(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: &str, ignore: &[(&str, &str)]) -> LogicalBackups {
+fn logical(
+    sdk: &aws_config::SdkConfig,
+    bucket: &str,
+    source_secret: &str,
+    ignore: &[(&str, &str)],
+) -> LogicalBackups {
     let config = LogicalConfig {
         parallelism: 2,
         part_size_bytes: 5 << 20,
         segment_bytes: 1 << 20,
         source_secret_id: Some(source_secret.to_owned()),
         tls: Some(TlsMode::Disable),
-        ignore: ignore.iter().map(|(k, n)| ((*k).to_owned(), (*n).to_owned())).collect(),
+        ignore: ignore
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
+            .collect(),
         ..LogicalConfig::new(1)
     };
-    LogicalBackups::new(config, Arc::new(S3LogicalStore::new(s3(sdk), bucket)), Arc::new(aws_sdk_secretsmanager::Client::new(sdk)))
+    LogicalBackups::new(
+        config,
+        Arc::new(S3LogicalStore::new(s3(sdk), bucket)),
+        Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
+    )
 }
 
 async fn bucket(sdk: &aws_config::SdkConfig) -> String {
@@ -219,13 +242,25 @@ fn run(offset_s: i64) -> RunId {
 }
 
 fn pg_tool(tool: &str) -> String {
-    format!("{}/{tool}", std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_owned()))
+    format!(
+        "{}/{tool}",
+        std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_owned())
+    )
 }
 
 fn pg_tool_command(tool: &str, dbname: &str) -> Command {
     let mut command = Command::new(pg_tool(tool));
     command
-        .args(["-h", &stack_var("CATALYST_DR_PG_HOST"), "-p", &stack_var("CATALYST_DR_PG_PORT"), "-U", "postgres", "-d", dbname])
+        .args([
+            "-h",
+            &stack_var("CATALYST_DR_PG_HOST"),
+            "-p",
+            &stack_var("CATALYST_DR_PG_PORT"),
+            "-U",
+            "postgres",
+            "-d",
+            dbname,
+        ])
         .env("PGPASSWORD", stack_var("CATALYST_DR_PG_PASSWORD"));
     command
 }
@@ -233,19 +268,37 @@ fn pg_tool_command(tool: &str, dbname: &str) -> Command {
 /// `pg_dump --schema-only`, normalised: comments, blank lines, session settings and the
 /// per-dump `\restrict` key removed.
 fn schema_dump(dbname: &str) -> Vec<String> {
-    let out = pg_tool_command("pg_dump", dbname).args(["--schema-only", "--no-sync"]).output().expect("run pg_dump");
-    assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = pg_tool_command("pg_dump", dbname)
+        .args(["--schema-only", "--no-sync"])
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .expect("utf-8")
         .lines()
-        .filter(|l| !(l.is_empty() || l.starts_with("--") || l.starts_with("SET ") || l.starts_with("SELECT pg_catalog.set_config") || l.starts_with("\\")))
+        .filter(|l| {
+            !(l.is_empty()
+                || l.starts_with("--")
+                || l.starts_with("SET ")
+                || l.starts_with("SELECT pg_catalog.set_config")
+                || l.starts_with("\\"))
+        })
         .map(str::to_owned)
         .collect()
 }
 
 fn assert_same_schema(restored: &[String], source: &[String]) {
     if restored != source {
-        let only = |a: &[String], b: &[String]| a.iter().filter(|l| !b.contains(l)).cloned().collect::<Vec<_>>();
+        let only = |a: &[String], b: &[String]| {
+            a.iter()
+                .filter(|l| !b.contains(l))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         panic!(
             "pg_dump --schema-only differs\nonly in the source: {:#?}\nonly in the restored database: {:#?}\n(or in another order)",
             only(source, restored),
@@ -257,7 +310,11 @@ fn assert_same_schema(restored: &[String], source: &[String]) {
 /// Every table's and populated materialized view's rows (through `ONLY`, so each partition and
 /// child counts once) and an order-independent digest of them.
 async fn all_contents(client: &Client) -> Vec<(String, i64, String)> {
-    contents(client, "(c.relkind = 'r' OR c.relkind = 'm' AND c.relispopulated)").await
+    contents(
+        client,
+        "(c.relkind = 'r' OR c.relkind = 'm' AND c.relispopulated)",
+    )
+    .await
 }
 
 /// The rows and digest of each relation `relations` selects.
@@ -294,24 +351,73 @@ async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
 
     let result = logical.backup(&run).await.expect("backup");
     let key = format!("logical/{}/manifest.json", run.stamp);
-    let body = s3(&sdk).get_object().bucket(&bucket).key(&key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let body = s3(&sdk)
+        .get_object()
+        .bucket(&bucket)
+        .key(&key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
     let manifest: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(manifest["complete"], true, "{:#}", manifest["not_captured"]);
     // Every partition and inheritance child is a table of its own with its rows.
-    let rows = |name: &str| manifest["tables"].as_array().unwrap().iter().find(|t| t["name"] == name).map(|t| t["rows"].as_u64().unwrap());
-    let partitions: u64 =
-        ["delivery_log_2026_01", "delivery_log_2026_02_h0", "delivery_log_2026_02_h1", "delivery_log_default"].iter().map(|p| rows(p).expect(p)).sum();
+    let rows = |name: &str| {
+        manifest["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["rows"].as_u64().unwrap())
+    };
+    let partitions: u64 = [
+        "delivery_log_2026_01",
+        "delivery_log_2026_02_h0",
+        "delivery_log_2026_02_h1",
+        "delivery_log_default",
+    ]
+    .iter()
+    .map(|p| rows(p).expect(p))
+    .sum();
     assert_eq!(partitions, 50_000);
-    assert_eq!((rows("events"), rows("login_events"), rows("session_cache")), (Some(300), Some(200), Some(100)));
-    assert_eq!(rows("delivery_log"), None, "a partitioned table has no rows of its own");
-    let source_rows: i64 = contents(&src, "c.relkind = 'r'").await.iter().map(|(_, rows, _)| rows).sum();
-    assert_eq!(result.rows, source_rows as u64, "the backup holds every row of every table of the source");
+    assert_eq!(
+        (rows("events"), rows("login_events"), rows("session_cache")),
+        (Some(300), Some(200), Some(100))
+    );
+    assert_eq!(
+        rows("delivery_log"),
+        None,
+        "a partitioned table has no rows of its own"
+    );
+    let source_rows: i64 = contents(&src, "c.relkind = 'r'")
+        .await
+        .iter()
+        .map(|(_, rows, _)| rows)
+        .sum();
+    assert_eq!(
+        result.rows, source_rows as u64,
+        "the backup holds every row of every table of the source"
+    );
 
     let report = logical.verify(&run).await.expect("verify");
     assert!(report.ok && report.complete, "{report:#?}");
 
     let (dst_name, dst_secret, dst) = staging(&sdk, "objects_dst").await;
-    let restored = logical.restore(&run, &dst_secret, RestoreOptions { reread: true, reset: false }).await.expect("restore");
+    let restored = logical
+        .restore(
+            &run,
+            &dst_secret,
+            RestoreOptions {
+                reread: true,
+                reset: false,
+            },
+        )
+        .await
+        .expect("restore");
     assert!(restored.consistent, "{:#?}", restored.mismatches);
     assert_eq!(all_contents(&dst).await, all_contents(&src).await);
     let source_schema = schema_dump(&src_name);
@@ -321,24 +427,65 @@ async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
     // the normalisation hides nothing a restore could get wrong.
     let (ref_name, _, _) = empty_database(&sdk, "objects_ref").await;
     let archive = std::env::temp_dir().join(format!("{ref_name}.dump"));
-    let dump = pg_tool_command("pg_dump", &src_name).args(["-Fc", "-f"]).arg(&archive).output().expect("pg_dump -Fc");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
-    let restore = pg_tool_command("pg_restore", &ref_name).arg(&archive).output().expect("pg_restore");
-    assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
+    let dump = pg_tool_command("pg_dump", &src_name)
+        .args(["-Fc", "-f"])
+        .arg(&archive)
+        .output()
+        .expect("pg_dump -Fc");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let restore = pg_tool_command("pg_restore", &ref_name)
+        .arg(&archive)
+        .output()
+        .expect("pg_restore");
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
     let _ = std::fs::remove_file(&archive);
     assert_same_schema(&schema_dump(&ref_name), &source_schema);
 
     // The restored database behaves as the source: triggers fire (and the disabled one does
     // not), policies and the domain's check hold, sequences continue.
-    dst.batch_execute("UPDATE app.accounts SET name = 'changed' WHERE id = 1000").await.expect("update");
-    let touched: bool = dst.query_one("SELECT updated_at IS NOT NULL FROM app.accounts WHERE id = 1000", &[]).await.unwrap().get(0);
+    dst.batch_execute("UPDATE app.accounts SET name = 'changed' WHERE id = 1000")
+        .await
+        .expect("update");
+    let touched: bool = dst
+        .query_one(
+            "SELECT updated_at IS NOT NULL FROM app.accounts WHERE id = 1000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert!(touched, "the update trigger fires");
-    let next: i64 = dst.query_one("SELECT app.next_id()", &[]).await.unwrap().get(0);
-    let src_next: i64 = src.query_one("SELECT app.next_id()", &[]).await.unwrap().get(0);
+    let next: i64 = dst
+        .query_one("SELECT app.next_id()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let src_next: i64 = src
+        .query_one("SELECT app.next_id()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(next, src_next);
-    let bad = dst.batch_execute("INSERT INTO app.accounts (email) VALUES ('no-at-sign')").await;
+    let bad = dst
+        .batch_execute("INSERT INTO app.accounts (email) VALUES ('no-at-sign')")
+        .await;
     assert!(bad.is_err(), "the domain's check is restored");
-    let counted: i64 = dst.query_one("SELECT sum(deliveries)::bigint FROM app.delivery_counts", &[]).await.unwrap().get(0);
+    let counted: i64 = dst
+        .query_one(
+            "SELECT sum(deliveries)::bigint FROM app.delivery_counts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(counted, 50_000, "the materialized view is refreshed");
 }
 
@@ -351,25 +498,58 @@ async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
     let strict = logical(&sdk, &bucket, &src_secret, &[]);
     let run = run(10);
 
-    let err = strict.backup(&run).await.expect_err("a rule is not captured");
+    let err = strict
+        .backup(&run)
+        .await
+        .expect_err("a rule is not captured");
     assert_eq!(err.error_type(), "SchemaNotCaptured", "{err}");
-    assert!(err.to_string().contains("rule session_cache_notify on app.session_cache"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("rule session_cache_notify on app.session_cache"),
+        "{err}"
+    );
     assert!(err.to_string().contains("LOGICAL_IGNORE_OBJECTS"), "{err}");
     // The data is kept, the manifest says what is missing, and every later look says so too.
-    let again = strict.backup(&run).await.expect_err("the rerun reports the same");
+    let again = strict
+        .backup(&run)
+        .await
+        .expect_err("the rerun reports the same");
     assert_eq!(again.error_type(), "SchemaNotCaptured");
     let report = strict.verify(&run).await.expect("verify");
     assert!(!report.complete && !report.ok, "{report:#?}");
-    assert!(report.problems.iter().any(|p| p.contains("session_cache_notify")), "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("session_cache_notify")),
+        "{:?}",
+        report.problems
+    );
     let (_dst_name, dst_secret, _dst) = staging(&sdk, "objects_incomplete").await;
-    let restored = strict.restore(&run, &dst_secret, RestoreOptions::default()).await.expect("restore what there is");
-    assert!(!restored.consistent, "a restore of an incomplete backup is never consistent");
-    assert!(restored.mismatches.iter().any(|m| m.contains("session_cache_notify")), "{:?}", restored.mismatches);
+    let restored = strict
+        .restore(&run, &dst_secret, RestoreOptions::default())
+        .await
+        .expect("restore what there is");
+    assert!(
+        !restored.consistent,
+        "a restore of an incomplete backup is never consistent"
+    );
+    assert!(
+        restored
+            .mismatches
+            .iter()
+            .any(|m| m.contains("session_cache_notify")),
+        "{:?}",
+        restored.mismatches
+    );
 
     // Listed by the operator, the rule is left out on purpose and the backup is complete.
     let lenient = logical(&sdk, &bucket, &src_secret, &[("rule", "*")]);
     let run = self::run(20);
-    let result = lenient.backup(&run).await.expect("complete with the rule ignored");
+    let result = lenient
+        .backup(&run)
+        .await
+        .expect("complete with the rule ignored");
     assert_eq!(result.ignored.len(), 1);
     assert!(lenient.verify(&run).await.expect("verify").ok);
 }
@@ -386,7 +566,15 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
     // A restore process killed (SIGKILL) once it has created the schema and is loading data.
     let (_dst_name, dst_secret, dst) = staging(&sdk, "objects_interrupted").await;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bench-logical"))
-        .args(["restore", "--target-secret", &dst_secret, "--bucket", &bucket, "--scheduled-time", &catalyst_dr::input::format_time(run.scheduled_time)])
+        .args([
+            "restore",
+            "--target-secret",
+            &dst_secret,
+            "--bucket",
+            &bucket,
+            "--scheduled-time",
+            &catalyst_dr::input::format_time(run.scheduled_time),
+        ])
         .args(["--parallelism", "2", "--segment-mib", "1"])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -401,8 +589,14 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
         if loading {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the restore process ended before it could be killed");
-        assert!(std::time::Instant::now() < deadline, "the restore process never started loading");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore process ended before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore process never started loading"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     child.kill().expect("kill the restore process");
@@ -411,20 +605,57 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
     assert!(left > 0, "the killed restore left a half-filled database");
 
     // A plain rerun refuses, and says how to go on.
-    let err = whole.restore(&run, &dst_secret, RestoreOptions::default()).await.expect_err("not empty");
+    let err = whole
+        .restore(&run, &dst_secret, RestoreOptions::default())
+        .await
+        .expect_err("not empty");
     assert_eq!(err.error_type(), "TargetNotEmpty");
     assert!(err.to_string().contains("reset: true"), "{err}");
     // Another backup's restore may not reset it.
     let other = self::run(35);
     whole.backup(&other).await.expect("another backup");
-    let err = whole.restore(&other, &dst_secret, RestoreOptions { reread: false, reset: true }).await.expect_err("not this backup's");
+    let err = whole
+        .restore(
+            &other,
+            &dst_secret,
+            RestoreOptions {
+                reread: false,
+                reset: true,
+            },
+        )
+        .await
+        .expect_err("not this backup's");
     assert_eq!(err.error_type(), "TargetNotEmpty");
 
-    let restored = whole.restore(&run, &dst_secret, RestoreOptions { reread: true, reset: true }).await.expect("reset and restore");
-    assert!(restored.reset && restored.consistent, "{:#?}", restored.mismatches);
+    let restored = whole
+        .restore(
+            &run,
+            &dst_secret,
+            RestoreOptions {
+                reread: true,
+                reset: true,
+            },
+        )
+        .await
+        .expect("reset and restore");
+    assert!(
+        restored.reset && restored.consistent,
+        "{:#?}",
+        restored.mismatches
+    );
     assert_eq!(all_contents(&dst).await, all_contents(&src).await);
     // Once finished, the database is no longer marked as being restored: nothing resets it.
-    let err = whole.restore(&run, &dst_secret, RestoreOptions { reread: false, reset: true }).await.expect_err("finished");
+    let err = whole
+        .restore(
+            &run,
+            &dst_secret,
+            RestoreOptions {
+                reread: false,
+                reset: true,
+            },
+        )
+        .await
+        .expect_err("finished");
     assert_eq!(err.error_type(), "TargetNotEmpty");
     assert_eq!(all_contents(&dst).await, all_contents(&src).await);
 }
@@ -438,8 +669,15 @@ async fn a_target_with_only_extensions_is_restored_into() {
     let run = run(40);
     logical.backup(&run).await.expect("backup");
     let (_dst_name, dst_secret, dst) = staging(&sdk, "objects_extensions").await;
-    dst.batch_execute("CREATE EXTENSION citext; CREATE EXTENSION pgcrypto; CREATE EXTENSION btree_gist").await.unwrap();
-    let restored = logical.restore(&run, &dst_secret, RestoreOptions::default()).await.expect("restore");
+    dst.batch_execute(
+        "CREATE EXTENSION citext; CREATE EXTENSION pgcrypto; CREATE EXTENSION btree_gist",
+    )
+    .await
+    .unwrap();
+    let restored = logical
+        .restore(&run, &dst_secret, RestoreOptions::default())
+        .await
+        .expect("restore");
     assert!(restored.consistent, "{:#?}", restored.mismatches);
     assert_eq!(all_contents(&dst).await, all_contents(&src).await);
 }

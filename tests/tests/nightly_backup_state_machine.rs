@@ -20,43 +20,100 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     let instance = seed["rds_instance"].as_str().expect("instance");
 
     // Scheduled times of this test run only, so that reruns against one stack start afresh.
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("valid");
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("valid");
     let ok_time = catalyst_dr::input::format_time(now);
-    let ok_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &ok_time).expect("time").stamp;
+    let ok_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &ok_time)
+        .expect("time")
+        .stamp;
     let failing_time = catalyst_dr::input::format_time(now + time::Duration::seconds(1));
-    let failing_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &failing_time).expect("time").stamp;
+    let failing_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &failing_time)
+        .expect("time")
+        .stamp;
     let late_failing_time = catalyst_dr::input::format_time(now + time::Duration::seconds(2));
-    let late_failing_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &late_failing_time).expect("time").stamp;
+    let late_failing_run =
+        catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &late_failing_time)
+            .expect("time")
+            .stamp;
 
     // A successful night: the manifest is in the bucket, locked.
-    let run = run_state_machine(DEFINITION, &substitutions(), &json!({"scheduled_time": ok_time}));
+    let run = run_state_machine(
+        DEFINITION,
+        &substitutions(),
+        &json!({"scheduled_time": ok_time}),
+    );
     assert!(run.succeeded, "execution failed: {:#}", run.outcome);
     let output = &run.outcome["output"];
     assert_eq!(output["status"]["state"], "available");
     assert_eq!(output["export"]["status"], "disabled-by-configuration");
     assert_eq!(output["manifest"]["run_id"], ok_run.as_str());
     let key = format!("manifests/{ok_run}.json");
-    let stored = s3(&sdk).get_object().bucket(bucket).key(&key).send().await.expect("manifest in the bucket");
-    assert_eq!(stored.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
+    let stored = s3(&sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await
+        .expect("manifest in the bucket");
+    assert_eq!(
+        stored.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
     let body = stored.body.collect().await.expect("body").into_bytes();
     let manifest: Value = serde_json::from_slice(&body).expect("manifest JSON");
-    assert_eq!(manifest["database"]["snapshot_id"], format!("catalyst-dr-{instance}-{ok_run}").as_str());
+    assert_eq!(
+        manifest["database"]["snapshot_id"],
+        format!("catalyst-dr-{instance}-{ok_run}").as_str()
+    );
     // The logical backup of the source database, recorded in the run's manifest, written last.
     let logical_key = format!("logical/{ok_run}/manifest.json");
     assert_eq!(output["logical"]["manifest_key"], logical_key.as_str());
     assert_eq!(manifest["logical"]["manifest_key"], logical_key.as_str());
-    let logical = s3(&sdk).get_object().bucket(bucket).key(&logical_key).send().await.expect("logical manifest in the bucket");
-    assert_eq!(logical.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
-    let states: Vec<&str> = run.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    let logical = s3(&sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(&logical_key)
+        .send()
+        .await
+        .expect("logical manifest in the bucket");
+    assert_eq!(
+        logical.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
+    let states: Vec<&str> = run.outcome["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
     assert_eq!(
         states,
         [
-            "Snapshot", "StartPolling", "WaitForSnapshots", "CheckStatus", "SnapshotsReady?", "ExportCache", "Prune", "LogicalBackup", "WriteManifest",
-            "VerifyLogical", "LogicalBackupVerified?", "BackupSucceeded"
+            "Snapshot",
+            "StartPolling",
+            "WaitForSnapshots",
+            "CheckStatus",
+            "SnapshotsReady?",
+            "ExportCache",
+            "Prune",
+            "LogicalBackup",
+            "WriteManifest",
+            "VerifyLogical",
+            "LogicalBackupVerified?",
+            "BackupSucceeded"
         ]
     );
     // Tonight's logical backup was read back and checked before the night counted as a success.
-    assert_eq!((output["verify"]["ok"].as_bool(), output["verify"]["complete"].as_bool()), (Some(true), Some(true)), "{:#}", output["verify"]);
+    assert_eq!(
+        (
+            output["verify"]["ok"].as_bool(),
+            output["verify"]["complete"].as_bool()
+        ),
+        (Some(true), Some(true)),
+        "{:#}",
+        output["verify"]
+    );
     assert_eq!(output["verify"]["problems"], json!([]));
 
     // A snapshot id squatted by something that is not ours: the snapshot step fails without
@@ -69,17 +126,36 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         .send()
         .await
         .expect("foreign snapshot");
-    let failed = run_state_machine(DEFINITION, &substitutions(), &json!({"scheduled_time": failing_time}));
-    assert!(!failed.succeeded, "execution should fail: {:#}", failed.outcome);
+    let failed = run_state_machine(
+        DEFINITION,
+        &substitutions(),
+        &json!({"scheduled_time": failing_time}),
+    );
+    assert!(
+        !failed.succeeded,
+        "execution should fail: {:#}",
+        failed.outcome
+    );
     assert_eq!(failed.outcome["error"], "BackupFailed");
-    let states: Vec<&str> = failed.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = failed.outcome["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["Snapshot", "NotifyFailure", "BackupFailed"]);
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let inbox = seed["alert_inbox_url"].as_str().expect("inbox");
     let mut notified = None;
     for _ in 0..10 {
-        let received = sqs.receive_message().queue_url(inbox).max_number_of_messages(10).send().await.expect("receive");
+        let received = sqs
+            .receive_message()
+            .queue_url(inbox)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
         notified = received
             .messages()
             .iter()
@@ -91,10 +167,19 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         }
     }
     let notified = notified.expect("the failure notification reached the alert topic's subscriber");
-    let message: Value = serde_json::from_str(&notified).unwrap_or_else(|e| panic!("notification is not the state as JSON ({e}): {notified}"));
+    let message: Value = serde_json::from_str(&notified)
+        .unwrap_or_else(|e| panic!("notification is not the state as JSON ({e}): {notified}"));
     assert_eq!(message["error"]["Error"], "SnapshotNotOwned");
-    assert!(message["error"]["Cause"].as_str().unwrap().contains(&squatted));
-    assert!(manifest_absent(&sdk, bucket, &format!("manifests/{failing_run}.json")).await, "a run that took no snapshot writes no manifest");
+    assert!(
+        message["error"]["Cause"]
+            .as_str()
+            .unwrap()
+            .contains(&squatted)
+    );
+    assert!(
+        manifest_absent(&sdk, bucket, &format!("manifests/{failing_run}.json")).await,
+        "a run that took no snapshot writes no manifest"
+    );
 
     // A step after the snapshots fails (the logical backup finds a manifest it cannot read): the
     // snapshots that were taken are still catalogued, with the failure, before the alert.
@@ -106,16 +191,50 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         .send()
         .await
         .expect("unreadable logical manifest");
-    let late = run_state_machine(DEFINITION, &substitutions(), &json!({"scheduled_time": late_failing_time}));
+    let late = run_state_machine(
+        DEFINITION,
+        &substitutions(),
+        &json!({"scheduled_time": late_failing_time}),
+    );
     assert!(!late.succeeded, "execution should fail: {:#}", late.outcome);
     assert_eq!(late.outcome["error"], "BackupFailed");
-    let states: Vec<&str> = late.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
-    assert!(states.ends_with(&["LogicalBackup", "SnapshotsStarted?", "FailureDefaults", "MergeFailureDefaults", "CataloguePartialRun", "NotifyFailure", "BackupFailed"]), "{states:?}");
-    let stored = s3(&sdk).get_object().bucket(bucket).key(format!("manifests/{late_failing_run}.json")).send().await.expect("the partial run is catalogued");
-    let manifest: Value = serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes()).expect("manifest JSON");
-    assert_eq!(manifest["database"]["snapshot_id"], format!("catalyst-dr-{instance}-{late_failing_run}").as_str());
+    let states: Vec<&str> = late.outcome["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.ends_with(&[
+            "LogicalBackup",
+            "SnapshotsStarted?",
+            "FailureDefaults",
+            "MergeFailureDefaults",
+            "CataloguePartialRun",
+            "NotifyFailure",
+            "BackupFailed"
+        ]),
+        "{states:?}"
+    );
+    let stored = s3(&sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(format!("manifests/{late_failing_run}.json"))
+        .send()
+        .await
+        .expect("the partial run is catalogued");
+    let manifest: Value =
+        serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes())
+            .expect("manifest JSON");
+    assert_eq!(
+        manifest["database"]["snapshot_id"],
+        format!("catalyst-dr-{instance}-{late_failing_run}").as_str()
+    );
     assert_eq!(manifest["failure"]["Error"], "UnsupportedManifestFormat");
-    assert!(manifest["logical"].is_null() && !manifest["pruned"].is_null(), "{manifest:#}");
+    assert!(
+        manifest["logical"].is_null() && !manifest["pruned"].is_null(),
+        "{manifest:#}"
+    );
 }
 
 /// Every Lambda task of the scheduled state machines retries a function timeout or crash: all
@@ -123,9 +242,18 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
 /// and goes straight to the failure path (a drill's, to teardown as failed).
 #[test]
 fn every_lambda_task_retries_timeouts() {
-    for (file, min_tasks) in [("nightly-backup", 6), ("pitr-drill", 8), ("quarterly-drill", 13)] {
-        let path = format!("{}/../infra/statemachines/{file}.asl.json", env!("CARGO_MANIFEST_DIR"));
-        let definition: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("definition")).expect("JSON");
+    for (file, min_tasks) in [
+        ("nightly-backup", 6),
+        ("pitr-drill", 8),
+        ("quarterly-drill", 13),
+    ] {
+        let path = format!(
+            "{}/../infra/statemachines/{file}.asl.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let definition: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("definition"))
+                .expect("JSON");
         let tasks = lambda_tasks_retrying_timeouts(file, &definition["States"]);
         assert!(tasks >= min_tasks, "{file}: {tasks} Lambda tasks");
     }
@@ -139,14 +267,34 @@ fn lambda_tasks_retrying_timeouts(file: &str, states: &Value) -> usize {
             continue;
         }
         tasks += 1;
-        let retried: Vec<&str> = state["Retry"].as_array().into_iter().flatten().flat_map(|r| r["ErrorEquals"].as_array().expect("ErrorEquals")).filter_map(Value::as_str).collect();
-        for error in ["Sandbox.Timedout", "States.Timeout", "Lambda.Unknown", "Lambda.ServiceException"] {
-            assert!(retried.contains(&error), "{file}: {name} does not retry {error}: {retried:?}");
+        let retried: Vec<&str> = state["Retry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["ErrorEquals"].as_array().expect("ErrorEquals"))
+            .filter_map(Value::as_str)
+            .collect();
+        for error in [
+            "Sandbox.Timedout",
+            "States.Timeout",
+            "Lambda.Unknown",
+            "Lambda.ServiceException",
+        ] {
+            assert!(
+                retried.contains(&error),
+                "{file}: {name} does not retry {error}: {retried:?}"
+            );
         }
     }
     tasks
 }
 
 async fn manifest_absent(sdk: &aws_config::SdkConfig, bucket: &str, key: &str) -> bool {
-    s3(sdk).head_object().bucket(bucket).key(key).send().await.is_err()
+    s3(sdk)
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .is_err()
 }

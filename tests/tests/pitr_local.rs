@@ -8,7 +8,9 @@ use catalyst_dr::pitr::engine::StagingState;
 use catalyst_dr::pitr::smoke::HealthCheck;
 use catalyst_dr::pitr::{PitrError, PitrRestore};
 use catalyst_dr::postgres::TlsMode;
-use catalyst_dr_tests::{catalyst_database, http_endpoint, local_aws, local_engine_config, pg_connect, unique};
+use catalyst_dr_tests::{
+    catalyst_database, http_endpoint, local_aws, local_engine_config, pg_connect, unique,
+};
 use std::time::Duration;
 
 struct Drill {
@@ -24,9 +26,17 @@ async fn drill(name: &str, health_checks: Vec<HealthCheck>) -> Drill {
     let (source_db, source_secret) = catalyst_database(&sdk, name, 40).await;
     let local = local_engine_config(name).await;
     let staging_secret = unique(&format!("{name}-staging"));
-    aws_sdk_secretsmanager::Client::new(&sdk).create_secret().name(&staging_secret).send().await.expect("staging secret");
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(&staging_secret)
+        .send()
+        .await
+        .expect("staging secret");
     let config = PitrConfig {
-        engine: EngineConfig::Local { source_id: "catalyst-auth-local".into(), local: local.clone() },
+        engine: EngineConfig::Local {
+            source_id: "catalyst-auth-local".into(),
+            local: local.clone(),
+        },
         staging_prefix: "catalyst-dr-staging-".into(),
         staging_secret_id: staging_secret,
         source_secret_id: source_secret,
@@ -36,15 +46,29 @@ async fn drill(name: &str, health_checks: Vec<HealthCheck>) -> Drill {
         smoke_min_users: 1,
     };
     let restore = PitrRestore::new(config, &sdk);
-    let credentials = restore.source.credentials().await.expect("source credentials");
-    base_backup::take(&local, &credentials, &unique("base")).await.expect("base backup");
-    Drill { restore, source_db, drill_id: unique("d").to_lowercase() }
+    let credentials = restore
+        .source
+        .credentials()
+        .await
+        .expect("source credentials");
+    base_backup::take(&local, &credentials, &unique("base"))
+        .await
+        .expect("base backup");
+    Drill {
+        restore,
+        source_db,
+        drill_id: unique("d").to_lowercase(),
+    }
 }
 
 impl Drill {
     async fn until_available(&self) {
         for poll in 0..600 {
-            let status = self.restore.status(&self.drill_id, None, poll).await.expect("status");
+            let status = self
+                .restore
+                .status(&self.drill_id, None, poll)
+                .await
+                .expect("status");
             match status.state {
                 StagingState::Available => return,
                 StagingState::Failed => panic!("restore failed: {:?}", status.instance.reason),
@@ -54,25 +78,50 @@ impl Drill {
         panic!("the staging cluster did not come up within a minute");
     }
 
-    async fn restore_and_rotate(&self, target_time: Option<time::OffsetDateTime>) -> catalyst_dr::pitr::RotateResult {
-        self.restore.start(&self.drill_id, target_time, None).await.expect("start");
+    async fn restore_and_rotate(
+        &self,
+        target_time: Option<time::OffsetDateTime>,
+    ) -> catalyst_dr::pitr::RotateResult {
+        self.restore
+            .start(&self.drill_id, target_time, None)
+            .await
+            .expect("start");
         self.until_available().await;
-        self.restore.rotate_credentials(&self.drill_id, None).await.expect("rotate")
+        self.restore
+            .rotate_credentials(&self.drill_id, None)
+            .await
+            .expect("rotate")
     }
 
-    async fn staging_client(&self, rotated: &catalyst_dr::pitr::RotateResult) -> tokio_postgres::Client {
+    async fn staging_client(
+        &self,
+        rotated: &catalyst_dr::pitr::RotateResult,
+    ) -> tokio_postgres::Client {
         let sdk = local_aws().await;
-        let secret = aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&rotated.secret_id).send().await.expect("secret");
-        let document: serde_json::Value = serde_json::from_str(secret.secret_string().expect("string")).expect("json");
+        let secret = aws_sdk_secretsmanager::Client::new(&sdk)
+            .get_secret_value()
+            .secret_id(&rotated.secret_id)
+            .send()
+            .await
+            .expect("secret");
+        let document: serde_json::Value =
+            serde_json::from_str(secret.secret_string().expect("string")).expect("json");
         let url = document["database_url"].as_str().expect("database_url");
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect with the published DATABASE_URL");
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect with the published DATABASE_URL");
         tokio::spawn(connection);
         client
     }
 }
 
 fn health(name: &str, url: &str, timeout_ms: u64) -> HealthCheck {
-    HealthCheck { name: name.into(), url: format!("{url}/health"), expect_status: 200, timeout_ms }
+    HealthCheck {
+        name: name.into(),
+        url: format!("{url}/health"),
+        expect_status: 200,
+        timeout_ms,
+    }
 }
 
 #[tokio::test]
@@ -82,38 +131,109 @@ async fn restores_exactly_to_the_target_time_rotates_smokes_and_tears_down() {
     let source = pg_connect(&d.source_db).await;
     source.batch_execute("CREATE TABLE drill_probe (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())").await.expect("probe table");
     for n in 0..5 {
-        source.execute("INSERT INTO drill_probe (n) VALUES ($1)", &[&n]).await.expect("insert before");
+        source
+            .execute("INSERT INTO drill_probe (n) VALUES ($1)", &[&n])
+            .await
+            .expect("insert before");
     }
-    let target: time::OffsetDateTime = source.query_one("SELECT clock_timestamp()", &[]).await.expect("now").get(0);
+    let target: time::OffsetDateTime = source
+        .query_one("SELECT clock_timestamp()", &[])
+        .await
+        .expect("now")
+        .get(0);
     for n in 5..10 {
-        source.execute("INSERT INTO drill_probe (n) VALUES ($1)", &[&n]).await.expect("insert after");
+        source
+            .execute("INSERT INTO drill_probe (n) VALUES ($1)", &[&n])
+            .await
+            .expect("insert after");
     }
-    source.execute("UPDATE users SET display_name = 'changed after the target' WHERE id = 1", &[]).await.expect("update after");
+    source
+        .execute(
+            "UPDATE users SET display_name = 'changed after the target' WHERE id = 1",
+            &[],
+        )
+        .await
+        .expect("update after");
 
     let rotated = d.restore_and_rotate(Some(target)).await;
     assert!(rotated.new_password);
-    let again = d.restore.rotate_credentials(&d.drill_id, None).await.expect("retried rotate");
-    assert!(!again.new_password, "a retry reuses the stored password instead of losing it");
+    let again = d
+        .restore
+        .rotate_credentials(&d.drill_id, None)
+        .await
+        .expect("retried rotate");
+    assert!(
+        !again.new_password,
+        "a retry reuses the stored password instead of losing it"
+    );
 
     let staging = d.staging_client(&rotated).await;
-    let rows: Vec<i32> = staging.query("SELECT n FROM drill_probe ORDER BY n", &[]).await.expect("probe").iter().map(|r| r.get(0)).collect();
-    assert_eq!(rows, [0, 1, 2, 3, 4], "committed before the target: present; after: absent");
-    let name: Option<String> = staging.query_one("SELECT display_name FROM users WHERE id = 1", &[]).await.expect("user").get(0);
+    let rows: Vec<i32> = staging
+        .query("SELECT n FROM drill_probe ORDER BY n", &[])
+        .await
+        .expect("probe")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        rows,
+        [0, 1, 2, 3, 4],
+        "committed before the target: present; after: absent"
+    );
+    let name: Option<String> = staging
+        .query_one("SELECT display_name FROM users WHERE id = 1", &[])
+        .await
+        .expect("user")
+        .get(0);
     assert_ne!(name.as_deref(), Some("changed after the target"));
 
     let smoke = d.restore.smoke(&d.drill_id).await.expect("smoke passes");
     let names: Vec<&str> = smoke.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["staging-marker", "users-and-entitlements", "pending-deliveries", "forward-auth:forward-auth"]);
+    assert_eq!(
+        names,
+        [
+            "staging-marker",
+            "users-and-entitlements",
+            "pending-deliveries",
+            "forward-auth:forward-auth"
+        ]
+    );
     let users = smoke.checks[1].data.as_ref().expect("user data");
     assert_eq!(users["users"], 40);
-    let source_entitlements: i64 = source.query_one("SELECT count(*) FROM entitlements", &[]).await.expect("count").get(0);
+    let source_entitlements: i64 = source
+        .query_one("SELECT count(*) FROM entitlements", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(users["entitlements"], source_entitlements);
 
-    let torn = d.restore.teardown(&d.drill_id, None).await.expect("teardown");
+    let torn = d
+        .restore
+        .teardown(&d.drill_id, None)
+        .await
+        .expect("teardown");
     assert!(torn.deleted);
-    assert!(d.restore.engine.describe(&torn.target_id).await.expect("describe").is_none());
-    assert!(!d.restore.teardown(&d.drill_id, None).await.expect("second teardown").deleted, "teardown is safe to run twice");
-    let source_rows: i64 = source.query_one("SELECT count(*) FROM drill_probe", &[]).await.expect("source").get(0);
+    assert!(
+        d.restore
+            .engine
+            .describe(&torn.target_id)
+            .await
+            .expect("describe")
+            .is_none()
+    );
+    assert!(
+        !d.restore
+            .teardown(&d.drill_id, None)
+            .await
+            .expect("second teardown")
+            .deleted,
+        "teardown is safe to run twice"
+    );
+    let source_rows: i64 = source
+        .query_one("SELECT count(*) FROM drill_probe", &[])
+        .await
+        .expect("source")
+        .get(0);
     assert_eq!(source_rows, 10, "the source is untouched");
 }
 
@@ -121,28 +241,68 @@ async fn restores_exactly_to_the_target_time_rotates_smokes_and_tears_down() {
 async fn smoke_fails_with_details_and_teardown_still_works() {
     let failing = http_endpoint(500, Duration::ZERO).await;
     let hanging = http_endpoint(200, Duration::from_secs(5)).await;
-    let mut d = drill("pitr_smoke", vec![health("errors", &failing, 2_000), health("hangs", &hanging, 300)]).await;
+    let mut d = drill(
+        "pitr_smoke",
+        vec![
+            health("errors", &failing, 2_000),
+            health("hangs", &hanging, 300),
+        ],
+    )
+    .await;
     let rotated = d.restore_and_rotate(None).await;
 
-    let err = d.restore.smoke(&d.drill_id).await.expect_err("smoke must fail");
-    let PitrError::SmokeFailed { checks, .. } = &err else { panic!("{err}") };
-    let failed: Vec<(&str, &str)> = checks.iter().filter(|c| !c.passed).map(|c| (c.name.as_str(), c.detail.as_str())).collect();
+    let err = d
+        .restore
+        .smoke(&d.drill_id)
+        .await
+        .expect_err("smoke must fail");
+    let PitrError::SmokeFailed { checks, .. } = &err else {
+        panic!("{err}")
+    };
+    let failed: Vec<(&str, &str)> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| (c.name.as_str(), c.detail.as_str()))
+        .collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert!(failed[0].1.contains("answered 500"), "{failed:?}");
-    assert!(failed[1].1.contains("did not answer within 300 ms"), "{failed:?}");
+    assert!(
+        failed[1].1.contains("did not answer within 300 ms"),
+        "{failed:?}"
+    );
     assert_eq!(err.error_type(), "SmokeFailed");
 
     // A table missing from the restore fails the database checks.
     let ok = http_endpoint(200, Duration::ZERO).await;
     d.restore.config.health_checks = vec![health("forward-auth", &ok, 2_000)];
-    d.staging_client(&rotated).await.batch_execute("DROP TABLE entitlements").await.expect("drop in staging");
-    let err = d.restore.smoke(&d.drill_id).await.expect_err("smoke must fail");
-    let PitrError::SmokeFailed { checks, .. } = &err else { panic!("{err}") };
-    let failed: Vec<&str> = checks.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+    d.staging_client(&rotated)
+        .await
+        .batch_execute("DROP TABLE entitlements")
+        .await
+        .expect("drop in staging");
+    let err = d
+        .restore
+        .smoke(&d.drill_id)
+        .await
+        .expect_err("smoke must fail");
+    let PitrError::SmokeFailed { checks, .. } = &err else {
+        panic!("{err}")
+    };
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(failed, ["users-and-entitlements"]);
     assert!(err.to_string().contains("entitlements"), "{err}");
 
-    assert!(d.restore.teardown(&d.drill_id, None).await.expect("teardown").deleted);
+    assert!(
+        d.restore
+            .teardown(&d.drill_id, None)
+            .await
+            .expect("teardown")
+            .deleted
+    );
 }
 
 #[tokio::test]
@@ -155,25 +315,74 @@ async fn guards_refuse_before_anything_is_created() {
     let cases: Vec<(Option<time::OffsetDateTime>, Option<String>, &str)> = vec![
         (None, Some("catalyst-auth-local".into()), "RestoreRefused"),
         (None, Some("prod-copy".into()), "RestoreRefused"),
-        (Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)), None, "InvalidInput"),
-        (Some(time::macros::datetime!(2020-01-01 00:00 UTC)), None, "InvalidInput"),
+        (
+            Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+            None,
+            "InvalidInput",
+        ),
+        (
+            Some(time::macros::datetime!(2020-01-01 00:00 UTC)),
+            None,
+            "InvalidInput",
+        ),
     ];
     for (time, target, expected) in cases {
-        let err = d.restore.start(&d.drill_id, time, target.clone()).await.expect_err("refused");
+        let err = d
+            .restore
+            .start(&d.drill_id, time, target.clone())
+            .await
+            .expect_err("refused");
         assert_eq!(err.error_type(), expected, "{target:?} {time:?}: {err}");
     }
     // An empty id is refused; a name that is not an id (capitals, `_`, too long) is mapped to one.
-    let err = d.restore.handle(serde_json::json!({"action": "start", "drill_id": ""})).await.expect_err("empty id");
+    let err = d
+        .restore
+        .handle(serde_json::json!({"action": "start", "drill_id": ""}))
+        .await
+        .expect_err("empty id");
     assert_eq!(err.error_type(), "InvalidInput");
-    let err = d.restore.teardown(&d.drill_id, Some("catalyst-auth-local".into())).await.expect_err("source");
+    let err = d
+        .restore
+        .teardown(&d.drill_id, Some("catalyst-auth-local".into()))
+        .await
+        .expect_err("source");
     assert_eq!(err.error_type(), "RestoreRefused");
-    assert_eq!(std::fs::read_dir(&staging_dir).expect("staging dir").count(), 0, "nothing was created");
+    assert_eq!(
+        std::fs::read_dir(&staging_dir)
+            .expect("staging dir")
+            .count(),
+        0,
+        "nothing was created"
+    );
 
     // Another drill's staging cluster is not this drill's to tear down.
-    d.restore.start(&d.drill_id, None, None).await.expect("start");
-    let err = d.restore.teardown("another-drill", Some(format!("catalyst-dr-staging-{}", d.drill_id))).await.expect_err("not ours");
+    d.restore
+        .start(&d.drill_id, None, None)
+        .await
+        .expect("start");
+    let err = d
+        .restore
+        .teardown(
+            "another-drill",
+            Some(format!("catalyst-dr-staging-{}", d.drill_id)),
+        )
+        .await
+        .expect_err("not ours");
     assert_eq!(err.error_type(), "RestoreRefused");
-    assert!(d.restore.engine.describe(&format!("catalyst-dr-staging-{}", d.drill_id)).await.expect("describe").is_some());
+    assert!(
+        d.restore
+            .engine
+            .describe(&format!("catalyst-dr-staging-{}", d.drill_id))
+            .await
+            .expect("describe")
+            .is_some()
+    );
     d.until_available().await;
-    assert!(d.restore.teardown(&d.drill_id, None).await.expect("teardown").deleted);
+    assert!(
+        d.restore
+            .teardown(&d.drill_id, None)
+            .await
+            .expect("teardown")
+            .deleted
+    );
 }

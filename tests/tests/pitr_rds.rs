@@ -2,9 +2,9 @@
 //! placement and tags, idempotent reruns, guards, credential rotation and guarded teardown.
 
 use aws_sdk_rds::types::Tag;
+use catalyst_dr::pitr::PitrRestore;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
 use catalyst_dr::pitr::rds::StagingPlacement;
-use catalyst_dr::pitr::PitrRestore;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::snapshot::rds::DbSource;
 use catalyst_dr::tags;
@@ -15,8 +15,16 @@ use std::collections::BTreeMap;
 fn placement() -> StagingPlacement {
     let seed = catalyst_dr_tests::seed();
     StagingPlacement {
-        subnet_group: seed["staging_subnet_group"].as_str().expect("subnet group").into(),
-        security_group_ids: vec![seed["staging_security_group"].as_str().expect("security group").into()],
+        subnet_group: seed["staging_subnet_group"]
+            .as_str()
+            .expect("subnet group")
+            .into(),
+        security_group_ids: vec![
+            seed["staging_security_group"]
+                .as_str()
+                .expect("security group")
+                .into(),
+        ],
         parameter_group: None,
         instance_class: Some("db.t4g.medium".into()),
     }
@@ -38,10 +46,25 @@ async fn source_instance(rds: &aws_sdk_rds::Client, id: &str) {
 
 async fn restore_for(sdk: &aws_config::SdkConfig, source: DbSource) -> PitrRestore {
     let staging_secret = unique("rds-staging");
-    aws_sdk_secretsmanager::Client::new(sdk).create_secret().name(&staging_secret).send().await.expect("staging secret");
-    let source_secret = put_db_secret(sdk, &unique("rds-source"), "catalyst", &stack_var("CATALYST_DR_PG_PASSWORD"), "catalyst_auth").await;
+    aws_sdk_secretsmanager::Client::new(sdk)
+        .create_secret()
+        .name(&staging_secret)
+        .send()
+        .await
+        .expect("staging secret");
+    let source_secret = put_db_secret(
+        sdk,
+        &unique("rds-source"),
+        "catalyst",
+        &stack_var("CATALYST_DR_PG_PASSWORD"),
+        "catalyst_auth",
+    )
+    .await;
     let config = PitrConfig {
-        engine: EngineConfig::Rds { source, placement: placement() },
+        engine: EngineConfig::Rds {
+            source,
+            placement: placement(),
+        },
         staging_prefix: "catalyst-dr-staging-".into(),
         staging_secret_id: staging_secret,
         source_secret_id: source_secret,
@@ -54,7 +77,14 @@ async fn restore_for(sdk: &aws_config::SdkConfig, source: DbSource) -> PitrResto
 }
 
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
-    tags.iter().map(|t| (t.key().unwrap_or("").to_owned(), t.value().unwrap_or("").to_owned())).collect()
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or("").to_owned(),
+                t.value().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -71,9 +101,17 @@ async fn start_restores_into_the_staging_placement_with_tags_and_a_rerun_reuses_
     assert!(!first.reused);
     assert_eq!(first.requested, "latest");
     let second = restore.start(&drill, None, None).await.expect("rerun");
-    assert!(second.reused, "a retried start finds the restore already under way");
+    assert!(
+        second.reused,
+        "a retried start finds the restore already under way"
+    );
 
-    let described = rds.describe_db_instances().db_instance_identifier(&first.target_id).send().await.expect("describe");
+    let described = rds
+        .describe_db_instances()
+        .db_instance_identifier(&first.target_id)
+        .send()
+        .await
+        .expect("describe");
     let instance = &described.db_instances()[0];
     let tags = tag_map(instance.tag_list());
     assert_eq!(tags[tags::CREATED_BY], "catalyst-dr");
@@ -82,9 +120,22 @@ async fn start_restores_into_the_staging_placement_with_tags_and_a_rerun_reuses_
     assert_eq!(tags[tags::SOURCE], source);
     assert_eq!(instance.deletion_protection(), Some(false));
     let placement = placement();
-    assert_eq!(instance.db_subnet_group().and_then(|g| g.db_subnet_group_name()), Some(placement.subnet_group.as_str()));
-    let groups: Vec<&str> = instance.vpc_security_groups().iter().filter_map(|g| g.vpc_security_group_id()).collect();
-    assert_eq!(groups, [placement.security_group_ids[0].as_str()], "the staging security group, not the default");
+    assert_eq!(
+        instance
+            .db_subnet_group()
+            .and_then(|g| g.db_subnet_group_name()),
+        Some(placement.subnet_group.as_str())
+    );
+    let groups: Vec<&str> = instance
+        .vpc_security_groups()
+        .iter()
+        .filter_map(|g| g.vpc_security_group_id())
+        .collect();
+    assert_eq!(
+        groups,
+        [placement.security_group_ids[0].as_str()],
+        "the staging security group, not the default"
+    );
     let status = restore.status(&drill, None, 0).await.expect("status");
     assert_eq!(status.poll, 1);
     assert!(status.instance.host.is_some());
@@ -101,12 +152,22 @@ async fn a_target_time_outside_the_window_is_refused_without_a_restore() {
     source_instance(&rds, &source).await;
     let restore = restore_for(&sdk, DbSource::Instance(source)).await;
     let drill = unique("w").to_lowercase();
-    for t in [time::OffsetDateTime::now_utc() + time::Duration::hours(2), time::OffsetDateTime::now_utc() - time::Duration::days(30)] {
-        let err = restore.start(&drill, Some(t), None).await.expect_err("outside the window");
+    for t in [
+        time::OffsetDateTime::now_utc() + time::Duration::hours(2),
+        time::OffsetDateTime::now_utc() - time::Duration::days(30),
+    ] {
+        let err = restore
+            .start(&drill, Some(t), None)
+            .await
+            .expect_err("outside the window");
         assert_eq!(err.error_type(), "InvalidInput", "{err}");
         assert!(err.to_string().contains("target_time"), "{err}");
     }
-    let absent = rds.describe_db_instances().db_instance_identifier(format!("catalyst-dr-staging-{drill}")).send().await;
+    let absent = rds
+        .describe_db_instances()
+        .db_instance_identifier(format!("catalyst-dr-staging-{drill}"))
+        .send()
+        .await;
     assert!(absent.is_err(), "no staging instance was created");
 }
 
@@ -116,7 +177,10 @@ async fn a_target_time_outside_the_window_is_refused_without_a_restore() {
 async fn identifier_guards_make_no_aws_call() {
     let (sdk, connections) = catalyst_dr_tests::counting_aws_endpoint().await;
     let config = PitrConfig {
-        engine: EngineConfig::Rds { source: DbSource::Instance("catalyst-auth-prod".into()), placement: placement() },
+        engine: EngineConfig::Rds {
+            source: DbSource::Instance("catalyst-auth-prod".into()),
+            placement: placement(),
+        },
         staging_prefix: "catalyst-dr-staging-".into(),
         staging_secret_id: "staging".into(),
         source_secret_id: "source".into(),
@@ -138,10 +202,17 @@ async fn identifier_guards_make_no_aws_call() {
     ];
     for event in cases {
         let err = restore.handle(event.clone()).await.expect_err("refused");
-        assert!(matches!(err.error_type(), "RestoreRefused" | "InvalidInput"), "{event}: {err}");
+        assert!(
+            matches!(err.error_type(), "RestoreRefused" | "InvalidInput"),
+            "{event}: {err}"
+        );
     }
     tokio::task::yield_now().await;
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "no request may leave for AWS");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request may leave for AWS"
+    );
 }
 
 #[tokio::test]
@@ -158,12 +229,25 @@ async fn teardown_refuses_untagged_instances_and_the_source() {
 
     let err = restore.teardown(&drill, None).await.expect_err("untagged");
     assert_eq!(err.error_type(), "RestoreRefused", "{err}");
-    let err = restore.teardown(&drill, Some(source.clone())).await.expect_err("source");
+    let err = restore
+        .teardown(&drill, Some(source.clone()))
+        .await
+        .expect_err("source");
     assert_eq!(err.error_type(), "RestoreRefused", "{err}");
-    let err = restore.start(&drill, None, None).await.expect_err("not ours to reuse");
+    let err = restore
+        .start(&drill, None, None)
+        .await
+        .expect_err("not ours to reuse");
     assert_eq!(err.error_type(), "RestoreRefused", "{err}");
     for id in [&squatter, &source] {
-        assert!(rds.describe_db_instances().db_instance_identifier(id).send().await.is_ok(), "{id} still exists");
+        assert!(
+            rds.describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await
+                .is_ok(),
+            "{id} still exists"
+        );
     }
 }
 
@@ -179,20 +263,44 @@ async fn rotation_stores_the_password_before_changing_the_instance() {
 
     // The local endpoint's instances have no database behind them, so the login check cannot
     // pass; the step fails as retryable and the stored password survives the retry.
-    let err = restore.rotate_credentials(&drill, None).await.expect_err("no database behind the endpoint");
+    let err = restore
+        .rotate_credentials(&drill, None)
+        .await
+        .expect_err("no database behind the endpoint");
     assert_eq!(err.error_type(), "CredentialsNotYetApplied", "{err}");
-    assert!(!catalyst_dr::lambda::error_chain(&err).contains("password="), "{err}");
+    assert!(
+        !catalyst_dr::lambda::error_chain(&err).contains("password="),
+        "{err}"
+    );
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let read = || async {
-        let value = secrets.get_secret_value().secret_id(&restore.config.staging_secret_id).send().await.expect("secret");
-        serde_json::from_str::<serde_json::Value>(value.secret_string().expect("string")).expect("json")
+        let value = secrets
+            .get_secret_value()
+            .secret_id(&restore.config.staging_secret_id)
+            .send()
+            .await
+            .expect("secret");
+        serde_json::from_str::<serde_json::Value>(value.secret_string().expect("string"))
+            .expect("json")
     };
     let first = read().await;
     assert_eq!(first["drill_id"], drill.as_str());
     assert_eq!(first["username"], "catalyst");
-    assert!(first["database_url"].as_str().unwrap().starts_with("postgres://catalyst:"));
-    restore.rotate_credentials(&drill, None).await.expect_err("still no database");
-    assert_eq!(read().await["password"], first["password"], "a retry reuses the stored password");
+    assert!(
+        first["database_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres://catalyst:")
+    );
+    restore
+        .rotate_credentials(&drill, None)
+        .await
+        .expect_err("still no database");
+    assert_eq!(
+        read().await["password"],
+        first["password"],
+        "a retry reuses the stored password"
+    );
     restore.teardown(&drill, None).await.expect("teardown");
 }
 
@@ -214,11 +322,30 @@ async fn aurora_restores_a_cluster_and_its_instance() {
     let drill = unique("a").to_lowercase();
     let started = restore.start(&drill, None, None).await.expect("start");
 
-    let cluster = rds.describe_db_clusters().db_cluster_identifier(&started.target_id).send().await.expect("cluster");
+    let cluster = rds
+        .describe_db_clusters()
+        .db_cluster_identifier(&started.target_id)
+        .send()
+        .await
+        .expect("cluster");
     let tags = tag_map(cluster.db_clusters()[0].tag_list());
     assert_eq!(tags[tags::DRILL_ID], drill);
     let instance_id = catalyst_dr::pitr::rds::cluster_instance_id(&started.target_id);
-    let instance = rds.describe_db_instances().db_instance_identifier(&instance_id).send().await.expect("instance in the cluster");
-    assert_eq!(instance.db_instances()[0].db_cluster_identifier(), Some(started.target_id.as_str()));
-    assert!(restore.teardown(&drill, None).await.expect("teardown").deleted);
+    let instance = rds
+        .describe_db_instances()
+        .db_instance_identifier(&instance_id)
+        .send()
+        .await
+        .expect("instance in the cluster");
+    assert_eq!(
+        instance.db_instances()[0].db_cluster_identifier(),
+        Some(started.target_id.as_str())
+    );
+    assert!(
+        restore
+            .teardown(&drill, None)
+            .await
+            .expect("teardown")
+            .deleted
+    );
 }

@@ -11,19 +11,49 @@ async fn connects_and_follows_a_rotated_secret() {
     let sdk = local_aws().await;
     let admin = pg_admin().await;
     let user = unique("rotating").replace('-', "_");
-    admin.batch_execute(&format!("CREATE ROLE {user} LOGIN PASSWORD 'first-password'")).await.expect("create role");
-    let secret = put_db_secret(&sdk, &unique("db-secret"), &user, "first-password", "postgres").await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {user} LOGIN PASSWORD 'first-password'"
+        ))
+        .await
+        .expect("create role");
+    let secret = put_db_secret(
+        &sdk,
+        &unique("db-secret"),
+        &user,
+        "first-password",
+        "postgres",
+    )
+    .await;
 
-    let connector = PgConnector::new(Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)), &secret, TlsMode::Disable);
+    let connector = PgConnector::new(
+        Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+        &secret,
+        TlsMode::Disable,
+    );
     let client = connector.connect().await.expect("first connection");
-    let who: String = client.query_one("SELECT current_user::text", &[]).await.expect("query").get(0);
+    let who: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("query")
+        .get(0);
     assert_eq!(who, user);
 
     // Rotation: the database and the secret change; the connector still holds the old password.
-    admin.batch_execute(&format!("ALTER ROLE {user} PASSWORD 'second-password'")).await.expect("rotate");
+    admin
+        .batch_execute(&format!("ALTER ROLE {user} PASSWORD 'second-password'"))
+        .await
+        .expect("rotate");
     put_db_secret(&sdk, &secret, &user, "second-password", "postgres").await;
-    let client = connector.connect().await.expect("connection after rotation");
-    let who: String = client.query_one("SELECT current_user::text", &[]).await.expect("query").get(0);
+    let client = connector
+        .connect()
+        .await
+        .expect("connection after rotation");
+    let who: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("query")
+        .get(0);
     assert_eq!(who, user);
 }
 
@@ -32,10 +62,24 @@ async fn a_wrong_password_fails_typed_and_without_the_password() {
     let sdk = local_aws().await;
     let admin = pg_admin().await;
     let user = unique("locked_out").replace('-', "_");
-    admin.batch_execute(&format!("CREATE ROLE {user} LOGIN PASSWORD 'the-real-one'")).await.expect("create role");
-    let secret = put_db_secret(&sdk, &unique("db-secret"), &user, "not-the-password", "postgres").await;
+    admin
+        .batch_execute(&format!("CREATE ROLE {user} LOGIN PASSWORD 'the-real-one'"))
+        .await
+        .expect("create role");
+    let secret = put_db_secret(
+        &sdk,
+        &unique("db-secret"),
+        &user,
+        "not-the-password",
+        "postgres",
+    )
+    .await;
 
-    let connector = PgConnector::new(Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)), &secret, TlsMode::Disable);
+    let connector = PgConnector::new(
+        Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+        &secret,
+        TlsMode::Disable,
+    );
     let err = connector.connect().await.expect_err("wrong password");
     assert_eq!(err.error_type(), "DatabaseAuthFailed");
     let text = catalyst_dr::lambda::error_chain(&err);
@@ -54,7 +98,11 @@ async fn a_secret_that_is_not_a_credential_document_is_misconfiguration() {
         .send()
         .await
         .expect("create secret");
-    let connector = PgConnector::new(Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)), &name, TlsMode::Disable);
+    let connector = PgConnector::new(
+        Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+        &name,
+        TlsMode::Disable,
+    );
     let err = connector.connect().await.expect_err("bad secret");
     assert_eq!(err.error_type(), "Misconfigured");
     assert!(!err.to_string().contains("hunter2"), "{err}");

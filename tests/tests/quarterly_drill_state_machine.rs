@@ -3,7 +3,10 @@
 //! smoke tests, replay plan on staging, parity, teardown, report.
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
-use catalyst_dr_tests::{deployed_substitutions, empty_production_database, local_aws, pg_connect, run_state_machine, s3, seed, stack_var, take_base_backup, unique};
+use catalyst_dr_tests::{
+    deployed_substitutions, empty_production_database, local_aws, pg_connect, run_state_machine,
+    s3, seed, stack_var, take_base_backup, unique,
+};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +19,11 @@ fn substitutions() -> Vec<(String, String)> {
 }
 
 async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
-    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0)
 }
 
 // Multi-threaded: the writer keeps running while the runner blocks on the interpreter.
@@ -24,8 +31,17 @@ async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
 async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_database() {
     let seed = seed();
     let source = empty_production_database().await;
-    let spec = GeneratorSpec { seed: 5, users: 300, subscriptions: 12, deliveries: 3_000, dead_letter_share: 0.05, ..GeneratorSpec::default() };
-    catalyst_db::generate(&source, &spec).await.expect("generate");
+    let spec = GeneratorSpec {
+        seed: 5,
+        users: 300,
+        subscriptions: 12,
+        deliveries: 3_000,
+        dead_letter_share: 0.05,
+        ..GeneratorSpec::default()
+    };
+    catalyst_db::generate(&source, &spec)
+        .await
+        .expect("generate");
     take_base_backup().await;
 
     let writing = Arc::new(AtomicBool::new(true));
@@ -36,7 +52,9 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
             let mut n = 0;
             while writing.load(Ordering::Relaxed) {
                 n += 1;
-                catalyst_db::generate::live_traffic_step(&client, n).await.expect("live traffic");
+                catalyst_db::generate::live_traffic_step(&client, n)
+                    .await
+                    .expect("live traffic");
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             n
@@ -52,27 +70,66 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
     let output = &run.outcome["output"];
     assert_eq!(output["report"]["passed"], true, "{:#}", output["report"]);
     let validation = &output["validation"];
-    assert_eq!(validation["rpo"]["seconds"], 0.0, "restored exactly to the baseline instant");
+    assert_eq!(
+        validation["rpo"]["seconds"], 0.0,
+        "restored exactly to the baseline instant"
+    );
     assert_eq!(validation["queue"]["passed"], true);
-    assert_eq!(validation["queue"]["depth"]["visible"], 0, "the staging queue was flushed");
-    let tables: Vec<&Value> = validation["tables"].as_array().expect("tables").iter().collect();
+    assert_eq!(
+        validation["queue"]["depth"]["visible"], 0,
+        "the staging queue was flushed"
+    );
+    let tables: Vec<&Value> = validation["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .collect();
     assert_eq!(tables.len(), 4);
     assert!(tables.iter().all(|t| t["passed"] == true), "{tables:#?}");
     // Live traffic adds deliveries and changes users; it never adds users or entitlements.
-    for (table, expected) in [("users", count(&source, "users").await), ("entitlements", count(&source, "entitlements").await)] {
+    for (table, expected) in [
+        ("users", count(&source, "users").await),
+        ("entitlements", count(&source, "entitlements").await),
+    ] {
         let row = tables.iter().find(|t| t["table"] == table).expect("table");
         assert_eq!(row["baseline_rows"], expected, "{table}");
     }
-    let deliveries = tables.iter().find(|t| t["table"] == "webhook_deliveries").expect("deliveries");
-    assert!(deliveries["baseline_rows"].as_i64().unwrap() < count(&source, "webhook_deliveries").await);
-    let dead: i64 = source.query_one("SELECT count(*) FROM webhook_deliveries WHERE status = 'dead_lettered'", &[]).await.expect("dead").get(0);
-    assert_eq!(output["plan"]["deliveries"], dead, "the dry-run plan on staging found the dead letters");
+    let deliveries = tables
+        .iter()
+        .find(|t| t["table"] == "webhook_deliveries")
+        .expect("deliveries");
+    assert!(
+        deliveries["baseline_rows"].as_i64().unwrap() < count(&source, "webhook_deliveries").await
+    );
+    let dead: i64 = source
+        .query_one(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'dead_lettered'",
+            &[],
+        )
+        .await
+        .expect("dead")
+        .get(0);
+    assert_eq!(
+        output["plan"]["deliveries"], dead,
+        "the dry-run plan on staging found the dead letters"
+    );
     assert_eq!(output["teardown"]["deleted"], true);
-    assert!(!std::path::Path::new(&stack_var("CATALYST_DR_STATE")).join("staging").join(format!("catalyst-dr-staging-{drill}")).exists());
+    assert!(
+        !std::path::Path::new(&stack_var("CATALYST_DR_STATE"))
+            .join("staging")
+            .join(format!("catalyst-dr-staging-{drill}"))
+            .exists()
+    );
 
     let sdk = local_aws().await;
     let bucket = seed["bucket"].as_str().expect("bucket");
     for name in ["report.json", "report.md", "report.html"] {
-        s3(&sdk).head_object().bucket(bucket).key(format!("drills/{drill}/{name}")).send().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        s3(&sdk)
+            .head_object()
+            .bucket(bucket)
+            .key(format!("drills/{drill}/{name}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }

@@ -9,7 +9,10 @@ const FAILED_ROW: [u8; 3] = [0xfc, 0xe8, 0xe6];
 
 fn chromium() -> &'static str {
     let path = "/usr/bin/chromium";
-    assert!(std::path::Path::new(path).exists(), "{path} is missing: infra/local/stack.sh install puts it there");
+    assert!(
+        std::path::Path::new(path).exists(),
+        "{path} is missing: infra/local/stack.sh install puts it there"
+    );
     path
 }
 
@@ -20,8 +23,20 @@ fn screenshot(html: &str) -> (u32, u32, Vec<u8>) {
     let shot = dir.join("report.png");
     std::fs::write(&page, html).expect("write page");
     let status = std::process::Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"])
-        .args(["--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1000,1000"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+        ])
+        .args([
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1000,1000",
+        ])
         .arg(format!("--user-data-dir={}", dir.join("profile").display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", page.display()))
@@ -29,7 +44,9 @@ fn screenshot(html: &str) -> (u32, u32, Vec<u8>) {
         .status()
         .expect("run chromium");
     assert!(status.success(), "chromium failed");
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).expect("screenshot")));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&shot).expect("screenshot"),
+    ));
     let mut reader = decoder.read_info().expect("png");
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).expect("frame");
@@ -44,7 +61,9 @@ fn screenshot(html: &str) -> (u32, u32, Vec<u8>) {
 }
 
 fn count(rgb: &[u8], colour: [u8; 3]) -> usize {
-    rgb.chunks(3).filter(|p| p.iter().zip(colour).all(|(a, b)| a.abs_diff(b) <= 3)).count()
+    rgb.chunks(3)
+        .filter(|p| p.iter().zip(colour).all(|(a, b)| a.abs_diff(b) <= 3))
+        .count()
 }
 
 fn state(with_failure: bool) -> serde_json::Value {
@@ -79,11 +98,24 @@ fn the_report_shows_its_timeline_and_flags_a_parity_failure() {
     let bars = count(&rgb, BAR);
     // Seven of nine steps were reached, each drawn as a bar in the timeline.
     assert!(bars > 2_000, "timeline bars cover {bars} pixels");
-    assert_eq!(count(&rgb, FAILED_ROW), 0, "no failed parity row on a passed drill");
+    assert_eq!(
+        count(&rgb, FAILED_ROW),
+        0,
+        "no failed parity row on a passed drill"
+    );
 
     let failed = render("q4-2026", "quarterly", &state(true), &[]);
     assert!(!failed.summary.passed);
     let (_, _, rgb) = screenshot(&failed.html);
-    assert!(count(&rgb, FAILED_ROW) > 1_000, "the failing table's row is highlighted");
-    assert!(failed.markdown.contains("| webhook_deliveries | 100000 | 100042 | DIFFERS | 42 | FAIL |"), "{}", failed.markdown);
+    assert!(
+        count(&rgb, FAILED_ROW) > 1_000,
+        "the failing table's row is highlighted"
+    );
+    assert!(
+        failed
+            .markdown
+            .contains("| webhook_deliveries | 100000 | 100042 | DIFFERS | 42 | FAIL |"),
+        "{}",
+        failed.markdown
+    );
 }

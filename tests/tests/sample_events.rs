@@ -23,12 +23,19 @@ fn decode_samples<T: DeserializeOwned>(function: &str) -> usize {
 
 #[test]
 fn snapshot_trigger_samples_decode() {
-    assert!(decode_samples::<SnapshotTriggerEvent>("snapshot-trigger") >= 10, "one sample per action");
+    assert!(
+        decode_samples::<SnapshotTriggerEvent>("snapshot-trigger") >= 10,
+        "one sample per action"
+    );
 }
 
 #[test]
 fn pitr_restore_samples_decode() {
-    assert_eq!(decode_samples::<PitrEvent>("pitr-restore"), 6, "one sample per action");
+    assert_eq!(
+        decode_samples::<PitrEvent>("pitr-restore"),
+        6,
+        "one sample per action"
+    );
 }
 
 #[test]
@@ -45,15 +52,37 @@ fn dead_letter_replay_samples_decode() {
             panic!("{}: {err}", path.display());
         }
     }
-    let expected = ["cancel-redrive-task", "flush", "list-redrive-tasks", "plan", "redrive", "replay", "verify"];
-    assert_eq!(actions.iter().map(String::as_str).collect::<Vec<_>>(), expected, "one sample per action");
+    let expected = [
+        "cancel-redrive-task",
+        "flush",
+        "list-redrive-tasks",
+        "plan",
+        "redrive",
+        "replay",
+        "verify",
+    ];
+    assert_eq!(
+        actions.iter().map(String::as_str).collect::<Vec<_>>(),
+        expected,
+        "one sample per action"
+    );
 }
 
 #[test]
 fn webhook_replay_execution_input_has_every_field_the_state_machine_reads() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../events/webhook-replay/execution-input.json")).expect("sample");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/webhook-replay/execution-input.json"
+    ))
+    .expect("sample");
     let input: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    for field in ["replay_id", "filter", "spread_seconds", "dry_run", "verify_after_seconds"] {
+    for field in [
+        "replay_id",
+        "filter",
+        "spread_seconds",
+        "dry_run",
+        "verify_after_seconds",
+    ] {
         assert!(input.get(field).is_some(), "{field}");
     }
     let event = serde_json::json!({"action": "replay", "replay_id": input["replay_id"], "filter": input["filter"], "spread_seconds": input["spread_seconds"], "dry_run": input["dry_run"]});

@@ -6,7 +6,10 @@
 //! samconfig environment (infra/local/deployed.py).
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
-use catalyst_dr_tests::{LambdaWatch, deployed, empty_production_database, invoke_lambda, local_aws, run_state_machine_at, s3, seed, take_base_backup};
+use catalyst_dr_tests::{
+    LambdaWatch, deployed, empty_production_database, invoke_lambda, local_aws,
+    run_state_machine_at, s3, seed, take_base_backup,
+};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,36 +19,75 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
     let bucket = seed["bucket"].as_str().expect("bucket");
     // The source as a site has it: data, and the automated backup PITR restores from.
     let source = empty_production_database().await;
-    let spec = GeneratorSpec { seed: 21, users: 60, subscriptions: 5, deliveries: 400, dead_letter_share: 0.05, ..GeneratorSpec::default() };
-    catalyst_db::generate(&source, &spec).await.expect("generate");
+    let spec = GeneratorSpec {
+        seed: 21,
+        users: 60,
+        subscriptions: 5,
+        deliveries: 400,
+        dead_letter_share: 0.05,
+        ..GeneratorSpec::default()
+    };
+    catalyst_db::generate(&source, &spec)
+        .await
+        .expect("generate");
     take_base_backup().await;
 
     // Distinct scheduled times per environment: each is a first night.
-    let minute = time::OffsetDateTime::now_utc().replace_second(0).expect("valid").replace_nanosecond(0).expect("valid");
+    let minute = time::OffsetDateTime::now_utc()
+        .replace_second(0)
+        .expect("valid")
+        .replace_nanosecond(0)
+        .expect("valid");
     let mut ran = Vec::new();
     for (offset, config_env) in ["dev", "prod"].into_iter().enumerate() {
         let watch = LambdaWatch::start(config_env);
         let schedules = deployed("schedules", config_env);
         let schedules = schedules.as_array().expect("schedules");
         assert_eq!(schedules.len(), 5, "{schedules:#?}");
-        let scheduled_time = catalyst_dr::input::format_time(minute + time::Duration::minutes(10 * offset as i64 + 17));
+        let scheduled_time = catalyst_dr::input::format_time(
+            minute + time::Duration::minutes(10 * offset as i64 + 17),
+        );
         for schedule in schedules {
             let name = schedule["schedule"].as_str().expect("schedule");
             assert_eq!(schedule["state"], "ENABLED", "{name}");
-            assert!(schedule["dead_letter_arn"].is_string(), "{name}: a start Scheduler cannot make must land in a dead-letter queue");
+            assert!(
+                schedule["dead_letter_arn"].is_string(),
+                "{name}: a start Scheduler cannot make must land in a dead-letter queue"
+            );
             // Scheduler substitutes its context attributes in the Input, nothing else.
-            let input_text = schedule["input"].as_str().expect("input").replace("<aws.scheduler.scheduled-time>", &scheduled_time);
-            let input: Value = serde_json::from_str(&input_text).unwrap_or_else(|e| panic!("{name}: Input is not JSON ({e})"));
+            let input_text = schedule["input"]
+                .as_str()
+                .expect("input")
+                .replace("<aws.scheduler.scheduled-time>", &scheduled_time);
+            let input: Value = serde_json::from_str(&input_text)
+                .unwrap_or_else(|e| panic!("{name}: Input is not JSON ({e})"));
             if let Some(function) = schedule["function"].as_str() {
                 // A Lambda target (the drills' dead man's checks): the Input is the event. The
                 // drills of this environment ran before it, so neither kind is overdue.
-                let url = format!("{}/2015-03-31/functions/{function}/invocations", watch.endpoint);
-                let response = reqwest::Client::new().post(&url).json(&input).send().await.expect("invoke");
+                let url = format!(
+                    "{}/2015-03-31/functions/{function}/invocations",
+                    watch.endpoint
+                );
+                let response = reqwest::Client::new()
+                    .post(&url)
+                    .json(&input)
+                    .send()
+                    .await
+                    .expect("invoke");
                 let function_error = response.headers().contains_key("x-amz-function-error");
                 let body: Value = response.json().await.expect("JSON answer");
-                assert!(!function_error && body.get("errorType").is_none(), "{config_env} {name}: {body:#}");
-                assert!(body["age_days"].as_f64().expect("age") < 1.0, "{config_env} {name}: {body:#}");
-                assert!(body["last_passed"]["drill_id"].is_string(), "{config_env} {name}: a drill of this kind passed: {body:#}");
+                assert!(
+                    !function_error && body.get("errorType").is_none(),
+                    "{config_env} {name}: {body:#}"
+                );
+                assert!(
+                    body["age_days"].as_f64().expect("age") < 1.0,
+                    "{config_env} {name}: {body:#}"
+                );
+                assert!(
+                    body["last_passed"]["drill_id"].is_string(),
+                    "{config_env} {name}: a drill of this kind passed: {body:#}"
+                );
                 ran.push(format!("{config_env}/{name}"));
                 continue;
             }
@@ -55,24 +97,56 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_owned()))
                 .collect();
-            let run = run_state_machine_at(schedule["definition"].as_str().expect("definition"), &substitutions, &input, &watch.endpoint);
+            let run = run_state_machine_at(
+                schedule["definition"].as_str().expect("definition"),
+                &substitutions,
+                &input,
+                &watch.endpoint,
+            );
             assert!(run.succeeded, "{config_env} {name}: {:#}", run.outcome);
             let output = &run.outcome["output"];
             match schedule["state_machine"].as_str().expect("machine") {
                 "NightlyBackupStateMachine" => {
                     let run_id = output["manifest"]["run_id"].as_str().expect("run id");
-                    let stored = s3(&sdk).get_object().bucket(bucket).key(format!("manifests/{run_id}.json")).send().await.expect("manifest");
-                    let manifest: Value = serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes()).expect("JSON");
+                    let stored = s3(&sdk)
+                        .get_object()
+                        .bucket(bucket)
+                        .key(format!("manifests/{run_id}.json"))
+                        .send()
+                        .await
+                        .expect("manifest");
+                    let manifest: Value = serde_json::from_slice(
+                        &stored.body.collect().await.expect("body").into_bytes(),
+                    )
+                    .expect("JSON");
                     assert!(manifest["failure"].is_null(), "{manifest:#}");
-                    assert_eq!(manifest["schedule"], format!("catalyst-dr-{config_env}-nightly-backup").as_str());
+                    assert_eq!(
+                        manifest["schedule"],
+                        format!("catalyst-dr-{config_env}-nightly-backup").as_str()
+                    );
                 }
                 "PitrDrillStateMachine" | "QuarterlyDrillStateMachine" => {
-                    assert_eq!(output["report"]["passed"], true, "{config_env} {name}: {:#}", output["report"]);
+                    assert_eq!(
+                        output["report"]["passed"], true,
+                        "{config_env} {name}: {:#}",
+                        output["report"]
+                    );
                     let drill_id = output["report"]["drill_id"].as_str().expect("drill id");
-                    assert!(drill_id.len() <= catalyst_dr::drill_id::MAX_LEN, "{drill_id}");
-                    s3(&sdk).head_object().bucket(bucket).key(format!("drills/{drill_id}/report.json")).send().await.expect("report");
+                    assert!(
+                        drill_id.len() <= catalyst_dr::drill_id::MAX_LEN,
+                        "{drill_id}"
+                    );
+                    s3(&sdk)
+                        .head_object()
+                        .bucket(bucket)
+                        .key(format!("drills/{drill_id}/report.json"))
+                        .send()
+                        .await
+                        .expect("report");
                 }
-                other => panic!("{name} targets {other}, which this test does not know how to check"),
+                other => {
+                    panic!("{name} targets {other}, which this test does not know how to check")
+                }
             }
             if schedule["state_machine"] == "QuarterlyDrillStateMachine" {
                 // dev's site has a staging queue, prod's keeps the default (none): flushed, or
@@ -82,7 +156,11 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
                 if schedule["substitutions"]["StagingQueueUrl"] == "" {
                     assert_eq!(status, "skipped", "{config_env}: {:#}", output["flush"]);
                 } else {
-                    assert!(matches!(status, "purged" | "purge-in-progress"), "{config_env}: {:#}", output["flush"]);
+                    assert!(
+                        matches!(status, "purged" | "purge-in-progress"),
+                        "{config_env}: {:#}",
+                        output["flush"]
+                    );
                 }
             }
             ran.push(format!("{config_env}/{name}"));
@@ -100,11 +178,20 @@ async fn the_drill_overdue_check_fails_past_its_limit() {
     let bucket = seed["bucket"].as_str().expect("bucket");
     let kind = catalyst_dr_tests::unique("k").to_lowercase();
 
-    let first = invoke_lambda("drill-validator", &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 1})).await.expect("first check");
+    let first = invoke_lambda(
+        "drill-validator",
+        &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 1}),
+    )
+    .await
+    .expect("first check");
     assert!(first["age_days"].as_f64().expect("age") < 0.1, "{first:#}");
-    assert!(first["last_passed"]["drill_id"].is_null(), "no drill has passed: {first:#}");
+    assert!(
+        first["last_passed"]["drill_id"].is_null(),
+        "no drill has passed: {first:#}"
+    );
 
-    let long_ago = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() - time::Duration::days(40));
+    let long_ago =
+        catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() - time::Duration::days(40));
     let record = serde_json::json!({"kind": kind, "drill_id": "q-long-ago", "passed_at": long_ago});
     s3(&sdk)
         .put_object()
@@ -114,9 +201,19 @@ async fn the_drill_overdue_check_fails_past_its_limit() {
         .send()
         .await
         .expect("an old record");
-    let err = invoke_lambda("drill-validator", &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 33})).await.expect_err("overdue");
+    let err = invoke_lambda(
+        "drill-validator",
+        &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 33}),
+    )
+    .await
+    .expect_err("overdue");
     assert_eq!(err["errorType"], "DrillOverdue", "{err:#}");
-    let ok = invoke_lambda("drill-validator", &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 45})).await.expect("within the limit");
+    let ok = invoke_lambda(
+        "drill-validator",
+        &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 45}),
+    )
+    .await
+    .expect("within the limit");
     assert_eq!(ok["last_passed"]["drill_id"], "q-long-ago");
 }
 
@@ -126,11 +223,23 @@ async fn the_drill_overdue_check_fails_past_its_limit() {
 #[test]
 fn the_template_refuses_parameters_that_would_fail_the_deploy_or_alert_nobody() {
     // The S3 gateway endpoint needs the route tables while the endpoints are on (the default).
-    let err = catalyst_dr_tests::deployed_with("dev", &["PrivateRouteTableIds="]).expect_err("no route tables");
-    assert!(err.contains("EndpointsNeedRouteTables") && err.contains("PrivateRouteTableIds"), "{err}");
-    catalyst_dr_tests::deployed_with("dev", &["PrivateRouteTableIds=", "CreateVpcEndpoints=false"]).expect("behind a NAT");
+    let err = catalyst_dr_tests::deployed_with("dev", &["PrivateRouteTableIds="])
+        .expect_err("no route tables");
+    assert!(
+        err.contains("EndpointsNeedRouteTables") && err.contains("PrivateRouteTableIds"),
+        "{err}"
+    );
+    catalyst_dr_tests::deployed_with(
+        "dev",
+        &["PrivateRouteTableIds=", "CreateVpcEndpoints=false"],
+    )
+    .expect("behind a NAT");
     // prod needs someone to receive its alarms.
-    let err = catalyst_dr_tests::deployed_with("prod", &["AlarmEmail="]).expect_err("no alert subscription");
-    assert!(err.contains("ProdHasAlertSubscription") && err.contains("AlarmEmail"), "{err}");
+    let err = catalyst_dr_tests::deployed_with("prod", &["AlarmEmail="])
+        .expect_err("no alert subscription");
+    assert!(
+        err.contains("ProdHasAlertSubscription") && err.contains("AlarmEmail"),
+        "{err}"
+    );
     catalyst_dr_tests::deployed_with("dev", &["AlarmEmail="]).expect("dev may go without");
 }

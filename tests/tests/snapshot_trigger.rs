@@ -60,7 +60,13 @@ async fn fixture(keep_newest: u32) -> Fixture {
         logical: catalyst_dr::logical::config::LogicalConfig::new(30),
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
-    Fixture { sdk, instance, cache_group, bucket, trigger }
+    Fixture {
+        sdk,
+        instance,
+        cache_group,
+        bucket,
+        trigger,
+    }
 }
 
 impl Fixture {
@@ -82,13 +88,20 @@ impl Fixture {
             .send()
             .await
             .expect("describe cache snapshots");
-        let mut names: Vec<String> = out.snapshots().iter().filter_map(|s| s.snapshot_name().map(str::to_owned)).collect();
+        let mut names: Vec<String> = out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_name().map(str::to_owned))
+            .collect();
         names.sort();
         names
     }
 
     async fn run(&self, event: Value) -> Value {
-        self.trigger.handle(event.clone()).await.unwrap_or_else(|e| panic!("{event}: {e}"))
+        self.trigger
+            .handle(event.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{event}: {e}"))
     }
 }
 
@@ -97,36 +110,60 @@ const T: &str = "2026-11-26T03:00:00Z";
 #[tokio::test]
 async fn snapshot_is_tagged_and_a_rerun_returns_the_same_snapshot() {
     let f = fixture(7).await;
-    let first = f.run(json!({"action": "snapshot", "scheduled_time": T})).await;
-    let second = f.run(json!({"action": "snapshot", "scheduled_time": "2026-11-26T04:00:00+01:00"})).await;
+    let first = f
+        .run(json!({"action": "snapshot", "scheduled_time": T}))
+        .await;
+    let second = f
+        .run(json!({"action": "snapshot", "scheduled_time": "2026-11-26T04:00:00+01:00"}))
+        .await;
 
     let expected_id = format!("catalyst-dr-{}-20261126t030000z", f.instance);
     assert_eq!(first["database"]["snapshot"]["id"], expected_id.as_str());
     assert_eq!(first["database"]["reused"], false);
     assert_eq!(second["database"]["snapshot"]["id"], expected_id.as_str());
-    assert_eq!(second["database"]["reused"], true, "the retry must find the first attempt's snapshot");
+    assert_eq!(
+        second["database"]["reused"], true,
+        "the retry must find the first attempt's snapshot"
+    );
     assert_eq!(second["cache"]["reused"], true);
 
     let snapshots = f.manual_db_snapshots().await;
-    assert_eq!(snapshots.len(), 1, "exactly one manual snapshot after a retried invocation");
-    let tags: std::collections::BTreeMap<&str, &str> =
-        snapshots[0].tag_list().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))).collect();
+    assert_eq!(
+        snapshots.len(),
+        1,
+        "exactly one manual snapshot after a retried invocation"
+    );
+    let tags: std::collections::BTreeMap<&str, &str> = snapshots[0]
+        .tag_list()
+        .iter()
+        .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")))
+        .collect();
     assert_eq!(tags[tags::CREATED_BY], "catalyst-dr");
     assert_eq!(tags[tags::ROLE], "backup");
     assert_eq!(tags[tags::RUN_ID], "20261126t030000z");
     assert_eq!(tags[tags::SCHEDULE], "nightly-test");
     assert_eq!(tags[tags::RETAIN_UNTIL], "2026-12-26T03:00:00Z");
-    assert_eq!(f.cache_snapshot_names().await, [format!("catalyst-dr-{}-20261126t030000z", f.cache_group)]);
+    assert_eq!(
+        f.cache_snapshot_names().await,
+        [format!("catalyst-dr-{}-20261126t030000z", f.cache_group)]
+    );
 }
 
 #[tokio::test]
 async fn status_reports_available_and_counts_polls() {
     let f = fixture(7).await;
-    let err = f.trigger.handle(json!({"action": "status", "scheduled_time": T})).await.unwrap_err();
+    let err = f
+        .trigger
+        .handle(json!({"action": "status", "scheduled_time": T}))
+        .await
+        .unwrap_err();
     assert_eq!(err.error_type(), "SnapshotNotStarted", "{err}");
 
-    f.run(json!({"action": "snapshot", "scheduled_time": T})).await;
-    let status = f.run(json!({"action": "status", "scheduled_time": T, "poll": 4})).await;
+    f.run(json!({"action": "snapshot", "scheduled_time": T}))
+        .await;
+    let status = f
+        .run(json!({"action": "status", "scheduled_time": T, "poll": 4}))
+        .await;
     assert_eq!(status["state"], "available");
     assert_eq!(status["poll"], 5);
     assert_eq!(status["reason"], Value::Null);
@@ -144,12 +181,19 @@ async fn a_foreign_snapshot_with_our_id_is_refused() {
         .send()
         .await
         .expect("foreign snapshot");
-    let err = f.trigger.handle(json!({"action": "snapshot", "scheduled_time": T})).await.unwrap_err();
+    let err = f
+        .trigger
+        .handle(json!({"action": "snapshot", "scheduled_time": T}))
+        .await
+        .unwrap_err();
     assert!(matches!(err, SnapshotError::NotOwned { .. }), "{err}");
 }
 
 async fn tagged_db_snapshot(f: &Fixture, id: &str, tag_set: &[(&str, &str)]) {
-    let tags: Vec<RdsTag> = tag_set.iter().map(|(k, v)| RdsTag::builder().key(*k).value(*v).build()).collect();
+    let tags: Vec<RdsTag> = tag_set
+        .iter()
+        .map(|(k, v)| RdsTag::builder().key(*k).value(*v).build())
+        .collect();
     aws_sdk_rds::Client::new(&f.sdk)
         .create_db_snapshot()
         .db_instance_identifier(&f.instance)
@@ -163,9 +207,20 @@ async fn tagged_db_snapshot(f: &Fixture, id: &str, tag_set: &[(&str, &str)]) {
 #[tokio::test]
 async fn prune_deletes_only_our_expired_snapshots_and_keeps_the_newest() {
     let f = fixture(2).await;
-    let ours_expired = [(tags::CREATED_BY, "catalyst-dr"), (tags::ROLE, "backup"), (tags::RETAIN_UNTIL, "2026-01-01T00:00:00Z")];
-    let ours_retained = [(tags::CREATED_BY, "catalyst-dr"), (tags::ROLE, "backup"), (tags::RETAIN_UNTIL, "2999-01-01T00:00:00Z")];
-    let someone_elses = [(tags::CREATED_BY, "another-tool"), (tags::RETAIN_UNTIL, "2026-01-01T00:00:00Z")];
+    let ours_expired = [
+        (tags::CREATED_BY, "catalyst-dr"),
+        (tags::ROLE, "backup"),
+        (tags::RETAIN_UNTIL, "2026-01-01T00:00:00Z"),
+    ];
+    let ours_retained = [
+        (tags::CREATED_BY, "catalyst-dr"),
+        (tags::ROLE, "backup"),
+        (tags::RETAIN_UNTIL, "2999-01-01T00:00:00Z"),
+    ];
+    let someone_elses = [
+        (tags::CREATED_BY, "another-tool"),
+        (tags::RETAIN_UNTIL, "2026-01-01T00:00:00Z"),
+    ];
     // Oldest first: creation order is the age order the prune ranks by.
     tagged_db_snapshot(&f, "expired-1", &ours_expired).await;
     tagged_db_snapshot(&f, "expired-2", &ours_expired).await;
@@ -174,9 +229,19 @@ async fn prune_deletes_only_our_expired_snapshots_and_keeps_the_newest() {
     tagged_db_snapshot(&f, "expired-3", &ours_expired).await;
     tagged_db_snapshot(&f, "retained", &ours_retained).await;
     let cache = aws_sdk_elasticache::Client::new(&f.sdk);
-    for (name, tag_set) in [("cache-expired", &ours_expired[..]), ("cache-untagged", &[][..])] {
-        let tags: Vec<aws_sdk_elasticache::types::Tag> =
-            tag_set.iter().map(|(k, v)| aws_sdk_elasticache::types::Tag::builder().key(*k).value(*v).build()).collect();
+    for (name, tag_set) in [
+        ("cache-expired", &ours_expired[..]),
+        ("cache-untagged", &[][..]),
+    ] {
+        let tags: Vec<aws_sdk_elasticache::types::Tag> = tag_set
+            .iter()
+            .map(|(k, v)| {
+                aws_sdk_elasticache::types::Tag::builder()
+                    .key(*k)
+                    .value(*v)
+                    .build()
+            })
+            .collect();
         cache
             .create_snapshot()
             .replication_group_id(&f.cache_group)
@@ -188,17 +253,38 @@ async fn prune_deletes_only_our_expired_snapshots_and_keeps_the_newest() {
     }
 
     let dry = f.run(json!({"action": "prune", "dry_run": true})).await;
-    let mut would_delete: Vec<&str> = dry["deleted"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let mut would_delete: Vec<&str> = dry["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
     would_delete.sort();
-    assert_eq!(would_delete, ["expired-1", "expired-2"], "newest two (retained, expired-3) are kept; the cache has one of ours, kept as newest");
-    assert_eq!(f.manual_db_snapshots().await.len(), 6, "a dry run deletes nothing");
+    assert_eq!(
+        would_delete,
+        ["expired-1", "expired-2"],
+        "newest two (retained, expired-3) are kept; the cache has one of ours, kept as newest"
+    );
+    assert_eq!(
+        f.manual_db_snapshots().await.len(),
+        6,
+        "a dry run deletes nothing"
+    );
 
     let real = f.run(json!({"action": "prune"})).await;
     assert_eq!(real["deleted"], dry["deleted"]);
-    let mut left: Vec<String> = f.manual_db_snapshots().await.iter().filter_map(|s| s.db_snapshot_identifier().map(str::to_owned)).collect();
+    let mut left: Vec<String> = f
+        .manual_db_snapshots()
+        .await
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier().map(str::to_owned))
+        .collect();
     left.sort();
     assert_eq!(left, ["expired-3", "foreign", "retained", "untagged"]);
-    assert_eq!(f.cache_snapshot_names().await, ["cache-expired", "cache-untagged"]);
+    assert_eq!(
+        f.cache_snapshot_names().await,
+        ["cache-expired", "cache-untagged"]
+    );
     // The automated snapshot the local endpoint keeps for the instance is never a candidate.
     assert!(real["ignored"].as_u64().unwrap() >= 3);
 }
@@ -206,9 +292,13 @@ async fn prune_deletes_only_our_expired_snapshots_and_keeps_the_newest() {
 #[tokio::test]
 async fn manifest_is_written_once_locked_and_listed_in_the_catalog() {
     let f = fixture(7).await;
-    let snapshot = f.run(json!({"action": "snapshot", "scheduled_time": T})).await;
+    let snapshot = f
+        .run(json!({"action": "snapshot", "scheduled_time": T}))
+        .await;
     let prune = f.run(json!({"action": "prune"})).await;
-    let export = f.run(json!({"action": "export-cache", "scheduled_time": T})).await;
+    let export = f
+        .run(json!({"action": "export-cache", "scheduled_time": T}))
+        .await;
     assert_eq!(export["status"], "disabled-by-configuration");
     let event = json!({
         "action": "write-manifest",
@@ -219,30 +309,89 @@ async fn manifest_is_written_once_locked_and_listed_in_the_catalog() {
     });
     let manifest = f.run(event.clone()).await;
     let again = f.run(event).await;
-    assert_eq!(manifest, again, "a retried write returns the manifest already written");
+    assert_eq!(
+        manifest, again,
+        "a retried write returns the manifest already written"
+    );
 
     assert_eq!(manifest["format"], "catalyst-dr/backup-manifest/v1");
     assert_eq!(manifest["run_id"], "20261126t030000z");
     assert_eq!(manifest["retain_until"], "2026-12-26T03:00:00Z");
-    assert_eq!(manifest["database"]["snapshot_id"], format!("catalyst-dr-{}-20261126t030000z", f.instance).as_str());
+    assert_eq!(
+        manifest["database"]["snapshot_id"],
+        format!("catalyst-dr-{}-20261126t030000z", f.instance).as_str()
+    );
     assert_eq!(manifest["database"]["engine_version"], "15.8");
-    assert!(manifest["database"]["arn"].as_str().unwrap().starts_with("arn:aws:rds:"));
+    assert!(
+        manifest["database"]["arn"]
+            .as_str()
+            .unwrap()
+            .starts_with("arn:aws:rds:")
+    );
     assert!(manifest["database"]["latest_restorable_time"].is_string());
-    assert_eq!(manifest["database"]["size_bytes"], 20u64 * 1024 * 1024 * 1024);
-    assert_eq!(manifest["cache"]["snapshot_id"], format!("catalyst-dr-{}-20261126t030000z", f.cache_group).as_str());
+    assert_eq!(
+        manifest["database"]["size_bytes"],
+        20u64 * 1024 * 1024 * 1024
+    );
+    assert_eq!(
+        manifest["cache"]["snapshot_id"],
+        format!("catalyst-dr-{}-20261126t030000z", f.cache_group).as_str()
+    );
 
     let s3 = s3(&f.sdk);
     let key = "manifests/20261126t030000z.json";
-    let versions = s3.list_object_versions().bucket(&f.bucket).prefix(key).send().await.expect("versions");
-    assert_eq!(versions.versions().len(), 1, "one version: the retry wrote nothing");
-    let head = s3.head_object().bucket(&f.bucket).key(key).send().await.expect("head");
-    assert_eq!(head.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
-    let until = head.object_lock_retain_until_date().expect("retain-until date");
-    assert_eq!(until.secs(), time::macros::datetime!(2026-12-26 03:00 UTC).unix_timestamp());
-    let version = versions.versions()[0].version_id().expect("version id").to_owned();
-    let deleted = s3.delete_object().bucket(&f.bucket).key(key).version_id(&version).send().await;
-    assert!(deleted.is_err(), "deleting the locked manifest version must be refused");
-    let stored = s3.get_object().bucket(&f.bucket).key(key).version_id(&version).send().await;
+    let versions = s3
+        .list_object_versions()
+        .bucket(&f.bucket)
+        .prefix(key)
+        .send()
+        .await
+        .expect("versions");
+    assert_eq!(
+        versions.versions().len(),
+        1,
+        "one version: the retry wrote nothing"
+    );
+    let head = s3
+        .head_object()
+        .bucket(&f.bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
+    let until = head
+        .object_lock_retain_until_date()
+        .expect("retain-until date");
+    assert_eq!(
+        until.secs(),
+        time::macros::datetime!(2026-12-26 03:00 UTC).unix_timestamp()
+    );
+    let version = versions.versions()[0]
+        .version_id()
+        .expect("version id")
+        .to_owned();
+    let deleted = s3
+        .delete_object()
+        .bucket(&f.bucket)
+        .key(key)
+        .version_id(&version)
+        .send()
+        .await;
+    assert!(
+        deleted.is_err(),
+        "deleting the locked manifest version must be refused"
+    );
+    let stored = s3
+        .get_object()
+        .bucket(&f.bucket)
+        .key(key)
+        .version_id(&version)
+        .send()
+        .await;
     assert!(stored.is_ok(), "the manifest is still there");
 
     let catalog = f.run(json!({"action": "list-backups"})).await;
@@ -272,20 +421,47 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
 
     let cases = [
         (json!({"scheduled_time": T}), "action"),
-        (json!({"action": "snapshots", "scheduled_time": T}), "action"),
+        (
+            json!({"action": "snapshots", "scheduled_time": T}),
+            "action",
+        ),
         (json!({"action": "snapshot"}), "scheduled_time"),
-        (json!({"action": "snapshot", "scheduled_time": "26/11/2026 03:00"}), "scheduled_time"),
-        (json!({"action": "snapshot", "scheduled_time": T, "instance": "prod"}), "instance"),
-        (json!({"action": "status", "scheduled_time": T, "poll": -1}), "poll"),
+        (
+            json!({"action": "snapshot", "scheduled_time": "26/11/2026 03:00"}),
+            "scheduled_time",
+        ),
+        (
+            json!({"action": "snapshot", "scheduled_time": T, "instance": "prod"}),
+            "instance",
+        ),
+        (
+            json!({"action": "status", "scheduled_time": T, "poll": -1}),
+            "poll",
+        ),
         (json!({"action": "prune", "dry_run": "yes"}), "dry_run"),
-        (json!({"action": "write-manifest", "scheduled_time": T, "started_at": "noon"}), "started_at"),
+        (
+            json!({"action": "write-manifest", "scheduled_time": T, "started_at": "noon"}),
+            "started_at",
+        ),
         (json!("snapshot"), "$"),
         // Outside the sane window: far future (retention arithmetic would overflow), before 2000
         // (snapshots already past their retention), more than a day ahead.
-        (json!({"action": "snapshot", "scheduled_time": "9999-12-31T23:59:59Z"}), "scheduled_time"),
-        (json!({"action": "snapshot", "scheduled_time": "1969-12-31T23:59:59Z"}), "scheduled_time"),
-        (json!({"action": "status", "scheduled_time": "2999-01-01T00:00:00Z", "poll": 1}), "scheduled_time"),
-        (json!({"action": "write-manifest", "scheduled_time": T, "started_at": "9999-12-31T23:59:59Z"}), "started_at"),
+        (
+            json!({"action": "snapshot", "scheduled_time": "9999-12-31T23:59:59Z"}),
+            "scheduled_time",
+        ),
+        (
+            json!({"action": "snapshot", "scheduled_time": "1969-12-31T23:59:59Z"}),
+            "scheduled_time",
+        ),
+        (
+            json!({"action": "status", "scheduled_time": "2999-01-01T00:00:00Z", "poll": 1}),
+            "scheduled_time",
+        ),
+        (
+            json!({"action": "write-manifest", "scheduled_time": T, "started_at": "9999-12-31T23:59:59Z"}),
+            "started_at",
+        ),
     ];
     for (event, field) in cases {
         match trigger.handle(event.clone()).await {
@@ -294,5 +470,9 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
         }
     }
     tokio::task::yield_now().await;
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "no request may leave for AWS on bad input");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no request may leave for AWS on bad input"
+    );
 }

@@ -5,7 +5,10 @@
 
 use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
-use catalyst_dr_tests::{deployed_substitutions, generated_database, local_aws, put_db_secret, run_state_machine, s3, seed, stack_var, unique};
+use catalyst_dr_tests::{
+    deployed_substitutions, generated_database, local_aws, put_db_secret, run_state_machine, s3,
+    seed, stack_var, unique,
+};
 use serde_json::json;
 
 const DEFINITION: &str = "infra/statemachines/webhook-replay.asl.json";
@@ -29,8 +32,22 @@ async fn webhook_replay_plans_replays_waits_and_verifies() {
         now: time::OffsetDateTime::now_utc(),
     };
     let (db, _secret, client) = generated_database(&sdk, "statemachine", &spec).await;
-    put_db_secret(&sdk, REPLAY_DB_SECRET, "postgres", &stack_var("CATALYST_DR_PG_PASSWORD"), &db).await;
-    let dead: i64 = client.query_one("SELECT count(*) FROM webhook_deliveries WHERE status = 'dead_lettered'", &[]).await.unwrap().get(0);
+    put_db_secret(
+        &sdk,
+        REPLAY_DB_SECRET,
+        "postgres",
+        &stack_var("CATALYST_DR_PG_PASSWORD"),
+        &db,
+    )
+    .await;
+    let dead: i64 = client
+        .query_one(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'dead_lettered'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let on_500: i64 =
         client.query_one("SELECT count(*) FROM webhook_deliveries WHERE status = 'dead_lettered' AND subscription_id = 3", &[]).await.unwrap().get(0);
     assert!(on_500 > 0 && dead > on_500);
@@ -39,7 +56,10 @@ async fn webhook_replay_plans_replays_waits_and_verifies() {
     let input = json!({"replay_id": replay_id, "filter": {"window_hours": 24}, "spread_seconds": 0, "dry_run": false, "verify_after_seconds": 300});
     // The template's DefinitionSubstitutions, as deployed.
     let substitutions = deployed_substitutions("WebhookReplayStateMachine");
-    let run = tokio::task::spawn_blocking(move || run_state_machine(DEFINITION, &substitutions, &input)).await.expect("runner");
+    let run =
+        tokio::task::spawn_blocking(move || run_state_machine(DEFINITION, &substitutions, &input))
+            .await
+            .expect("runner");
     assert!(run.succeeded, "execution failed: {:#}", run.outcome);
     let output = &run.outcome["output"];
     assert_eq!(output["matched"], dead);
@@ -48,9 +68,35 @@ async fn webhook_replay_plans_replays_waits_and_verifies() {
     assert_eq!(output["verify"]["replayed"], dead - on_500);
     // No worker runs here: the replayed deliveries are pending and due.
     assert_eq!(output["verify"]["total"]["pending"], dead - on_500);
-    let states: Vec<&str> = run.outcome["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["Plan", "AnythingToReplay?", "Replay", "DryRun?", "WaitForWorker", "Verify", "Result", "ReplayDone"]);
+    let states: Vec<&str> = run.outcome["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "Plan",
+            "AnythingToReplay?",
+            "Replay",
+            "DryRun?",
+            "WaitForWorker",
+            "Verify",
+            "Result",
+            "ReplayDone"
+        ]
+    );
     let bucket = seed["bucket"].as_str().expect("bucket");
-    let audit = s3(&sdk).get_object().bucket(bucket).key(format!("replays/{replay_id}/audit.md")).send().await.expect("audit.md");
-    assert_eq!(audit.object_lock_mode().map(|m| m.as_str()), Some("COMPLIANCE"));
+    let audit = s3(&sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(format!("replays/{replay_id}/audit.md"))
+        .send()
+        .await
+        .expect("audit.md");
+    assert_eq!(
+        audit.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
 }

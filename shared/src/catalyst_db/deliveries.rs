@@ -107,22 +107,44 @@ JOIN webhook_subscriptions s ON s.id = d.subscription_id
 WHERE d.id = ANY($1::bigint[])";
 
 /// The dead-lettered deliveries matching `filter`.
-pub async fn dead_letters(client: &Client, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>, CatalystDbError> {
+pub async fn dead_letters(
+    client: &Client,
+    filter: &DeadLetterFilter,
+) -> Result<Vec<DeadLetter>, CatalystDbError> {
     if let Some(limit) = filter.limit {
         if limit < 0 {
             return Err(CatalystDbError::invalid("limit", "must not be negative"));
         }
     }
     let rows = client
-        .query(DEAD_LETTERS_SQL, &[&filter.since, &filter.until, &filter.subscription_ids, &filter.limit])
+        .query(
+            DEAD_LETTERS_SQL,
+            &[
+                &filter.since,
+                &filter.until,
+                &filter.subscription_ids,
+                &filter.limit,
+            ],
+        )
         .await?;
-    Ok(rows.into_iter().map(|r| DeadLetter { id: r.get(0), subscription_id: r.get(1), endpoint_url: r.get(2) }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| DeadLetter {
+            id: r.get(0),
+            subscription_id: r.get(1),
+            endpoint_url: r.get(2),
+        })
+        .collect())
 }
 
 /// Creates the replay journal if this database has none yet (idempotent). When it exists, no
 /// DDL runs, so a role without CREATE (the replay role) gets through.
 pub async fn ensure_journal(client: &Client) -> Result<(), CatalystDbError> {
-    if client.query_one(JOURNAL_EXISTS_SQL, &[]).await?.get::<_, bool>(0) {
+    if client
+        .query_one(JOURNAL_EXISTS_SQL, &[])
+        .await?
+        .get::<_, bool>(0)
+    {
         return Ok(());
     }
     let ddl = format!(
@@ -141,32 +163,64 @@ pub struct Journaled {
 }
 
 /// Every delivery `replay_id` has requeued, in any earlier attempt.
-pub async fn journaled(client: &Client, replay_id: &str) -> Result<Vec<Journaled>, CatalystDbError> {
+pub async fn journaled(
+    client: &Client,
+    replay_id: &str,
+) -> Result<Vec<Journaled>, CatalystDbError> {
     let rows = client.query(JOURNAL_SQL, &[&replay_id]).await?;
-    Ok(rows.into_iter().map(|r| Journaled { id: r.get(0), subscription_id: r.get(1), endpoint_url: r.get(2) }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| Journaled {
+            id: r.get(0),
+            subscription_id: r.get(1),
+            endpoint_url: r.get(2),
+        })
+        .collect())
 }
 
 /// Requeues one batch for `replay_id` (one statement, so one transaction, journal included):
 /// `ids[i]` gets `next_attempt_at = now() + offsets_us[i]` microseconds. Returns the ids actually
 /// changed.
-pub async fn requeue(client: &Client, replay_id: &str, ids: &[i64], offsets_us: &[i64]) -> Result<Vec<i64>, CatalystDbError> {
+pub async fn requeue(
+    client: &Client,
+    replay_id: &str,
+    ids: &[i64],
+    offsets_us: &[i64],
+) -> Result<Vec<i64>, CatalystDbError> {
     if ids.len() != offsets_us.len() {
-        return Err(CatalystDbError::invalid("offsets_us", "needs one offset per id"));
+        return Err(CatalystDbError::invalid(
+            "offsets_us",
+            "needs one offset per id",
+        ));
     }
-    let rows = client.query(REQUEUE_SQL, &[&ids, &offsets_us, &replay_id]).await?;
+    let rows = client
+        .query(REQUEUE_SQL, &[&ids, &offsets_us, &replay_id])
+        .await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
 /// `(endpoint_url, status, count)` of the given deliveries.
-pub async fn outcome(client: &Client, ids: &[i64]) -> Result<Vec<(String, String, i64)>, CatalystDbError> {
+pub async fn outcome(
+    client: &Client,
+    ids: &[i64],
+) -> Result<Vec<(String, String, i64)>, CatalystDbError> {
     let rows = client.query(OUTCOME_SQL, &[&ids]).await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// `(id, status, endpoint_url)` of the given deliveries that exist.
-pub async fn statuses(client: &Client, ids: &[i64]) -> Result<Vec<(i64, String, String)>, CatalystDbError> {
+pub async fn statuses(
+    client: &Client,
+    ids: &[i64],
+) -> Result<Vec<(i64, String, String)>, CatalystDbError> {
     let rows = client.query(STATUSES_SQL, &[&ids]).await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 #[cfg(test)]
@@ -177,7 +231,15 @@ mod tests {
     fn requeue_is_guarded_by_the_status() {
         assert!(REQUEUE_SQL.contains("d.status = 'dead_lettered'"));
         assert!(DEAD_LETTERS_SQL.contains("d.status = 'dead_lettered'"));
-        for sql in [DEAD_LETTERS_SQL, REQUEUE_SQL, JOURNAL_SQL, OUTCOME_SQL, STATUSES_SQL, JOURNAL_EXISTS_SQL, JOURNAL_TABLE_DDL] {
+        for sql in [
+            DEAD_LETTERS_SQL,
+            REQUEUE_SQL,
+            JOURNAL_SQL,
+            OUTCOME_SQL,
+            STATUSES_SQL,
+            JOURNAL_EXISTS_SQL,
+            JOURNAL_TABLE_DDL,
+        ] {
             assert!(!sql.contains('{'), "SQL is constant text");
         }
     }

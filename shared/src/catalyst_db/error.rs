@@ -12,7 +12,9 @@ pub enum CatalystDbError {
     #[error("table {table} already holds rows; the generator only fills an empty schema")]
     TargetNotEmpty { table: &'static str },
     /// A destructive action aimed at a database without the staging marker.
-    #[error("database {database} is not marked as a catalyst-dr staging database; refusing to modify it")]
+    #[error(
+        "database {database} is not marked as a catalyst-dr staging database; refusing to modify it"
+    )]
     NotStaging { database: String },
 }
 
@@ -27,6 +29,9 @@ impl CatalystDbError {
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidSpec { field, reason: reason.into() }
+        Self::InvalidSpec {
+            field,
+            reason: reason.into(),
+        }
     }
 }

@@ -47,8 +47,14 @@ pub const EDGE_CASE_DISPLAY_NAMES: &[&str] = &[
 
 /// Products a user can be entitled to; `entitlements_per_user` cannot exceed their number
 /// because `(user_id, product)` is unique.
-pub const PRODUCTS: &[&str] =
-    &["catalyst-auth", "catalyst-sso", "catalyst-mfa", "catalyst-audit", "catalyst-scim", "catalyst-webhooks"];
+pub const PRODUCTS: &[&str] = &[
+    "catalyst-auth",
+    "catalyst-sso",
+    "catalyst-mfa",
+    "catalyst-audit",
+    "catalyst-scim",
+    "catalyst-webhooks",
+];
 
 const PLANS: &[&str] = &["free", "starter", "pro", "business", "enterprise"];
 
@@ -117,14 +123,20 @@ const LAST_NAMES: &[&str] = &[
 ];
 
 const EMAIL_HANDLES: &[&str] = &[
-    "alex", "sam", "jordan", "casey", "morgan", "taylor", "riley", "jamie", "devon", "quinn", "avery", "rowan",
-    "sasha", "kai", "noa", "remy", "ops", "billing", "it-admin",
+    "alex", "sam", "jordan", "casey", "morgan", "taylor", "riley", "jamie", "devon", "quinn",
+    "avery", "rowan", "sasha", "kai", "noa", "remy", "ops", "billing", "it-admin",
 ];
 
 const EMAIL_TAGS: &[&str] = &["work", "billing", "test", "sso"];
 
-const EMAIL_DOMAINS: &[&str] =
-    &["example.com", "example.org", "mail.example.net", "corp.example.co.uk", "example.io", "xn--bcher-kva.example"];
+const EMAIL_DOMAINS: &[&str] = &[
+    "example.com",
+    "example.org",
+    "mail.example.net",
+    "corp.example.co.uk",
+    "example.io",
+    "xn--bcher-kva.example",
+];
 
 const SUBSCRIPTION_DESCRIPTIONS: &[&str] = &[
     "Billing sync",
@@ -175,8 +187,18 @@ const USER_AGENTS: &[&str] = &[
 
 const REGIONS: &[&str] = &["eu-west-1", "eu-central-1", "us-east-1", "ap-southeast-2"];
 
-const PAYLOAD_TAGS: &[&str] =
-    &["billing", "security", "provisioning", "audit", "sso", "mfa", "trial", "migration", "gdpr", "priority"];
+const PAYLOAD_TAGS: &[&str] = &[
+    "billing",
+    "security",
+    "provisioning",
+    "audit",
+    "sso",
+    "mfa",
+    "trial",
+    "migration",
+    "gdpr",
+    "priority",
+];
 
 /// Webhook retry delays by attempt number (Svix's schedule), in seconds.
 const BACKOFF_SECONDS: [i64; 8] = [0, 5, 300, 1_800, 7_200, 18_000, 36_000, 36_000];
@@ -242,7 +264,8 @@ impl GeneratorSpec {
     /// A spec whose database comes out at roughly `bytes` (`pg_database_size`), deliveries
     /// making up most of it, with one user per 8 deliveries and one subscription per 500.
     pub fn for_target_bytes(seed: u64, bytes: u64) -> Self {
-        let deliveries = (bytes.saturating_sub(EMPTY_DATABASE_BYTES) / BYTES_PER_DELIVERY).min(MAX_ROWS);
+        let deliveries =
+            (bytes.saturating_sub(EMPTY_DATABASE_BYTES) / BYTES_PER_DELIVERY).min(MAX_ROWS);
         Self {
             seed,
             users: (deliveries / 8).max(1),
@@ -255,11 +278,16 @@ impl GeneratorSpec {
 
     /// Checks the spec; the error names the offending field.
     pub fn validate(&self) -> Result<(), CatalystDbError> {
-        for (field, value) in
-            [("users", self.users), ("subscriptions", self.subscriptions), ("deliveries", self.deliveries)]
-        {
+        for (field, value) in [
+            ("users", self.users),
+            ("subscriptions", self.subscriptions),
+            ("deliveries", self.deliveries),
+        ] {
             if value > MAX_ROWS {
-                return Err(CatalystDbError::invalid(field, format!("{value} is above the limit of {MAX_ROWS}")));
+                return Err(CatalystDbError::invalid(
+                    field,
+                    format!("{value} is above the limit of {MAX_ROWS}"),
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.dead_letter_share) {
@@ -293,11 +321,21 @@ impl GeneratorSpec {
         if !(1..=MAX_DEAD_LETTER_WINDOW_HOURS).contains(&self.dead_letter_window_hours) {
             return Err(CatalystDbError::invalid(
                 "dead_letter_window_hours",
-                format!("{} is not within 1..={MAX_DEAD_LETTER_WINDOW_HOURS}", self.dead_letter_window_hours),
+                format!(
+                    "{} is not within 1..={MAX_DEAD_LETTER_WINDOW_HOURS}",
+                    self.dead_letter_window_hours
+                ),
             ));
         }
-        if self.now.checked_sub(Duration::hours(i64::from(self.dead_letter_window_hours))).is_none() {
-            return Err(CatalystDbError::invalid("now", "is too close to the earliest representable time"));
+        if self
+            .now
+            .checked_sub(Duration::hours(i64::from(self.dead_letter_window_hours)))
+            .is_none()
+        {
+            return Err(CatalystDbError::invalid(
+                "now",
+                "is too close to the earliest representable time",
+            ));
         }
         validate_endpoint_base(&self.endpoint_base)
     }
@@ -310,14 +348,23 @@ impl GeneratorSpec {
 
 fn validate_endpoint_base(base: &str) -> Result<(), CatalystDbError> {
     const FIELD: &str = "endpoint_base";
-    let Some(rest) = base.strip_prefix("https://").or_else(|| base.strip_prefix("http://")) else {
-        return Err(CatalystDbError::invalid(FIELD, "must start with http:// or https://"));
+    let Some(rest) = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))
+    else {
+        return Err(CatalystDbError::invalid(
+            FIELD,
+            "must start with http:// or https://",
+        ));
     };
     if rest.trim_end_matches('/').is_empty() {
         return Err(CatalystDbError::invalid(FIELD, "has no host"));
     }
     if base.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(CatalystDbError::invalid(FIELD, "contains whitespace or control characters"));
+        return Err(CatalystDbError::invalid(
+            FIELD,
+            "contains whitespace or control characters",
+        ));
     }
     if base.contains(['?', '#']) {
         return Err(CatalystDbError::invalid(
@@ -370,10 +417,11 @@ const LOCK_TABLES_SQL: &str =
     "LOCK TABLE users, entitlements, webhook_subscriptions, webhook_deliveries IN EXCLUSIVE MODE";
 const TABLES_HAVE_ROWS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM users), EXISTS (SELECT 1 FROM entitlements), \
      EXISTS (SELECT 1 FROM webhook_subscriptions), EXISTS (SELECT 1 FROM webhook_deliveries)";
-const COPY_USERS_SQL: &str = "COPY users (id, email, display_name, created_at, disabled) FROM STDIN";
-const COPY_ENTITLEMENTS_SQL: &str = "COPY entitlements (id, user_id, product, plan, granted_at, expires_at) FROM STDIN";
-const COPY_SUBSCRIPTIONS_SQL: &str =
-    "COPY webhook_subscriptions (id, endpoint_url, description, secret_hash, active, created_at) FROM STDIN";
+const COPY_USERS_SQL: &str =
+    "COPY users (id, email, display_name, created_at, disabled) FROM STDIN";
+const COPY_ENTITLEMENTS_SQL: &str =
+    "COPY entitlements (id, user_id, product, plan, granted_at, expires_at) FROM STDIN";
+const COPY_SUBSCRIPTIONS_SQL: &str = "COPY webhook_subscriptions (id, endpoint_url, description, secret_hash, active, created_at) FROM STDIN";
 const COPY_DELIVERIES_SQL: &str = "COPY webhook_deliveries (id, subscription_id, event_type, payload, status, \
      error_message, attempts, next_attempt_at, created_at, updated_at) FROM STDIN";
 // Rows were written with explicit ids, so move each identity sequence past them: the next
@@ -392,7 +440,10 @@ const DATABASE_SIZE_SQL: &str = "SELECT pg_database_size(current_database())";
 /// Fills the (empty) reference schema according to `spec`, in one transaction, then analyzes
 /// the tables. The spec is validated before anything is sent. The client must not be used by
 /// anyone else meanwhile: the transaction is opened on it with `BEGIN`.
-pub async fn generate(client: &Client, spec: &GeneratorSpec) -> Result<GeneratedCounts, CatalystDbError> {
+pub async fn generate(
+    client: &Client,
+    spec: &GeneratorSpec,
+) -> Result<GeneratedCounts, CatalystDbError> {
     spec.validate()?;
     client.batch_execute("BEGIN").await?;
     let counts = match fill(client, spec).await {
@@ -426,8 +477,18 @@ async fn fill(client: &Client, spec: &GeneratorSpec) -> Result<GeneratedCounts, 
     }
 
     let users = copy_rows(client, COPY_USERS_SQL, &mut UserRows::new(spec)).await?;
-    let entitlements = copy_rows(client, COPY_ENTITLEMENTS_SQL, &mut EntitlementRows::new(spec)).await?;
-    let webhook_subscriptions = copy_rows(client, COPY_SUBSCRIPTIONS_SQL, &mut SubscriptionRows::new(spec)).await?;
+    let entitlements = copy_rows(
+        client,
+        COPY_ENTITLEMENTS_SQL,
+        &mut EntitlementRows::new(spec),
+    )
+    .await?;
+    let webhook_subscriptions = copy_rows(
+        client,
+        COPY_SUBSCRIPTIONS_SQL,
+        &mut SubscriptionRows::new(spec),
+    )
+    .await?;
     let mut deliveries = DeliveryRows::new(spec);
     let webhook_deliveries = copy_rows(client, COPY_DELIVERIES_SQL, &mut deliveries).await?;
     client.batch_execute(SET_SEQUENCES_SQL).await?;
@@ -447,7 +508,11 @@ trait RowSource {
 }
 
 /// Streams `source` into `COPY ... FROM STDIN`, a chunk at a time; returns the rows copied.
-async fn copy_rows(client: &Client, statement: &str, source: &mut impl RowSource) -> Result<u64, CatalystDbError> {
+async fn copy_rows(
+    client: &Client,
+    statement: &str,
+    source: &mut impl RowSource,
+) -> Result<u64, CatalystDbError> {
     let sink = client.copy_in::<_, Bytes>(statement).await?;
     let mut sink = std::pin::pin!(sink);
     let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 16 * 1024);
@@ -511,7 +576,10 @@ struct CopyLine<'a> {
 
 impl<'a> CopyLine<'a> {
     fn new(buf: &'a mut BytesMut) -> Self {
-        Self { buf, started: false }
+        Self {
+            buf,
+            started: false,
+        }
     }
 
     fn field(&mut self) -> &mut BytesMut {
@@ -671,7 +739,13 @@ impl RowSource for UserRows {
         };
         let disabled = rng.random_bool(0.03);
         let created_at = EPOCH - micros(self.clock.age_us(id));
-        CopyLine::new(buf).id(id).text(&email).opt_text(display_name).timestamp(created_at).boolean(disabled).end();
+        CopyLine::new(buf)
+            .id(id)
+            .text(&email)
+            .opt_text(display_name)
+            .timestamp(created_at)
+            .boolean(disabled)
+            .end();
         true
     }
 }
@@ -691,7 +765,11 @@ impl EntitlementRows {
             rng: stream_rng(spec.seed, STREAM_ENTITLEMENTS),
             clock: UserClock::new(spec.seed),
             next_user: 1,
-            users: if spec.entitlements_per_user == 0 { 0 } else { spec.users },
+            users: if spec.entitlements_per_user == 0 {
+                0
+            } else {
+                spec.users
+            },
             max_per_user: spec.entitlements_per_user,
             next_id: 1,
         }
@@ -707,7 +785,9 @@ impl RowSource for EntitlementRows {
         let user_id = self.next_user;
         self.next_user += 1;
         let rng = &mut self.rng;
-        let count = rng.random_range(0..=self.max_per_user as usize).min(PRODUCTS.len());
+        let count = rng
+            .random_range(0..=self.max_per_user as usize)
+            .min(PRODUCTS.len());
         // Distinct products: the first `count` of a partial Fisher-Yates shuffle.
         let mut products: [usize; PRODUCTS.len()] = std::array::from_fn(|i| i);
         for i in 0..count {
@@ -765,12 +845,19 @@ impl RowSource for SubscriptionRows {
         self.next_id += 1;
         let rng = &mut self.rng;
         let endpoint_url = format!("{}/{id}", self.endpoint_base);
-        let description = if rng.random_bool(0.3) { None } else { Some(pick(rng, SUBSCRIPTION_DESCRIPTIONS)) };
+        let description = if rng.random_bool(0.3) {
+            None
+        } else {
+            Some(pick(rng, SUBSCRIPTION_DESCRIPTIONS))
+        };
         let secret_hash = if rng.random_bool(0.1) {
             None
         } else {
             let words: [u64; 4] = std::array::from_fn(|_| rng.random());
-            Some(format!("sha256:{:016x}{:016x}{:016x}{:016x}", words[0], words[1], words[2], words[3]))
+            Some(format!(
+                "sha256:{:016x}{:016x}{:016x}{:016x}",
+                words[0], words[1], words[2], words[3]
+            ))
         };
         let active = rng.random_bool(0.92);
         let created_at = EPOCH - micros(rng.random_range(60 * DAY_US..730 * DAY_US));
@@ -833,9 +920,19 @@ fn backoff(attempts: i64) -> Duration {
 }
 
 /// An event payload of roughly 300 to 500 bytes of JSON.
-fn payload(rng: &mut ChaCha8Rng, delivery_id: u64, event_type: &str, created: OffsetDateTime, users: u64) -> String {
+fn payload(
+    rng: &mut ChaCha8Rng,
+    delivery_id: u64,
+    event_type: &str,
+    created: OffsetDateTime,
+    users: u64,
+) -> String {
     let user_id = rng.random_range(1..=users.max(1));
-    let display_name = if rng.random_bool(0.1) { None } else { Some(person_name(rng)) };
+    let display_name = if rng.random_bool(0.1) {
+        None
+    } else {
+        Some(person_name(rng))
+    };
     let entitlement = if event_type.starts_with("entitlement.") {
         json!({ "product": pick(rng, PRODUCTS), "plan": pick(rng, PLANS) })
     } else {
@@ -873,11 +970,13 @@ impl RowSource for DeliveryRows {
         self.next_id += 1;
         let status = self.status(id);
         self.counts.add(status);
-        let (subscriptions, users, now, window_us) = (self.subscriptions, self.users, self.now, self.window_us);
+        let (subscriptions, users, now, window_us) =
+            (self.subscriptions, self.users, self.now, self.window_us);
         let rng = &mut self.rng;
         // Squaring skews traffic towards the low-numbered subscriptions, as real traffic is.
         let u: f64 = rng.random();
-        let subscription_id = ((u * u * subscriptions as f64) as u64).min(subscriptions.saturating_sub(1)) + 1;
+        let subscription_id =
+            ((u * u * subscriptions as f64) as u64).min(subscriptions.saturating_sub(1)) + 1;
         let event_type = pick(rng, EVENT_TYPES);
         let mut created_at = EPOCH - micros(rng.random_range(0..30 * DAY_US));
         let payload = payload(rng, id, event_type, created_at, users);
@@ -894,7 +993,8 @@ impl RowSource for DeliveryRows {
             }
             DeliveryStatus::Succeeded => {
                 let attempts = rng.random_range(1..=3);
-                let updated = created_at + micros(rng.random_range(50_000..(attempts - 1) * HOUR_US + 15 * SECOND_US));
+                let updated = created_at
+                    + micros(rng.random_range(50_000..(attempts - 1) * HOUR_US + 15 * SECOND_US));
                 (attempts, None, None, updated)
             }
             DeliveryStatus::Failed => {
@@ -910,7 +1010,12 @@ impl RowSource for DeliveryRows {
                 let margin_us = (window_us / 10).min(5 * 60 * SECOND_US);
                 let updated = now - micros(rng.random_range(SECOND_US..=window_us - margin_us));
                 created_at = created_at.min(updated);
-                (MAX_ATTEMPTS, Some(pick(rng, DELIVERY_ERRORS)), None, updated)
+                (
+                    MAX_ATTEMPTS,
+                    Some(pick(rng, DELIVERY_ERRORS)),
+                    None,
+                    updated,
+                )
             }
         };
         CopyLine::new(buf)
@@ -965,7 +1070,12 @@ mod tests {
         push_copy_text(&mut buf, "a\\b\tc\nd\re \\N é🦀");
         assert_eq!(&buf[..], "a\\\\b\\tc\\nd\\re \\\\N é🦀".as_bytes());
         let mut buf = BytesMut::new();
-        CopyLine::new(&mut buf).id(3).opt_text(None).text("").boolean(true).end();
+        CopyLine::new(&mut buf)
+            .id(3)
+            .opt_text(None)
+            .text("")
+            .boolean(true)
+            .end();
         assert_eq!(&buf[..], b"3\t\\N\t\tt\n");
     }
 
@@ -983,10 +1093,22 @@ mod tests {
         let a = spec();
         let mut b = spec();
         b.seed = 8;
-        assert_eq!(render(&mut DeliveryRows::new(&a)), render(&mut DeliveryRows::new(&a)));
-        assert_eq!(render(&mut EntitlementRows::new(&a)), render(&mut EntitlementRows::new(&a)));
-        assert_ne!(render(&mut DeliveryRows::new(&a)), render(&mut DeliveryRows::new(&b)));
-        assert_ne!(render(&mut UserRows::new(&a)), render(&mut UserRows::new(&b)));
+        assert_eq!(
+            render(&mut DeliveryRows::new(&a)),
+            render(&mut DeliveryRows::new(&a))
+        );
+        assert_eq!(
+            render(&mut EntitlementRows::new(&a)),
+            render(&mut EntitlementRows::new(&a))
+        );
+        assert_ne!(
+            render(&mut DeliveryRows::new(&a)),
+            render(&mut DeliveryRows::new(&b))
+        );
+        assert_ne!(
+            render(&mut UserRows::new(&a)),
+            render(&mut UserRows::new(&b))
+        );
     }
 
     #[test]
@@ -1012,8 +1134,14 @@ mod tests {
             .collect();
         let mean = sizes.iter().sum::<usize>() / sizes.len();
         let (min, max) = (sizes.iter().min(), sizes.iter().max());
-        assert!((300..=500).contains(&mean), "mean {mean} min {min:?} max {max:?}");
-        assert!(sizes.iter().all(|s| (250..=600).contains(s)), "min {min:?} max {max:?}");
+        assert!(
+            (300..=500).contains(&mean),
+            "mean {mean} min {min:?} max {max:?}"
+        );
+        assert!(
+            sizes.iter().all(|s| (250..=600).contains(s)),
+            "min {min:?} max {max:?}"
+        );
     }
 
     #[test]
@@ -1023,7 +1151,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for line in text.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
-            assert!(seen.insert((fields[1].to_owned(), fields[2].to_owned())), "duplicate {line}");
+            assert!(
+                seen.insert((fields[1].to_owned(), fields[2].to_owned())),
+                "duplicate {line}"
+            );
         }
         assert!(seen.len() <= 300 * 4);
     }
@@ -1032,18 +1163,66 @@ mod tests {
     fn validation_names_the_field() {
         let ok = spec();
         ok.validate().expect("valid");
-        assert_eq!(field_err(&GeneratorSpec { dead_letter_share: 1.5, ..ok.clone() }), "dead_letter_share");
-        assert_eq!(field_err(&GeneratorSpec { dead_letter_share: f64::NAN, ..ok.clone() }), "dead_letter_share");
-        assert_eq!(field_err(&GeneratorSpec { users: 0, ..ok.clone() }), "users");
-        assert_eq!(field_err(&GeneratorSpec { subscriptions: 0, ..ok.clone() }), "subscriptions");
-        assert_eq!(field_err(&GeneratorSpec { entitlements_per_user: 7, ..ok.clone() }), "entitlements_per_user");
-        assert_eq!(field_err(&GeneratorSpec { dead_letter_window_hours: 0, ..ok.clone() }), "dead_letter_window_hours");
+        assert_eq!(
+            field_err(&GeneratorSpec {
+                dead_letter_share: 1.5,
+                ..ok.clone()
+            }),
+            "dead_letter_share"
+        );
+        assert_eq!(
+            field_err(&GeneratorSpec {
+                dead_letter_share: f64::NAN,
+                ..ok.clone()
+            }),
+            "dead_letter_share"
+        );
+        assert_eq!(
+            field_err(&GeneratorSpec {
+                users: 0,
+                ..ok.clone()
+            }),
+            "users"
+        );
+        assert_eq!(
+            field_err(&GeneratorSpec {
+                subscriptions: 0,
+                ..ok.clone()
+            }),
+            "subscriptions"
+        );
+        assert_eq!(
+            field_err(&GeneratorSpec {
+                entitlements_per_user: 7,
+                ..ok.clone()
+            }),
+            "entitlements_per_user"
+        );
+        assert_eq!(
+            field_err(&GeneratorSpec {
+                dead_letter_window_hours: 0,
+                ..ok.clone()
+            }),
+            "dead_letter_window_hours"
+        );
         for base in ["ftp://x", "https://", "https://a b", "https://x/?q=1"] {
-            assert_eq!(field_err(&GeneratorSpec { endpoint_base: base.into(), ..ok.clone() }), "endpoint_base");
+            assert_eq!(
+                field_err(&GeneratorSpec {
+                    endpoint_base: base.into(),
+                    ..ok.clone()
+                }),
+                "endpoint_base"
+            );
         }
-        GeneratorSpec { users: 0, entitlements_per_user: 0, subscriptions: 0, deliveries: 0, ..ok }
-            .validate()
-            .expect("an empty data set is valid");
+        GeneratorSpec {
+            users: 0,
+            entitlements_per_user: 0,
+            subscriptions: 0,
+            deliveries: 0,
+            ..ok
+        }
+        .validate()
+        .expect("an empty data set is valid");
     }
 
     #[test]

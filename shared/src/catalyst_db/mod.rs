@@ -18,6 +18,10 @@ pub mod smoke;
 pub mod staging;
 
 pub use error::CatalystDbError;
-pub use generate::{DeliveryStatusCounts, GeneratedCounts, GeneratorSpec, database_size_bytes, generate};
+pub use generate::{
+    DeliveryStatusCounts, GeneratedCounts, GeneratorSpec, database_size_bytes, generate,
+};
 pub use schema::{DeliveryStatus, SCHEMA_SQL, TABLES, apply};
-pub use staging::{mark_restoring, mark_staging, require_staging, restoring_backup, staging_marker};
+pub use staging::{
+    mark_restoring, mark_staging, require_staging, restoring_backup, staging_marker,
+};

@@ -37,7 +37,10 @@ fn written_column(table: &str) -> &'static str {
 }
 
 /// Fingerprints every table in the snapshot `client` is in.
-pub async fn fingerprint(client: &Client, instant: OffsetDateTime) -> Result<Vec<TableFingerprint>, CatalystDbError> {
+pub async fn fingerprint(
+    client: &Client,
+    instant: OffsetDateTime,
+) -> Result<Vec<TableFingerprint>, CatalystDbError> {
     let mut found = Vec::with_capacity(TABLES.len());
     for table in TABLES {
         // Table and column names come from constants, never from input.
@@ -48,13 +51,25 @@ pub async fn fingerprint(client: &Client, instant: OffsetDateTime) -> Result<Vec
             column = written_column(table)
         );
         let row = client.query_one(&sql, &[&instant]).await?;
-        found.push(TableFingerprint { table: table.to_owned(), rows: row.get(0), checksum: row.get(1), written_after: row.get(2) });
+        found.push(TableFingerprint {
+            table: table.to_owned(),
+            rows: row.get(0),
+            checksum: row.get(1),
+            written_after: row.get(2),
+        });
     }
     Ok(found)
 }
 
-pub async fn deliveries_by_status(client: &Client) -> Result<BTreeMap<String, i64>, CatalystDbError> {
-    let rows = client.query("SELECT status::text, count(*) FROM webhook_deliveries GROUP BY status ORDER BY status", &[]).await?;
+pub async fn deliveries_by_status(
+    client: &Client,
+) -> Result<BTreeMap<String, i64>, CatalystDbError> {
+    let rows = client
+        .query(
+            "SELECT status::text, count(*) FROM webhook_deliveries GROUP BY status ORDER BY status",
+            &[],
+        )
+        .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -77,36 +92,67 @@ SELECT EXISTS (
 
 /// Opens the baseline snapshot on `snapshot` (a REPEATABLE READ transaction left open for the
 /// caller to fingerprint in, then commit) while `locker` holds the tables still.
-pub async fn open_baseline(locker: &Client, snapshot: &Client, lock_timeout: Duration) -> Result<BaselineInstant, CatalystDbError> {
+pub async fn open_baseline(
+    locker: &Client,
+    snapshot: &Client,
+    lock_timeout: Duration,
+) -> Result<BaselineInstant, CatalystDbError> {
     locker.batch_execute("BEGIN").await?;
     let result = async {
-        locker.batch_execute(&format!("SET LOCAL lock_timeout = '{}ms'", lock_timeout.as_millis())).await?;
+        locker
+            .batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{}ms'",
+                lock_timeout.as_millis()
+            ))
+            .await?;
         let locked_at = std::time::Instant::now();
         // A least-privilege drill role may not LOCK in SHARE MODE itself (that needs a write
         // privilege); the database-roles setup SQL gives it a function that does.
-        if locker.query_one(LOCK_FUNCTION_EXISTS_SQL, &[]).await?.get::<_, bool>(0) {
-            locker.batch_execute("SELECT catalyst_dr.lock_baseline_tables()").await?;
+        if locker
+            .query_one(LOCK_FUNCTION_EXISTS_SQL, &[])
+            .await?
+            .get::<_, bool>(0)
+        {
+            locker
+                .batch_execute("SELECT catalyst_dr.lock_baseline_tables()")
+                .await?;
         } else {
-            locker.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", TABLES.join(", "))).await?;
+            locker
+                .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", TABLES.join(", ")))
+                .await?;
         }
-        snapshot.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        snapshot
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
         // The transaction's snapshot is taken by its first statement, here, under the locks.
         snapshot.query_one("SELECT 1", &[]).await?;
-        let now: OffsetDateTime = locker.query_one("SELECT clock_timestamp()", &[]).await?.get(0);
+        let now: OffsetDateTime = locker
+            .query_one("SELECT clock_timestamp()", &[])
+            .await?
+            .get(0);
         let instant = next_whole_second(now);
         let wait = instant - now;
         if wait.is_positive() {
             tokio::time::sleep(wait.unsigned_abs()).await;
         }
         let (server_now, lsn): (OffsetDateTime, String) = {
-            let row = locker.query_one("SELECT clock_timestamp(), pg_current_wal_insert_lsn()::text", &[]).await?;
+            let row = locker
+                .query_one(
+                    "SELECT clock_timestamp(), pg_current_wal_insert_lsn()::text",
+                    &[],
+                )
+                .await?;
             (row.get(0), row.get(1))
         };
         if server_now < instant {
             // The client's clock ran ahead of the server's: wait out the rest.
             tokio::time::sleep((instant - server_now).unsigned_abs()).await;
         }
-        Ok::<_, CatalystDbError>(BaselineInstant { instant, wal_lsn: lsn, writers_paused_ms: locked_at.elapsed().as_millis() as u64 })
+        Ok::<_, CatalystDbError>(BaselineInstant {
+            instant,
+            wal_lsn: lsn,
+            writers_paused_ms: locked_at.elapsed().as_millis() as u64,
+        })
     }
     .await;
     // Releasing the locks is all the locker's transaction is for.
@@ -126,7 +172,13 @@ mod tests {
 
     #[test]
     fn the_instant_is_the_next_whole_second() {
-        assert_eq!(next_whole_second(datetime!(2026-11-26 10:00:00.250 UTC)), datetime!(2026-11-26 10:00:01 UTC));
-        assert_eq!(next_whole_second(datetime!(2026-11-26 10:00:00 UTC)), datetime!(2026-11-26 10:00:01 UTC));
+        assert_eq!(
+            next_whole_second(datetime!(2026-11-26 10:00:00.250 UTC)),
+            datetime!(2026-11-26 10:00:01 UTC)
+        );
+        assert_eq!(
+            next_whole_second(datetime!(2026-11-26 10:00:00 UTC)),
+            datetime!(2026-11-26 10:00:01 UTC)
+        );
     }
 }

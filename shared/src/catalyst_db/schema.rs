@@ -66,7 +66,12 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_subscription_id_idx
 "#;
 
 /// The reference tables, parents before children (the order to load them in).
-pub const TABLES: [&str; 4] = ["users", "entitlements", "webhook_subscriptions", "webhook_deliveries"];
+pub const TABLES: [&str; 4] = [
+    "users",
+    "entitlements",
+    "webhook_subscriptions",
+    "webhook_deliveries",
+];
 
 /// Serialises concurrent `apply` calls: `CREATE ... IF NOT EXISTS` alone can still race on the
 /// catalog. The key is arbitrary but fixed ("catalyst" in ASCII).
@@ -91,7 +96,12 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    pub const ALL: [DeliveryStatus; 4] = [Self::Pending, Self::Succeeded, Self::Failed, Self::DeadLettered];
+    pub const ALL: [DeliveryStatus; 4] = [
+        Self::Pending,
+        Self::Succeeded,
+        Self::Failed,
+        Self::DeadLettered,
+    ];
 
     /// The value stored in the `status` column.
     pub fn as_str(self) -> &'static str {
@@ -115,7 +125,10 @@ mod tests {
     #[test]
     fn statuses_match_the_check_constraint() {
         for status in DeliveryStatus::ALL {
-            assert!(SCHEMA_SQL.contains(&format!("'{}'", status.as_str())), "{status:?}");
+            assert!(
+                SCHEMA_SQL.contains(&format!("'{}'", status.as_str())),
+                "{status:?}"
+            );
             assert_eq!(DeliveryStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(DeliveryStatus::parse("dead-lettered"), None);
@@ -123,8 +136,15 @@ mod tests {
 
     #[test]
     fn every_statement_is_idempotent() {
-        for statement in SCHEMA_SQL.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            assert!(statement.contains("IF NOT EXISTS"), "not idempotent: {statement}");
+        for statement in SCHEMA_SQL
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            assert!(
+                statement.contains("IF NOT EXISTS"),
+                "not idempotent: {statement}"
+            );
         }
     }
 }

@@ -19,9 +19,18 @@ pub struct UsersAndEntitlements {
     pub sample: Vec<UserSample>,
 }
 
-pub async fn users_and_entitlements(client: &Client, sample: i64) -> Result<UsersAndEntitlements, CatalystDbError> {
-    let users: i64 = client.query_one("SELECT count(*) FROM users", &[]).await?.get(0);
-    let entitlements: i64 = client.query_one("SELECT count(*) FROM entitlements", &[]).await?.get(0);
+pub async fn users_and_entitlements(
+    client: &Client,
+    sample: i64,
+) -> Result<UsersAndEntitlements, CatalystDbError> {
+    let users: i64 = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await?
+        .get(0);
+    let entitlements: i64 = client
+        .query_one("SELECT count(*) FROM entitlements", &[])
+        .await?
+        .get(0);
     let rows = client
         .query(
             "SELECT u.id, coalesce(array_agg(e.product ORDER BY e.product) FILTER (WHERE e.product IS NOT NULL), '{}')
@@ -31,8 +40,18 @@ pub async fn users_and_entitlements(client: &Client, sample: i64) -> Result<User
             &[&sample],
         )
         .await?;
-    let sample = rows.iter().map(|r| UserSample { user_id: r.get(0), entitlements: r.get(1) }).collect();
-    Ok(UsersAndEntitlements { users, entitlements, sample })
+    let sample = rows
+        .iter()
+        .map(|r| UserSample {
+            user_id: r.get(0),
+            entitlements: r.get(1),
+        })
+        .collect();
+    Ok(UsersAndEntitlements {
+        users,
+        entitlements,
+        sample,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +60,22 @@ pub struct PendingDeliveries {
     pub sample_ids: Vec<i64>,
 }
 
-pub async fn pending_deliveries(client: &Client, sample: i64) -> Result<PendingDeliveries, CatalystDbError> {
-    let pending: i64 = client.query_one("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'", &[]).await?.get(0);
+pub async fn pending_deliveries(
+    client: &Client,
+    sample: i64,
+) -> Result<PendingDeliveries, CatalystDbError> {
+    let pending: i64 = client
+        .query_one(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'",
+            &[],
+        )
+        .await?
+        .get(0);
     let rows = client
         .query("SELECT id FROM webhook_deliveries WHERE status = 'pending' ORDER BY next_attempt_at NULLS FIRST, id LIMIT $1", &[&sample])
         .await?;
-    Ok(PendingDeliveries { pending, sample_ids: rows.iter().map(|r| r.get(0)).collect() })
+    Ok(PendingDeliveries {
+        pending,
+        sample_ids: rows.iter().map(|r| r.get(0)).collect(),
+    })
 }

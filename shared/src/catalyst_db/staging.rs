@@ -9,7 +9,10 @@ pub const STAGING_COMMENT_PREFIX: &str = "catalyst-dr:staging";
 
 /// The marker of the connected database, if it has one: `Some(drill id)` for a staging database.
 pub async fn staging_marker(client: &Client) -> Result<Option<String>, CatalystDbError> {
-    Ok(database_comment(client).await?.as_deref().and_then(parse_marker))
+    Ok(database_comment(client)
+        .await?
+        .as_deref()
+        .and_then(parse_marker))
 }
 
 /// The connected database's comment, where the marker lives.
@@ -23,7 +26,12 @@ fn parse_marker(comment: &str) -> Option<String> {
     if !(rest.is_empty() || rest.starts_with(' ')) {
         return None;
     }
-    Some(rest.split_whitespace().find_map(|w| w.strip_prefix("drill=")).unwrap_or_default().to_owned())
+    Some(
+        rest.split_whitespace()
+            .find_map(|w| w.strip_prefix("drill="))
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 /// Marks the connected database as catalyst-dr's staging copy for `drill_id`.
@@ -34,7 +42,11 @@ pub async fn mark_staging(client: &Client, drill_id: &str) -> Result<(), Catalys
 /// Marks the staging database as being filled by a logical restore of backup `run_id` (so an
 /// interrupted restore can be recognised, and reset, by a rerun of the same restore), or, with
 /// `None`, as no longer being filled.
-pub async fn mark_restoring(client: &Client, drill_id: &str, run_id: Option<&str>) -> Result<(), CatalystDbError> {
+pub async fn mark_restoring(
+    client: &Client,
+    drill_id: &str,
+    run_id: Option<&str>,
+) -> Result<(), CatalystDbError> {
     set_marker(client, drill_id, run_id.map(|r| ("restoring", r))).await
 }
 
@@ -44,31 +56,61 @@ pub async fn restoring_backup(client: &Client) -> Result<Option<String>, Catalys
         .await?
         .as_deref()
         .filter(|c| parse_marker(c).is_some())
-        .and_then(|c| c.split_whitespace().find_map(|w| w.strip_prefix("restoring=")).map(str::to_owned)))
+        .and_then(|c| {
+            c.split_whitespace()
+                .find_map(|w| w.strip_prefix("restoring="))
+                .map(str::to_owned)
+        }))
 }
 
-async fn set_marker(client: &Client, drill_id: &str, note: Option<(&str, &str)>) -> Result<(), CatalystDbError> {
-    let plain = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+async fn set_marker(
+    client: &Client,
+    drill_id: &str,
+    note: Option<(&str, &str)>,
+) -> Result<(), CatalystDbError> {
+    let plain = |v: &str| {
+        !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
     if !plain(drill_id) {
-        return Err(CatalystDbError::invalid("drill_id", "must be letters, digits, '-' or '_'"));
+        return Err(CatalystDbError::invalid(
+            "drill_id",
+            "must be letters, digits, '-' or '_'",
+        ));
     }
     if note.is_some_and(|(_, value)| !plain(value)) {
-        return Err(CatalystDbError::invalid("run_id", "must be letters, digits, '-' or '_'"));
+        return Err(CatalystDbError::invalid(
+            "run_id",
+            "must be letters, digits, '-' or '_'",
+        ));
     }
-    let note = note.map(|(key, value)| format!(" {key}={value}")).unwrap_or_default();
+    let note = note
+        .map(|(key, value)| format!(" {key}={value}"))
+        .unwrap_or_default();
     // COMMENT takes no bind parameters; the values were checked above and the database name is
     // quoted as an identifier.
-    let name: String = client.query_one("SELECT quote_ident(current_database())", &[]).await?.get(0);
+    let name: String = client
+        .query_one("SELECT quote_ident(current_database())", &[])
+        .await?
+        .get(0);
     client
-        .batch_execute(&format!("COMMENT ON DATABASE {name} IS '{STAGING_COMMENT_PREFIX} drill={drill_id}{note}'"))
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {name} IS '{STAGING_COMMENT_PREFIX} drill={drill_id}{note}'"
+        ))
         .await?;
     Ok(())
 }
 
 /// Fails unless the connected database is marked as staging.
 pub async fn require_staging(client: &Client) -> Result<String, CatalystDbError> {
-    let database: String = client.query_one("SELECT current_database()", &[]).await?.get(0);
-    staging_marker(client).await?.ok_or(CatalystDbError::NotStaging { database })
+    let database: String = client
+        .query_one("SELECT current_database()", &[])
+        .await?
+        .get(0);
+    staging_marker(client)
+        .await?
+        .ok_or(CatalystDbError::NotStaging { database })
 }
 
 #[cfg(test)]
@@ -77,7 +119,10 @@ mod tests {
 
     #[test]
     fn only_the_exact_prefix_marks_staging() {
-        assert_eq!(parse_marker("catalyst-dr:staging drill=q4-2026"), Some("q4-2026".into()));
+        assert_eq!(
+            parse_marker("catalyst-dr:staging drill=q4-2026"),
+            Some("q4-2026".into())
+        );
         assert_eq!(parse_marker("catalyst-dr:staging"), Some(String::new()));
         assert_eq!(parse_marker("catalyst-dr:staging-not"), None);
         assert_eq!(parse_marker("production catalyst-dr:staging"), None);

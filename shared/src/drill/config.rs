@@ -36,7 +36,9 @@ pub struct DrillConfig {
 impl DrillConfig {
     pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
         let env = Env(source);
-        let mut report_prefix = env.optional("DRILL_REPORT_PREFIX").unwrap_or_else(|| "drills/".into());
+        let mut report_prefix = env
+            .optional("DRILL_REPORT_PREFIX")
+            .unwrap_or_else(|| "drills/".into());
         if !report_prefix.ends_with('/') {
             report_prefix.push('/');
         }
@@ -55,13 +57,20 @@ impl DrillConfig {
             redis_url: env.optional("DRILL_REDIS_URL"),
             redis_queue_patterns: env
                 .optional("REDIS_QUEUE_PATTERNS")
-                .map(|p| p.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .map(|p| {
+                    p.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
             rpo_objective_seconds: env.bounded("RPO_OBJECTIVE_SECONDS", 300, 0..=86_400)?,
             rto_objective_seconds: env.bounded("RTO_OBJECTIVE_SECONDS", 3_600, 1..=604_800)?,
             lock_timeout_ms: env.bounded("BASELINE_LOCK_TIMEOUT_MS", 2_000, 100..=60_000)?,
             alert_topic_arn: env.optional("ALERT_TOPIC_ARN"),
-            drill_kind: env.optional("DRILL_KIND").unwrap_or_else(|| "quarterly".into()),
+            drill_kind: env
+                .optional("DRILL_KIND")
+                .unwrap_or_else(|| "quarterly".into()),
         })
     }
 }

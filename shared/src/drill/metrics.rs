@@ -21,7 +21,10 @@ pub fn overdue_line(drill_kind: &str, age_days: f64, now: OffsetDateTime) -> Str
 }
 
 pub fn emf_line(drill_kind: &str, summary: &ReportSummary, now: OffsetDateTime) -> String {
-    let mut metrics = vec![json!({"Name": "DrillFailed", "Unit": "Count"}), json!({"Name": "ParityFailures", "Unit": "Count"})];
+    let mut metrics = vec![
+        json!({"Name": "DrillFailed", "Unit": "Count"}),
+        json!({"Name": "ParityFailures", "Unit": "Count"}),
+    ];
     let mut line = json!({
         "DrillKind": drill_kind,
         "drill_id": summary.drill_id,
@@ -31,7 +34,11 @@ pub fn emf_line(drill_kind: &str, summary: &ReportSummary, now: OffsetDateTime) 
     for (name, value, unit) in [
         ("RTOSeconds", summary.rto_seconds, "Seconds"),
         ("RPOSeconds", summary.rpo_seconds, "Seconds"),
-        ("DeliveriesReplayable", summary.deliveries_replayable.map(|v| v as f64), "Count"),
+        (
+            "DeliveriesReplayable",
+            summary.deliveries_replayable.map(|v| v as f64),
+            "Count",
+        ),
     ] {
         if let Some(value) = value {
             metrics.push(json!({"Name": name, "Unit": unit}));

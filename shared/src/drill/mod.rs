@@ -2,15 +2,15 @@
 //! against it, RPO and RTO, and the drill report (runbook: validation cadence).
 
 pub mod config;
+pub mod history;
 pub mod metrics;
 pub mod queues;
-pub mod history;
 pub mod redis_state;
 pub mod report;
 
 use crate::aws_error::AwsCallError;
-use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
 use crate::catalyst_db::CatalystDbError;
+use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
 use crate::drill_id::DrillId;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
@@ -86,7 +86,11 @@ pub enum DrillError {
     #[error("reading the production Redis")]
     Redis(#[from] redis::RedisError),
     #[error("no {kind} drill has passed for {age_days:.1} days (at most {max_age_days} allowed)")]
-    Overdue { kind: String, age_days: f64, max_age_days: u32 },
+    Overdue {
+        kind: String,
+        age_days: f64,
+        max_age_days: u32,
+    },
     #[error("stored {key} is not valid: {source}")]
     Corrupt {
         key: String,
@@ -102,7 +106,11 @@ impl DrillError {
             Self::Aws(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
             // A lock wait that timed out is worth another try.
-            Self::Database(CatalystDbError::Postgres(e)) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => "BaselineLockTimeout",
+            Self::Database(CatalystDbError::Postgres(e))
+                if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+            {
+                "BaselineLockTimeout"
+            }
             Self::Database(e) => e.error_type(),
             Self::Redis(_) => "RedisUnavailable",
             Self::NoBaseline { .. } => "NoBaseline",
@@ -183,10 +191,15 @@ pub struct DrillValidator {
 impl DrillValidator {
     pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, DrillError> {
         let value = match decode::<DrillEvent>(event)? {
-            DrillEvent::Baseline { drill_id } => {
-                to_json(self.baseline(&drill_id).await?)
-            }
-            DrillEvent::Validate { drill_id, restore_point, drill_started_at, smoke_passed_at, restorable_lag_seconds, flush_status } => {
+            DrillEvent::Baseline { drill_id } => to_json(self.baseline(&drill_id).await?),
+            DrillEvent::Validate {
+                drill_id,
+                restore_point,
+                drill_started_at,
+                smoke_passed_at,
+                restorable_lag_seconds,
+                flush_status,
+            } => {
                 let restore_point = parse_time("restore_point", &restore_point)?;
                 let started = parse_time("drill_started_at", &drill_started_at)?;
                 let smoke = parse_time("smoke_passed_at", &smoke_passed_at)?;
@@ -195,18 +208,41 @@ impl DrillValidator {
                     Some("preserved") => "preserved".to_owned(),
                     // No staging queue was configured, so none was flushed.
                     Some("skipped") => "none".to_owned(),
-                    Some(other) => return Err(InputError::new("flush_status", format!("{other:?} is not a flush status")).into()),
+                    Some(other) => {
+                        return Err(InputError::new(
+                            "flush_status",
+                            format!("{other:?} is not a flush status"),
+                        )
+                        .into());
+                    }
                 };
-                to_json(self.validate(&drill_id, restore_point, started, smoke, restorable_lag_seconds, &expect_queue).await?)
+                to_json(
+                    self.validate(
+                        &drill_id,
+                        restore_point,
+                        started,
+                        smoke,
+                        restorable_lag_seconds,
+                        &expect_queue,
+                    )
+                    .await?,
+                )
             }
             DrillEvent::ListDrills { limit } => {
                 let limit = limit.unwrap_or(20);
                 if !(1..=1000).contains(&limit) {
                     return Err(InputError::new("limit", "must be 1 to 1000").into());
                 }
-                to_json(history::list_drills(self.objects.as_ref(), &self.config.report_prefix, limit).await?)
+                to_json(
+                    history::list_drills(self.objects.as_ref(), &self.config.report_prefix, limit)
+                        .await?,
+                )
             }
-            DrillEvent::Report { drill_id, kind, state } => {
+            DrillEvent::Report {
+                drill_id,
+                kind,
+                state,
+            } => {
                 let kind = kind.as_deref().unwrap_or(&self.config.drill_kind);
                 check_kind(kind)?;
                 to_json(self.report(&drill_id, kind, &state).await?)
@@ -216,7 +252,10 @@ impl DrillValidator {
                 if max_age_days == 0 {
                     return Err(InputError::new("max_age_days", "must be at least 1").into());
                 }
-                to_json(self.overdue(&kind, max_age_days, OffsetDateTime::now_utc()).await?)
+                to_json(
+                    self.overdue(&kind, max_age_days, OffsetDateTime::now_utc())
+                        .await?,
+                )
             }
         };
         Ok(value)
@@ -234,12 +273,21 @@ impl DrillValidator {
 
     /// Days since a drill of `kind` last passed, as a metric; an error past `max_age_days`. With
     /// no record yet, the first check starts the clock (a new deployment has run no drill).
-    pub async fn overdue(&self, kind: &str, max_age_days: u32, now: OffsetDateTime) -> Result<OverdueResult, DrillError> {
+    pub async fn overdue(
+        &self,
+        kind: &str,
+        max_age_days: u32,
+        now: OffsetDateTime,
+    ) -> Result<OverdueResult, DrillError> {
         let key = self.last_passed_key(kind);
         let last = match self.load::<LastPassed>(&key).await? {
             Some(last) => last,
             None => {
-                let start = LastPassed { kind: kind.to_owned(), drill_id: None, passed_at: now };
+                let start = LastPassed {
+                    kind: kind.to_owned(),
+                    drill_id: None,
+                    passed_at: now,
+                };
                 self.store(&key, &start).await?;
                 start
             }
@@ -247,31 +295,55 @@ impl DrillValidator {
         let age_days = (now - last.passed_at).as_seconds_f64() / 86_400.0;
         println!("{}", metrics::overdue_line(kind, age_days, now));
         if age_days > f64::from(max_age_days) {
-            return Err(DrillError::Overdue { kind: kind.to_owned(), age_days, max_age_days });
+            return Err(DrillError::Overdue {
+                kind: kind.to_owned(),
+                age_days,
+                max_age_days,
+            });
         }
-        Ok(OverdueResult { kind: kind.to_owned(), last_passed: last, age_days, max_age_days })
+        Ok(OverdueResult {
+            kind: kind.to_owned(),
+            last_passed: last,
+            age_days,
+            max_age_days,
+        })
     }
 
     fn retain_until(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc() + time::Duration::days(self.config.report_retention_days.into())
     }
 
-    async fn load<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, DrillError> {
+    async fn load<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, DrillError> {
         match self.objects.get(key).await? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| DrillError::Corrupt { key: key.to_owned(), source }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| DrillError::Corrupt {
+                        key: key.to_owned(),
+                        source,
+                    })
+            }
         }
     }
 
     async fn store<T: Serialize>(&self, key: &str, value: &T) -> Result<(), DrillError> {
         let body = serde_json::to_vec_pretty(value).expect("plain data serialises");
-        self.objects.put_locked(key, body, "application/json", self.retain_until()).await?;
+        self.objects
+            .put_locked(key, body, "application/json", self.retain_until())
+            .await?;
         Ok(())
     }
 
     async fn queue_depths(&self) -> Result<BTreeMap<String, QueueDepth>, DrillError> {
         let mut depths = BTreeMap::new();
-        for (name, url) in [("webhook_queue", &self.config.webhook_queue_url), ("webhook_dlq", &self.config.webhook_dlq_url)] {
+        for (name, url) in [
+            ("webhook_queue", &self.config.webhook_queue_url),
+            ("webhook_dlq", &self.config.webhook_dlq_url),
+        ] {
             if let Some(url) = url {
                 depths.insert(name.to_owned(), self.queues.depth(url).await?);
             }
@@ -287,10 +359,18 @@ impl DrillValidator {
         }
         let locker = self.source.connect().await?;
         let snapshot = self.source.connect().await?;
-        let instant = parity::open_baseline(&locker, &snapshot, Duration::from_millis(self.config.lock_timeout_ms.into())).await?;
+        let instant = parity::open_baseline(
+            &locker,
+            &snapshot,
+            Duration::from_millis(self.config.lock_timeout_ms.into()),
+        )
+        .await?;
         let tables = parity::fingerprint(&snapshot, instant.instant).await?;
         let deliveries_by_status = parity::deliveries_by_status(&snapshot).await?;
-        snapshot.batch_execute("COMMIT").await.map_err(CatalystDbError::from)?;
+        snapshot
+            .batch_execute("COMMIT")
+            .await
+            .map_err(CatalystDbError::from)?;
         let baseline = Baseline {
             drill_id: drill_id.to_owned(),
             instant,
@@ -298,7 +378,9 @@ impl DrillValidator {
             deliveries_by_status,
             queues: self.queue_depths().await?,
             redis: match &self.config.redis_url {
-                Some(url) => Some(redis_state::capture(url, &self.config.redis_queue_patterns).await?),
+                Some(url) => {
+                    Some(redis_state::capture(url, &self.config.redis_queue_patterns).await?)
+                }
                 None => None,
             },
             captured_at: format_time(OffsetDateTime::now_utc()),
@@ -317,18 +399,39 @@ impl DrillValidator {
         restorable_lag_seconds: Option<f64>,
         expect_queue: &str,
     ) -> Result<Validation, DrillError> {
-        let baseline: Baseline =
-            self.load(&self.key(drill_id, "baseline.json")).await?.ok_or_else(|| DrillError::NoBaseline { drill_id: drill_id.to_owned() })?;
-        let text = self.secrets.current(&self.config.staging_secret_id).await?.unwrap_or_default();
+        let baseline: Baseline = self
+            .load(&self.key(drill_id, "baseline.json"))
+            .await?
+            .ok_or_else(|| DrillError::NoBaseline {
+                drill_id: drill_id.to_owned(),
+            })?;
+        let text = self
+            .secrets
+            .current(&self.config.staging_secret_id)
+            .await?
+            .unwrap_or_default();
         let secret = serde_json::from_str::<StagingSecret>(&text)
             .ok()
             .filter(|s| s.drill_id == drill_id)
-            .ok_or_else(|| DrillError::NoStagingCredentials { drill_id: drill_id.to_owned() })?;
-        let staging = connect_bounded(&secret.credentials(), &self.config.tls, &self.config.pg_bounds).await?;
-        staging.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(CatalystDbError::from)?;
+            .ok_or_else(|| DrillError::NoStagingCredentials {
+                drill_id: drill_id.to_owned(),
+            })?;
+        let staging = connect_bounded(
+            &secret.credentials(),
+            &self.config.tls,
+            &self.config.pg_bounds,
+        )
+        .await?;
+        staging
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(CatalystDbError::from)?;
         let restored = parity::fingerprint(&staging, baseline.instant.instant).await?;
         let deliveries_restored = parity::deliveries_by_status(&staging).await?;
-        staging.batch_execute("COMMIT").await.map_err(CatalystDbError::from)?;
+        staging
+            .batch_execute("COMMIT")
+            .await
+            .map_err(CatalystDbError::from)?;
 
         let tables: Vec<TableParity> = baseline
             .tables
@@ -349,26 +452,49 @@ impl DrillValidator {
             .collect();
 
         let queue = match &self.config.staging_queue_url {
-            None => QueueCheck { expected: expect_queue.to_owned(), depth: None, passed: true, detail: "no staging queue configured".into() },
+            None => QueueCheck {
+                expected: expect_queue.to_owned(),
+                depth: None,
+                passed: true,
+                detail: "no staging queue configured".into(),
+            },
             // The drill skipped the flush yet this function has a queue: the two disagree.
             Some(url) if expect_queue == "none" => QueueCheck {
                 expected: expect_queue.to_owned(),
                 depth: None,
                 passed: false,
-                detail: format!("the flush was skipped (no staging queue) but STAGING_QUEUE_URL is {url}"),
+                detail: format!(
+                    "the flush was skipped (no staging queue) but STAGING_QUEUE_URL is {url}"
+                ),
             },
             Some(url) => {
                 let depth = self.queues.depth(url).await?;
                 let passed = expect_queue == "preserved" || depth.total() == 0;
-                let detail = format!("{} messages after the flush; expected {expect_queue}", depth.total());
-                QueueCheck { expected: expect_queue.to_owned(), depth: Some(depth), passed, detail }
+                let detail = format!(
+                    "{} messages after the flush; expected {expect_queue}",
+                    depth.total()
+                );
+                QueueCheck {
+                    expected: expect_queue.to_owned(),
+                    depth: Some(depth),
+                    passed,
+                    detail,
+                }
             }
         };
 
         let rpo_seconds = ((baseline.instant.instant - restore_point).as_seconds_f64()).max(0.0);
-        let rpo = Objective { seconds: rpo_seconds, objective_seconds: self.config.rpo_objective_seconds, passed: rpo_seconds <= self.config.rpo_objective_seconds.into() };
+        let rpo = Objective {
+            seconds: rpo_seconds,
+            objective_seconds: self.config.rpo_objective_seconds,
+            passed: rpo_seconds <= self.config.rpo_objective_seconds.into(),
+        };
         let rto_seconds = (smoke_passed - started).as_seconds_f64();
-        let rto = Objective { seconds: rto_seconds, objective_seconds: self.config.rto_objective_seconds, passed: rto_seconds <= self.config.rto_objective_seconds.into() };
+        let rto = Objective {
+            seconds: rto_seconds,
+            objective_seconds: self.config.rto_objective_seconds,
+            passed: rto_seconds <= self.config.rto_objective_seconds.into(),
+        };
         let passed = tables.iter().all(|t| t.passed) && queue.passed && rpo.passed && rto.passed;
         let validation = Validation {
             drill_id: drill_id.to_owned(),
@@ -384,28 +510,60 @@ impl DrillValidator {
             rto,
             completed_at: format_time(OffsetDateTime::now_utc()),
         };
-        self.store(&self.key(drill_id, "validation.json"), &validation).await?;
+        self.store(&self.key(drill_id, "validation.json"), &validation)
+            .await?;
         tracing::info!(%drill_id, passed, "drill validated");
         Ok(validation)
     }
 
-    pub async fn report(&self, drill_id: &str, kind: &str, state: &serde_json::Value) -> Result<report::ReportSummary, DrillError> {
-        let past = history::list_drills(self.objects.as_ref(), &self.config.report_prefix, TREND_DRILLS).await?;
+    pub async fn report(
+        &self,
+        drill_id: &str,
+        kind: &str,
+        state: &serde_json::Value,
+    ) -> Result<report::ReportSummary, DrillError> {
+        let past = history::list_drills(
+            self.objects.as_ref(),
+            &self.config.report_prefix,
+            TREND_DRILLS,
+        )
+        .await?;
         let rendered = report::render(drill_id, kind, state, &past);
         let retain = self.retain_until();
         let mut keys = Vec::new();
         for (name, body, content_type) in [
-            ("report.json", serde_json::to_vec_pretty(&rendered.json).expect("plain data serialises"), "application/json"),
-            ("report.md", rendered.markdown.clone().into_bytes(), "text/markdown; charset=utf-8"),
-            ("report.html", rendered.html.clone().into_bytes(), "text/html; charset=utf-8"),
+            (
+                "report.json",
+                serde_json::to_vec_pretty(&rendered.json).expect("plain data serialises"),
+                "application/json",
+            ),
+            (
+                "report.md",
+                rendered.markdown.clone().into_bytes(),
+                "text/markdown; charset=utf-8",
+            ),
+            (
+                "report.html",
+                rendered.html.clone().into_bytes(),
+                "text/html; charset=utf-8",
+            ),
         ] {
             let key = self.key(drill_id, name);
-            self.objects.put_locked(&key, body, content_type, retain).await?;
+            self.objects
+                .put_locked(&key, body, content_type, retain)
+                .await?;
             keys.push(format!("s3://{}/{key}", self.objects.bucket()));
         }
-        println!("{}", metrics::emf_line(kind, &rendered.summary, OffsetDateTime::now_utc()));
+        println!(
+            "{}",
+            metrics::emf_line(kind, &rendered.summary, OffsetDateTime::now_utc())
+        );
         if rendered.summary.passed {
-            let last = LastPassed { kind: kind.to_owned(), drill_id: Some(drill_id.to_owned()), passed_at: OffsetDateTime::now_utc() };
+            let last = LastPassed {
+                kind: kind.to_owned(),
+                drill_id: Some(drill_id.to_owned()),
+                passed_at: OffsetDateTime::now_utc(),
+            };
             self.store(&self.last_passed_key(kind), &last).await?;
         }
         if !rendered.summary.passed {
@@ -420,7 +578,10 @@ impl DrillValidator {
                     .map_err(|e| crate::aws_error::classify("sns:Publish", e))?;
             }
         }
-        Ok(report::ReportSummary { keys, ..rendered.summary })
+        Ok(report::ReportSummary {
+            keys,
+            ..rendered.summary
+        })
     }
 }
 
@@ -443,8 +604,19 @@ pub struct OverdueResult {
 
 /// Drill kinds name S3 keys and metric dimensions: lowercase letters, digits and hyphens.
 fn check_kind(kind: &str) -> Result<(), InputError> {
-    let valid = !kind.is_empty() && kind.len() <= 32 && kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if valid { Ok(()) } else { Err(InputError::new("kind", format!("{kind:?} must be 1 to 32 lowercase letters, digits or '-'"))) }
+    let valid = !kind.is_empty()
+        && kind.len() <= 32
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(InputError::new(
+            "kind",
+            format!("{kind:?} must be 1 to 32 lowercase letters, digits or '-'"),
+        ))
+    }
 }
 
 impl DrillValidator {
@@ -456,9 +628,17 @@ impl DrillValidator {
 
     pub fn new(config: DrillConfig, sdk: &aws_config::SdkConfig) -> Self {
         let secrets = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
-        let objects = crate::object_store::S3Objects::new(crate::aws_clients::s3_client(sdk, config.s3_force_path_style), &config.bucket);
+        let objects = crate::object_store::S3Objects::new(
+            crate::aws_clients::s3_client(sdk, config.s3_force_path_style),
+            &config.bucket,
+        );
         Self {
-            source: PgConnector::new(secrets.clone(), &config.source_secret_id, config.tls.clone()).with_bounds(config.pg_bounds),
+            source: PgConnector::new(
+                secrets.clone(),
+                &config.source_secret_id,
+                config.tls.clone(),
+            )
+            .with_bounds(config.pg_bounds),
             secrets,
             objects: Box::new(objects),
             queues: Box::new(aws_sdk_sqs::Client::new(sdk)),

@@ -35,7 +35,12 @@ impl QueueDepths for aws_sdk_sqs::Client {
             .await
             .map_err(|e| classify("sqs:GetQueueAttributes", e))?;
         let attributes = out.attributes();
-        let get = |name: QueueAttributeName| attributes.and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let get = |name: QueueAttributeName| {
+            attributes
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
         Ok(QueueDepth {
             visible: get(QueueAttributeName::ApproximateNumberOfMessages),
             in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),

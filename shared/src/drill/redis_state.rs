@@ -19,8 +19,14 @@ pub async fn capture(url: &str, patterns: &[String]) -> Result<RedisState, redis
     for pattern in patterns {
         let mut cursor: u64 = 0;
         loop {
-            let (next, found): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(&mut conn).await?;
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
             for key in found {
                 let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
                 let length: u64 = match kind.as_str() {

@@ -54,12 +54,19 @@ pub struct TimelineEntry {
 }
 
 fn time_at(state: &Value, step: &str, field: &str) -> Option<OffsetDateTime> {
-    state.get(step)?.get(field)?.as_str().and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    state
+        .get(step)?
+        .get(field)?
+        .as_str()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
 }
 
 pub fn timeline(state: &Value) -> Vec<TimelineEntry> {
     // The state machine records its start at `started.at` (the execution's start time).
-    let start = state.pointer("/started/at").and_then(Value::as_str).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+    let start = state
+        .pointer("/started/at")
+        .and_then(Value::as_str)
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
     let first = start.or_else(|| STEPS.iter().find_map(|(_, s, f)| time_at(state, s, f)));
     let mut previous_end = 0.0_f64;
     STEPS
@@ -71,22 +78,40 @@ pub fn timeline(state: &Value) -> Vec<TimelineEntry> {
             if let Some(end) = offset_seconds {
                 previous_end = previous_end.max(end);
             }
-            TimelineEntry { step: (*label).to_owned(), at: at.map(crate::input::format_time), offset_seconds, start_offset_seconds }
+            TimelineEntry {
+                step: (*label).to_owned(),
+                at: at.map(crate::input::format_time),
+                offset_seconds,
+                start_offset_seconds,
+            }
         })
         .collect()
 }
 
 /// Escapes text for HTML and SVG.
 pub(crate) fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn failure_of(state: &Value) -> Option<String> {
     let error = state.get("error")?;
-    let name = error.get("Error").and_then(Value::as_str).unwrap_or("Error");
+    let name = error
+        .get("Error")
+        .and_then(Value::as_str)
+        .unwrap_or("Error");
     let cause = error.get("Cause").and_then(Value::as_str).unwrap_or("");
     // A Lambda error's cause is its error document as JSON text.
-    let message = serde_json::from_str::<Value>(cause).ok().and_then(|c| c.get("errorMessage").and_then(Value::as_str).map(str::to_owned)).unwrap_or_else(|| cause.to_owned());
+    let message = serde_json::from_str::<Value>(cause)
+        .ok()
+        .and_then(|c| {
+            c.get("errorMessage")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| cause.to_owned());
     Some(format!("{name}: {message}"))
 }
 
@@ -94,8 +119,15 @@ fn failure_of(state: &Value) -> Option<String> {
 /// drills before it (`past`, newest first) drawn as a trend beside its timeline.
 pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -> Rendered {
     let validation = state.get("validation");
-    let tables: Vec<Value> = validation.and_then(|v| v.get("tables")).and_then(Value::as_array).cloned().unwrap_or_default();
-    let parity_failures = tables.iter().filter(|t| t.get("passed") != Some(&Value::Bool(true))).count() as u64;
+    let tables: Vec<Value> = validation
+        .and_then(|v| v.get("tables"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let parity_failures = tables
+        .iter()
+        .filter(|t| t.get("passed") != Some(&Value::Bool(true)))
+        .count() as u64;
     let failure = failure_of(state);
     // A drill without a parity step (the monthly PITR drill) passes on its smoke tests.
     let validation_passed = match validation {
@@ -105,9 +137,15 @@ pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -
     let summary = ReportSummary {
         drill_id: drill_id.to_owned(),
         passed: failure.is_none() && validation_passed,
-        failure: failure.clone().or_else(|| (!validation_passed).then(|| "validation did not pass".to_owned())),
-        rto_seconds: validation.and_then(|v| v.pointer("/rto/seconds")).and_then(Value::as_f64),
-        rpo_seconds: validation.and_then(|v| v.pointer("/rpo/seconds")).and_then(Value::as_f64),
+        failure: failure
+            .clone()
+            .or_else(|| (!validation_passed).then(|| "validation did not pass".to_owned())),
+        rto_seconds: validation
+            .and_then(|v| v.pointer("/rto/seconds"))
+            .and_then(Value::as_f64),
+        rpo_seconds: validation
+            .and_then(|v| v.pointer("/rpo/seconds"))
+            .and_then(Value::as_f64),
         parity_failures,
         deliveries_replayable: state.pointer("/plan/deliveries").and_then(Value::as_u64),
         keys: Vec::new(),
@@ -124,7 +162,9 @@ pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -
         parity_failures: Some(summary.parity_failures),
         report_key: String::new(),
     };
-    let trend: Vec<DrillRecord> = std::iter::once(current).chain(past.iter().filter(|r| r.drill_id != drill_id).cloned()).collect();
+    let trend: Vec<DrillRecord> = std::iter::once(current)
+        .chain(past.iter().filter(|r| r.drill_id != drill_id).cloned())
+        .collect();
     let json = serde_json::json!({
         "format": "catalyst-dr/drill-report/v1",
         "drill_id": drill_id,
@@ -140,7 +180,12 @@ pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -
     });
     let markdown = markdown(&summary, &steps, validation, state);
     let html = html(&summary, &steps, validation, state, &trend);
-    Rendered { json, markdown, html, summary }
+    Rendered {
+        json,
+        markdown,
+        html,
+        summary,
+    }
 }
 
 fn fmt_seconds(v: Option<f64>) -> String {
@@ -148,29 +193,57 @@ fn fmt_seconds(v: Option<f64>) -> String {
 }
 
 fn objective_line(validation: Option<&Value>, key: &str) -> String {
-    let Some(o) = validation.and_then(|v| v.get(key)) else { return "—".into() };
+    let Some(o) = validation.and_then(|v| v.get(key)) else {
+        return "—".into();
+    };
     let seconds = o.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
-    let objective = o.get("objective_seconds").and_then(Value::as_u64).unwrap_or(0);
-    let verdict = if o.get("passed") == Some(&Value::Bool(true)) { "met" } else { "MISSED" };
+    let objective = o
+        .get("objective_seconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let verdict = if o.get("passed") == Some(&Value::Bool(true)) {
+        "met"
+    } else {
+        "MISSED"
+    };
     format!("{seconds:.1} s (objective {objective} s: {verdict})")
 }
 
-fn markdown(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Value>, state: &Value) -> String {
+fn markdown(
+    summary: &ReportSummary,
+    steps: &[TimelineEntry],
+    validation: Option<&Value>,
+    state: &Value,
+) -> String {
     let mut out = String::new();
     let verdict = if summary.passed { "PASSED" } else { "FAILED" };
-    out.push_str(&format!("## Restore drill {}: {verdict}\n\n", summary.drill_id));
+    out.push_str(&format!(
+        "## Restore drill {}: {verdict}\n\n",
+        summary.drill_id
+    ));
     if let Some(failure) = &summary.failure {
         out.push_str(&format!("**Failure:** {failure}\n\n"));
     }
-    out.push_str(&format!("- RPO: {}\n- RTO (drill start to smoke tests passed): {}\n", objective_line(validation, "rpo"), objective_line(validation, "rto")));
+    out.push_str(&format!(
+        "- RPO: {}\n- RTO (drill start to smoke tests passed): {}\n",
+        objective_line(validation, "rpo"),
+        objective_line(validation, "rto")
+    ));
     if let Some(v) = validation {
         out.push_str(&format!(
             "- Baseline instant: {}; restore point: {}\n",
-            v.get("baseline_instant").and_then(Value::as_str).unwrap_or("—"),
-            v.get("restore_point").and_then(Value::as_str).unwrap_or("—")
+            v.get("baseline_instant")
+                .and_then(Value::as_str)
+                .unwrap_or("—"),
+            v.get("restore_point")
+                .and_then(Value::as_str)
+                .unwrap_or("—")
         ));
         if let Some(queue) = v.get("queue") {
-            out.push_str(&format!("- Staging queue: {}\n", queue.get("detail").and_then(Value::as_str).unwrap_or("—")));
+            out.push_str(&format!(
+                "- Staging queue: {}\n",
+                queue.get("detail").and_then(Value::as_str).unwrap_or("—")
+            ));
         }
     }
     if let Some(plan) = state.get("plan") {
@@ -182,25 +255,52 @@ fn markdown(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option
     }
     out.push_str("\n### Timeline\n\n| step | at | since start |\n|---|---|---|\n");
     for s in steps {
-        out.push_str(&format!("| {} | {} | {} |\n", s.step, s.at.as_deref().unwrap_or("—"), fmt_seconds(s.offset_seconds)));
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            s.step,
+            s.at.as_deref().unwrap_or("—"),
+            fmt_seconds(s.offset_seconds)
+        ));
     }
     out.push_str("\n### Baseline parity\n\n| table | baseline rows | restored rows | checksum | written after baseline | result |\n|---|---|---|---|---|---|\n");
-    for t in validation.and_then(|v| v.get("tables")).and_then(Value::as_array).into_iter().flatten() {
+    for t in validation
+        .and_then(|v| v.get("tables"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",
             t["table"].as_str().unwrap_or(""),
             t["baseline_rows"],
             t["restored_rows"],
-            if t["checksum_matches"] == Value::Bool(true) { "match" } else { "DIFFERS" },
+            if t["checksum_matches"] == Value::Bool(true) {
+                "match"
+            } else {
+                "DIFFERS"
+            },
             t["written_after_baseline"],
-            if t["passed"] == Value::Bool(true) { "pass" } else { "FAIL" }
+            if t["passed"] == Value::Bool(true) {
+                "pass"
+            } else {
+                "FAIL"
+            }
         ));
     }
     if let Some(checks) = state.pointer("/smoke/checks").and_then(Value::as_array) {
         out.push_str("\n### Smoke tests\n\n");
         for c in checks {
-            let mark = if c["passed"] == Value::Bool(true) { "pass" } else { "FAIL" };
-            out.push_str(&format!("- {} — {}: {}\n", mark, c["name"].as_str().unwrap_or(""), c["detail"].as_str().unwrap_or("")));
+            let mark = if c["passed"] == Value::Bool(true) {
+                "pass"
+            } else {
+                "FAIL"
+            };
+            out.push_str(&format!(
+                "- {} — {}: {}\n",
+                mark,
+                c["name"].as_str().unwrap_or(""),
+                c["detail"].as_str().unwrap_or("")
+            ));
         }
     }
     out
@@ -209,9 +309,16 @@ fn markdown(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option
 /// The trend of the last drills, this one on the right; a first drill has nothing to compare.
 fn trend_section(trend: &[DrillRecord]) -> String {
     if trend.len() < 2 {
-        return "<p>This is the first drill recorded; the next report compares with it.</p>".to_owned();
+        return "<p>This is the first drill recorded; the next report compares with it.</p>"
+            .to_owned();
     }
-    let highest = fmt_seconds(trend.iter().flat_map(|r| [r.rto_seconds, r.rpo_seconds]).flatten().reduce(f64::max));
+    let highest = fmt_seconds(
+        trend
+            .iter()
+            .flat_map(|r| [r.rto_seconds, r.rpo_seconds])
+            .flatten()
+            .reduce(f64::max),
+    );
     format!(
         "<p class=\"legend\"><span class=\"rto\">RTO</span> <span class=\"rpo\">RPO</span> of the last {} drills (this drill on the right; highest {highest})</p>\n{}",
         trend.len(),
@@ -219,16 +326,29 @@ fn trend_section(trend: &[DrillRecord]) -> String {
     )
 }
 
-fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Value>, state: &Value, trend: &[DrillRecord]) -> String {
+fn html(
+    summary: &ReportSummary,
+    steps: &[TimelineEntry],
+    validation: Option<&Value>,
+    state: &Value,
+    trend: &[DrillRecord],
+) -> String {
     let verdict = if summary.passed { "passed" } else { "failed" };
-    let total = steps.iter().filter_map(|s| s.offset_seconds).fold(1.0_f64, f64::max);
+    let total = steps
+        .iter()
+        .filter_map(|s| s.offset_seconds)
+        .fold(1.0_f64, f64::max);
     let mut rows = String::new();
     for s in steps {
         // Each bar runs from the step's start to its end, on the drill's time axis.
         let (left, width, label) = match (s.start_offset_seconds, s.offset_seconds) {
             (Some(from), Some(to)) => {
                 let left = (from / total * 100.0).clamp(0.0, 99.5);
-                (left, ((to - from) / total * 100.0).clamp(0.5, 100.0 - left), format!("{to:.1} s ({:.1} s)", to - from))
+                (
+                    left,
+                    ((to - from) / total * 100.0).clamp(0.5, 100.0 - left),
+                    format!("{to:.1} s ({:.1} s)", to - from),
+                )
             }
             _ => (0.0, 0.0, "not reached".to_owned()),
         };
@@ -240,7 +360,12 @@ fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Va
         ));
     }
     let mut parity = String::new();
-    for t in validation.and_then(|v| v.get("tables")).and_then(Value::as_array).into_iter().flatten() {
+    for t in validation
+        .and_then(|v| v.get("tables"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let ok = t["passed"] == Value::Bool(true);
         parity.push_str(&format!(
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
@@ -253,8 +378,14 @@ fn html(summary: &ReportSummary, steps: &[TimelineEntry], validation: Option<&Va
             if ok { "pass" } else { "FAIL" }
         ));
     }
-    let failure = summary.failure.as_deref().map(|f| format!("<p class=\"failure\">{}</p>", escape(f))).unwrap_or_default();
-    let plan = state.pointer("/plan/deliveries").map_or("—".to_owned(), |t| t.to_string());
+    let failure = summary
+        .failure
+        .as_deref()
+        .map(|f| format!("<p class=\"failure\">{}</p>", escape(f)))
+        .unwrap_or_default();
+    let plan = state
+        .pointer("/plan/deliveries")
+        .map_or("—".to_owned(), |t| t.to_string());
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Restore drill {id}: {verdict}</title>
@@ -313,7 +444,10 @@ mod tests {
         });
         let r = render("q4", "quarterly", &state, &[]);
         assert!(!r.summary.passed);
-        assert_eq!(r.summary.failure.as_deref(), Some("SmokeFailed: users-and-entitlements: relation \"users\" does not exist"));
+        assert_eq!(
+            r.summary.failure.as_deref(),
+            Some("SmokeFailed: users-and-entitlements: relation \"users\" does not exist")
+        );
         assert!(r.html.contains("not reached"));
         assert!(r.html.contains("&quot;users&quot;"), "HTML is escaped");
         assert_eq!(r.json["timeline"][1]["offset_seconds"], 5.0);
@@ -328,10 +462,19 @@ mod tests {
             "status": {"checked_at": "2026-11-26T03:00:20Z"},
         });
         let steps = timeline(&state);
-        let reached: Vec<(f64, f64)> = steps.iter().filter_map(|s| s.start_offset_seconds.zip(s.offset_seconds)).collect();
+        let reached: Vec<(f64, f64)> = steps
+            .iter()
+            .filter_map(|s| s.start_offset_seconds.zip(s.offset_seconds))
+            .collect();
         assert_eq!(reached[..2], [(0.0, 2.0), (2.0, 5.0)], "{steps:#?}");
         let html = render("q4", "quarterly", &state, &[]).html;
-        assert!(html.contains("margin-left:10.0%;width:15.0%"), "the second bar starts at 2 s of 20 s and lasts 3 s: {html}");
-        assert!(html.contains("first drill recorded") && !html.contains("<svg"), "nothing to compare a first drill with");
+        assert!(
+            html.contains("margin-left:10.0%;width:15.0%"),
+            "the second bar starts at 2 s of 20 s and lasts 3 s: {html}"
+        );
+        assert!(
+            html.contains("first drill recorded") && !html.contains("<svg"),
+            "nothing to compare a first drill with"
+        );
     }
 }

@@ -28,13 +28,22 @@ fn backup_dir(config: &LocalPgConfig, id: &str) -> PathBuf {
 
 /// Takes base backup `id`, or returns it if it was already taken. A partial one (no metadata)
 /// left by an interrupted attempt is removed and taken again.
-pub async fn take(config: &LocalPgConfig, source: &DbCredentials, id: &str) -> Result<BaseBackupInfo, EngineError> {
+pub async fn take(
+    config: &LocalPgConfig,
+    source: &DbCredentials,
+    id: &str,
+) -> Result<BaseBackupInfo, EngineError> {
     let dir = backup_dir(config, id);
     if let Some(done) = read(&dir).await? {
         return Ok(done);
     }
     if dir.exists() {
-        tokio::fs::remove_dir_all(&dir).await.map_err(|source| EngineError::Io { operation: format!("remove partial {}", dir.display()), source })?;
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(|source| EngineError::Io {
+                operation: format!("remove partial {}", dir.display()),
+                source,
+            })?;
     }
     make_dir(config, &dir).await?;
     let data_dir = dir.join("data");
@@ -58,7 +67,12 @@ pub async fn take(config: &LocalPgConfig, source: &DbCredentials, id: &str) -> R
         .arg(format!("catalyst-dr {id}"))
         .env("PGPASSWORD", &source.password);
     run(&format!("pg_basebackup {id}"), basebackup).await?;
-    let info = BaseBackupInfo { id: id.to_owned(), started_at, finished_at: OffsetDateTime::now_utc(), data_dir };
+    let info = BaseBackupInfo {
+        id: id.to_owned(),
+        started_at,
+        finished_at: OffsetDateTime::now_utc(),
+        data_dir,
+    };
     let meta = serde_json::to_string_pretty(&info).expect("plain data serialises");
     write_file(config, &dir.join(META_FILE), &meta, false).await?;
     tracing::info!(base_backup = id, "base backup taken");
@@ -67,12 +81,17 @@ pub async fn take(config: &LocalPgConfig, source: &DbCredentials, id: &str) -> R
 
 async fn read(dir: &std::path::Path) -> Result<Option<BaseBackupInfo>, EngineError> {
     match tokio::fs::read(dir.join(META_FILE)).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| EngineError::Local {
-            operation: "read base backup metadata",
-            reason: format!("{}: {e}", dir.display()),
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| EngineError::Local {
+                operation: "read base backup metadata",
+                reason: format!("{}: {e}", dir.display()),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(EngineError::Io { operation: format!("read {}", dir.display()), source }),
+        Err(source) => Err(EngineError::Io {
+            operation: format!("read {}", dir.display()),
+            source,
+        }),
     }
 }
 
@@ -82,9 +101,21 @@ pub async fn list(config: &LocalPgConfig) -> Result<Vec<BaseBackupInfo>, EngineE
     let mut entries = match tokio::fs::read_dir(&config.base_backup_dir).await {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-        Err(source) => return Err(EngineError::Io { operation: format!("list {}", config.base_backup_dir.display()), source }),
+        Err(source) => {
+            return Err(EngineError::Io {
+                operation: format!("list {}", config.base_backup_dir.display()),
+                source,
+            });
+        }
     };
-    while let Some(entry) = entries.next_entry().await.map_err(|source| EngineError::Io { operation: "list base backups".into(), source })? {
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|source| EngineError::Io {
+            operation: "list base backups".into(),
+            source,
+        })?
+    {
         if let Some(info) = read(&entry.path()).await? {
             found.push(info);
         }

@@ -30,13 +30,22 @@ impl LocalPgConfig {
         let dir = |var: &'static str| -> Result<PathBuf, ConfigError> {
             let path = PathBuf::from(env.required(var)?);
             if !path.is_absolute() {
-                return Err(ConfigError::Invalid { var, reason: format!("{} is not an absolute path", path.display()) });
+                return Err(ConfigError::Invalid {
+                    var,
+                    reason: format!("{} is not an absolute path", path.display()),
+                });
             }
             Ok(path)
         };
-        let bin_dir = PathBuf::from(env.optional("LOCAL_PG_BIN").unwrap_or_else(|| "/usr/lib/postgresql/15/bin".to_owned()));
+        let bin_dir = PathBuf::from(
+            env.optional("LOCAL_PG_BIN")
+                .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".to_owned()),
+        );
         if !bin_dir.join("pg_ctl").is_file() {
-            return Err(ConfigError::Invalid { var: "LOCAL_PG_BIN", reason: format!("{} has no pg_ctl", bin_dir.display()) });
+            return Err(ConfigError::Invalid {
+                var: "LOCAL_PG_BIN",
+                reason: format!("{} has no pg_ctl", bin_dir.display()),
+            });
         }
         Ok(Self {
             bin_dir,

@@ -7,7 +7,9 @@ use super::process::{command, free_port, make_dir, run, write_file};
 use super::{LocalPgConfig, base_backup};
 use crate::catalyst_db::admin;
 use crate::input::format_time;
-use crate::pitr::engine::{EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState};
+use crate::pitr::engine::{
+    EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
+};
 use crate::postgres::PgConnector;
 use crate::tags::Tags;
 use serde::{Deserialize, Serialize};
@@ -43,8 +45,16 @@ pub struct LocalRestoreEngine {
 }
 
 impl LocalRestoreEngine {
-    pub fn new(config: LocalPgConfig, source_id: impl Into<String>, source: Arc<PgConnector>) -> Self {
-        Self { config, source_id: source_id.into(), source }
+    pub fn new(
+        config: LocalPgConfig,
+        source_id: impl Into<String>,
+        source: Arc<PgConnector>,
+    ) -> Self {
+        Self {
+            config,
+            source_id: source_id.into(),
+            source,
+        }
     }
 
     fn dir(&self, target_id: &str) -> PathBuf {
@@ -56,17 +66,31 @@ impl LocalRestoreEngine {
         match tokio::fs::read(&path).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| EngineError::Local { operation: "read staging metadata", reason: format!("{}: {e}", path.display()) }),
+                .map_err(|e| EngineError::Local {
+                    operation: "read staging metadata",
+                    reason: format!("{}: {e}", path.display()),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(EngineError::Io { operation: format!("read {}", path.display()), source }),
+            Err(source) => Err(EngineError::Io {
+                operation: format!("read {}", path.display()),
+                source,
+            }),
         }
     }
 
     /// A superuser connection over the cluster's local socket (trusted, as RDS's master reset
     /// needs no password).
-    async fn local_client(&self, meta: &StagingMeta, user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    async fn local_client(
+        &self,
+        meta: &StagingMeta,
+        user: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut config = tokio_postgres::Config::new();
-        config.host_path(SOCKET_DIR).port(meta.port).user(user).dbname("postgres");
+        config
+            .host_path(SOCKET_DIR)
+            .port(meta.port)
+            .user(user)
+            .dbname("postgres");
         let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         Ok(client)
@@ -75,13 +99,19 @@ impl LocalRestoreEngine {
     /// True once the restored cluster has left recovery and takes writes.
     async fn promoted(&self, meta: &StagingMeta) -> bool {
         match self.local_client(meta, &meta.master_username).await {
-            Ok(client) => client.query_one("SELECT NOT pg_is_in_recovery()", &[]).await.is_ok_and(|row| row.get::<_, bool>(0)),
+            Ok(client) => client
+                .query_one("SELECT NOT pg_is_in_recovery()", &[])
+                .await
+                .is_ok_and(|row| row.get::<_, bool>(0)),
             Err(_) => false,
         }
     }
 
     async fn source_client(&self) -> Result<tokio_postgres::Client, EngineError> {
-        self.source.connect().await.map_err(|e| EngineError::Local { operation: "connect to the source", reason: crate::lambda::error_chain(&e) })
+        self.source.connect().await.map_err(|e| EngineError::Local {
+            operation: "connect to the source",
+            reason: crate::lambda::error_chain(&e),
+        })
     }
 }
 
@@ -95,14 +125,28 @@ fn running_pid(data_dir: &Path) -> Option<u32> {
 /// The server log's FATAL and PANIC lines: why a restore stopped.
 fn log_failures(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("FATAL") || l.contains("PANIC")).collect();
-    (!lines.is_empty()).then(|| lines.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join(" | "))
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("FATAL") || l.contains("PANIC"))
+        .collect();
+    (!lines.is_empty()).then(|| {
+        lines
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" | ")
+    })
 }
 
 /// A timestamp as PostgreSQL's settings parser reads it, to the microsecond, in UTC.
 fn postgres_timestamp(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
-        .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"))
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"
+        ))
         .expect("a UTC time always formats")
 }
 
@@ -118,32 +162,52 @@ impl RestoreEngine for LocalRestoreEngine {
 
     async fn restore_window(&self) -> Result<RestoreWindow, EngineError> {
         let backups = base_backup::list(&self.config).await?;
-        let earliest = backups.first().map(|b| b.finished_at).ok_or_else(|| EngineError::Local {
-            operation: "restore window",
-            reason: format!("no base backup in {}; take one with snapshot-trigger's base-backup action", self.config.base_backup_dir.display()),
-        })?;
+        let earliest =
+            backups
+                .first()
+                .map(|b| b.finished_at)
+                .ok_or_else(|| EngineError::Local {
+                    operation: "restore window",
+                    reason: format!(
+                        "no base backup in {}; take one with snapshot-trigger's base-backup action",
+                        self.config.base_backup_dir.display()
+                    ),
+                })?;
         let client = self.source_client().await?;
         let latest = admin::archive_up_to_now(&client, Duration::from_secs(30))
             .await
-            .map_err(|e| EngineError::Local { operation: "archive the source's WAL", reason: crate::lambda::error_chain(&e) })?;
+            .map_err(|e| EngineError::Local {
+                operation: "archive the source's WAL",
+                reason: crate::lambda::error_chain(&e),
+            })?;
         Ok(RestoreWindow { earliest, latest })
     }
 
     async fn describe(&self, target_id: &str) -> Result<Option<StagingInstance>, EngineError> {
-        let Some(meta) = self.meta(target_id).await? else { return Ok(None) };
+        let Some(meta) = self.meta(target_id).await? else {
+            return Ok(None);
+        };
         let dir = self.dir(target_id);
         let data = dir.join("data");
         let running = running_pid(&data).is_some();
         let recovering = data.join("recovery.signal").exists();
         let (state, status, reason) = match (running, recovering) {
             // recovery.signal goes a moment before the server accepts writes: ask the server.
-            (true, false) if self.promoted(&meta).await => (StagingState::Available, "available".to_owned(), None),
+            (true, false) if self.promoted(&meta).await => {
+                (StagingState::Available, "available".to_owned(), None)
+            }
             (true, false) => (StagingState::Creating, "promoting".to_owned(), None),
             (true, true) => (StagingState::Creating, "recovering".to_owned(), None),
             (false, _) => match log_failures(&dir.join("server.log")) {
                 Some(failure) => (StagingState::Failed, "failed".to_owned(), Some(failure)),
-                None if OffsetDateTime::now_utc() - meta.started_at < START_GRACE => (StagingState::Creating, "starting".to_owned(), None),
-                None => (StagingState::Failed, "stopped".to_owned(), Some("the staging cluster is not running".to_owned())),
+                None if OffsetDateTime::now_utc() - meta.started_at < START_GRACE => {
+                    (StagingState::Creating, "starting".to_owned(), None)
+                }
+                None => (
+                    StagingState::Failed,
+                    "stopped".to_owned(),
+                    Some("the staging cluster is not running".to_owned()),
+                ),
             },
         };
         Ok(Some(StagingInstance {
@@ -168,17 +232,36 @@ impl RestoreEngine for LocalRestoreEngine {
             None => self.restore_window().await?.latest,
         };
         let backups = base_backup::list(&self.config).await?;
-        let base = backups.iter().rev().find(|b| b.finished_at <= target_time).ok_or_else(|| EngineError::Local {
-            operation: "choose a base backup",
-            reason: format!("no base backup finished before {}", format_time(target_time)),
-        })?;
-        let source = self.source.credentials().await.map_err(|e| EngineError::Local { operation: "read the source credentials", reason: crate::lambda::error_chain(&e) })?;
+        let base = backups
+            .iter()
+            .rev()
+            .find(|b| b.finished_at <= target_time)
+            .ok_or_else(|| EngineError::Local {
+                operation: "choose a base backup",
+                reason: format!(
+                    "no base backup finished before {}",
+                    format_time(target_time)
+                ),
+            })?;
+        let source = self
+            .source
+            .credentials()
+            .await
+            .map_err(|e| EngineError::Local {
+                operation: "read the source credentials",
+                reason: crate::lambda::error_chain(&e),
+            })?;
 
         let dir = self.dir(&request.target_id);
         let data = dir.join("data");
         // A directory without metadata is a start that died half-way: begin again.
         if dir.exists() {
-            tokio::fs::remove_dir_all(&dir).await.map_err(|source| EngineError::Io { operation: format!("remove {}", dir.display()), source })?;
+            tokio::fs::remove_dir_all(&dir)
+                .await
+                .map_err(|source| EngineError::Io {
+                    operation: format!("remove {}", dir.display()),
+                    source,
+                })?;
         }
         make_dir(&self.config, &dir).await?;
         let mut copy = command(&self.config, "cp");
@@ -192,10 +275,19 @@ impl RestoreEngine for LocalRestoreEngine {
              recovery_target_action = 'promote'\n",
             target = request.target_id,
             socket = single_quoted(SOCKET_DIR),
-            restore = single_quoted(&format!("cp {}/%f %p", self.config.wal_archive_dir.display())),
+            restore = single_quoted(&format!(
+                "cp {}/%f %p",
+                self.config.wal_archive_dir.display()
+            )),
             time = single_quoted(&postgres_timestamp(target_time)),
         );
-        write_file(&self.config, &data.join("postgresql.auto.conf"), &settings, true).await?;
+        write_file(
+            &self.config,
+            &data.join("postgresql.auto.conf"),
+            &settings,
+            true,
+        )
+        .await?;
         write_file(&self.config, &data.join("recovery.signal"), "", false).await?;
         let meta = StagingMeta {
             target_id: request.target_id.clone(),
@@ -206,20 +298,51 @@ impl RestoreEngine for LocalRestoreEngine {
             started_at: OffsetDateTime::now_utc(),
             tags: request.tags.clone(),
         };
-        write_file(&self.config, &dir.join(META_FILE), &serde_json::to_string_pretty(&meta).expect("plain data serialises"), false).await?;
+        write_file(
+            &self.config,
+            &dir.join(META_FILE),
+            &serde_json::to_string_pretty(&meta).expect("plain data serialises"),
+            false,
+        )
+        .await?;
 
         let mut start = command(&self.config, "pg_ctl");
-        start.arg("start").arg("--no-wait").arg("-D").arg(&data).arg("-l").arg(dir.join("server.log"));
+        start
+            .arg("start")
+            .arg("--no-wait")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log"));
         run(&format!("pg_ctl start {}", request.target_id), start).await?;
         tracing::info!(target_id = %request.target_id, base_backup = %base.id, target_time = %format_time(target_time), port, "local restore started");
         Ok(())
     }
 
-    async fn set_master_password(&self, target_id: &str, username: &str, password: &str) -> Result<(), EngineError> {
-        let meta = self.meta(target_id).await?.ok_or_else(|| EngineError::Local { operation: "set master password", reason: format!("{target_id} does not exist") })?;
-        let failed = |e: &dyn std::error::Error| EngineError::Local { operation: "set master password", reason: crate::lambda::error_chain(e) };
-        let client = self.local_client(&meta, username).await.map_err(|e| failed(&e))?;
-        admin::set_role_password(&client, username, password).await.map_err(|e| failed(&e))
+    async fn set_master_password(
+        &self,
+        target_id: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(), EngineError> {
+        let meta = self
+            .meta(target_id)
+            .await?
+            .ok_or_else(|| EngineError::Local {
+                operation: "set master password",
+                reason: format!("{target_id} does not exist"),
+            })?;
+        let failed = |e: &dyn std::error::Error| EngineError::Local {
+            operation: "set master password",
+            reason: crate::lambda::error_chain(e),
+        };
+        let client = self
+            .local_client(&meta, username)
+            .await
+            .map_err(|e| failed(&e))?;
+        admin::set_role_password(&client, username, password)
+            .await
+            .map_err(|e| failed(&e))
     }
 
     async fn delete(&self, target_id: &str) -> Result<(), EngineError> {
@@ -230,10 +353,20 @@ impl RestoreEngine for LocalRestoreEngine {
         let data = dir.join("data");
         if running_pid(&data).is_some() {
             let mut stop = command(&self.config, "pg_ctl");
-            stop.arg("stop").arg("-D").arg(&data).arg("-m").arg("immediate").arg("-w");
+            stop.arg("stop")
+                .arg("-D")
+                .arg(&data)
+                .arg("-m")
+                .arg("immediate")
+                .arg("-w");
             run(&format!("pg_ctl stop {target_id}"), stop).await?;
         }
-        tokio::fs::remove_dir_all(&dir).await.map_err(|source| EngineError::Io { operation: format!("remove {}", dir.display()), source })?;
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(|source| EngineError::Io {
+                operation: format!("remove {}", dir.display()),
+                source,
+            })?;
         tracing::info!(%target_id, "local staging cluster deleted");
         Ok(())
     }

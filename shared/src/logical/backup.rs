@@ -16,9 +16,11 @@
 //!    the data is still stored and the manifest written, and the action fails with
 //!    `SchemaNotCaptured`, every time it is asked for that run.
 
-use super::layout::{backup_prefix, manifest_key, segment_key};
-use super::manifest::{LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestSegment, ManifestTable};
 use super::encode::SegmentEncoder;
+use super::layout::{backup_prefix, manifest_key, segment_key};
+use super::manifest::{
+    LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestSegment, ManifestTable,
+};
 use super::parallel::on_connections;
 use super::segments::Segment;
 use super::upload::PartWriter;
@@ -51,7 +53,13 @@ pub struct LogicalBackupResult {
 }
 
 impl LogicalBackupResult {
-    fn new(manifest: &LogicalManifest, bucket: &str, key: String, reused: bool, aborted_uploads: usize) -> Self {
+    fn new(
+        manifest: &LogicalManifest,
+        bucket: &str,
+        key: String,
+        reused: bool,
+        aborted_uploads: usize,
+    ) -> Self {
         Self {
             run_id: manifest.run_id.clone(),
             bucket: bucket.to_owned(),
@@ -70,7 +78,11 @@ impl LogicalBackupResult {
 }
 
 /// The backup's figures as one CloudWatch embedded-metric-format line (namespace `catalyst-dr`).
-pub fn metrics_line(result: &LogicalBackupResult, seconds: f64, now: OffsetDateTime) -> serde_json::Value {
+pub fn metrics_line(
+    result: &LogicalBackupResult,
+    seconds: f64,
+    now: OffsetDateTime,
+) -> serde_json::Value {
     serde_json::json!({
         "_aws": {
             "Timestamp": (now.unix_timestamp_nanos() / 1_000_000) as i64,
@@ -102,29 +114,45 @@ impl LogicalBackups {
     }
 
     pub async fn backup(&self, run: &RunId) -> Result<LogicalBackupResult, LogicalError> {
-        let source = self.source.as_ref().ok_or(LogicalError::NotConfigured { var: "SOURCE_DATABASE_SECRET_ID" })?;
+        let source = self.source.as_ref().ok_or(LogicalError::NotConfigured {
+            var: "SOURCE_DATABASE_SECRET_ID",
+        })?;
         let key = manifest_key(&self.config.prefix, &run.stamp);
         if let Some(existing) = self.read_manifest(&key).await? {
             tracing::info!(%key, complete = existing.complete, "logical backup already written");
             existing.require_complete()?;
-            return Ok(LogicalBackupResult::new(&existing, self.store.bucket(), key, true, 0));
+            return Ok(LogicalBackupResult::new(
+                &existing,
+                self.store.bucket(),
+                key,
+                true,
+                0,
+            ));
         }
         let prefix = backup_prefix(&self.config.prefix, &run.stamp);
         let aborted = self.abort_pending(&prefix).await?;
         let started_at = OffsetDateTime::now_utc();
         match self.run_backup(source, run, started_at).await {
             Ok(manifest) => {
-                let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
-                let put = self.store.put_locked(&key, body, "application/json", manifest.retain_until).await;
+                let body =
+                    serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
+                let put = self
+                    .store
+                    .put_locked(&key, body, "application/json", manifest.retain_until)
+                    .await;
                 if let Err(e) = put {
                     self.cleanup_after_failure(&prefix).await;
                     return Err(e.into());
                 }
                 tracing::info!(%key, tables = manifest.tables.len(), rows = manifest.total_rows(), "logical backup complete");
                 manifest.require_complete()?;
-                let result = LogicalBackupResult::new(&manifest, self.store.bucket(), key, false, aborted);
+                let result =
+                    LogicalBackupResult::new(&manifest, self.store.bucket(), key, false, aborted);
                 let seconds = (manifest.completed_at - started_at).as_seconds_f64();
-                println!("{}", metrics_line(&result, seconds, OffsetDateTime::now_utc()));
+                println!(
+                    "{}",
+                    metrics_line(&result, seconds, OffsetDateTime::now_utc())
+                );
                 Ok(result)
             }
             Err(e) => {
@@ -140,13 +168,20 @@ impl LogicalBackups {
         }
     }
 
-    async fn run_backup(&self, source: &crate::postgres::PgConnector, run: &RunId, started_at: OffsetDateTime) -> Result<LogicalManifest, LogicalError> {
+    async fn run_backup(
+        &self,
+        source: &crate::postgres::PgConnector,
+        run: &RunId,
+        started_at: OffsetDateTime,
+    ) -> Result<LogicalManifest, LogicalError> {
         let coordinator = source.connect().await?;
         let instant = introspect::begin_exported_snapshot(&coordinator).await?;
         let mut schema = introspect::capture_schema(&coordinator).await?;
         introspect::lock_tables(&coordinator, &schema.tables).await?;
         let (ignored, not_captured): (Vec<NotCaptured>, Vec<NotCaptured>) =
-            std::mem::take(&mut schema.not_captured).into_iter().partition(|o| self.config.ignores(o));
+            std::mem::take(&mut schema.not_captured)
+                .into_iter()
+                .partition(|o| self.config.ignores(o));
         for object in &not_captured {
             tracing::error!(kind = %object.kind, name = %object.name, "schema object not captured; the backup will be incomplete");
         }
@@ -163,7 +198,16 @@ impl LogicalBackups {
         }
         let retain_until = self.retain_until(run);
         let stored = &stored;
-        let written = on_connections(&clients, plan, |client, segment| self.backup_segment(client, stored[segment.table], segment, &run.stamp, retain_until)).await?;
+        let written = on_connections(&clients, plan, |client, segment| {
+            self.backup_segment(
+                client,
+                stored[segment.table],
+                segment,
+                &run.stamp,
+                retain_until,
+            )
+        })
+        .await?;
         for client in &clients {
             introspect::commit(client).await?;
         }
@@ -173,7 +217,11 @@ impl LogicalBackups {
         for (table, segment) in written {
             by_table[table].push(segment);
         }
-        let tables: Vec<ManifestTable> = stored.iter().zip(by_table).map(|(t, segments)| ManifestTable::from_segments(&t.schema, &t.name, segments)).collect();
+        let tables: Vec<ManifestTable> = stored
+            .iter()
+            .zip(by_table)
+            .map(|(t, segments)| ManifestTable::from_segments(&t.schema, &t.name, segments))
+            .collect();
         Ok(LogicalManifest {
             format: LOGICAL_MANIFEST_FORMAT.to_owned(),
             run_id: run.stamp.clone(),
@@ -197,11 +245,27 @@ impl LogicalBackups {
     }
 
     /// Backs up one segment as one object; returns it with its table's index.
-    async fn backup_segment(&self, client: &Client, table: &CapturedTable, segment: Segment, run_id: &str, retain_until: OffsetDateTime) -> Result<(usize, ManifestSegment), LogicalError> {
-        let key = segment_key(&self.config.prefix, run_id, &table.schema, &table.name, segment.index);
+    async fn backup_segment(
+        &self,
+        client: &Client,
+        table: &CapturedTable,
+        segment: Segment,
+        run_id: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<(usize, ManifestSegment), LogicalError> {
+        let key = segment_key(
+            &self.config.prefix,
+            run_id,
+            &table.schema,
+            &table.name,
+            segment.index,
+        );
         let writer = PartWriter::start(self.store.as_ref(), &key, retain_until).await?;
         let upload_id = writer.upload_id().to_owned();
-        match self.stream_segment(client, table, segment, &key, writer).await {
+        match self
+            .stream_segment(client, table, segment, &key, writer)
+            .await
+        {
             Ok(entry) => Ok((segment.table, entry)),
             Err(e) => {
                 if let Err(abort) = self.store.abort_upload(&key, &upload_id).await {
@@ -212,13 +276,28 @@ impl LogicalBackups {
         }
     }
 
-    async fn stream_segment(&self, client: &Client, table: &CapturedTable, segment: Segment, key: &str, mut writer: PartWriter<'_>) -> Result<ManifestSegment, LogicalError> {
-        let compression = |source| LogicalError::Compression { key: key.to_owned(), source };
-        let stream = client.copy_out(&table.copy_out_statement(&segment.range)).await?;
+    async fn stream_segment(
+        &self,
+        client: &Client,
+        table: &CapturedTable,
+        segment: Segment,
+        key: &str,
+        mut writer: PartWriter<'_>,
+    ) -> Result<ManifestSegment, LogicalError> {
+        let compression = |source| LogicalError::Compression {
+            key: key.to_owned(),
+            source,
+        };
+        let stream = client
+            .copy_out(&table.copy_out_statement(&segment.range))
+            .await?;
         if let Some(observer) = &self.observer {
-            observer.segment_copy_started(&table.schema, &table.name, segment.index).await;
+            observer
+                .segment_copy_started(&table.schema, &table.name, segment.index)
+                .await;
         }
-        let mut encoder = SegmentEncoder::new(self.config.zstd_level, self.config.part_size_bytes).map_err(compression)?;
+        let mut encoder = SegmentEncoder::new(self.config.zstd_level, self.config.part_size_bytes)
+            .map_err(compression)?;
         futures_util::pin_mut!(stream);
         while let Some(chunk) = stream.try_next().await? {
             if let Some(part) = encoder.push(&chunk).map_err(compression)? {
@@ -254,16 +333,24 @@ mod tests {
             manifest_key: "logical/20261126t030000z/manifest.json".into(),
             reused: false,
             aborted_uploads: 0,
-            instant: ManifestInstant { server_time: "2026-11-26T03:00:01.000000Z".into(), lsn: "0/16B3748".into() },
+            instant: ManifestInstant {
+                server_time: "2026-11-26T03:00:01.000000Z".into(),
+                lsn: "0/16B3748".into(),
+            },
             tables: 4,
             segments: 5,
             rows: 10,
             object_bytes: 2048,
             copy_bytes: 4096,
-            ignored: vec![NotCaptured { kind: "rule".into(), name: "r on public.t".into() }],
+            ignored: vec![NotCaptured {
+                kind: "rule".into(),
+                name: "r on public.t".into(),
+            }],
         };
         let line = metrics_line(&result, 1.5, OffsetDateTime::UNIX_EPOCH);
-        let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap();
+        let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap();
         for metric in metrics {
             let name = metric["Name"].as_str().unwrap();
             assert!(line[name].is_number(), "{name} has a value");

@@ -1,7 +1,7 @@
 //! Logical backup configuration, read with snapshot-trigger's at cold start.
 
-use crate::config::{ConfigError, Env};
 use crate::catalyst_db::introspect::NotCaptured;
+use crate::config::{ConfigError, Env};
 use crate::postgres::TlsMode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +50,9 @@ impl LogicalConfig {
 
     /// Whether `LOGICAL_IGNORE_OBJECTS` accepts leaving `object` out.
     pub fn ignores(&self, object: &NotCaptured) -> bool {
-        self.ignore.iter().any(|(kind, name)| kind == &object.kind && (name == "*" || name == &object.name))
+        self.ignore
+            .iter()
+            .any(|(kind, name)| kind == &object.kind && (name == "*" || name == &object.name))
     }
 
     fn parse_ignore(value: &str) -> Result<Vec<(String, String)>, ConfigError> {
@@ -69,22 +71,36 @@ impl LogicalConfig {
     }
 
     pub fn from_env(env: &Env, default_retention_days: u32) -> Result<Self, ConfigError> {
-        let mut prefix = env.optional("LOGICAL_BACKUP_PREFIX").unwrap_or_else(|| "logical/".to_owned());
+        let mut prefix = env
+            .optional("LOGICAL_BACKUP_PREFIX")
+            .unwrap_or_else(|| "logical/".to_owned());
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
         let source_secret_id = env.optional("SOURCE_DATABASE_SECRET_ID");
-        let tls = if source_secret_id.is_some() || env.optional("PG_TLS").is_some() { Some(TlsMode::from_env(env)?) } else { None };
+        let tls = if source_secret_id.is_some() || env.optional("PG_TLS").is_some() {
+            Some(TlsMode::from_env(env)?)
+        } else {
+            None
+        };
         Ok(Self {
             prefix,
-            retention_days: env.bounded("LOGICAL_RETENTION_DAYS", default_retention_days, 1..=36_500)?,
+            retention_days: env.bounded(
+                "LOGICAL_RETENTION_DAYS",
+                default_retention_days,
+                1..=36_500,
+            )?,
             parallelism: env.bounded("LOGICAL_PARALLELISM", 4, 1..=32)?,
-            part_size_bytes: env.bounded("LOGICAL_PART_SIZE_MIB", 8, 5..=512)? as usize * 1024 * 1024,
+            part_size_bytes: env.bounded("LOGICAL_PART_SIZE_MIB", 8, 5..=512)? as usize
+                * 1024
+                * 1024,
             segment_bytes: u64::from(env.bounded("LOGICAL_SEGMENT_MIB", 64, 1..=65_536)?) << 20,
             zstd_level: env.bounded("LOGICAL_ZSTD_LEVEL", 3, 1..=19)? as i32,
             source_secret_id,
             tls,
-            ignore: Self::parse_ignore(&env.optional("LOGICAL_IGNORE_OBJECTS").unwrap_or_default())?,
+            ignore: Self::parse_ignore(
+                &env.optional("LOGICAL_IGNORE_OBJECTS").unwrap_or_default(),
+            )?,
         })
     }
 }
@@ -98,27 +114,57 @@ mod tests {
     fn defaults_and_bounds() {
         let env: HashMap<&str, &str> = HashMap::from([("LOGICAL_BACKUP_PREFIX", "lb")]);
         let config = LogicalConfig::from_env(&Env(&env), 35).unwrap();
-        assert_eq!((config.prefix.as_str(), config.retention_days, config.parallelism), ("lb/", 35, 4));
-        assert_eq!((config.part_size_bytes, config.segment_bytes, config.zstd_level), (8 << 20, 64 << 20, 3));
+        assert_eq!(
+            (
+                config.prefix.as_str(),
+                config.retention_days,
+                config.parallelism
+            ),
+            ("lb/", 35, 4)
+        );
+        assert_eq!(
+            (
+                config.part_size_bytes,
+                config.segment_bytes,
+                config.zstd_level
+            ),
+            (8 << 20, 64 << 20, 3)
+        );
         assert_eq!((config.source_secret_id, config.tls), (None, None));
-        for (var, value) in [("LOGICAL_PART_SIZE_MIB", "4"), ("LOGICAL_PARALLELISM", "0"), ("LOGICAL_ZSTD_LEVEL", "20"), ("LOGICAL_SEGMENT_MIB", "0")] {
+        for (var, value) in [
+            ("LOGICAL_PART_SIZE_MIB", "4"),
+            ("LOGICAL_PARALLELISM", "0"),
+            ("LOGICAL_ZSTD_LEVEL", "20"),
+            ("LOGICAL_SEGMENT_MIB", "0"),
+        ] {
             let env: HashMap<&str, &str> = HashMap::from([(var, value)]);
-            assert!(matches!(LogicalConfig::from_env(&Env(&env), 35), Err(ConfigError::Invalid { var: v, .. }) if v == var));
+            assert!(
+                matches!(LogicalConfig::from_env(&Env(&env), 35), Err(ConfigError::Invalid { var: v, .. }) if v == var)
+            );
         }
-        let env: HashMap<&str, &str> = HashMap::from([("SOURCE_DATABASE_SECRET_ID", "s"), ("PG_TLS", "disable")]);
+        let env: HashMap<&str, &str> =
+            HashMap::from([("SOURCE_DATABASE_SECRET_ID", "s"), ("PG_TLS", "disable")]);
         let config = LogicalConfig::from_env(&Env(&env), 35).unwrap();
         assert_eq!(config.tls, Some(TlsMode::Disable));
     }
 
     #[test]
     fn ignore_list_names_kinds_and_objects() {
-        let env: HashMap<&str, &str> = HashMap::from([("LOGICAL_IGNORE_OBJECTS", "rule:*; foreign table:public.remote\n")]);
+        let env: HashMap<&str, &str> = HashMap::from([(
+            "LOGICAL_IGNORE_OBJECTS",
+            "rule:*; foreign table:public.remote\n",
+        )]);
         let config = LogicalConfig::from_env(&Env(&env), 35).unwrap();
-        let object = |kind: &str, name: &str| NotCaptured { kind: kind.into(), name: name.into() };
+        let object = |kind: &str, name: &str| NotCaptured {
+            kind: kind.into(),
+            name: name.into(),
+        };
         assert!(config.ignores(&object("rule", "r on public.t")));
         assert!(config.ignores(&object("foreign table", "public.remote")));
         assert!(!config.ignores(&object("foreign table", "public.other")));
         let env: HashMap<&str, &str> = HashMap::from([("LOGICAL_IGNORE_OBJECTS", "rule")]);
-        assert!(matches!(LogicalConfig::from_env(&Env(&env), 35), Err(ConfigError::Invalid { var, .. }) if var == "LOGICAL_IGNORE_OBJECTS"));
+        assert!(
+            matches!(LogicalConfig::from_env(&Env(&env), 35), Err(ConfigError::Invalid { var, .. }) if var == "LOGICAL_IGNORE_OBJECTS")
+        );
     }
 }

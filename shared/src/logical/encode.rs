@@ -59,10 +59,12 @@ impl SegmentEncoder {
     fn compress_batch(&mut self) -> std::io::Result<()> {
         self.content.update(&self.batch);
         self.frame.clear();
-        self.compressor.compress_to_buffer(&self.batch, &mut self.frame)?;
+        self.compressor
+            .compress_to_buffer(&self.batch, &mut self.frame)?;
         if self.part.capacity() == 0 {
             // Room for a full part and the frame that crosses the part size.
-            self.part.reserve_exact(self.part_size + self.frame.capacity());
+            self.part
+                .reserve_exact(self.part_size + self.frame.capacity());
         }
         self.part.extend_from_slice(&self.frame);
         self.batch.clear();
@@ -78,7 +80,15 @@ mod tests {
 
     /// Rows that do not compress to nothing: a counter and a pseudo-random number.
     fn rows(n: u64) -> Vec<u8> {
-        (0..n).map(|i| format!("{i}\t{:016x}\t\\N\n", i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17))).collect::<String>().into_bytes()
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{i}\t{:016x}\t\\N\n",
+                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+                )
+            })
+            .collect::<String>()
+            .into_bytes()
     }
 
     #[test]
@@ -100,7 +110,10 @@ mod tests {
         assert_eq!(content.rows, 200_000);
         assert_eq!(content.bytes, text.len() as u64);
         let mut decoded = Vec::new();
-        zstd::stream::read::Decoder::new(&object[..]).unwrap().read_to_end(&mut decoded).unwrap();
+        zstd::stream::read::Decoder::new(&object[..])
+            .unwrap()
+            .read_to_end(&mut decoded)
+            .unwrap();
         assert_eq!(decoded, text);
         assert_eq!(zstd::stream::decode_all(&object[..]).unwrap(), text);
     }

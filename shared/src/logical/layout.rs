@@ -20,7 +20,12 @@ pub fn manifest_key(prefix: &str, run_id: &str) -> String {
 }
 
 pub fn segment_key(prefix: &str, run_id: &str, schema: &str, table: &str, segment: u32) -> String {
-    format!("{}tables/{}.{}/{segment:05}.copy.zst", backup_prefix(prefix, run_id), encode(schema), encode(table))
+    format!(
+        "{}tables/{}.{}/{segment:05}.copy.zst",
+        backup_prefix(prefix, run_id),
+        encode(schema),
+        encode(table)
+    )
 }
 
 fn encode(name: &str) -> String {
@@ -41,10 +46,25 @@ mod tests {
 
     #[test]
     fn keys_are_stable_and_names_cannot_collide() {
-        assert_eq!(manifest_key("logical/", "20261126t030000z"), "logical/20261126t030000z/manifest.json");
-        assert_eq!(segment_key("logical/", "r", "public", "users", 0), "logical/r/tables/public.users/00000.copy.zst");
-        assert_eq!(segment_key("logical/", "r", "public", "users", 12), "logical/r/tables/public.users/00012.copy.zst");
-        assert_ne!(segment_key("l/", "r", "a.b", "c", 0), segment_key("l/", "r", "a", "b.c", 0));
-        assert_eq!(segment_key("l/", "r", "s", "ü/x", 0), "l/r/tables/s.%C3%BC%2Fx/00000.copy.zst");
+        assert_eq!(
+            manifest_key("logical/", "20261126t030000z"),
+            "logical/20261126t030000z/manifest.json"
+        );
+        assert_eq!(
+            segment_key("logical/", "r", "public", "users", 0),
+            "logical/r/tables/public.users/00000.copy.zst"
+        );
+        assert_eq!(
+            segment_key("logical/", "r", "public", "users", 12),
+            "logical/r/tables/public.users/00012.copy.zst"
+        );
+        assert_ne!(
+            segment_key("l/", "r", "a.b", "c", 0),
+            segment_key("l/", "r", "a", "b.c", 0)
+        );
+        assert_eq!(
+            segment_key("l/", "r", "s", "ü/x", 0),
+            "l/r/tables/s.%C3%BC%2Fx/00000.copy.zst"
+        );
     }
 }

@@ -22,7 +22,10 @@ pub struct ManifestInstant {
 
 impl From<&SnapshotInstant> for ManifestInstant {
     fn from(s: &SnapshotInstant) -> Self {
-        Self { server_time: s.server_time.clone(), lsn: s.lsn.clone() }
+        Self {
+            server_time: s.server_time.clone(),
+            lsn: s.lsn.clone(),
+        }
     }
 }
 
@@ -121,7 +124,10 @@ impl LogicalManifest {
         if self.complete {
             return Ok(());
         }
-        Err(super::LogicalError::SchemaNotCaptured { run_id: self.run_id.clone(), objects: self.not_captured.clone() })
+        Err(super::LogicalError::SchemaNotCaptured {
+            run_id: self.run_id.clone(),
+            objects: self.not_captured.clone(),
+        })
     }
 
     pub fn segment_count(&self) -> usize {

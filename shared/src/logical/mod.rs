@@ -60,25 +60,51 @@ pub enum LogicalError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("logical backup manifest {key} has format {format}; this version reads {LOGICAL_MANIFEST_FORMAT} only")]
+    #[error(
+        "logical backup manifest {key} has format {format}; this version reads {LOGICAL_MANIFEST_FORMAT} only"
+    )]
     UnsupportedManifestFormat { key: String, format: String },
-    #[error("logical backup {run_id} has no manifest ({key}): it never completed and cannot be restored")]
+    #[error(
+        "logical backup {run_id} has no manifest ({key}): it never completed and cannot be restored"
+    )]
     BackupIncomplete { run_id: String, key: String },
-    #[error("restore target database {database} is not empty ({}); refusing to restore into it{}", summary(objects), hint(interrupted))]
-    TargetNotEmpty { database: String, objects: Vec<String>, interrupted: Option<String> },
+    #[error(
+        "restore target database {database} is not empty ({}); refusing to restore into it{}",
+        summary(objects),
+        hint(interrupted)
+    )]
+    TargetNotEmpty {
+        database: String,
+        objects: Vec<String>,
+        interrupted: Option<String>,
+    },
     #[error("logical backup {run_id} left out {} schema object(s) it cannot capture ({}); its data is stored and its manifest says complete: false. \
              To accept that, list them in LOGICAL_IGNORE_OBJECTS as kind:name", objects.len(), objects.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", "))]
-    SchemaNotCaptured { run_id: String, objects: Vec<NotCaptured> },
+    SchemaNotCaptured {
+        run_id: String,
+        objects: Vec<NotCaptured>,
+    },
 }
 
 fn summary(objects: &[String]) -> String {
-    let shown = objects.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-    if objects.len() > 5 { format!("{} objects in user schemas: {shown}, ...", objects.len()) } else { format!("{} objects in user schemas: {shown}", objects.len()) }
+    let shown = objects
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if objects.len() > 5 {
+        format!("{} objects in user schemas: {shown}, ...", objects.len())
+    } else {
+        format!("{} objects in user schemas: {shown}", objects.len())
+    }
 }
 
 fn hint(interrupted: &Option<String>) -> String {
     match interrupted {
-        Some(run_id) => format!("; a restore of backup {run_id} was interrupted here: rerun it with reset: true to drop what it left and start over"),
+        Some(run_id) => format!(
+            "; a restore of backup {run_id} was interrupted here: rerun it with reset: true to drop what it left and start over"
+        ),
         None => String::new(),
     }
 }
@@ -122,22 +148,45 @@ pub struct LogicalBackups {
 }
 
 impl LogicalBackups {
-    pub fn new(config: LogicalConfig, store: Arc<dyn LogicalStore>, secrets: Arc<dyn SecretSource>) -> Self {
+    pub fn new(
+        config: LogicalConfig,
+        store: Arc<dyn LogicalStore>,
+        secrets: Arc<dyn SecretSource>,
+    ) -> Self {
         let source = match (&config.source_secret_id, &config.tls) {
-            (Some(secret_id), Some(tls)) => Some(PgConnector::new(secrets.clone(), secret_id.clone(), tls.clone())),
+            (Some(secret_id), Some(tls)) => Some(PgConnector::new(
+                secrets.clone(),
+                secret_id.clone(),
+                tls.clone(),
+            )),
             _ => None,
         };
-        Self { config, store, secrets, source, observer: None }
+        Self {
+            config,
+            store,
+            secrets,
+            source,
+            observer: None,
+        }
     }
 
-    pub(crate) async fn read_manifest(&self, key: &str) -> Result<Option<LogicalManifest>, LogicalError> {
+    pub(crate) async fn read_manifest(
+        &self,
+        key: &str,
+    ) -> Result<Option<LogicalManifest>, LogicalError> {
         match self.store.get(key).await? {
             None => Ok(None),
             Some(bytes) => {
-                let corrupt = |source| LogicalError::CorruptManifest { key: key.to_owned(), source };
+                let corrupt = |source| LogicalError::CorruptManifest {
+                    key: key.to_owned(),
+                    source,
+                };
                 let ManifestFormat { format } = serde_json::from_slice(&bytes).map_err(corrupt)?;
                 if format != LOGICAL_MANIFEST_FORMAT {
-                    return Err(LogicalError::UnsupportedManifestFormat { key: key.to_owned(), format });
+                    return Err(LogicalError::UnsupportedManifestFormat {
+                        key: key.to_owned(),
+                        format,
+                    });
                 }
                 serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
             }
@@ -146,17 +195,27 @@ impl LogicalBackups {
 
     /// The segments of `tables` in the database `client` is connected to, sized by
     /// `LOGICAL_SEGMENT_MIB`.
-    pub(crate) async fn plan_segments(&self, client: &Client, tables: &[&CapturedTable]) -> Result<Vec<Segment>, LogicalError> {
+    pub(crate) async fn plan_segments(
+        &self,
+        client: &Client,
+        tables: &[&CapturedTable],
+    ) -> Result<Vec<Segment>, LogicalError> {
         let sizes = introspect::table_blocks(client, tables).await?;
         let ranges_supported = introspect::supports_block_ranges(client).await?;
-        Ok(segments::plan(&sizes.blocks, self.config.segment_bytes / sizes.block_size, ranges_supported))
+        Ok(segments::plan(
+            &sizes.blocks,
+            self.config.segment_bytes / sizes.block_size,
+            ranges_supported,
+        ))
     }
 
     /// Aborts every multipart upload in progress under `prefix`; returns how many.
     pub(crate) async fn abort_pending(&self, prefix: &str) -> Result<usize, LogicalError> {
         let pending = self.store.pending_uploads(prefix).await?;
         for upload in &pending {
-            self.store.abort_upload(&upload.key, &upload.upload_id).await?;
+            self.store
+                .abort_upload(&upload.key, &upload.upload_id)
+                .await?;
             tracing::info!(key = %upload.key, "aborted an unfinished multipart upload");
         }
         Ok(pending.len())

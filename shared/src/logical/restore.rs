@@ -100,27 +100,48 @@ impl LogicalBackups {
     /// stored). `reread` adds a second pass: every restored table read back with the backup's
     /// own `COPY`, proving what the database now renders rather than what it was sent (worth it
     /// when the target runs another PostgreSQL version; it costs one more read of every table).
-    pub async fn restore(&self, run: &RunId, target_secret_id: &str, options: RestoreOptions) -> Result<RestoreResult, LogicalError> {
+    pub async fn restore(
+        &self,
+        run: &RunId,
+        target_secret_id: &str,
+        options: RestoreOptions,
+    ) -> Result<RestoreResult, LogicalError> {
         let reread = options.reread;
-        let tls = self.config.tls.clone().ok_or(LogicalError::NotConfigured { var: "PG_TLS" })?;
+        let tls = self
+            .config
+            .tls
+            .clone()
+            .ok_or(LogicalError::NotConfigured { var: "PG_TLS" })?;
         let key = manifest_key(&self.config.prefix, &run.stamp);
-        let manifest = self
-            .read_manifest(&key)
-            .await?
-            .ok_or_else(|| LogicalError::BackupIncomplete { run_id: run.stamp.clone(), key: key.clone() })?;
+        let manifest =
+            self.read_manifest(&key)
+                .await?
+                .ok_or_else(|| LogicalError::BackupIncomplete {
+                    run_id: run.stamp.clone(),
+                    key: key.clone(),
+                })?;
         let target = PgConnector::new(self.secrets.clone(), target_secret_id, tls);
         let admin = target.connect().await?;
         introspect::restore_session(&admin).await?;
         let drill_id = require_staging(&admin).await?;
-        let database: String = admin.query_one("SELECT current_database()", &[]).await?.get(0);
+        let database: String = admin
+            .query_one("SELECT current_database()", &[])
+            .await?
+            .get(0);
         let objects = introspect::user_objects(&admin).await?;
         let interrupted = crate::catalyst_db::restoring_backup(&admin).await?;
-        let reset = !objects.is_empty() && options.reset && interrupted.as_deref() == Some(run.stamp.as_str());
+        let reset = !objects.is_empty()
+            && options.reset
+            && interrupted.as_deref() == Some(run.stamp.as_str());
         if reset {
             tracing::warn!(%database, objects = objects.len(), "dropping what an interrupted restore of this backup left");
             introspect::reset_user_schemas(&admin).await?;
         } else if !objects.is_empty() {
-            return Err(LogicalError::TargetNotEmpty { database, objects, interrupted });
+            return Err(LogicalError::TargetNotEmpty {
+                database,
+                objects,
+                interrupted,
+            });
         }
         crate::catalyst_db::mark_restoring(&admin, &drill_id, Some(&run.stamp)).await?;
         tracing::info!(%key, %database, tables = manifest.tables.len(), "restoring logical backup");
@@ -128,23 +149,43 @@ impl LogicalBackups {
         // The manifest's tables with their captured definitions; an entry without one cannot be
         // loaded and is reported.
         let mut mismatches = Vec::new();
-        let mut tables: Vec<(&CapturedTable, &ManifestTable)> = Vec::with_capacity(manifest.tables.len());
+        let mut tables: Vec<(&CapturedTable, &ManifestTable)> =
+            Vec::with_capacity(manifest.tables.len());
         for entry in &manifest.tables {
-            match manifest.schema.tables.iter().find(|t| t.schema == entry.schema && t.name == entry.name) {
+            match manifest
+                .schema
+                .tables
+                .iter()
+                .find(|t| t.schema == entry.schema && t.name == entry.name)
+            {
                 Some(table) => tables.push((table, entry)),
-                None => mismatches.push(format!("{}.{}: has data but no definition in the manifest's schema; not restored", entry.schema, entry.name)),
+                None => mismatches.push(format!(
+                    "{}.{}: has data but no definition in the manifest's schema; not restored",
+                    entry.schema, entry.name
+                )),
             }
         }
         tables.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.object_bytes));
 
         let mut seconds = RestorePhases::default();
         let clock = std::time::Instant::now();
-        let pre_data: Vec<String> = manifest.schema.pre_data.iter().flat_map(|o| o.statements.iter().cloned()).collect();
+        let pre_data: Vec<String> = manifest
+            .schema
+            .pre_data
+            .iter()
+            .flat_map(|o| o.statements.iter().cloned())
+            .collect();
         introspect::execute_ddl(&admin, &pre_data).await?;
         seconds.schema = clock.elapsed().as_secs_f64();
 
-        let segment_jobs: Vec<(usize, &ManifestSegment)> = tables.iter().enumerate().flat_map(|(t, (_, entry))| entry.segments.iter().map(move |s| (t, s))).collect();
-        let workers = (self.config.parallelism as usize).min(segment_jobs.len()).max(1);
+        let segment_jobs: Vec<(usize, &ManifestSegment)> = tables
+            .iter()
+            .enumerate()
+            .flat_map(|(t, (_, entry))| entry.segments.iter().map(move |s| (t, s)))
+            .collect();
+        let workers = (self.config.parallelism as usize)
+            .min(segment_jobs.len())
+            .max(1);
         let mut clients = Vec::with_capacity(workers);
         for _ in 0..workers {
             let client = target.connect().await?;
@@ -153,46 +194,90 @@ impl LogicalBackups {
         }
         let definitions: Vec<&CapturedTable> = tables.iter().map(|(table, _)| *table).collect();
         let definitions = &definitions;
-        let loaded = on_connections(&clients, segment_jobs, |client, (t, segment)| async move { Ok((t, self.load_segment(client, definitions[t], segment).await?)) }).await?;
+        let loaded = on_connections(&clients, segment_jobs, |client, (t, segment)| async move {
+            Ok((t, self.load_segment(client, definitions[t], segment).await?))
+        })
+        .await?;
         seconds.load = clock.elapsed().as_secs_f64() - seconds.schema;
 
         let post = introspect::post_data_ddl(&manifest.schema);
-        let ranges = if reread { self.plan_segments(&admin, definitions).await? } else { Vec::new() };
-        let jobs = post.indexes.iter().map(|statement| AfterLoad::Index(statement)).chain(ranges.into_iter().map(AfterLoad::Reread));
+        let ranges = if reread {
+            self.plan_segments(&admin, definitions).await?
+        } else {
+            Vec::new()
+        };
+        let jobs = post
+            .indexes
+            .iter()
+            .map(|statement| AfterLoad::Index(statement))
+            .chain(ranges.into_iter().map(AfterLoad::Reread));
         let read_back = on_connections(&clients, jobs, |client, job| async move {
             match job {
                 AfterLoad::Index(statement) => {
                     introspect::execute_statement(client, statement).await?;
                     Ok(None)
                 }
-                AfterLoad::Reread(range) => Ok(Some((range.table, read_rowset(client, definitions[range.table], &range.range).await?))),
+                AfterLoad::Reread(range) => Ok(Some((
+                    range.table,
+                    read_rowset(client, definitions[range.table], &range.range).await?,
+                ))),
             }
         })
         .await?;
         seconds.indexes = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load;
         introspect::execute_ddl(&admin, &post.ordered).await?;
         introspect::restore_sequence_values(&admin, &manifest.schema.sequences).await?;
-        seconds.constraints = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes;
+        seconds.constraints =
+            clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes;
         let sequences_restored = manifest.schema.sequences.len();
 
         // Post-data: only statements whose roles the target has; the rest is reported.
         let missing_roles = introspect::missing_roles(&admin, &manifest.schema.post_data).await?;
-        let (applicable, skipped): (Vec<_>, Vec<_>) = manifest.schema.post_data.iter().partition(|o| o.roles.iter().all(|r| !missing_roles.contains(r)));
-        let post_data: Vec<String> = applicable.iter().flat_map(|o| o.statements.iter().cloned()).collect();
+        let (applicable, skipped): (Vec<_>, Vec<_>) = manifest
+            .schema
+            .post_data
+            .iter()
+            .partition(|o| o.roles.iter().all(|r| !missing_roles.contains(r)));
+        let post_data: Vec<String> = applicable
+            .iter()
+            .flat_map(|o| o.statements.iter().cloned())
+            .collect();
         introspect::execute_ddl(&admin, &post_data).await?;
         for role in &missing_roles {
-            let needing: Vec<String> = skipped.iter().filter(|o| o.roles.contains(role)).map(|o| format!("{} {}", o.kind, o.name)).collect();
-            mismatches.push(format!("role {role} does not exist in the target: not applied: {}", needing.join(", ")));
+            let needing: Vec<String> = skipped
+                .iter()
+                .filter(|o| o.roles.contains(role))
+                .map(|o| format!("{} {}", o.kind, o.name))
+                .collect();
+            mismatches.push(format!(
+                "role {role} does not exist in the target: not applied: {}",
+                needing.join(", ")
+            ));
         }
-        mismatches.extend(manifest.not_captured.iter().map(|o| format!("{o} is not in the backup (not captured); it was not restored")));
+        mismatches.extend(
+            manifest
+                .not_captured
+                .iter()
+                .map(|o| format!("{o} is not in the backup (not captured); it was not restored")),
+        );
         let restored_schema = introspect::capture_schema(&admin).await?;
-        mismatches.extend(introspect::extension_differences(&manifest.schema.extensions, &restored_schema.extensions));
+        mismatches.extend(introspect::extension_differences(
+            &manifest.schema.extensions,
+            &restored_schema.extensions,
+        ));
         // With a role missing, the statements left out would show as differences too; they are
         // reported above instead.
         if missing_roles.is_empty() {
-            mismatches.extend(introspect::schema_differences(&manifest.schema, &restored_schema));
+            mismatches.extend(introspect::schema_differences(
+                &manifest.schema,
+                &restored_schema,
+            ));
         }
-        seconds.post_data = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes - seconds.constraints;
+        seconds.post_data = clock.elapsed().as_secs_f64()
+            - seconds.schema
+            - seconds.load
+            - seconds.indexes
+            - seconds.constraints;
 
         let mut loads: Vec<Vec<(SegmentRead, u64)>> = tables.iter().map(|_| Vec::new()).collect();
         for (t, load) in loaded {
@@ -208,22 +293,38 @@ impl LogicalBackups {
             for (read, rows_loaded) in &loads {
                 check.problems.extend(read.problems.iter().cloned());
                 if read.content.is_some_and(|c| c.rows != *rows_loaded) {
-                    check.problems.push(format!("COPY loaded {rows_loaded} rows from a segment of {} rows", read.content.map_or(0, |c| c.rows)));
+                    check.problems.push(format!(
+                        "COPY loaded {rows_loaded} rows from a segment of {} rows",
+                        read.content.map_or(0, |c| c.rows)
+                    ));
                 }
             }
             check.measured("loaded", sum_of(loads.iter().map(|(read, _)| read.content)));
             if reread {
-                check.measured("in the restored table", sum_of(restored.into_iter().map(Some)));
+                check.measured(
+                    "in the restored table",
+                    sum_of(restored.into_iter().map(Some)),
+                );
             }
             check.close();
-            mismatches.extend(check.problems.iter().map(|p| format!("{}.{}: {p}", check.schema, check.name)));
+            mismatches.extend(
+                check
+                    .problems
+                    .iter()
+                    .map(|p| format!("{}.{}: {p}", check.schema, check.name)),
+            );
             checks.push(check);
         }
         checks.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         for s in &manifest.schema.sequences {
             let now = introspect::sequence_position(&admin, &s.schema, &s.name).await?;
             if now != (s.last_value, s.is_called) {
-                mismatches.push(format!("sequence {}.{} is at {now:?}, the backup has {:?}", s.schema, s.name, (s.last_value, s.is_called)));
+                mismatches.push(format!(
+                    "sequence {}.{} is at {now:?}, the backup has {:?}",
+                    s.schema,
+                    s.name,
+                    (s.last_value, s.is_called)
+                ));
             }
         }
         let consistent = mismatches.is_empty();
@@ -250,11 +351,18 @@ impl LogicalBackups {
 
     /// Streams one segment's object into its table; returns what reading it found and the rows
     /// COPY loaded.
-    async fn load_segment(&self, client: &Client, table: &CapturedTable, segment: &ManifestSegment) -> Result<(SegmentRead, u64), LogicalError> {
+    async fn load_segment(
+        &self,
+        client: &Client,
+        table: &CapturedTable,
+        segment: &ManifestSegment,
+    ) -> Result<(SegmentRead, u64), LogicalError> {
         let Some(mut reader) = SegmentReader::open(self.store.as_ref(), segment).await? else {
             return Ok((segment_object::missing(segment), 0));
         };
-        let sink = client.copy_in::<_, Bytes>(&table.copy_in_statement()).await?;
+        let sink = client
+            .copy_in::<_, Bytes>(&table.copy_in_statement())
+            .await?;
         futures_util::pin_mut!(sink);
         while let Some(text) = reader.next().await? {
             if !text.is_empty() {
@@ -269,7 +377,11 @@ impl LogicalBackups {
 
 /// The row count and rowset checksum of one block range of a table, read with the backup's own
 /// `COPY`.
-pub async fn read_rowset(client: &Client, table: &CapturedTable, range: &BlockRange) -> Result<RowsetSummary, LogicalError> {
+pub async fn read_rowset(
+    client: &Client,
+    table: &CapturedTable,
+    range: &BlockRange,
+) -> Result<RowsetSummary, LogicalError> {
     let stream = client.copy_out(&table.copy_out_statement(range)).await?;
     futures_util::pin_mut!(stream);
     let mut content = RowsetHasher::new();

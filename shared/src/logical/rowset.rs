@@ -40,7 +40,11 @@ impl RowsetChecksum {
     }
 
     pub fn to_hex(&self) -> String {
-        self.limbs.iter().rev().map(|limb| format!("{limb:016x}")).collect()
+        self.limbs
+            .iter()
+            .rev()
+            .map(|limb| format!("{limb:016x}"))
+            .collect()
     }
 
     pub fn from_hex(hex: &str) -> Option<Self> {
@@ -71,7 +75,8 @@ impl Serialize for RowsetChecksum {
 impl<'de> Deserialize<'de> for RowsetChecksum {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let hex = String::deserialize(deserializer)?;
-        Self::from_hex(&hex).ok_or_else(|| serde::de::Error::custom("a rowset checksum is 64 hex digits"))
+        Self::from_hex(&hex)
+            .ok_or_else(|| serde::de::Error::custom("a rowset checksum is 64 hex digits"))
     }
 }
 
@@ -120,7 +125,11 @@ impl RowsetHasher {
             let row = std::mem::take(&mut self.partial);
             self.add_row(&row);
         }
-        RowsetSummary { checksum: self.checksum, rows: self.rows, bytes: self.bytes }
+        RowsetSummary {
+            checksum: self.checksum,
+            rows: self.rows,
+            bytes: self.bytes,
+        }
     }
 }
 
@@ -138,10 +147,16 @@ impl RowsetSummary {
     pub fn differences(&self, what: &str, rows: u64, checksum: &RowsetChecksum) -> Vec<String> {
         let mut found = Vec::new();
         if self.rows != rows {
-            found.push(format!("{} rows {what}, the manifest has {rows}", self.rows));
+            found.push(format!(
+                "{} rows {what}, the manifest has {rows}",
+                self.rows
+            ));
         }
         if self.checksum != *checksum {
-            found.push(format!("content checksum {} {what}, the manifest has {checksum}", self.checksum));
+            found.push(format!(
+                "content checksum {} {what}, the manifest has {checksum}",
+                self.checksum
+            ));
         }
         found
     }
@@ -187,7 +202,12 @@ mod tests {
     fn detects_changed_missing_duplicated_and_truncated_rows() {
         let good = summary(&[b"a\nb\n"]).checksum;
         for bad in [&b"a\nc\n"[..], b"a\n", b"a\nb\nb\n", b"a\nb", b"a\nb\n\n"] {
-            assert_ne!(summary(&[bad]).checksum, good, "{:?}", String::from_utf8_lossy(bad));
+            assert_ne!(
+                summary(&[bad]).checksum,
+                good,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(summary(&[]).checksum, RowsetChecksum::default());
     }
@@ -200,9 +220,13 @@ mod tests {
         let mut max = RowsetChecksum::from_hex(&"f".repeat(64)).unwrap();
         max.add(&RowsetChecksum::from_hex(&format!("{}2", "0".repeat(63))).unwrap());
         assert_eq!(max.to_hex(), format!("{}1", "0".repeat(63)));
-        let mut carry = RowsetChecksum::from_hex(&format!("{}{}", "0".repeat(48), "f".repeat(16))).unwrap();
+        let mut carry =
+            RowsetChecksum::from_hex(&format!("{}{}", "0".repeat(48), "f".repeat(16))).unwrap();
         carry.add(&RowsetChecksum::from_hex(&format!("{}1", "0".repeat(63))).unwrap());
-        assert_eq!(carry.to_hex(), format!("{}1{}", "0".repeat(47), "0".repeat(16)));
+        assert_eq!(
+            carry.to_hex(),
+            format!("{}1{}", "0".repeat(47), "0".repeat(16))
+        );
         assert!(RowsetChecksum::from_hex("zz").is_none());
         let json = serde_json::to_string(&one).unwrap();
         assert_eq!(serde_json::from_str::<RowsetChecksum>(&json).unwrap(), one);

@@ -48,7 +48,11 @@ pub fn plan(table_blocks: &[u64], segment_blocks: u64, ranges_supported: bool) -
             block_ranges(table_blocks[table], segment_blocks, ranges_supported)
                 .into_iter()
                 .enumerate()
-                .map(move |(index, range)| Segment { table, index: index as u32, range })
+                .map(move |(index, range)| Segment {
+                    table,
+                    index: index as u32,
+                    range,
+                })
         })
         .collect()
 }
@@ -65,9 +69,18 @@ mod tests {
         assert_eq!(
             block_ranges(17, 8, true),
             vec![
-                BlockRange { start: 0, end: Some(8) },
-                BlockRange { start: 8, end: Some(16) },
-                BlockRange { start: 16, end: None },
+                BlockRange {
+                    start: 0,
+                    end: Some(8)
+                },
+                BlockRange {
+                    start: 8,
+                    end: Some(16)
+                },
+                BlockRange {
+                    start: 16,
+                    end: None
+                },
             ]
         );
     }

@@ -9,7 +9,9 @@ use crate::aws_time::to_aws;
 use crate::object_store::{ObjectStore, PutOutcome, S3Objects, StoredObject};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
+};
 use bytes::Bytes;
 use sha2::Digest;
 use time::OffsetDateTime;
@@ -37,21 +39,51 @@ pub type ObjectBody = ByteStream;
 pub trait LogicalStore: Send + Sync {
     fn bucket(&self) -> &str;
     /// Starts a multipart upload whose object is locked (COMPLIANCE) until `retain_until`.
-    async fn create_upload(&self, key: &str, retain_until: OffsetDateTime) -> Result<String, AwsCallError>;
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<UploadedPart, AwsCallError>;
+    async fn create_upload(
+        &self,
+        key: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<String, AwsCallError>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<UploadedPart, AwsCallError>;
     /// Completes the upload; returns the object's version id.
-    async fn complete_upload(&self, key: &str, upload_id: &str, parts: Vec<UploadedPart>) -> Result<Option<String>, AwsCallError>;
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
+    ) -> Result<Option<String>, AwsCallError>;
     /// Sets COMPLIANCE retention on one version (PutObjectRetention). S3 already applies the lock
     /// given to CreateMultipartUpload; this makes it explicit on the completed version, and is
     /// what S3-compatible stores that drop the multipart lock headers need.
-    async fn lock_version(&self, key: &str, version_id: Option<&str>, retain_until: OffsetDateTime) -> Result<(), AwsCallError>;
+    async fn lock_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        retain_until: OffsetDateTime,
+    ) -> Result<(), AwsCallError>;
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), AwsCallError>;
     /// Multipart uploads in progress under `prefix` (ListMultipartUploads).
     async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, AwsCallError>;
-    async fn put_locked(&self, key: &str, body: Vec<u8>, content_type: &str, retain_until: OffsetDateTime) -> Result<PutOutcome, AwsCallError>;
+    async fn put_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<PutOutcome, AwsCallError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, AwsCallError>;
     /// Streams one object (a given version when `version_id` is set); None when it does not exist.
-    async fn open(&self, key: &str, version_id: Option<&str>) -> Result<Option<ObjectBody>, AwsCallError>;
+    async fn open(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectBody>, AwsCallError>;
     async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, AwsCallError>;
 }
 
@@ -65,12 +97,24 @@ pub struct S3LogicalStore {
 impl S3LogicalStore {
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
         let bucket = bucket.into();
-        Self { objects: S3Objects::new(client.clone(), bucket.clone()), client, bucket }
+        Self {
+            objects: S3Objects::new(client.clone(), bucket.clone()),
+            client,
+            bucket,
+        }
     }
 }
 
-fn read_error(operation: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> AwsCallError {
-    AwsCallError { operation, code: None, kind: AwsFailureKind::Transient, source: Box::new(e) }
+fn read_error(
+    operation: &'static str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> AwsCallError {
+    AwsCallError {
+        operation,
+        code: None,
+        kind: AwsFailureKind::Transient,
+        source: Box::new(e),
+    }
 }
 
 #[async_trait::async_trait]
@@ -79,7 +123,11 @@ impl LogicalStore for S3LogicalStore {
         &self.bucket
     }
 
-    async fn create_upload(&self, key: &str, retain_until: OffsetDateTime) -> Result<String, AwsCallError> {
+    async fn create_upload(
+        &self,
+        key: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<String, AwsCallError> {
         let out = self
             .client
             .create_multipart_upload()
@@ -92,15 +140,23 @@ impl LogicalStore for S3LogicalStore {
             .send()
             .await
             .map_err(|e| classify("s3:CreateMultipartUpload", e))?;
-        out.upload_id().map(str::to_owned).ok_or_else(|| AwsCallError {
-            operation: "s3:CreateMultipartUpload",
-            code: None,
-            kind: AwsFailureKind::Transient,
-            source: "the response carried no upload id".into(),
-        })
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| AwsCallError {
+                operation: "s3:CreateMultipartUpload",
+                code: None,
+                kind: AwsFailureKind::Transient,
+                source: "the response carried no upload id".into(),
+            })
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<UploadedPart, AwsCallError> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<UploadedPart, AwsCallError> {
         let sha256_base64 = aws_smithy_types::base64::encode(sha2::Sha256::digest(&body));
         let out = self
             .client
@@ -115,13 +171,28 @@ impl LogicalStore for S3LogicalStore {
             .send()
             .await
             .map_err(|e| classify("s3:UploadPart", e))?;
-        Ok(UploadedPart { number, etag: out.e_tag().map(str::to_owned), sha256_base64 })
+        Ok(UploadedPart {
+            number,
+            etag: out.e_tag().map(str::to_owned),
+            sha256_base64,
+        })
     }
 
-    async fn complete_upload(&self, key: &str, upload_id: &str, parts: Vec<UploadedPart>) -> Result<Option<String>, AwsCallError> {
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
+    ) -> Result<Option<String>, AwsCallError> {
         let parts = parts
             .into_iter()
-            .map(|p| CompletedPart::builder().part_number(p.number).set_e_tag(p.etag).checksum_sha256(p.sha256_base64).build())
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .set_e_tag(p.etag)
+                    .checksum_sha256(p.sha256_base64)
+                    .build()
+            })
             .collect();
         let out = self
             .client
@@ -129,16 +200,28 @@ impl LogicalStore for S3LogicalStore {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| classify("s3:CompleteMultipartUpload", e))?;
         Ok(out.version_id().map(str::to_owned))
     }
 
-    async fn lock_version(&self, key: &str, version_id: Option<&str>, retain_until: OffsetDateTime) -> Result<(), AwsCallError> {
+    async fn lock_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        retain_until: OffsetDateTime,
+    ) -> Result<(), AwsCallError> {
         use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
-        let retention = ObjectLockRetention::builder().mode(ObjectLockRetentionMode::Compliance).retain_until_date(to_aws(retain_until)).build();
+        let retention = ObjectLockRetention::builder()
+            .mode(ObjectLockRetentionMode::Compliance)
+            .retain_until_date(to_aws(retain_until))
+            .build();
         self.client
             .put_object_retention()
             .bucket(&self.bucket)
@@ -152,7 +235,15 @@ impl LogicalStore for S3LogicalStore {
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), AwsCallError> {
-        match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
             Err(e) => Err(classify("s3:AbortMultipartUpload", e)),
@@ -174,7 +265,10 @@ impl LogicalStore for S3LogicalStore {
                 .await
                 .map_err(|e| classify("s3:ListMultipartUploads", e))?;
             found.extend(out.uploads().iter().filter_map(|u| {
-                Some(PendingUpload { key: u.key()?.to_owned(), upload_id: u.upload_id()?.to_owned() })
+                Some(PendingUpload {
+                    key: u.key()?.to_owned(),
+                    upload_id: u.upload_id()?.to_owned(),
+                })
             }));
             if out.is_truncated() != Some(true) {
                 break;
@@ -188,16 +282,36 @@ impl LogicalStore for S3LogicalStore {
         Ok(found)
     }
 
-    async fn put_locked(&self, key: &str, body: Vec<u8>, content_type: &str, retain_until: OffsetDateTime) -> Result<PutOutcome, AwsCallError> {
-        self.objects.put_locked(key, body, content_type, retain_until).await
+    async fn put_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<PutOutcome, AwsCallError> {
+        self.objects
+            .put_locked(key, body, content_type, retain_until)
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, AwsCallError> {
         self.objects.get(key).await
     }
 
-    async fn open(&self, key: &str, version_id: Option<&str>) -> Result<Option<ObjectBody>, AwsCallError> {
-        match self.client.get_object().bucket(&self.bucket).key(key).set_version_id(version_id.map(str::to_owned)).send().await {
+    async fn open(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectBody>, AwsCallError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(out.body)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
@@ -212,7 +326,9 @@ impl LogicalStore for S3LogicalStore {
 
 /// Reads the next chunk of an object body.
 pub async fn next_chunk(body: &mut ObjectBody) -> Result<Option<Bytes>, AwsCallError> {
-    body.try_next().await.map_err(|e| read_error("s3:GetObject", e))
+    body.try_next()
+        .await
+        .map_err(|e| read_error("s3:GetObject", e))
 }
 
 /// What a finished object looks like.
@@ -240,9 +356,21 @@ pub struct PartWriter<'a> {
 }
 
 impl<'a> PartWriter<'a> {
-    pub async fn start(store: &'a dyn LogicalStore, key: &str, retain_until: OffsetDateTime) -> Result<Self, AwsCallError> {
+    pub async fn start(
+        store: &'a dyn LogicalStore,
+        key: &str,
+        retain_until: OffsetDateTime,
+    ) -> Result<Self, AwsCallError> {
         let upload_id = store.create_upload(key, retain_until).await?;
-        Ok(Self { store, key: key.to_owned(), upload_id, retain_until, parts: Vec::new(), bytes: 0, hasher: sha2::Sha256::new() })
+        Ok(Self {
+            store,
+            key: key.to_owned(),
+            upload_id,
+            retain_until,
+            parts: Vec::new(),
+            bytes: 0,
+            hasher: sha2::Sha256::new(),
+        })
     }
 
     pub fn upload_id(&self) -> &str {
@@ -255,7 +383,10 @@ impl<'a> PartWriter<'a> {
         self.hasher.update(&body);
         self.bytes += body.len() as u64;
         let number = i32::try_from(self.parts.len() + 1).unwrap_or(i32::MAX);
-        let part = self.store.upload_part(&self.key, &self.upload_id, number, body).await?;
+        let part = self
+            .store
+            .upload_part(&self.key, &self.upload_id, number, body)
+            .await?;
         self.parts.push(part);
         Ok(())
     }
@@ -266,9 +397,20 @@ impl<'a> PartWriter<'a> {
             self.upload(last).await?;
         }
         let parts = u32::try_from(self.parts.len()).unwrap_or(u32::MAX);
-        let version_id = self.store.complete_upload(&self.key, &self.upload_id, std::mem::take(&mut self.parts)).await?;
-        self.store.lock_version(&self.key, version_id.as_deref(), self.retain_until).await?;
-        Ok(WrittenObject { key: self.key, version_id, bytes: self.bytes, parts, sha256: hex::encode(self.hasher.finalize()) })
+        let version_id = self
+            .store
+            .complete_upload(&self.key, &self.upload_id, std::mem::take(&mut self.parts))
+            .await?;
+        self.store
+            .lock_version(&self.key, version_id.as_deref(), self.retain_until)
+            .await?;
+        Ok(WrittenObject {
+            key: self.key,
+            version_id,
+            bytes: self.bytes,
+            parts,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
     }
 
     pub async fn abort(self) -> Result<(), AwsCallError> {

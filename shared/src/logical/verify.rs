@@ -47,7 +47,11 @@ impl TableCheck {
     /// from the manifest. `what` says where it was read ("stored" objects, the "restored" table).
     pub fn measured(&mut self, what: &str, content: Option<RowsetSummary>) {
         let Some(content) = content else { return };
-        self.problems.extend(content.differences(what, self.rows_expected, &self.content_checksum_expected));
+        self.problems.extend(content.differences(
+            what,
+            self.rows_expected,
+            &self.content_checksum_expected,
+        ));
         self.rows = content.rows;
         self.content_checksum = Some(content.checksum);
     }
@@ -59,10 +63,12 @@ impl TableCheck {
 
 /// Adds up the content read from a table's segments; None when any of them could not be read.
 pub fn sum_of(parts: impl IntoIterator<Item = Option<RowsetSummary>>) -> Option<RowsetSummary> {
-    parts.into_iter().try_fold(RowsetSummary::default(), |mut sum, part| {
-        sum.add(&part?);
-        Some(sum)
-    })
+    parts
+        .into_iter()
+        .try_fold(RowsetSummary::default(), |mut sum, part| {
+            sum.add(&part?);
+            Some(sum)
+        })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +94,13 @@ impl LogicalBackups {
     pub async fn verify(&self, run: &RunId) -> Result<VerifyReport, LogicalError> {
         let key = manifest_key(&self.config.prefix, &run.stamp);
         let prefix = backup_prefix(&self.config.prefix, &run.stamp);
-        let pending_uploads: Vec<String> = self.store.pending_uploads(&prefix).await?.into_iter().map(|u| u.key).collect();
+        let pending_uploads: Vec<String> = self
+            .store
+            .pending_uploads(&prefix)
+            .await?
+            .into_iter()
+            .map(|u| u.key)
+            .collect();
         let listed = self.store.list(&prefix).await?;
         let mut report = VerifyReport {
             run_id: run.stamp.clone(),
@@ -106,12 +118,16 @@ impl LogicalBackups {
         let manifest = match self.read_manifest(&key).await {
             Ok(Some(m)) => m,
             Ok(None) => {
-                report.problems.push(format!("no manifest at {key}: the backup is incomplete"));
+                report
+                    .problems
+                    .push(format!("no manifest at {key}: the backup is incomplete"));
                 report.unexpected_objects = listed.into_iter().map(|o| o.key).collect();
                 return Ok(report);
             }
             Err(LogicalError::CorruptManifest { source, .. }) => {
-                report.problems.push(format!("manifest {key} does not parse: {source}"));
+                report
+                    .problems
+                    .push(format!("manifest {key} does not parse: {source}"));
                 return Ok(report);
             }
             Err(e @ LogicalError::UnsupportedManifestFormat { .. }) => {
@@ -121,25 +137,56 @@ impl LogicalBackups {
             Err(e) => return Err(e),
         };
         report.complete = manifest.complete;
-        report.problems.extend(manifest.not_captured.iter().map(|o| format!("{o} is not in the backup: it was not captured")));
+        report.problems.extend(
+            manifest
+                .not_captured
+                .iter()
+                .map(|o| format!("{o} is not in the backup: it was not captured")),
+        );
         if manifest.run_id != run.stamp {
-            report.problems.push(format!("manifest names run {}, expected {}", manifest.run_id, run.stamp));
+            report.problems.push(format!(
+                "manifest names run {}, expected {}",
+                manifest.run_id, run.stamp
+            ));
         }
         for table in manifest.schema.stored_tables() {
-            if !manifest.tables.iter().any(|t| t.schema == table.schema && t.name == table.name) {
-                report.problems.push(format!("table {}.{} is in the schema but has no data object", table.schema, table.name));
+            if !manifest
+                .tables
+                .iter()
+                .any(|t| t.schema == table.schema && t.name == table.name)
+            {
+                report.problems.push(format!(
+                    "table {}.{} is in the schema but has no data object",
+                    table.schema, table.name
+                ));
             }
         }
         report.unexpected_objects = listed
             .iter()
             .map(|o| o.key.clone())
-            .filter(|k| k != &key && !manifest.tables.iter().flat_map(|t| &t.segments).any(|s| &s.key == k))
+            .filter(|k| {
+                k != &key
+                    && !manifest
+                        .tables
+                        .iter()
+                        .flat_map(|t| &t.segments)
+                        .any(|s| &s.key == k)
+            })
             .collect();
         let parallelism = self.config.parallelism as usize;
-        let segments = manifest.tables.iter().enumerate().flat_map(|(t, table)| table.segments.iter().map(move |s| (t, s)));
-        let reads: Vec<Result<(usize, SegmentRead), LogicalError>> =
-            futures_util::stream::iter(segments.map(|(t, segment)| async move { Ok((t, self.read_segment(segment).await?)) })).buffered(parallelism).collect().await;
-        let mut by_table: Vec<Vec<SegmentRead>> = manifest.tables.iter().map(|_| Vec::new()).collect();
+        let segments = manifest
+            .tables
+            .iter()
+            .enumerate()
+            .flat_map(|(t, table)| table.segments.iter().map(move |s| (t, s)));
+        let reads: Vec<Result<(usize, SegmentRead), LogicalError>> = futures_util::stream::iter(
+            segments.map(|(t, segment)| async move { Ok((t, self.read_segment(segment).await?)) }),
+        )
+        .buffered(parallelism)
+        .collect()
+        .await;
+        let mut by_table: Vec<Vec<SegmentRead>> =
+            manifest.tables.iter().map(|_| Vec::new()).collect();
         for read in reads {
             let (table, read) = read?;
             report.objects_checked += 1;
@@ -148,13 +195,25 @@ impl LogicalBackups {
         }
         for (entry, reads) in manifest.tables.iter().zip(by_table) {
             let mut check = TableCheck::new(entry);
-            check.problems.extend(reads.iter().flat_map(|r| r.problems.iter().cloned()));
+            check
+                .problems
+                .extend(reads.iter().flat_map(|r| r.problems.iter().cloned()));
             check.measured("stored", sum_of(reads.iter().map(|r| r.content)));
             check.close();
-            report.problems.extend(check.problems.iter().map(|p| format!("{}.{}: {p}", check.schema, check.name)));
+            report.problems.extend(
+                check
+                    .problems
+                    .iter()
+                    .map(|p| format!("{}.{}: {p}", check.schema, check.name)),
+            );
             report.tables.push(check);
         }
-        report.problems.extend(report.pending_uploads.iter().map(|k| format!("unfinished multipart upload of {k}")));
+        report.problems.extend(
+            report
+                .pending_uploads
+                .iter()
+                .map(|k| format!("unfinished multipart upload of {k}")),
+        );
         report.ok = report.complete && report.problems.is_empty();
         tracing::info!(%key, ok = report.ok, problems = report.problems.len(), "logical backup verified");
         Ok(report)

@@ -9,8 +9,14 @@ use crate::snapshot::rds::DbSource;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineConfig {
-    Rds { source: DbSource, placement: StagingPlacement },
-    Local { source_id: String, local: LocalPgConfig },
+    Rds {
+        source: DbSource,
+        placement: StagingPlacement,
+    },
+    Local {
+        source_id: String,
+        local: LocalPgConfig,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,9 +43,15 @@ impl PitrConfig {
         let engine = match env.optional("RESTORE_ENGINE").as_deref().unwrap_or("rds") {
             "rds" => {
                 let source = match env.one_of("RDS_INSTANCE_ID", "RDS_CLUSTER_ID")? {
-                    Some(("RDS_INSTANCE_ID", id)) => DbSource::Instance(checked("RDS_INSTANCE_ID", id)?),
+                    Some(("RDS_INSTANCE_ID", id)) => {
+                        DbSource::Instance(checked("RDS_INSTANCE_ID", id)?)
+                    }
                     Some((var, id)) => DbSource::Cluster(checked(var, id)?),
-                    None => return Err(ConfigError::Missing { var: "RDS_INSTANCE_ID" }),
+                    None => {
+                        return Err(ConfigError::Missing {
+                            var: "RDS_INSTANCE_ID",
+                        });
+                    }
                 };
                 let security_group_ids: Vec<String> = env
                     .required("STAGING_SECURITY_GROUP_IDS")?
@@ -48,7 +60,10 @@ impl PitrConfig {
                     .filter(|s| !s.is_empty())
                     .collect();
                 if security_group_ids.is_empty() {
-                    return Err(ConfigError::Invalid { var: "STAGING_SECURITY_GROUP_IDS", reason: "no security group id".into() });
+                    return Err(ConfigError::Invalid {
+                        var: "STAGING_SECURITY_GROUP_IDS",
+                        reason: "no security group id".into(),
+                    });
                 }
                 let placement = StagingPlacement {
                     subnet_group: env.required("STAGING_SUBNET_GROUP")?,
@@ -57,24 +72,46 @@ impl PitrConfig {
                     instance_class: env.optional("STAGING_INSTANCE_CLASS"),
                 };
                 if matches!(source, DbSource::Cluster(_)) && placement.instance_class.is_none() {
-                    return Err(ConfigError::Missing { var: "STAGING_INSTANCE_CLASS" });
+                    return Err(ConfigError::Missing {
+                        var: "STAGING_INSTANCE_CLASS",
+                    });
                 }
                 EngineConfig::Rds { source, placement }
             }
             "local" => EngineConfig::Local {
-                source_id: checked("LOCAL_SOURCE_ID", env.optional("LOCAL_SOURCE_ID").unwrap_or_else(|| "catalyst-auth-local".into()))?,
+                source_id: checked(
+                    "LOCAL_SOURCE_ID",
+                    env.optional("LOCAL_SOURCE_ID")
+                        .unwrap_or_else(|| "catalyst-auth-local".into()),
+                )?,
                 local: LocalPgConfig::from_env(&env)?,
             },
-            other => return Err(ConfigError::Invalid { var: "RESTORE_ENGINE", reason: format!("{other:?} is not rds or local") }),
+            other => {
+                return Err(ConfigError::Invalid {
+                    var: "RESTORE_ENGINE",
+                    reason: format!("{other:?} is not rds or local"),
+                });
+            }
         };
-        let staging_prefix = env.optional("STAGING_PREFIX").unwrap_or_else(|| "catalyst-dr-staging-".into());
-        if staging_prefix.len() < 4 || validate_identifier(staging_prefix.trim_end_matches('-')).is_err() {
-            return Err(ConfigError::Invalid { var: "STAGING_PREFIX", reason: format!("{staging_prefix:?} is not an identifier prefix of at least 4 characters") });
+        let staging_prefix = env
+            .optional("STAGING_PREFIX")
+            .unwrap_or_else(|| "catalyst-dr-staging-".into());
+        if staging_prefix.len() < 4
+            || validate_identifier(staging_prefix.trim_end_matches('-')).is_err()
+        {
+            return Err(ConfigError::Invalid {
+                var: "STAGING_PREFIX",
+                reason: format!(
+                    "{staging_prefix:?} is not an identifier prefix of at least 4 characters"
+                ),
+            });
         }
         let health_checks = match env.optional("SMOKE_HEALTH_CHECKS") {
             None => Vec::new(),
-            Some(json) => serde_json::from_str(&json)
-                .map_err(|e| ConfigError::Invalid { var: "SMOKE_HEALTH_CHECKS", reason: format!("not a JSON list of {{name, url, expect_status, timeout_ms}}: {e}") })?,
+            Some(json) => serde_json::from_str(&json).map_err(|e| ConfigError::Invalid {
+                var: "SMOKE_HEALTH_CHECKS",
+                reason: format!("not a JSON list of {{name, url, expect_status, timeout_ms}}: {e}"),
+            })?,
         };
         Ok(Self {
             engine,
@@ -90,7 +127,10 @@ impl PitrConfig {
 
     pub fn source_id(&self) -> &str {
         match &self.engine {
-            EngineConfig::Rds { source: DbSource::Instance(id) | DbSource::Cluster(id), .. } => id,
+            EngineConfig::Rds {
+                source: DbSource::Instance(id) | DbSource::Cluster(id),
+                ..
+            } => id,
             EngineConfig::Local { source_id, .. } => source_id,
         }
     }

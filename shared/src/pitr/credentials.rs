@@ -23,7 +23,10 @@ pub struct StagingSecret {
 
 impl std::fmt::Debug for StagingSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StagingSecret").field("target_id", &self.target_id).field("drill_id", &self.drill_id).finish_non_exhaustive()
+        f.debug_struct("StagingSecret")
+            .field("target_id", &self.target_id)
+            .field("drill_id", &self.drill_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +68,13 @@ impl StagingSecret {
 fn percent_encode(value: &str) -> String {
     value
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -74,7 +83,9 @@ pub fn new_password() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.~+=";
     // ThreadRng is a CSPRNG seeded from the operating system.
     let mut rng = rand::rng();
-    (0..32).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..32)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -91,9 +102,18 @@ mod tests {
 
     #[test]
     fn database_url_is_encoded_and_debug_hides_the_password() {
-        let creds = DbCredentials { host: "h".into(), port: 5432, username: "app".into(), password: "p@ss:w/rd".into(), dbname: "auth".into() };
+        let creds = DbCredentials {
+            host: "h".into(),
+            port: 5432,
+            username: "app".into(),
+            password: "p@ss:w/rd".into(),
+            dbname: "auth".into(),
+        };
         let secret = StagingSecret::new(&creds, "d1", "t1", true);
-        assert_eq!(secret.database_url, "postgres://app:p%40ss%3Aw%2Frd@h:5432/auth?sslmode=verify-full");
+        assert_eq!(
+            secret.database_url,
+            "postgres://app:p%40ss%3Aw%2Frd@h:5432/auth?sslmode=verify-full"
+        );
         assert!(!format!("{secret:?}").contains("p@ss"));
     }
 }

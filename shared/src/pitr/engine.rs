@@ -84,7 +84,12 @@ pub trait RestoreEngine: Send + Sync {
     async fn describe(&self, target_id: &str) -> Result<Option<StagingInstance>, EngineError>;
     /// Starts the restore; the instance is then polled with [`RestoreEngine::describe`].
     async fn start_restore(&self, request: &RestoreRequest) -> Result<(), EngineError>;
-    async fn set_master_password(&self, target_id: &str, username: &str, password: &str) -> Result<(), EngineError>;
+    async fn set_master_password(
+        &self,
+        target_id: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(), EngineError>;
     /// Deletes the instance and everything the engine created for it. Absent already: `Ok`.
     async fn delete(&self, target_id: &str) -> Result<(), EngineError>;
 }

@@ -15,7 +15,9 @@ use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect
 use crate::tags;
 use config::{EngineConfig, PitrConfig};
 use credentials::StagingSecret;
-use engine::{EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState};
+use engine::{
+    EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
+};
 use serde::{Deserialize, Serialize};
 use smoke::CheckResult;
 use std::sync::Arc;
@@ -87,11 +89,18 @@ pub enum PitrError {
         source: PgConnectError,
     },
     #[error("smoke tests failed on {target_id}: {}", failed_summary(.checks))]
-    SmokeFailed { target_id: String, checks: Vec<CheckResult> },
+    SmokeFailed {
+        target_id: String,
+        checks: Vec<CheckResult>,
+    },
 }
 
 fn failed_summary(checks: &[CheckResult]) -> String {
-    let failed: Vec<String> = checks.iter().filter(|c| !c.passed).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
     let detail = serde_json::to_string(checks).unwrap_or_default();
     format!("{}; all checks: {detail}", failed.join("; "))
 }
@@ -194,14 +203,30 @@ impl PitrRestore {
     pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, PitrError> {
         let event: PitrEvent = decode(event)?;
         let value = match event {
-            PitrEvent::Start { drill_id, target_time, target_id } => {
-                let target_time = target_time.map(|t| parse_time("target_time", &t)).transpose()?;
+            PitrEvent::Start {
+                drill_id,
+                target_time,
+                target_id,
+            } => {
+                let target_time = target_time
+                    .map(|t| parse_time("target_time", &t))
+                    .transpose()?;
                 to_json(self.start(&drill_id, target_time, target_id).await?)
             }
-            PitrEvent::Status { drill_id, target_id, poll } => to_json(self.status(&drill_id, target_id, poll).await?),
-            PitrEvent::RotateCredentials { drill_id, target_id } => to_json(self.rotate_credentials(&drill_id, target_id).await?),
+            PitrEvent::Status {
+                drill_id,
+                target_id,
+                poll,
+            } => to_json(self.status(&drill_id, target_id, poll).await?),
+            PitrEvent::RotateCredentials {
+                drill_id,
+                target_id,
+            } => to_json(self.rotate_credentials(&drill_id, target_id).await?),
             PitrEvent::Smoke { drill_id } => to_json(self.smoke(&drill_id).await?),
-            PitrEvent::Teardown { drill_id, target_id } => to_json(self.teardown(&drill_id, target_id).await?),
+            PitrEvent::Teardown {
+                drill_id,
+                target_id,
+            } => to_json(self.teardown(&drill_id, target_id).await?),
             PitrEvent::Window { instant, poll } => {
                 let instant = instant.map(|t| parse_time("instant", &t)).transpose()?;
                 to_json(self.window(instant, poll).await?)
@@ -212,17 +237,29 @@ impl PitrRestore {
 
     /// The staging target for a drill, after the guards every action shares: a valid drill id,
     /// the staging prefix, and never the source.
-    pub fn target_for(&self, drill_id: &str, target_id: Option<String>) -> Result<String, PitrError> {
+    pub fn target_for(
+        &self,
+        drill_id: &str,
+        target_id: Option<String>,
+    ) -> Result<String, PitrError> {
         DrillId::exact(drill_id)?;
-        let target_id = target_id.unwrap_or_else(|| format!("{}{drill_id}", self.config.staging_prefix));
-        let refuse = |reason: String| PitrError::Refused { target_id: target_id.clone(), reason };
+        let target_id =
+            target_id.unwrap_or_else(|| format!("{}{drill_id}", self.config.staging_prefix));
+        let refuse = |reason: String| PitrError::Refused {
+            target_id: target_id.clone(),
+            reason,
+        };
         if target_id == self.engine.source_id() {
             return Err(refuse("it is the source database".into()));
         }
         if !target_id.starts_with(&self.config.staging_prefix) {
-            return Err(refuse(format!("staging targets must start with {:?}", self.config.staging_prefix)));
+            return Err(refuse(format!(
+                "staging targets must start with {:?}",
+                self.config.staging_prefix
+            )));
         }
-        crate::config::validate_identifier(&target_id).map_err(|reason| InputError::new("target_id", reason))?;
+        crate::config::validate_identifier(&target_id)
+            .map_err(|reason| InputError::new("target_id", reason))?;
         Ok(target_id)
     }
 
@@ -238,7 +275,12 @@ impl PitrRestore {
         }
     }
 
-    pub async fn start(&self, drill_id: &str, target_time: Option<OffsetDateTime>, target_id: Option<String>) -> Result<StartResult, PitrError> {
+    pub async fn start(
+        &self,
+        drill_id: &str,
+        target_time: Option<OffsetDateTime>,
+        target_id: Option<String>,
+    ) -> Result<StartResult, PitrError> {
         let target_id = self.target_for(drill_id, target_id)?;
         let started_at = OffsetDateTime::now_utc();
         let existing = self.engine.describe(&target_id).await?;
@@ -250,7 +292,12 @@ impl PitrRestore {
             if t < window.earliest || t > window.latest {
                 return Err(InputError::new(
                     "target_time",
-                    format!("{} is outside the restorable window {} .. {}", format_time(t), format_time(window.earliest), format_time(window.latest)),
+                    format!(
+                        "{} is outside the restorable window {} .. {}",
+                        format_time(t),
+                        format_time(window.earliest),
+                        format_time(window.latest)
+                    ),
                 )
                 .into());
             }
@@ -259,7 +306,9 @@ impl PitrRestore {
         let restore_time = target_time.unwrap_or(window.latest);
         let request = RestoreRequest {
             target_id: target_id.clone(),
-            target_time: Some(restore_time).filter(|_| target_time.is_some() || matches!(self.config.engine, EngineConfig::Local { .. })),
+            target_time: Some(restore_time).filter(|_| {
+                target_time.is_some() || matches!(self.config.engine, EngineConfig::Local { .. })
+            }),
             tags: tags::staging_tags(drill_id, self.engine.source_id()),
         };
         if existing.is_none() {
@@ -278,13 +327,28 @@ impl PitrRestore {
         })
     }
 
-    async fn describe_ours(&self, drill_id: &str, target_id: &str) -> Result<StagingInstance, PitrError> {
-        let instance = self.engine.describe(target_id).await?.ok_or_else(|| PitrError::NotFound { target_id: target_id.to_owned() })?;
+    async fn describe_ours(
+        &self,
+        drill_id: &str,
+        target_id: &str,
+    ) -> Result<StagingInstance, PitrError> {
+        let instance =
+            self.engine
+                .describe(target_id)
+                .await?
+                .ok_or_else(|| PitrError::NotFound {
+                    target_id: target_id.to_owned(),
+                })?;
         self.require_ours(&instance, drill_id)?;
         Ok(instance)
     }
 
-    pub async fn status(&self, drill_id: &str, target_id: Option<String>, poll: u32) -> Result<StatusResult, PitrError> {
+    pub async fn status(
+        &self,
+        drill_id: &str,
+        target_id: Option<String>,
+        poll: u32,
+    ) -> Result<StatusResult, PitrError> {
         let target_id = self.target_for(drill_id, target_id)?;
         let instance = self.describe_ours(drill_id, &target_id).await?;
         Ok(StatusResult {
@@ -296,32 +360,67 @@ impl PitrRestore {
         })
     }
 
-    pub async fn rotate_credentials(&self, drill_id: &str, target_id: Option<String>) -> Result<RotateResult, PitrError> {
+    pub async fn rotate_credentials(
+        &self,
+        drill_id: &str,
+        target_id: Option<String>,
+    ) -> Result<RotateResult, PitrError> {
         let target_id = self.target_for(drill_id, target_id)?;
         let instance = self.describe_ours(drill_id, &target_id).await?;
-        let (Some(host), Some(port), StagingState::Available) = (instance.host.clone(), instance.port, instance.state) else {
-            return Err(PitrError::NotReady { target_id, status: instance.status });
+        let (Some(host), Some(port), StagingState::Available) =
+            (instance.host.clone(), instance.port, instance.state)
+        else {
+            return Err(PitrError::NotReady {
+                target_id,
+                status: instance.status,
+            });
         };
         let source = self.source.credentials().await?;
-        let username = instance.master_username.clone().unwrap_or_else(|| source.username.clone());
+        let username = instance
+            .master_username
+            .clone()
+            .unwrap_or_else(|| source.username.clone());
 
         // A retry reuses the password this drill already stored, so none is ever lost.
         let stored = match self.secrets.current(&self.config.staging_secret_id).await? {
-            Some(text) => serde_json::from_str::<StagingSecret>(&text).ok().filter(|s| s.drill_id == drill_id && s.target_id == target_id),
+            Some(text) => serde_json::from_str::<StagingSecret>(&text)
+                .ok()
+                .filter(|s| s.drill_id == drill_id && s.target_id == target_id),
             None => None,
         };
         let new_password = stored.is_none();
         let password = stored.map_or_else(credentials::new_password, |s| s.password);
-        let credentials = crate::postgres::DbCredentials { host, port, username: username.clone(), password, dbname: source.dbname.clone() };
-        let secret = StagingSecret::new(&credentials, drill_id, &target_id, matches!(self.config.tls, TlsMode::VerifyFull { .. }));
+        let credentials = crate::postgres::DbCredentials {
+            host,
+            port,
+            username: username.clone(),
+            password,
+            dbname: source.dbname.clone(),
+        };
+        let secret = StagingSecret::new(
+            &credentials,
+            drill_id,
+            &target_id,
+            matches!(self.config.tls, TlsMode::VerifyFull { .. }),
+        );
         if new_password {
-            self.secrets.put(&self.config.staging_secret_id, &serde_json::to_string(&secret).expect("plain data serialises")).await?;
+            self.secrets
+                .put(
+                    &self.config.staging_secret_id,
+                    &serde_json::to_string(&secret).expect("plain data serialises"),
+                )
+                .await?;
         }
-        self.engine.set_master_password(&target_id, &username, &credentials.password).await?;
+        self.engine
+            .set_master_password(&target_id, &username, &credentials.password)
+            .await?;
 
         let client = connect_bounded(&credentials, &self.config.tls, &self.config.pg_bounds)
             .await
-            .map_err(|source| PitrError::CredentialsNotApplied { target_id: target_id.clone(), source })?;
+            .map_err(|source| PitrError::CredentialsNotApplied {
+                target_id: target_id.clone(),
+                source,
+            })?;
         catalyst_db::mark_staging(&client, drill_id).await?;
         tracing::info!(%drill_id, %target_id, new_password, "staging credentials rotated and verified");
         Ok(RotateResult {
@@ -339,23 +438,56 @@ impl PitrRestore {
 
     pub async fn smoke(&self, drill_id: &str) -> Result<SmokeResult, PitrError> {
         DrillId::exact(drill_id)?;
-        let text = self.secrets.current(&self.config.staging_secret_id).await?.unwrap_or_default();
-        let secret: StagingSecret = serde_json::from_str(&text).map_err(|_| PitrError::Refused {
-            target_id: self.config.staging_secret_id.clone(),
-            reason: "the staging secret holds no staging credentials; run rotate-credentials first".into(),
-        })?;
+        let text = self
+            .secrets
+            .current(&self.config.staging_secret_id)
+            .await?
+            .unwrap_or_default();
+        let secret: StagingSecret =
+            serde_json::from_str(&text).map_err(|_| PitrError::Refused {
+                target_id: self.config.staging_secret_id.clone(),
+                reason:
+                    "the staging secret holds no staging credentials; run rotate-credentials first"
+                        .into(),
+            })?;
         if secret.drill_id != drill_id {
-            return Err(PitrError::Refused { target_id: secret.target_id, reason: format!("the staging secret belongs to drill {}", secret.drill_id) });
+            return Err(PitrError::Refused {
+                target_id: secret.target_id,
+                reason: format!("the staging secret belongs to drill {}", secret.drill_id),
+            });
         }
-        let client = connect_bounded(&secret.credentials(), &self.config.tls, &self.config.pg_bounds).await?;
-        let checks = smoke::run_checks(&client, self.config.smoke_min_users, &self.config.health_checks).await;
+        let client = connect_bounded(
+            &secret.credentials(),
+            &self.config.tls,
+            &self.config.pg_bounds,
+        )
+        .await?;
+        let checks = smoke::run_checks(
+            &client,
+            self.config.smoke_min_users,
+            &self.config.health_checks,
+        )
+        .await;
         if checks.iter().any(|c| !c.passed) {
-            return Err(PitrError::SmokeFailed { target_id: secret.target_id, checks });
+            return Err(PitrError::SmokeFailed {
+                target_id: secret.target_id,
+                checks,
+            });
         }
-        Ok(SmokeResult { drill_id: drill_id.to_owned(), target_id: secret.target_id, passed: true, checks, completed_at: format_time(OffsetDateTime::now_utc()) })
+        Ok(SmokeResult {
+            drill_id: drill_id.to_owned(),
+            target_id: secret.target_id,
+            passed: true,
+            checks,
+            completed_at: format_time(OffsetDateTime::now_utc()),
+        })
     }
 
-    pub async fn window(&self, instant: Option<OffsetDateTime>, poll: u32) -> Result<WindowResult, PitrError> {
+    pub async fn window(
+        &self,
+        instant: Option<OffsetDateTime>,
+        poll: u32,
+    ) -> Result<WindowResult, PitrError> {
         let window = self.engine.restore_window().await?;
         let now = OffsetDateTime::now_utc();
         Ok(WindowResult {
@@ -367,7 +499,11 @@ impl PitrRestore {
         })
     }
 
-    pub async fn teardown(&self, drill_id: &str, target_id: Option<String>) -> Result<TeardownResult, PitrError> {
+    pub async fn teardown(
+        &self,
+        drill_id: &str,
+        target_id: Option<String>,
+    ) -> Result<TeardownResult, PitrError> {
         let target_id = self.target_for(drill_id, target_id)?;
         let deleted = match self.engine.describe(&target_id).await? {
             None => false,
@@ -378,7 +514,12 @@ impl PitrRestore {
             }
         };
         tracing::info!(%drill_id, %target_id, deleted, "staging torn down");
-        Ok(TeardownResult { drill_id: drill_id.to_owned(), target_id, deleted, completed_at: format_time(OffsetDateTime::now_utc()) })
+        Ok(TeardownResult {
+            drill_id: drill_id.to_owned(),
+            target_id,
+            deleted,
+            completed_at: format_time(OffsetDateTime::now_utc()),
+        })
     }
 }
 
@@ -391,14 +532,34 @@ impl PitrRestore {
 
     pub fn new(config: PitrConfig, sdk: &aws_config::SdkConfig) -> Self {
         let secrets = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
-        let source = Arc::new(PgConnector::new(secrets.clone(), &config.source_secret_id, config.tls.clone()).with_bounds(config.pg_bounds));
+        let source = Arc::new(
+            PgConnector::new(
+                secrets.clone(),
+                &config.source_secret_id,
+                config.tls.clone(),
+            )
+            .with_bounds(config.pg_bounds),
+        );
         let engine: Box<dyn RestoreEngine> = match &config.engine {
-            EngineConfig::Rds { source, placement } => Box::new(rds::RdsRestoreEngine::new(aws_sdk_rds::Client::new(sdk), source.clone(), placement.clone())),
+            EngineConfig::Rds { source, placement } => Box::new(rds::RdsRestoreEngine::new(
+                aws_sdk_rds::Client::new(sdk),
+                source.clone(),
+                placement.clone(),
+            )),
             EngineConfig::Local { source_id, local } => {
-                Box::new(crate::local_pg::restore::LocalRestoreEngine::new(local.clone(), source_id, source.clone()))
+                Box::new(crate::local_pg::restore::LocalRestoreEngine::new(
+                    local.clone(),
+                    source_id,
+                    source.clone(),
+                ))
             }
         };
-        Self { config, engine, secrets, source }
+        Self {
+            config,
+            engine,
+            secrets,
+            source,
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! [`RestoreEngine`] on Amazon RDS: `RestoreDBInstanceToPointInTime`, or for Aurora
 //! `RestoreDBClusterToPointInTime` plus one instance in the restored cluster.
 
-use super::engine::{EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState};
+use super::engine::{
+    EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
+};
 use crate::aws_error::classify;
 use crate::aws_time::{from_aws, to_aws};
 use crate::snapshot::rds::{DbSource, sdk_tags, tag_map};
@@ -27,7 +29,11 @@ pub struct RdsRestoreEngine {
 
 impl RdsRestoreEngine {
     pub fn new(client: Client, source: DbSource, placement: StagingPlacement) -> Self {
-        Self { client, source, placement }
+        Self {
+            client,
+            source,
+            placement,
+        }
     }
 }
 
@@ -39,30 +45,51 @@ pub fn cluster_instance_id(target_id: &str) -> String {
 fn state_of(status: &str) -> StagingState {
     match status {
         "available" => StagingState::Available,
-        "failed" | "incompatible-restore" | "incompatible-parameters" | "incompatible-network" | "restore-error"
-        | "inaccessible-encryption-credentials" | "storage-full" | "deleting" => StagingState::Failed,
+        "failed"
+        | "incompatible-restore"
+        | "incompatible-parameters"
+        | "incompatible-network"
+        | "restore-error"
+        | "inaccessible-encryption-credentials"
+        | "storage-full"
+        | "deleting" => StagingState::Failed,
         _ => StagingState::Creating,
     }
 }
 
 impl RdsRestoreEngine {
     async fn describe_instance(&self, id: &str) -> Result<Option<StagingInstance>, EngineError> {
-        match self.client.describe_db_instances().db_instance_identifier(id).send().await {
+        match self
+            .client
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await
+        {
             Ok(out) => Ok(out.db_instances().first().map(|i| {
                 let status = i.db_instance_status().unwrap_or("unknown").to_owned();
                 StagingInstance {
                     target_id: id.to_owned(),
                     state: state_of(&status),
-                    reason: (state_of(&status) == StagingState::Failed).then(|| format!("RDS reports the instance as {status}")),
+                    reason: (state_of(&status) == StagingState::Failed)
+                        .then(|| format!("RDS reports the instance as {status}")),
                     status,
                     host: i.endpoint().and_then(|e| e.address()).map(str::to_owned),
-                    port: i.endpoint().and_then(|e| e.port()).and_then(|p| u16::try_from(p).ok()),
+                    port: i
+                        .endpoint()
+                        .and_then(|e| e.port())
+                        .and_then(|p| u16::try_from(p).ok()),
                     master_username: i.master_username().map(str::to_owned),
                     arn: i.db_instance_arn().map(str::to_owned),
                     tags: tag_map(i.tag_list()),
                 }
             })),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_db_instance_not_found_fault()) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(classify("rds:DescribeDBInstances", e).into()),
         }
     }
@@ -77,35 +104,80 @@ impl RestoreEngine for RdsRestoreEngine {
     }
 
     async fn restore_window(&self) -> Result<RestoreWindow, EngineError> {
-        let not_found = || EngineError::SourceNotFound { source_id: self.source_id().to_owned() };
+        let not_found = || EngineError::SourceNotFound {
+            source_id: self.source_id().to_owned(),
+        };
         match &self.source {
             DbSource::Instance(id) => {
-                let out = match self.client.describe_db_instances().db_instance_identifier(id).send().await {
+                let out = match self
+                    .client
+                    .describe_db_instances()
+                    .db_instance_identifier(id)
+                    .send()
+                    .await
+                {
                     Ok(out) => out,
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_instance_not_found_fault()) => return Err(not_found()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+                    {
+                        return Err(not_found());
+                    }
                     Err(e) => return Err(classify("rds:DescribeDBInstances", e).into()),
                 };
                 let instance = out.db_instances().first().ok_or_else(not_found)?;
-                let latest = instance.latest_restorable_time().and_then(from_aws).ok_or_else(|| EngineError::Local {
-                    operation: "restore window",
-                    reason: format!("{id} reports no latest restorable time: automated backups are off"),
-                })?;
+                let latest = instance
+                    .latest_restorable_time()
+                    .and_then(from_aws)
+                    .ok_or_else(|| EngineError::Local {
+                        operation: "restore window",
+                        reason: format!(
+                            "{id} reports no latest restorable time: automated backups are off"
+                        ),
+                    })?;
                 // Backups reach back the retention period, but never before the instance existed.
-                let retention = time::Duration::days(instance.backup_retention_period().unwrap_or(0).into());
-                let created = instance.instance_create_time().and_then(from_aws).unwrap_or(latest);
-                Ok(RestoreWindow { earliest: (OffsetDateTime::now_utc() - retention).max(created), latest })
+                let retention =
+                    time::Duration::days(instance.backup_retention_period().unwrap_or(0).into());
+                let created = instance
+                    .instance_create_time()
+                    .and_then(from_aws)
+                    .unwrap_or(latest);
+                Ok(RestoreWindow {
+                    earliest: (OffsetDateTime::now_utc() - retention).max(created),
+                    latest,
+                })
             }
             DbSource::Cluster(id) => {
-                let out = match self.client.describe_db_clusters().db_cluster_identifier(id).send().await {
+                let out = match self
+                    .client
+                    .describe_db_clusters()
+                    .db_cluster_identifier(id)
+                    .send()
+                    .await
+                {
                     Ok(out) => out,
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_not_found_fault()) => return Err(not_found()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
+                    {
+                        return Err(not_found());
+                    }
                     Err(e) => return Err(classify("rds:DescribeDBClusters", e).into()),
                 };
                 let cluster = out.db_clusters().first().ok_or_else(not_found)?;
-                let missing = |what: &str| EngineError::Local { operation: "restore window", reason: format!("{id} reports no {what}") };
+                let missing = |what: &str| EngineError::Local {
+                    operation: "restore window",
+                    reason: format!("{id} reports no {what}"),
+                };
                 Ok(RestoreWindow {
-                    earliest: cluster.earliest_restorable_time().and_then(from_aws).ok_or_else(|| missing("earliest restorable time"))?,
-                    latest: cluster.latest_restorable_time().and_then(from_aws).ok_or_else(|| missing("latest restorable time"))?,
+                    earliest: cluster
+                        .earliest_restorable_time()
+                        .and_then(from_aws)
+                        .ok_or_else(|| missing("earliest restorable time"))?,
+                    latest: cluster
+                        .latest_restorable_time()
+                        .and_then(from_aws)
+                        .ok_or_else(|| missing("latest restorable time"))?,
                 })
             }
         }
@@ -115,31 +187,55 @@ impl RestoreEngine for RdsRestoreEngine {
         match &self.source {
             DbSource::Instance(_) => self.describe_instance(target_id).await,
             DbSource::Cluster(_) => {
-                let cluster = match self.client.describe_db_clusters().db_cluster_identifier(target_id).send().await {
+                let cluster = match self
+                    .client
+                    .describe_db_clusters()
+                    .db_cluster_identifier(target_id)
+                    .send()
+                    .await
+                {
                     Ok(out) => out.db_clusters().first().cloned(),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_not_found_fault()) => None,
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
+                    {
+                        None
+                    }
                     Err(e) => return Err(classify("rds:DescribeDBClusters", e).into()),
                 };
-                let Some(cluster) = cluster else { return Ok(None) };
+                let Some(cluster) = cluster else {
+                    return Ok(None);
+                };
                 let cluster_status = cluster.status().unwrap_or("unknown").to_owned();
                 // The cluster is usable once both it and its instance are available.
-                let instance = self.describe_instance(&cluster_instance_id(target_id)).await?;
+                let instance = self
+                    .describe_instance(&cluster_instance_id(target_id))
+                    .await?;
                 let (state, status) = match (&instance, state_of(&cluster_status)) {
                     (_, StagingState::Failed) => (StagingState::Failed, cluster_status.clone()),
-                    (None, _) => (StagingState::Creating, format!("cluster {cluster_status}, instance not created")),
+                    (None, _) => (
+                        StagingState::Creating,
+                        format!("cluster {cluster_status}, instance not created"),
+                    ),
                     (Some(i), cluster_state) => {
                         let state = match (cluster_state, i.state) {
                             (_, StagingState::Failed) => StagingState::Failed,
-                            (StagingState::Available, StagingState::Available) => StagingState::Available,
+                            (StagingState::Available, StagingState::Available) => {
+                                StagingState::Available
+                            }
                             _ => StagingState::Creating,
                         };
-                        (state, format!("cluster {cluster_status}, instance {}", i.status))
+                        (
+                            state,
+                            format!("cluster {cluster_status}, instance {}", i.status),
+                        )
                     }
                 };
                 Ok(Some(StagingInstance {
                     target_id: target_id.to_owned(),
                     state,
-                    reason: (state == StagingState::Failed).then(|| format!("RDS reports {status}")),
+                    reason: (state == StagingState::Failed)
+                        .then(|| format!("RDS reports {status}")),
                     status,
                     host: cluster.endpoint().map(str::to_owned),
                     port: cluster.port().and_then(|p| u16::try_from(p).ok()),
@@ -175,7 +271,12 @@ impl RestoreEngine for RdsRestoreEngine {
                 };
                 match call.send().await {
                     Ok(_) => Ok(()),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_instance_already_exists_fault()) => Ok(()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_instance_already_exists_fault()) =>
+                    {
+                        Ok(())
+                    }
                     Err(e) => Err(classify("rds:RestoreDBInstanceToPointInTime", e).into()),
                 }
             }
@@ -197,7 +298,12 @@ impl RestoreEngine for RdsRestoreEngine {
                 };
                 let engine = match call.send().await {
                     Ok(out) => out.db_cluster().and_then(|c| c.engine()).map(str::to_owned),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_already_exists_fault()) => None,
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_already_exists_fault()) =>
+                    {
+                        None
+                    }
                     Err(e) => return Err(classify("rds:RestoreDBClusterToPointInTime", e).into()),
                 };
                 let engine = match engine {
@@ -210,7 +316,11 @@ impl RestoreEngine for RdsRestoreEngine {
                             .send()
                             .await
                             .map_err(|e| classify("rds:DescribeDBClusters", e))?;
-                        out.db_clusters().first().and_then(|c| c.engine()).unwrap_or("aurora-postgresql").to_owned()
+                        out.db_clusters()
+                            .first()
+                            .and_then(|c| c.engine())
+                            .unwrap_or("aurora-postgresql")
+                            .to_owned()
                     }
                 };
                 let class = placement.instance_class.clone().ok_or_else(|| EngineError::Local {
@@ -230,14 +340,24 @@ impl RestoreEngine for RdsRestoreEngine {
                     .await;
                 match created {
                     Ok(_) => Ok(()),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_instance_already_exists_fault()) => Ok(()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_instance_already_exists_fault()) =>
+                    {
+                        Ok(())
+                    }
                     Err(e) => Err(classify("rds:CreateDBInstance", e).into()),
                 }
             }
         }
     }
 
-    async fn set_master_password(&self, target_id: &str, _username: &str, password: &str) -> Result<(), EngineError> {
+    async fn set_master_password(
+        &self,
+        target_id: &str,
+        _username: &str,
+        password: &str,
+    ) -> Result<(), EngineError> {
         match &self.source {
             DbSource::Instance(_) => self
                 .client
@@ -264,9 +384,22 @@ impl RestoreEngine for RdsRestoreEngine {
 
     async fn delete(&self, target_id: &str) -> Result<(), EngineError> {
         let delete_instance = |id: String| async move {
-            match self.client.delete_db_instance().db_instance_identifier(&id).skip_final_snapshot(true).delete_automated_backups(true).send().await {
+            match self
+                .client
+                .delete_db_instance()
+                .db_instance_identifier(&id)
+                .skip_final_snapshot(true)
+                .delete_automated_backups(true)
+                .send()
+                .await
+            {
                 Ok(_) => Ok(()),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_db_instance_not_found_fault()) => Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_instance_not_found_fault()) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(EngineError::from(classify("rds:DeleteDBInstance", e))),
             }
         };
@@ -274,9 +407,21 @@ impl RestoreEngine for RdsRestoreEngine {
             DbSource::Instance(_) => delete_instance(target_id.to_owned()).await,
             DbSource::Cluster(_) => {
                 delete_instance(cluster_instance_id(target_id)).await?;
-                match self.client.delete_db_cluster().db_cluster_identifier(target_id).skip_final_snapshot(true).send().await {
+                match self
+                    .client
+                    .delete_db_cluster()
+                    .db_cluster_identifier(target_id)
+                    .skip_final_snapshot(true)
+                    .send()
+                    .await
+                {
                     Ok(_) => Ok(()),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_not_found_fault()) => Ok(()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_not_found_fault()) =>
+                    {
+                        Ok(())
+                    }
                     Err(e) => Err(classify("rds:DeleteDBCluster", e).into()),
                 }
             }

@@ -94,18 +94,28 @@ pub fn id_ranges(ids: &[i64]) -> String {
     sorted.dedup();
     let mut parts = Vec::new();
     let mut iter = sorted.into_iter();
-    let Some(mut start) = iter.next() else { return "none".to_owned() };
+    let Some(mut start) = iter.next() else {
+        return "none".to_owned();
+    };
     let mut end = start;
     for id in iter {
         if id == end + 1 {
             end = id;
         } else {
-            parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+            parts.push(if start == end {
+                start.to_string()
+            } else {
+                format!("{start}-{end}")
+            });
             start = id;
             end = id;
         }
     }
-    parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+    parts.push(if start == end {
+        start.to_string()
+    } else {
+        format!("{start}-{end}")
+    });
     parts.join(", ")
 }
 
@@ -114,36 +124,121 @@ impl ReplayAudit {
         let mut md = String::new();
         let c = &self.counts;
         let _ = writeln!(md, "# Webhook replay `{}`\n", self.replay_id);
-        let _ = writeln!(md, "Runbook: Webhook replay. Dead-lettered deliveries whose endpoint answered the health probe were set back to `pending` with `next_attempt_at` = now{}.\n",
-            if self.spread_seconds > 0 { format!(" (spread over {} s)", self.spread_seconds) } else { String::new() });
+        let _ = writeln!(
+            md,
+            "Runbook: Webhook replay. Dead-lettered deliveries whose endpoint answered the health probe were set back to `pending` with `next_attempt_at` = now{}.\n",
+            if self.spread_seconds > 0 {
+                format!(" (spread over {} s)", self.spread_seconds)
+            } else {
+                String::new()
+            }
+        );
         let _ = writeln!(md, "| | |\n|---|---|");
-        let _ = writeln!(md, "| started | {} |\n| completed | {} |", self.started_at, self.completed_at);
-        let _ = writeln!(md, "| database (secret id) | `{}` |", self.database_secret_id);
-        let _ = writeln!(md, "| window (`updated_at`) | {} to {} |", self.filter.since, self.filter.until);
-        let subs = self.filter.subscription_ids.as_ref().map(|s| id_ranges(s)).unwrap_or_else(|| "all".to_owned());
+        let _ = writeln!(
+            md,
+            "| started | {} |\n| completed | {} |",
+            self.started_at, self.completed_at
+        );
+        let _ = writeln!(
+            md,
+            "| database (secret id) | `{}` |",
+            self.database_secret_id
+        );
+        let _ = writeln!(
+            md,
+            "| window (`updated_at`) | {} to {} |",
+            self.filter.since, self.filter.until
+        );
+        let subs = self
+            .filter
+            .subscription_ids
+            .as_ref()
+            .map(|s| id_ranges(s))
+            .unwrap_or_else(|| "all".to_owned());
         let _ = writeln!(md, "| subscriptions | {subs} |");
-        let _ = writeln!(md, "| limit | {} |", self.filter.limit.map(|l| l.to_string()).unwrap_or_else(|| "none".to_owned()));
-        let _ = writeln!(md, "| probe | {} {} (timeout {} ms) |", self.probe.method, self.probe.path.as_deref().unwrap_or("endpoint path"), self.probe.timeout_ms);
-        let _ = writeln!(md, "\n## Counts\n\n| matched | replayed | skipped (endpoint unhealthy) | skipped (changed meanwhile) | endpoints | unhealthy endpoints | batches |\n|---|---|---|---|---|---|---|");
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} | {} |", c.matched, c.replayed, c.skipped_unhealthy, c.skipped_changed, c.endpoints, c.endpoints_unhealthy, c.batches);
+        let _ = writeln!(
+            md,
+            "| limit | {} |",
+            self.filter
+                .limit
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "none".to_owned())
+        );
+        let _ = writeln!(
+            md,
+            "| probe | {} {} (timeout {} ms) |",
+            self.probe.method,
+            self.probe.path.as_deref().unwrap_or("endpoint path"),
+            self.probe.timeout_ms
+        );
+        let _ = writeln!(
+            md,
+            "\n## Counts\n\n| matched | replayed | skipped (endpoint unhealthy) | skipped (changed meanwhile) | endpoints | unhealthy endpoints | batches |\n|---|---|---|---|---|---|---|"
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            c.matched,
+            c.replayed,
+            c.skipped_unhealthy,
+            c.skipped_changed,
+            c.endpoints,
+            c.endpoints_unhealthy,
+            c.batches
+        );
         let skipped: Vec<&EndpointRecord> = self.endpoints.iter().filter(|e| !e.healthy).collect();
         let _ = writeln!(md, "\n## Skipped endpoints\n");
         if skipped.is_empty() {
             let _ = writeln!(md, "None: every endpoint answered.");
         } else {
-            let _ = writeln!(md, "| endpoint | subscriptions | deliveries | status | reason |\n|---|---|---|---|---|");
+            let _ = writeln!(
+                md,
+                "| endpoint | subscriptions | deliveries | status | reason |\n|---|---|---|---|---|"
+            );
             for e in skipped {
-                let _ = writeln!(md, "| {} | {} | {} | {} | {} |", e.endpoint, id_ranges(&e.subscription_ids), e.deliveries,
-                    e.status.map(|s| s.to_string()).unwrap_or_else(|| "-".to_owned()), e.reason.as_deref().unwrap_or("-").replace('|', "/"));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} |",
+                    e.endpoint,
+                    id_ranges(&e.subscription_ids),
+                    e.deliveries,
+                    e.status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".to_owned()),
+                    e.reason.as_deref().unwrap_or("-").replace('|', "/")
+                );
             }
         }
-        let _ = writeln!(md, "\n## Deliveries\n\n- replayed ({}): {}", self.delivery_ids.len(), id_ranges(&self.delivery_ids));
+        let _ = writeln!(
+            md,
+            "\n## Deliveries\n\n- replayed ({}): {}",
+            self.delivery_ids.len(),
+            id_ranges(&self.delivery_ids)
+        );
         if c.replayed_earlier > 0 {
-            let _ = writeln!(md, "- of these, requeued by an earlier attempt that stopped before writing this record: {}", c.replayed_earlier);
+            let _ = writeln!(
+                md,
+                "- of these, requeued by an earlier attempt that stopped before writing this record: {}",
+                c.replayed_earlier
+            );
         }
-        let _ = writeln!(md, "- left dead-lettered, endpoint unhealthy ({}): {}", self.skipped_delivery_ids.len(), id_ranges(&self.skipped_delivery_ids));
-        let _ = writeln!(md, "- changed meanwhile, left alone ({}): {}", self.changed_delivery_ids.len(), id_ranges(&self.changed_delivery_ids));
-        let _ = writeln!(md, "\n## Next\n\nRun `{{\"action\": \"verify\", \"replay_id\": \"{}\"}}` once the worker has had time to deliver: it counts the replayed deliveries that succeeded, are still pending, or were dead-lettered again, per endpoint.", self.replay_id);
+        let _ = writeln!(
+            md,
+            "- left dead-lettered, endpoint unhealthy ({}): {}",
+            self.skipped_delivery_ids.len(),
+            id_ranges(&self.skipped_delivery_ids)
+        );
+        let _ = writeln!(
+            md,
+            "- changed meanwhile, left alone ({}): {}",
+            self.changed_delivery_ids.len(),
+            id_ranges(&self.changed_delivery_ids)
+        );
+        let _ = writeln!(
+            md,
+            "\n## Next\n\nRun `{{\"action\": \"verify\", \"replay_id\": \"{}\"}}` once the worker has had time to deliver: it counts the replayed deliveries that succeeded, are still pending, or were dead-lettered again, per endpoint.",
+            self.replay_id
+        );
         md
     }
 }

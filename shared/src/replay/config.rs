@@ -18,7 +18,13 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self { method: "HEAD".to_owned(), path: None, timeout_ms: 5_000, concurrency: 32, allow: Vec::new() }
+        Self {
+            method: "HEAD".to_owned(),
+            path: None,
+            timeout_ms: 5_000,
+            concurrency: 32,
+            allow: Vec::new(),
+        }
     }
 }
 
@@ -37,7 +43,12 @@ pub struct RedriveConfig {
 
 impl Default for RedriveConfig {
     fn default() -> Self {
-        Self { rate_per_second: 100, visibility_timeout_seconds: 300, max_messages: 10_000, wait_seconds: 1 }
+        Self {
+            rate_per_second: 100,
+            visibility_timeout_seconds: 300,
+            max_messages: 10_000,
+            wait_seconds: 1,
+        }
     }
 }
 
@@ -66,7 +77,10 @@ pub struct ReplayConfig {
 }
 
 fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { var, reason: reason.into() }
+    ConfigError::Invalid {
+        var,
+        reason: reason.into(),
+    }
 }
 
 pub fn parse_cidrs(var: &'static str, raw: &str) -> Result<Vec<IpNet>, ConfigError> {
@@ -89,14 +103,23 @@ impl ReplayConfig {
             Some(id) => id,
             None => env.required("SOURCE_DATABASE_SECRET_ID")?,
         };
-        let method = env.optional("PROBE_METHOD").unwrap_or_else(|| "HEAD".to_owned()).to_ascii_uppercase();
+        let method = env
+            .optional("PROBE_METHOD")
+            .unwrap_or_else(|| "HEAD".to_owned())
+            .to_ascii_uppercase();
         if !matches!(method.as_str(), "HEAD" | "GET" | "OPTIONS") {
-            return Err(invalid("PROBE_METHOD", format!("{method:?} is not HEAD, GET or OPTIONS")));
+            return Err(invalid(
+                "PROBE_METHOD",
+                format!("{method:?} is not HEAD, GET or OPTIONS"),
+            ));
         }
         let path = env.optional("PROBE_PATH");
         if let Some(p) = &path {
             if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(invalid("PROBE_PATH", format!("{p:?} must start with '/' and contain no spaces")));
+                return Err(invalid(
+                    "PROBE_PATH",
+                    format!("{p:?} must start with '/' and contain no spaces"),
+                ));
             }
         }
         let allow = match env.optional("PROBE_ALLOW_CIDRS") {
@@ -112,16 +135,29 @@ impl ReplayConfig {
         };
         let redrive = RedriveConfig {
             rate_per_second: env.bounded("REDRIVE_RATE_PER_SECOND", 100, 1..=500)?,
-            visibility_timeout_seconds: env.bounded("REDRIVE_VISIBILITY_TIMEOUT_SECONDS", 300, 10..=43_200)?,
+            visibility_timeout_seconds: env.bounded(
+                "REDRIVE_VISIBILITY_TIMEOUT_SECONDS",
+                300,
+                10..=43_200,
+            )?,
             max_messages: env.bounded("REDRIVE_MAX_MESSAGES", 10_000, 1..=1_000_000)?,
             wait_seconds: env.bounded("REDRIVE_WAIT_SECONDS", 1, 0..=20)?,
         };
         let redis_queue_patterns: Vec<String> = env
             .optional("REDIS_QUEUE_PATTERNS")
-            .map(|raw| raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         if redis_queue_patterns.iter().any(|p| p == "*") {
-            return Err(invalid("REDIS_QUEUE_PATTERNS", "\"*\" would match every key; name the queue keys"));
+            return Err(invalid(
+                "REDIS_QUEUE_PATTERNS",
+                "\"*\" would match every key; name the queue keys",
+            ));
         }
         Ok(Self {
             backup_bucket,
@@ -148,7 +184,11 @@ mod tests {
     use std::collections::HashMap;
 
     fn base() -> HashMap<&'static str, &'static str> {
-        HashMap::from([("BACKUP_BUCKET", "b"), ("SOURCE_DATABASE_SECRET_ID", "src"), ("PG_TLS", "disable")])
+        HashMap::from([
+            ("BACKUP_BUCKET", "b"),
+            ("SOURCE_DATABASE_SECRET_ID", "src"),
+            ("PG_TLS", "disable"),
+        ])
     }
 
     #[test]
@@ -156,7 +196,10 @@ mod tests {
         let config = ReplayConfig::from_env(&base()).unwrap();
         assert_eq!(config.database_secret_id, "src");
         assert_eq!(config.probe, ProbeConfig::default());
-        assert_eq!((config.batch_size, config.audit_retention_days), (5_000, 365));
+        assert_eq!(
+            (config.batch_size, config.audit_retention_days),
+            (5_000, 365)
+        );
         let mut env = base();
         env.insert("REPLAY_DATABASE_SECRET_ID", "replay");
         env.insert("PROBE_ALLOW_CIDRS", "127.0.0.0/8, ::1");
@@ -183,6 +226,11 @@ mod tests {
             }
         }
         let env: HashMap<&str, &str> = HashMap::from([("BACKUP_BUCKET", "b")]);
-        assert_eq!(ReplayConfig::from_env(&env), Err(ConfigError::Missing { var: "SOURCE_DATABASE_SECRET_ID" }));
+        assert_eq!(
+            ReplayConfig::from_env(&env),
+            Err(ConfigError::Missing {
+                var: "SOURCE_DATABASE_SECRET_ID"
+            })
+        );
     }
 }

@@ -30,30 +30,56 @@ pub struct FlushResult {
     pub completed_at: String,
 }
 
-pub async fn flush(svc: &DeadLetterReplay, target: FlushTarget, preserve: bool) -> Result<FlushResult, ReplayError> {
+pub async fn flush(
+    svc: &DeadLetterReplay,
+    target: FlushTarget,
+    preserve: bool,
+) -> Result<FlushResult, ReplayError> {
     let name = match &target {
         FlushTarget::Queue(url) => url.clone(),
         FlushTarget::Redis => "redis".to_owned(),
     };
     if preserve {
         tracing::info!(target = %name, "flush skipped: preserve requested (stale deliveries will be replayed)");
-        return Ok(FlushResult { target: name, status: "preserved".to_owned(), keys_removed: None, completed_at: now() });
+        return Ok(FlushResult {
+            target: name,
+            status: "preserved".to_owned(),
+            keys_removed: None,
+            completed_at: now(),
+        });
     }
     match target {
         FlushTarget::Queue(url) => {
             let queue_tags = svc.queues.tags(&url).await?;
             let role = queue_tags.get(tags::ROLE).cloned();
             if role.as_deref() != Some(ROLE_STAGING) {
-                return Err(ReplayError::NotStaging { target: url, marker: format!("tag {} = {:?}", tags::ROLE, role) });
+                return Err(ReplayError::NotStaging {
+                    target: url,
+                    marker: format!("tag {} = {:?}", tags::ROLE, role),
+                });
             }
-            let status = if svc.queues.purge(&url).await? { "purged" } else { "purge-in-progress" };
+            let status = if svc.queues.purge(&url).await? {
+                "purged"
+            } else {
+                "purge-in-progress"
+            };
             tracing::info!(queue_url = %url, status, "staging queue flushed");
-            Ok(FlushResult { target: url, status: status.to_owned(), keys_removed: None, completed_at: now() })
+            Ok(FlushResult {
+                target: url,
+                status: status.to_owned(),
+                keys_removed: None,
+                completed_at: now(),
+            })
         }
         FlushTarget::Redis => {
             let url = redis_url(svc).await?;
             let removed = flush_redis(&url, &svc.config.redis_queue_patterns).await?;
-            Ok(FlushResult { target: name, status: "flushed".to_owned(), keys_removed: Some(removed), completed_at: now() })
+            Ok(FlushResult {
+                target: name,
+                status: "flushed".to_owned(),
+                keys_removed: Some(removed),
+                completed_at: now(),
+            })
         }
     }
 }
@@ -63,43 +89,70 @@ async fn redis_url(svc: &DeadLetterReplay) -> Result<String, ReplayError> {
         return Ok(url.clone());
     }
     let Some(secret_id) = &svc.config.staging_redis_secret_id else {
-        return Err(ReplayError::Misconfigured("flushing Redis needs STAGING_REDIS_URL or STAGING_REDIS_SECRET_ID".to_owned()));
+        return Err(ReplayError::Misconfigured(
+            "flushing Redis needs STAGING_REDIS_URL or STAGING_REDIS_SECRET_ID".to_owned(),
+        ));
     };
     let text = svc.secrets.secret_string(secret_id).await?;
     let text = text.trim();
     if text.starts_with('{') {
-        let doc: serde_json::Value = serde_json::from_str(text)
-            .map_err(|_| ReplayError::Misconfigured(format!("secret {secret_id} is not JSON with a \"url\" field")))?;
+        let doc: serde_json::Value = serde_json::from_str(text).map_err(|_| {
+            ReplayError::Misconfigured(format!(
+                "secret {secret_id} is not JSON with a \"url\" field"
+            ))
+        })?;
         doc.get("url")
             .and_then(|u| u.as_str())
             .map(str::to_owned)
-            .ok_or_else(|| ReplayError::Misconfigured(format!("secret {secret_id} has no \"url\" field")))
+            .ok_or_else(|| {
+                ReplayError::Misconfigured(format!("secret {secret_id} has no \"url\" field"))
+            })
     } else {
         Ok(text.to_owned())
     }
 }
 
 /// Removes the keys matching `patterns` from the Redis at `url`, if it is marked staging.
-pub async fn flush_redis(url: &str, patterns: &[String]) -> Result<std::collections::BTreeMap<String, u64>, ReplayError> {
+pub async fn flush_redis(
+    url: &str,
+    patterns: &[String],
+) -> Result<std::collections::BTreeMap<String, u64>, ReplayError> {
     if patterns.is_empty() {
-        return Err(ReplayError::Misconfigured("REDIS_QUEUE_PATTERNS is empty: no queue keys to flush".to_owned()));
+        return Err(ReplayError::Misconfigured(
+            "REDIS_QUEUE_PATTERNS is empty: no queue keys to flush".to_owned(),
+        ));
     }
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let role: Option<String> = redis::cmd("GET").arg(REDIS_ROLE_KEY).query_async(&mut conn).await?;
+    let role: Option<String> = redis::cmd("GET")
+        .arg(REDIS_ROLE_KEY)
+        .query_async(&mut conn)
+        .await?;
     if role.as_deref() != Some(ROLE_STAGING) {
-        return Err(ReplayError::NotStaging { target: "redis".to_owned(), marker: format!("key {REDIS_ROLE_KEY} = {role:?}") });
+        return Err(ReplayError::NotStaging {
+            target: "redis".to_owned(),
+            marker: format!("key {REDIS_ROLE_KEY} = {role:?}"),
+        });
     }
     let mut removed = std::collections::BTreeMap::new();
     for pattern in patterns {
         let mut cursor: u64 = 0;
         let mut count = 0u64;
         loop {
-            let (next, keys): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(&mut conn).await?;
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
             let keys: Vec<String> = keys.into_iter().filter(|k| k != REDIS_ROLE_KEY).collect();
             if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?;
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await?;
                 count += n;
             }
             cursor = next;

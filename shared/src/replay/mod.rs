@@ -50,7 +50,12 @@ impl FilterInput {
             None => now,
         };
         let since = match (&self.since, self.window_hours) {
-            (Some(_), Some(_)) => return Err(InputError::new("filter.window_hours", "give either since or window_hours, not both")),
+            (Some(_), Some(_)) => {
+                return Err(InputError::new(
+                    "filter.window_hours",
+                    "give either since or window_hours, not both",
+                ));
+            }
             (Some(t), None) => parse_time("filter.since", t)?,
             (None, hours) => {
                 let hours = hours.unwrap_or(24);
@@ -65,13 +70,21 @@ impl FilterInput {
         }
         if let Some(ids) = &self.subscription_ids {
             if ids.is_empty() {
-                return Err(InputError::new("filter.subscription_ids", "must not be empty when given"));
+                return Err(InputError::new(
+                    "filter.subscription_ids",
+                    "must not be empty when given",
+                ));
             }
         }
         if self.limit == Some(0) {
             return Err(InputError::new("filter.limit", "must be at least 1"));
         }
-        Ok(DeadLetterFilter { since, until, subscription_ids: self.subscription_ids.clone(), limit: self.limit.map(i64::from) })
+        Ok(DeadLetterFilter {
+            since,
+            until,
+            subscription_ids: self.subscription_ids.clone(),
+            limit: self.limit.map(i64::from),
+        })
     }
 }
 
@@ -158,7 +171,9 @@ pub enum ReplayError {
     Connect(#[from] PgConnectError),
     #[error(transparent)]
     Timeout(#[from] PgTimeout),
-    #[error("{matched} deliveries match, more than max_deliveries {max}; narrow the filter or raise max_deliveries")]
+    #[error(
+        "{matched} deliveries match, more than max_deliveries {max}; narrow the filter or raise max_deliveries"
+    )]
     TooManyDeliveries { matched: u64, max: u32 },
     #[error("no audit record for replay {replay_id} at {key}; run the replay first")]
     AuditNotFound { replay_id: String, key: String },
@@ -168,10 +183,17 @@ pub enum ReplayError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{target} is not marked as a catalyst-dr staging queue ({marker}); refusing to flush it")]
+    #[error(
+        "{target} is not marked as a catalyst-dr staging queue ({marker}); refusing to flush it"
+    )]
     NotStaging { target: String, marker: String },
-    #[error("the redrive policy of {source_queue} does not name the dead-letter queue {dlq_arn}; refusing to redrive into it")]
-    NotTheSourceQueue { source_queue: String, dlq_arn: String },
+    #[error(
+        "the redrive policy of {source_queue} does not name the dead-letter queue {dlq_arn}; refusing to redrive into it"
+    )]
+    NotTheSourceQueue {
+        source_queue: String,
+        dlq_arn: String,
+    },
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("misconfigured: {0}")]
@@ -208,21 +230,39 @@ pub(crate) async fn bounded<T, E: Into<ReplayError>>(
     work: impl Future<Output = Result<T, E>>,
 ) -> Result<T, ReplayError> {
     let bounds = *database.bounds();
-    let timed_out = || ReplayError::Timeout(PgTimeout::statement(operation, format!("secret {}", database.secret_id()), &bounds));
+    let timed_out = || {
+        ReplayError::Timeout(PgTimeout::statement(
+            operation,
+            format!("secret {}", database.secret_id()),
+            &bounds,
+        ))
+    };
     let outcome = match bounds.statement_wait() {
-        Some(wait) => tokio::time::timeout(wait, work).await.map_err(|_| timed_out())?,
+        Some(wait) => tokio::time::timeout(wait, work)
+            .await
+            .map_err(|_| timed_out())?,
         None => work.await,
     };
     outcome.map_err(|e| match e.into() {
-        ReplayError::Database(CatalystDbError::Postgres(pg)) if is_statement_timeout(&pg) => timed_out(),
+        ReplayError::Database(CatalystDbError::Postgres(pg)) if is_statement_timeout(&pg) => {
+            timed_out()
+        }
         other => other,
     })
 }
 
 /// A replay id: letters, digits, `-` and `_`, 1 to 64 characters (it names S3 keys).
 pub fn validate_replay_id(id: &str) -> Result<(), InputError> {
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(InputError::new("replay_id", "must be 1 to 64 letters, digits, '-' or '_'"));
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(InputError::new(
+            "replay_id",
+            "must be 1 to 64 letters, digits, '-' or '_'",
+        ));
     }
     Ok(())
 }
@@ -236,8 +276,16 @@ fn validate_secret_id(field: &str, id: &Option<String>) -> Result<(), InputError
 
 fn validate_queue_url(field: &str, url: &str) -> Result<(), InputError> {
     match url::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "https" | "http") && u.path_segments().is_some_and(|s| s.count() >= 2) => Ok(()),
-        _ => Err(InputError::new(field, format!("{url:?} is not an SQS queue URL"))),
+        Ok(u)
+            if matches!(u.scheme(), "https" | "http")
+                && u.path_segments().is_some_and(|s| s.count() >= 2) =>
+        {
+            Ok(())
+        }
+        _ => Err(InputError::new(
+            field,
+            format!("{url:?} is not an SQS queue URL"),
+        )),
     }
 }
 
@@ -257,15 +305,31 @@ impl DeadLetterReplay {
         let event: ReplayEvent = decode(event)?;
         let now = OffsetDateTime::now_utc();
         Ok(match event {
-            ReplayEvent::Plan { filter, database_secret_id } => {
+            ReplayEvent::Plan {
+                filter,
+                database_secret_id,
+            } => {
                 let filter = filter.resolve(now)?;
                 validate_secret_id("database_secret_id", &database_secret_id)?;
                 let other = self.other_database(database_secret_id);
                 let connector = other.as_ref().unwrap_or(&self.database);
                 let client = connector.connect().await?;
-                to_json(bounded(connector, "plan", plan::plan(&client, &filter, connector.secret_id())).await?)
+                to_json(
+                    bounded(
+                        connector,
+                        "plan",
+                        plan::plan(&client, &filter, connector.secret_id()),
+                    )
+                    .await?,
+                )
             }
-            ReplayEvent::Replay { replay_id, filter, dry_run, max_deliveries, spread_seconds } => {
+            ReplayEvent::Replay {
+                replay_id,
+                filter,
+                dry_run,
+                max_deliveries,
+                spread_seconds,
+            } => {
                 validate_replay_id(&replay_id)?;
                 let filter = filter.resolve(now)?;
                 if spread_seconds > 86_400 {
@@ -283,19 +347,30 @@ impl DeadLetterReplay {
                 };
                 to_json(replay::run(self, &request).await?)
             }
-            ReplayEvent::Verify { replay_id, database_secret_id } => {
+            ReplayEvent::Verify {
+                replay_id,
+                database_secret_id,
+            } => {
                 validate_replay_id(&replay_id)?;
                 validate_secret_id("database_secret_id", &database_secret_id)?;
-                let audit = replay::read_audit(self, &replay_id).await?.ok_or_else(|| ReplayError::AuditNotFound {
-                    key: audit::json_key(&self.config.audit_prefix, &replay_id),
-                    replay_id: replay_id.clone(),
+                let audit = replay::read_audit(self, &replay_id).await?.ok_or_else(|| {
+                    ReplayError::AuditNotFound {
+                        key: audit::json_key(&self.config.audit_prefix, &replay_id),
+                        replay_id: replay_id.clone(),
+                    }
                 })?;
                 let other = self.other_database(database_secret_id);
                 let connector = other.as_ref().unwrap_or(&self.database);
                 let client = connector.connect().await?;
                 to_json(bounded(connector, "verify", verify::verify(&client, &audit)).await?)
             }
-            ReplayEvent::Redrive { dlq_url, mode, source_queue_url, max_messages, rate_per_second } => {
+            ReplayEvent::Redrive {
+                dlq_url,
+                mode,
+                source_queue_url,
+                max_messages,
+                rate_per_second,
+            } => {
                 validate_queue_url("dlq_url", &dlq_url)?;
                 if let Some(url) = &source_queue_url {
                     validate_queue_url("source_queue_url", url)?;
@@ -309,21 +384,46 @@ impl DeadLetterReplay {
                 match mode {
                     RedriveMode::Native => {
                         let rate = rate_per_second.unwrap_or(self.config.redrive.rate_per_second);
-                        to_json(redrive::start_native(self.queues.as_ref(), &dlq_url, source_queue_url.as_deref(), rate).await?)
+                        to_json(
+                            redrive::start_native(
+                                self.queues.as_ref(),
+                                &dlq_url,
+                                source_queue_url.as_deref(),
+                                rate,
+                            )
+                            .await?,
+                        )
                     }
                     RedriveMode::Filtered => {
                         let Some(source) = source_queue_url else {
-                            return Err(InputError::new("source_queue_url", "is required in filtered mode").into());
+                            return Err(InputError::new(
+                                "source_queue_url",
+                                "is required in filtered mode",
+                            )
+                            .into());
                         };
                         let client = self.database.connect().await?;
                         let options = redrive::FilteredOptions {
                             max_messages: max_messages.unwrap_or(self.config.redrive.max_messages),
-                            visibility_timeout_seconds: self.config.redrive.visibility_timeout_seconds,
+                            visibility_timeout_seconds: self
+                                .config
+                                .redrive
+                                .visibility_timeout_seconds,
                             wait_seconds: self.config.redrive.wait_seconds,
                             probe_concurrency: self.config.probe.concurrency,
                             statement_wait: self.database.bounds().statement_wait(),
                         };
-                        to_json(redrive::filtered(self.queues.as_ref(), &client, self.probe.clone(), &dlq_url, &source, &options).await?)
+                        to_json(
+                            redrive::filtered(
+                                self.queues.as_ref(),
+                                &client,
+                                self.probe.clone(),
+                                &dlq_url,
+                                &source,
+                                &options,
+                            )
+                            .await?,
+                        )
                     }
                 }
             }
@@ -337,14 +437,24 @@ impl DeadLetterReplay {
                 }
                 to_json(redrive::cancel_native(self.queues.as_ref(), &task_handle).await?)
             }
-            ReplayEvent::Flush { queue_url, redis, preserve } => {
+            ReplayEvent::Flush {
+                queue_url,
+                redis,
+                preserve,
+            } => {
                 if let Some(url) = &queue_url {
                     validate_queue_url("queue_url", url)?;
                 }
                 let target = match (queue_url, redis) {
                     (Some(url), false) => flush::FlushTarget::Queue(url),
                     (None, true) => flush::FlushTarget::Redis,
-                    _ => return Err(InputError::new("queue_url", "give exactly one of queue_url or redis: true").into()),
+                    _ => {
+                        return Err(InputError::new(
+                            "queue_url",
+                            "give exactly one of queue_url or redis: true",
+                        )
+                        .into());
+                    }
                 };
                 to_json(flush::flush(self, target, preserve).await?)
             }
@@ -355,7 +465,10 @@ impl DeadLetterReplay {
     fn other_database(&self, secret_id: Option<String>) -> Option<PgConnector> {
         secret_id
             .filter(|id| id != self.database.secret_id())
-            .map(|id| PgConnector::new(self.secrets.clone(), id, self.config.tls.clone()).with_bounds(self.config.pg_bounds))
+            .map(|id| {
+                PgConnector::new(self.secrets.clone(), id, self.config.tls.clone())
+                    .with_bounds(self.config.pg_bounds)
+            })
     }
 
     pub fn audit_retain_until(&self, now: OffsetDateTime) -> OffsetDateTime {
@@ -379,13 +492,28 @@ impl DeadLetterReplay {
         Self::new(config, &sdk)
     }
 
-    pub fn new(config: ReplayConfig, sdk: &aws_config::SdkConfig) -> Result<Self, crate::config::ConfigError> {
+    pub fn new(
+        config: ReplayConfig,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<Self, crate::config::ConfigError> {
         let secrets: Arc<dyn SecretSource> = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
-        let probe = probe::HttpProbe::new(config.probe.clone())
-            .map_err(|e| crate::config::ConfigError::Invalid { var: "PROBE_TIMEOUT_MS", reason: format!("HTTP client: {e}") })?;
-        let objects = crate::object_store::S3Objects::new(crate::aws_clients::s3_client(sdk, config.s3_force_path_style), &config.backup_bucket);
+        let probe = probe::HttpProbe::new(config.probe.clone()).map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                var: "PROBE_TIMEOUT_MS",
+                reason: format!("HTTP client: {e}"),
+            }
+        })?;
+        let objects = crate::object_store::S3Objects::new(
+            crate::aws_clients::s3_client(sdk, config.s3_force_path_style),
+            &config.backup_bucket,
+        );
         Ok(Self {
-            database: PgConnector::new(secrets.clone(), config.database_secret_id.clone(), config.tls.clone()).with_bounds(config.pg_bounds),
+            database: PgConnector::new(
+                secrets.clone(),
+                config.database_secret_id.clone(),
+                config.tls.clone(),
+            )
+            .with_bounds(config.pg_bounds),
             secrets,
             probe: Arc::new(probe),
             objects: Box::new(objects),
@@ -403,15 +531,34 @@ mod tests {
     #[test]
     fn events_name_the_bad_field() {
         let now = OffsetDateTime::now_utc();
-        let ok = decode::<ReplayEvent>(json!({"action": "replay", "replay_id": "inc-42", "filter": {"window_hours": 6}})).unwrap();
+        let ok = decode::<ReplayEvent>(
+            json!({"action": "replay", "replay_id": "inc-42", "filter": {"window_hours": 6}}),
+        )
+        .unwrap();
         assert!(matches!(ok, ReplayEvent::Replay { .. }));
-        let err = decode::<ReplayEvent>(json!({"action": "replay", "replay_id": "x", "filter": {"hours": 6}})).unwrap_err();
+        let err = decode::<ReplayEvent>(
+            json!({"action": "replay", "replay_id": "x", "filter": {"hours": 6}}),
+        )
+        .unwrap_err();
         assert_eq!(err.field, "filter.hours");
-        let err = decode::<ReplayEvent>(json!({"action": "flush", "queue_url": "q", "preserve": "no"})).unwrap_err();
+        let err =
+            decode::<ReplayEvent>(json!({"action": "flush", "queue_url": "q", "preserve": "no"}))
+                .unwrap_err();
         assert_eq!(err.field, "preserve");
-        let filter = FilterInput { since: Some("2026-11-26T00:00:00Z".into()), window_hours: Some(3), ..Default::default() };
-        assert_eq!(filter.resolve(now).unwrap_err().field, "filter.window_hours");
-        let filter = FilterInput { since: Some("2026-11-26T00:00:00Z".into()), until: Some("2026-11-25T00:00:00Z".into()), ..Default::default() };
+        let filter = FilterInput {
+            since: Some("2026-11-26T00:00:00Z".into()),
+            window_hours: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            filter.resolve(now).unwrap_err().field,
+            "filter.window_hours"
+        );
+        let filter = FilterInput {
+            since: Some("2026-11-26T00:00:00Z".into()),
+            until: Some("2026-11-25T00:00:00Z".into()),
+            ..Default::default()
+        };
         assert_eq!(filter.resolve(now).unwrap_err().field, "filter.since");
         let resolved = FilterInput::default().resolve(now).unwrap();
         assert_eq!(resolved.until - resolved.since, time::Duration::hours(24));

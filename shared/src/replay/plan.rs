@@ -35,15 +35,21 @@ pub struct ReplayPlan {
 }
 
 /// Groups dead letters by subscription (each subscription has one endpoint).
-pub fn summarise(rows: &[DeadLetter], filter: &DeadLetterFilter, database_secret_id: &str) -> ReplayPlan {
+pub fn summarise(
+    rows: &[DeadLetter],
+    filter: &DeadLetterFilter,
+    database_secret_id: &str,
+) -> ReplayPlan {
     let mut groups: BTreeMap<i64, PlanGroup> = BTreeMap::new();
     for row in rows {
-        let group = groups.entry(row.subscription_id).or_insert_with(|| PlanGroup {
-            subscription_id: row.subscription_id,
-            endpoint: endpoint_key(&row.endpoint_url),
-            deliveries: 0,
-            sample_ids: Vec::new(),
-        });
+        let group = groups
+            .entry(row.subscription_id)
+            .or_insert_with(|| PlanGroup {
+                subscription_id: row.subscription_id,
+                endpoint: endpoint_key(&row.endpoint_url),
+                deliveries: 0,
+                sample_ids: Vec::new(),
+            });
         group.deliveries += 1;
         if group.sample_ids.len() < SAMPLE_IDS {
             group.sample_ids.push(row.id);
@@ -65,7 +71,11 @@ pub fn summarise(rows: &[DeadLetter], filter: &DeadLetterFilter, database_secret
     }
 }
 
-pub async fn plan(client: &Client, filter: &DeadLetterFilter, database_secret_id: &str) -> Result<ReplayPlan, ReplayError> {
+pub async fn plan(
+    client: &Client,
+    filter: &DeadLetterFilter,
+    database_secret_id: &str,
+) -> Result<ReplayPlan, ReplayError> {
     let rows = deliveries::dead_letters(client, filter).await?;
     Ok(summarise(&rows, filter, database_secret_id))
 }

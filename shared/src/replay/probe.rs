@@ -29,7 +29,13 @@ pub struct ProbeResult {
 
 impl ProbeResult {
     fn unhealthy(endpoint: &str, reason: String, started: Instant) -> Self {
-        Self { endpoint: endpoint.to_owned(), healthy: false, status: None, reason: Some(reason), elapsed_ms: elapsed_ms(started) }
+        Self {
+            endpoint: endpoint.to_owned(),
+            healthy: false,
+            status: None,
+            reason: Some(reason),
+            elapsed_ms: elapsed_ms(started),
+        }
     }
 }
 
@@ -139,7 +145,11 @@ struct CheckedResolver {
 
 impl Resolve for CheckedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let found = self.checked.lock().ok().and_then(|map| map.get(name.as_str()).cloned());
+        let found = self
+            .checked
+            .lock()
+            .ok()
+            .and_then(|map| map.get(name.as_str()).cloned());
         Box::pin(async move {
             match found {
                 Some(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
@@ -168,14 +178,21 @@ impl HttpProbe {
             .pool_max_idle_per_host(1)
             .user_agent("catalyst-dr-dead-letter-replay")
             .build()?;
-        Ok(Self { client, resolver, config })
+        Ok(Self {
+            client,
+            resolver,
+            config,
+        })
     }
 
     /// The URL actually requested: the endpoint, with `PROBE_PATH` in place of its path.
     fn probe_url(&self, endpoint: &str) -> Result<Url, String> {
         let mut url = Url::parse(endpoint).map_err(|e| format!("invalid-url: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("refused-target: scheme {:?} is not http or https", url.scheme()));
+            return Err(format!(
+                "refused-target: scheme {:?} is not http or https",
+                url.scheme()
+            ));
         }
         if let Some(path) = &self.config.path {
             url.set_path(path);
@@ -186,13 +203,17 @@ impl HttpProbe {
 
     /// Resolves and checks the host; remembers the checked addresses for the connection.
     async fn check_host(&self, url: &Url) -> Result<(), String> {
-        let port = url.port_or_known_default().ok_or_else(|| "invalid-url: no port".to_owned())?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| "invalid-url: no port".to_owned())?;
         let addrs: Vec<SocketAddr> = match url.host() {
             Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
             // `localhost.` and `*.localhost` are loopback by definition (RFC 6761), whatever a
             // resolver says: checked as 127.0.0.1 without asking one.
-            Some(url::Host::Domain(domain)) if is_localhost_name(domain) => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)],
+            Some(url::Host::Domain(domain)) if is_localhost_name(domain) => {
+                vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)]
+            }
             Some(url::Host::Domain(domain)) => {
                 let timeout = Duration::from_millis(self.config.timeout_ms.into());
                 let lookup = tokio::time::timeout(timeout, tokio::net::lookup_host((domain, port)));
@@ -230,7 +251,8 @@ impl EndpointProbe for HttpProbe {
         if let Err(reason) = self.check_host(&url).await {
             return ProbeResult::unhealthy(endpoint, reason, started);
         }
-        let method = reqwest::Method::from_bytes(self.config.method.as_bytes()).unwrap_or(reqwest::Method::HEAD);
+        let method = reqwest::Method::from_bytes(self.config.method.as_bytes())
+            .unwrap_or(reqwest::Method::HEAD);
         match self.client.request(method, url).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -243,14 +265,24 @@ impl EndpointProbe for HttpProbe {
                     elapsed_ms: elapsed_ms(started),
                 }
             }
-            Err(e) if e.is_timeout() => ProbeResult::unhealthy(endpoint, "timeout".to_owned(), started),
-            Err(e) => ProbeResult::unhealthy(endpoint, format!("connect-failed: {}", crate::lambda::error_chain(&e)), started),
+            Err(e) if e.is_timeout() => {
+                ProbeResult::unhealthy(endpoint, "timeout".to_owned(), started)
+            }
+            Err(e) => ProbeResult::unhealthy(
+                endpoint,
+                format!("connect-failed: {}", crate::lambda::error_chain(&e)),
+                started,
+            ),
         }
     }
 }
 
 /// Probes each distinct endpoint once, at most `concurrency` at a time.
-pub async fn probe_all(probe: Arc<dyn EndpointProbe>, endpoints: impl IntoIterator<Item = String>, concurrency: u32) -> BTreeMap<String, ProbeResult> {
+pub async fn probe_all(
+    probe: Arc<dyn EndpointProbe>,
+    endpoints: impl IntoIterator<Item = String>,
+    concurrency: u32,
+) -> BTreeMap<String, ProbeResult> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1) as usize));
     let mut tasks = tokio::task::JoinSet::new();
     let mut distinct: Vec<String> = endpoints.into_iter().collect();
@@ -280,15 +312,41 @@ mod tests {
     #[test]
     fn refuses_non_public_addresses() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1", "169.254.169.254",
-            "0.0.0.0", "255.255.255.255", "224.0.0.1", "192.0.2.1", "198.51.100.7", "203.0.113.9", "::1", "::",
-            "fc00::1", "fd12::1", "fe80::1", "ff02::1", "2001:db8::1", "::ffff:169.254.169.254", "::ffff:10.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(check_ip(ip, &[]).is_err(), "{ip} accepted");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(check_ip(ip, &[]), Ok(()), "{ip} refused");
         }
@@ -318,7 +376,10 @@ mod tests {
         refused_as("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo");
         refused_as("2001::1", "Teredo");
         // Outside 2001::/32, 2001: addresses are ordinary public ones.
-        assert_eq!(check_ip("2001:4860:4860::8888".parse().unwrap(), &[]), Ok(()));
+        assert_eq!(
+            check_ip("2001:4860:4860::8888".parse().unwrap(), &[]),
+            Ok(())
+        );
     }
 
     #[test]
@@ -335,7 +396,13 @@ mod tests {
 
     #[test]
     fn localhost_names_are_loopback() {
-        for name in ["localhost", "localhost.", "LOCALHOST..", "api.localhost", "a.b.localhost."] {
+        for name in [
+            "localhost",
+            "localhost.",
+            "LOCALHOST..",
+            "api.localhost",
+            "a.b.localhost.",
+        ] {
             assert!(is_localhost_name(name), "{name}");
         }
         for name in ["localhost.example.com", "mylocalhost", "example.com."] {
@@ -352,8 +419,14 @@ mod tests {
 
     #[test]
     fn endpoint_keys_drop_query_and_credentials() {
-        assert_eq!(endpoint_key("https://u:p@hooks.example.com:8443/a/b?x=1#f"), "https://hooks.example.com:8443/a/b");
-        assert_eq!(endpoint_key("http://127.0.0.1:9000/7"), "http://127.0.0.1:9000/7");
+        assert_eq!(
+            endpoint_key("https://u:p@hooks.example.com:8443/a/b?x=1#f"),
+            "https://hooks.example.com:8443/a/b"
+        );
+        assert_eq!(
+            endpoint_key("http://127.0.0.1:9000/7"),
+            "http://127.0.0.1:9000/7"
+        );
     }
 
     #[tokio::test]
@@ -377,7 +450,10 @@ mod tests {
             assert!(!result.healthy, "{endpoint}");
             let reason = result.reason.unwrap();
             assert!(reason.starts_with("refused-target"), "{endpoint}: {reason}");
-            assert!(result.elapsed_ms < 1_000, "{endpoint}: refused without a connection attempt");
+            assert!(
+                result.elapsed_ms < 1_000,
+                "{endpoint}: refused without a connection attempt"
+            );
         }
     }
 }

@@ -10,8 +10,8 @@ use super::probe::{EndpointProbe, endpoint_key, probe_all};
 use crate::aws_error::{AwsCallError, classify};
 use crate::catalyst_db::deliveries;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -24,15 +24,42 @@ pub type BatchOk = Vec<String>;
 /// The SQS calls redrive and flush make; the implementation is [`SqsQueues`].
 #[async_trait::async_trait]
 pub trait QueueApi: Send + Sync {
-    async fn attribute(&self, queue_url: &str, name: QueueAttributeName) -> Result<Option<String>, AwsCallError>;
-    async fn receive(&self, queue_url: &str, max: i32, visibility_timeout: i32, wait_seconds: i32) -> Result<Vec<Message>, AwsCallError>;
-    async fn send_batch(&self, queue_url: &str, entries: Vec<SendMessageBatchRequestEntry>) -> Result<BatchOk, AwsCallError>;
-    async fn delete_batch(&self, queue_url: &str, entries: Vec<DeleteMessageBatchRequestEntry>) -> Result<BatchOk, AwsCallError>;
-    async fn release_batch(&self, queue_url: &str, entries: Vec<ChangeMessageVisibilityBatchRequestEntry>) -> Result<BatchOk, AwsCallError>;
+    async fn attribute(
+        &self,
+        queue_url: &str,
+        name: QueueAttributeName,
+    ) -> Result<Option<String>, AwsCallError>;
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility_timeout: i32,
+        wait_seconds: i32,
+    ) -> Result<Vec<Message>, AwsCallError>;
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError>;
+    async fn delete_batch(
+        &self,
+        queue_url: &str,
+        entries: Vec<DeleteMessageBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError>;
+    async fn release_batch(
+        &self,
+        queue_url: &str,
+        entries: Vec<ChangeMessageVisibilityBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError>;
     async fn tags(&self, queue_url: &str) -> Result<HashMap<String, String>, AwsCallError>;
     /// `Ok(false)` when a purge is already in progress (the 60-second rule).
     async fn purge(&self, queue_url: &str) -> Result<bool, AwsCallError>;
-    async fn start_move(&self, source_arn: &str, destination_arn: Option<&str>, rate: i32) -> Result<String, AwsCallError>;
+    async fn start_move(
+        &self,
+        source_arn: &str,
+        destination_arn: Option<&str>,
+        rate: i32,
+    ) -> Result<String, AwsCallError>;
     async fn list_moves(&self, source_arn: &str) -> Result<Vec<MoveTask>, AwsCallError>;
     async fn cancel_move(&self, task_handle: &str) -> Result<i64, AwsCallError>;
 }
@@ -60,16 +87,30 @@ impl SqsQueues {
     }
 }
 
-fn batch_ok(successful: impl Iterator<Item = String>, failed: &[aws_sdk_sqs::types::BatchResultErrorEntry], op: &str) -> BatchOk {
+fn batch_ok(
+    successful: impl Iterator<Item = String>,
+    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+    op: &str,
+) -> BatchOk {
     for f in failed {
-        tracing::warn!(operation = op, entry = f.id(), code = f.code(), sender_fault = f.sender_fault(), "batch entry failed");
+        tracing::warn!(
+            operation = op,
+            entry = f.id(),
+            code = f.code(),
+            sender_fault = f.sender_fault(),
+            "batch entry failed"
+        );
     }
     successful.collect()
 }
 
 #[async_trait::async_trait]
 impl QueueApi for SqsQueues {
-    async fn attribute(&self, queue_url: &str, name: QueueAttributeName) -> Result<Option<String>, AwsCallError> {
+    async fn attribute(
+        &self,
+        queue_url: &str,
+        name: QueueAttributeName,
+    ) -> Result<Option<String>, AwsCallError> {
         let out = self
             .client
             .get_queue_attributes()
@@ -81,7 +122,13 @@ impl QueueApi for SqsQueues {
         Ok(out.attributes().and_then(|a| a.get(&name)).cloned())
     }
 
-    async fn receive(&self, queue_url: &str, max: i32, visibility_timeout: i32, wait_seconds: i32) -> Result<Vec<Message>, AwsCallError> {
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        visibility_timeout: i32,
+        wait_seconds: i32,
+    ) -> Result<Vec<Message>, AwsCallError> {
         let out = self
             .client
             .receive_message()
@@ -97,7 +144,11 @@ impl QueueApi for SqsQueues {
         Ok(out.messages.unwrap_or_default())
     }
 
-    async fn send_batch(&self, queue_url: &str, entries: Vec<SendMessageBatchRequestEntry>) -> Result<BatchOk, AwsCallError> {
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError> {
         let out = self
             .client
             .send_message_batch()
@@ -106,10 +157,18 @@ impl QueueApi for SqsQueues {
             .send()
             .await
             .map_err(|e| classify("sqs:SendMessageBatch", e))?;
-        Ok(batch_ok(out.successful().iter().map(|s| s.id().to_owned()), out.failed(), "SendMessageBatch"))
+        Ok(batch_ok(
+            out.successful().iter().map(|s| s.id().to_owned()),
+            out.failed(),
+            "SendMessageBatch",
+        ))
     }
 
-    async fn delete_batch(&self, queue_url: &str, entries: Vec<DeleteMessageBatchRequestEntry>) -> Result<BatchOk, AwsCallError> {
+    async fn delete_batch(
+        &self,
+        queue_url: &str,
+        entries: Vec<DeleteMessageBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError> {
         let out = self
             .client
             .delete_message_batch()
@@ -118,10 +177,18 @@ impl QueueApi for SqsQueues {
             .send()
             .await
             .map_err(|e| classify("sqs:DeleteMessageBatch", e))?;
-        Ok(batch_ok(out.successful().iter().map(|s| s.id().to_owned()), out.failed(), "DeleteMessageBatch"))
+        Ok(batch_ok(
+            out.successful().iter().map(|s| s.id().to_owned()),
+            out.failed(),
+            "DeleteMessageBatch",
+        ))
     }
 
-    async fn release_batch(&self, queue_url: &str, entries: Vec<ChangeMessageVisibilityBatchRequestEntry>) -> Result<BatchOk, AwsCallError> {
+    async fn release_batch(
+        &self,
+        queue_url: &str,
+        entries: Vec<ChangeMessageVisibilityBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError> {
         let out = self
             .client
             .change_message_visibility_batch()
@@ -130,23 +197,43 @@ impl QueueApi for SqsQueues {
             .send()
             .await
             .map_err(|e| classify("sqs:ChangeMessageVisibilityBatch", e))?;
-        Ok(batch_ok(out.successful().iter().map(|s| s.id().to_owned()), out.failed(), "ChangeMessageVisibilityBatch"))
+        Ok(batch_ok(
+            out.successful().iter().map(|s| s.id().to_owned()),
+            out.failed(),
+            "ChangeMessageVisibilityBatch",
+        ))
     }
 
     async fn tags(&self, queue_url: &str) -> Result<HashMap<String, String>, AwsCallError> {
-        let out = self.client.list_queue_tags().queue_url(queue_url).send().await.map_err(|e| classify("sqs:ListQueueTags", e))?;
+        let out = self
+            .client
+            .list_queue_tags()
+            .queue_url(queue_url)
+            .send()
+            .await
+            .map_err(|e| classify("sqs:ListQueueTags", e))?;
         Ok(out.tags.unwrap_or_default())
     }
 
     async fn purge(&self, queue_url: &str) -> Result<bool, AwsCallError> {
         match self.client.purge_queue().queue_url(queue_url).send().await {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_purge_queue_in_progress()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_purge_queue_in_progress()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(classify("sqs:PurgeQueue", e)),
         }
     }
 
-    async fn start_move(&self, source_arn: &str, destination_arn: Option<&str>, rate: i32) -> Result<String, AwsCallError> {
+    async fn start_move(
+        &self,
+        source_arn: &str,
+        destination_arn: Option<&str>,
+        rate: i32,
+    ) -> Result<String, AwsCallError> {
         let out = self
             .client
             .start_message_move_task()
@@ -215,10 +302,18 @@ pub struct NativeRedriveResult {
 }
 
 fn running(tasks: &[MoveTask]) -> Option<MoveTask> {
-    tasks.iter().find(|t| t.status.as_deref() == Some("RUNNING")).cloned()
+    tasks
+        .iter()
+        .find(|t| t.status.as_deref() == Some("RUNNING"))
+        .cloned()
 }
 
-pub async fn start_native(queues: &dyn QueueApi, dlq_url: &str, destination_url: Option<&str>, rate: u32) -> Result<NativeRedriveResult, ReplayError> {
+pub async fn start_native(
+    queues: &dyn QueueApi,
+    dlq_url: &str,
+    destination_url: Option<&str>,
+    rate: u32,
+) -> Result<NativeRedriveResult, ReplayError> {
     let dlq_arn = queue_arn(queues, dlq_url).await?;
     let destination_arn = match destination_url {
         Some(url) => Some(queue_arn(queues, url).await?),
@@ -235,10 +330,19 @@ pub async fn start_native(queues: &dyn QueueApi, dlq_url: &str, destination_url:
         return Ok(already(task));
     }
     let rate_i32 = i32::try_from(rate).unwrap_or(500);
-    match queues.start_move(&dlq_arn, destination_arn.as_deref(), rate_i32).await {
+    match queues
+        .start_move(&dlq_arn, destination_arn.as_deref(), rate_i32)
+        .await
+    {
         Ok(handle) => {
             tracing::info!(%dlq_arn, task_handle = %handle, rate, "message move task started");
-            Ok(NativeRedriveResult { dlq_arn: dlq_arn.clone(), status: "started".to_owned(), task_handle: Some(handle), rate_per_second: rate, running_task: None })
+            Ok(NativeRedriveResult {
+                dlq_arn: dlq_arn.clone(),
+                status: "started".to_owned(),
+                task_handle: Some(handle),
+                rate_per_second: rate,
+                running_task: None,
+            })
         }
         Err(err) => {
             // Another caller may have started one between the list and the start.
@@ -256,7 +360,10 @@ pub struct MoveTaskList {
     pub tasks: Vec<MoveTask>,
 }
 
-pub async fn list_native(queues: &dyn QueueApi, dlq_url: &str) -> Result<MoveTaskList, ReplayError> {
+pub async fn list_native(
+    queues: &dyn QueueApi,
+    dlq_url: &str,
+) -> Result<MoveTaskList, ReplayError> {
     let dlq_arn = queue_arn(queues, dlq_url).await?;
     let tasks = queues.list_moves(&dlq_arn).await?;
     Ok(MoveTaskList { dlq_arn, tasks })
@@ -268,9 +375,15 @@ pub struct CancelResult {
     pub approximate_number_of_messages_moved: i64,
 }
 
-pub async fn cancel_native(queues: &dyn QueueApi, task_handle: &str) -> Result<CancelResult, ReplayError> {
+pub async fn cancel_native(
+    queues: &dyn QueueApi,
+    task_handle: &str,
+) -> Result<CancelResult, ReplayError> {
     let moved = queues.cancel_move(task_handle).await?;
-    Ok(CancelResult { task_handle: task_handle.to_owned(), approximate_number_of_messages_moved: moved })
+    Ok(CancelResult {
+        task_handle: task_handle.to_owned(),
+        approximate_number_of_messages_moved: moved,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -333,11 +446,18 @@ fn send_entry(index: usize, message: &Message, fifo: bool) -> Option<SendMessage
     let mut entry = SendMessageBatchRequestEntry::builder()
         .id(format!("m{index}"))
         .message_body(message.body().unwrap_or_default())
-        .set_message_attributes(message.message_attributes().filter(|m| !m.is_empty()).cloned());
+        .set_message_attributes(
+            message
+                .message_attributes()
+                .filter(|m| !m.is_empty())
+                .cloned(),
+        );
     if fifo {
         entry = entry
             .set_message_group_id(system(MessageSystemAttributeName::MessageGroupId))
-            .set_message_deduplication_id(system(MessageSystemAttributeName::MessageDeduplicationId));
+            .set_message_deduplication_id(system(
+                MessageSystemAttributeName::MessageDeduplicationId,
+            ));
     }
     entry.build().ok()
 }
@@ -355,26 +475,50 @@ pub async fn filtered(
     source_url: &str,
     options: &FilteredOptions,
 ) -> Result<FilteredRedriveResult, ReplayError> {
-    let mut result = FilteredRedriveResult { dlq_url: dlq_url.to_owned(), source_queue_url: source_url.to_owned(), ..Default::default() };
+    let mut result = FilteredRedriveResult {
+        dlq_url: dlq_url.to_owned(),
+        source_queue_url: source_url.to_owned(),
+        ..Default::default()
+    };
     // The source queue's redrive policy must name this DLQ: never redrive into another queue.
     let dlq_arn = queue_arn(queues, dlq_url).await?;
-    let policy = queues.attribute(source_url, QueueAttributeName::RedrivePolicy).await?;
+    let policy = queues
+        .attribute(source_url, QueueAttributeName::RedrivePolicy)
+        .await?;
     result.api_calls += 2;
-    let target = policy.as_deref().and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()).and_then(|v| v.get("deadLetterTargetArn").and_then(|a| a.as_str()).map(str::to_owned));
+    let target = policy
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .and_then(|v| {
+            v.get("deadLetterTargetArn")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned)
+        });
     if target.as_deref() != Some(dlq_arn.as_str()) {
-        return Err(ReplayError::NotTheSourceQueue { source_queue: source_url.to_owned(), dlq_arn });
+        return Err(ReplayError::NotTheSourceQueue {
+            source_queue: source_url.to_owned(),
+            dlq_arn,
+        });
     }
     let fifo = dlq_url.ends_with(".fifo");
     let visibility = i32::try_from(options.visibility_timeout_seconds).unwrap_or(300);
     let wait = i32::try_from(options.wait_seconds).unwrap_or(1);
     let mut health: HashMap<String, super::probe::ProbeResult> = HashMap::new();
     let mut kept_receipts: Vec<String> = Vec::new();
-    let keep = |result: &mut FilteredRedriveResult, message: &Message, delivery: Option<i64>, reason: String, receipts: &mut Vec<String>| {
+    let keep = |result: &mut FilteredRedriveResult,
+                message: &Message,
+                delivery: Option<i64>,
+                reason: String,
+                receipts: &mut Vec<String>| {
         result.kept += 1;
         let key = reason.split(':').next().unwrap_or(&reason).to_owned();
         *result.kept_by_reason.entry(key).or_default() += 1;
         if result.kept_messages.len() < KEPT_LISTED {
-            result.kept_messages.push(KeptMessage { message_id: message.message_id().unwrap_or_default().to_owned(), delivery_id: delivery, reason });
+            result.kept_messages.push(KeptMessage {
+                message_id: message.message_id().unwrap_or_default().to_owned(),
+                delivery_id: delivery,
+                reason,
+            });
         }
         if let Some(r) = message.receipt_handle() {
             receipts.push(r.to_owned());
@@ -395,26 +539,48 @@ pub async fn filtered(
             break;
         }
         result.received += messages.len() as u64;
-        let batch: Vec<Batch> = messages.iter().map(|m| Batch { message: m, delivery: delivery_id(m.body()) }).collect();
+        let batch: Vec<Batch> = messages
+            .iter()
+            .map(|m| Batch {
+                message: m,
+                delivery: delivery_id(m.body()),
+            })
+            .collect();
         let ids: Vec<i64> = batch.iter().filter_map(|b| b.delivery).collect();
         let lookup = deliveries::statuses(client, &ids);
         let looked_up = match options.statement_wait {
-            Some(wait) => tokio::time::timeout(wait, lookup).await.map_err(|_| format!("no answer within {} ms", wait.as_millis())),
+            Some(wait) => tokio::time::timeout(wait, lookup)
+                .await
+                .map_err(|_| format!("no answer within {} ms", wait.as_millis())),
             None => Ok(lookup.await),
         };
-        let statuses: HashMap<i64, (String, String)> = match looked_up.and_then(|r| r.map_err(|e| crate::lambda::error_chain(&e))) {
-            Ok(rows) => rows.into_iter().map(|(id, status, url)| (id, (status, endpoint_key(&url)))).collect(),
-            Err(e) => {
-                // Without the database nothing can be decided: the whole batch stays in the DLQ,
-                // visible again at once, and the run stops.
-                for b in &batch {
-                    keep(&mut result, b.message, b.delivery, "database-unavailable".to_owned(), &mut kept_receipts);
+        let statuses: HashMap<i64, (String, String)> =
+            match looked_up.and_then(|r| r.map_err(|e| crate::lambda::error_chain(&e))) {
+                Ok(rows) => rows
+                    .into_iter()
+                    .map(|(id, status, url)| (id, (status, endpoint_key(&url))))
+                    .collect(),
+                Err(e) => {
+                    // Without the database nothing can be decided: the whole batch stays in the DLQ,
+                    // visible again at once, and the run stops.
+                    for b in &batch {
+                        keep(
+                            &mut result,
+                            b.message,
+                            b.delivery,
+                            "database-unavailable".to_owned(),
+                            &mut kept_receipts,
+                        );
+                    }
+                    result.stopped = Some(format!("delivery lookup failed: {e}"));
+                    break;
                 }
-                result.stopped = Some(format!("delivery lookup failed: {e}"));
-                break;
-            }
-        };
-        let unknown: Vec<String> = statuses.values().map(|(_, e)| e.clone()).filter(|e| !health.contains_key(e)).collect();
+            };
+        let unknown: Vec<String> = statuses
+            .values()
+            .map(|(_, e)| e.clone())
+            .filter(|e| !health.contains_key(e))
+            .collect();
         if !unknown.is_empty() {
             let probed = probe_all(probe.clone(), unknown, options.probe_concurrency).await;
             result.endpoints_probed += probed.len() as u64;
@@ -425,11 +591,23 @@ pub async fn filtered(
         let mut to_delete: Vec<(usize, bool)> = Vec::new(); // (index, stale)
         for (i, b) in batch.iter().enumerate() {
             let Some(id) = b.delivery else {
-                keep(&mut result, b.message, None, "no-delivery-id".to_owned(), &mut kept_receipts);
+                keep(
+                    &mut result,
+                    b.message,
+                    None,
+                    "no-delivery-id".to_owned(),
+                    &mut kept_receipts,
+                );
                 continue;
             };
             let Some((status, endpoint)) = statuses.get(&id) else {
-                keep(&mut result, b.message, Some(id), "unknown-delivery".to_owned(), &mut kept_receipts);
+                keep(
+                    &mut result,
+                    b.message,
+                    Some(id),
+                    "unknown-delivery".to_owned(),
+                    &mut kept_receipts,
+                );
                 continue;
             };
             if status == "succeeded" {
@@ -439,17 +617,32 @@ pub async fn filtered(
             match health.get(endpoint) {
                 Some(p) if p.healthy => match send_entry(i, b.message, fifo) {
                     Some(entry) => to_send.push((entry, i)),
-                    None => keep(&mut result, b.message, Some(id), "send-failed: not a sendable message".to_owned(), &mut kept_receipts),
+                    None => keep(
+                        &mut result,
+                        b.message,
+                        Some(id),
+                        "send-failed: not a sendable message".to_owned(),
+                        &mut kept_receipts,
+                    ),
                 },
                 other => {
-                    let reason = other.and_then(|p| p.reason.clone()).unwrap_or_else(|| "not probed".to_owned());
-                    keep(&mut result, b.message, Some(id), format!("endpoint-unhealthy: {endpoint}: {reason}"), &mut kept_receipts);
+                    let reason = other
+                        .and_then(|p| p.reason.clone())
+                        .unwrap_or_else(|| "not probed".to_owned());
+                    keep(
+                        &mut result,
+                        b.message,
+                        Some(id),
+                        format!("endpoint-unhealthy: {endpoint}: {reason}"),
+                        &mut kept_receipts,
+                    );
                 }
             }
         }
 
         if !to_send.is_empty() {
-            let entries: Vec<SendMessageBatchRequestEntry> = to_send.iter().map(|(e, _)| e.clone()).collect();
+            let entries: Vec<SendMessageBatchRequestEntry> =
+                to_send.iter().map(|(e, _)| e.clone()).collect();
             let sent = queues.send_batch(source_url, entries).await;
             result.api_calls += 1;
             let sent_ids: Vec<String> = match sent {
@@ -464,7 +657,13 @@ pub async fn filtered(
                     to_delete.push((*i, false));
                 } else {
                     let b = &batch[*i];
-                    keep(&mut result, b.message, b.delivery, "send-failed".to_owned(), &mut kept_receipts);
+                    keep(
+                        &mut result,
+                        b.message,
+                        b.delivery,
+                        "send-failed".to_owned(),
+                        &mut kept_receipts,
+                    );
                 }
             }
         }
@@ -473,7 +672,11 @@ pub async fn filtered(
             let entries: Vec<DeleteMessageBatchRequestEntry> = to_delete
                 .iter()
                 .filter_map(|(i, _)| {
-                    DeleteMessageBatchRequestEntry::builder().id(format!("m{i}")).receipt_handle(batch[*i].message.receipt_handle().unwrap_or_default()).build().ok()
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .receipt_handle(batch[*i].message.receipt_handle().unwrap_or_default())
+                        .build()
+                        .ok()
                 })
                 .collect();
             let deleted = queues.delete_batch(dlq_url, entries).await;
@@ -493,7 +696,13 @@ pub async fn filtered(
                     (false, false) => result.sent_not_deleted += 1,
                     (false, true) => {
                         let b = &batch[*i];
-                        keep(&mut result, b.message, b.delivery, "delete-failed".to_owned(), &mut kept_receipts);
+                        keep(
+                            &mut result,
+                            b.message,
+                            b.delivery,
+                            "delete-failed".to_owned(),
+                            &mut kept_receipts,
+                        );
                     }
                 }
             }
@@ -508,14 +717,28 @@ pub async fn filtered(
         let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = chunk
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| ChangeMessageVisibilityBatchRequestEntry::builder().id(format!("k{n}-{i}")).receipt_handle(r).visibility_timeout(0).build().ok())
+            .filter_map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(format!("k{n}-{i}"))
+                    .receipt_handle(r)
+                    .visibility_timeout(0)
+                    .build()
+                    .ok()
+            })
             .collect();
         result.api_calls += 1;
         if let Err(e) = queues.release_batch(dlq_url, entries).await {
             tracing::warn!(error = %e, "could not make kept messages visible again; they reappear after the visibility timeout");
         }
     }
-    tracing::info!(received = result.received, sent = result.sent, stale = result.stale_deleted, kept = result.kept, api_calls = result.api_calls, "filtered redrive done");
+    tracing::info!(
+        received = result.received,
+        sent = result.sent,
+        stale = result.stale_deleted,
+        kept = result.kept,
+        api_calls = result.api_calls,
+        "filtered redrive done"
+    );
     Ok(result)
 }
 
@@ -525,7 +748,10 @@ mod tests {
 
     #[test]
     fn reads_the_delivery_id() {
-        assert_eq!(delivery_id(Some(r#"{"delivery_id": 42, "event": "x"}"#)), Some(42));
+        assert_eq!(
+            delivery_id(Some(r#"{"delivery_id": 42, "event": "x"}"#)),
+            Some(42)
+        );
         assert_eq!(delivery_id(Some(r#"{"delivery_id": "43"}"#)), Some(43));
         assert_eq!(delivery_id(Some(r#"{"id": 42}"#)), None);
         assert_eq!(delivery_id(Some("not json")), None);
@@ -540,16 +766,38 @@ mod tests {
             .receipt_handle("r-1")
             .body(r#"{"delivery_id": 5}"#)
             .attributes(MessageSystemAttributeName::MessageGroupId, "subscription-9")
-            .attributes(MessageSystemAttributeName::MessageDeduplicationId, "delivery-5")
-            .message_attributes("trace", MessageAttributeValue::builder().data_type("String").string_value("t-1").build().unwrap())
+            .attributes(
+                MessageSystemAttributeName::MessageDeduplicationId,
+                "delivery-5",
+            )
+            .message_attributes(
+                "trace",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("t-1")
+                    .build()
+                    .unwrap(),
+            )
             .build();
         let entry = send_entry(3, &message, true).unwrap();
         assert_eq!(entry.id(), "m3");
         assert_eq!(entry.message_body(), r#"{"delivery_id": 5}"#);
         assert_eq!(entry.message_group_id(), Some("subscription-9"));
         assert_eq!(entry.message_deduplication_id(), Some("delivery-5"));
-        assert_eq!(entry.message_attributes().and_then(|a| a.get("trace")).and_then(|v| v.string_value()), Some("t-1"));
+        assert_eq!(
+            entry
+                .message_attributes()
+                .and_then(|a| a.get("trace"))
+                .and_then(|v| v.string_value()),
+            Some("t-1")
+        );
         let standard = send_entry(0, &message, false).unwrap();
-        assert_eq!((standard.message_group_id(), standard.message_deduplication_id()), (None, None));
+        assert_eq!(
+            (
+                standard.message_group_id(),
+                standard.message_deduplication_id()
+            ),
+            (None, None)
+        );
     }
 }

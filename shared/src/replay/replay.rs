@@ -59,28 +59,52 @@ fn ms_since(t: std::time::Instant) -> u64 {
 pub fn spread_offsets(n: usize, spread_seconds: u32) -> Vec<i64> {
     let spread_us = i128::from(spread_seconds) * 1_000_000;
     let n128 = n.max(1) as i128;
-    (0..n).map(|i| i64::try_from(i as i128 * spread_us / n128).unwrap_or(i64::MAX)).collect()
+    (0..n)
+        .map(|i| i64::try_from(i as i128 * spread_us / n128).unwrap_or(i64::MAX))
+        .collect()
 }
 
-pub async fn read_audit(svc: &DeadLetterReplay, replay_id: &str) -> Result<Option<ReplayAudit>, ReplayError> {
+pub async fn read_audit(
+    svc: &DeadLetterReplay,
+    replay_id: &str,
+) -> Result<Option<ReplayAudit>, ReplayError> {
     let key = audit::json_key(&svc.config.audit_prefix, replay_id);
     match svc.objects.get(&key).await? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| ReplayError::CorruptAudit { key, source }),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| ReplayError::CorruptAudit { key, source }),
     }
 }
 
-fn result_from_audit(svc: &DeadLetterReplay, audit: &ReplayAudit, already_done: bool) -> ReplayResult {
+fn result_from_audit(
+    svc: &DeadLetterReplay,
+    audit: &ReplayAudit,
+    already_done: bool,
+) -> ReplayResult {
     ReplayResult {
         replay_id: audit.replay_id.clone(),
         dry_run: false,
         already_done,
         counts: audit.counts.clone(),
         would_replay: 0,
-        skipped_endpoints: audit.endpoints.iter().filter(|e| !e.healthy).cloned().collect(),
-        sample_delivery_ids: audit.delivery_ids.iter().take(SAMPLE_IDS).copied().collect(),
+        skipped_endpoints: audit
+            .endpoints
+            .iter()
+            .filter(|e| !e.healthy)
+            .cloned()
+            .collect(),
+        sample_delivery_ids: audit
+            .delivery_ids
+            .iter()
+            .take(SAMPLE_IDS)
+            .copied()
+            .collect(),
         audit_json_key: Some(audit::json_key(&svc.config.audit_prefix, &audit.replay_id)),
-        audit_markdown_key: Some(audit::markdown_key(&svc.config.audit_prefix, &audit.replay_id)),
+        audit_markdown_key: Some(audit::markdown_key(
+            &svc.config.audit_prefix,
+            &audit.replay_id,
+        )),
         started_at: audit.started_at.clone(),
         completed_at: audit.completed_at.clone(),
         timings_ms: None,
@@ -112,16 +136,34 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let earlier = if req.dry_run {
         Vec::new()
     } else {
-        bounded(&svc.database, "create the replay journal", deliveries::ensure_journal(&client)).await?;
-        bounded(&svc.database, "read the replay journal", deliveries::journaled(&client, &req.replay_id)).await?
+        bounded(
+            &svc.database,
+            "create the replay journal",
+            deliveries::ensure_journal(&client),
+        )
+        .await?;
+        bounded(
+            &svc.database,
+            "read the replay journal",
+            deliveries::journaled(&client, &req.replay_id),
+        )
+        .await?
     };
     let earlier_ids: HashSet<i64> = earlier.iter().map(|j| j.id).collect();
-    let mut rows = bounded(&svc.database, "dead-letter query", deliveries::dead_letters(&client, &req.filter)).await?;
+    let mut rows = bounded(
+        &svc.database,
+        "dead-letter query",
+        deliveries::dead_letters(&client, &req.filter),
+    )
+    .await?;
     rows.retain(|r| !earlier_ids.contains(&r.id));
     timings.query = ms_since(phase);
     let total = rows.len() as u64 + earlier.len() as u64;
     if total > u64::from(req.max_deliveries) {
-        return Err(ReplayError::TooManyDeliveries { matched: total, max: req.max_deliveries });
+        return Err(ReplayError::TooManyDeliveries {
+            matched: total,
+            max: req.max_deliveries,
+        });
     }
     let mut groups: BTreeMap<String, EndpointGroup> = BTreeMap::new();
     for row in &rows {
@@ -130,12 +172,21 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
         group.ids.push(row.id);
     }
     let phase = std::time::Instant::now();
-    let probes = probe_all(svc.probe.clone(), groups.keys().cloned(), svc.config.probe.concurrency).await;
+    let probes = probe_all(
+        svc.probe.clone(),
+        groups.keys().cloned(),
+        svc.config.probe.concurrency,
+    )
+    .await;
     timings.probe = ms_since(phase);
     // Earlier attempts' deliveries join their endpoint's record; an endpoint seen only there was
     // healthy when they were requeued and is not probed again.
     for j in &earlier {
-        let endpoint = j.endpoint_url.as_deref().map(endpoint_key).unwrap_or_else(|| "(delivery since deleted)".to_owned());
+        let endpoint = j
+            .endpoint_url
+            .as_deref()
+            .map(endpoint_key)
+            .unwrap_or_else(|| "(delivery since deleted)".to_owned());
         let group = groups.entry(endpoint).or_default();
         group.subscriptions.extend(j.subscription_id);
         group.earlier.push(j.id);
@@ -199,7 +250,12 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let mut replayed = Vec::with_capacity(healthy_ids.len());
     let mut changed = Vec::new();
     for (ids, offsets) in healthy_ids.chunks(batch).zip(offsets.chunks(batch)) {
-        let done = bounded(&svc.database, "requeue batch", deliveries::requeue(&client, &req.replay_id, ids, offsets)).await?;
+        let done = bounded(
+            &svc.database,
+            "requeue batch",
+            deliveries::requeue(&client, &req.replay_id, ids, offsets),
+        )
+        .await?;
         counts.batches += 1;
         if done.len() != ids.len() {
             let done_set: HashSet<i64> = done.iter().copied().collect();
@@ -211,7 +267,12 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let phase = std::time::Instant::now();
     let replayed_set: HashSet<i64> = replayed.iter().copied().collect();
     for (record, group) in endpoints.iter_mut().zip(groups.values()) {
-        record.replayed = (group.ids.iter().filter(|id| replayed_set.contains(id)).count() + group.earlier.len()) as u64;
+        record.replayed = (group
+            .ids
+            .iter()
+            .filter(|id| replayed_set.contains(id))
+            .count()
+            + group.earlier.len()) as u64;
     }
     replayed.extend(earlier_ids.iter().copied());
     replayed.sort_unstable();
@@ -250,10 +311,19 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let retain_until = svc.audit_retain_until(completed);
     let md_key = audit::markdown_key(&svc.config.audit_prefix, &req.replay_id);
     let json_key = audit::json_key(&svc.config.audit_prefix, &req.replay_id);
-    svc.objects.put_locked(&md_key, record.to_markdown().into_bytes(), "text/markdown; charset=utf-8", retain_until).await?;
+    svc.objects
+        .put_locked(
+            &md_key,
+            record.to_markdown().into_bytes(),
+            "text/markdown; charset=utf-8",
+            retain_until,
+        )
+        .await?;
     let body = serde_json::to_vec(&record).expect("an audit record always serialises");
     // The JSON goes last: its presence marks a completed replay.
-    svc.objects.put_locked(&json_key, body, "application/json", retain_until).await?;
+    svc.objects
+        .put_locked(&json_key, body, "application/json", retain_until)
+        .await?;
     let c = &record.counts;
     tracing::info!(replay_id = %record.replay_id, matched = c.matched, replayed = c.replayed, skipped_unhealthy = c.skipped_unhealthy, skipped_changed = c.skipped_changed, "replay done");
     println!(

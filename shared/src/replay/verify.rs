@@ -57,7 +57,10 @@ pub async fn verify(client: &Client, audit: &ReplayAudit) -> Result<VerifyResult
             let n = u64::try_from(count).unwrap_or(0);
             found += n;
             total.add(&status, n);
-            per_endpoint.entry(endpoint_key(&url)).or_default().add(&status, n);
+            per_endpoint
+                .entry(endpoint_key(&url))
+                .or_default()
+                .add(&status, n);
         }
     }
     let replayed = audit.delivery_ids.len() as u64;
@@ -68,6 +71,9 @@ pub async fn verify(client: &Client, audit: &ReplayAudit) -> Result<VerifyResult
         all_succeeded: total.succeeded == replayed,
         missing: replayed.saturating_sub(found),
         total,
-        endpoints: per_endpoint.into_iter().map(|(endpoint, counts)| EndpointOutcome { endpoint, counts }).collect(),
+        endpoints: per_endpoint
+            .into_iter()
+            .map(|(endpoint, counts)| EndpointOutcome { endpoint, counts })
+            .collect(),
     })
 }

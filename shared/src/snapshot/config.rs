@@ -34,16 +34,24 @@ impl SnapshotTriggerConfig {
         let database = match env.one_of("RDS_INSTANCE_ID", "RDS_CLUSTER_ID")? {
             Some(("RDS_INSTANCE_ID", id)) => DbSource::Instance(identifier("RDS_INSTANCE_ID", id)?),
             Some((var, id)) => DbSource::Cluster(identifier(var, id)?),
-            None => return Err(ConfigError::Missing { var: "RDS_INSTANCE_ID" }),
-        };
-        let cache = match env.one_of("ELASTICACHE_REPLICATION_GROUP_ID", "ELASTICACHE_CLUSTER_ID")? {
-            Some(("ELASTICACHE_REPLICATION_GROUP_ID", id)) => {
-                Some(CacheSource::ReplicationGroup(identifier("ELASTICACHE_REPLICATION_GROUP_ID", id)?))
+            None => {
+                return Err(ConfigError::Missing {
+                    var: "RDS_INSTANCE_ID",
+                });
             }
+        };
+        let cache = match env
+            .one_of("ELASTICACHE_REPLICATION_GROUP_ID", "ELASTICACHE_CLUSTER_ID")?
+        {
+            Some(("ELASTICACHE_REPLICATION_GROUP_ID", id)) => Some(CacheSource::ReplicationGroup(
+                identifier("ELASTICACHE_REPLICATION_GROUP_ID", id)?,
+            )),
             Some((var, id)) => Some(CacheSource::Cluster(identifier(var, id)?)),
             None => None,
         };
-        let mut manifest_prefix = env.optional("MANIFEST_PREFIX").unwrap_or_else(|| "manifests/".to_owned());
+        let mut manifest_prefix = env
+            .optional("MANIFEST_PREFIX")
+            .unwrap_or_else(|| "manifests/".to_owned());
         if !manifest_prefix.ends_with('/') {
             manifest_prefix.push('/');
         }
@@ -56,7 +64,9 @@ impl SnapshotTriggerConfig {
             cache_export: env.flag("ELASTICACHE_EXPORT", true)?,
             retention_days,
             keep_newest: env.bounded("KEEP_NEWEST", 7, 1..=1_000)?,
-            schedule_name: env.optional("SCHEDULE_NAME").unwrap_or_else(|| "nightly-backup".to_owned()),
+            schedule_name: env
+                .optional("SCHEDULE_NAME")
+                .unwrap_or_else(|| "nightly-backup".to_owned()),
             manifest_prefix,
             s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE", false)?,
         })
@@ -70,10 +80,17 @@ mod tests {
 
     #[test]
     fn reads_a_complete_configuration() {
-        let env = HashMap::from([("BACKUP_BUCKET", "b"), ("RDS_CLUSTER_ID", "aurora-1"), ("ELASTICACHE_REPLICATION_GROUP_ID", "cache")]);
+        let env = HashMap::from([
+            ("BACKUP_BUCKET", "b"),
+            ("RDS_CLUSTER_ID", "aurora-1"),
+            ("ELASTICACHE_REPLICATION_GROUP_ID", "cache"),
+        ]);
         let config = SnapshotTriggerConfig::from_env(&env).unwrap();
         assert_eq!(config.database, DbSource::Cluster("aurora-1".into()));
-        assert_eq!(config.cache, Some(CacheSource::ReplicationGroup("cache".into())));
+        assert_eq!(
+            config.cache,
+            Some(CacheSource::ReplicationGroup("cache".into()))
+        );
         assert_eq!((config.retention_days, config.keep_newest), (35, 7));
     }
 
@@ -82,9 +99,26 @@ mod tests {
         let cases: [(&[(&str, &str)], &str); 5] = [
             (&[("RDS_INSTANCE_ID", "db")], "BACKUP_BUCKET"),
             (&[("BACKUP_BUCKET", "b")], "RDS_INSTANCE_ID"),
-            (&[("BACKUP_BUCKET", "b"), ("RDS_INSTANCE_ID", "db"), ("RDS_CLUSTER_ID", "c")], "RDS_CLUSTER_ID"),
-            (&[("BACKUP_BUCKET", "b"), ("RDS_INSTANCE_ID", "db_1")], "RDS_INSTANCE_ID"),
-            (&[("BACKUP_BUCKET", "b"), ("RDS_INSTANCE_ID", "db"), ("RETENTION_DAYS", "0")], "RETENTION_DAYS"),
+            (
+                &[
+                    ("BACKUP_BUCKET", "b"),
+                    ("RDS_INSTANCE_ID", "db"),
+                    ("RDS_CLUSTER_ID", "c"),
+                ],
+                "RDS_CLUSTER_ID",
+            ),
+            (
+                &[("BACKUP_BUCKET", "b"), ("RDS_INSTANCE_ID", "db_1")],
+                "RDS_INSTANCE_ID",
+            ),
+            (
+                &[
+                    ("BACKUP_BUCKET", "b"),
+                    ("RDS_INSTANCE_ID", "db"),
+                    ("RETENTION_DAYS", "0"),
+                ],
+                "RETENTION_DAYS",
+            ),
         ];
         for (vars, expected) in cases {
             let env: HashMap<&str, &str> = vars.iter().copied().collect();

@@ -25,15 +25,28 @@ impl ElastiCacheSnapshots {
     }
 
     fn info(&self, s: &Snapshot, tags: Tags) -> SnapshotInfo {
-        let sizes: Vec<u64> = s.node_snapshots().iter().filter_map(|n| n.cache_size().and_then(parse_cache_size)).collect();
+        let sizes: Vec<u64> = s
+            .node_snapshots()
+            .iter()
+            .filter_map(|n| n.cache_size().and_then(parse_cache_size))
+            .collect();
         SnapshotInfo {
             kind: self.kind(),
             id: s.snapshot_name().unwrap_or_default().to_owned(),
             arn: s.arn().map(str::to_owned),
-            source_id: s.replication_group_id().or(s.cache_cluster_id()).unwrap_or_default().to_owned(),
+            source_id: s
+                .replication_group_id()
+                .or(s.cache_cluster_id())
+                .unwrap_or_default()
+                .to_owned(),
             status: s.snapshot_status().unwrap_or("unknown").to_owned(),
             snapshot_type: s.snapshot_source().unwrap_or("unknown").to_owned(),
-            created_at: s.node_snapshots().iter().filter_map(|n| n.snapshot_create_time()).filter_map(from_aws).min(),
+            created_at: s
+                .node_snapshots()
+                .iter()
+                .filter_map(|n| n.snapshot_create_time())
+                .filter_map(from_aws)
+                .min(),
             engine: s.engine().map(str::to_owned),
             engine_version: s.engine_version().map(str::to_owned),
             size_bytes: (!sizes.is_empty()).then(|| sizes.iter().sum()),
@@ -42,7 +55,9 @@ impl ElastiCacheSnapshots {
     }
 
     async fn tags_of(&self, arn: Option<&str>) -> Result<Tags, AwsCallError> {
-        let Some(arn) = arn else { return Ok(Tags::new()) };
+        let Some(arn) = arn else {
+            return Ok(Tags::new());
+        };
         let out = self
             .client
             .list_tags_for_resource()
@@ -50,7 +65,16 @@ impl ElastiCacheSnapshots {
             .send()
             .await
             .map_err(|e| classify("elasticache:ListTagsForResource", e))?;
-        Ok(out.tag_list().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect())
+        Ok(out
+            .tag_list()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect())
     }
 }
 
@@ -85,9 +109,20 @@ impl SnapshotStore for ElastiCacheSnapshots {
     }
 
     async fn describe(&self, snapshot_id: &str) -> Result<Option<SnapshotInfo>, AwsCallError> {
-        let snapshot = match self.client.describe_snapshots().snapshot_name(snapshot_id).send().await {
+        let snapshot = match self
+            .client
+            .describe_snapshots()
+            .snapshot_name(snapshot_id)
+            .send()
+            .await
+        {
             Ok(out) => out.snapshots().first().cloned(),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_snapshot_not_found_fault()) => None,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_snapshot_not_found_fault()) =>
+            {
+                None
+            }
             Err(e) => return Err(classify("elasticache:DescribeSnapshots", e)),
         };
         match snapshot {
@@ -100,15 +135,27 @@ impl SnapshotStore for ElastiCacheSnapshots {
     }
 
     async fn create(&self, snapshot_id: &str, tags: &Tags) -> Result<bool, AwsCallError> {
-        let tags: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        let call = self.client.create_snapshot().snapshot_name(snapshot_id).set_tags(Some(tags));
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let call = self
+            .client
+            .create_snapshot()
+            .snapshot_name(snapshot_id)
+            .set_tags(Some(tags));
         let call = match &self.source {
             CacheSource::ReplicationGroup(id) => call.replication_group_id(id),
             CacheSource::Cluster(id) => call.cache_cluster_id(id),
         };
         match call.send().await {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_snapshot_already_exists_fault()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_snapshot_already_exists_fault()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(classify("elasticache:CreateSnapshot", e)),
         }
     }
@@ -132,9 +179,20 @@ impl SnapshotStore for ElastiCacheSnapshots {
     }
 
     async fn delete(&self, snapshot_id: &str) -> Result<(), AwsCallError> {
-        match self.client.delete_snapshot().snapshot_name(snapshot_id).send().await {
+        match self
+            .client
+            .delete_snapshot()
+            .snapshot_name(snapshot_id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_snapshot_not_found_fault()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_snapshot_not_found_fault()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(classify("elasticache:DeleteSnapshot", e)),
         }
     }
@@ -147,7 +205,12 @@ impl SnapshotStore for ElastiCacheSnapshots {
 
 #[async_trait::async_trait]
 impl CacheExporter for ElastiCacheSnapshots {
-    async fn export(&self, snapshot_id: &str, target_name: &str, bucket: &str) -> Result<bool, AwsCallError> {
+    async fn export(
+        &self,
+        snapshot_id: &str,
+        target_name: &str,
+        bucket: &str,
+    ) -> Result<bool, AwsCallError> {
         let call = self
             .client
             .copy_snapshot()
@@ -156,7 +219,12 @@ impl CacheExporter for ElastiCacheSnapshots {
             .target_bucket(bucket);
         match call.send().await {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_snapshot_already_exists_fault()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_snapshot_already_exists_fault()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(classify("elasticache:CopySnapshot", e)),
         }
     }

@@ -70,7 +70,10 @@ impl ManifestSnapshot {
             arn: snapshot.arn.clone(),
             status: snapshot.status.clone(),
             engine: snapshot.engine.clone().or_else(|| source.engine.clone()),
-            engine_version: snapshot.engine_version.clone().or_else(|| source.engine_version.clone()),
+            engine_version: snapshot
+                .engine_version
+                .clone()
+                .or_else(|| source.engine_version.clone()),
             size_bytes: snapshot.size_bytes,
             created_at: snapshot.created_at,
             latest_restorable_time: source.latest_restorable_time,

@@ -14,7 +14,10 @@ use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::tags;
 use config::SnapshotTriggerConfig;
-use manifest::{BackupManifest, CatalogEntry, ExportResult, ExportStatus, MANIFEST_FORMAT, ManifestSnapshot, manifest_key};
+use manifest::{
+    BackupManifest, CatalogEntry, ExportResult, ExportStatus, MANIFEST_FORMAT, ManifestSnapshot,
+    manifest_key,
+};
 use naming::RunId;
 use prune::PruneResult;
 use serde::{Deserialize, Serialize};
@@ -90,9 +93,13 @@ pub enum SnapshotError {
     Input(#[from] InputError),
     #[error(transparent)]
     Aws(#[from] AwsCallError),
-    #[error("snapshot {id} already exists but is not a catalyst-dr backup of {source_id}; refusing to use it")]
+    #[error(
+        "snapshot {id} already exists but is not a catalyst-dr backup of {source_id}; refusing to use it"
+    )]
     NotOwned { id: String, source_id: String },
-    #[error("snapshot {id} was never started; run the snapshot action for this scheduled time first")]
+    #[error(
+        "snapshot {id} was never started; run the snapshot action for this scheduled time first"
+    )]
     NotStarted { id: String },
     #[error("base backups need the local engine: set {var}")]
     LocalEngineNotConfigured { var: &'static str },
@@ -170,14 +177,20 @@ pub struct SnapshotTrigger {
 
 impl SnapshotTrigger {
     /// Decodes and runs one event. Input is fully validated before any AWS call.
-    pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, SnapshotError> {
+    pub async fn handle(
+        &self,
+        event: serde_json::Value,
+    ) -> Result<serde_json::Value, SnapshotError> {
         let event: SnapshotTriggerEvent = decode(event)?;
         let result = match event {
             SnapshotTriggerEvent::Snapshot { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 to_json(self.snapshot(&run).await?)
             }
-            SnapshotTriggerEvent::Status { scheduled_time, poll } => {
+            SnapshotTriggerEvent::Status {
+                scheduled_time,
+                poll,
+            } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 to_json(self.status(&run, poll).await?)
             }
@@ -185,30 +198,70 @@ impl SnapshotTrigger {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 to_json(self.export_cache(&run).await?)
             }
-            SnapshotTriggerEvent::Prune { dry_run } => to_json(self.prune(dry_run, OffsetDateTime::now_utc()).await?),
-            SnapshotTriggerEvent::WriteManifest { scheduled_time, started_at, export, prune, logical, failure } => {
+            SnapshotTriggerEvent::Prune { dry_run } => {
+                to_json(self.prune(dry_run, OffsetDateTime::now_utc()).await?)
+            }
+            SnapshotTriggerEvent::WriteManifest {
+                scheduled_time,
+                started_at,
+                export,
+                prune,
+                logical,
+                failure,
+            } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 let started_at = parse_time("started_at", &started_at)?;
-                to_json(self.write_manifest(&run, started_at, export, prune, logical, failure).await?)
+                to_json(
+                    self.write_manifest(&run, started_at, export, prune, logical, failure)
+                        .await?,
+                )
             }
             SnapshotTriggerEvent::BaseBackup { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
-                let local = self.local_base_backups.as_ref().ok_or(SnapshotError::LocalEngineNotConfigured { var: "LOCAL_BASE_BACKUP_DIR" })?;
+                let local = self.local_base_backups.as_ref().ok_or(
+                    SnapshotError::LocalEngineNotConfigured {
+                        var: "LOCAL_BASE_BACKUP_DIR",
+                    },
+                )?;
                 // The same source connection the logical backups use.
-                let source = self.logical.source.as_ref().ok_or(SnapshotError::LocalEngineNotConfigured { var: "SOURCE_DATABASE_SECRET_ID" })?;
-                to_json(crate::local_pg::base_backup::take(local, &source.credentials().await?, &run.stamp).await?)
+                let source = self.logical.source.as_ref().ok_or(
+                    SnapshotError::LocalEngineNotConfigured {
+                        var: "SOURCE_DATABASE_SECRET_ID",
+                    },
+                )?;
+                to_json(
+                    crate::local_pg::base_backup::take(
+                        local,
+                        &source.credentials().await?,
+                        &run.stamp,
+                    )
+                    .await?,
+                )
             }
             SnapshotTriggerEvent::ListBackups { limit } => to_json(self.list_backups(limit).await?),
             SnapshotTriggerEvent::LogicalBackup { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 to_json(self.logical.backup(&run).await?)
             }
-            SnapshotTriggerEvent::RestoreLogical { scheduled_time, target_secret_id, reread, reset } => {
+            SnapshotTriggerEvent::RestoreLogical {
+                scheduled_time,
+                target_secret_id,
+                reread,
+                reset,
+            } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 if target_secret_id.trim().is_empty() {
                     return Err(InputError::new("target_secret_id", "must name a secret").into());
                 }
-                to_json(self.logical.restore(&run, &target_secret_id, crate::logical::restore::RestoreOptions { reread, reset }).await?)
+                to_json(
+                    self.logical
+                        .restore(
+                            &run,
+                            &target_secret_id,
+                            crate::logical::restore::RestoreOptions { reread, reset },
+                        )
+                        .await?,
+                )
             }
             SnapshotTriggerEvent::VerifyLogical { scheduled_time } => {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
@@ -227,18 +280,34 @@ impl SnapshotTrigger {
     }
 
     /// Starts the snapshot in `store`, or returns the one an earlier attempt started.
-    async fn start_one(&self, store: &dyn SnapshotStore, run: &RunId) -> Result<SnapshotRef, SnapshotError> {
+    async fn start_one(
+        &self,
+        store: &dyn SnapshotStore,
+        run: &RunId,
+    ) -> Result<SnapshotRef, SnapshotError> {
         let id = run.snapshot_id(store.source_id());
-        let tags = tags::backup_tags(&run.stamp, &self.config.schedule_name, self.retain_until(run));
+        let tags = tags::backup_tags(
+            &run.stamp,
+            &self.config.schedule_name,
+            self.retain_until(run),
+        );
         let existing = store.describe(&id).await?;
         let reused = match existing {
             Some(_) => true,
             // Lost a race with a concurrent attempt: what it created is described below.
             None => !store.create(&id, &tags).await?,
         };
-        let snapshot = store.describe(&id).await?.ok_or_else(|| SnapshotError::NotStarted { id: id.clone() })?;
-        if !tags::is_ours(&snapshot.tags, tags::ROLE_BACKUP) || snapshot.tags.get(tags::RUN_ID) != Some(&run.stamp) {
-            return Err(SnapshotError::NotOwned { id, source_id: store.source_id().to_owned() });
+        let snapshot = store
+            .describe(&id)
+            .await?
+            .ok_or_else(|| SnapshotError::NotStarted { id: id.clone() })?;
+        if !tags::is_ours(&snapshot.tags, tags::ROLE_BACKUP)
+            || snapshot.tags.get(tags::RUN_ID) != Some(&run.stamp)
+        {
+            return Err(SnapshotError::NotOwned {
+                id,
+                source_id: store.source_id().to_owned(),
+            });
         }
         tracing::info!(snapshot_id = %snapshot.id, kind = ?snapshot.kind, reused, "snapshot started");
         Ok(SnapshotRef { snapshot, reused })
@@ -261,9 +330,16 @@ impl SnapshotTrigger {
         })
     }
 
-    async fn describe_started(&self, store: &dyn SnapshotStore, run: &RunId) -> Result<SnapshotInfo, SnapshotError> {
+    async fn describe_started(
+        &self,
+        store: &dyn SnapshotStore,
+        run: &RunId,
+    ) -> Result<SnapshotInfo, SnapshotError> {
         let id = run.snapshot_id(store.source_id());
-        store.describe(&id).await?.ok_or(SnapshotError::NotStarted { id })
+        store
+            .describe(&id)
+            .await?
+            .ok_or(SnapshotError::NotStarted { id })
     }
 
     pub async fn status(&self, run: &RunId, poll: u32) -> Result<StatusResult, SnapshotError> {
@@ -286,30 +362,66 @@ impl SnapshotTrigger {
             Progress::Available
         };
         let reason = (!failed.is_empty()).then(|| failed.join("; "));
-        Ok(StatusResult { run_id: run.stamp.clone(), state, reason, poll: poll.saturating_add(1), database, cache })
+        Ok(StatusResult {
+            run_id: run.stamp.clone(),
+            state,
+            reason,
+            poll: poll.saturating_add(1),
+            database,
+            cache,
+        })
     }
 
     pub async fn export_cache(&self, run: &RunId) -> Result<ExportResult, SnapshotError> {
         let (Some(store), Some(exporter)) = (&self.cache, &self.exporter) else {
-            let status = if self.cache.is_none() { ExportStatus::NoCacheConfigured } else { ExportStatus::DisabledByConfiguration };
-            return Ok(ExportResult { status, bucket: None, target_name: None, objects: Vec::new() });
+            let status = if self.cache.is_none() {
+                ExportStatus::NoCacheConfigured
+            } else {
+                ExportStatus::DisabledByConfiguration
+            };
+            return Ok(ExportResult {
+                status,
+                bucket: None,
+                target_name: None,
+                objects: Vec::new(),
+            });
         };
         let snapshot = self.describe_started(store.as_ref(), run).await?;
         let target_name = format!("{}-export", snapshot.id);
         let bucket = self.objects.bucket().to_owned();
         // ElastiCache names the exported objects after the target (`<target>-0001.rdb`).
-        let mut objects: Vec<String> = self.objects.list(&target_name).await?.into_iter().map(|o| o.key).collect();
-        let status = if !objects.is_empty() || !exporter.export(&snapshot.id, &target_name, &bucket).await? {
+        let mut objects: Vec<String> = self
+            .objects
+            .list(&target_name)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let status = if !objects.is_empty()
+            || !exporter.export(&snapshot.id, &target_name, &bucket).await?
+        {
             ExportStatus::AlreadyExported
         } else {
             ExportStatus::Started
         };
         objects.sort();
-        Ok(ExportResult { status, bucket: Some(bucket), target_name: Some(target_name), objects })
+        Ok(ExportResult {
+            status,
+            bucket: Some(bucket),
+            target_name: Some(target_name),
+            objects,
+        })
     }
 
-    pub async fn prune(&self, dry_run: bool, now: OffsetDateTime) -> Result<PruneResult, SnapshotError> {
-        let mut total = PruneResult { dry_run, ..PruneResult::default() };
+    pub async fn prune(
+        &self,
+        dry_run: bool,
+        now: OffsetDateTime,
+    ) -> Result<PruneResult, SnapshotError> {
+        let mut total = PruneResult {
+            dry_run,
+            ..PruneResult::default()
+        };
         for store in self.stores() {
             let plan = prune::plan(&store.list().await?, now, self.config.keep_newest as usize);
             if !dry_run {
@@ -341,7 +453,10 @@ impl SnapshotTrigger {
         let database = self.describe_started(self.database.as_ref(), run).await?;
         let source = self.database.source_details().await?;
         let cache = match &self.cache {
-            Some(store) => Some(ManifestSnapshot::new(&self.describe_started(store.as_ref(), run).await?, &Default::default())),
+            Some(store) => Some(ManifestSnapshot::new(
+                &self.describe_started(store.as_ref(), run).await?,
+                &Default::default(),
+            )),
             None => None,
         };
         let manifest = BackupManifest {
@@ -360,7 +475,10 @@ impl SnapshotTrigger {
             failure,
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
-        let put = self.objects.put_locked(&key, body, "application/json", manifest.retain_until).await?;
+        let put = self
+            .objects
+            .put_locked(&key, body, "application/json", manifest.retain_until)
+            .await?;
         tracing::info!(%key, version_id = ?put.version_id, sha256 = %put.sha256, "manifest written");
         Ok(manifest)
     }
@@ -368,13 +486,19 @@ impl SnapshotTrigger {
     async fn read_manifest(&self, key: &str) -> Result<Option<BackupManifest>, SnapshotError> {
         match self.objects.get(key).await? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| SnapshotError::CorruptManifest { key: key.to_owned(), source }),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| {
+                SnapshotError::CorruptManifest {
+                    key: key.to_owned(),
+                    source,
+                }
+            }),
         }
     }
 
-    pub async fn list_backups(&self, limit: Option<usize>) -> Result<Vec<CatalogEntry>, SnapshotError> {
+    pub async fn list_backups(
+        &self,
+        limit: Option<usize>,
+    ) -> Result<Vec<CatalogEntry>, SnapshotError> {
         let mut keys: Vec<String> = self
             .objects
             .list(&self.config.manifest_prefix)
@@ -419,12 +543,21 @@ impl SnapshotTrigger {
         let objects = crate::object_store::S3Objects::new(s3.clone(), &config.backup_bucket);
         let logical = crate::logical::LogicalBackups::new(
             config.logical.clone(),
-            std::sync::Arc::new(crate::logical::upload::S3LogicalStore::new(s3, &config.backup_bucket)),
+            std::sync::Arc::new(crate::logical::upload::S3LogicalStore::new(
+                s3,
+                &config.backup_bucket,
+            )),
             std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
         );
-        let cache = config.cache.clone().map(|source| elasticache::ElastiCacheSnapshots::new(cache_client.clone(), source));
+        let cache = config
+            .cache
+            .clone()
+            .map(|source| elasticache::ElastiCacheSnapshots::new(cache_client.clone(), source));
         let exporter: Option<Box<dyn CacheExporter>> = match (&config.cache, config.cache_export) {
-            (Some(source), true) => Some(Box::new(elasticache::ElastiCacheSnapshots::new(cache_client, source.clone()))),
+            (Some(source), true) => Some(Box::new(elasticache::ElastiCacheSnapshots::new(
+                cache_client,
+                source.clone(),
+            ))),
             _ => None,
         };
         Self {

@@ -18,11 +18,19 @@ pub struct RunId {
 
 impl RunId {
     pub fn from_scheduled_time(field: &str, value: &str) -> Result<Self, InputError> {
-        let scheduled_time = parse_time(field, value)?.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).expect("0 ns is valid");
+        let scheduled_time = parse_time(field, value)?
+            .to_offset(time::UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .expect("0 ns is valid");
         let stamp = scheduled_time
-            .format(format_description!("[year][month][day]t[hour][minute][second]z"))
+            .format(format_description!(
+                "[year][month][day]t[hour][minute][second]z"
+            ))
             .expect("a UTC time always formats");
-        Ok(Self { scheduled_time, stamp })
+        Ok(Self {
+            scheduled_time,
+            stamp,
+        })
     }
 
     /// The snapshot id for `source`, e.g. `catalyst-dr-prod-db-20261126t030000z`.
@@ -38,9 +46,13 @@ mod tests {
     #[test]
     fn same_schedule_time_gives_the_same_ids() {
         let a = RunId::from_scheduled_time("scheduled_time", "2026-11-26T03:00:00Z").unwrap();
-        let b = RunId::from_scheduled_time("scheduled_time", "2026-11-26T04:00:00.250+01:00").unwrap();
+        let b =
+            RunId::from_scheduled_time("scheduled_time", "2026-11-26T04:00:00.250+01:00").unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.snapshot_id("prod-db"), "catalyst-dr-prod-db-20261126t030000z");
+        assert_eq!(
+            a.snapshot_id("prod-db"),
+            "catalyst-dr-prod-db-20261126t030000z"
+        );
         assert!(crate::config::validate_identifier(&a.snapshot_id("prod-db")).is_ok());
     }
 }

@@ -31,28 +31,55 @@ pub struct PruneResult {
 pub fn plan(snapshots: &[SnapshotInfo], now: OffsetDateTime, keep_newest: usize) -> PruneResult {
     let mut ours: Vec<&SnapshotInfo> = snapshots
         .iter()
-        .filter(|s| s.snapshot_type.eq_ignore_ascii_case("manual") && tags::is_ours(&s.tags, ROLE_BACKUP))
+        .filter(|s| {
+            s.snapshot_type.eq_ignore_ascii_case("manual") && tags::is_ours(&s.tags, ROLE_BACKUP)
+        })
         .collect();
     let ignored = snapshots.len() - ours.len();
     // Newest first; the id embeds the scheduled time, so it breaks ties and covers a missing date.
-    ours.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+    ours.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| b.id.cmp(&a.id))
+    });
 
-    let mut result = PruneResult { ignored, ..PruneResult::default() };
+    let mut result = PruneResult {
+        ignored,
+        ..PruneResult::default()
+    };
     for (rank, snapshot) in ours.into_iter().enumerate() {
-        let entry = |reason: String| PruneEntry { id: snapshot.id.clone(), kind: snapshot.kind, reason };
+        let entry = |reason: String| PruneEntry {
+            id: snapshot.id.clone(),
+            kind: snapshot.kind,
+            reason,
+        };
         if rank < keep_newest {
-            result.kept.push(entry(format!("among the newest {keep_newest}")));
+            result
+                .kept
+                .push(entry(format!("among the newest {keep_newest}")));
             continue;
         }
         if snapshot.progress() != Progress::Available {
-            result.kept.push(entry(format!("status is {}", snapshot.status)));
+            result
+                .kept
+                .push(entry(format!("status is {}", snapshot.status)));
             continue;
         }
-        let retain_until = snapshot.tags.get(tags::RETAIN_UNTIL).and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok());
+        let retain_until = snapshot
+            .tags
+            .get(tags::RETAIN_UNTIL)
+            .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok());
         match retain_until {
-            None => result.kept.push(entry(format!("tag {} is missing or not a timestamp", tags::RETAIN_UNTIL))),
-            Some(until) if until > now => result.kept.push(entry(format!("retained until {}", format_time(until)))),
-            Some(until) => result.deleted.push(entry(format!("retention ended {}", format_time(until)))),
+            None => result.kept.push(entry(format!(
+                "tag {} is missing or not a timestamp",
+                tags::RETAIN_UNTIL
+            ))),
+            Some(until) if until > now => result
+                .kept
+                .push(entry(format!("retained until {}", format_time(until)))),
+            Some(until) => result
+                .deleted
+                .push(entry(format!("retention ended {}", format_time(until)))),
         }
     }
     result
@@ -93,10 +120,22 @@ mod tests {
         let now = datetime!(2026-03-01 00:00 UTC);
         let snapshots = vec![
             snap("old-ours", 1, Some("2026-02-01T00:00:00Z"), true, "manual"),
-            snap("older-ours", 0, Some("2026-02-01T00:00:00Z"), true, "manual"),
+            snap(
+                "older-ours",
+                0,
+                Some("2026-02-01T00:00:00Z"),
+                true,
+                "manual",
+            ),
             snap("retained", 2, Some("2026-04-01T00:00:00Z"), true, "manual"),
             snap("untagged", 0, Some("2026-02-01T00:00:00Z"), false, "manual"),
-            snap("automated", 0, Some("2026-02-01T00:00:00Z"), true, "automated"),
+            snap(
+                "automated",
+                0,
+                Some("2026-02-01T00:00:00Z"),
+                true,
+                "automated",
+            ),
             snap("no-retain-tag", 3, None, true, "manual"),
             snap("newest", 9, Some("2026-02-01T00:00:00Z"), true, "manual"),
         ];
@@ -111,7 +150,10 @@ mod tests {
     #[test]
     fn keep_newest_protects_expired_snapshots() {
         let now = datetime!(2026-03-01 00:00 UTC);
-        let snapshots = vec![snap("a", 1, Some("2026-02-01T00:00:00Z"), true, "manual"), snap("b", 2, Some("2026-02-01T00:00:00Z"), true, "manual")];
+        let snapshots = vec![
+            snap("a", 1, Some("2026-02-01T00:00:00Z"), true, "manual"),
+            snap("b", 2, Some("2026-02-01T00:00:00Z"), true, "manual"),
+        ];
         assert!(plan(&snapshots, now, 2).deleted.is_empty());
         assert_eq!(plan(&snapshots, now, 1).deleted[0].id, "a");
     }

@@ -26,11 +26,20 @@ impl RdsSnapshots {
 }
 
 pub(crate) fn sdk_tags(tags: &Tags) -> Vec<Tag> {
-    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
 pub(crate) fn tag_map(tags: &[Tag]) -> Tags {
-    tags.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -46,7 +55,10 @@ fn instance_snapshot(s: &DbSnapshot) -> SnapshotInfo {
         created_at: s.snapshot_create_time().and_then(from_aws),
         engine: s.engine().map(str::to_owned),
         engine_version: s.engine_version().map(str::to_owned),
-        size_bytes: s.allocated_storage().and_then(|g| u64::try_from(g).ok()).map(|g| g * GIB),
+        size_bytes: s
+            .allocated_storage()
+            .and_then(|g| u64::try_from(g).ok())
+            .map(|g| g * GIB),
         tags: tag_map(s.tag_list()),
     }
 }
@@ -54,7 +66,10 @@ fn instance_snapshot(s: &DbSnapshot) -> SnapshotInfo {
 fn cluster_snapshot(s: &DbClusterSnapshot) -> SnapshotInfo {
     SnapshotInfo {
         kind: SnapshotKind::RdsCluster,
-        id: s.db_cluster_snapshot_identifier().unwrap_or_default().to_owned(),
+        id: s
+            .db_cluster_snapshot_identifier()
+            .unwrap_or_default()
+            .to_owned(),
         arn: s.db_cluster_snapshot_arn().map(str::to_owned),
         source_id: s.db_cluster_identifier().unwrap_or_default().to_owned(),
         status: s.status().unwrap_or("unknown").to_owned(),
@@ -62,7 +77,10 @@ fn cluster_snapshot(s: &DbClusterSnapshot) -> SnapshotInfo {
         created_at: s.snapshot_create_time().and_then(from_aws),
         engine: s.engine().map(str::to_owned),
         engine_version: s.engine_version().map(str::to_owned),
-        size_bytes: s.allocated_storage().and_then(|g| u64::try_from(g).ok()).map(|g| g * GIB),
+        size_bytes: s
+            .allocated_storage()
+            .and_then(|g| u64::try_from(g).ok())
+            .map(|g| g * GIB),
         tags: tag_map(s.tag_list()),
     }
 }
@@ -85,16 +103,38 @@ impl SnapshotStore for RdsSnapshots {
     async fn describe(&self, snapshot_id: &str) -> Result<Option<SnapshotInfo>, AwsCallError> {
         match &self.source {
             DbSource::Instance(_) => {
-                match self.client.describe_db_snapshots().db_snapshot_identifier(snapshot_id).send().await {
+                match self
+                    .client
+                    .describe_db_snapshots()
+                    .db_snapshot_identifier(snapshot_id)
+                    .send()
+                    .await
+                {
                     Ok(out) => Ok(out.db_snapshots().first().map(instance_snapshot)),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_snapshot_not_found_fault()) => Ok(None),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_snapshot_not_found_fault()) =>
+                    {
+                        Ok(None)
+                    }
                     Err(e) => Err(classify("rds:DescribeDBSnapshots", e)),
                 }
             }
             DbSource::Cluster(_) => {
-                match self.client.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(snapshot_id).send().await {
+                match self
+                    .client
+                    .describe_db_cluster_snapshots()
+                    .db_cluster_snapshot_identifier(snapshot_id)
+                    .send()
+                    .await
+                {
                     Ok(out) => Ok(out.db_cluster_snapshots().first().map(cluster_snapshot)),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_snapshot_not_found_fault()) => Ok(None),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_snapshot_not_found_fault()) =>
+                    {
+                        Ok(None)
+                    }
                     Err(e) => Err(classify("rds:DescribeDBClusterSnapshots", e)),
                 }
             }
@@ -112,7 +152,12 @@ impl SnapshotStore for RdsSnapshots {
                     .set_tags(Some(sdk_tags(tags)));
                 match call.send().await {
                     Ok(_) => Ok(true),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_snapshot_already_exists_fault()) => Ok(false),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_snapshot_already_exists_fault()) =>
+                    {
+                        Ok(false)
+                    }
                     Err(e) => Err(classify("rds:CreateDBSnapshot", e)),
                 }
             }
@@ -125,7 +170,12 @@ impl SnapshotStore for RdsSnapshots {
                     .set_tags(Some(sdk_tags(tags)));
                 match call.send().await {
                     Ok(_) => Ok(true),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_snapshot_already_exists_fault()) => Ok(false),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_snapshot_already_exists_fault()) =>
+                    {
+                        Ok(false)
+                    }
                     Err(e) => Err(classify("rds:CreateDBClusterSnapshot", e)),
                 }
             }
@@ -136,14 +186,24 @@ impl SnapshotStore for RdsSnapshots {
         let mut found = Vec::new();
         match &self.source {
             DbSource::Instance(id) => {
-                let mut pages = self.client.describe_db_snapshots().db_instance_identifier(id).into_paginator().send();
+                let mut pages = self
+                    .client
+                    .describe_db_snapshots()
+                    .db_instance_identifier(id)
+                    .into_paginator()
+                    .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| classify("rds:DescribeDBSnapshots", e))?;
                     found.extend(page.db_snapshots().iter().map(instance_snapshot));
                 }
             }
             DbSource::Cluster(id) => {
-                let mut pages = self.client.describe_db_cluster_snapshots().db_cluster_identifier(id).into_paginator().send();
+                let mut pages = self
+                    .client
+                    .describe_db_cluster_snapshots()
+                    .db_cluster_identifier(id)
+                    .into_paginator()
+                    .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| classify("rds:DescribeDBClusterSnapshots", e))?;
                     found.extend(page.db_cluster_snapshots().iter().map(cluster_snapshot));
@@ -155,15 +215,37 @@ impl SnapshotStore for RdsSnapshots {
 
     async fn delete(&self, snapshot_id: &str) -> Result<(), AwsCallError> {
         match &self.source {
-            DbSource::Instance(_) => match self.client.delete_db_snapshot().db_snapshot_identifier(snapshot_id).send().await {
+            DbSource::Instance(_) => match self
+                .client
+                .delete_db_snapshot()
+                .db_snapshot_identifier(snapshot_id)
+                .send()
+                .await
+            {
                 Ok(_) => Ok(()),
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_db_snapshot_not_found_fault()) => Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_db_snapshot_not_found_fault()) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(classify("rds:DeleteDBSnapshot", e)),
             },
             DbSource::Cluster(_) => {
-                match self.client.delete_db_cluster_snapshot().db_cluster_snapshot_identifier(snapshot_id).send().await {
+                match self
+                    .client
+                    .delete_db_cluster_snapshot()
+                    .db_cluster_snapshot_identifier(snapshot_id)
+                    .send()
+                    .await
+                {
                     Ok(_) => Ok(()),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_db_cluster_snapshot_not_found_fault()) => Ok(()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_snapshot_not_found_fault()) =>
+                    {
+                        Ok(())
+                    }
                     Err(e) => Err(classify("rds:DeleteDBClusterSnapshot", e)),
                 }
             }
@@ -180,11 +262,14 @@ impl SnapshotStore for RdsSnapshots {
                     .send()
                     .await
                     .map_err(|e| classify("rds:DescribeDBInstances", e))?;
-                Ok(out.db_instances().first().map_or_else(SourceDetails::default, |i| SourceDetails {
-                    engine: i.engine().map(str::to_owned),
-                    engine_version: i.engine_version().map(str::to_owned),
-                    latest_restorable_time: i.latest_restorable_time().and_then(from_aws),
-                }))
+                Ok(out
+                    .db_instances()
+                    .first()
+                    .map_or_else(SourceDetails::default, |i| SourceDetails {
+                        engine: i.engine().map(str::to_owned),
+                        engine_version: i.engine_version().map(str::to_owned),
+                        latest_restorable_time: i.latest_restorable_time().and_then(from_aws),
+                    }))
             }
             DbSource::Cluster(id) => {
                 let out = self
@@ -194,11 +279,14 @@ impl SnapshotStore for RdsSnapshots {
                     .send()
                     .await
                     .map_err(|e| classify("rds:DescribeDBClusters", e))?;
-                Ok(out.db_clusters().first().map_or_else(SourceDetails::default, |c| SourceDetails {
-                    engine: c.engine().map(str::to_owned),
-                    engine_version: c.engine_version().map(str::to_owned),
-                    latest_restorable_time: c.latest_restorable_time().and_then(from_aws),
-                }))
+                Ok(out
+                    .db_clusters()
+                    .first()
+                    .map_or_else(SourceDetails::default, |c| SourceDetails {
+                        engine: c.engine().map(str::to_owned),
+                        engine_version: c.engine_version().map(str::to_owned),
+                        latest_restorable_time: c.latest_restorable_time().and_then(from_aws),
+                    }))
             }
         }
     }

@@ -53,7 +53,8 @@ impl SnapshotInfo {
 pub fn progress_of(status: &str) -> Progress {
     match status.to_ascii_lowercase().as_str() {
         "available" => Progress::Available,
-        "creating" | "copying" | "pending" | "backing-up" | "exporting" | "restoring" | "upgrading" => Progress::Creating,
+        "creating" | "copying" | "pending" | "backing-up" | "exporting" | "restoring"
+        | "upgrading" => Progress::Creating,
         _ => Progress::Failed,
     }
 }
@@ -85,5 +86,10 @@ pub trait SnapshotStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait CacheExporter: Send + Sync {
     /// Starts the export. `Ok(false)` when an export with that name already exists.
-    async fn export(&self, snapshot_id: &str, target_name: &str, bucket: &str) -> Result<bool, AwsCallError>;
+    async fn export(
+        &self,
+        snapshot_id: &str,
+        target_name: &str,
+        bucket: &str,
+    ) -> Result<bool, AwsCallError>;
 }

@@ -82,9 +82,18 @@ struct ChildArgs {
 impl ChildArgs {
     /// The same options as command-line arguments.
     fn to_args(&self) -> Vec<String> {
-        ["--bucket", &self.bucket, "--scheduled-time", &self.scheduled_time, "--parallelism", &self.parallelism.to_string(), "--segment-mib", &self.segment_mib.to_string()]
-            .map(str::to_owned)
-            .to_vec()
+        [
+            "--bucket",
+            &self.bucket,
+            "--scheduled-time",
+            &self.scheduled_time,
+            "--parallelism",
+            &self.parallelism.to_string(),
+            "--segment-mib",
+            &self.segment_mib.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     async fn logical(&self, source_secret: Option<&str>) -> (LogicalBackups, RunId) {
@@ -96,13 +105,26 @@ impl ChildArgs {
             tls: Some(TlsMode::Disable),
             ..LogicalConfig::new(1)
         };
-        let logical = LogicalBackups::new(config, Arc::new(S3LogicalStore::new(s3(&sdk), &self.bucket)), Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)));
-        (logical, RunId::from_scheduled_time("scheduled_time", &self.scheduled_time).expect("scheduled time"))
+        let logical = LogicalBackups::new(
+            config,
+            Arc::new(S3LogicalStore::new(s3(&sdk), &self.bucket)),
+            Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)),
+        );
+        (
+            logical,
+            RunId::from_scheduled_time("scheduled_time", &self.scheduled_time)
+                .expect("scheduled time"),
+        )
     }
 }
 
 /// Prints a child's figures as one JSON line (wall time and peak RSS added), or its error.
-fn report<T>(what: &str, started: Instant, outcome: Result<T, catalyst_dr::logical::LogicalError>, figures: impl FnOnce(T) -> Value) -> ExitCode {
+fn report<T>(
+    what: &str,
+    started: Instant,
+    outcome: Result<T, catalyst_dr::logical::LogicalError>,
+    figures: impl FnOnce(T) -> Value,
+) -> ExitCode {
     match outcome {
         Ok(result) => {
             let wall = started.elapsed().as_secs_f64();
@@ -113,7 +135,10 @@ fn report<T>(what: &str, started: Instant, outcome: Result<T, catalyst_dr::logic
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("bench-logical {what}: {}", catalyst_dr::lambda::error_chain(&e));
+            eprintln!(
+                "bench-logical {what}: {}",
+                catalyst_dr::lambda::error_chain(&e)
+            );
             ExitCode::FAILURE
         }
     }
@@ -134,36 +159,66 @@ fn pg_bin(explicit: Option<String>) -> String {
         return dir;
     }
     let mut found: Vec<String> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| format!("{}/bin", e.path().display())).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| format!("{}/bin", e.path().display()))
+                .collect()
+        })
         .unwrap_or_default();
-    found.sort_by_key(|p| p.trim_start_matches("/usr/lib/postgresql/").trim_end_matches("/bin").parse::<u32>().unwrap_or(0));
+    found.sort_by_key(|p| {
+        p.trim_start_matches("/usr/lib/postgresql/")
+            .trim_end_matches("/bin")
+            .parse::<u32>()
+            .unwrap_or(0)
+    });
     found.pop().unwrap_or_else(|| "/usr/bin".to_owned())
 }
 
 fn timed(command: &mut Command) -> f64 {
     let started = Instant::now();
-    let status = command.status().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(status.success(), "{command:?} failed: {status}");
     started.elapsed().as_secs_f64()
 }
 
 fn child(args: &[&str]) -> Value {
     let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe).args(args).output().expect("run the child");
-    assert!(out.status.success(), "child {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .expect("run the child");
+    assert!(
+        out.status.success(),
+        "child {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The last line: the backup also prints its CloudWatch metrics line to stdout.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("child printed no JSON ({e}): {stdout}"))
 }
 
 async fn create_database(name: &str) -> tokio_postgres::Client {
     let admin = pg_admin().await;
     drop_database(name).await;
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL").parse().expect("CATALYST_DR_PG_URL");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL")
+        .parse()
+        .expect("CATALYST_DR_PG_URL");
     config.dbname(name);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect");
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(connection);
     client
 }
@@ -176,7 +231,10 @@ async fn settle() {
     admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
     for _ in 0..600 {
         let busy: i64 = admin
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'", &[])
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+                &[],
+            )
             .await
             .expect("pg_stat_activity")
             .get(0);
@@ -188,7 +246,11 @@ async fn settle() {
 }
 
 async fn drop_database(name: &str) {
-    pg_admin().await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop database");
+    pg_admin()
+        .await
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drop database");
 }
 
 /// The figures of one round: our backup and restore, then pg_dump and pg_restore.
@@ -218,7 +280,13 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: u64, pg_bin_dir: Option<String>) -> Vec<Value> {
+async fn run(
+    sizes_mib: Vec<u64>,
+    rounds: usize,
+    parallelism: u32,
+    segment_mib: u64,
+    pg_bin_dir: Option<String>,
+) -> Vec<Value> {
     let sdk = local_aws().await;
     let bin = pg_bin(pg_bin_dir);
     let bucket = format!("bench-logical-{}", std::process::id());
@@ -234,11 +302,29 @@ async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: 
         let client = create_database(&src).await;
         let started = Instant::now();
         catalyst_db::apply(&client).await.expect("schema");
-        catalyst_db::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20)).await.expect("generate");
-        client.batch_execute("VACUUM ANALYZE").await.expect("vacuum");
-        let database_bytes = catalyst_db::database_size_bytes(&client).await.expect("size");
-        eprintln!("[bench] {src}: {} MiB generated in {:.1} s", database_bytes >> 20, started.elapsed().as_secs_f64());
-        let secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{src}"), "postgres", &password, &src).await;
+        catalyst_db::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20))
+            .await
+            .expect("generate");
+        client
+            .batch_execute("VACUUM ANALYZE")
+            .await
+            .expect("vacuum");
+        let database_bytes = catalyst_db::database_size_bytes(&client)
+            .await
+            .expect("size");
+        eprintln!(
+            "[bench] {src}: {} MiB generated in {:.1} s",
+            database_bytes >> 20,
+            started.elapsed().as_secs_f64()
+        );
+        let secret = put_db_secret(
+            &sdk,
+            &format!("catalyst-dr/bench/{src}"),
+            "postgres",
+            &password,
+            &src,
+        )
+        .await;
         let dst = format!("bench_dst_{mib}");
         let plain = format!("bench_pgrestore_{mib}");
         let file = dump_dir.join(format!("{src}.dump"));
@@ -246,8 +332,15 @@ async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: 
         for r in 0..rounds {
             // Each round its own run id, so each backup is a new one.
             let offset = time::Duration::minutes((i * rounds + r) as i64);
-            let scheduled_time = catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() + offset);
-            let common = ChildArgs { bucket: bucket.clone(), scheduled_time, parallelism, segment_mib }.to_args();
+            let scheduled_time =
+                catalyst_dr::input::format_time(time::OffsetDateTime::now_utc() + offset);
+            let common = ChildArgs {
+                bucket: bucket.clone(),
+                scheduled_time,
+                parallelism,
+                segment_mib,
+            }
+            .to_args();
             let common: Vec<&str> = common.iter().map(String::as_str).collect();
 
             settle().await;
@@ -256,13 +349,32 @@ async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: 
             let mut restores = Vec::new();
             for extra in [&[][..], &["--reread"][..]] {
                 let target = create_database(&dst).await;
-                catalyst_db::mark_staging(&target, "bench").await.expect("mark staging");
+                catalyst_db::mark_staging(&target, "bench")
+                    .await
+                    .expect("mark staging");
                 drop(target);
-                let target_secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{dst}"), "postgres", &password, &dst).await;
+                let target_secret = put_db_secret(
+                    &sdk,
+                    &format!("catalyst-dr/bench/{dst}"),
+                    "postgres",
+                    &password,
+                    &dst,
+                )
+                .await;
                 settle().await;
-                let restore = child(&[&["restore", "--target-secret", &target_secret][..], &common, extra].concat());
+                let restore = child(
+                    &[
+                        &["restore", "--target-secret", &target_secret][..],
+                        &common,
+                        extra,
+                    ]
+                    .concat(),
+                );
                 eprintln!("[bench] round {r} logical restore {extra:?}: {restore}");
-                assert_eq!(restore["consistent"], true, "the restore is not consistent: {restore}");
+                assert_eq!(
+                    restore["consistent"], true,
+                    "the restore is not consistent: {restore}"
+                );
                 drop_database(&dst).await;
                 restores.push(restore);
             }
@@ -281,24 +393,51 @@ async fn run(sizes_mib: Vec<u64>, rounds: usize, parallelism: u32, segment_mib: 
             let pg_restore_s = timed(
                 Command::new(format!("{bin}/pg_restore"))
                     .env("PGPASSWORD", &password)
-                    .args(["-h", &host, "-p", &port, "-U", "postgres", "-j", "2", "-d", &plain])
+                    .args([
+                        "-h", &host, "-p", &port, "-U", "postgres", "-j", "2", "-d", &plain,
+                    ])
                     .arg(&file),
             );
             drop_database(&plain).await;
-            eprintln!("[bench] round {r} pg_dump -Fc {pg_dump_s:.2} s, pg_restore -j 2 {pg_restore_s:.2} s");
-            rounds_out.push(Round { backup, restore, reread, pg_dump_s, pg_restore_s });
+            eprintln!(
+                "[bench] round {r} pg_dump -Fc {pg_dump_s:.2} s, pg_restore -j 2 {pg_restore_s:.2} s"
+            );
+            rounds_out.push(Round {
+                backup,
+                restore,
+                reread,
+                pg_dump_s,
+                pg_restore_s,
+            });
         }
         let dump_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         let _ = std::fs::remove_file(&file);
         drop_database(&src).await;
 
         let last = rounds_out.last().expect("at least one round");
-        let backup_s = median(rounds_out.iter().map(|r| r.backup["wall_seconds"].as_f64().unwrap_or(f64::NAN)));
-        let restore_s = median(rounds_out.iter().map(|r| r.restore["wall_seconds"].as_f64().unwrap_or(f64::NAN)));
-        let reread_s = median(rounds_out.iter().map(|r| r.reread["wall_seconds"].as_f64().unwrap_or(f64::NAN)));
+        let backup_s = median(
+            rounds_out
+                .iter()
+                .map(|r| r.backup["wall_seconds"].as_f64().unwrap_or(f64::NAN)),
+        );
+        let restore_s = median(
+            rounds_out
+                .iter()
+                .map(|r| r.restore["wall_seconds"].as_f64().unwrap_or(f64::NAN)),
+        );
+        let reread_s = median(
+            rounds_out
+                .iter()
+                .map(|r| r.reread["wall_seconds"].as_f64().unwrap_or(f64::NAN)),
+        );
         let pg_dump_s = median(rounds_out.iter().map(|r| r.pg_dump_s));
         let pg_restore_s = median(rounds_out.iter().map(|r| r.pg_restore_s));
-        let peak = |child: fn(&Round) -> &Value| rounds_out.iter().map(|r| child(r)["peak_rss_bytes"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+        let peak = |child: fn(&Round) -> &Value| {
+            rounds_out
+                .iter()
+                .map(|r| child(r)["peak_rss_bytes"].as_f64().unwrap_or(0.0))
+                .fold(0.0, f64::max)
+        };
         let result = json!({
             "database_mib": database_bytes >> 20,
             "rows": last.backup["rows"],
@@ -335,37 +474,86 @@ async fn main() -> ExitCode {
     catalyst_dr::memory::bound_large_allocations();
     let args = Args::parse();
     match args.command {
-        Cmd::Run { sizes_mib, rounds, parallelism, segment_mib, pg_bin } => {
+        Cmd::Run {
+            sizes_mib,
+            rounds,
+            parallelism,
+            segment_mib,
+            pg_bin,
+        } => {
             let results = run(sizes_mib, rounds, parallelism, segment_mib, pg_bin).await;
             println!();
             println!(
                 "{:>7} {:>9} {:>8} {:>7} {:>6} {:>10} {:>12} {:>6} {:>10} {:>6}",
-                "db MiB", "backup s", "RSS MiB", "dump s", "ratio", "restore s", "pg_restore s", "ratio", "+reread s", "ratio"
+                "db MiB",
+                "backup s",
+                "RSS MiB",
+                "dump s",
+                "ratio",
+                "restore s",
+                "pg_restore s",
+                "ratio",
+                "+reread s",
+                "ratio"
             );
             for r in &results {
                 println!(
                     "{:>7} {:>9} {:>8} {:>7} {:>6} {:>10} {:>12} {:>6} {:>10} {:>6}",
-                    r["database_mib"], r["logical_backup_seconds"], r["logical_backup_peak_rss_mib"], r["pg_dump_fc_seconds"], r["backup_vs_pg_dump"],
-                    r["logical_restore_seconds"], r["pg_restore_j2_seconds"], r["restore_vs_pg_restore"], r["logical_restore_reread_seconds"], r["restore_reread_vs_pg_restore"]
+                    r["database_mib"],
+                    r["logical_backup_seconds"],
+                    r["logical_backup_peak_rss_mib"],
+                    r["pg_dump_fc_seconds"],
+                    r["backup_vs_pg_dump"],
+                    r["logical_restore_seconds"],
+                    r["pg_restore_j2_seconds"],
+                    r["restore_vs_pg_restore"],
+                    r["logical_restore_reread_seconds"],
+                    r["restore_reread_vs_pg_restore"]
                 );
             }
-            println!("medians of {} rounds; every restore consistent", results.first().map_or(0, |r| r["rounds"].as_u64().unwrap_or(0)));
-            println!("targets: backup <= 0.5 x pg_dump -Fc, restore <= 0.9 x pg_restore -j 2, peak RSS <= 64 MiB and flat across sizes");
+            println!(
+                "medians of {} rounds; every restore consistent",
+                results
+                    .first()
+                    .map_or(0, |r| r["rounds"].as_u64().unwrap_or(0))
+            );
+            println!(
+                "targets: backup <= 0.5 x pg_dump -Fc, restore <= 0.9 x pg_restore -j 2, peak RSS <= 64 MiB and flat across sizes"
+            );
             ExitCode::SUCCESS
         }
         Cmd::Backup { secret, common } => {
             let (logical, run) = common.logical(Some(&secret)).await;
             let started = Instant::now();
-            report("backup", started, logical.backup(&run).await, |result| {
-                json!({"rows": result.rows, "segments": result.segments, "object_bytes": result.object_bytes, "copy_bytes": result.copy_bytes})
-            })
+            report(
+                "backup",
+                started,
+                logical.backup(&run).await,
+                |result| json!({"rows": result.rows, "segments": result.segments, "object_bytes": result.object_bytes, "copy_bytes": result.copy_bytes}),
+            )
         }
-        Cmd::Restore { target_secret, common, reread } => {
+        Cmd::Restore {
+            target_secret,
+            common,
+            reread,
+        } => {
             let (logical, run) = common.logical(None).await;
             let started = Instant::now();
-            report("restore", started, logical.restore(&run, &target_secret, catalyst_dr::logical::restore::RestoreOptions { reread, reset: false }).await, |result| {
-                json!({"consistent": result.consistent, "mismatches": result.mismatches, "phases": result.seconds})
-            })
+            report(
+                "restore",
+                started,
+                logical
+                    .restore(
+                        &run,
+                        &target_secret,
+                        catalyst_dr::logical::restore::RestoreOptions {
+                            reread,
+                            reset: false,
+                        },
+                    )
+                    .await,
+                |result| json!({"consistent": result.consistent, "mismatches": result.mismatches, "phases": result.seconds}),
+            )
         }
     }
 }

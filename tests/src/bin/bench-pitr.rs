@@ -4,9 +4,9 @@
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
 use catalyst_dr::local_pg::{LocalPgConfig, base_backup};
+use catalyst_dr::pitr::PitrRestore;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
 use catalyst_dr::pitr::engine::StagingState;
-use catalyst_dr::pitr::PitrRestore;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr_tests::{local_aws, pg_admin, pg_connect, put_db_secret, stack_var, unique};
 use clap::Parser;
@@ -41,46 +41,88 @@ fn sh(config: &LocalPgConfig, script: &str) {
 
 /// The restore as an operator would type it: copy, recovery settings, start, wait for the
 /// promotion, then the same queries the smoke tests run.
-async fn by_hand(config: &LocalPgConfig, base: &std::path::Path, target: &str, dbname: &str, password: &str) -> Duration {
+async fn by_hand(
+    config: &LocalPgConfig,
+    base: &std::path::Path,
+    target: &str,
+    dbname: &str,
+    password: &str,
+) -> Duration {
     let dir = config.staging_dir.join(unique("by-hand"));
     let data = dir.join("data");
     let port = catalyst_dr::local_pg::process::free_port().expect("port");
     let started = Instant::now();
-    sh(config, &format!(
-        "mkdir -p {dir} && cp -a {base} {data} && touch {data}/recovery.signal && cat >> {data}/postgresql.auto.conf <<'EOF'\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '/tmp'\narchive_mode = off\nrestore_command = 'cp {archive}/%f %p'\nrecovery_target_time = '{target}'\nrecovery_target_action = 'promote'\nEOF\n{bin}/pg_ctl start -w -D {data} -l {dir}/server.log >/dev/null",
-        dir = dir.display(), base = base.display(), data = data.display(), archive = config.wal_archive_dir.display(), bin = config.bin_dir.display(),
-    ));
-    let url = format!("host=127.0.0.1 port={port} user=postgres password={password} dbname={dbname}");
+    sh(
+        config,
+        &format!(
+            "mkdir -p {dir} && cp -a {base} {data} && touch {data}/recovery.signal && cat >> {data}/postgresql.auto.conf <<'EOF'\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '/tmp'\narchive_mode = off\nrestore_command = 'cp {archive}/%f %p'\nrecovery_target_time = '{target}'\nrecovery_target_action = 'promote'\nEOF\n{bin}/pg_ctl start -w -D {data} -l {dir}/server.log >/dev/null",
+            dir = dir.display(),
+            base = base.display(),
+            data = data.display(),
+            archive = config.wal_archive_dir.display(),
+            bin = config.bin_dir.display(),
+        ),
+    );
+    let url =
+        format!("host=127.0.0.1 port={port} user=postgres password={password} dbname={dbname}");
     let client = loop {
-        if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+        {
             tokio::spawn(connection);
-            let recovering: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await.expect("recovery").get(0);
+            let recovering: bool = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .expect("recovery")
+                .get(0);
             if !recovering {
                 break client;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    catalyst_db::smoke::users_and_entitlements(&client, 5).await.expect("users");
-    catalyst_db::smoke::pending_deliveries(&client, 5).await.expect("pending");
+    catalyst_db::smoke::users_and_entitlements(&client, 5)
+        .await
+        .expect("users");
+    catalyst_db::smoke::pending_deliveries(&client, 5)
+        .await
+        .expect("pending");
     let elapsed = started.elapsed();
     drop(client);
-    sh(config, &format!("{}/pg_ctl stop -m immediate -w -D {} >/dev/null && rm -rf {}", config.bin_dir.display(), data.display(), dir.display()));
+    sh(
+        config,
+        &format!(
+            "{}/pg_ctl stop -m immediate -w -D {} >/dev/null && rm -rf {}",
+            config.bin_dir.display(),
+            data.display(),
+            dir.display()
+        ),
+    );
     elapsed
 }
 
 async fn with_tool(restore: &PitrRestore, target: time::OffsetDateTime) -> Duration {
     let drill = unique("bench").to_lowercase();
     let started = Instant::now();
-    restore.start(&drill, Some(target), None).await.expect("start");
+    restore
+        .start(&drill, Some(target), None)
+        .await
+        .expect("start");
     for poll in 0.. {
-        match restore.status(&drill, None, poll).await.expect("status").state {
+        match restore
+            .status(&drill, None, poll)
+            .await
+            .expect("status")
+            .state
+        {
             StagingState::Available => break,
             StagingState::Failed => panic!("restore failed"),
             StagingState::Creating => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-    restore.rotate_credentials(&drill, None).await.expect("rotate");
+    restore
+        .rotate_credentials(&drill, None)
+        .await
+        .expect("rotate");
     restore.smoke(&drill).await.expect("smoke");
     let elapsed = started.elapsed();
     restore.teardown(&drill, None).await.expect("teardown");
@@ -92,21 +134,44 @@ async fn main() {
     let args = Args::parse();
     let sdk = local_aws().await;
     let dbname = unique("bench_pitr").replace('-', "_");
-    pg_admin().await.batch_execute(&format!("CREATE DATABASE {dbname}")).await.expect("create database");
+    pg_admin()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {dbname}"))
+        .await
+        .expect("create database");
     let source = pg_connect(&dbname).await;
     catalyst_db::apply(&source).await.expect("schema");
     eprintln!("generating about {} MB ...", args.bytes / 1_000_000);
-    catalyst_db::generate(&source, &GeneratorSpec::for_target_bytes(42, args.bytes)).await.expect("generate");
-    let size = catalyst_db::database_size_bytes(&source).await.expect("size");
+    catalyst_db::generate(&source, &GeneratorSpec::for_target_bytes(42, args.bytes))
+        .await
+        .expect("generate");
+    let size = catalyst_db::database_size_bytes(&source)
+        .await
+        .expect("size");
 
     let password = stack_var("CATALYST_DR_PG_PASSWORD");
-    let secret = put_db_secret(&sdk, &unique("bench-source"), "postgres", &password, &dbname).await;
+    let secret = put_db_secret(
+        &sdk,
+        &unique("bench-source"),
+        "postgres",
+        &password,
+        &dbname,
+    )
+    .await;
     let local = catalyst_dr_tests::local_engine_config("bench").await;
     let staging_secret = unique("bench-staging");
-    aws_sdk_secretsmanager::Client::new(&sdk).create_secret().name(&staging_secret).send().await.expect("staging secret");
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(&staging_secret)
+        .send()
+        .await
+        .expect("staging secret");
     let restore = PitrRestore::new(
         PitrConfig {
-            engine: EngineConfig::Local { source_id: "bench-source".into(), local: local.clone() },
+            engine: EngineConfig::Local {
+                source_id: "bench-source".into(),
+                local: local.clone(),
+            },
             staging_prefix: "catalyst-dr-staging-".into(),
             staging_secret_id: staging_secret,
             source_secret_id: secret,
@@ -118,20 +183,28 @@ async fn main() {
         &sdk,
     );
     let credentials = restore.source.credentials().await.expect("credentials");
-    let base = base_backup::take(&local, &credentials, "bench").await.expect("base backup");
+    let base = base_backup::take(&local, &credentials, "bench")
+        .await
+        .expect("base backup");
     // WAL to replay after the base backup: a tenth of the deliveries change.
     source.batch_execute("UPDATE webhook_deliveries SET attempts = attempts + 1, updated_at = now() WHERE id % 10 = 0").await.expect("changes");
     let window = restore.engine.restore_window().await.expect("window");
     let target = window.latest;
     let target_text = target
-        .format(time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"))
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"
+        ))
         .expect("format");
 
     let (mut hand, mut tool) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let h = by_hand(&local, &base.data_dir, &target_text, &dbname, &password).await;
         let t = with_tool(&restore, target).await;
-        eprintln!("round {round}: by hand {:.2} s, catalyst-dr {:.2} s", h.as_secs_f64(), t.as_secs_f64());
+        eprintln!(
+            "round {round}: by hand {:.2} s, catalyst-dr {:.2} s",
+            h.as_secs_f64(),
+            t.as_secs_f64()
+        );
         hand.push(h.as_secs_f64());
         tool.push(t.as_secs_f64());
     }
@@ -141,11 +214,29 @@ async fn main() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (best_hand, best_tool) = (hand.iter().copied().fold(f64::MAX, f64::min), tool.iter().copied().fold(f64::MAX, f64::min));
+    let (best_hand, best_tool) = (
+        hand.iter().copied().fold(f64::MAX, f64::min),
+        tool.iter().copied().fold(f64::MAX, f64::min),
+    );
     let (median_hand, median_tool) = (median(&mut hand), median(&mut tool));
-    println!("database size:                      {:.0} MB", size as f64 / 1e6);
-    println!("restore by hand (cp, pg_ctl, query): median {median_hand:.2} s, best {best_hand:.2} s   (baseline)");
-    println!("catalyst-dr start .. smoke passed:   median {median_tool:.2} s, best {best_tool:.2} s");
-    println!("overhead ratio:                      median {:.2}x, best {:.2}x   (target <= 1.20x)", median_tool / median_hand, best_tool / best_hand);
-    pg_admin().await.batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)")).await.expect("drop");
+    println!(
+        "database size:                      {:.0} MB",
+        size as f64 / 1e6
+    );
+    println!(
+        "restore by hand (cp, pg_ctl, query): median {median_hand:.2} s, best {best_hand:.2} s   (baseline)"
+    );
+    println!(
+        "catalyst-dr start .. smoke passed:   median {median_tool:.2} s, best {best_tool:.2} s"
+    );
+    println!(
+        "overhead ratio:                      median {:.2}x, best {:.2}x   (target <= 1.20x)",
+        median_tool / median_hand,
+        best_tool / best_hand
+    );
+    pg_admin()
+        .await
+        .batch_execute(&format!("DROP DATABASE {dbname} WITH (FORCE)"))
+        .await
+        .expect("drop");
 }

@@ -10,7 +10,8 @@
 //! Prints each figure with its baseline and the ratio, as text and as one JSON line.
 
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, QueueAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use catalyst_dr::aws_error::AwsCallError;
 use catalyst_dr::catalyst_db::GeneratorSpec;
@@ -18,7 +19,9 @@ use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::config::ReplayConfig;
 use catalyst_dr::replay::redrive::{BatchOk, MoveTask, QueueApi, SqsQueues};
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
-use catalyst_dr_tests::{generated_database, local_aws, pg_admin, pg_connect, seed, stack_var, unique};
+use catalyst_dr_tests::{
+    generated_database, local_aws, pg_admin, pg_connect, seed, stack_var, unique,
+};
 use clap::Parser;
 use serde_json::json;
 use std::collections::HashMap;
@@ -55,7 +58,11 @@ impl Counting {
 
 #[async_trait::async_trait]
 impl QueueApi for Counting {
-    async fn attribute(&self, u: &str, n: QueueAttributeName) -> Result<Option<String>, AwsCallError> {
+    async fn attribute(
+        &self,
+        u: &str,
+        n: QueueAttributeName,
+    ) -> Result<Option<String>, AwsCallError> {
         self.tick();
         self.inner.attribute(u, n).await
     }
@@ -63,15 +70,27 @@ impl QueueApi for Counting {
         self.tick();
         self.inner.receive(u, m, v, w).await
     }
-    async fn send_batch(&self, u: &str, e: Vec<SendMessageBatchRequestEntry>) -> Result<BatchOk, AwsCallError> {
+    async fn send_batch(
+        &self,
+        u: &str,
+        e: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError> {
         self.tick();
         self.inner.send_batch(u, e).await
     }
-    async fn delete_batch(&self, u: &str, e: Vec<DeleteMessageBatchRequestEntry>) -> Result<BatchOk, AwsCallError> {
+    async fn delete_batch(
+        &self,
+        u: &str,
+        e: Vec<DeleteMessageBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError> {
         self.tick();
         self.inner.delete_batch(u, e).await
     }
-    async fn release_batch(&self, u: &str, e: Vec<ChangeMessageVisibilityBatchRequestEntry>) -> Result<BatchOk, AwsCallError> {
+    async fn release_batch(
+        &self,
+        u: &str,
+        e: Vec<ChangeMessageVisibilityBatchRequestEntry>,
+    ) -> Result<BatchOk, AwsCallError> {
         self.tick();
         self.inner.release_batch(u, e).await
     }
@@ -98,8 +117,14 @@ impl QueueApi for Counting {
 }
 
 fn line(what: &str, value: f64, unit: &str, baseline_what: &str, baseline: f64, target: &str) {
-    let ratio = if baseline > 0.0 { value / baseline } else { f64::NAN };
-    println!("{what:<44} {value:>10.3} {unit:<5} | {baseline_what:<34} {baseline:>10.3} | ratio {ratio:>6.3} (target {target})");
+    let ratio = if baseline > 0.0 {
+        value / baseline
+    } else {
+        f64::NAN
+    };
+    println!(
+        "{what:<44} {value:>10.3} {unit:<5} | {baseline_what:<34} {baseline:>10.3} | ratio {ratio:>6.3} (target {target})"
+    );
 }
 
 #[tokio::main]
@@ -110,7 +135,10 @@ async fn main() {
     for n in (args.unhealthy_every..=args.endpoints).step_by(args.unhealthy_every as usize) {
         server.set(&format!("/{n}"), Behaviour::Status(500));
     }
-    eprintln!("generating {} dead-lettered deliveries over {} endpoints...", args.deliveries, args.endpoints);
+    eprintln!(
+        "generating {} dead-lettered deliveries over {} endpoints...",
+        args.deliveries, args.endpoints
+    );
     let spec = GeneratorSpec {
         seed: 2026,
         users: 1_000,
@@ -129,7 +157,11 @@ async fn main() {
     let admin = pg_admin().await;
     let mut copied = false;
     for _ in 0..50 {
-        if admin.batch_execute(&format!("CREATE DATABASE {copy} TEMPLATE {db}")).await.is_ok() {
+        if admin
+            .batch_execute(&format!("CREATE DATABASE {copy} TEMPLATE {db}"))
+            .await
+            .is_ok()
+        {
             copied = true;
             break;
         }
@@ -139,14 +171,27 @@ async fn main() {
     let replay_db = pg_connect(&db).await;
     let baseline_db = pg_connect(&copy).await;
     for c in [&replay_db, &baseline_db] {
-        for sql in ["VACUUM ANALYZE webhook_deliveries", "SELECT count(*) FROM webhook_deliveries", "SELECT count(*) FROM webhook_subscriptions"] {
+        for sql in [
+            "VACUUM ANALYZE webhook_deliveries",
+            "SELECT count(*) FROM webhook_deliveries",
+            "SELECT count(*) FROM webhook_subscriptions",
+        ] {
             c.batch_execute(sql).await.expect("warm up");
         }
     }
-    let dead: i64 = replay_db.query_one("SELECT count(*) FROM webhook_deliveries WHERE status = 'dead_lettered'", &[]).await.expect("count").get(0);
+    let dead: i64 = replay_db
+        .query_one(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'dead_lettered'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
 
     // Baseline: one set-based UPDATE of the rows the replay sets back to pending.
-    let healthy_subs: Vec<i64> = (1..=args.endpoints as i64).filter(|n| n % args.unhealthy_every as i64 != 0).collect();
+    let healthy_subs: Vec<i64> = (1..=args.endpoints as i64)
+        .filter(|n| n % args.unhealthy_every as i64 != 0)
+        .collect();
     let since = time::OffsetDateTime::now_utc() - time::Duration::hours(24);
     let until = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
     let started = Instant::now();
@@ -170,7 +215,8 @@ async fn main() {
         ("S3_FORCE_PATH_STYLE", "true"),
         ("REDRIVE_WAIT_SECONDS", "0"),
     ]);
-    let mut replay = DeadLetterReplay::new(ReplayConfig::from_env(&env).expect("config"), &sdk).expect("wiring");
+    let mut replay =
+        DeadLetterReplay::new(ReplayConfig::from_env(&env).expect("config"), &sdk).expect("wiring");
     let filter = json!({"since": catalyst_dr::input::format_time(since), "until": catalyst_dr::input::format_time(until)});
     let started = Instant::now();
     let result = replay
@@ -179,12 +225,40 @@ async fn main() {
         .expect("replay");
     let replay_secs = started.elapsed().as_secs_f64();
     let replayed = result["counts"]["replayed"].as_u64().expect("replayed");
-    assert_eq!(replayed, baseline_rows, "the replay and the baseline update the same rows");
+    assert_eq!(
+        replayed, baseline_rows,
+        "the replay and the baseline update the same rows"
+    );
     let (probes, probed_paths) = server.totals("HEAD");
-    println!("\ndead-letter-replay benchmark: {dead} dead-lettered deliveries, {} endpoints ({} unhealthy)", args.endpoints, args.endpoints / args.unhealthy_every);
-    line("replay wall time (probe + batched requeue + audit)", replay_secs, "s", "one set-based UPDATE, same rows", baseline_secs, "<= 2");
-    line("rows set to pending", replayed as f64, "rows", "rows updated by the baseline", baseline_rows as f64, "= 1");
-    line("endpoint probes made", probes as f64, "", "distinct endpoints", args.endpoints as f64, "= 1");
+    println!(
+        "\ndead-letter-replay benchmark: {dead} dead-lettered deliveries, {} endpoints ({} unhealthy)",
+        args.endpoints,
+        args.endpoints / args.unhealthy_every
+    );
+    line(
+        "replay wall time (probe + batched requeue + audit)",
+        replay_secs,
+        "s",
+        "one set-based UPDATE, same rows",
+        baseline_secs,
+        "<= 2",
+    );
+    line(
+        "rows set to pending",
+        replayed as f64,
+        "rows",
+        "rows updated by the baseline",
+        baseline_rows as f64,
+        "= 1",
+    );
+    line(
+        "endpoint probes made",
+        probes as f64,
+        "",
+        "distinct endpoints",
+        args.endpoints as f64,
+        "= 1",
+    );
     println!("replay phases (ms): {}", result["timings_ms"]);
 
     // Filtered redrive: a DLQ of messages for these deliveries; a tenth already succeeded (stale),
@@ -193,22 +267,45 @@ async fn main() {
     let name = unique("bench-webhooks");
     let (source_url, dlq_url) = catalyst_dr_tests::queue_with_dead_letters(&sqs, &name, 5).await;
     let ids: Vec<i64> = replay_db
-        .query("SELECT id FROM webhook_deliveries ORDER BY id LIMIT $1", &[&(args.messages as i64)])
+        .query(
+            "SELECT id FROM webhook_deliveries ORDER BY id LIMIT $1",
+            &[&(args.messages as i64)],
+        )
         .await
         .expect("ids")
         .iter()
         .map(|r| r.get(0))
         .collect();
     let stale: Vec<i64> = ids.iter().copied().filter(|id| id % 10 == 3).collect();
-    replay_db.execute("UPDATE webhook_deliveries SET status = 'succeeded' WHERE id = ANY($1)", &[&stale]).await.expect("stale");
+    replay_db
+        .execute(
+            "UPDATE webhook_deliveries SET status = 'succeeded' WHERE id = ANY($1)",
+            &[&stale],
+        )
+        .await
+        .expect("stale");
     for chunk in ids.chunks(10) {
         let entries: Vec<SendMessageBatchRequestEntry> = chunk
             .iter()
-            .map(|id| SendMessageBatchRequestEntry::builder().id(format!("e{id}")).message_body(json!({"delivery_id": id}).to_string()).build().expect("entry"))
+            .map(|id| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("e{id}"))
+                    .message_body(json!({"delivery_id": id}).to_string())
+                    .build()
+                    .expect("entry")
+            })
             .collect();
-        sqs.send_message_batch().queue_url(&dlq_url).set_entries(Some(entries)).send().await.expect("fill dlq");
+        sqs.send_message_batch()
+            .queue_url(&dlq_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("fill dlq");
     }
-    let counting = Arc::new(Counting { inner: SqsQueues::new(sqs.clone()), calls: AtomicU64::new(0) });
+    let counting = Arc::new(Counting {
+        inner: SqsQueues::new(sqs.clone()),
+        calls: AtomicU64::new(0),
+    });
     replay.queues = counting.clone();
     let redrive = replay
         .handle(json!({"action": "redrive", "mode": "filtered", "dlq_url": dlq_url, "source_queue_url": source_url, "max_messages": args.messages + 10}))
@@ -218,10 +315,22 @@ async fn main() {
     let received = redrive["received"].as_u64().expect("received");
     let per_message = calls as f64 / received.max(1) as f64;
 
-    line("SQS API calls per message (filtered redrive)", per_message, "", "calls/message budget", 0.35, "<= 1");
+    line(
+        "SQS API calls per message (filtered redrive)",
+        per_message,
+        "",
+        "calls/message budget",
+        0.35,
+        "<= 1",
+    );
     println!(
         "filtered redrive: sent {} stale-deleted {} kept {} ({} SQS calls for {} messages; {} endpoints probed)",
-        redrive["sent"], redrive["stale_deleted"], redrive["kept"], calls, received, redrive["endpoints_probed"]
+        redrive["sent"],
+        redrive["stale_deleted"],
+        redrive["kept"],
+        calls,
+        received,
+        redrive["endpoints_probed"]
     );
     println!(
         "{}",

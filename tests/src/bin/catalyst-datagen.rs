@@ -46,14 +46,21 @@ impl Args {
     fn spec(&self) -> GeneratorSpec {
         let mut spec = match self.target_bytes {
             Some(bytes) => GeneratorSpec::for_target_bytes(self.seed, bytes),
-            None => GeneratorSpec { seed: self.seed, ..GeneratorSpec::default() },
+            None => GeneratorSpec {
+                seed: self.seed,
+                ..GeneratorSpec::default()
+            },
         };
         spec.users = self.users.unwrap_or(spec.users);
-        spec.entitlements_per_user = self.entitlements_per_user.unwrap_or(spec.entitlements_per_user);
+        spec.entitlements_per_user = self
+            .entitlements_per_user
+            .unwrap_or(spec.entitlements_per_user);
         spec.subscriptions = self.subscriptions.unwrap_or(spec.subscriptions);
         spec.deliveries = self.deliveries.unwrap_or(spec.deliveries);
         spec.dead_letter_share = self.dead_letter_share.unwrap_or(spec.dead_letter_share);
-        spec.dead_letter_window_hours = self.dead_letter_window_hours.unwrap_or(spec.dead_letter_window_hours);
+        spec.dead_letter_window_hours = self
+            .dead_letter_window_hours
+            .unwrap_or(spec.dead_letter_window_hours);
         if let Some(base) = &self.endpoint_base {
             spec.endpoint_base.clone_from(base);
         }
@@ -77,7 +84,9 @@ async fn run(args: &Args) -> Result<serde_json::Value, Failure> {
     let spec = args.spec();
     // Before connecting, so a bad flag changes nothing in the database.
     spec.validate()?;
-    let (client, connection) = tokio_postgres::connect(&args.database_url, NoTls).await.map_err(Failure::Connect)?;
+    let (client, connection) = tokio_postgres::connect(&args.database_url, NoTls)
+        .await
+        .map_err(Failure::Connect)?;
     let connection = tokio::spawn(connection);
     let started = Instant::now();
     catalyst_db::apply(&client).await?;

@@ -19,11 +19,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let (client, connection) = tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls).await?;
+    let (client, connection) =
+        tokio_postgres::connect(&args.database_url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / args.rate.max(1));
     let mut stop = Box::pin(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
     });
     let mut n: i64 = 0;

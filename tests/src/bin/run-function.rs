@@ -18,14 +18,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let event: serde_json::Value = serde_json::from_str(&args.event)?;
     let outcome = match args.function.as_str() {
-        "dead-letter-replay" => catalyst_dr::lambda::invoke_value(&catalyst_dr::replay::DeadLetterReplay::from_env().await?, &event).await,
-        "snapshot-trigger" => catalyst_dr::lambda::invoke_value(&catalyst_dr::snapshot::SnapshotTrigger::from_env().await?, &event).await,
+        "dead-letter-replay" => {
+            catalyst_dr::lambda::invoke_value(
+                &catalyst_dr::replay::DeadLetterReplay::from_env().await?,
+                &event,
+            )
+            .await
+        }
+        "snapshot-trigger" => {
+            catalyst_dr::lambda::invoke_value(
+                &catalyst_dr::snapshot::SnapshotTrigger::from_env().await?,
+                &event,
+            )
+            .await
+        }
         other => return Err(format!("unknown function {other:?}").into()),
     };
     match outcome {
         Ok(result) => println!("{result}"),
         Err(diagnostic) => {
-            println!("{}", serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message}));
+            println!(
+                "{}",
+                serde_json::json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message})
+            );
             std::process::exit(1);
         }
     }

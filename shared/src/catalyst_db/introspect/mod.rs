@@ -53,7 +53,12 @@ pub fn quote_literal(value: &str) -> String {
 
 async fn session(client: &Client, application_name: &str) -> Result<(), CatalystDbError> {
     client.batch_execute(SESSION_SETTINGS).await?;
-    client.execute("SELECT set_config('application_name', $1, false)", &[&application_name]).await?;
+    client
+        .execute(
+            "SELECT set_config('application_name', $1, false)",
+            &[&application_name],
+        )
+        .await?;
     Ok(())
 }
 
@@ -61,7 +66,9 @@ async fn session(client: &Client, application_name: &str) -> Result<(), Catalyst
 /// transaction must stay open until every worker has imported it.
 pub async fn begin_exported_snapshot(client: &Client) -> Result<SnapshotInstant, CatalystDbError> {
     session(client, BACKUP_APPLICATION_NAME).await?;
-    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
     let row = client
         .query_one(
             "SELECT pg_export_snapshot(), \
@@ -71,18 +78,34 @@ pub async fn begin_exported_snapshot(client: &Client) -> Result<SnapshotInstant,
             &[],
         )
         .await?;
-    Ok(SnapshotInstant { snapshot_id: row.get(0), server_time: row.get(1), lsn: row.get(2), database: row.get(3), server_version: row.get(4) })
+    Ok(SnapshotInstant {
+        snapshot_id: row.get(0),
+        server_time: row.get(1),
+        lsn: row.get(2),
+        database: row.get(3),
+        server_version: row.get(4),
+    })
 }
 
 /// Opens a worker's transaction on the snapshot `snapshot_id` exported by [`begin_exported_snapshot`].
 pub async fn import_snapshot(client: &Client, snapshot_id: &str) -> Result<(), CatalystDbError> {
     // SET TRANSACTION SNAPSHOT takes no bind parameter; snapshot names are hex digits and dashes.
-    if snapshot_id.is_empty() || !snapshot_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(CatalystDbError::invalid("snapshot_id", "not a PostgreSQL snapshot name"));
+    if snapshot_id.is_empty()
+        || !snapshot_id
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-')
+    {
+        return Err(CatalystDbError::invalid(
+            "snapshot_id",
+            "not a PostgreSQL snapshot name",
+        ));
     }
     session(client, BACKUP_APPLICATION_NAME).await?;
     client
-        .batch_execute(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}", quote_literal(snapshot_id)))
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(snapshot_id)
+        ))
         .await?;
     Ok(())
 }
@@ -106,7 +129,9 @@ pub mod order;
 pub mod tables;
 
 pub use objects::{CapturedExtension, NotCaptured, SchemaObject};
-pub use tables::{CapturedColumn, CapturedConstraint, CapturedIndex, CapturedTable, PartitionOf, TableKind};
+pub use tables::{
+    CapturedColumn, CapturedConstraint, CapturedIndex, CapturedTable, PartitionOf, TableKind,
+};
 
 /// Everything a logical backup knows of the database's schema, and how to recreate it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +181,11 @@ impl CapturedSequence {
     /// Sequence options; an identity column's sequence takes its type from the column, so `AS`
     /// is only given for the others.
     pub fn options(&self) -> String {
-        let data_type = if self.ownership == "identity" { String::new() } else { format!("AS {} ", self.data_type) };
+        let data_type = if self.ownership == "identity" {
+            String::new()
+        } else {
+            format!("AS {} ", self.data_type)
+        };
         format!(
             "{data_type}INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} CACHE {} {}",
             self.increment,
@@ -169,10 +198,13 @@ impl CapturedSequence {
     }
 }
 
-const USER_NAMESPACE: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'";
+const USER_NAMESPACE: &str =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'";
 
 fn not_extension_member(classid: &str, oid: &str) -> String {
-    format!("NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{classid}'::regclass AND e.objid = {oid} AND e.deptype = 'e')")
+    format!(
+        "NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{classid}'::regclass AND e.objid = {oid} AND e.deptype = 'e')"
+    )
 }
 
 /// Captures the schema as seen by the connection's transaction (whose `search_path` is empty,
@@ -184,7 +216,14 @@ pub async fn capture_schema(client: &Client) -> Result<CapturedSchema, CatalystD
     let pre_data = objects::pre_data(client, &extensions, &tables, &sequences).await?;
     let post_data = objects::post_data(client, &tables).await?;
     let not_captured = objects::not_captured(client).await?;
-    Ok(CapturedSchema { extensions, pre_data, tables, sequences, post_data, not_captured })
+    Ok(CapturedSchema {
+        extensions,
+        pre_data,
+        tables,
+        sequences,
+        post_data,
+        not_captured,
+    })
 }
 
 async fn capture_sequences(client: &Client) -> Result<Vec<CapturedSequence>, CatalystDbError> {
@@ -232,7 +271,15 @@ async fn capture_sequences(client: &Client) -> Result<Vec<CapturedSequence>, Cat
         })
         .collect();
     for s in &mut sequences {
-        let row = client.query_one(&format!("SELECT last_value, is_called FROM {}", qualified(&s.schema, &s.name)), &[]).await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT last_value, is_called FROM {}",
+                    qualified(&s.schema, &s.name)
+                ),
+                &[],
+            )
+            .await?;
         s.last_value = row.get(0);
         s.is_called = row.get(1);
     }
@@ -245,8 +292,16 @@ pub async fn lock_tables(client: &Client, tables: &[CapturedTable]) -> Result<()
     if tables.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> = tables.iter().map(|t| qualified(&t.schema, &t.name)).collect();
-    client.batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", "))).await?;
+    let names: Vec<String> = tables
+        .iter()
+        .map(|t| qualified(&t.schema, &t.name))
+        .collect();
+    client
+        .batch_execute(&format!(
+            "LOCK TABLE {} IN ACCESS SHARE MODE",
+            names.join(", ")
+        ))
+        .await?;
     Ok(())
 }
 
@@ -262,13 +317,19 @@ pub struct BlockRange {
 }
 
 impl BlockRange {
-    pub const WHOLE: BlockRange = BlockRange { start: 0, end: None };
+    pub const WHOLE: BlockRange = BlockRange {
+        start: 0,
+        end: None,
+    };
 }
 
 /// Whether the server scans a `ctid` range by reading only its blocks (TID range scans,
 /// PostgreSQL 14 and later). Older servers would scan the whole table once per range.
 pub async fn supports_block_ranges(client: &Client) -> Result<bool, CatalystDbError> {
-    let version: i32 = client.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
     Ok(version >= 140_000)
 }
 
@@ -281,8 +342,14 @@ pub struct TableBlocks {
     pub blocks: Vec<u64>,
 }
 
-pub async fn table_blocks(client: &Client, tables: &[&CapturedTable]) -> Result<TableBlocks, CatalystDbError> {
-    let block_size: i64 = client.query_one("SELECT current_setting('block_size')::bigint", &[]).await?.get(0);
+pub async fn table_blocks(
+    client: &Client,
+    tables: &[&CapturedTable],
+) -> Result<TableBlocks, CatalystDbError> {
+    let block_size: i64 = client
+        .query_one("SELECT current_setting('block_size')::bigint", &[])
+        .await?
+        .get(0);
     let names: Vec<String> = tables.iter().map(|t| t.qualified_name()).collect();
     let rows = client
         .query(
@@ -291,7 +358,13 @@ pub async fn table_blocks(client: &Client, tables: &[&CapturedTable]) -> Result<
         )
         .await?;
     let block_size = block_size.max(1) as u64;
-    Ok(TableBlocks { block_size, blocks: rows.into_iter().map(|r| r.get::<_, i64>(0).max(0) as u64 / block_size).collect() })
+    Ok(TableBlocks {
+        block_size,
+        blocks: rows
+            .into_iter()
+            .map(|r| r.get::<_, i64>(0).max(0) as u64 / block_size)
+            .collect(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,20 +441,34 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
     let mut foreign_keys = Vec::new();
     for t in &schema.tables {
         let name = t.qualified_name();
-        for c in t.constraints.iter().filter(|c| matches!(c.kind.as_str(), "p" | "u" | "x")) {
+        for c in t
+            .constraints
+            .iter()
+            .filter(|c| matches!(c.kind.as_str(), "p" | "u" | "x"))
+        {
             let constraint = quote_ident(&c.name);
             match c.attachable_index().filter(|_| t.stores_rows()) {
                 Some(index) => {
                     indexes.push(index.to_owned());
-                    let kind = if c.kind == "p" { "PRIMARY KEY" } else { "UNIQUE" };
+                    let kind = if c.kind == "p" {
+                        "PRIMARY KEY"
+                    } else {
+                        "UNIQUE"
+                    };
                     keys.push(format!("ALTER TABLE ONLY {name} ADD CONSTRAINT {constraint} {kind} USING INDEX {constraint}"));
                 }
                 // A partitioned table's key is added to it alone (an invalid index until its
                 // partitions' keys are attached), as are exclusion constraints and deferrable keys.
-                None => keys.push(format!("ALTER TABLE ONLY {name} ADD CONSTRAINT {constraint} {}", c.definition)),
+                None => keys.push(format!(
+                    "ALTER TABLE ONLY {name} ADD CONSTRAINT {constraint} {}",
+                    c.definition
+                )),
             }
             if let Some(parent) = &c.parent_index {
-                attachments.push(format!("ALTER INDEX {parent} ATTACH PARTITION {}", qualified(&t.schema, &c.name)));
+                attachments.push(format!(
+                    "ALTER INDEX {parent} ATTACH PARTITION {}",
+                    qualified(&t.schema, &c.name)
+                ));
             }
         }
         // NOT VALID checks reach inheritance children and partitions from their parent.
@@ -389,12 +476,21 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
             t.constraints
                 .iter()
                 .filter(|c| c.kind == "c" && !c.is_inline_check() && c.local)
-                .map(|c| format!("ALTER TABLE {name} ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition)),
+                .map(|c| {
+                    format!(
+                        "ALTER TABLE {name} ADD CONSTRAINT {} {}",
+                        quote_ident(&c.name),
+                        c.definition
+                    )
+                }),
         );
         for index in &t.indexes {
             indexes.push(index.definition.clone());
             if let Some(parent) = &index.parent_index {
-                attachments.push(format!("ALTER INDEX {parent} ATTACH PARTITION {}", qualified(&t.schema, &index.name)));
+                attachments.push(format!(
+                    "ALTER INDEX {parent} ATTACH PARTITION {}",
+                    qualified(&t.schema, &index.name)
+                ));
             }
         }
         // A partition's copy of its parent's foreign key is made again by the parent's.
@@ -402,7 +498,16 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
             t.constraints
                 .iter()
                 .filter(|c| c.kind == "f" && !c.cloned)
-                .map(|c| (c.oid, format!("ALTER TABLE {name} ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition))),
+                .map(|c| {
+                    (
+                        c.oid,
+                        format!(
+                            "ALTER TABLE {name} ADD CONSTRAINT {} {}",
+                            quote_ident(&c.name),
+                            c.definition
+                        ),
+                    )
+                }),
         );
     }
     let mut ordered = keys;
@@ -412,15 +517,26 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
     ordered.extend(foreign_keys.into_iter().map(|(_, statement)| statement));
     for s in schema.sequences.iter().filter(|s| s.ownership == "owned") {
         if let Some((os, ot, oc)) = &s.owner {
-            ordered.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", qualified(&s.schema, &s.name), qualified(os, ot), quote_ident(oc)));
+            ordered.push(format!(
+                "ALTER SEQUENCE {} OWNED BY {}.{}",
+                qualified(&s.schema, &s.name),
+                qualified(os, ot),
+                quote_ident(oc)
+            ));
         }
     }
     PostData { indexes, ordered }
 }
 
 /// The roles `objects` name that the connected cluster does not have.
-pub async fn missing_roles(client: &Client, objects: &[SchemaObject]) -> Result<Vec<String>, CatalystDbError> {
-    let mut roles: Vec<String> = objects.iter().flat_map(|o| o.roles.iter().cloned()).collect();
+pub async fn missing_roles(
+    client: &Client,
+    objects: &[SchemaObject],
+) -> Result<Vec<String>, CatalystDbError> {
+    let mut roles: Vec<String> = objects
+        .iter()
+        .flat_map(|o| o.roles.iter().cloned())
+        .collect();
     roles.sort();
     roles.dedup();
     let rows = client
@@ -431,7 +547,10 @@ pub async fn missing_roles(client: &Client, objects: &[SchemaObject]) -> Result<
 
 /// The backup's extensions that `actual` (the restored database's) lacks or has at another
 /// version or in another schema.
-pub fn extension_differences(expected: &[CapturedExtension], actual: &[CapturedExtension]) -> Vec<String> {
+pub fn extension_differences(
+    expected: &[CapturedExtension],
+    actual: &[CapturedExtension],
+) -> Vec<String> {
     expected
         .iter()
         .filter_map(|x| match actual.iter().find(|a| a.name == x.name) {
@@ -449,29 +568,61 @@ pub fn extension_differences(expected: &[CapturedExtension], actual: &[CapturedE
 /// restored database: objects missing, extra or defined differently (sequence positions and
 /// extensions are compared on their own).
 pub fn schema_differences(expected: &CapturedSchema, actual: &CapturedSchema) -> Vec<String> {
-    fn compare<T: Serialize>(what: &str, expected: Vec<(String, T)>, actual: Vec<(String, T)>, out: &mut Vec<String>) {
+    fn compare<T: Serialize>(
+        what: &str,
+        expected: Vec<(String, T)>,
+        actual: Vec<(String, T)>,
+        out: &mut Vec<String>,
+    ) {
         let json = |v: &T| serde_json::to_value(v).unwrap_or_default();
         for (name, e) in &expected {
             match actual.iter().find(|(n, _)| n == name) {
-                None => out.push(format!("{what} {name} is missing from the restored database")),
-                Some((_, a)) if json(a) != json(e) => out.push(format!("{what} {name} is defined differently in the restored database: {}", first_difference(&json(e), &json(a)))),
+                None => out.push(format!(
+                    "{what} {name} is missing from the restored database"
+                )),
+                Some((_, a)) if json(a) != json(e) => out.push(format!(
+                    "{what} {name} is defined differently in the restored database: {}",
+                    first_difference(&json(e), &json(a))
+                )),
                 Some(_) => {}
             }
         }
-        for (name, _) in actual.iter().filter(|(n, _)| !expected.iter().any(|(e, _)| e == n)) {
-            out.push(format!("{what} {name} is in the restored database but not in the backup"));
+        for (name, _) in actual
+            .iter()
+            .filter(|(n, _)| !expected.iter().any(|(e, _)| e == n))
+        {
+            out.push(format!(
+                "{what} {name} is in the restored database but not in the backup"
+            ));
         }
     }
     let objects = |list: &[SchemaObject]| {
-        list.iter().filter(|o| o.kind != "extension").map(|o| (format!("{} {}", o.kind, o.name), o.statements.clone())).collect::<Vec<_>>()
+        list.iter()
+            .filter(|o| o.kind != "extension")
+            .map(|o| (format!("{} {}", o.kind, o.name), o.statements.clone()))
+            .collect::<Vec<_>>()
     };
     let tables = |schema: &CapturedSchema| {
         schema
             .tables
             .iter()
             .map(|t| {
-                let constraints = t.constraints.iter().map(|c| CapturedConstraint { oid: 0, ..c.clone() }).collect();
-                (t.qualified_name(), CapturedTable { oid: 0, constraints, ..t.clone() })
+                let constraints = t
+                    .constraints
+                    .iter()
+                    .map(|c| CapturedConstraint {
+                        oid: 0,
+                        ..c.clone()
+                    })
+                    .collect();
+                (
+                    t.qualified_name(),
+                    CapturedTable {
+                        oid: 0,
+                        constraints,
+                        ..t.clone()
+                    },
+                )
             })
             .collect::<Vec<_>>()
     };
@@ -479,14 +630,33 @@ pub fn schema_differences(expected: &CapturedSchema, actual: &CapturedSchema) ->
         schema
             .sequences
             .iter()
-            .map(|s| (qualified(&s.schema, &s.name), CapturedSequence { last_value: 0, is_called: false, ..s.clone() }))
+            .map(|s| {
+                (
+                    qualified(&s.schema, &s.name),
+                    CapturedSequence {
+                        last_value: 0,
+                        is_called: false,
+                        ..s.clone()
+                    },
+                )
+            })
             .collect::<Vec<_>>()
     };
     let mut out = Vec::new();
-    compare("", objects(&expected.pre_data), objects(&actual.pre_data), &mut out);
+    compare(
+        "",
+        objects(&expected.pre_data),
+        objects(&actual.pre_data),
+        &mut out,
+    );
     compare("table", tables(expected), tables(actual), &mut out);
     compare("sequence", sequences(expected), sequences(actual), &mut out);
-    compare("", objects(&expected.post_data), objects(&actual.post_data), &mut out);
+    compare(
+        "",
+        objects(&expected.post_data),
+        objects(&actual.post_data),
+        &mut out,
+    );
     out.iter_mut().for_each(|d| *d = d.trim_start().to_owned());
     out
 }
@@ -505,12 +675,21 @@ fn first_difference(expected: &serde_json::Value, actual: &serde_json::Value) ->
             "fields differ".to_owned()
         }
         (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
-            let (i, (value, other)) = e.iter().zip(a).enumerate().find(|(_, (x, y))| x != y).unwrap_or((0, (expected, actual)));
+            let (i, (value, other)) = e
+                .iter()
+                .zip(a)
+                .enumerate()
+                .find(|(_, (x, y))| x != y)
+                .unwrap_or((0, (expected, actual)));
             format!("[{i}] {}", first_difference(value, other))
         }
         _ => {
             let cut = |v: &Value| v.to_string().chars().take(300).collect::<String>();
-            format!("the backup has {}, the restored database {}", cut(expected), cut(actual))
+            format!(
+                "the backup has {}, the restored database {}",
+                cut(expected),
+                cut(actual)
+            )
         }
     }
 }
@@ -535,16 +714,36 @@ pub async fn execute_ddl(client: &Client, statements: &[String]) -> Result<(), C
 }
 
 /// Puts every captured sequence back at its captured position.
-pub async fn restore_sequence_values(client: &Client, sequences: &[CapturedSequence]) -> Result<(), CatalystDbError> {
+pub async fn restore_sequence_values(
+    client: &Client,
+    sequences: &[CapturedSequence],
+) -> Result<(), CatalystDbError> {
     for s in sequences {
-        client.execute("SELECT setval($1::text::regclass, $2, $3)", &[&qualified(&s.schema, &s.name), &s.last_value, &s.is_called]).await?;
+        client
+            .execute(
+                "SELECT setval($1::text::regclass, $2, $3)",
+                &[&qualified(&s.schema, &s.name), &s.last_value, &s.is_called],
+            )
+            .await?;
     }
     Ok(())
 }
 
 /// A sequence's `(last_value, is_called)`, for checks after a restore.
-pub async fn sequence_position(client: &Client, schema: &str, name: &str) -> Result<(i64, bool), CatalystDbError> {
-    let row = client.query_one(&format!("SELECT last_value, is_called FROM {}", qualified(schema, name)), &[]).await?;
+pub async fn sequence_position(
+    client: &Client,
+    schema: &str,
+    name: &str,
+) -> Result<(i64, bool), CatalystDbError> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT last_value, is_called FROM {}",
+                qualified(schema, name)
+            ),
+            &[],
+        )
+        .await?;
     Ok((row.get(0), row.get(1)))
 }
 
@@ -577,8 +776,16 @@ mod tests {
             kind: TableKind::Ordinary,
             unlogged: false,
             columns: vec![
-                CapturedColumn { not_null: true, identity: Some("d".into()), ..column("id", "bigint") },
-                CapturedColumn { default: Some("(id * 2)".into()), generated: Some("s".into()), ..column("g", "integer") },
+                CapturedColumn {
+                    not_null: true,
+                    identity: Some("d".into()),
+                    ..column("id", "bigint")
+                },
+                CapturedColumn {
+                    default: Some("(id * 2)".into()),
+                    generated: Some("s".into()),
+                    ..column("g", "integer")
+                },
             ],
             constraints: vec![],
             indexes: vec![],
@@ -599,31 +806,65 @@ mod tests {
     fn partitions_are_created_whole_then_attached_and_children_list_their_own_columns() {
         let mut partition = table();
         partition.columns[0].local = false;
-        partition.partition_of = Some(PartitionOf { parent: "public.p".into(), bound: "FOR VALUES FROM (1) TO (10)".into() });
+        partition.partition_of = Some(PartitionOf {
+            parent: "public.p".into(),
+            bound: "FOR VALUES FROM (1) TO (10)".into(),
+        });
         let statements = partition.create_statements(&[]);
         assert!(statements[0].starts_with("CREATE TABLE \"public\".\"we\"\"ird\" (\"id\" bigint GENERATED BY DEFAULT AS IDENTITY NOT NULL, \"g\""), "{statements:?}");
-        assert_eq!(statements.last().unwrap(), "ALTER TABLE ONLY public.p ATTACH PARTITION \"public\".\"we\"\"ird\" FOR VALUES FROM (1) TO (10)");
+        assert_eq!(
+            statements.last().unwrap(),
+            "ALTER TABLE ONLY public.p ATTACH PARTITION \"public\".\"we\"\"ird\" FOR VALUES FROM (1) TO (10)"
+        );
 
         let mut child = table();
         child.columns[0].local = false;
-        child.columns[1] = CapturedColumn { collation: Some("\"C\"".into()), statistics: Some(500), ..column("note", "text") };
+        child.columns[1] = CapturedColumn {
+            collation: Some("\"C\"".into()),
+            statistics: Some(500),
+            ..column("note", "text")
+        };
         child.inherits = vec!["public.parent".into()];
         child.unlogged = true;
         let statements = child.create_statements(&[]);
-        assert_eq!(statements[0], "CREATE UNLOGGED TABLE \"public\".\"we\"\"ird\" (\"note\" text COLLATE \"C\") INHERITS (public.parent)");
-        assert!(statements.contains(&"ALTER TABLE ONLY \"public\".\"we\"\"ird\" ALTER COLUMN \"id\" SET NOT NULL".to_owned()), "{statements:?}");
+        assert_eq!(
+            statements[0],
+            "CREATE UNLOGGED TABLE \"public\".\"we\"\"ird\" (\"note\" text COLLATE \"C\") INHERITS (public.parent)"
+        );
+        assert!(
+            statements.contains(
+                &"ALTER TABLE ONLY \"public\".\"we\"\"ird\" ALTER COLUMN \"id\" SET NOT NULL"
+                    .to_owned()
+            ),
+            "{statements:?}"
+        );
         assert!(statements.contains(&"ALTER TABLE ONLY \"public\".\"we\"\"ird\" ALTER COLUMN \"note\" SET STATISTICS 500".to_owned()), "{statements:?}");
     }
 
     #[test]
     fn schema_differences_name_the_object_and_the_first_difference() {
-        let object = |name: &str, statement: &str| SchemaObject { kind: "view".into(), name: name.into(), statements: vec![statement.into()], roles: vec![] };
-        let expected = CapturedSchema { tables: vec![table()], pre_data: vec![object("public.v", "CREATE VIEW a"), object("public.w", "CREATE VIEW w")], ..Default::default() };
+        let object = |name: &str, statement: &str| SchemaObject {
+            kind: "view".into(),
+            name: name.into(),
+            statements: vec![statement.into()],
+            roles: vec![],
+        };
+        let expected = CapturedSchema {
+            tables: vec![table()],
+            pre_data: vec![
+                object("public.v", "CREATE VIEW a"),
+                object("public.w", "CREATE VIEW w"),
+            ],
+            ..Default::default()
+        };
         let mut actual = expected.clone();
         assert!(schema_differences(&expected, &actual).is_empty());
         actual.tables[0].columns[1].statistics = Some(10);
         actual.tables[0].oid = 42;
-        actual.pre_data = vec![object("public.v", "CREATE VIEW b"), object("public.x", "CREATE VIEW x")];
+        actual.pre_data = vec![
+            object("public.v", "CREATE VIEW b"),
+            object("public.x", "CREATE VIEW x"),
+        ];
         let differences = schema_differences(&expected, &actual);
         assert_eq!(
             differences,
@@ -647,12 +888,29 @@ mod tests {
     fn copy_statements_skip_generated_columns_and_read_block_ranges() {
         let t = table();
         let select = "COPY (SELECT catalyst_dr_row.\"id\" FROM ONLY \"public\".\"we\"\"ird\" AS catalyst_dr_row";
-        assert_eq!(t.copy_out_statement(&BlockRange::WHOLE), format!("{select}) TO STDOUT"));
         assert_eq!(
-            t.copy_out_statement(&BlockRange { start: 8, end: Some(16) }),
-            format!("{select} WHERE catalyst_dr_row.ctid >= '(8,0)'::tid AND catalyst_dr_row.ctid < '(16,0)'::tid) TO STDOUT")
+            t.copy_out_statement(&BlockRange::WHOLE),
+            format!("{select}) TO STDOUT")
         );
-        assert_eq!(t.copy_out_statement(&BlockRange { start: 16, end: None }), format!("{select} WHERE catalyst_dr_row.ctid >= '(16,0)'::tid) TO STDOUT"));
-        assert_eq!(t.copy_in_statement(), "COPY \"public\".\"we\"\"ird\" (\"id\") FROM STDIN");
+        assert_eq!(
+            t.copy_out_statement(&BlockRange {
+                start: 8,
+                end: Some(16)
+            }),
+            format!(
+                "{select} WHERE catalyst_dr_row.ctid >= '(8,0)'::tid AND catalyst_dr_row.ctid < '(16,0)'::tid) TO STDOUT"
+            )
+        );
+        assert_eq!(
+            t.copy_out_statement(&BlockRange {
+                start: 16,
+                end: None
+            }),
+            format!("{select} WHERE catalyst_dr_row.ctid >= '(16,0)'::tid) TO STDOUT")
+        );
+        assert_eq!(
+            t.copy_in_statement(),
+            "COPY \"public\".\"we\"\"ird\" (\"id\") FROM STDIN"
+        );
     }
 }

@@ -39,7 +39,12 @@ pub struct SchemaObject {
 
 impl SchemaObject {
     fn new(kind: impl Into<String>, name: impl Into<String>, statements: Vec<String>) -> Self {
-        Self { kind: kind.into(), name: name.into(), statements, roles: Vec::new() }
+        Self {
+            kind: kind.into(),
+            name: name.into(),
+            statements,
+            roles: Vec::new(),
+        }
     }
 }
 
@@ -64,7 +69,9 @@ impl std::fmt::Display for NotCaptured {
 }
 
 /// The extensions of the connected database (but `plpgsql`, which every database has).
-pub async fn capture_extensions(client: &Client) -> Result<Vec<CapturedExtension>, CatalystDbError> {
+pub async fn capture_extensions(
+    client: &Client,
+) -> Result<Vec<CapturedExtension>, CatalystDbError> {
     Ok(client
         .query(
             "SELECT x.extname::text, x.extversion, n.nspname::text FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace \
@@ -111,11 +118,18 @@ pub async fn pre_data(
             SchemaObject::new("schema", name.clone(), vec![format!("CREATE SCHEMA {}", super::quote_ident(&name))])
         })
         .collect();
-    ordered.extend(extensions.iter().map(|x| SchemaObject::new("extension", x.name.clone(), vec![x.create_statement()])));
+    ordered.extend(
+        extensions
+            .iter()
+            .map(|x| SchemaObject::new("extension", x.name.clone(), vec![x.create_statement()])),
+    );
 
     let mut nodes = Vec::new();
     for r in client.query(&types_query(), &[]).await? {
-        nodes.push(Node { key: (PG_TYPE, r.get(0)), object: SchemaObject::new(r.get::<_, String>(1), r.get::<_, String>(2), r.get(3)) });
+        nodes.push(Node {
+            key: (PG_TYPE, r.get(0)),
+            object: SchemaObject::new(r.get::<_, String>(1), r.get::<_, String>(2), r.get(3)),
+        });
     }
     for r in client
         .query(
@@ -138,11 +152,24 @@ pub async fn pre_data(
         .collect();
     for s in sequences.iter().filter(|s| s.ownership != "identity") {
         let name = qualified(&s.schema, &s.name);
-        let key = sequence_oids.get(&(s.schema.clone(), s.name.clone())).copied().unwrap_or_default();
-        nodes.push(Node { key: (PG_CLASS, key), object: SchemaObject::new("sequence", name.clone(), vec![format!("CREATE SEQUENCE {name} {}", s.options())]) });
+        let key = sequence_oids
+            .get(&(s.schema.clone(), s.name.clone()))
+            .copied()
+            .unwrap_or_default();
+        nodes.push(Node {
+            key: (PG_CLASS, key),
+            object: SchemaObject::new(
+                "sequence",
+                name.clone(),
+                vec![format!("CREATE SEQUENCE {name} {}", s.options())],
+            ),
+        });
     }
     for t in tables {
-        nodes.push(Node { key: (PG_CLASS, t.oid), object: SchemaObject::new("table", t.qualified_name(), t.create_statements(sequences)) });
+        nodes.push(Node {
+            key: (PG_CLASS, t.oid),
+            object: SchemaObject::new("table", t.qualified_name(), t.create_statements(sequences)),
+        });
     }
     for r in client
         .query(
@@ -168,14 +195,17 @@ pub async fn pre_data(
     let edges = dependency_edges(client).await?;
     let keys: Vec<CatalogKey> = nodes.iter().map(|n| n.key).collect();
     let mut slots: Vec<Option<SchemaObject>> = nodes.into_iter().map(|n| Some(n.object)).collect();
-    ordered.extend(dependency_order(&keys, &edges).into_iter().filter_map(|i| slots[i].take()));
+    ordered.extend(
+        dependency_order(&keys, &edges)
+            .into_iter()
+            .filter_map(|i| slots[i].take()),
+    );
     Ok(ordered)
 }
 
 /// Functions PostgreSQL makes with a type (a range type's multirange constructors) come back
 /// with the type.
-pub(super) const NOT_BUILT_IN_TO_A_TYPE: &str =
-    "NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid AND i.deptype = 'i')";
+pub(super) const NOT_BUILT_IN_TO_A_TYPE: &str = "NOT EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = 'pg_proc'::regclass AND i.objid = p.oid AND i.deptype = 'i')";
 
 /// Enum, composite, range and domain types with the statements that create them.
 fn types_query() -> String {
@@ -216,7 +246,9 @@ fn types_query() -> String {
 /// creates: a column default or check constraint to its table or domain, a view's rule to the
 /// view, a table's row type to the table, an array or multirange type to its element or range
 /// type. Partitions and inheritance children depend on their parents.
-async fn dependency_edges(client: &Client) -> Result<Vec<(CatalogKey, CatalogKey)>, CatalystDbError> {
+async fn dependency_edges(
+    client: &Client,
+) -> Result<Vec<(CatalogKey, CatalogKey)>, CatalystDbError> {
     let owners: HashMap<CatalogKey, CatalogKey> = client
         .query(
             "SELECT 'pg_attrdef'::regclass::oid, oid, 'pg_class'::regclass::oid, adrelid FROM pg_attrdef \
@@ -258,13 +290,19 @@ async fn dependency_edges(client: &Client) -> Result<Vec<(CatalogKey, CatalogKey
 }
 
 /// Everything recreated after the data, keys and indexes, in order (see the module comment).
-pub async fn post_data(client: &Client, tables: &[CapturedTable]) -> Result<Vec<SchemaObject>, CatalystDbError> {
+pub async fn post_data(
+    client: &Client,
+    tables: &[CapturedTable],
+) -> Result<Vec<SchemaObject>, CatalystDbError> {
     let mut post: Vec<SchemaObject> = tables
         .iter()
         .map(|t| SchemaObject::new("table settings", t.qualified_name(), t.table_settings()))
         .filter(|o| !o.statements.is_empty())
         .collect();
-    let relation_filter = format!("{USER_NAMESPACE} AND {}", not_extension_member("pg_class", "c.oid"));
+    let relation_filter = format!(
+        "{USER_NAMESPACE} AND {}",
+        not_extension_member("pg_class", "c.oid")
+    );
 
     for r in client
         .query(
@@ -328,7 +366,11 @@ pub async fn post_data(client: &Client, tables: &[CapturedTable]) -> Result<Vec<
     }
 
     for r in client.query(&comments_query(), &[]).await? {
-        post.push(SchemaObject::new("comment", r.get::<_, String>(0), vec![r.get(1)]));
+        post.push(SchemaObject::new(
+            "comment",
+            r.get::<_, String>(0),
+            vec![r.get(1)],
+        ));
     }
 
     for r in client.query(&format!("{} SELECT kind, ident, owner, format('ALTER %s %s OWNER TO %I', kind, ident, owner) FROM objects ORDER BY ord, ident", owned_objects()), &[]).await? {
@@ -372,8 +414,7 @@ pub async fn post_data(client: &Client, tables: &[CapturedTable]) -> Result<Vec<
 
 /// A user-defined type a restore creates: enum, domain, range, or a standalone composite type
 /// (not a table's row type).
-pub(super) const NAMED_TYPE: &str =
-    "(t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))";
+pub(super) const NAMED_TYPE: &str = "(t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))";
 
 /// Every captured object with an owner and privileges: `objects(ord, kind, grant_kind, ident,
 /// owner, acl)`, tables before their sequences (an owned sequence follows its table's owner).
@@ -495,5 +536,13 @@ pub async fn not_captured(client: &Client) -> Result<Vec<NotCaptured>, CatalystD
         lang = not_extension_member("pg_language", "l.oid"),
         fdw = not_extension_member("pg_foreign_data_wrapper", "w.oid"),
     );
-    Ok(client.query(&query, &[]).await?.into_iter().map(|r| NotCaptured { kind: r.get(0), name: r.get(1) }).collect())
+    Ok(client
+        .query(&query, &[])
+        .await?
+        .into_iter()
+        .map(|r| NotCaptured {
+            kind: r.get(0),
+            name: r.get(1),
+        })
+        .collect())
 }

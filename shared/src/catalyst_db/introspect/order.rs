@@ -14,21 +14,26 @@ pub type CatalogKey = (u32, u32);
 /// object outside `nodes` are ignored. Objects on a dependency cycle (which PostgreSQL's own
 /// creation must have broken, e.g. with `ALTER`) follow in OID order.
 pub fn dependency_order(nodes: &[CatalogKey], edges: &[(CatalogKey, CatalogKey)]) -> Vec<usize> {
-    let positions: std::collections::HashMap<CatalogKey, usize> = nodes.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let positions: std::collections::HashMap<CatalogKey, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     let index = |key: &CatalogKey| positions.get(key).copied();
     let mut waiting_on = vec![0usize; nodes.len()];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     let mut seen = std::collections::HashSet::new();
     for (dependent, dependency) in edges {
-        let (Some(d), Some(r)) = (index(dependent), index(dependency)) else { continue };
+        let (Some(d), Some(r)) = (index(dependent), index(dependency)) else {
+            continue;
+        };
         if d != r && seen.insert((d, r)) {
             waiting_on[d] += 1;
             dependents[r].push(d);
         }
     }
     let oid = |i: usize| (nodes[i].1, nodes[i].0);
-    let mut ready: BinaryHeap<Reverse<((u32, u32), usize)>> =
-        (0..nodes.len()).filter(|&i| waiting_on[i] == 0).map(|i| Reverse((oid(i), i))).collect();
+    let mut ready: BinaryHeap<Reverse<((u32, u32), usize)>> = (0..nodes.len())
+        .filter(|&i| waiting_on[i] == 0)
+        .map(|i| Reverse((oid(i), i)))
+        .collect();
     let mut order = Vec::with_capacity(nodes.len());
     let mut placed = vec![false; nodes.len()];
     loop {
@@ -46,7 +51,10 @@ pub fn dependency_order(nodes: &[CatalogKey], edges: &[(CatalogKey, CatalogKey)]
             }
         }
         // A cycle: release its lowest-OID member and carry on.
-        match (0..nodes.len()).filter(|&i| !placed[i] && waiting_on[i] > 0).min_by_key(|&i| oid(i)) {
+        match (0..nodes.len())
+            .filter(|&i| !placed[i] && waiting_on[i] > 0)
+            .min_by_key(|&i| oid(i))
+        {
             Some(i) => {
                 waiting_on[i] = 0;
                 ready.push(Reverse((oid(i), i)));
@@ -65,7 +73,10 @@ mod tests {
         // A view (oid 30) on a table (20) whose column has a type (40, created after an ALTER).
         let nodes = [(1, 30), (1, 20), (2, 40), (3, 10)];
         let edges = [((1, 30), (1, 20)), ((1, 20), (2, 40)), ((1, 20), (9, 99))];
-        let order: Vec<_> = dependency_order(&nodes, &edges).into_iter().map(|i| nodes[i]).collect();
+        let order: Vec<_> = dependency_order(&nodes, &edges)
+            .into_iter()
+            .map(|i| nodes[i])
+            .collect();
         assert_eq!(order, vec![(3, 10), (2, 40), (1, 20), (1, 30)]);
     }
 
@@ -73,7 +84,10 @@ mod tests {
     fn a_cycle_still_places_every_object() {
         let nodes = [(1, 5), (1, 6), (1, 7)];
         let edges = [((1, 5), (1, 6)), ((1, 6), (1, 5)), ((1, 7), (1, 6))];
-        let order: Vec<_> = dependency_order(&nodes, &edges).into_iter().map(|i| nodes[i]).collect();
+        let order: Vec<_> = dependency_order(&nodes, &edges)
+            .into_iter()
+            .map(|i| nodes[i])
+            .collect();
         assert_eq!(order, vec![(1, 5), (1, 6), (1, 7)]);
     }
 }

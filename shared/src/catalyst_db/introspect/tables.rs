@@ -69,7 +69,8 @@ impl CapturedConstraint {
     /// The unique index a primary key or unique constraint can be attached to with `USING
     /// INDEX` (not for deferrable ones, which `USING INDEX` does not take).
     pub(crate) fn attachable_index(&self) -> Option<&str> {
-        let attachable = matches!(self.kind.as_str(), "p" | "u") && !self.definition.contains("DEFERRABLE");
+        let attachable =
+            matches!(self.kind.as_str(), "p" | "u") && !self.definition.contains("DEFERRABLE");
         self.index_definition.as_deref().filter(|_| attachable)
     }
 }
@@ -164,10 +165,16 @@ pub async fn capture_tables(client: &Client) -> Result<Vec<CapturedTable>, Catal
             indexes: capture_indexes(client, oid).await?,
             schema,
             name,
-            kind: if relkind == "p" { TableKind::Partitioned } else { TableKind::Ordinary },
+            kind: if relkind == "p" {
+                TableKind::Partitioned
+            } else {
+                TableKind::Ordinary
+            },
             unlogged: row.get(4),
             partition_key: row.get(5),
-            partition_of: parent.zip(bound).map(|(parent, bound)| PartitionOf { parent, bound }),
+            partition_of: parent
+                .zip(bound)
+                .map(|(parent, bound)| PartitionOf { parent, bound }),
             inherits: row.get(8),
             options: row.get(9),
             replica_identity: row.get(10),
@@ -181,7 +188,11 @@ pub async fn capture_tables(client: &Client) -> Result<Vec<CapturedTable>, Catal
     Ok(tables)
 }
 
-async fn capture_columns(client: &Client, oid: u32, qualified_name: &str) -> Result<Vec<CapturedColumn>, CatalystDbError> {
+async fn capture_columns(
+    client: &Client,
+    oid: u32,
+    qualified_name: &str,
+) -> Result<Vec<CapturedColumn>, CatalystDbError> {
     Ok(client
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid), a.attnotnull, \
@@ -218,7 +229,10 @@ async fn capture_columns(client: &Client, oid: u32, qualified_name: &str) -> Res
         .collect())
 }
 
-async fn capture_constraints(client: &Client, oid: u32) -> Result<Vec<CapturedConstraint>, CatalystDbError> {
+async fn capture_constraints(
+    client: &Client,
+    oid: u32,
+) -> Result<Vec<CapturedConstraint>, CatalystDbError> {
     Ok(client
         .query(
             "SELECT c.conname::text, c.contype::text, pg_get_constraintdef(c.oid), \
@@ -277,11 +291,18 @@ impl CapturedTable {
 
     /// The columns a backup copies: all but stored generated columns.
     pub fn copied_columns(&self) -> Vec<&CapturedColumn> {
-        self.columns.iter().filter(|c| c.generated.is_none()).collect()
+        self.columns
+            .iter()
+            .filter(|c| c.generated.is_none())
+            .collect()
     }
 
     fn column_list(&self) -> String {
-        self.copied_columns().iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+        self.copied_columns()
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `COPY (SELECT <columns> FROM ONLY t [WHERE ctid in the block range]) TO STDOUT`: the rows
@@ -290,13 +311,23 @@ impl CapturedTable {
     /// backed up as a table of its own). Their order does not matter: the content checksum is a
     /// rowset checksum ([`crate::logical::rowset`]).
     pub fn copy_out_statement(&self, range: &super::BlockRange) -> String {
-        let columns = self.copied_columns().iter().map(|c| format!("{ROW_ALIAS}.{}", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
+        let columns = self
+            .copied_columns()
+            .iter()
+            .map(|c| format!("{ROW_ALIAS}.{}", quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
         let filter = match (range.start, range.end) {
             (0, None) => String::new(),
             (start, None) => format!(" WHERE {ROW_ALIAS}.ctid >= '({start},0)'::tid"),
-            (start, Some(end)) => format!(" WHERE {ROW_ALIAS}.ctid >= '({start},0)'::tid AND {ROW_ALIAS}.ctid < '({end},0)'::tid"),
+            (start, Some(end)) => format!(
+                " WHERE {ROW_ALIAS}.ctid >= '({start},0)'::tid AND {ROW_ALIAS}.ctid < '({end},0)'::tid"
+            ),
         };
-        format!("COPY (SELECT {columns} FROM ONLY {} AS {ROW_ALIAS}{filter}) TO STDOUT", self.qualified_name())
+        format!(
+            "COPY (SELECT {columns} FROM ONLY {} AS {ROW_ALIAS}{filter}) TO STDOUT",
+            self.qualified_name()
+        )
     }
 
     /// `COPY t (<columns>) FROM STDIN`.
@@ -331,7 +362,11 @@ impl CapturedTable {
                     .map(|c| format!("CONSTRAINT {} {}", quote_ident(&c.name), c.definition)),
             )
             .collect::<Vec<_>>();
-        let mut create = format!("CREATE {}TABLE {name} ({})", if self.unlogged { "UNLOGGED " } else { "" }, columns.join(", "));
+        let mut create = format!(
+            "CREATE {}TABLE {name} ({})",
+            if self.unlogged { "UNLOGGED " } else { "" },
+            columns.join(", ")
+        );
         if inheriting {
             create.push_str(&format!(" INHERITS ({})", self.inherits.join(", ")));
         }
@@ -343,7 +378,10 @@ impl CapturedTable {
         }
         let mut statements = vec![create];
         for c in &self.columns {
-            let column = format!("ALTER TABLE ONLY {name} ALTER COLUMN {}", quote_ident(&c.name));
+            let column = format!(
+                "ALTER TABLE ONLY {name} ALTER COLUMN {}",
+                quote_ident(&c.name)
+            );
             if inheriting && !c.local {
                 // An inherited column's own default or NOT NULL, where it differs from the parent's.
                 if let (Some(default), None, None) = (&c.default, &c.generated, &c.identity) {
@@ -367,12 +405,19 @@ impl CapturedTable {
             }
         }
         if let Some(partition) = &self.partition_of {
-            statements.push(format!("ALTER TABLE ONLY {} ATTACH PARTITION {name} {}", partition.parent, partition.bound));
+            statements.push(format!(
+                "ALTER TABLE ONLY {} ATTACH PARTITION {name} {}",
+                partition.parent, partition.bound
+            ));
         }
         statements
     }
 
-    fn column_definition(&self, c: &CapturedColumn, sequences: &[super::CapturedSequence]) -> String {
+    fn column_definition(
+        &self,
+        c: &CapturedColumn,
+        sequences: &[super::CapturedSequence],
+    ) -> String {
         let mut def = format!("{} {}", quote_ident(&c.name), c.data_type);
         if let Some(collation) = &c.collation {
             def.push_str(&format!(" COLLATE {collation}"));
@@ -384,10 +429,17 @@ impl CapturedTable {
         } else if let Some(kind) = &c.identity {
             let mode = if kind == "a" { "ALWAYS" } else { "BY DEFAULT" };
             let sequence = sequences.iter().find(|s| {
-                s.ownership == "identity" && s.owner.as_ref().is_some_and(|(os, ot, oc)| os == &self.schema && ot == &self.name && oc == &c.name)
+                s.ownership == "identity"
+                    && s.owner.as_ref().is_some_and(|(os, ot, oc)| {
+                        os == &self.schema && ot == &self.name && oc == &c.name
+                    })
             });
             match sequence {
-                Some(s) => def.push_str(&format!(" GENERATED {mode} AS IDENTITY (SEQUENCE NAME {} {})", qualified(&s.schema, &s.name), s.options())),
+                Some(s) => def.push_str(&format!(
+                    " GENERATED {mode} AS IDENTITY (SEQUENCE NAME {} {})",
+                    qualified(&s.schema, &s.name),
+                    s.options()
+                )),
                 None => def.push_str(&format!(" GENERATED {mode} AS IDENTITY")),
             }
         } else if let Some(expr) = &c.default {
@@ -408,11 +460,21 @@ impl CapturedTable {
             "f" => statements.push(format!("ALTER TABLE ONLY {name} REPLICA IDENTITY FULL")),
             _ => {}
         }
-        if let Some(index) = self.replica_identity_index.as_ref().filter(|_| self.replica_identity == "i") {
-            statements.push(format!("ALTER TABLE ONLY {name} REPLICA IDENTITY USING INDEX {}", quote_ident(index)));
+        if let Some(index) = self
+            .replica_identity_index
+            .as_ref()
+            .filter(|_| self.replica_identity == "i")
+        {
+            statements.push(format!(
+                "ALTER TABLE ONLY {name} REPLICA IDENTITY USING INDEX {}",
+                quote_ident(index)
+            ));
         }
         if let Some(index) = &self.clustered_index {
-            statements.push(format!("ALTER TABLE ONLY {name} CLUSTER ON {}", quote_ident(index)));
+            statements.push(format!(
+                "ALTER TABLE ONLY {name} CLUSTER ON {}",
+                quote_ident(index)
+            ));
         }
         if self.row_security {
             statements.push(format!("ALTER TABLE ONLY {name} ENABLE ROW LEVEL SECURITY"));
