@@ -6,8 +6,10 @@ pointing at the resources seed_aws.py creates). `!Ref`, `!Sub`, `!If`, `!Join`, 
 conditions and the template's Rules are evaluated as CloudFormation would; a reference to a
 resource with no local counterpart is an error, never a guess.
 
-    deployed.py env --config-env dev --seed STATE/seed.json [--state STATE]
-        the functions' environment (KEY=VALUE lines) for `cargo lambda watch --env-file`
+    deployed.py env --function snapshot-trigger --config-env dev --seed STATE/seed.json [--state STATE]
+        one function's environment (KEY=VALUE lines) for `cargo lambda watch --env-file`
+    deployed.py roles --config-env dev --seed STATE/seed.json
+        each function's execution role: name, inline policy documents, managed policy ARNs
     deployed.py state-machines --config-env dev --seed STATE/seed.json
         each state machine's definition file and DefinitionSubstitutions, as JSON
     deployed.py schedules --config-env dev --seed STATE/seed.json
@@ -56,8 +58,6 @@ LOCAL_OVERRIDES = {
     "RESTORE_ENGINE": "local",
     # The local PostgreSQL listens on loopback without TLS.
     "PG_TLS": "disable",
-    # moto has no ElastiCache CopySnapshot (the export's request has a request-shape test).
-    "ELASTICACHE_EXPORT": "false",
 }
 # Template values dropped locally: the RDS CA bundle is a layer file that exists only in Lambda.
 LOCAL_REMOVALS = {"PG_CA_BUNDLE"}
@@ -74,6 +74,8 @@ def local_additions(seed, state):
         "REPLAY_DATABASE_SECRET_ID": seed["replay_database_secret"],
         # Probed endpoints run on loopback, which the SSRF guard refuses in AWS.
         "PROBE_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
+        # moto has no ElastiCache CopySnapshot (the export's request has a request-shape test).
+        "ELASTICACHE_EXPORT": "false",
     }
     if state:
         extra.update(
@@ -215,7 +217,10 @@ class Resolver:
         if kind == "AWS::StepFunctions::StateMachine" or kind == "AWS::Serverless::StateMachine":
             arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{self.stack_name}-{name}"
             return {None: arn, "Name": f"{self.stack_name}-{name}"}[attribute]
-        # Identifiers only: nothing local calls these, the schedules' targets just name them.
+        # Identifiers only: nothing local calls these, the schedules' targets and the roles'
+        # policies just name them.
+        if kind == "AWS::KMS::Key":
+            return {None: f"local-{name}", "Arn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/local-{name}"}[attribute]
         if kind == "AWS::IAM::Role":
             return {None: f"{self.stack_name}-{name}", "Arn": f"arn:aws:iam::{ACCOUNT}:role/{self.stack_name}-{name}"}[attribute]
         if kind == "AWS::SQS::Queue":
@@ -295,6 +300,29 @@ class Resolver:
             out[name] = {"binary": resource["Metadata"]["BuildProperties"]["Binary"], "environment": {k: str(v) for k, v in env.items()}}
         return out
 
+    def roles(self):
+        """Each function's execution role: its name as deployed, its inline policy documents
+        resolved, its managed policy ARNs."""
+        out = {}
+        for name, resource in self.template["Resources"].items():
+            if resource["Type"] != "AWS::Serverless::Function":
+                continue
+            if "Condition" in resource and not self.condition(resource["Condition"]):
+                continue
+            role_ref = resource["Properties"].get("Role")
+            if not (isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref):
+                raise TemplateError(f"{name} has no Role of its own (!GetAtt <Role>.Arn)")
+            target = role_ref["Fn::GetAtt"]
+            role = target[0] if isinstance(target, list) else target.split(".", 1)[0]
+            props = self.value(self.template["Resources"][role]["Properties"])
+            out[resource["Metadata"]["BuildProperties"]["Binary"]] = {
+                "role": role,
+                "role_name": f"{self.stack_name}-{role}"[:64],
+                "policies": {p["PolicyName"]: p["PolicyDocument"] for p in props.get("Policies", [])},
+                "managed": props.get("ManagedPolicyArns", []),
+            }
+        return out
+
     def state_machines(self):
         out = {}
         for name, resource in self.template["Resources"].items():
@@ -342,30 +370,28 @@ class Resolver:
         return out
 
 
-def function_env(resolver, seed, state):
-    """One environment for every function: `cargo lambda watch` serves them all from one env
-    file, so a variable two functions set differently is an error rather than a silent pick."""
-    merged, owners = {}, {}
-    for name, function in resolver.functions().items():
-        for key, value in function["environment"].items():
-            if key in LOCAL_REMOVALS:
-                continue
-            value = LOCAL_OVERRIDES.get(key, value)
-            if key in merged and merged[key] != value:
-                raise TemplateError(f"{key} is {merged[key]!r} in {owners[key]} but {value!r} in {name}: one env file cannot serve both")
-            merged[key], owners[key] = value, name
-    merged.update(LOCAL_OVERRIDES)
+def function_env(resolver, seed, state, binary):
+    """One function's environment: the template's, with LOCAL_OVERRIDES applied to the variables
+    it sets, LOCAL_REMOVALS dropped, and the local additions."""
+    functions = {f["binary"]: f for f in resolver.functions().values()}
+    if binary not in functions:
+        raise TemplateError(f"no function {binary!r} in the template ({', '.join(sorted(functions))})")
+    env = {}
+    for key, value in functions[binary]["environment"].items():
+        if key not in LOCAL_REMOVALS:
+            env[key] = LOCAL_OVERRIDES.get(key, value)
     for key, value in local_additions(seed, state).items():
-        if key in merged:
-            raise TemplateError(f"{key} is set by the template ({owners[key]}); it cannot be a local addition")
-        merged[key] = value
-    return merged
+        if key in functions[binary]["environment"]:
+            raise TemplateError(f"{key} is set by the template ({binary}); it cannot be a local addition")
+        env[key] = value
+    return env
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["env", "functions", "state-machines", "schedules", "runner-args"])
+    parser.add_argument("command", choices=["env", "functions", "roles", "state-machines", "schedules", "runner-args"])
     parser.add_argument("--machine", help="runner-args: the state machine's logical id")
+    parser.add_argument("--function", help="env: the function's binary name")
     parser.add_argument("--config-env", default="dev", help="samconfig.toml environment (dev, prod)")
     parser.add_argument("--seed", required=True, help="STATE/seed.json of the local stack")
     parser.add_argument("--state", default="", help="the stack's state directory (env: local engine paths)")
@@ -381,12 +407,16 @@ def main(argv=None):
     try:
         resolver = Resolver(load_template(), parameters, stack_name, seed)
         if args.command == "env":
-            for key, value in sorted(function_env(resolver, seed, args.state).items()):
+            if not args.function:
+                raise TemplateError("env needs --function BINARY")
+            for key, value in sorted(function_env(resolver, seed, args.state, args.function).items()):
                 if "\n" in value:
                     raise TemplateError(f"{key} holds a newline, which an env file cannot carry")
                 print(f"{key}={value}")
         elif args.command == "functions":
             print(json.dumps(resolver.functions(), indent=2))
+        elif args.command == "roles":
+            print(json.dumps(resolver.roles(), indent=2))
         elif args.command == "runner-args":
             machines = resolver.state_machines()
             if args.machine not in machines:

@@ -9,7 +9,7 @@
 //          [--sub Key=Value ...] [--lambda-endpoint URL] [--aws-endpoint URL] [--fast] [--name NAME]
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomUUID } from 'node:crypto';
 import { StateMachine } from 'aws-local-stepfunctions';
 
 const { values: args } = parseArgs({
@@ -78,23 +78,46 @@ async function invokeLambda(functionName, payload) {
   return parsed;
 }
 
+// Signature Version 4 over a POST to the local endpoint, with the credentials in the environment
+// (the local endpoint enforces IAM, so an unsigned or unknown caller is refused).
+function signedHeaders(service, endpoint, body, contentType) {
+  const accessKey = process.env.AWS_ACCESS_KEY_ID;
+  const secret = process.env.AWS_SECRET_ACCESS_KEY;
+  if (!accessKey || !secret) throw new TaskFailure('States.TaskFailed', 'no AWS credentials in the environment for the SNS publish task');
+  const region = process.env.AWS_REGION ?? 'us-east-1';
+  const amzDate = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  const day = amzDate.slice(0, 8);
+  const headers = { 'content-type': contentType, host: new URL(endpoint).host, 'x-amz-date': amzDate };
+  if (process.env.AWS_SESSION_TOKEN) headers['x-amz-security-token'] = process.env.AWS_SESSION_TOKEN;
+  const names = Object.keys(headers).sort();
+  const sha256 = (text) => createHash('sha256').update(text).digest('hex');
+  const canonical = ['POST', '/', '', ...names.map((n) => `${n}:${headers[n]}`), '', names.join(';'), sha256(body)].join('\n');
+  const scope = `${day}/${region}/${service}/aws4_request`;
+  const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256(canonical)].join('\n');
+  const hmac = (key, text) => createHmac('sha256', key).update(text).digest();
+  let key = hmac(`AWS4${secret}`, day);
+  for (const part of [region, service, 'aws4_request']) key = hmac(key, part);
+  const signature = createHmac('sha256', key).update(toSign).digest('hex');
+  headers.authorization = `AWS4-HMAC-SHA256 Credential=${accessKey}/${scope}, SignedHeaders=${names.join(';')}, Signature=${signature}`;
+  delete headers.host;
+  return headers;
+}
+
 async function publishSns(parameters) {
   if (!args['aws-endpoint']) throw new TaskFailure('States.TaskFailed', 'no --aws-endpoint for the SNS publish task');
   // Like the Step Functions SNS integration, a JSON Message is sent as its JSON text.
   const message = typeof parameters.Message === 'string' ? parameters.Message : JSON.stringify(parameters.Message);
   const form = new URLSearchParams({ Action: 'Publish', Version: '2010-03-31', TopicArn: parameters.TopicArn, Message: message });
   if (parameters.Subject) form.set('Subject', parameters.Subject);
+  const body = form.toString();
   const response = await fetch(args['aws-endpoint'], {
     method: 'POST',
-    body: form,
-    headers: {
-      'content-type': 'application/x-www-form-urlencoded',
-      authorization: 'AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=local',
-    },
+    body,
+    headers: signedHeaders('sns', args['aws-endpoint'], body, 'application/x-www-form-urlencoded'),
   });
-  const body = await response.text();
-  if (!response.ok) throw new TaskFailure('SNS.SdkClientException', `SNS Publish answered ${response.status}: ${body.slice(0, 500)}`);
-  const messageId = body.match(/<MessageId>([^<]+)<\/MessageId>/)?.[1];
+  const answer = await response.text();
+  if (!response.ok) throw new TaskFailure('SNS.SdkClientException', `SNS Publish answered ${response.status}: ${answer.slice(0, 500)}`);
+  const messageId = answer.match(/<MessageId>([^<]+)<\/MessageId>/)?.[1];
   return { MessageId: messageId };
 }
 

@@ -2,7 +2,8 @@
 
 What the SAM template and the user's account provide in AWS: the backup bucket (versioned,
 Object Lock on), the Catalyst Auth RDS instance and ElastiCache replication group, and the alert
-topic, here with an SQS queue subscribed so that tests can read the notifications. Idempotent.
+topic, here with an SQS queue subscribed so that tests can read the notifications, and the
+account's administrator user. Idempotent.
 Prints the resource names as JSON (STATE/seed.json); the functions' configuration is derived from
 the template by deployed.py.
 """
@@ -28,6 +29,7 @@ FUNCTION_SG = "catalyst-dr-functions"
 # stores its secret, so that it never races the tests that use catalyst_auth.
 REPLAY_DB_SECRET = "catalyst-dr/local/replay-database"
 INBOX = "catalyst-dr-alerts-inbox"
+ADMIN_USER = "catalyst-dr-local-admin"
 WEBHOOK_QUEUE = "catalyst-auth-webhooks"
 WEBHOOK_DLQ = "catalyst-auth-webhooks-dlq"
 STAGING_QUEUE = "catalyst-auth-staging-webhooks"
@@ -158,9 +160,27 @@ def main():
         pass
     staging_secret_arn = secrets.describe_secret(SecretId=STAGING_DB_SECRET)["ARN"]
 
+    # The account's administrator: the harness and the tests act as it once the endpoint
+    # enforces IAM; the functions act under their own roles (functions.py).
+    iam = client("iam")
+    try:
+        iam.create_user(UserName=ADMIN_USER)
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    iam.put_user_policy(
+        UserName=ADMIN_USER,
+        PolicyName="administrator",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ),
+    )
+    admin_key = iam.create_access_key(UserName=ADMIN_USER)["AccessKey"]
+
     print(
         json.dumps(
             {
+                "admin_access_key_id": admin_key["AccessKeyId"],
+                "admin_secret_access_key": admin_key["SecretAccessKey"],
                 "bucket": BUCKET,
                 "rds_instance": RDS_INSTANCE,
                 "cache_replication_group": CACHE_GROUP,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stack: PostgreSQL (its own cluster, WAL archiving on), Redis (AOF on), a local AWS
-# endpoint (moto) and the Lambda Invoke API for the workspace's functions (cargo lambda watch),
+# endpoint (moto, enforcing IAM) and the Lambda Invoke API for the workspace's functions (each under
+# its role, by infra/local/functions.py),
 # all on free loopback ports under one state directory.
 #
 #   stack.sh install          install what is missing (Debian packages, .local/venv, node_modules)
@@ -84,7 +85,8 @@ up() {
   moto_port=$(free_port); pg_port=$(free_port); redis_port=$(free_port); lambda_port=$(free_port)
 
   log "moto on 127.0.0.1:$moto_port"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$state/moto.log" 2>&1 &
+  # The AWS managed policies exist, as in an account (the roles attach AWSLambdaVPCAccessExecutionRole).
+  MOTO_IAM_LOAD_MANAGED_POLICIES=true "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$state/moto.log" 2>&1 &
   echo $! >"$state/moto.pid"
 
   log "PostgreSQL on 127.0.0.1:$pg_port (WAL archive in $state/wal-archive)"
@@ -124,8 +126,6 @@ CONF
   cat >"$state/env" <<ENV
 export CATALYST_DR_STATE='$state'
 export AWS_ENDPOINT_URL='http://127.0.0.1:$moto_port'
-export AWS_ACCESS_KEY_ID=test
-export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
@@ -152,25 +152,30 @@ ENV
   psql "$CATALYST_DR_PG_URL" -q -c "CREATE DATABASE catalyst_auth" >/dev/null
 
   log "seeding the local AWS resources"
-  "$VENV/bin/python" "$LOCAL_DIR/seed_aws.py" >"$state/seed.json"
-
-  # The functions' configuration as the template sets it in AWS, resolved for the samconfig
-  # environment CATALYST_DR_CONFIG_ENV (default dev); only endpoints and the local engine differ.
-  {
-    printf '%s\n' "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-      AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true S3_FORCE_PATH_STYLE=true
-    "$VENV/bin/python" "$LOCAL_DIR/deployed.py" env --config-env "${CATALYST_DR_CONFIG_ENV:-dev}" \
-      --seed "$state/seed.json" --state "$state"
-  } >"$state/functions.env"
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$VENV/bin/python" "$LOCAL_DIR/seed_aws.py" >"$state/seed.json"
+  # From here on the endpoint enforces IAM: every call needs a known identity whose policies
+  # allow it. The scripts and tests act as the account's administrator, the functions under
+  # their own roles.
+  "$VENV/bin/python" - "$state/seed.json" >>"$state/env" <<'PY'
+import json, sys
+seed = json.load(open(sys.argv[1]))
+print(f"export AWS_ACCESS_KEY_ID='{seed['admin_access_key_id']}'")
+print(f"export AWS_SECRET_ACCESS_KEY='{seed['admin_secret_access_key']}'")
+PY
+  curl -sf -X POST -H "Content-Type: text/plain" --data-binary 0 "$AWS_ENDPOINT_URL/moto-api/reset-auth" >/dev/null
   echo "export CATALYST_DR_CONFIG_ENV='${CATALYST_DR_CONFIG_ENV:-dev}'" >>"$state/env"
+  # shellcheck disable=SC1091
+  source "$state/env"
 
   log "building the functions"
   (cd "$ROOT" && cargo build -q --bins)
-  log "Lambda Invoke API (cargo lambda watch) on 127.0.0.1:$lambda_port"
-  (cd "$ROOT" && exec "$VENV/bin/cargo-lambda" lambda watch --quiet -A 127.0.0.1 -P "$lambda_port" \
-      --env-file "$state/functions.env" --ignore-changes) >"$state/lambda.log" 2>&1 &
+  # Each function under its own role with the environment the template gives it (resolved for
+  # the samconfig environment CATALYST_DR_CONFIG_ENV, default dev), behind one Invoke API.
+  log "Lambda Invoke API (cargo lambda watch per function) on 127.0.0.1:$lambda_port"
+  (cd "$LOCAL_DIR" && exec "$VENV/bin/python" functions.py serve --config-env "$CATALYST_DR_CONFIG_ENV" \
+      --state "$state" --port "$lambda_port") >"$state/lambda.log" 2>&1 &
   echo $! >"$state/lambda.pid"
-  wait_for 120 "cargo lambda watch" curl -s -o /dev/null "http://127.0.0.1:$lambda_port/"
+  wait_for 180 "the functions" curl -sf -o /dev/null "http://127.0.0.1:$lambda_port/"
   trap - ERR
   log "stack up; source $state/env"
 }

@@ -629,8 +629,9 @@ pub fn deployed_substitutions(state_machine: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A second Lambda Invoke API (`cargo lambda watch`) serving the functions with the environment
-/// the template gives them under the samconfig environment `config_env`. Stopped on drop.
+/// A second Lambda Invoke API serving the functions as deployed under the samconfig environment
+/// `config_env`: each under its own role, with the environment the template gives it
+/// (infra/local/functions.py). Stopped on drop.
 pub struct LambdaWatch {
     child: std::process::Child,
     pub endpoint: String,
@@ -639,62 +640,47 @@ pub struct LambdaWatch {
 impl LambdaWatch {
     pub fn start(config_env: &str) -> Self {
         let state = stack_var("CATALYST_DR_STATE");
-        let env_file = format!("{state}/functions-{config_env}.env");
-        let derived = deployed("env", config_env);
-        let aws = format!(
-            "AWS_ENDPOINT_URL={}\nAWS_ACCESS_KEY_ID=test\nAWS_SECRET_ACCESS_KEY=test\nAWS_REGION=us-east-1\nAWS_EC2_METADATA_DISABLED=true\nS3_FORCE_PATH_STYLE=true\n",
-            stack_var("AWS_ENDPOINT_URL")
-        );
-        std::fs::write(&env_file, aws + derived.as_str().expect("env text"))
-            .expect("write the env file");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
             .expect("addr")
             .port();
-        let python = std::path::PathBuf::from(stack_var("CATALYST_DR_PYTHON"));
-        let cargo_lambda = python.with_file_name("cargo-lambda");
         let log =
             std::fs::File::create(format!("{state}/lambda-{config_env}.log")).expect("log file");
-        let mut command = std::process::Command::new(cargo_lambda);
-        // The variables cargo sets for this test would make the watch's `cargo run` rebuild.
-        for (key, _) in std::env::vars() {
-            if (key.starts_with("CARGO") && key != "CARGO_HOME")
-                || key.starts_with("RUSTC")
-                || key == "OUT_DIR"
-                || key == "LD_LIBRARY_PATH"
-            {
-                command.env_remove(key);
-            }
-        }
-        let child = command
-            .args([
-                "lambda",
-                "watch",
-                "--quiet",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-                "--env-file",
-                &env_file,
-                "--ignore-changes",
-            ])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        let deployed_py = std::path::PathBuf::from(stack_var("CATALYST_DR_DEPLOYED"));
+        let child = std::process::Command::new(stack_var("CATALYST_DR_PYTHON"))
+            .arg(deployed_py.with_file_name("functions.py"))
+            .args(["serve", "--config-env", config_env, "--state", &state])
+            .args(["--port", &port.to_string()])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("start cargo lambda watch");
+            .expect("start infra/local/functions.py");
         let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let mut watch = Self { child, endpoint };
+        // The Invoke API answers once every function's watch process listens.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let _ = stream.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+                    return watch;
+                }
+            }
+            if let Ok(Some(status)) = watch.child.try_wait() {
+                panic!(
+                    "functions.py for {config_env} exited ({status}); see {state}/lambda-{config_env}.log"
+                );
+            }
             assert!(
                 std::time::Instant::now() < deadline,
-                "cargo lambda watch for {config_env} did not start (see {state}/lambda-{config_env}.log)"
+                "the functions for {config_env} did not start (see {state}/lambda-{config_env}.log)"
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        Self { child, endpoint }
     }
 }
 
