@@ -159,13 +159,11 @@ fn the_template_does_not_repeat_the_defaults() {
             };
             let deployed = mapping(&["Parameters", parameter])
                 .and_then(|p| p.get("Default").map(|d| unquoted(d).to_owned()));
-            if let Some(deployed) = deployed {
-                if deployed != default {
-                    problems.push(format!(
-                        "{}: {name} comes from parameter {parameter}, whose Default {deployed:?} is not settings.rs's default {default:?}",
-                        function.resource()
-                    ));
-                }
+            if let Some(deployed) = deployed.filter(|d| *d != default) {
+                problems.push(format!(
+                    "{}: {name} comes from parameter {parameter}, whose Default {deployed:?} is not settings.rs's default {default:?}",
+                    function.resource()
+                ));
             }
         }
     }
