@@ -1,5 +1,6 @@
 //! Reading configuration from the environment at cold start. Every failure names the variable.
 
+use crate::settings::{Fallback, Kind, Setting};
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -89,6 +90,92 @@ impl Env<'_> {
         }
     }
 
+    /// A row's value, if set.
+    pub fn text(&self, setting: &'static Setting) -> Option<String> {
+        self.optional(setting.name)
+    }
+
+    /// A row with a text default: the value, else the default.
+    pub fn text_or_default(&self, setting: &'static Setting) -> Result<String, ConfigError> {
+        match setting.default {
+            Fallback::Text(default) => Ok(self
+                .optional(setting.name)
+                .unwrap_or_else(|| default.to_owned())),
+            _ => Err(table_mismatch(setting, "text with a default")),
+        }
+    }
+
+    /// A row the function cannot start without.
+    pub fn require(&self, setting: &'static Setting) -> Result<String, ConfigError> {
+        self.required(setting.name)
+    }
+
+    /// A number row, in the row's range, defaulting to the row's default.
+    pub fn number(&self, setting: &'static Setting) -> Result<u32, ConfigError> {
+        match setting.default {
+            Fallback::Number(default) => self.number_or(setting, default),
+            _ => Err(table_mismatch(setting, "a number with a default")),
+        }
+    }
+
+    /// A number row whose default is another variable's value (`Fallback::Variable`).
+    pub fn number_or(&self, setting: &'static Setting, default: u32) -> Result<u32, ConfigError> {
+        match setting.kind {
+            Kind::Number { min, max } => self.bounded(setting.name, default, min..=max),
+            _ => Err(table_mismatch(setting, "a bounded number")),
+        }
+    }
+
+    /// An unbounded count row.
+    pub fn count(&self, setting: &'static Setting) -> Result<u64, ConfigError> {
+        match (setting.kind, setting.default) {
+            (Kind::Count, Fallback::Number(default)) => {
+                self.parsed(setting.name, u64::from(default))
+            }
+            _ => Err(table_mismatch(setting, "a count with a default")),
+        }
+    }
+
+    /// A flag row.
+    pub fn switch(&self, setting: &'static Setting) -> Result<bool, ConfigError> {
+        match setting.default {
+            Fallback::Flag(default) => self.flag(setting.name, default),
+            _ => Err(table_mismatch(setting, "a flag with a default")),
+        }
+    }
+
+    /// A list row: its items, trimmed, blanks dropped (none when unset).
+    pub fn list(&self, setting: &'static Setting) -> Vec<String> {
+        let separator = match setting.kind {
+            Kind::List { separator } => separator,
+            _ => ",",
+        };
+        let raw = self.optional(setting.name).unwrap_or_default();
+        raw.split(separator)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A key prefix row (with a default), ending in `/`.
+    pub fn prefix(&self, setting: &'static Setting) -> Result<String, ConfigError> {
+        let mut prefix = self.text_or_default(setting)?;
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(prefix)
+    }
+
+    /// Two rows of which at most one may be set.
+    pub fn either(
+        &self,
+        a: &'static Setting,
+        b: &'static Setting,
+    ) -> Result<Option<(&'static str, String)>, ConfigError> {
+        self.one_of(a.name, b.name)
+    }
+
     /// At most one of two mutually exclusive variables.
     pub fn one_of(
         &self,
@@ -104,6 +191,14 @@ impl Env<'_> {
             (None, Some(v)) => Ok(Some((b, v))),
             (None, None) => Ok(None),
         }
+    }
+}
+
+/// An accessor used on a row of the wrong type: the table and the code reading it disagree.
+fn table_mismatch(setting: &'static Setting, expected: &str) -> ConfigError {
+    ConfigError::Invalid {
+        var: setting.name,
+        reason: format!("read as {expected}, but the settings table says otherwise"),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod object_store;
 pub mod pitr;
 pub mod postgres;
 pub mod replay;
+pub mod settings;
 pub mod snapshot;
 pub mod tags;
 pub mod telemetry;

@@ -8,6 +8,7 @@
 
 use crate::aws_error::{AwsCallError, classify};
 use crate::config::{ConfigError, Env};
+use crate::settings::{self, Setting};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,20 +28,20 @@ pub enum TlsMode {
 impl TlsMode {
     /// `PG_TLS` (`verify-full`, the default, or `disable`) and `PG_CA_BUNDLE` (a PEM file).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        match env.optional("PG_TLS").as_deref().unwrap_or("verify-full") {
+        match env.text_or_default(&settings::PG_TLS)?.as_str() {
             "disable" => Ok(Self::Disable),
             "verify-full" => {
-                let ca_bundle = PathBuf::from(env.required("PG_CA_BUNDLE")?);
+                let ca_bundle = PathBuf::from(env.require(&settings::PG_CA_BUNDLE)?);
                 if !ca_bundle.is_file() {
                     return Err(ConfigError::Invalid {
-                        var: "PG_CA_BUNDLE",
+                        var: settings::PG_CA_BUNDLE.name,
                         reason: format!("{} is not a readable file", ca_bundle.display()),
                     });
                 }
                 Ok(Self::VerifyFull { ca_bundle })
             }
             other => Err(ConfigError::Invalid {
-                var: "PG_TLS",
+                var: settings::PG_TLS.name,
                 reason: format!("{other:?} is not verify-full or disable"),
             }),
         }
@@ -75,26 +76,23 @@ pub const STATEMENT_GRACE_MS: u32 = 2_000;
 impl Default for PgBounds {
     fn default() -> Self {
         Self {
-            connect_ms: 10_000,
-            handshake_ms: 10_000,
-            statement_ms: 0,
-            keepalive_idle_s: 30,
+            connect_ms: const { settings::PG_CONNECT_TIMEOUT_MS.default_number() },
+            handshake_ms: const { settings::PG_HANDSHAKE_TIMEOUT_MS.default_number() },
+            statement_ms: const { settings::PG_STATEMENT_TIMEOUT_MS.default_number() },
+            keepalive_idle_s: const { settings::PG_KEEPALIVE_IDLE_SECONDS.default_number() },
         }
     }
 }
 
 impl PgBounds {
-    /// The bounds from the environment; `default_statement_ms` is the function's own default.
-    pub fn from_env(env: &Env, default_statement_ms: u32) -> Result<Self, ConfigError> {
+    /// The bounds from the environment; `statement` is the function's own
+    /// `PG_STATEMENT_TIMEOUT_MS` row (the default differs between functions).
+    pub fn from_env(env: &Env, statement: &'static Setting) -> Result<Self, ConfigError> {
         Ok(Self {
-            connect_ms: env.bounded("PG_CONNECT_TIMEOUT_MS", 10_000, 100..=120_000)?,
-            handshake_ms: env.bounded("PG_HANDSHAKE_TIMEOUT_MS", 10_000, 100..=120_000)?,
-            statement_ms: env.bounded(
-                "PG_STATEMENT_TIMEOUT_MS",
-                default_statement_ms,
-                0..=86_400_000,
-            )?,
-            keepalive_idle_s: env.bounded("PG_KEEPALIVE_IDLE_SECONDS", 30, 1..=7_200)?,
+            connect_ms: env.number(&settings::PG_CONNECT_TIMEOUT_MS)?,
+            handshake_ms: env.number(&settings::PG_HANDSHAKE_TIMEOUT_MS)?,
+            statement_ms: env.number(statement)?,
+            keepalive_idle_s: env.number(&settings::PG_KEEPALIVE_IDLE_SECONDS)?,
         })
     }
 
@@ -146,7 +144,7 @@ impl PgTimeout {
             operation: operation.into(),
             target: target.into(),
             bound: "statement",
-            var: "PG_STATEMENT_TIMEOUT_MS",
+            var: settings::PG_STATEMENT_TIMEOUT_MS.name,
             ms: bounds.statement_ms,
         }
     }
@@ -401,7 +399,11 @@ pub async fn connect_bounded(
             .and_then(|s| s.downcast_ref::<std::io::Error>())
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         if tcp_timed_out {
-            return timeout("connect", "PG_CONNECT_TIMEOUT_MS", bounds.connect_ms);
+            return timeout(
+                "connect",
+                settings::PG_CONNECT_TIMEOUT_MS.name,
+                bounds.connect_ms,
+            );
         }
         PgConnectError::Connect {
             host: credentials.host.clone(),
@@ -415,8 +417,13 @@ pub async fn connect_bounded(
     let whole = std::time::Duration::from_millis(
         u64::from(bounds.connect_ms) + u64::from(bounds.handshake_ms),
     );
-    let handshake_timed_out =
-        || timeout("handshake", "PG_HANDSHAKE_TIMEOUT_MS", bounds.handshake_ms);
+    let handshake_timed_out = || {
+        timeout(
+            "handshake",
+            settings::PG_HANDSHAKE_TIMEOUT_MS.name,
+            bounds.handshake_ms,
+        )
+    };
     match tls {
         TlsMode::Disable => {
             let (client, connection) =
@@ -496,27 +503,29 @@ mod tests {
     fn bounds_come_from_the_environment_and_reach_the_connection() {
         use std::collections::HashMap;
         let env: HashMap<&str, &str> = HashMap::new();
-        let bounds = PgBounds::from_env(&Env(&env), 60_000).unwrap();
+        let bounds =
+            PgBounds::from_env(&Env(&env), &settings::PG_STATEMENT_TIMEOUT_MS_REPLAY).unwrap();
         assert_eq!(
             bounds,
             PgBounds {
-                statement_ms: 60_000,
+                statement_ms: 120_000,
                 ..PgBounds::default()
             }
         );
         assert_eq!(
             bounds.statement_wait(),
-            Some(std::time::Duration::from_millis(62_000))
+            Some(std::time::Duration::from_millis(122_000))
         );
         let env = HashMap::from([
             ("PG_STATEMENT_TIMEOUT_MS", "0"),
             ("PG_HANDSHAKE_TIMEOUT_MS", "500"),
         ]);
-        let bounds = PgBounds::from_env(&Env(&env), 60_000).unwrap();
+        let bounds =
+            PgBounds::from_env(&Env(&env), &settings::PG_STATEMENT_TIMEOUT_MS_REPLAY).unwrap();
         assert_eq!((bounds.statement_wait(), bounds.handshake_ms), (None, 500));
         let env = HashMap::from([("PG_CONNECT_TIMEOUT_MS", "0")]);
         assert!(matches!(
-            PgBounds::from_env(&Env(&env), 0),
+            PgBounds::from_env(&Env(&env), &settings::PG_STATEMENT_TIMEOUT_MS),
             Err(ConfigError::Invalid {
                 var: "PG_CONNECT_TIMEOUT_MS",
                 ..

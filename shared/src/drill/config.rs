@@ -2,6 +2,7 @@
 
 use crate::config::{ConfigError, Env, EnvSource};
 use crate::postgres::{PgBounds, TlsMode};
+use crate::settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrillConfig {
@@ -36,41 +37,26 @@ pub struct DrillConfig {
 impl DrillConfig {
     pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
         let env = Env(source);
-        let mut report_prefix = env
-            .optional("DRILL_REPORT_PREFIX")
-            .unwrap_or_else(|| "drills/".into());
-        if !report_prefix.ends_with('/') {
-            report_prefix.push('/');
-        }
+        let report_prefix = env.prefix(&settings::DRILL_REPORT_PREFIX)?;
         Ok(Self {
-            source_secret_id: env.required("SOURCE_DATABASE_SECRET_ID")?,
-            staging_secret_id: env.required("STAGING_SECRET_ID")?,
+            source_secret_id: env.require(&settings::SOURCE_DATABASE_SECRET_ID)?,
+            staging_secret_id: env.require(&settings::STAGING_SECRET_ID)?,
             tls: TlsMode::from_env(&env)?,
-            pg_bounds: PgBounds::from_env(&env, 0)?,
-            bucket: env.required("BACKUP_BUCKET")?,
+            pg_bounds: PgBounds::from_env(&env, &settings::PG_STATEMENT_TIMEOUT_MS)?,
+            bucket: env.require(&settings::BACKUP_BUCKET)?,
             report_prefix,
-            report_retention_days: env.bounded("DRILL_REPORT_RETENTION_DAYS", 400, 1..=36_500)?,
-            s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE", false)?,
-            webhook_queue_url: env.optional("WEBHOOK_QUEUE_URL"),
-            webhook_dlq_url: env.optional("WEBHOOK_DLQ_URL"),
-            staging_queue_url: env.optional("STAGING_QUEUE_URL"),
-            redis_url: env.optional("DRILL_REDIS_URL"),
-            redis_queue_patterns: env
-                .optional("REDIS_QUEUE_PATTERNS")
-                .map(|p| {
-                    p.split(',')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            rpo_objective_seconds: env.bounded("RPO_OBJECTIVE_SECONDS", 300, 0..=86_400)?,
-            rto_objective_seconds: env.bounded("RTO_OBJECTIVE_SECONDS", 3_600, 1..=604_800)?,
-            lock_timeout_ms: env.bounded("BASELINE_LOCK_TIMEOUT_MS", 2_000, 100..=60_000)?,
-            alert_topic_arn: env.optional("ALERT_TOPIC_ARN"),
-            drill_kind: env
-                .optional("DRILL_KIND")
-                .unwrap_or_else(|| "quarterly".into()),
+            report_retention_days: env.number(&settings::DRILL_REPORT_RETENTION_DAYS)?,
+            s3_force_path_style: env.switch(&settings::S3_FORCE_PATH_STYLE)?,
+            webhook_queue_url: env.text(&settings::WEBHOOK_QUEUE_URL),
+            webhook_dlq_url: env.text(&settings::WEBHOOK_DLQ_URL),
+            staging_queue_url: env.text(&settings::STAGING_QUEUE_URL),
+            redis_url: env.text(&settings::DRILL_REDIS_URL),
+            redis_queue_patterns: env.list(&settings::REDIS_QUEUE_PATTERNS),
+            rpo_objective_seconds: env.number(&settings::RPO_OBJECTIVE_SECONDS)?,
+            rto_objective_seconds: env.number(&settings::RTO_OBJECTIVE_SECONDS)?,
+            lock_timeout_ms: env.number(&settings::BASELINE_LOCK_TIMEOUT_MS)?,
+            alert_topic_arn: env.text(&settings::ALERT_TOPIC_ARN),
+            drill_kind: env.text_or_default(&settings::DRILL_KIND)?,
         })
     }
 }

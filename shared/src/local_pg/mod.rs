@@ -8,6 +8,7 @@ pub mod process;
 pub mod restore;
 
 use crate::config::{ConfigError, Env};
+use crate::settings::{self, Setting};
 use std::path::PathBuf;
 
 /// Where the local engine finds its tools and keeps its files.
@@ -27,32 +28,29 @@ pub struct LocalPgConfig {
 
 impl LocalPgConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let dir = |var: &'static str| -> Result<PathBuf, ConfigError> {
-            let path = PathBuf::from(env.required(var)?);
+        let dir = |setting: &'static Setting| -> Result<PathBuf, ConfigError> {
+            let path = PathBuf::from(env.require(setting)?);
             if !path.is_absolute() {
                 return Err(ConfigError::Invalid {
-                    var,
+                    var: setting.name,
                     reason: format!("{} is not an absolute path", path.display()),
                 });
             }
             Ok(path)
         };
-        let bin_dir = PathBuf::from(
-            env.optional("LOCAL_PG_BIN")
-                .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".to_owned()),
-        );
+        let bin_dir = PathBuf::from(env.text_or_default(&settings::LOCAL_PG_BIN)?);
         if !bin_dir.join("pg_ctl").is_file() {
             return Err(ConfigError::Invalid {
-                var: "LOCAL_PG_BIN",
+                var: settings::LOCAL_PG_BIN.name,
                 reason: format!("{} has no pg_ctl", bin_dir.display()),
             });
         }
         Ok(Self {
             bin_dir,
-            run_as: env.optional("LOCAL_PG_RUN_AS"),
-            base_backup_dir: dir("LOCAL_BASE_BACKUP_DIR")?,
-            wal_archive_dir: dir("LOCAL_WAL_ARCHIVE_DIR")?,
-            staging_dir: dir("LOCAL_STAGING_DIR")?,
+            run_as: env.text(&settings::LOCAL_PG_RUN_AS),
+            base_backup_dir: dir(&settings::LOCAL_BASE_BACKUP_DIR)?,
+            wal_archive_dir: dir(&settings::LOCAL_WAL_ARCHIVE_DIR)?,
+            staging_dir: dir(&settings::LOCAL_STAGING_DIR)?,
         })
     }
 }

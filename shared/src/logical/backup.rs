@@ -115,7 +115,7 @@ impl LogicalBackups {
 
     pub async fn backup(&self, run: &RunId) -> Result<LogicalBackupResult, LogicalError> {
         let source = self.source.as_ref().ok_or(LogicalError::NotConfigured {
-            var: "SOURCE_DATABASE_SECRET_ID",
+            var: crate::settings::SOURCE_DATABASE_SECRET_ID_LOGICAL.name,
         })?;
         let key = manifest_key(&self.config.prefix, &run.stamp);
         if let Some(existing) = self.read_manifest(&key).await? {

@@ -3,6 +3,7 @@
 use crate::catalyst_db::introspect::NotCaptured;
 use crate::config::{ConfigError, Env};
 use crate::postgres::TlsMode;
+use crate::settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogicalConfig {
@@ -36,12 +37,14 @@ impl LogicalConfig {
     /// The defaults, with no source database configured.
     pub fn new(retention_days: u32) -> Self {
         Self {
-            prefix: "logical/".to_owned(),
+            prefix: const { settings::LOGICAL_BACKUP_PREFIX.default_text() }.to_owned(),
             retention_days,
-            parallelism: 4,
-            part_size_bytes: 8 << 20,
-            segment_bytes: 64 << 20,
-            zstd_level: 3,
+            parallelism: const { settings::LOGICAL_PARALLELISM.default_number() },
+            part_size_bytes: (const { settings::LOGICAL_PART_SIZE_MIB.default_number() } as usize)
+                << 20,
+            segment_bytes: u64::from(const { settings::LOGICAL_SEGMENT_MIB.default_number() })
+                << 20,
+            zstd_level: const { settings::LOGICAL_ZSTD_LEVEL.default_number() } as i32,
             source_secret_id: None,
             tls: None,
             ignore: Vec::new(),
@@ -63,7 +66,7 @@ impl LogicalConfig {
             .map(|entry| match entry.split_once(':') {
                 Some((kind, name)) if !kind.trim().is_empty() && !name.trim().is_empty() => Ok((kind.trim().to_owned(), name.trim().to_owned())),
                 _ => Err(ConfigError::Invalid {
-                    var: "LOGICAL_IGNORE_OBJECTS",
+                    var: settings::LOGICAL_IGNORE_OBJECTS.name,
                     reason: format!("entry {entry:?} is not kind:name (for example `rule:*` or `foreign table:public.remote`)"),
                 }),
             })
@@ -71,35 +74,26 @@ impl LogicalConfig {
     }
 
     pub fn from_env(env: &Env, default_retention_days: u32) -> Result<Self, ConfigError> {
-        let mut prefix = env
-            .optional("LOGICAL_BACKUP_PREFIX")
-            .unwrap_or_else(|| "logical/".to_owned());
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
-        let source_secret_id = env.optional("SOURCE_DATABASE_SECRET_ID");
-        let tls = if source_secret_id.is_some() || env.optional("PG_TLS").is_some() {
+        let prefix = env.prefix(&settings::LOGICAL_BACKUP_PREFIX)?;
+        let source_secret_id = env.text(&settings::SOURCE_DATABASE_SECRET_ID_LOGICAL);
+        let tls = if source_secret_id.is_some() || env.text(&settings::PG_TLS).is_some() {
             Some(TlsMode::from_env(env)?)
         } else {
             None
         };
         Ok(Self {
             prefix,
-            retention_days: env.bounded(
-                "LOGICAL_RETENTION_DAYS",
-                default_retention_days,
-                1..=36_500,
-            )?,
-            parallelism: env.bounded("LOGICAL_PARALLELISM", 4, 1..=32)?,
-            part_size_bytes: env.bounded("LOGICAL_PART_SIZE_MIB", 8, 5..=512)? as usize
-                * 1024
-                * 1024,
-            segment_bytes: u64::from(env.bounded("LOGICAL_SEGMENT_MIB", 64, 1..=65_536)?) << 20,
-            zstd_level: env.bounded("LOGICAL_ZSTD_LEVEL", 3, 1..=19)? as i32,
+            retention_days: env
+                .number_or(&settings::LOGICAL_RETENTION_DAYS, default_retention_days)?,
+            parallelism: env.number(&settings::LOGICAL_PARALLELISM)?,
+            part_size_bytes: env.number(&settings::LOGICAL_PART_SIZE_MIB)? as usize * 1024 * 1024,
+            segment_bytes: u64::from(env.number(&settings::LOGICAL_SEGMENT_MIB)?) << 20,
+            zstd_level: env.number(&settings::LOGICAL_ZSTD_LEVEL)? as i32,
             source_secret_id,
             tls,
             ignore: Self::parse_ignore(
-                &env.optional("LOGICAL_IGNORE_OBJECTS").unwrap_or_default(),
+                &env.text(&settings::LOGICAL_IGNORE_OBJECTS)
+                    .unwrap_or_default(),
             )?,
         })
     }

@@ -107,11 +107,9 @@ impl LogicalBackups {
         options: RestoreOptions,
     ) -> Result<RestoreResult, LogicalError> {
         let reread = options.reread;
-        let tls = self
-            .config
-            .tls
-            .clone()
-            .ok_or(LogicalError::NotConfigured { var: "PG_TLS" })?;
+        let tls = self.config.tls.clone().ok_or(LogicalError::NotConfigured {
+            var: crate::settings::PG_TLS.name,
+        })?;
         let key = manifest_key(&self.config.prefix, &run.stamp);
         let manifest =
             self.read_manifest(&key)

@@ -5,6 +5,7 @@ use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
 use crate::local_pg::LocalPgConfig;
 use crate::pitr::rds::StagingPlacement;
 use crate::postgres::{PgBounds, TlsMode};
+use crate::settings;
 use crate::snapshot::rds::DbSource;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,88 +41,83 @@ pub struct PitrConfig {
 impl PitrConfig {
     pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
         let env = Env(source);
-        let engine = match env.optional("RESTORE_ENGINE").as_deref().unwrap_or("rds") {
+        let engine = match env.text_or_default(&settings::RESTORE_ENGINE)?.as_str() {
             "rds" => {
-                let source = match env.one_of("RDS_INSTANCE_ID", "RDS_CLUSTER_ID")? {
-                    Some(("RDS_INSTANCE_ID", id)) => {
-                        DbSource::Instance(checked("RDS_INSTANCE_ID", id)?)
-                    }
-                    Some((var, id)) => DbSource::Cluster(checked(var, id)?),
-                    None => {
-                        return Err(ConfigError::Missing {
-                            var: "RDS_INSTANCE_ID",
-                        });
-                    }
-                };
-                let security_group_ids: Vec<String> = env
-                    .required("STAGING_SECURITY_GROUP_IDS")?
-                    .split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect();
+                let source =
+                    match env.either(&settings::RDS_INSTANCE_ID, &settings::RDS_CLUSTER_ID)? {
+                        Some((var, id)) if var == settings::RDS_INSTANCE_ID.name => {
+                            DbSource::Instance(checked(var, id)?)
+                        }
+                        Some((var, id)) => DbSource::Cluster(checked(var, id)?),
+                        None => {
+                            return Err(ConfigError::Missing {
+                                var: settings::RDS_INSTANCE_ID.name,
+                            });
+                        }
+                    };
+                let security_group_ids = env.list(&settings::STAGING_SECURITY_GROUP_IDS);
                 if security_group_ids.is_empty() {
+                    // Set but blank (only commas) is invalid; unset is missing.
+                    env.require(&settings::STAGING_SECURITY_GROUP_IDS)?;
                     return Err(ConfigError::Invalid {
-                        var: "STAGING_SECURITY_GROUP_IDS",
+                        var: settings::STAGING_SECURITY_GROUP_IDS.name,
                         reason: "no security group id".into(),
                     });
                 }
                 let placement = StagingPlacement {
-                    subnet_group: env.required("STAGING_SUBNET_GROUP")?,
+                    subnet_group: env.require(&settings::STAGING_SUBNET_GROUP)?,
                     security_group_ids,
-                    parameter_group: env.optional("STAGING_PARAMETER_GROUP"),
-                    instance_class: env.optional("STAGING_INSTANCE_CLASS"),
+                    parameter_group: env.text(&settings::STAGING_PARAMETER_GROUP),
+                    instance_class: env.text(&settings::STAGING_INSTANCE_CLASS),
                 };
                 if matches!(source, DbSource::Cluster(_)) && placement.instance_class.is_none() {
                     return Err(ConfigError::Missing {
-                        var: "STAGING_INSTANCE_CLASS",
+                        var: settings::STAGING_INSTANCE_CLASS.name,
                     });
                 }
                 EngineConfig::Rds { source, placement }
             }
             "local" => EngineConfig::Local {
                 source_id: checked(
-                    "LOCAL_SOURCE_ID",
-                    env.optional("LOCAL_SOURCE_ID")
-                        .unwrap_or_else(|| "catalyst-auth-local".into()),
+                    settings::LOCAL_SOURCE_ID.name,
+                    env.text_or_default(&settings::LOCAL_SOURCE_ID)?,
                 )?,
                 local: LocalPgConfig::from_env(&env)?,
             },
             other => {
                 return Err(ConfigError::Invalid {
-                    var: "RESTORE_ENGINE",
+                    var: settings::RESTORE_ENGINE.name,
                     reason: format!("{other:?} is not rds or local"),
                 });
             }
         };
-        let staging_prefix = env
-            .optional("STAGING_PREFIX")
-            .unwrap_or_else(|| "catalyst-dr-staging-".into());
+        let staging_prefix = env.text_or_default(&settings::STAGING_PREFIX)?;
         if staging_prefix.len() < 4
             || validate_identifier(staging_prefix.trim_end_matches('-')).is_err()
         {
             return Err(ConfigError::Invalid {
-                var: "STAGING_PREFIX",
+                var: settings::STAGING_PREFIX.name,
                 reason: format!(
                     "{staging_prefix:?} is not an identifier prefix of at least 4 characters"
                 ),
             });
         }
-        let health_checks = match env.optional("SMOKE_HEALTH_CHECKS") {
-            None => Vec::new(),
-            Some(json) => serde_json::from_str(&json).map_err(|e| ConfigError::Invalid {
-                var: "SMOKE_HEALTH_CHECKS",
-                reason: format!("not a JSON list of {{name, url, expect_status, timeout_ms}}: {e}"),
-            })?,
-        };
+        let health_checks = serde_json::from_str(
+            &env.text_or_default(&settings::SMOKE_HEALTH_CHECKS)?,
+        )
+        .map_err(|e| ConfigError::Invalid {
+            var: settings::SMOKE_HEALTH_CHECKS.name,
+            reason: format!("not a JSON list of {{name, url, expect_status, timeout_ms}}: {e}"),
+        })?;
         Ok(Self {
             engine,
             staging_prefix,
-            staging_secret_id: env.required("STAGING_SECRET_ID")?,
-            source_secret_id: env.required("SOURCE_DATABASE_SECRET_ID")?,
+            staging_secret_id: env.require(&settings::STAGING_SECRET_ID)?,
+            source_secret_id: env.require(&settings::SOURCE_DATABASE_SECRET_ID)?,
             tls: TlsMode::from_env(&env)?,
-            pg_bounds: PgBounds::from_env(&env, 0)?,
+            pg_bounds: PgBounds::from_env(&env, &settings::PG_STATEMENT_TIMEOUT_MS)?,
             health_checks,
-            smoke_min_users: env.parsed("SMOKE_MIN_USERS", 1)?,
+            smoke_min_users: env.count(&settings::SMOKE_MIN_USERS)?,
         })
     }
 

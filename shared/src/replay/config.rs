@@ -2,6 +2,7 @@
 
 use crate::config::{ConfigError, Env, EnvSource};
 use crate::postgres::{PgBounds, TlsMode};
+use crate::settings;
 use ipnet::IpNet;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,10 +20,10 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
-            method: "HEAD".to_owned(),
+            method: const { settings::PROBE_METHOD.default_text() }.to_owned(),
             path: None,
-            timeout_ms: 5_000,
-            concurrency: 32,
+            timeout_ms: const { settings::PROBE_TIMEOUT_MS.default_number() },
+            concurrency: const { settings::PROBE_CONCURRENCY.default_number() },
             allow: Vec::new(),
         }
     }
@@ -44,10 +45,12 @@ pub struct RedriveConfig {
 impl Default for RedriveConfig {
     fn default() -> Self {
         Self {
-            rate_per_second: 100,
-            visibility_timeout_seconds: 300,
-            max_messages: 10_000,
-            wait_seconds: 1,
+            rate_per_second: const { settings::REDRIVE_RATE_PER_SECOND.default_number() },
+            visibility_timeout_seconds: const {
+                settings::REDRIVE_VISIBILITY_TIMEOUT_SECONDS.default_number()
+            },
+            max_messages: const { settings::REDRIVE_MAX_MESSAGES.default_number() },
+            wait_seconds: const { settings::REDRIVE_WAIT_SECONDS.default_number() },
         }
     }
 }
@@ -98,64 +101,51 @@ pub fn parse_cidrs(var: &'static str, raw: &str) -> Result<Vec<IpNet>, ConfigErr
 impl ReplayConfig {
     pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
         let env = Env(source);
-        let backup_bucket = env.required("BACKUP_BUCKET")?;
-        let database_secret_id = match env.optional("REPLAY_DATABASE_SECRET_ID") {
+        let backup_bucket = env.require(&settings::BACKUP_BUCKET)?;
+        let database_secret_id = match env.text(&settings::REPLAY_DATABASE_SECRET_ID) {
             Some(id) => id,
-            None => env.required("SOURCE_DATABASE_SECRET_ID")?,
+            None => env.require(&settings::SOURCE_DATABASE_SECRET_ID_REPLAY)?,
         };
         let method = env
-            .optional("PROBE_METHOD")
-            .unwrap_or_else(|| "HEAD".to_owned())
+            .text_or_default(&settings::PROBE_METHOD)?
             .to_ascii_uppercase();
         if !matches!(method.as_str(), "HEAD" | "GET" | "OPTIONS") {
             return Err(invalid(
-                "PROBE_METHOD",
+                settings::PROBE_METHOD.name,
                 format!("{method:?} is not HEAD, GET or OPTIONS"),
             ));
         }
-        let path = env.optional("PROBE_PATH");
+        let path = env.text(&settings::PROBE_PATH);
         if let Some(p) = &path {
             if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(invalid(
-                    "PROBE_PATH",
+                    settings::PROBE_PATH.name,
                     format!("{p:?} must start with '/' and contain no spaces"),
                 ));
             }
         }
-        let allow = match env.optional("PROBE_ALLOW_CIDRS") {
-            Some(raw) => parse_cidrs("PROBE_ALLOW_CIDRS", &raw)?,
+        let allow = match env.text(&settings::PROBE_ALLOW_CIDRS) {
+            Some(raw) => parse_cidrs(settings::PROBE_ALLOW_CIDRS.name, &raw)?,
             None => Vec::new(),
         };
         let probe = ProbeConfig {
             method,
             path,
-            timeout_ms: env.bounded("PROBE_TIMEOUT_MS", 5_000, 50..=60_000)?,
-            concurrency: env.bounded("PROBE_CONCURRENCY", 32, 1..=512)?,
+            timeout_ms: env.number(&settings::PROBE_TIMEOUT_MS)?,
+            concurrency: env.number(&settings::PROBE_CONCURRENCY)?,
             allow,
         };
         let redrive = RedriveConfig {
-            rate_per_second: env.bounded("REDRIVE_RATE_PER_SECOND", 100, 1..=500)?,
-            visibility_timeout_seconds: env.bounded(
-                "REDRIVE_VISIBILITY_TIMEOUT_SECONDS",
-                300,
-                10..=43_200,
-            )?,
-            max_messages: env.bounded("REDRIVE_MAX_MESSAGES", 10_000, 1..=1_000_000)?,
-            wait_seconds: env.bounded("REDRIVE_WAIT_SECONDS", 1, 0..=20)?,
+            rate_per_second: env.number(&settings::REDRIVE_RATE_PER_SECOND)?,
+            visibility_timeout_seconds: env
+                .number(&settings::REDRIVE_VISIBILITY_TIMEOUT_SECONDS)?,
+            max_messages: env.number(&settings::REDRIVE_MAX_MESSAGES)?,
+            wait_seconds: env.number(&settings::REDRIVE_WAIT_SECONDS)?,
         };
-        let redis_queue_patterns: Vec<String> = env
-            .optional("REDIS_QUEUE_PATTERNS")
-            .map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let redis_queue_patterns = env.list(&settings::REDIS_QUEUE_PATTERNS);
         if redis_queue_patterns.iter().any(|p| p == "*") {
             return Err(invalid(
-                "REDIS_QUEUE_PATTERNS",
+                settings::REDIS_QUEUE_PATTERNS.name,
                 "\"*\" would match every key; name the queue keys",
             ));
         }
@@ -163,16 +153,16 @@ impl ReplayConfig {
             backup_bucket,
             database_secret_id,
             tls: TlsMode::from_env(&env)?,
-            pg_bounds: PgBounds::from_env(&env, 120_000)?,
+            pg_bounds: PgBounds::from_env(&env, &settings::PG_STATEMENT_TIMEOUT_MS_REPLAY)?,
             probe,
-            batch_size: env.bounded("REPLAY_BATCH_SIZE", 5_000, 1..=10_000)?,
-            max_deliveries: env.bounded("REPLAY_MAX_DELIVERIES", 500_000, 1..=10_000_000)?,
-            audit_retention_days: env.bounded("AUDIT_RETENTION_DAYS", 365, 1..=36_500)?,
+            batch_size: env.number(&settings::REPLAY_BATCH_SIZE)?,
+            max_deliveries: env.number(&settings::REPLAY_MAX_DELIVERIES)?,
+            audit_retention_days: env.number(&settings::AUDIT_RETENTION_DAYS)?,
             audit_prefix: "replays/".to_owned(),
-            s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE", false)?,
+            s3_force_path_style: env.switch(&settings::S3_FORCE_PATH_STYLE)?,
             redrive,
-            staging_redis_url: env.optional("STAGING_REDIS_URL"),
-            staging_redis_secret_id: env.optional("STAGING_REDIS_SECRET_ID"),
+            staging_redis_url: env.text(&settings::STAGING_REDIS_URL),
+            staging_redis_secret_id: env.text(&settings::STAGING_REDIS_SECRET_ID),
             redis_queue_patterns,
         })
     }

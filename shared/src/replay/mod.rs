@@ -499,7 +499,7 @@ impl DeadLetterReplay {
         let secrets: Arc<dyn SecretSource> = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
         let probe = probe::HttpProbe::new(config.probe.clone()).map_err(|e| {
             crate::config::ConfigError::Invalid {
-                var: "PROBE_TIMEOUT_MS",
+                var: crate::settings::PROBE_TIMEOUT_MS.name,
                 reason: format!("HTTP client: {e}"),
             }
         })?;

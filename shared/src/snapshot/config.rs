@@ -3,7 +3,9 @@
 use super::elasticache::CacheSource;
 use super::rds::DbSource;
 use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
+use crate::local_pg::LocalPgConfig;
 use crate::logical::config::LogicalConfig;
+use crate::settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotTriggerConfig {
@@ -30,46 +32,54 @@ fn identifier(var: &'static str, value: String) -> Result<String, ConfigError> {
 impl SnapshotTriggerConfig {
     pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
         let env = Env(source);
-        let backup_bucket = env.required("BACKUP_BUCKET")?;
-        let database = match env.one_of("RDS_INSTANCE_ID", "RDS_CLUSTER_ID")? {
-            Some(("RDS_INSTANCE_ID", id)) => DbSource::Instance(identifier("RDS_INSTANCE_ID", id)?),
+        let backup_bucket = env.require(&settings::BACKUP_BUCKET)?;
+        let database = match env.either(&settings::RDS_INSTANCE_ID, &settings::RDS_CLUSTER_ID)? {
+            Some((var, id)) if var == settings::RDS_INSTANCE_ID.name => {
+                DbSource::Instance(identifier(var, id)?)
+            }
             Some((var, id)) => DbSource::Cluster(identifier(var, id)?),
             None => {
                 return Err(ConfigError::Missing {
-                    var: "RDS_INSTANCE_ID",
+                    var: settings::RDS_INSTANCE_ID.name,
                 });
             }
         };
-        let cache = match env
-            .one_of("ELASTICACHE_REPLICATION_GROUP_ID", "ELASTICACHE_CLUSTER_ID")?
-        {
-            Some(("ELASTICACHE_REPLICATION_GROUP_ID", id)) => Some(CacheSource::ReplicationGroup(
-                identifier("ELASTICACHE_REPLICATION_GROUP_ID", id)?,
-            )),
+        let cache = match env.either(
+            &settings::ELASTICACHE_REPLICATION_GROUP_ID,
+            &settings::ELASTICACHE_CLUSTER_ID,
+        )? {
+            Some((var, id)) if var == settings::ELASTICACHE_REPLICATION_GROUP_ID.name => {
+                Some(CacheSource::ReplicationGroup(identifier(var, id)?))
+            }
             Some((var, id)) => Some(CacheSource::Cluster(identifier(var, id)?)),
             None => None,
         };
-        let mut manifest_prefix = env
-            .optional("MANIFEST_PREFIX")
-            .unwrap_or_else(|| "manifests/".to_owned());
-        if !manifest_prefix.ends_with('/') {
-            manifest_prefix.push('/');
-        }
-        let retention_days = env.bounded("RETENTION_DAYS", 35, 1..=36_500)?;
+        let manifest_prefix = env.prefix(&settings::MANIFEST_PREFIX)?;
+        let retention_days = env.number(&settings::RETENTION_DAYS)?;
         Ok(Self {
             logical: LogicalConfig::from_env(&env, retention_days)?,
             backup_bucket,
             database,
             cache,
-            cache_export: env.flag("ELASTICACHE_EXPORT", true)?,
+            cache_export: env.switch(&settings::ELASTICACHE_EXPORT)?,
             retention_days,
-            keep_newest: env.bounded("KEEP_NEWEST", 7, 1..=1_000)?,
-            schedule_name: env
-                .optional("SCHEDULE_NAME")
-                .unwrap_or_else(|| "nightly-backup".to_owned()),
+            keep_newest: env.number(&settings::KEEP_NEWEST)?,
+            schedule_name: env.text_or_default(&settings::SCHEDULE_NAME)?,
             manifest_prefix,
-            s3_force_path_style: env.flag("S3_FORCE_PATH_STYLE", false)?,
+            s3_force_path_style: env.switch(&settings::S3_FORCE_PATH_STYLE)?,
         })
+    }
+
+    /// The local engine's paths, for the `base-backup` action: read only when
+    /// `LOCAL_BASE_BACKUP_DIR` is set (the local stack).
+    pub fn local_base_backups(
+        source: &dyn EnvSource,
+    ) -> Result<Option<LocalPgConfig>, ConfigError> {
+        let env = Env(source);
+        match env.text(&settings::LOCAL_BASE_BACKUP_DIR) {
+            Some(_) => Ok(Some(LocalPgConfig::from_env(&env)?)),
+            None => Ok(None),
+        }
     }
 }
 

@@ -220,13 +220,13 @@ impl SnapshotTrigger {
                 let run = RunId::from_scheduled_time("scheduled_time", &scheduled_time)?;
                 let local = self.local_base_backups.as_ref().ok_or(
                     SnapshotError::LocalEngineNotConfigured {
-                        var: "LOCAL_BASE_BACKUP_DIR",
+                        var: crate::settings::LOCAL_BASE_BACKUP_DIR.name,
                     },
                 )?;
                 // The same source connection the logical backups use.
                 let source = self.logical.source.as_ref().ok_or(
                     SnapshotError::LocalEngineNotConfigured {
-                        var: "SOURCE_DATABASE_SECRET_ID",
+                        var: crate::settings::SOURCE_DATABASE_SECRET_ID_LOGICAL.name,
                     },
                 )?;
                 to_json(
@@ -526,13 +526,12 @@ fn to_json<T: Serialize>(value: T) -> serde_json::Value {
 impl SnapshotTrigger {
     /// Wires the function from the process environment and the standard AWS configuration chain.
     pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
-        let env = crate::config::Env(&crate::config::ProcessEnv);
         let config = SnapshotTriggerConfig::from_env(&crate::config::ProcessEnv)?;
+        let local_base_backups =
+            SnapshotTriggerConfig::local_base_backups(&crate::config::ProcessEnv)?;
         let sdk = crate::aws_clients::load_sdk_config().await;
         let mut trigger = Self::new(config, &sdk);
-        if env.optional("LOCAL_BASE_BACKUP_DIR").is_some() {
-            trigger.local_base_backups = Some(crate::local_pg::LocalPgConfig::from_env(&env)?);
-        }
+        trigger.local_base_backups = local_base_backups;
         Ok(trigger)
     }
 
