@@ -371,15 +371,14 @@ class Resolver:
 
 
 def function_env(resolver, seed, state, binary):
-    """One function's environment: the template's, with LOCAL_OVERRIDES applied to the variables
-    it sets, LOCAL_REMOVALS dropped, and the local additions."""
+    """One function's environment: the template's without LOCAL_REMOVALS, then LOCAL_OVERRIDES
+    (whether the template sets them or leaves the function's default), then the local
+    additions."""
     functions = {f["binary"]: f for f in resolver.functions().values()}
     if binary not in functions:
         raise TemplateError(f"no function {binary!r} in the template ({', '.join(sorted(functions))})")
-    env = {}
-    for key, value in functions[binary]["environment"].items():
-        if key not in LOCAL_REMOVALS:
-            env[key] = LOCAL_OVERRIDES.get(key, value)
+    env = {k: v for k, v in functions[binary]["environment"].items() if k not in LOCAL_REMOVALS}
+    env.update(LOCAL_OVERRIDES)
     for key, value in local_additions(seed, state).items():
         if key in functions[binary]["environment"]:
             raise TemplateError(f"{key} is set by the template ({binary}); it cannot be a local addition")

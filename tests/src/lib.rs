@@ -582,9 +582,6 @@ pub fn deployed(command: &str, config_env: &str) -> serde_json::Value {
         "deployed.py {command} --config-env {config_env}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    if command == "env" {
-        return serde_json::Value::String(String::from_utf8(output.stdout).expect("utf-8"));
-    }
     serde_json::from_slice(&output.stdout).expect("deployed.py prints JSON")
 }
 

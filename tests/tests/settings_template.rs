@@ -170,36 +170,57 @@ fn the_template_does_not_repeat_the_defaults() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// The environment the local stack serves every function with (`deployed.py env`, as
-/// `LambdaWatch` writes it), for the stack's samconfig environment.
-fn local_environment() -> HashMap<String, String> {
-    let config_env = catalyst_dr_tests::stack_var("CATALYST_DR_CONFIG_ENV");
-    let env = catalyst_dr_tests::deployed("env", &config_env);
-    env.as_str()
-        .expect("env text")
+/// The environment the local stack runs `binary` with (infra/local/functions.py writes it from
+/// the template for the stack's samconfig environment), without the AWS SDK's own variables.
+fn local_environment(binary: &str) -> HashMap<String, String> {
+    let path = format!(
+        "{}/functions/{}/{binary}.env",
+        catalyst_dr_tests::stack_var("CATALYST_DR_STATE"),
+        catalyst_dr_tests::stack_var("CATALYST_DR_CONFIG_ENV")
+    );
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
         .lines()
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .chain([("S3_FORCE_PATH_STYLE".to_owned(), "true".to_owned())])
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .filter(|(k, _)| !k.starts_with("AWS_"))
         .collect()
 }
 
 #[test]
 fn the_local_stack_sets_only_table_rows_and_every_function_starts() {
-    let env = local_environment();
-    let known: BTreeSet<&str> = settings::ALL.iter().map(|s| s.name).collect();
-    let unknown: Vec<&String> = env.keys().filter(|k| !known.contains(k.as_str())).collect();
-    assert!(
-        unknown.is_empty(),
-        "deployed.py env sets variables settings.rs does not list: {unknown:?}"
-    );
-    let source: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     use catalyst_dr::{drill, pitr, replay, snapshot};
-    snapshot::config::SnapshotTriggerConfig::from_env(&source).expect("snapshot-trigger");
-    snapshot::config::SnapshotTriggerConfig::local_base_backups(&source)
-        .expect("snapshot-trigger local engine")
-        .expect("the local stack sets LOCAL_BASE_BACKUP_DIR");
-    pitr::config::PitrConfig::from_env(&source).expect("pitr-restore");
-    replay::config::ReplayConfig::from_env(&source).expect("dead-letter-replay");
-    drill::config::DrillConfig::from_env(&source).expect("drill-validator");
+    let known: BTreeSet<&str> = settings::ALL.iter().map(|s| s.name).collect();
+    for binary in [
+        "snapshot-trigger",
+        "pitr-restore",
+        "dead-letter-replay",
+        "drill-validator",
+    ] {
+        let env = local_environment(binary);
+        let unknown: Vec<&String> = env.keys().filter(|k| !known.contains(k.as_str())).collect();
+        assert!(
+            unknown.is_empty(),
+            "{binary}: the local stack sets variables settings.rs does not list: {unknown:?}"
+        );
+        let source: HashMap<&str, &str> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match binary {
+            "snapshot-trigger" => {
+                snapshot::config::SnapshotTriggerConfig::from_env(&source).expect(binary);
+                snapshot::config::SnapshotTriggerConfig::local_base_backups(&source)
+                    .expect("snapshot-trigger local engine")
+                    .expect("the local stack sets LOCAL_BASE_BACKUP_DIR");
+            }
+            "pitr-restore" => {
+                pitr::config::PitrConfig::from_env(&source).expect(binary);
+            }
+            "dead-letter-replay" => {
+                replay::config::ReplayConfig::from_env(&source).expect(binary);
+            }
+            _ => {
+                drill::config::DrillConfig::from_env(&source).expect(binary);
+            }
+        }
+    }
 }
