@@ -86,7 +86,7 @@ up() {
 
   log "moto on 127.0.0.1:$moto_port"
   # The AWS managed policies exist, as in an account (the roles attach AWSLambdaVPCAccessExecutionRole).
-  MOTO_IAM_LOAD_MANAGED_POLICIES=true "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$state/moto.log" 2>&1 &
+  MOTO_IAM_LOAD_MANAGED_POLICIES=true "$VENV/bin/python" "$LOCAL_DIR/moto_server.py" -H 127.0.0.1 -p "$moto_port" >"$state/moto.log" 2>&1 &
   echo $! >"$state/moto.pid"
 
   log "PostgreSQL on 127.0.0.1:$pg_port (WAL archive in $state/wal-archive)"
