@@ -15,7 +15,8 @@ What the local AWS endpoint (moto) enforces, and what it does not:
   every other service against "*", so for those the local policy keeps the template's actions
   with `Resource: "*"` (check_policies.py evaluates the template's resources and conditions);
 - conditions (`aws:ResourceTag`, `aws:RequestTag`, `rds:db-tag`, ...) are not evaluated, which
-  makes the local check more permissive there, never less (check_policies.py covers them);
+  makes the local check more permissive there, never less: an Allow's conditions count as met
+  and a conditional Deny is left out (check_policies.py covers them);
 - the trust policy names the local administrator instead of lambda.amazonaws.com, which moto's
   AssumeRole check cannot evaluate.
 """
@@ -54,6 +55,9 @@ def local_policy(document):
     statements = statements if isinstance(statements, list) else [statements]
     out = []
     for statement in statements:
+        # moto would apply a conditional Deny unconditionally (it evaluates no condition).
+        if statement["Effect"] == "Deny" and "Condition" in statement:
+            continue
         statement = dict(statement)
         actions = statement.get("Action", [])
         actions = actions if isinstance(actions, list) else [actions]
