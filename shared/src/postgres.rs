@@ -8,6 +8,7 @@
 
 use crate::aws_error::{AwsCallError, classify};
 use crate::config::{ConfigError, Env};
+use crate::error_kind::ErrorKind;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -244,12 +245,14 @@ pub enum PgConnectError {
 }
 
 impl PgConnectError {
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
             Self::Secret(e) => e.error_type(),
-            Self::BadSecret { .. } | Self::CaBundle { .. } => "Misconfigured",
-            Self::Connect { source, .. } if is_auth_failure(source) => "DatabaseAuthFailed",
-            Self::Connect { .. } | Self::Timeout(_) => "DatabaseUnavailable",
+            Self::BadSecret { .. } | Self::CaBundle { .. } => ErrorKind::Misconfigured,
+            Self::Connect { source, .. } if is_auth_failure(source) => {
+                ErrorKind::DatabaseAuthFailed
+            }
+            Self::Connect { .. } | Self::Timeout(_) => ErrorKind::DatabaseUnavailable,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod verify;
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::CatalystDbError;
 use crate::catalyst_db::deliveries::DeadLetterFilter;
+use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::postgres::{PgConnectError, PgConnector, PgTimeout, SecretSource, is_statement_timeout};
@@ -202,20 +203,20 @@ pub enum ReplayError {
 
 impl ReplayError {
     /// Stable names for Step Functions `Retry`/`Catch`.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
-            Self::Input(_) => "InvalidInput",
+            Self::Input(_) => ErrorKind::InvalidInput,
             Self::Aws(e) => e.error_type(),
             Self::Database(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
-            Self::Timeout(_) => "DatabaseUnavailable",
-            Self::TooManyDeliveries { .. } => "TooManyDeliveries",
-            Self::AuditNotFound { .. } => "AuditNotFound",
-            Self::CorruptAudit { .. } => "CorruptAudit",
-            Self::NotStaging { .. } => "NotStaging",
-            Self::NotTheSourceQueue { .. } => "NotTheSourceQueue",
-            Self::Redis(_) => "RedisError",
-            Self::Misconfigured(_) => "Misconfigured",
+            Self::Timeout(_) => ErrorKind::DatabaseUnavailable,
+            Self::TooManyDeliveries { .. } => ErrorKind::TooManyDeliveries,
+            Self::AuditNotFound { .. } => ErrorKind::AuditNotFound,
+            Self::CorruptAudit { .. } => ErrorKind::CorruptAudit,
+            Self::NotStaging { .. } => ErrorKind::NotStaging,
+            Self::NotTheSourceQueue { .. } => ErrorKind::NotTheSourceQueue,
+            Self::Redis(_) => ErrorKind::RedisError,
+            Self::Misconfigured(_) => ErrorKind::Misconfigured,
         }
     }
 }
