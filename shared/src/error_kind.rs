@@ -132,6 +132,9 @@ impl std::fmt::Display for ErrorKind {
 }
 
 #[cfg(test)]
+mod contract;
+
+#[cfg(test)]
 mod tests {
     use super::ErrorKind;
     use std::collections::HashSet;
