@@ -480,6 +480,40 @@ fn tls_connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// Secrets that catalyst-dr writes: the staging database's credentials.
+#[async_trait::async_trait]
+pub trait SecretStore: SecretSource {
+    /// `None` when the secret has no value yet.
+    async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError>;
+    async fn put(&self, secret_id: &str, value: &str) -> Result<(), AwsCallError>;
+}
+
+#[async_trait::async_trait]
+impl SecretStore for aws_sdk_secretsmanager::Client {
+    async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError> {
+        match self.get_secret_value().secret_id(secret_id).send().await {
+            Ok(out) => Ok(out.secret_string().map(str::to_owned)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify("secretsmanager:GetSecretValue", e)),
+        }
+    }
+
+    async fn put(&self, secret_id: &str, value: &str) -> Result<(), AwsCallError> {
+        self.put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(value)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify("secretsmanager:PutSecretValue", e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,39 +600,5 @@ mod tests {
         ));
         let env = HashMap::from([("PG_TLS", "disable")]);
         assert_eq!(TlsMode::from_env(&Env(&env)), Ok(TlsMode::Disable));
-    }
-}
-
-/// Secrets that catalyst-dr writes: the staging database's credentials.
-#[async_trait::async_trait]
-pub trait SecretStore: SecretSource {
-    /// `None` when the secret has no value yet.
-    async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError>;
-    async fn put(&self, secret_id: &str, value: &str) -> Result<(), AwsCallError>;
-}
-
-#[async_trait::async_trait]
-impl SecretStore for aws_sdk_secretsmanager::Client {
-    async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError> {
-        match self.get_secret_value().secret_id(secret_id).send().await {
-            Ok(out) => Ok(out.secret_string().map(str::to_owned)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(classify("secretsmanager:GetSecretValue", e)),
-        }
-    }
-
-    async fn put(&self, secret_id: &str, value: &str) -> Result<(), AwsCallError> {
-        self.put_secret_value()
-            .secret_id(secret_id)
-            .secret_string(value)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| classify("secretsmanager:PutSecretValue", e))
     }
 }

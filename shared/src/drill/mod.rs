@@ -567,17 +567,17 @@ impl DrillValidator {
             };
             self.store(&self.last_passed_key(kind), &last).await?;
         }
-        if !rendered.summary.passed {
-            if let Some(topic) = &self.config.alert_topic_arn {
-                self.sns
-                    .publish()
-                    .topic_arn(topic)
-                    .subject(format!("catalyst-dr drill {drill_id} failed"))
-                    .message(rendered.markdown.clone())
-                    .send()
-                    .await
-                    .map_err(|e| crate::aws_error::classify("sns:Publish", e))?;
-            }
+        if !rendered.summary.passed
+            && let Some(topic) = &self.config.alert_topic_arn
+        {
+            self.sns
+                .publish()
+                .topic_arn(topic)
+                .subject(format!("catalyst-dr drill {drill_id} failed"))
+                .message(rendered.markdown.clone())
+                .send()
+                .await
+                .map_err(|e| crate::aws_error::classify("sns:Publish", e))?;
         }
         Ok(report::ReportSummary {
             keys,

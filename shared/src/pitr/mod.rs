@@ -289,19 +289,19 @@ impl PitrRestore {
             self.require_ours(instance, drill_id)?;
         }
         let window = self.engine.restore_window().await?;
-        if let Some(t) = target_time {
-            if t < window.earliest || t > window.latest {
-                return Err(InputError::new(
-                    "target_time",
-                    format!(
-                        "{} is outside the restorable window {} .. {}",
-                        format_time(t),
-                        format_time(window.earliest),
-                        format_time(window.latest)
-                    ),
-                )
-                .into());
-            }
+        if let Some(t) = target_time
+            && (t < window.earliest || t > window.latest)
+        {
+            return Err(InputError::new(
+                "target_time",
+                format!(
+                    "{} is outside the restorable window {} .. {}",
+                    format_time(t),
+                    format_time(window.earliest),
+                    format_time(window.latest)
+                ),
+            )
+            .into());
         }
         // The local engine restores to an exact time; RDS to the latest it has when asked.
         let restore_time = target_time.unwrap_or(window.latest);

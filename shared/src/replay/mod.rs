@@ -8,7 +8,7 @@ pub mod flush;
 pub mod plan;
 pub mod probe;
 pub mod redrive;
-pub mod replay;
+pub mod requeue;
 pub mod verify;
 
 use crate::aws_error::AwsCallError;
@@ -69,13 +69,13 @@ impl FilterInput {
         if since >= until {
             return Err(InputError::new("filter.since", "must be before until"));
         }
-        if let Some(ids) = &self.subscription_ids {
-            if ids.is_empty() {
-                return Err(InputError::new(
-                    "filter.subscription_ids",
-                    "must not be empty when given",
-                ));
-            }
+        if let Some(ids) = &self.subscription_ids
+            && ids.is_empty()
+        {
+            return Err(InputError::new(
+                "filter.subscription_ids",
+                "must not be empty when given",
+            ));
         }
         if self.limit == Some(0) {
             return Err(InputError::new("filter.limit", "must be at least 1"));
@@ -339,14 +339,14 @@ impl DeadLetterReplay {
                 if max_deliveries == Some(0) {
                     return Err(InputError::new("max_deliveries", "must be at least 1").into());
                 }
-                let request = replay::ReplayRequest {
+                let request = requeue::ReplayRequest {
                     replay_id,
                     filter,
                     dry_run,
                     max_deliveries: max_deliveries.unwrap_or(self.config.max_deliveries),
                     spread_seconds,
                 };
-                to_json(replay::run(self, &request).await?)
+                to_json(requeue::run(self, &request).await?)
             }
             ReplayEvent::Verify {
                 replay_id,
@@ -354,12 +354,12 @@ impl DeadLetterReplay {
             } => {
                 validate_replay_id(&replay_id)?;
                 validate_secret_id("database_secret_id", &database_secret_id)?;
-                let audit = replay::read_audit(self, &replay_id).await?.ok_or_else(|| {
-                    ReplayError::AuditNotFound {
+                let audit = requeue::read_audit(self, &replay_id)
+                    .await?
+                    .ok_or_else(|| ReplayError::AuditNotFound {
                         key: audit::json_key(&self.config.audit_prefix, &replay_id),
                         replay_id: replay_id.clone(),
-                    }
-                })?;
+                    })?;
                 let other = self.other_database(database_secret_id);
                 let connector = other.as_ref().unwrap_or(&self.database);
                 let client = connector.connect().await?;

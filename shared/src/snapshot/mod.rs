@@ -29,6 +29,8 @@ use time::OffsetDateTime;
 /// selected by the event's `action` field (see [`decode`]).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+// Decoded once per invocation and consumed at once: boxing the manifest step's fields saves nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SnapshotTriggerEvent {
     /// Start (or find, on a retry) this run's database and cache snapshots.
     Snapshot { scheduled_time: String },
