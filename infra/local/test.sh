@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, brings up the local stack, runs every Rust test
 # (unit, request-shape, integration against PostgreSQL/Redis/moto, and the state machines executed
-# by the ASL interpreter against `cargo lambda watch`), lints the template, and stops the stack.
+# by the ASL interpreter against `cargo lambda watch`), lints the template and the Rust code, and
+# stops the stack.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STACK="$ROOT/infra/local/stack.sh"
@@ -22,5 +23,9 @@ skips=$(grep -v '^#' infra/local/checkov-skips.txt | cut -d' ' -f1 | paste -sd, 
 # Offline: no policy or guideline download (BC_SKIP_MAPPING, --skip-download).
 BC_SKIP_MAPPING=TRUE "$ROOT/.local/checkov-venv/bin/checkov" -f infra/template.yaml --framework cloudformation \
   --compact --quiet --skip-download --skip-check "$skips"
+echo "== cargo fmt --all --check"
+cargo fmt --all --check
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --no-fail-fast -- --test-threads=4

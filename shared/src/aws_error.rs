@@ -1,6 +1,7 @@
 //! Classification of AWS SDK failures into what a caller (and Step Functions) can act on:
 //! throttled, transient, not found, or rejected.
 
+use crate::error_kind::ErrorKind;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -31,19 +32,12 @@ pub struct AwsCallError {
 }
 
 impl AwsCallError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            AwsFailureKind::Throttled | AwsFailureKind::Transient
-        )
-    }
-
     /// Stable error type for Step Functions `Retry`/`Catch`.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self.kind {
-            AwsFailureKind::Throttled => "Throttled",
-            AwsFailureKind::Transient => "AwsTransient",
-            AwsFailureKind::Rejected => "AwsRejected",
+            AwsFailureKind::Throttled => ErrorKind::Throttled,
+            AwsFailureKind::Transient => ErrorKind::AwsTransient,
+            AwsFailureKind::Rejected => ErrorKind::AwsRejected,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! as raw JSON text, so that even one `serde_json::Value` cannot hold is an `InvalidInput` naming
 //! the field, and a panic in a handler becomes `errorType: Panic` rather than a Rust type name.
 
+use crate::error_kind::ErrorKind;
 use futures_util::FutureExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
@@ -10,11 +11,11 @@ use serde_json::value::RawValue;
 
 /// A domain error as the Lambda runtime reports it.
 pub trait FunctionError: std::error::Error {
-    fn error_type(&self) -> &'static str;
+    fn error_type(&self) -> ErrorKind;
 }
 
 impl FunctionError for crate::snapshot::SnapshotError {
-    fn error_type(&self) -> &'static str {
+    fn error_type(&self) -> ErrorKind {
         crate::snapshot::SnapshotError::error_type(self)
     }
 }
@@ -58,7 +59,7 @@ pub async fn serve<F: Function>(
 }
 
 impl FunctionError for crate::replay::ReplayError {
-    fn error_type(&self) -> &'static str {
+    fn error_type(&self) -> ErrorKind {
         crate::replay::ReplayError::error_type(self)
     }
 }
@@ -79,7 +80,7 @@ where
     let _entered = span.enter();
     let payload = match crate::input::parse_event(raw.get()) {
         Ok(payload) => payload,
-        Err(err) => return Err(failed("InvalidInput", err.to_string())),
+        Err(err) => return Err(failed(ErrorKind::InvalidInput, err.to_string())),
     };
     if let Some(action) = payload.get("action").and_then(Value::as_str) {
         span.record("action", action);
@@ -98,7 +99,7 @@ where
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned());
             Err(failed(
-                "Panic",
+                ErrorKind::Panic,
                 format!(
                     "the function panicked: {}",
                     what.as_deref().unwrap_or("no message")
@@ -119,10 +120,10 @@ pub async fn invoke_value<F: Function>(function: &F, payload: &Value) -> Result<
     .await
 }
 
-fn failed(error_type: &str, message: String) -> Diagnostic {
-    tracing::error!(error_type, error = %message, "invocation failed");
+fn failed(kind: ErrorKind, message: String) -> Diagnostic {
+    tracing::error!(error_type = kind.as_str(), error = %message, "invocation failed");
     Diagnostic {
-        error_type: error_type.to_owned(),
+        error_type: kind.as_str().to_owned(),
         error_message: message,
     }
 }
@@ -143,7 +144,7 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 impl FunctionError for crate::pitr::PitrError {
-    fn error_type(&self) -> &'static str {
+    fn error_type(&self) -> ErrorKind {
         crate::pitr::PitrError::error_type(self)
     }
 }
@@ -157,7 +158,7 @@ impl Function for crate::pitr::PitrRestore {
 }
 
 impl FunctionError for crate::drill::DrillError {
-    fn error_type(&self) -> &'static str {
+    fn error_type(&self) -> ErrorKind {
         crate::drill::DrillError::error_type(self)
     }
 }
@@ -187,8 +188,8 @@ mod tests {
     struct Never;
 
     impl FunctionError for Never {
-        fn error_type(&self) -> &'static str {
-            "Never"
+        fn error_type(&self) -> ErrorKind {
+            unreachable!("never constructed")
         }
     }
 
@@ -210,7 +211,7 @@ mod tests {
         })
         .await;
         let err = outcome.unwrap_err();
-        assert_eq!(err.error_type, "Panic");
+        assert_eq!(err.error_type, ErrorKind::Panic.as_str());
         assert!(
             err.error_message
                 .contains("resulting value is out of range"),
@@ -231,7 +232,7 @@ mod tests {
         )
         .await;
         let err = outcome.unwrap_err();
-        assert_eq!(err.error_type, "InvalidInput");
+        assert_eq!(err.error_type, ErrorKind::InvalidInput.as_str());
         assert!(
             err.error_message.contains("`max_deliveries`"),
             "{}",

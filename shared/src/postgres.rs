@@ -8,6 +8,7 @@
 
 use crate::aws_error::{AwsCallError, classify};
 use crate::config::{ConfigError, Env};
+use crate::error_kind::ErrorKind;
 use crate::settings::{self, Setting};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -242,12 +243,14 @@ pub enum PgConnectError {
 }
 
 impl PgConnectError {
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
             Self::Secret(e) => e.error_type(),
-            Self::BadSecret { .. } | Self::CaBundle { .. } => "Misconfigured",
-            Self::Connect { source, .. } if is_auth_failure(source) => "DatabaseAuthFailed",
-            Self::Connect { .. } | Self::Timeout(_) => "DatabaseUnavailable",
+            Self::BadSecret { .. } | Self::CaBundle { .. } => ErrorKind::Misconfigured,
+            Self::Connect { source, .. } if is_auth_failure(source) => {
+                ErrorKind::DatabaseAuthFailed
+            }
+            Self::Connect { .. } | Self::Timeout(_) => ErrorKind::DatabaseUnavailable,
         }
     }
 }
@@ -484,6 +487,40 @@ fn tls_connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// Secrets that catalyst-dr writes: the staging database's credentials.
+#[async_trait::async_trait]
+pub trait SecretStore: SecretSource {
+    /// `None` when the secret has no value yet.
+    async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError>;
+    async fn put(&self, secret_id: &str, value: &str) -> Result<(), AwsCallError>;
+}
+
+#[async_trait::async_trait]
+impl SecretStore for aws_sdk_secretsmanager::Client {
+    async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError> {
+        match self.get_secret_value().secret_id(secret_id).send().await {
+            Ok(out) => Ok(out.secret_string().map(str::to_owned)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify("secretsmanager:GetSecretValue", e)),
+        }
+    }
+
+    async fn put(&self, secret_id: &str, value: &str) -> Result<(), AwsCallError> {
+        self.put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(value)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify("secretsmanager:PutSecretValue", e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,39 +609,5 @@ mod tests {
         ));
         let env = HashMap::from([("PG_TLS", "disable")]);
         assert_eq!(TlsMode::from_env(&Env(&env)), Ok(TlsMode::Disable));
-    }
-}
-
-/// Secrets that catalyst-dr writes: the staging database's credentials.
-#[async_trait::async_trait]
-pub trait SecretStore: SecretSource {
-    /// `None` when the secret has no value yet.
-    async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError>;
-    async fn put(&self, secret_id: &str, value: &str) -> Result<(), AwsCallError>;
-}
-
-#[async_trait::async_trait]
-impl SecretStore for aws_sdk_secretsmanager::Client {
-    async fn current(&self, secret_id: &str) -> Result<Option<String>, AwsCallError> {
-        match self.get_secret_value().secret_id(secret_id).send().await {
-            Ok(out) => Ok(out.secret_string().map(str::to_owned)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(classify("secretsmanager:GetSecretValue", e)),
-        }
-    }
-
-    async fn put(&self, secret_id: &str, value: &str) -> Result<(), AwsCallError> {
-        self.put_secret_value()
-            .secret_id(secret_id)
-            .secret_string(value)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| classify("secretsmanager:PutSecretValue", e))
     }
 }

@@ -6,6 +6,7 @@
 
 use catalyst_dr::catalyst_db::generate::{EDGE_CASE_DISPLAY_NAMES, EDGE_CASE_PERIOD};
 use catalyst_dr::catalyst_db::{self, CatalystDbError, DeliveryStatus, GeneratorSpec, TABLES};
+use catalyst_dr::error_kind::ErrorKind;
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -453,7 +454,7 @@ async fn invalid_specs_name_the_field_and_write_nothing() {
         match catalyst_db::generate(db.client(), &spec).await {
             Err(err @ CatalystDbError::InvalidSpec { field, .. }) => {
                 assert_eq!(field, expected, "{err}");
-                assert_eq!(err.error_type(), "InvalidInput");
+                assert_eq!(err.error_type(), ErrorKind::InvalidInput);
             }
             other => panic!("expected InvalidSpec for {expected}, got {other:?}"),
         }

@@ -20,6 +20,7 @@ use aws_sdk_sqs::types::{
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
 use catalyst_dr::catalyst_db::GeneratorSpec;
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::redrive::{BatchOk, MoveTask, QueueApi, SqsQueues};
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
@@ -322,7 +323,7 @@ async fn filtered_redrive_refuses_a_queue_whose_policy_does_not_name_the_dlq() {
         .handle(json!({"action": "redrive", "mode": "filtered", "dlq_url": dlq, "source_queue_url": other}))
         .await
         .expect_err("refused");
-    assert_eq!(err.error_type(), "NotTheSourceQueue");
+    assert_eq!(err.error_type(), ErrorKind::NotTheSourceQueue);
     assert_eq!(
         drain(&sqs, &dlq).await.len(),
         1,
@@ -516,7 +517,7 @@ async fn flush_purges_only_a_staging_queue() {
         .handle(json!({"action": "flush", "queue_url": prod}))
         .await
         .expect_err("refused");
-    assert_eq!(err.error_type(), "NotStaging");
+    assert_eq!(err.error_type(), ErrorKind::NotStaging);
     let kept = replay
         .handle(json!({"action": "flush", "queue_url": staging, "preserve": true}))
         .await
@@ -588,7 +589,7 @@ async fn flush_removes_only_the_queue_keys_of_a_redis_marked_staging() {
         .handle(json!({"action": "flush", "redis": true}))
         .await
         .expect_err("refused");
-    assert_eq!(err.error_type(), "NotStaging");
+    assert_eq!(err.error_type(), ErrorKind::NotStaging);
     let n: u64 = exists(format!("{prefix}:queue:7"))
         .query_async(&mut conn)
         .await

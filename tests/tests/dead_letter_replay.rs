@@ -3,6 +3,7 @@
 //! Catalyst Auth webhook worker.
 
 use catalyst_dr::catalyst_db::GeneratorSpec;
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints, closed_port};
@@ -481,7 +482,7 @@ async fn bad_input_is_refused_before_any_side_effect() {
         ),
     ] {
         let err = replay.handle(event.clone()).await.expect_err("refused");
-        assert_eq!(err.error_type(), "InvalidInput", "{event}: {err}");
+        assert_eq!(err.error_type(), ErrorKind::InvalidInput, "{event}: {err}");
         assert!(err.to_string().contains(field), "{event}: {err}");
     }
 }

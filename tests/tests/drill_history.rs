@@ -4,6 +4,7 @@
 
 use catalyst_dr::drill::DrillValidator;
 use catalyst_dr::drill::config::DrillConfig;
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr_tests::{drill_config, local_aws, locked_bucket, s3, unique};
 use serde_json::json;
 
@@ -28,7 +29,8 @@ fn state(rto: f64, passed: bool) -> serde_json::Value {
         "validation": {"passed": passed, "tables": [], "rto": {"seconds": rto}, "rpo": {"seconds": 0.0}, "completed_at": "2026-11-26T03:00:30Z"},
     });
     if !passed {
-        state["error"] = json!({"Error": "SmokeFailed", "Cause": "users missing"});
+        state["error"] =
+            json!({"Error": ErrorKind::SmokeFailed.as_str(), "Cause": "users missing"});
     }
     state
 }
@@ -79,7 +81,7 @@ async fn drills_are_listed_newest_first_and_each_report_shows_the_trend() {
         listed[1]["failure"]
             .as_str()
             .unwrap()
-            .contains("SmokeFailed"),
+            .contains(ErrorKind::SmokeFailed.as_str()),
         "{listed:#}"
     );
 
@@ -103,5 +105,5 @@ async fn drills_are_listed_newest_first_and_each_report_shows_the_trend() {
         .handle(json!({"action": "list-drills", "limit": 0}))
         .await
         .expect_err("limit 0");
-    assert_eq!(err.error_type(), "InvalidInput", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::InvalidInput, "{err}");
 }

@@ -4,6 +4,7 @@
 //! the test starts for itself.
 
 use catalyst_dr::catalyst_db::GeneratorSpec;
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::object_store::{ObjectStore, S3Objects};
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
@@ -154,7 +155,10 @@ async fn replay_survives_a_postgres_crash_mid_batch() {
     });
     let err = result.expect_err("the replay fails with the database gone");
     assert!(
-        matches!(err.error_type(), "Postgres" | "DatabaseUnavailable"),
+        matches!(
+            err.error_type(),
+            ErrorKind::Postgres | ErrorKind::DatabaseUnavailable
+        ),
         "{}: {err}",
         err.error_type()
     );
@@ -246,7 +250,7 @@ async fn replay_audit_write_failing_after_the_last_commit_is_recovered_by_the_re
         .handle(event.clone())
         .await
         .expect_err("the audit cannot be written");
-    assert_eq!(err.error_type(), "AwsTransient", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::AwsTransient, "{err}");
     assert!(read_audit(&sdk, &replay_id).await.is_none());
     let pending = ids(&client, "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND id IN (SELECT delivery_id FROM catalyst_dr.replay_journal)").await;
     assert_eq!(pending, dead, "every batch committed and is journaled");
@@ -357,7 +361,7 @@ async fn a_frozen_postmaster_fails_plan_within_the_handshake_bound() {
         .expect_err("a frozen server cannot answer");
     let elapsed = started.elapsed();
     pg.thaw();
-    assert_eq!(err.error_type(), "DatabaseUnavailable", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::DatabaseUnavailable, "{err}");
     let message = catalyst_dr::lambda::error_chain(&err);
     assert!(
         message.contains("handshake bound")
@@ -409,7 +413,7 @@ async fn a_server_frozen_mid_replay_fails_at_the_statement_bound_and_the_rerun_c
     let waited = frozen_at.expect("frozen").elapsed();
     pg.thaw();
     let err = result.expect_err("no answer from a frozen server");
-    assert_eq!(err.error_type(), "DatabaseUnavailable", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::DatabaseUnavailable, "{err}");
     let message = catalyst_dr::lambda::error_chain(&err);
     assert!(
         message.contains("requeue batch") && message.contains("statement bound"),
@@ -487,7 +491,7 @@ async fn malformed_events_through_the_lambda_edge_are_invalid_input_naming_the_f
         let answer: serde_json::Value = response.json().await.expect("JSON answer");
         assert_eq!(
             answer["errorType"],
-            json!("InvalidInput"),
+            json!(ErrorKind::InvalidInput.as_str()),
             "{function} {body}: {answer}"
         );
         assert!(
@@ -720,7 +724,7 @@ async fn replay_with_aws_unreachable_changes_nothing_and_the_rerun_completes() {
 
     let cut_off = replay_with(&unreachable_aws().await, &secret, &[]);
     let err = cut_off.handle(event.clone()).await.expect_err("no AWS");
-    assert_eq!(err.error_type(), "AwsTransient", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::AwsTransient, "{err}");
     assert_eq!(updated_at(&client).await, before, "nothing written");
 
     replay_with(&sdk, &secret, &[])
@@ -1197,7 +1201,10 @@ async fn drill_baseline_interrupted_by_a_postgres_crash_stores_nothing_and_the_r
     });
     let err = result.expect_err("the database went away");
     assert!(
-        matches!(err.error_type(), "Postgres" | "DatabaseUnavailable"),
+        matches!(
+            err.error_type(),
+            ErrorKind::Postgres | ErrorKind::DatabaseUnavailable
+        ),
         "{}: {err}",
         err.error_type()
     );

@@ -5,6 +5,7 @@
 
 use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
 use catalyst_dr::catalyst_db::{self, GeneratorSpec, introspect};
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
 use catalyst_dr::logical::upload::{
@@ -610,7 +611,7 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
         .backup(&run_a)
         .await
         .expect_err("the injected failure");
-    assert_eq!(err.error_type(), "AwsTransient");
+    assert_eq!(err.error_type(), ErrorKind::AwsTransient);
     assert_failed_cleanly(&sdk, &bucket, &logical, &run_a, &err).await;
 
     // A dropped connection.
@@ -624,7 +625,7 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
         .backup(&run_b)
         .await
         .expect_err("the dropped connection");
-    assert_eq!(err.error_type(), "Postgres", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::Postgres, "{err}");
     assert_failed_cleanly(&sdk, &bucket, &logical, &run_b, &err).await;
 
     // Both reruns complete, and verify.
@@ -651,7 +652,7 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
         .restore(&run, &plain_secret, RestoreOptions::default())
         .await
         .expect_err("not staging");
-    assert_eq!(err.error_type(), "NotStaging", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::NotStaging, "{err}");
     assert!(fingerprint(&plain).await.is_empty());
 
     let (_busy, busy_secret, busy) = staging_target(&sdk).await;
@@ -665,7 +666,7 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
         .restore(&run, &busy_secret, RestoreOptions::default())
         .await
         .expect_err("not empty");
-    assert_eq!(err.error_type(), "TargetNotEmpty", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty, "{err}");
     assert_eq!(fingerprint(&busy).await, before);
 
     // A backup that never finished cannot be restored.
@@ -674,7 +675,7 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
         .restore(&self::run(50), &dst_secret, RestoreOptions::default())
         .await
         .expect_err("no manifest");
-    assert_eq!(err.error_type(), "BackupIncomplete");
+    assert_eq!(err.error_type(), ErrorKind::BackupIncomplete);
 
     // Nor can a manifest of a format this version does not read; the target stays empty.
     let old = self::run(55);
@@ -692,7 +693,11 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
         .restore(&old, &dst_secret, RestoreOptions::default())
         .await
         .expect_err("old format");
-    assert_eq!(err.error_type(), "UnsupportedManifestFormat", "{err}");
+    assert_eq!(
+        err.error_type(),
+        ErrorKind::UnsupportedManifestFormat,
+        "{err}"
+    );
     assert!(err.to_string().contains("logical-backup/v1"), "{err}");
     assert!(fingerprint(&dst).await.is_empty());
 }
@@ -703,7 +708,7 @@ async fn logical_actions_without_a_source_database_name_the_variable() {
     let bucket = bucket(&sdk).await;
     let logical = backups(&sdk, &bucket, None, None).await;
     let err = logical.backup(&run(60)).await.expect_err("not configured");
-    assert_eq!(err.error_type(), "NotConfigured");
+    assert_eq!(err.error_type(), ErrorKind::NotConfigured);
     assert!(
         err.to_string().contains("SOURCE_DATABASE_SECRET_ID"),
         "{err}"

@@ -9,6 +9,7 @@
 //! operator's ignore list names it; a restore process killed part-way can be reset and run again.
 
 use catalyst_dr::catalyst_db;
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
@@ -502,7 +503,7 @@ async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
         .backup(&run)
         .await
         .expect_err("a rule is not captured");
-    assert_eq!(err.error_type(), "SchemaNotCaptured", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::SchemaNotCaptured, "{err}");
     assert!(
         err.to_string()
             .contains("rule session_cache_notify on app.session_cache"),
@@ -514,7 +515,7 @@ async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
         .backup(&run)
         .await
         .expect_err("the rerun reports the same");
-    assert_eq!(again.error_type(), "SchemaNotCaptured");
+    assert_eq!(again.error_type(), ErrorKind::SchemaNotCaptured);
     let report = strict.verify(&run).await.expect("verify");
     assert!(!report.complete && !report.ok, "{report:#?}");
     assert!(
@@ -609,7 +610,7 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
         .restore(&run, &dst_secret, RestoreOptions::default())
         .await
         .expect_err("not empty");
-    assert_eq!(err.error_type(), "TargetNotEmpty");
+    assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty);
     assert!(err.to_string().contains("reset: true"), "{err}");
     // Another backup's restore may not reset it.
     let other = self::run(35);
@@ -625,7 +626,7 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
         )
         .await
         .expect_err("not this backup's");
-    assert_eq!(err.error_type(), "TargetNotEmpty");
+    assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty);
 
     let restored = whole
         .restore(
@@ -656,7 +657,7 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
         )
         .await
         .expect_err("finished");
-    assert_eq!(err.error_type(), "TargetNotEmpty");
+    assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty);
     assert_eq!(all_contents(&dst).await, all_contents(&src).await);
 }
 

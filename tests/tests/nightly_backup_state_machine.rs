@@ -1,6 +1,7 @@
 //! The nightly-backup state machine, executed by the ASL interpreter with its Lambda tasks served
 //! by `cargo lambda watch` and AWS served by the local endpoint.
 
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr_tests::{deployed_substitutions, local_aws, run_state_machine, s3, seed};
 use serde_json::{Value, json};
 
@@ -169,7 +170,10 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     let notified = notified.expect("the failure notification reached the alert topic's subscriber");
     let message: Value = serde_json::from_str(&notified)
         .unwrap_or_else(|e| panic!("notification is not the state as JSON ({e}): {notified}"));
-    assert_eq!(message["error"]["Error"], "SnapshotNotOwned");
+    assert_eq!(
+        message["error"]["Error"],
+        ErrorKind::SnapshotNotOwned.as_str()
+    );
     assert!(
         message["error"]["Cause"]
             .as_str()
@@ -230,7 +234,10 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         manifest["database"]["snapshot_id"],
         format!("catalyst-dr-{instance}-{late_failing_run}").as_str()
     );
-    assert_eq!(manifest["failure"]["Error"], "UnsupportedManifestFormat");
+    assert_eq!(
+        manifest["failure"]["Error"],
+        ErrorKind::UnsupportedManifestFormat.as_str()
+    );
     assert!(
         manifest["logical"].is_null() && !manifest["pruned"].is_null(),
         "{manifest:#}"

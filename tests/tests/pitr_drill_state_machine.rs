@@ -3,6 +3,7 @@
 //! tests fail and which still tears its staging cluster down.
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr_tests::{
     deployed_substitutions, empty_production_database, run_state_machine, seed, stack_var,
     take_base_backup, unique,
@@ -144,7 +145,7 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
     )
     .expect("utf-8");
     assert!(
-        report.contains("FAILED") && report.contains("SmokeFailed"),
+        report.contains("FAILED") && report.contains(ErrorKind::SmokeFailed.as_str()),
         "{report}"
     );
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -162,7 +163,7 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
             .messages()
             .iter()
             .filter_map(|m| m.body())
-            .any(|b| b.contains(&drill) && b.contains("SmokeFailed"))
+            .any(|b| b.contains(&drill) && b.contains(ErrorKind::SmokeFailed.as_str()))
         {
             alerted = true;
             break;

@@ -2,6 +2,7 @@
 //! a target time in a new cluster, credential rotation through the local Secrets Manager, the
 //! runbook's smoke tests, and teardown.
 
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::local_pg::base_backup;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
 use catalyst_dr::pitr::engine::StagingState;
@@ -270,7 +271,7 @@ async fn smoke_fails_with_details_and_teardown_still_works() {
         failed[1].1.contains("did not answer within 300 ms"),
         "{failed:?}"
     );
-    assert_eq!(err.error_type(), "SmokeFailed");
+    assert_eq!(err.error_type(), ErrorKind::SmokeFailed);
 
     // A table missing from the restore fails the database checks.
     let ok = http_endpoint(200, Duration::ZERO).await;
@@ -312,18 +313,22 @@ async fn guards_refuse_before_anything_is_created() {
         EngineConfig::Local { local, .. } => local.staging_dir.clone(),
         EngineConfig::Rds { .. } => unreachable!(),
     };
-    let cases: Vec<(Option<time::OffsetDateTime>, Option<String>, &str)> = vec![
-        (None, Some("catalyst-auth-local".into()), "RestoreRefused"),
-        (None, Some("prod-copy".into()), "RestoreRefused"),
+    let cases: Vec<(Option<time::OffsetDateTime>, Option<String>, ErrorKind)> = vec![
+        (
+            None,
+            Some("catalyst-auth-local".into()),
+            ErrorKind::RestoreRefused,
+        ),
+        (None, Some("prod-copy".into()), ErrorKind::RestoreRefused),
         (
             Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
             None,
-            "InvalidInput",
+            ErrorKind::InvalidInput,
         ),
         (
             Some(time::macros::datetime!(2020-01-01 00:00 UTC)),
             None,
-            "InvalidInput",
+            ErrorKind::InvalidInput,
         ),
     ];
     for (time, target, expected) in cases {
@@ -340,13 +345,13 @@ async fn guards_refuse_before_anything_is_created() {
         .handle(serde_json::json!({"action": "start", "drill_id": ""}))
         .await
         .expect_err("empty id");
-    assert_eq!(err.error_type(), "InvalidInput");
+    assert_eq!(err.error_type(), ErrorKind::InvalidInput);
     let err = d
         .restore
         .teardown(&d.drill_id, Some("catalyst-auth-local".into()))
         .await
         .expect_err("source");
-    assert_eq!(err.error_type(), "RestoreRefused");
+    assert_eq!(err.error_type(), ErrorKind::RestoreRefused);
     assert_eq!(
         std::fs::read_dir(&staging_dir)
             .expect("staging dir")
@@ -368,7 +373,7 @@ async fn guards_refuse_before_anything_is_created() {
         )
         .await
         .expect_err("not ours");
-    assert_eq!(err.error_type(), "RestoreRefused");
+    assert_eq!(err.error_type(), ErrorKind::RestoreRefused);
     assert!(
         d.restore
             .engine

@@ -2,6 +2,7 @@
 //! placement and tags, idempotent reruns, guards, credential rotation and guarded teardown.
 
 use aws_sdk_rds::types::Tag;
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::pitr::PitrRestore;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
 use catalyst_dr::pitr::rds::StagingPlacement;
@@ -160,7 +161,7 @@ async fn a_target_time_outside_the_window_is_refused_without_a_restore() {
             .start(&drill, Some(t), None)
             .await
             .expect_err("outside the window");
-        assert_eq!(err.error_type(), "InvalidInput", "{err}");
+        assert_eq!(err.error_type(), ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("target_time"), "{err}");
     }
     let absent = rds
@@ -203,7 +204,10 @@ async fn identifier_guards_make_no_aws_call() {
     for event in cases {
         let err = restore.handle(event.clone()).await.expect_err("refused");
         assert!(
-            matches!(err.error_type(), "RestoreRefused" | "InvalidInput"),
+            matches!(
+                err.error_type(),
+                ErrorKind::RestoreRefused | ErrorKind::InvalidInput
+            ),
             "{event}: {err}"
         );
     }
@@ -228,17 +232,17 @@ async fn teardown_refuses_untagged_instances_and_the_source() {
     source_instance(&rds, &squatter).await;
 
     let err = restore.teardown(&drill, None).await.expect_err("untagged");
-    assert_eq!(err.error_type(), "RestoreRefused", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::RestoreRefused, "{err}");
     let err = restore
         .teardown(&drill, Some(source.clone()))
         .await
         .expect_err("source");
-    assert_eq!(err.error_type(), "RestoreRefused", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::RestoreRefused, "{err}");
     let err = restore
         .start(&drill, None, None)
         .await
         .expect_err("not ours to reuse");
-    assert_eq!(err.error_type(), "RestoreRefused", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::RestoreRefused, "{err}");
     for id in [&squatter, &source] {
         assert!(
             rds.describe_db_instances()
@@ -267,7 +271,11 @@ async fn rotation_stores_the_password_before_changing_the_instance() {
         .rotate_credentials(&drill, None)
         .await
         .expect_err("no database behind the endpoint");
-    assert_eq!(err.error_type(), "CredentialsNotYetApplied", "{err}");
+    assert_eq!(
+        err.error_type(),
+        ErrorKind::CredentialsNotYetApplied,
+        "{err}"
+    );
     assert!(
         !catalyst_dr::lambda::error_chain(&err).contains("password="),
         "{err}"

@@ -2,6 +2,7 @@
 //! authentication) and the local Secrets Manager: a rotated password is picked up by reading the
 //! secret again, and no password appears in errors.
 
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::postgres::{PgConnector, TlsMode};
 use catalyst_dr_tests::{local_aws, pg_admin, put_db_secret, unique};
 use std::sync::Arc;
@@ -81,7 +82,7 @@ async fn a_wrong_password_fails_typed_and_without_the_password() {
         TlsMode::Disable,
     );
     let err = connector.connect().await.expect_err("wrong password");
-    assert_eq!(err.error_type(), "DatabaseAuthFailed");
+    assert_eq!(err.error_type(), ErrorKind::DatabaseAuthFailed);
     let text = catalyst_dr::lambda::error_chain(&err);
     assert!(!text.contains("not-the-password"), "{text}");
     assert!(text.contains(&user), "{text}");
@@ -104,6 +105,6 @@ async fn a_secret_that_is_not_a_credential_document_is_misconfiguration() {
         TlsMode::Disable,
     );
     let err = connector.connect().await.expect_err("bad secret");
-    assert_eq!(err.error_type(), "Misconfigured");
+    assert_eq!(err.error_type(), ErrorKind::Misconfigured);
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }

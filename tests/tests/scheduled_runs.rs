@@ -6,6 +6,7 @@
 //! samconfig environment (infra/local/deployed.py).
 
 use catalyst_dr::catalyst_db::{self, GeneratorSpec};
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr_tests::{
     LambdaWatch, deployed, empty_production_database, invoke_lambda, local_aws,
     run_state_machine_at, s3, seed, take_base_backup,
@@ -207,7 +208,11 @@ async fn the_drill_overdue_check_fails_past_its_limit() {
     )
     .await
     .expect_err("overdue");
-    assert_eq!(err["errorType"], "DrillOverdue", "{err:#}");
+    assert_eq!(
+        err["errorType"],
+        ErrorKind::DrillOverdue.as_str(),
+        "{err:#}"
+    );
     let ok = invoke_lambda(
         "drill-validator",
         &serde_json::json!({"action": "overdue", "kind": kind, "max_age_days": 45}),

@@ -2,6 +2,7 @@
 //! prune, the locked manifest and the catalog; bad input makes no AWS call at all.
 
 use aws_sdk_rds::types::Tag as RdsTag;
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::snapshot::config::SnapshotTriggerConfig;
 use catalyst_dr::snapshot::elasticache::CacheSource;
 use catalyst_dr::snapshot::rds::DbSource;
@@ -157,7 +158,7 @@ async fn status_reports_available_and_counts_polls() {
         .handle(json!({"action": "status", "scheduled_time": T}))
         .await
         .unwrap_err();
-    assert_eq!(err.error_type(), "SnapshotNotStarted", "{err}");
+    assert_eq!(err.error_type(), ErrorKind::SnapshotNotStarted, "{err}");
 
     f.run(json!({"action": "snapshot", "scheduled_time": T}))
         .await;

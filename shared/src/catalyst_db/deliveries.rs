@@ -111,10 +111,10 @@ pub async fn dead_letters(
     client: &Client,
     filter: &DeadLetterFilter,
 ) -> Result<Vec<DeadLetter>, CatalystDbError> {
-    if let Some(limit) = filter.limit {
-        if limit < 0 {
-            return Err(CatalystDbError::invalid("limit", "must not be negative"));
-        }
+    if let Some(limit) = filter.limit
+        && limit < 0
+    {
+        return Err(CatalystDbError::invalid("limit", "must not be negative"));
     }
     let rows = client
         .query(

@@ -1,5 +1,7 @@
 //! The one error type of [`crate::catalyst_db`].
 
+use crate::error_kind::ErrorKind;
+
 /// A failed operation on the Catalyst Auth database.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalystDbError {
@@ -20,11 +22,11 @@ pub enum CatalystDbError {
 
 impl CatalystDbError {
     /// Stable names for Step Functions `Retry`/`Catch`.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
-            Self::Postgres(_) => "Postgres",
-            Self::InvalidSpec { .. } | Self::TargetNotEmpty { .. } => "InvalidInput",
-            Self::NotStaging { .. } => "NotStaging",
+            Self::Postgres(_) => ErrorKind::Postgres,
+            Self::InvalidSpec { .. } | Self::TargetNotEmpty { .. } => ErrorKind::InvalidInput,
+            Self::NotStaging { .. } => ErrorKind::NotStaging,
         }
     }
 

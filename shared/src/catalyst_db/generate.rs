@@ -729,7 +729,7 @@ impl RowSource for UserRows {
             format!("{handle}.{id}@{domain}")
         };
         let name = person_name(rng);
-        let display_name = if id % EDGE_CASE_PERIOD == 0 {
+        let display_name = if id.is_multiple_of(EDGE_CASE_PERIOD) {
             let edge = (id / EDGE_CASE_PERIOD - 1) % EDGE_CASE_DISPLAY_NAMES.len() as u64;
             Some(EDGE_CASE_DISPLAY_NAMES[edge as usize])
         } else if rng.random_bool(0.08) {
@@ -1034,6 +1034,36 @@ impl RowSource for DeliveryRows {
     }
 }
 
+/// One step of live traffic on a Catalyst Auth database, as the drills see it arrive: a new
+/// pending delivery, and every fourth step a user's display name changes and the oldest pending
+/// delivery succeeds. `n` numbers the step.
+pub async fn live_traffic_step(client: &Client, n: i64) -> Result<(), CatalystDbError> {
+    client
+        .execute(
+            "INSERT INTO webhook_deliveries (subscription_id, event_type, payload, status, next_attempt_at)
+             SELECT id, 'user.updated', jsonb_build_object('step', $1::bigint), 'pending', now()
+             FROM webhook_subscriptions ORDER BY id OFFSET ($1::bigint % greatest((SELECT count(*) FROM webhook_subscriptions), 1)) LIMIT 1",
+            &[&n],
+        )
+        .await?;
+    if n % 4 == 0 {
+        client
+            .execute(
+                "UPDATE users SET display_name = 'live ' || $1::bigint WHERE id = (SELECT id FROM users ORDER BY id OFFSET ($1::bigint % greatest((SELECT count(*) FROM users), 1)) LIMIT 1)",
+                &[&n],
+            )
+            .await?;
+        client
+            .execute(
+                "UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1, updated_at = now()
+                 WHERE id = (SELECT id FROM webhook_deliveries WHERE status = 'pending' ORDER BY id LIMIT 1)",
+                &[],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1234,34 +1264,4 @@ mod tests {
         assert!(big.deliveries > 100_000 && big.users > 10_000 && big.subscriptions >= 1);
         big.validate().expect("valid");
     }
-}
-
-/// One step of live traffic on a Catalyst Auth database, as the drills see it arrive: a new
-/// pending delivery, and every fourth step a user's display name changes and the oldest pending
-/// delivery succeeds. `n` numbers the step.
-pub async fn live_traffic_step(client: &Client, n: i64) -> Result<(), CatalystDbError> {
-    client
-        .execute(
-            "INSERT INTO webhook_deliveries (subscription_id, event_type, payload, status, next_attempt_at)
-             SELECT id, 'user.updated', jsonb_build_object('step', $1::bigint), 'pending', now()
-             FROM webhook_subscriptions ORDER BY id OFFSET ($1::bigint % greatest((SELECT count(*) FROM webhook_subscriptions), 1)) LIMIT 1",
-            &[&n],
-        )
-        .await?;
-    if n % 4 == 0 {
-        client
-            .execute(
-                "UPDATE users SET display_name = 'live ' || $1::bigint WHERE id = (SELECT id FROM users ORDER BY id OFFSET ($1::bigint % greatest((SELECT count(*) FROM users), 1)) LIMIT 1)",
-                &[&n],
-            )
-            .await?;
-        client
-            .execute(
-                "UPDATE webhook_deliveries SET status = 'succeeded', attempts = attempts + 1, updated_at = now()
-                 WHERE id = (SELECT id FROM webhook_deliveries WHERE status = 'pending' ORDER BY id LIMIT 1)",
-                &[],
-            )
-            .await?;
-    }
-    Ok(())
 }

@@ -12,6 +12,7 @@ use crate::aws_error::AwsCallError;
 use crate::catalyst_db::CatalystDbError;
 use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
 use crate::drill_id::DrillId;
+use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::pitr::credentials::StagingSecret;
@@ -100,23 +101,23 @@ pub enum DrillError {
 }
 
 impl DrillError {
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
-            Self::Input(_) => "InvalidInput",
+            Self::Input(_) => ErrorKind::InvalidInput,
             Self::Aws(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
             // A lock wait that timed out is worth another try.
             Self::Database(CatalystDbError::Postgres(e))
                 if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
             {
-                "BaselineLockTimeout"
+                ErrorKind::BaselineLockTimeout
             }
             Self::Database(e) => e.error_type(),
-            Self::Redis(_) => "RedisUnavailable",
-            Self::NoBaseline { .. } => "NoBaseline",
-            Self::NoStagingCredentials { .. } => "NoStagingCredentials",
-            Self::Corrupt { .. } => "CorruptRecord",
-            Self::Overdue { .. } => "DrillOverdue",
+            Self::Redis(_) => ErrorKind::RedisUnavailable,
+            Self::NoBaseline { .. } => ErrorKind::NoBaseline,
+            Self::NoStagingCredentials { .. } => ErrorKind::NoStagingCredentials,
+            Self::Corrupt { .. } => ErrorKind::CorruptRecord,
+            Self::Overdue { .. } => ErrorKind::DrillOverdue,
         }
     }
 }
@@ -566,17 +567,17 @@ impl DrillValidator {
             };
             self.store(&self.last_passed_key(kind), &last).await?;
         }
-        if !rendered.summary.passed {
-            if let Some(topic) = &self.config.alert_topic_arn {
-                self.sns
-                    .publish()
-                    .topic_arn(topic)
-                    .subject(format!("catalyst-dr drill {drill_id} failed"))
-                    .message(rendered.markdown.clone())
-                    .send()
-                    .await
-                    .map_err(|e| crate::aws_error::classify("sns:Publish", e))?;
-            }
+        if !rendered.summary.passed
+            && let Some(topic) = &self.config.alert_topic_arn
+        {
+            self.sns
+                .publish()
+                .topic_arn(topic)
+                .subject(format!("catalyst-dr drill {drill_id} failed"))
+                .message(rendered.markdown.clone())
+                .send()
+                .await
+                .map_err(|e| crate::aws_error::classify("sns:Publish", e))?;
         }
         Ok(report::ReportSummary {
             keys,

@@ -25,6 +25,7 @@ pub mod verify;
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::CatalystDbError;
 use crate::catalyst_db::introspect::{self, CapturedTable, NotCaptured};
+use crate::error_kind::ErrorKind;
 use crate::input::InputError;
 use crate::postgres::{PgConnectError, PgConnector, SecretSource};
 use config::LogicalConfig;
@@ -111,20 +112,20 @@ fn hint(interrupted: &Option<String>) -> String {
 
 impl LogicalError {
     /// Stable names for Step Functions `Retry`/`Catch`.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
-            Self::Input(_) => "InvalidInput",
+            Self::Input(_) => ErrorKind::InvalidInput,
             Self::Aws(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
             Self::Db(e) => e.error_type(),
-            Self::Postgres(_) => "Postgres",
-            Self::NotConfigured { .. } => "NotConfigured",
-            Self::Compression { .. } => "CorruptBackup",
-            Self::CorruptManifest { .. } => "CorruptManifest",
-            Self::UnsupportedManifestFormat { .. } => "UnsupportedManifestFormat",
-            Self::BackupIncomplete { .. } => "BackupIncomplete",
-            Self::TargetNotEmpty { .. } => "TargetNotEmpty",
-            Self::SchemaNotCaptured { .. } => "SchemaNotCaptured",
+            Self::Postgres(_) => ErrorKind::Postgres,
+            Self::NotConfigured { .. } => ErrorKind::NotConfigured,
+            Self::Compression { .. } => ErrorKind::CorruptBackup,
+            Self::CorruptManifest { .. } => ErrorKind::CorruptManifest,
+            Self::UnsupportedManifestFormat { .. } => ErrorKind::UnsupportedManifestFormat,
+            Self::BackupIncomplete { .. } => ErrorKind::BackupIncomplete,
+            Self::TargetNotEmpty { .. } => ErrorKind::TargetNotEmpty,
+            Self::SchemaNotCaptured { .. } => ErrorKind::SchemaNotCaptured,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! time into a new instance, watch it come up, reset its master password, delete it. Implemented
 //! for RDS (instances and Aurora clusters) and for a PostgreSQL cluster on this machine.
 
+use crate::error_kind::ErrorKind;
 use crate::tags::Tags;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -67,11 +68,11 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
             Self::Aws(e) => e.error_type(),
-            Self::SourceNotFound { .. } => "SourceNotFound",
-            Self::Local { .. } | Self::Io { .. } => "LocalEngineFailed",
+            Self::SourceNotFound { .. } => ErrorKind::SourceNotFound,
+            Self::Local { .. } | Self::Io { .. } => ErrorKind::LocalEngineFailed,
         }
     }
 }

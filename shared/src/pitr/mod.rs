@@ -10,6 +10,7 @@ pub mod smoke;
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::{self, CatalystDbError};
 use crate::drill_id::DrillId;
+use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect_bounded};
 use crate::tags;
@@ -108,18 +109,18 @@ fn failed_summary(checks: &[CheckResult]) -> String {
 impl PitrError {
     /// Stable names for Step Functions `Retry`/`Catch`. `StagingNotReady` and
     /// `CredentialsNotYetApplied` are worth retrying; `RestoreRefused` never is.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
-            Self::Input(_) => "InvalidInput",
+            Self::Input(_) => ErrorKind::InvalidInput,
             Self::Engine(e) => e.error_type(),
             Self::Secret(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
             Self::Database(e) => e.error_type(),
-            Self::Refused { .. } => "RestoreRefused",
-            Self::NotFound { .. } => "StagingNotFound",
-            Self::NotReady { .. } => "StagingNotReady",
-            Self::CredentialsNotApplied { .. } => "CredentialsNotYetApplied",
-            Self::SmokeFailed { .. } => "SmokeFailed",
+            Self::Refused { .. } => ErrorKind::RestoreRefused,
+            Self::NotFound { .. } => ErrorKind::StagingNotFound,
+            Self::NotReady { .. } => ErrorKind::StagingNotReady,
+            Self::CredentialsNotApplied { .. } => ErrorKind::CredentialsNotYetApplied,
+            Self::SmokeFailed { .. } => ErrorKind::SmokeFailed,
         }
     }
 }
@@ -288,19 +289,19 @@ impl PitrRestore {
             self.require_ours(instance, drill_id)?;
         }
         let window = self.engine.restore_window().await?;
-        if let Some(t) = target_time {
-            if t < window.earliest || t > window.latest {
-                return Err(InputError::new(
-                    "target_time",
-                    format!(
-                        "{} is outside the restorable window {} .. {}",
-                        format_time(t),
-                        format_time(window.earliest),
-                        format_time(window.latest)
-                    ),
-                )
-                .into());
-            }
+        if let Some(t) = target_time
+            && (t < window.earliest || t > window.latest)
+        {
+            return Err(InputError::new(
+                "target_time",
+                format!(
+                    "{} is outside the restorable window {} .. {}",
+                    format_time(t),
+                    format_time(window.earliest),
+                    format_time(window.latest)
+                ),
+            )
+            .into());
         }
         // The local engine restores to an exact time; RDS to the latest it has when asked.
         let restore_time = target_time.unwrap_or(window.latest);

@@ -116,13 +116,13 @@ impl ReplayConfig {
             ));
         }
         let path = env.text(&settings::PROBE_PATH);
-        if let Some(p) = &path {
-            if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(invalid(
-                    settings::PROBE_PATH.name,
-                    format!("{p:?} must start with '/' and contain no spaces"),
-                ));
-            }
+        if let Some(p) = &path
+            && (!p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                settings::PROBE_PATH.name,
+                format!("{p:?} must start with '/' and contain no spaces"),
+            ));
         }
         let allow = match env.text(&settings::PROBE_ALLOW_CIDRS) {
             Some(raw) => parse_cidrs(settings::PROBE_ALLOW_CIDRS.name, &raw)?,

@@ -8,12 +8,13 @@ pub mod flush;
 pub mod plan;
 pub mod probe;
 pub mod redrive;
-pub mod replay;
+pub mod requeue;
 pub mod verify;
 
 use crate::aws_error::AwsCallError;
 use crate::catalyst_db::CatalystDbError;
 use crate::catalyst_db::deliveries::DeadLetterFilter;
+use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::postgres::{PgConnectError, PgConnector, PgTimeout, SecretSource, is_statement_timeout};
@@ -68,13 +69,13 @@ impl FilterInput {
         if since >= until {
             return Err(InputError::new("filter.since", "must be before until"));
         }
-        if let Some(ids) = &self.subscription_ids {
-            if ids.is_empty() {
-                return Err(InputError::new(
-                    "filter.subscription_ids",
-                    "must not be empty when given",
-                ));
-            }
+        if let Some(ids) = &self.subscription_ids
+            && ids.is_empty()
+        {
+            return Err(InputError::new(
+                "filter.subscription_ids",
+                "must not be empty when given",
+            ));
         }
         if self.limit == Some(0) {
             return Err(InputError::new("filter.limit", "must be at least 1"));
@@ -202,20 +203,20 @@ pub enum ReplayError {
 
 impl ReplayError {
     /// Stable names for Step Functions `Retry`/`Catch`.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
-            Self::Input(_) => "InvalidInput",
+            Self::Input(_) => ErrorKind::InvalidInput,
             Self::Aws(e) => e.error_type(),
             Self::Database(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
-            Self::Timeout(_) => "DatabaseUnavailable",
-            Self::TooManyDeliveries { .. } => "TooManyDeliveries",
-            Self::AuditNotFound { .. } => "AuditNotFound",
-            Self::CorruptAudit { .. } => "CorruptAudit",
-            Self::NotStaging { .. } => "NotStaging",
-            Self::NotTheSourceQueue { .. } => "NotTheSourceQueue",
-            Self::Redis(_) => "RedisError",
-            Self::Misconfigured(_) => "Misconfigured",
+            Self::Timeout(_) => ErrorKind::DatabaseUnavailable,
+            Self::TooManyDeliveries { .. } => ErrorKind::TooManyDeliveries,
+            Self::AuditNotFound { .. } => ErrorKind::AuditNotFound,
+            Self::CorruptAudit { .. } => ErrorKind::CorruptAudit,
+            Self::NotStaging { .. } => ErrorKind::NotStaging,
+            Self::NotTheSourceQueue { .. } => ErrorKind::NotTheSourceQueue,
+            Self::Redis(_) => ErrorKind::RedisError,
+            Self::Misconfigured(_) => ErrorKind::Misconfigured,
         }
     }
 }
@@ -338,14 +339,14 @@ impl DeadLetterReplay {
                 if max_deliveries == Some(0) {
                     return Err(InputError::new("max_deliveries", "must be at least 1").into());
                 }
-                let request = replay::ReplayRequest {
+                let request = requeue::ReplayRequest {
                     replay_id,
                     filter,
                     dry_run,
                     max_deliveries: max_deliveries.unwrap_or(self.config.max_deliveries),
                     spread_seconds,
                 };
-                to_json(replay::run(self, &request).await?)
+                to_json(requeue::run(self, &request).await?)
             }
             ReplayEvent::Verify {
                 replay_id,
@@ -353,12 +354,12 @@ impl DeadLetterReplay {
             } => {
                 validate_replay_id(&replay_id)?;
                 validate_secret_id("database_secret_id", &database_secret_id)?;
-                let audit = replay::read_audit(self, &replay_id).await?.ok_or_else(|| {
-                    ReplayError::AuditNotFound {
+                let audit = requeue::read_audit(self, &replay_id)
+                    .await?
+                    .ok_or_else(|| ReplayError::AuditNotFound {
                         key: audit::json_key(&self.config.audit_prefix, &replay_id),
                         replay_id: replay_id.clone(),
-                    }
-                })?;
+                    })?;
                 let other = self.other_database(database_secret_id);
                 let connector = other.as_ref().unwrap_or(&self.database);
                 let client = connector.connect().await?;

@@ -231,10 +231,10 @@ impl HttpProbe {
         for addr in &addrs {
             check_ip(addr.ip(), &self.config.allow)?;
         }
-        if let Some(url::Host::Domain(domain)) = url.host() {
-            if let Ok(mut map) = self.resolver.checked.lock() {
-                map.insert(domain.to_owned(), addrs);
-            }
+        if let Some(url::Host::Domain(domain)) = url.host()
+            && let Ok(mut map) = self.resolver.checked.lock()
+        {
+            map.insert(domain.to_owned(), addrs);
         }
         Ok(())
     }

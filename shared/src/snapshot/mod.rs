@@ -10,6 +10,7 @@ pub mod rds;
 pub mod store;
 
 use crate::aws_error::AwsCallError;
+use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::tags;
@@ -28,6 +29,8 @@ use time::OffsetDateTime;
 /// selected by the event's `action` field (see [`decode`]).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+// Decoded once per invocation and consumed at once: boxing the manifest step's fields saves nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SnapshotTriggerEvent {
     /// Start (or find, on a retry) this run's database and cache snapshots.
     Snapshot { scheduled_time: String },
@@ -119,14 +122,14 @@ pub enum SnapshotError {
 
 impl SnapshotError {
     /// Stable names for Step Functions `Retry`/`Catch`.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorKind {
         match self {
-            Self::Input(_) => "InvalidInput",
+            Self::Input(_) => ErrorKind::InvalidInput,
             Self::Aws(e) => e.error_type(),
-            Self::NotOwned { .. } => "SnapshotNotOwned",
-            Self::NotStarted { .. } => "SnapshotNotStarted",
-            Self::CorruptManifest { .. } => "CorruptManifest",
-            Self::LocalEngineNotConfigured { .. } => "Misconfigured",
+            Self::NotOwned { .. } => ErrorKind::SnapshotNotOwned,
+            Self::NotStarted { .. } => ErrorKind::SnapshotNotStarted,
+            Self::CorruptManifest { .. } => ErrorKind::CorruptManifest,
+            Self::LocalEngineNotConfigured { .. } => ErrorKind::Misconfigured,
             Self::LocalEngine(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
             Self::Logical(e) => e.error_type(),

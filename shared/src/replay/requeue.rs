@@ -1,4 +1,4 @@
-//! `replay`: the runbook's webhook replay. Probe each distinct endpoint once; set the deliveries of
+//! The `replay` action: the runbook's webhook replay. Probe each distinct endpoint once; set the deliveries of
 //! healthy endpoints back to `pending` with `next_attempt_at` = now (optionally spread), in
 //! bounded batches that each are one guarded statement, journaled in the database in that same
 //! statement; write the audit record from the journal, so it lists what every attempt changed.
@@ -122,11 +122,11 @@ struct EndpointGroup {
 
 pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayResult, ReplayError> {
     let started_at = now_text();
-    if !req.dry_run {
-        if let Some(existing) = read_audit(svc, &req.replay_id).await? {
-            tracing::info!(replay_id = %req.replay_id, "replay already recorded; nothing to do");
-            return Ok(result_from_audit(svc, &existing, true));
-        }
+    if !req.dry_run
+        && let Some(existing) = read_audit(svc, &req.replay_id).await?
+    {
+        tracing::info!(replay_id = %req.replay_id, "replay already recorded; nothing to do");
+        return Ok(result_from_audit(svc, &existing, true));
     }
     let mut timings = PhaseTimings::default();
     let phase = std::time::Instant::now();
