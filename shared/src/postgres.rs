@@ -229,6 +229,10 @@ pub enum PgConnectError {
     BadSecret { secret_id: String, reason: String },
     #[error("CA bundle {path}: {reason}")]
     CaBundle { path: String, reason: String },
+    #[error(
+        "PG_TLS=disable is only for a database on loopback; {host} is not (credentials never cross a network in clear text)"
+    )]
+    PlainTextToRemoteHost { host: String },
     #[error("connecting to {host}:{port}/{dbname} as {username}")]
     Connect {
         host: String,
@@ -246,7 +250,9 @@ impl PgConnectError {
     pub fn error_type(&self) -> ErrorKind {
         match self {
             Self::Secret(e) => e.error_type(),
-            Self::BadSecret { .. } | Self::CaBundle { .. } => ErrorKind::Misconfigured,
+            Self::BadSecret { .. } | Self::CaBundle { .. } | Self::PlainTextToRemoteHost { .. } => {
+                ErrorKind::Misconfigured
+            }
             Self::Connect { source, .. } if is_auth_failure(source) => {
                 ErrorKind::DatabaseAuthFailed
             }
@@ -429,6 +435,11 @@ pub async fn connect_bounded(
     };
     match tls {
         TlsMode::Disable => {
+            if !is_loopback(&credentials.host) {
+                return Err(PgConnectError::PlainTextToRemoteHost {
+                    host: credentials.host.clone(),
+                });
+            }
             let (client, connection) =
                 tokio::time::timeout(whole, config.connect(tokio_postgres::NoTls))
                     .await
@@ -456,6 +467,17 @@ pub async fn connect_bounded(
             Ok(client)
         }
     }
+}
+
+/// `localhost`, a loopback address or a Unix socket directory: nothing that crosses a network.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host.starts_with('/')
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn tls_connector(
@@ -524,6 +546,40 @@ impl SecretStore for aws_sdk_secretsmanager::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn plain_text_is_refused_to_anything_but_loopback_before_connecting() {
+        let credentials = |host: &str| DbCredentials {
+            host: host.to_owned(),
+            // Nothing listens here: a refusal that tried to connect would be a different error.
+            port: 1,
+            username: "u".into(),
+            password: "p".into(),
+            dbname: "d".into(),
+        };
+        for host in [
+            "catalyst-auth.abc.eu-west-1.rds.amazonaws.com",
+            "10.0.0.5",
+            "::2",
+        ] {
+            match connect_with(&credentials(host), &TlsMode::Disable).await {
+                Err(err @ PgConnectError::PlainTextToRemoteHost { .. }) => {
+                    assert_eq!(err.error_type(), ErrorKind::Misconfigured);
+                    assert!(err.to_string().contains(host), "{err}");
+                }
+                other => panic!("{host}: {other:?}"),
+            }
+        }
+        for host in [
+            "127.0.0.1",
+            "localhost",
+            "::1",
+            "[::1]",
+            "/var/run/postgresql",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+    }
 
     #[test]
     fn secret_documents_parse_and_never_print_the_password() {

@@ -231,7 +231,7 @@ pub const PG_TLS: Setting = row(
     F::Text("verify-full"),
     Optional,
     Operator,
-    "TLS to PostgreSQL: `verify-full` or `disable` (loopback only); snapshot-trigger reads it when a database is configured",
+    "TLS to PostgreSQL: `verify-full` or `disable`, which is refused (`Misconfigured`) for any host but loopback; snapshot-trigger reads it when a database is configured",
 );
 pub const PG_CA_BUNDLE: Setting = row(
     "PG_CA_BUNDLE",
