@@ -1,36 +1,26 @@
-//! The drill's numbers as a CloudWatch embedded-metric-format line: Lambda's log pipeline turns
-//! it into metrics without an API call.
+//! The drill's numbers as CloudWatch embedded-metric-format lines ([`crate::metrics`]).
 
 use super::report::ReportSummary;
-use serde_json::json;
+use crate::metrics::{Metric, emf_line as line};
+use serde_json::{Map, json};
 use time::OffsetDateTime;
-
-pub const NAMESPACE: &str = "CatalystDR";
 
 /// The dead man's number: days since a drill of `drill_kind` last passed.
 pub fn overdue_line(drill_kind: &str, age_days: f64, now: OffsetDateTime) -> String {
-    json!({
-        "DrillKind": drill_kind,
-        "DaysSinceLastPassedDrill": age_days,
-        "_aws": {
-            "Timestamp": (now.unix_timestamp_nanos() / 1_000_000) as i64,
-            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["DrillKind"]], "Metrics": [{"Name": "DaysSinceLastPassedDrill", "Unit": "None"}]}],
-        },
-    })
+    line(
+        ("DrillKind", drill_kind),
+        vec![Metric::new("DaysSinceLastPassedDrill", "None", age_days)],
+        Map::new(),
+        now,
+    )
     .to_string()
 }
 
 pub fn emf_line(drill_kind: &str, summary: &ReportSummary, now: OffsetDateTime) -> String {
     let mut metrics = vec![
-        json!({"Name": "DrillFailed", "Unit": "Count"}),
-        json!({"Name": "ParityFailures", "Unit": "Count"}),
+        Metric::new("DrillFailed", "Count", if summary.passed { 0 } else { 1 }),
+        Metric::new("ParityFailures", "Count", summary.parity_failures),
     ];
-    let mut line = json!({
-        "DrillKind": drill_kind,
-        "drill_id": summary.drill_id,
-        "DrillFailed": if summary.passed { 0 } else { 1 },
-        "ParityFailures": summary.parity_failures,
-    });
     for (name, value, unit) in [
         ("RTOSeconds", summary.rto_seconds, "Seconds"),
         ("RPOSeconds", summary.rpo_seconds, "Seconds"),
@@ -41,13 +31,10 @@ pub fn emf_line(drill_kind: &str, summary: &ReportSummary, now: OffsetDateTime) 
         ),
     ] {
         if let Some(value) = value {
-            metrics.push(json!({"Name": name, "Unit": unit}));
-            line[name] = json!(value);
+            metrics.push(Metric::new(name, unit, value));
         }
     }
-    line["_aws"] = json!({
-        "Timestamp": (now.unix_timestamp_nanos() / 1_000_000) as i64,
-        "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["DrillKind"]], "Metrics": metrics}],
-    });
-    line.to_string()
+    let mut properties = Map::new();
+    properties.insert("drill_id".into(), json!(summary.drill_id));
+    line(("DrillKind", drill_kind), metrics, properties, now).to_string()
 }

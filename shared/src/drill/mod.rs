@@ -15,6 +15,7 @@ use crate::drill_id::DrillId;
 use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
+use crate::output::to_json;
 use crate::pitr::credentials::StagingSecret;
 use crate::postgres::{PgConnectError, PgConnector, SecretStore, connect_bounded};
 use config::DrillConfig;
@@ -647,8 +648,4 @@ impl DrillValidator {
             config,
         }
     }
-}
-
-fn to_json<T: Serialize>(value: T) -> serde_json::Value {
-    serde_json::to_value(value).expect("results are plain data and always serialise")
 }

@@ -77,35 +77,27 @@ impl LogicalBackupResult {
     }
 }
 
-/// The backup's figures as one CloudWatch embedded-metric-format line (namespace `catalyst-dr`).
+/// The backup's figures as one CloudWatch embedded-metric-format line.
 pub fn metrics_line(
     result: &LogicalBackupResult,
     seconds: f64,
     now: OffsetDateTime,
 ) -> serde_json::Value {
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": (now.unix_timestamp_nanos() / 1_000_000) as i64,
-            "CloudWatchMetrics": [{
-                "Namespace": "catalyst-dr",
-                "Dimensions": [["Action"]],
-                "Metrics": [
-                    {"Name": "LogicalBackupSeconds", "Unit": "Seconds"},
-                    {"Name": "LogicalBackupBytes", "Unit": "Bytes"},
-                    {"Name": "LogicalBackupRows", "Unit": "Count"},
-                    {"Name": "LogicalBackupTables", "Unit": "Count"},
-                    {"Name": "LogicalBackupIgnoredObjects", "Unit": "Count"}
-                ]
-            }]
-        },
-        "Action": "logical-backup",
-        "run_id": result.run_id,
-        "LogicalBackupSeconds": seconds,
-        "LogicalBackupBytes": result.object_bytes,
-        "LogicalBackupRows": result.rows,
-        "LogicalBackupTables": result.tables,
-        "LogicalBackupIgnoredObjects": result.ignored.len(),
-    })
+    use crate::metrics::{Metric, emf_line};
+    let mut properties = serde_json::Map::new();
+    properties.insert("run_id".into(), serde_json::json!(result.run_id));
+    emf_line(
+        ("Action", "logical-backup"),
+        vec![
+            Metric::new("LogicalBackupSeconds", "Seconds", seconds),
+            Metric::new("LogicalBackupBytes", "Bytes", result.object_bytes),
+            Metric::new("LogicalBackupRows", "Count", result.rows),
+            Metric::new("LogicalBackupTables", "Count", result.tables),
+            Metric::new("LogicalBackupIgnoredObjects", "Count", result.ignored.len()),
+        ],
+        properties,
+        now,
+    )
 }
 
 impl LogicalBackups {

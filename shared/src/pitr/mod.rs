@@ -12,6 +12,7 @@ use crate::catalyst_db::{self, CatalystDbError};
 use crate::drill_id::DrillId;
 use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
+use crate::output::to_json;
 use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect_bounded};
 use crate::tags;
 use config::{EngineConfig, PitrConfig};
@@ -562,8 +563,4 @@ impl PitrRestore {
             source,
         }
     }
-}
-
-fn to_json<T: Serialize>(value: T) -> serde_json::Value {
-    serde_json::to_value(value).expect("results are plain data and always serialise")
 }

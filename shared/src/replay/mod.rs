@@ -17,6 +17,7 @@ use crate::catalyst_db::deliveries::DeadLetterFilter;
 use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
+use crate::output::to_json;
 use crate::postgres::{PgConnectError, PgConnector, PgTimeout, SecretSource, is_statement_timeout};
 use config::ReplayConfig;
 use probe::EndpointProbe;
@@ -475,10 +476,6 @@ impl DeadLetterReplay {
     pub fn audit_retain_until(&self, now: OffsetDateTime) -> OffsetDateTime {
         now + time::Duration::days(self.config.audit_retention_days.into())
     }
-}
-
-pub(crate) fn to_json<T: Serialize>(value: T) -> serde_json::Value {
-    serde_json::to_value(value).expect("results are plain data and always serialise")
 }
 
 pub(crate) fn now_text() -> String {

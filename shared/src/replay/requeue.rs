@@ -8,6 +8,7 @@ use super::probe::{endpoint_key, probe_all};
 use super::{DeadLetterReplay, ReplayError, bounded, now_text};
 use crate::catalyst_db::deliveries::{self, DeadLetterFilter};
 use crate::input::format_time;
+use crate::metrics::Metric;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -326,17 +327,24 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
         .await?;
     let c = &record.counts;
     tracing::info!(replay_id = %record.replay_id, matched = c.matched, replayed = c.replayed, skipped_unhealthy = c.skipped_unhealthy, skipped_changed = c.skipped_changed, "replay done");
+    let mut properties = serde_json::Map::new();
+    properties.insert("replay_id".into(), serde_json::json!(record.replay_id));
     println!(
         "{}",
-        serde_json::json!({
-            "_aws": {"Timestamp": completed.unix_timestamp() * 1000, "CloudWatchMetrics": [{"Namespace": "CatalystDR", "Dimensions": [["Function"]],
-                "Metrics": [{"Name": "DeliveriesReplayed", "Unit": "Count"}, {"Name": "DeliveriesSkipped", "Unit": "Count"}, {"Name": "EndpointsUnhealthy", "Unit": "Count"}]}]},
-            "Function": "dead-letter-replay",
-            "replay_id": record.replay_id,
-            "DeliveriesReplayed": c.replayed,
-            "DeliveriesSkipped": c.skipped_unhealthy + c.skipped_changed,
-            "EndpointsUnhealthy": c.endpoints_unhealthy,
-        })
+        crate::metrics::emf_line(
+            ("Function", "dead-letter-replay"),
+            vec![
+                Metric::new("DeliveriesReplayed", "Count", c.replayed),
+                Metric::new(
+                    "DeliveriesSkipped",
+                    "Count",
+                    c.skipped_unhealthy + c.skipped_changed
+                ),
+                Metric::new("EndpointsUnhealthy", "Count", c.endpoints_unhealthy),
+            ],
+            properties,
+            completed,
+        )
     );
     timings.audit = ms_since(phase);
     let mut result = result_from_audit(svc, &record, false);

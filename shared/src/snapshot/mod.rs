@@ -13,6 +13,7 @@ use crate::aws_error::AwsCallError;
 use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
+use crate::output::to_json;
 use crate::tags;
 use config::SnapshotTriggerConfig;
 use manifest::{
@@ -520,10 +521,6 @@ impl SnapshotTrigger {
         }
         Ok(entries)
     }
-}
-
-fn to_json<T: Serialize>(value: T) -> serde_json::Value {
-    serde_json::to_value(value).expect("results are plain data and always serialise")
 }
 
 impl SnapshotTrigger {
