@@ -177,11 +177,7 @@ def orchestration_requests(resolver):
         policies = state_machine_policies(resolver, logical_id)
         for state, action, resource in task_requests(json.loads(text)["States"]):
             out.append((f"{logical_id} role", policies, action, resource, f"task {state}"))
-    for name, resource in resolver.template["Resources"].items():
-        if resource["Type"] != "AWS::Scheduler::Schedule":
-            continue
-        if "Condition" in resource and not resolver.condition(resource["Condition"]):
-            continue
+    for name, resource in resolver.deployed("AWS::Scheduler::Schedule"):
         target = resolver.value(resource["Properties"]["Target"])
         role_id = resource["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"]
         role_id = role_id[0] if isinstance(role_id, list) else role_id.split(".", 1)[0]

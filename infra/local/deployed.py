@@ -285,16 +285,21 @@ class Resolver:
             return node
         return str(node)
 
+    def deployed(self, kind):
+        """(logical id, resource) of each resource of `kind` that the conditions deploy."""
+        for name, resource in self.template["Resources"].items():
+            if resource["Type"] != kind:
+                continue
+            if "Condition" in resource and not self.condition(resource["Condition"]):
+                continue
+            yield name, resource
+
     # ---- what the commands print
     def functions(self):
         """Each function's binary and its resolved environment (Globals first)."""
         globals_env = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
         out = {}
-        for name, resource in self.template["Resources"].items():
-            if resource["Type"] != "AWS::Serverless::Function":
-                continue
-            if "Condition" in resource and not self.condition(resource["Condition"]):
-                continue
+        for name, resource in self.deployed("AWS::Serverless::Function"):
             variables = {**globals_env, **resource["Properties"].get("Environment", {}).get("Variables", {})}
             env = {k: v for k, v in self.value(variables).items()}
             out[name] = {"binary": resource["Metadata"]["BuildProperties"]["Binary"], "environment": {k: str(v) for k, v in env.items()}}
@@ -304,11 +309,7 @@ class Resolver:
         """Each function's execution role: its name as deployed, its inline policy documents
         resolved, its managed policy ARNs."""
         out = {}
-        for name, resource in self.template["Resources"].items():
-            if resource["Type"] != "AWS::Serverless::Function":
-                continue
-            if "Condition" in resource and not self.condition(resource["Condition"]):
-                continue
+        for name, resource in self.deployed("AWS::Serverless::Function"):
             role_ref = resource["Properties"].get("Role")
             if not (isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref):
                 raise TemplateError(f"{name} has no Role of its own (!GetAtt <Role>.Arn)")
@@ -344,11 +345,7 @@ class Resolver:
             if r["Type"] == "AWS::Serverless::Function"
         }
         out = []
-        for name, resource in self.template["Resources"].items():
-            if resource["Type"] != "AWS::Scheduler::Schedule":
-                continue
-            if "Condition" in resource and not self.condition(resource["Condition"]):
-                continue
+        for name, resource in self.deployed("AWS::Scheduler::Schedule"):
             props = self.value(resource["Properties"])
             target = props["Target"]
             entry = {
