@@ -214,7 +214,11 @@ def main(argv=None):
             "bucket": resolver.resource("BackupBucket", None),
             "topic": resolver.resource("AlertTopic", None),
         }
-        expectations = json.loads(Path(args.expectations).read_text())["requests"]
+        expectations = [
+            case
+            for case in json.loads(Path(args.expectations).read_text())["requests"]
+            if case.get("config_env", args.config_env) == args.config_env
+        ]
         wrong = 0
         for case in expectations:
             if case["function"] not in roles:

@@ -70,8 +70,6 @@ def local_additions(seed, state):
         "DRILL_REDIS_URL": seed["redis_url"],
         "STAGING_REDIS_URL": seed["redis_url"],
         "REDIS_QUEUE_PATTERNS": "catalyst:webhooks:queue:*,catalyst:webhooks:delayed",
-        # The replay test's own database (the state machine test creates it).
-        "REPLAY_DATABASE_SECRET_ID": seed["replay_database_secret"],
         # Probed endpoints run on loopback, which the SSRF guard refuses in AWS.
         "PROBE_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
         # moto has no ElastiCache CopySnapshot (the export's request has a request-shape test).

@@ -28,6 +28,8 @@ FUNCTION_SG = "catalyst-dr-functions"
 # The database dead-letter-replay writes to locally: the replay state machine test creates it and
 # stores its secret, so that it never races the tests that use catalyst_auth.
 REPLAY_DB_SECRET = "catalyst-dr/local/replay-database"
+BACKUP_DB_SECRET = "catalyst-dr/local/backup-database"
+DRILL_DB_SECRET = "catalyst-dr/local/drill-database"
 INBOX = "catalyst-dr-alerts-inbox"
 ADMIN_USER = "catalyst-dr-local-admin"
 WEBHOOK_QUEUE = "catalyst-auth-webhooks"
@@ -160,6 +162,18 @@ def main():
         pass
     staging_secret_arn = secrets.describe_secret(SecretId=STAGING_DB_SECRET)["ARN"]
 
+    # The functions' own database secrets (BackupDatabaseSecretArn, DrillDatabaseSecretArn,
+    # ReplayDatabaseSecretArn). Locally they hold the local superuser's credentials; what each
+    # database role may do is proven by tests/tests/database_roles.rs on the setup SQL. The
+    # replay's is replaced by the replay state machine test with its own database's.
+    role_secret_arns = {}
+    for key, name in [("backup", BACKUP_DB_SECRET), ("drill", DRILL_DB_SECRET), ("replay", REPLAY_DB_SECRET)]:
+        try:
+            secrets.create_secret(Name=name, SecretString=document)
+        except secrets.exceptions.ResourceExistsException:
+            pass
+        role_secret_arns[key] = secrets.describe_secret(SecretId=name)["ARN"]
+
     # The account's administrator: the harness and the tests act as it once the endpoint
     # enforces IAM; the functions act under their own roles (functions.py).
     iam = client("iam")
@@ -197,6 +211,9 @@ def main():
                 "source_database_secret_arn": source_secret_arn,
                 "staging_database_secret_arn": staging_secret_arn,
                 "replay_database_secret": REPLAY_DB_SECRET,
+                "replay_database_secret_arn": role_secret_arns["replay"],
+                "backup_database_secret_arn": role_secret_arns["backup"],
+                "drill_database_secret_arn": role_secret_arns["drill"],
                 "vpc_id": vpc_id,
                 "subnet_ids": ",".join(subnet_ids),
                 "route_table_ids": ",".join(route_table_ids),

@@ -618,8 +618,8 @@ pub const REPLAY_DATABASE_SECRET_ID: Setting = row(
     Kind::SecretId,
     F::Variable("SOURCE_DATABASE_SECRET_ID"),
     Optional,
-    Operator,
-    "the database replay writes to",
+    Template,
+    "the database replay writes to: the `catalyst_dr_replay` role's secret (`ReplayDatabaseSecretArn`, docs/database-roles.md)",
 );
 pub const PROBE_METHOD: Setting = row(
     "PROBE_METHOD",
