@@ -163,15 +163,23 @@ def main():
     staging_secret_arn = secrets.describe_secret(SecretId=STAGING_DB_SECRET)["ARN"]
 
     # The functions' own database secrets (BackupDatabaseSecretArn, DrillDatabaseSecretArn,
-    # ReplayDatabaseSecretArn). Locally they hold the local superuser's credentials; what each
-    # database role may do is proven by tests/tests/database_roles.rs on the setup SQL. The
-    # replay's is replaced by the replay state machine test with its own database's.
+    # ReplayDatabaseSecretArn): the backup and drill roles stack.sh set up on catalyst_auth. The
+    # replay's secret is filled by the replay state machine test with its own database's.
     role_secret_arns = {}
-    for key, name in [("backup", BACKUP_DB_SECRET), ("drill", DRILL_DB_SECRET), ("replay", REPLAY_DB_SECRET)]:
+    for key, name, user in [
+        ("backup", BACKUP_DB_SECRET, "catalyst_dr_backup"),
+        ("drill", DRILL_DB_SECRET, "catalyst_dr_drill"),
+        ("replay", REPLAY_DB_SECRET, None),
+    ]:
+        role_document = document
+        if user is not None:
+            role_document = json.dumps(
+                {**json.loads(document), "username": user, "password": os.environ["CATALYST_DR_LOCAL_ROLE_PASSWORD"]}
+            )
         try:
-            secrets.create_secret(Name=name, SecretString=document)
+            secrets.create_secret(Name=name, SecretString=role_document)
         except secrets.exceptions.ResourceExistsException:
-            pass
+            secrets.put_secret_value(SecretId=name, SecretString=role_document)
         role_secret_arns[key] = secrets.describe_secret(SecretId=name)["ARN"]
 
     # The account's administrator: the harness and the tests act as it once the endpoint
