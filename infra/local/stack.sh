@@ -150,15 +150,17 @@ ENV
 
   # The "production" Catalyst Auth database: its tables (empty; the main job and tests fill what
   # they need) and catalyst-dr's database roles, set up as docs/database-roles.md tells an
-  # operator to. The backup and drill roles log in with local passwords; seed_aws.py stores them
-  # in those functions' own secrets.
+  # operator to. The roles log in with a local password; seed_aws.py stores the backup's and the
+  # drill's in those functions' own secrets, the replay test the replay's.
   psql "$CATALYST_DR_PG_URL" -q -c "CREATE DATABASE catalyst_auth" >/dev/null
   psql "$CATALYST_DR_PG_URL dbname=catalyst_auth" -q -v ON_ERROR_STOP=1 \
     -f "$ROOT/shared/sql/catalyst-auth-schema.sql" -f "$ROOT/shared/sql/database-roles.sql" >/dev/null
   export CATALYST_DR_LOCAL_ROLE_PASSWORD=catalyst-local-role
   psql "$CATALYST_DR_PG_URL" -q -v ON_ERROR_STOP=1 \
     -c "ALTER ROLE catalyst_dr_backup LOGIN PASSWORD '$CATALYST_DR_LOCAL_ROLE_PASSWORD'" \
-    -c "ALTER ROLE catalyst_dr_drill LOGIN PASSWORD '$CATALYST_DR_LOCAL_ROLE_PASSWORD'" >/dev/null
+    -c "ALTER ROLE catalyst_dr_drill LOGIN PASSWORD '$CATALYST_DR_LOCAL_ROLE_PASSWORD'" \
+    -c "ALTER ROLE catalyst_dr_replay LOGIN PASSWORD '$CATALYST_DR_LOCAL_ROLE_PASSWORD'" >/dev/null
+  echo "export CATALYST_DR_LOCAL_ROLE_PASSWORD='$CATALYST_DR_LOCAL_ROLE_PASSWORD'" >>"$state/env"
 
   log "seeding the local AWS resources"
   AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test "$VENV/bin/python" "$LOCAL_DIR/seed_aws.py" >"$state/seed.json"

@@ -1,7 +1,8 @@
 //! The webhook-replay state machine (plan → replay → wait → verify → result), executed by the ASL
 //! interpreter with dead-letter-replay served by `cargo lambda watch`. The function's database is
 //! the stack's replay database secret (`REPLAY_DATABASE_SECRET_ID`), which this test, its only
-//! user, points at a generated database before the first invocation.
+//! user, points at a generated database before the first invocation, as the least-privileged
+//! `catalyst_dr_replay` database role.
 
 use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
@@ -32,11 +33,16 @@ async fn webhook_replay_plans_replays_waits_and_verifies() {
         now: time::OffsetDateTime::now_utc(),
     };
     let (db, _secret, client) = generated_database(&sdk, "statemachine", &spec).await;
+    // The function writes as the catalyst_dr_replay role, set up on this database as
+    // docs/database-roles.md tells an operator to (the stack gave the role its password).
+    catalyst_dr::catalyst_db::roles::apply(&client, &Default::default())
+        .await
+        .expect("database roles");
     put_db_secret(
         &sdk,
         REPLAY_DB_SECRET,
-        "postgres",
-        &stack_var("CATALYST_DR_PG_PASSWORD"),
+        "catalyst_dr_replay",
+        &stack_var("CATALYST_DR_LOCAL_ROLE_PASSWORD"),
         &db,
     )
     .await;
