@@ -3,6 +3,7 @@
 //! as raw JSON text, so that even one `serde_json::Value` cannot hold is an `InvalidInput` naming
 //! the field, and a panic in a handler becomes `errorType: Panic` rather than a Rust type name.
 
+use crate::error_chain::error_chain;
 use crate::error_kind::ErrorKind;
 use futures_util::FutureExt;
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -126,21 +127,6 @@ fn failed(kind: ErrorKind, message: String) -> Diagnostic {
         error_type: kind.as_str().to_owned(),
         error_message: message,
     }
-}
-
-/// The error and its causes, one after the other.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 impl FunctionError for crate::pitr::PitrError {

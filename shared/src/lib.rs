@@ -8,6 +8,7 @@ pub mod catalyst_db;
 pub mod config;
 pub mod drill;
 pub mod drill_id;
+pub mod error_chain;
 pub mod error_kind;
 pub mod input;
 pub mod lambda;

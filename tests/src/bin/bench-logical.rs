@@ -137,7 +137,7 @@ fn report<T>(
         Err(e) => {
             eprintln!(
                 "bench-logical {what}: {}",
-                catalyst_dr::lambda::error_chain(&e)
+                catalyst_dr::error_chain::error_chain(&e)
             );
             ExitCode::FAILURE
         }
