@@ -573,7 +573,7 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
         )
     };
 
-    let first = catalyst_dr::lambda::invoke_value(
+    let first = catalyst_dr_edge::invoke_value(
         &trigger,
         &json!({"action": "logical-backup", "scheduled_time": hour(2)}),
     )
@@ -584,7 +584,7 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
         json!(total_rows(&catalyst_dr_tests::pg_connect(&db_a).await).await)
     );
     catalyst_dr_tests::put_db_secret(&sdk, &secret, "postgres", &password, &db_b).await;
-    let second = catalyst_dr::lambda::invoke_value(
+    let second = catalyst_dr_edge::invoke_value(
         &trigger,
         &json!({"action": "logical-backup", "scheduled_time": hour(1)}),
     )
