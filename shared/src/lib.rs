@@ -1,5 +1,6 @@
 //! catalyst-dr: backup, point-in-time restore, dead-letter replay and restore-drill automation
-//! for Catalyst Auth. All logic lives here; the Lambda binaries under `functions/` only wire it.
+//! for Catalyst Auth. All logic lives here; the Lambda edge is the `catalyst-dr-edge` crate and the
+//! binaries under `functions/` only wire the two.
 
 pub mod aws_clients;
 pub mod aws_error;
@@ -8,9 +9,9 @@ pub mod catalyst_db;
 pub mod config;
 pub mod drill;
 pub mod drill_id;
+pub mod error_chain;
 pub mod error_kind;
 pub mod input;
-pub mod lambda;
 pub mod local_pg;
 pub mod logical;
 pub mod memory;

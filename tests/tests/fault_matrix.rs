@@ -362,7 +362,7 @@ async fn a_frozen_postmaster_fails_plan_within_the_handshake_bound() {
     let elapsed = started.elapsed();
     pg.thaw();
     assert_eq!(err.error_type(), ErrorKind::DatabaseUnavailable, "{err}");
-    let message = catalyst_dr::lambda::error_chain(&err);
+    let message = catalyst_dr::error_chain::error_chain(&err);
     assert!(
         message.contains("handshake bound")
             && message.contains("PG_HANDSHAKE_TIMEOUT_MS = 1000 ms"),
@@ -414,7 +414,7 @@ async fn a_server_frozen_mid_replay_fails_at_the_statement_bound_and_the_rerun_c
     pg.thaw();
     let err = result.expect_err("no answer from a frozen server");
     assert_eq!(err.error_type(), ErrorKind::DatabaseUnavailable, "{err}");
-    let message = catalyst_dr::lambda::error_chain(&err);
+    let message = catalyst_dr::error_chain::error_chain(&err);
     assert!(
         message.contains("requeue batch") && message.contains("statement bound"),
         "{message}"
@@ -573,7 +573,7 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
         )
     };
 
-    let first = catalyst_dr::lambda::invoke_value(
+    let first = catalyst_dr_edge::invoke_value(
         &trigger,
         &json!({"action": "logical-backup", "scheduled_time": hour(2)}),
     )
@@ -584,7 +584,7 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
         json!(total_rows(&catalyst_dr_tests::pg_connect(&db_a).await).await)
     );
     catalyst_dr_tests::put_db_secret(&sdk, &secret, "postgres", &password, &db_b).await;
-    let second = catalyst_dr::lambda::invoke_value(
+    let second = catalyst_dr_edge::invoke_value(
         &trigger,
         &json!({"action": "logical-backup", "scheduled_time": hour(1)}),
     )

@@ -277,7 +277,7 @@ async fn rotation_stores_the_password_before_changing_the_instance() {
         "{err}"
     );
     assert!(
-        !catalyst_dr::lambda::error_chain(&err).contains("password="),
+        !catalyst_dr::error_chain::error_chain(&err).contains("password="),
         "{err}"
     );
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);

@@ -83,7 +83,7 @@ async fn a_wrong_password_fails_typed_and_without_the_password() {
     );
     let err = connector.connect().await.expect_err("wrong password");
     assert_eq!(err.error_type(), ErrorKind::DatabaseAuthFailed);
-    let text = catalyst_dr::lambda::error_chain(&err);
+    let text = catalyst_dr::error_chain::error_chain(&err);
     assert!(!text.contains("not-the-password"), "{text}");
     assert!(text.contains(&user), "{text}");
 }

@@ -3,7 +3,7 @@
 use catalyst_dr::replay::DeadLetterReplay;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> Result<(), catalyst_dr_edge::Error> {
     catalyst_dr::telemetry::init();
-    catalyst_dr::lambda::serve("dead-letter-replay", DeadLetterReplay::from_env().await).await
+    catalyst_dr_edge::serve("dead-letter-replay", DeadLetterReplay::from_env().await).await
 }

@@ -3,7 +3,7 @@
 use catalyst_dr::pitr::PitrRestore;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> Result<(), catalyst_dr_edge::Error> {
     catalyst_dr::telemetry::init();
-    catalyst_dr::lambda::serve("pitr-restore", PitrRestore::from_env().await).await
+    catalyst_dr_edge::serve("pitr-restore", PitrRestore::from_env().await).await
 }

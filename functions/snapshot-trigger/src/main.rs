@@ -3,7 +3,7 @@
 use catalyst_dr::snapshot::SnapshotTrigger;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> Result<(), catalyst_dr_edge::Error> {
     catalyst_dr::telemetry::init();
-    catalyst_dr::lambda::serve("snapshot-trigger", SnapshotTrigger::from_env().await).await
+    catalyst_dr_edge::serve("snapshot-trigger", SnapshotTrigger::from_env().await).await
 }

@@ -110,7 +110,7 @@ impl LocalRestoreEngine {
     async fn source_client(&self) -> Result<tokio_postgres::Client, EngineError> {
         self.source.connect().await.map_err(|e| EngineError::Local {
             operation: "connect to the source",
-            reason: crate::lambda::error_chain(&e),
+            reason: crate::error_chain::error_chain(&e),
         })
     }
 }
@@ -178,7 +178,7 @@ impl RestoreEngine for LocalRestoreEngine {
             .await
             .map_err(|e| EngineError::Local {
                 operation: "archive the source's WAL",
-                reason: crate::lambda::error_chain(&e),
+                reason: crate::error_chain::error_chain(&e),
             })?;
         Ok(RestoreWindow { earliest, latest })
     }
@@ -249,7 +249,7 @@ impl RestoreEngine for LocalRestoreEngine {
             .await
             .map_err(|e| EngineError::Local {
                 operation: "read the source credentials",
-                reason: crate::lambda::error_chain(&e),
+                reason: crate::error_chain::error_chain(&e),
             })?;
 
         let dir = self.dir(&request.target_id);
@@ -334,7 +334,7 @@ impl RestoreEngine for LocalRestoreEngine {
             })?;
         let failed = |e: &dyn std::error::Error| EngineError::Local {
             operation: "set master password",
-            reason: crate::lambda::error_chain(e),
+            reason: crate::error_chain::error_chain(e),
         };
         let client = self
             .local_client(&meta, username)

@@ -71,7 +71,7 @@ pub async fn run_checks(
             "staging-marker",
             "the restored database is not marked as catalyst-dr staging".into(),
         ),
-        Err(e) => CheckResult::fail("staging-marker", crate::lambda::error_chain(&e)),
+        Err(e) => CheckResult::fail("staging-marker", crate::error_chain::error_chain(&e)),
     });
     results.push(match smoke::users_and_entitlements(client, SAMPLE).await {
         Ok(found) if u64::try_from(found.users).unwrap_or(0) >= min_users => CheckResult::pass(
@@ -83,7 +83,10 @@ pub async fn run_checks(
             "users-and-entitlements",
             format!("{} users, fewer than the {min_users} expected", found.users),
         ),
-        Err(e) => CheckResult::fail("users-and-entitlements", crate::lambda::error_chain(&e)),
+        Err(e) => CheckResult::fail(
+            "users-and-entitlements",
+            crate::error_chain::error_chain(&e),
+        ),
     });
     results.push(match smoke::pending_deliveries(client, SAMPLE).await {
         Ok(found) => CheckResult::pass(
@@ -91,7 +94,7 @@ pub async fn run_checks(
             format!("{} pending webhook deliveries", found.pending),
             serde_json::to_value(&found).ok(),
         ),
-        Err(e) => CheckResult::fail("pending-deliveries", crate::lambda::error_chain(&e)),
+        Err(e) => CheckResult::fail("pending-deliveries", crate::error_chain::error_chain(&e)),
     });
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -131,7 +134,7 @@ pub async fn run_checks(
                 ),
                 Err(e) => CheckResult::fail(
                     &name,
-                    format!("{}: {}", check.url, crate::lambda::error_chain(&e)),
+                    format!("{}: {}", check.url, crate::error_chain::error_chain(&e)),
                 ),
             },
         };

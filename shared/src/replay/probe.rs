@@ -270,7 +270,7 @@ impl EndpointProbe for HttpProbe {
             }
             Err(e) => ProbeResult::unhealthy(
                 endpoint,
-                format!("connect-failed: {}", crate::lambda::error_chain(&e)),
+                format!("connect-failed: {}", crate::error_chain::error_chain(&e)),
                 started,
             ),
         }

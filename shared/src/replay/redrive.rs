@@ -555,7 +555,7 @@ pub async fn filtered(
             None => Ok(lookup.await),
         };
         let statuses: HashMap<i64, (String, String)> =
-            match looked_up.and_then(|r| r.map_err(|e| crate::lambda::error_chain(&e))) {
+            match looked_up.and_then(|r| r.map_err(|e| crate::error_chain::error_chain(&e))) {
                 Ok(rows) => rows
                     .into_iter()
                     .map(|(id, status, url)| (id, (status, endpoint_key(&url))))

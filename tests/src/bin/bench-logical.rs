@@ -137,7 +137,7 @@ fn report<T>(
         Err(e) => {
             eprintln!(
                 "bench-logical {what}: {}",
-                catalyst_dr::lambda::error_chain(&e)
+                catalyst_dr::error_chain::error_chain(&e)
             );
             ExitCode::FAILURE
         }
@@ -470,7 +470,7 @@ async fn run(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // As the deployed functions do (catalyst_dr::lambda::serve).
+    // As the deployed functions do (catalyst_dr_edge::serve).
     catalyst_dr::memory::bound_large_allocations();
     let args = Args::parse();
     match args.command {

@@ -19,14 +19,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let event: serde_json::Value = serde_json::from_str(&args.event)?;
     let outcome = match args.function.as_str() {
         "dead-letter-replay" => {
-            catalyst_dr::lambda::invoke_value(
+            catalyst_dr_edge::invoke_value(
                 &catalyst_dr::replay::DeadLetterReplay::from_env().await?,
                 &event,
             )
             .await
         }
         "snapshot-trigger" => {
-            catalyst_dr::lambda::invoke_value(
+            catalyst_dr_edge::invoke_value(
                 &catalyst_dr::snapshot::SnapshotTrigger::from_env().await?,
                 &event,
             )

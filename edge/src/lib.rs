@@ -3,29 +3,19 @@
 //! as raw JSON text, so that even one `serde_json::Value` cannot hold is an `InvalidInput` naming
 //! the field, and a panic in a handler becomes `errorType: Panic` rather than a Rust type name.
 
-use crate::error_kind::ErrorKind;
+use catalyst_dr::error_chain::error_chain;
+use catalyst_dr::error_kind::ErrorKind;
 use futures_util::FutureExt;
-use lambda_runtime::{Diagnostic, LambdaEvent};
+use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use serde_json::value::RawValue;
+
+// Re-exported so the binaries and tests need no direct dependency on the runtime.
+pub use lambda_runtime::{Diagnostic, Error};
 
 /// A domain error as the Lambda runtime reports it.
 pub trait FunctionError: std::error::Error {
     fn error_type(&self) -> ErrorKind;
-}
-
-impl FunctionError for crate::snapshot::SnapshotError {
-    fn error_type(&self) -> ErrorKind {
-        crate::snapshot::SnapshotError::error_type(self)
-    }
-}
-
-#[async_trait::async_trait(?Send)]
-impl Function for crate::snapshot::SnapshotTrigger {
-    type Error = crate::snapshot::SnapshotError;
-    async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
-        crate::snapshot::SnapshotTrigger::handle(self, event).await
-    }
 }
 
 /// A Lambda function of this project: one handler over JSON events.
@@ -40,9 +30,9 @@ pub trait Function {
 /// configuration stops the process with a message naming the variable), then the runtime loop.
 pub async fn serve<F: Function>(
     name: &str,
-    built: Result<F, crate::config::ConfigError>,
-) -> Result<(), lambda_runtime::Error> {
-    crate::memory::bound_large_allocations();
+    built: Result<F, catalyst_dr::config::ConfigError>,
+) -> Result<(), Error> {
+    catalyst_dr::memory::bound_large_allocations();
     let function = match built {
         Ok(function) => function,
         Err(err) => {
@@ -58,12 +48,6 @@ pub async fn serve<F: Function>(
     .await
 }
 
-impl FunctionError for crate::replay::ReplayError {
-    fn error_type(&self) -> ErrorKind {
-        crate::replay::ReplayError::error_type(self)
-    }
-}
-
 /// Runs `handle` for one invocation, logging the outcome under the request id.
 pub async fn invoke<E, F, Fut>(
     event: LambdaEvent<Box<RawValue>>,
@@ -75,10 +59,10 @@ where
     Fut: Future<Output = Result<Value, E>>,
 {
     let (raw, context) = event.into_parts();
-    crate::postgres::new_invocation();
+    catalyst_dr::postgres::new_invocation();
     let span = tracing::info_span!("invocation", request_id = %context.request_id, action = tracing::field::Empty);
     let _entered = span.enter();
-    let payload = match crate::input::parse_event(raw.get()) {
+    let payload = match catalyst_dr::input::parse_event(raw.get()) {
         Ok(payload) => payload,
         Err(err) => return Err(failed(ErrorKind::InvalidInput, err.to_string())),
     };
@@ -128,54 +112,61 @@ fn failed(kind: ErrorKind, message: String) -> Diagnostic {
     }
 }
 
-/// The error and its causes, one after the other.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
+// The handlers of the four functions: their impls live with the trait, so the library knows no Lambda.
 
-impl FunctionError for crate::pitr::PitrError {
+impl FunctionError for catalyst_dr::snapshot::SnapshotError {
     fn error_type(&self) -> ErrorKind {
-        crate::pitr::PitrError::error_type(self)
+        catalyst_dr::snapshot::SnapshotError::error_type(self)
     }
 }
 
 #[async_trait::async_trait(?Send)]
-impl Function for crate::pitr::PitrRestore {
-    type Error = crate::pitr::PitrError;
+impl Function for catalyst_dr::snapshot::SnapshotTrigger {
+    type Error = catalyst_dr::snapshot::SnapshotError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
-        crate::pitr::PitrRestore::handle(self, event).await
+        catalyst_dr::snapshot::SnapshotTrigger::handle(self, event).await
     }
 }
 
-impl FunctionError for crate::drill::DrillError {
+impl FunctionError for catalyst_dr::pitr::PitrError {
     fn error_type(&self) -> ErrorKind {
-        crate::drill::DrillError::error_type(self)
+        catalyst_dr::pitr::PitrError::error_type(self)
     }
 }
 
 #[async_trait::async_trait(?Send)]
-impl Function for crate::drill::DrillValidator {
-    type Error = crate::drill::DrillError;
+impl Function for catalyst_dr::pitr::PitrRestore {
+    type Error = catalyst_dr::pitr::PitrError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
-        crate::drill::DrillValidator::handle(self, event).await
+        catalyst_dr::pitr::PitrRestore::handle(self, event).await
+    }
+}
+
+impl FunctionError for catalyst_dr::drill::DrillError {
+    fn error_type(&self) -> ErrorKind {
+        catalyst_dr::drill::DrillError::error_type(self)
     }
 }
 
 #[async_trait::async_trait(?Send)]
-impl Function for crate::replay::DeadLetterReplay {
-    type Error = crate::replay::ReplayError;
+impl Function for catalyst_dr::drill::DrillValidator {
+    type Error = catalyst_dr::drill::DrillError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
-        crate::replay::DeadLetterReplay::handle(self, event).await
+        catalyst_dr::drill::DrillValidator::handle(self, event).await
+    }
+}
+
+impl FunctionError for catalyst_dr::replay::ReplayError {
+    fn error_type(&self) -> ErrorKind {
+        catalyst_dr::replay::ReplayError::error_type(self)
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl Function for catalyst_dr::replay::DeadLetterReplay {
+    type Error = catalyst_dr::replay::ReplayError;
+    async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
+        catalyst_dr::replay::DeadLetterReplay::handle(self, event).await
     }
 }
 
