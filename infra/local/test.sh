@@ -27,5 +27,7 @@ echo "== cargo fmt --all --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== the drills' state machines are what infra/statemachines/drills.py writes"
+"$ROOT/.local/venv/bin/python" infra/statemachines/drills.py --check
 echo "== cargo test"
 cargo test --workspace --no-fail-fast -- --test-threads=4
