@@ -11,6 +11,7 @@ pub mod drill;
 pub mod drill_id;
 pub mod error_chain;
 pub mod error_kind;
+pub mod flush_status;
 pub mod input;
 pub mod local_pg;
 pub mod logical;

@@ -160,7 +160,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             started,
             time::OffsetDateTime::now_utc(),
             Some(0.0),
-            "empty",
+            catalyst_dr::flush_status::ExpectedQueue::Empty,
         )
         .await
         .expect("validate");
@@ -209,7 +209,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             started,
             time::OffsetDateTime::now_utc(),
             None,
-            "empty",
+            catalyst_dr::flush_status::ExpectedQueue::Empty,
         )
         .await
         .expect("validate late");

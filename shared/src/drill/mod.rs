@@ -13,6 +13,7 @@ use crate::catalyst_db::CatalystDbError;
 use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
 use crate::drill_id::DrillId;
 use crate::error_kind::ErrorKind;
+use crate::flush_status::{ExpectedQueue, FlushStatus};
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::output::to_json;
@@ -46,7 +47,7 @@ pub enum DrillEvent {
         /// `skipped` when no staging queue is configured): the staging queue must then be empty,
         /// left as it was, or not configured. Absent: empty.
         #[serde(default)]
-        flush_status: Option<String>,
+        flush_status: Option<FlushStatus>,
     },
     /// Write the drill report (JSON, Markdown, HTML) and its metrics; alert when it failed.
     Report {
@@ -205,19 +206,9 @@ impl DrillValidator {
                 let restore_point = parse_time("restore_point", &restore_point)?;
                 let started = parse_time("drill_started_at", &drill_started_at)?;
                 let smoke = parse_time("smoke_passed_at", &smoke_passed_at)?;
-                let expect_queue = match flush_status.as_deref() {
-                    None | Some("purged" | "purge-in-progress" | "flushed") => "empty".to_owned(),
-                    Some("preserved") => "preserved".to_owned(),
-                    // No staging queue was configured, so none was flushed.
-                    Some("skipped") => "none".to_owned(),
-                    Some(other) => {
-                        return Err(InputError::new(
-                            "flush_status",
-                            format!("{other:?} is not a flush status"),
-                        )
-                        .into());
-                    }
-                };
+                // Without a flush status the drill expects the flush emptied the queue.
+                let expect_queue =
+                    flush_status.map_or(ExpectedQueue::Empty, FlushStatus::expected_queue);
                 to_json(
                     self.validate(
                         &drill_id,
@@ -225,7 +216,7 @@ impl DrillValidator {
                         started,
                         smoke,
                         restorable_lag_seconds,
-                        &expect_queue,
+                        expect_queue,
                     )
                     .await?,
                 )
@@ -399,7 +390,7 @@ impl DrillValidator {
         started: OffsetDateTime,
         smoke_passed: OffsetDateTime,
         restorable_lag_seconds: Option<f64>,
-        expect_queue: &str,
+        expect_queue: ExpectedQueue,
     ) -> Result<Validation, DrillError> {
         let baseline: Baseline = self
             .load(&self.key(drill_id, "baseline.json"))
@@ -455,14 +446,14 @@ impl DrillValidator {
 
         let queue = match &self.config.staging_queue_url {
             None => QueueCheck {
-                expected: expect_queue.to_owned(),
+                expected: expect_queue.as_str().to_owned(),
                 depth: None,
                 passed: true,
                 detail: "no staging queue configured".into(),
             },
             // The drill skipped the flush yet this function has a queue: the two disagree.
-            Some(url) if expect_queue == "none" => QueueCheck {
-                expected: expect_queue.to_owned(),
+            Some(url) if expect_queue == ExpectedQueue::None => QueueCheck {
+                expected: expect_queue.as_str().to_owned(),
                 depth: None,
                 passed: false,
                 detail: format!(
@@ -471,13 +462,14 @@ impl DrillValidator {
             },
             Some(url) => {
                 let depth = self.queues.depth(url).await?;
-                let passed = expect_queue == "preserved" || depth.total() == 0;
+                let passed = expect_queue == ExpectedQueue::Preserved || depth.total() == 0;
                 let detail = format!(
-                    "{} messages after the flush; expected {expect_queue}",
-                    depth.total()
+                    "{} messages after the flush; expected {}",
+                    depth.total(),
+                    expect_queue.as_str()
                 );
                 QueueCheck {
-                    expected: expect_queue.to_owned(),
+                    expected: expect_queue.as_str().to_owned(),
                     depth: Some(depth),
                     passed,
                     detail,

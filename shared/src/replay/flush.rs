@@ -5,6 +5,7 @@
 //! over the configured patterns and removed with UNLINK; never KEYS, never FLUSHALL.
 
 use super::{DeadLetterReplay, ReplayError};
+use crate::flush_status::FlushStatus;
 use crate::tags;
 use serde::{Deserialize, Serialize};
 
@@ -22,9 +23,7 @@ pub enum FlushTarget {
 pub struct FlushResult {
     /// The queue URL, or `redis`.
     pub target: String,
-    /// `purged`, `purge-in-progress` (a purge within the last 60 seconds is still running: the
-    /// queue is being emptied, so a retry is safe), `flushed` (Redis), or `preserved`.
-    pub status: String,
+    pub status: FlushStatus,
     /// Redis: keys removed per pattern.
     pub keys_removed: Option<std::collections::BTreeMap<String, u64>>,
     pub completed_at: String,
@@ -43,7 +42,7 @@ pub async fn flush(
         tracing::info!(target = %name, "flush skipped: preserve requested (stale deliveries will be replayed)");
         return Ok(FlushResult {
             target: name,
-            status: "preserved".to_owned(),
+            status: FlushStatus::Preserved,
             keys_removed: None,
             completed_at: now(),
         });
@@ -59,14 +58,14 @@ pub async fn flush(
                 });
             }
             let status = if svc.queues.purge(&url).await? {
-                "purged"
+                FlushStatus::Purged
             } else {
-                "purge-in-progress"
+                FlushStatus::PurgeInProgress
             };
-            tracing::info!(queue_url = %url, status, "staging queue flushed");
+            tracing::info!(queue_url = %url, status = status.as_str(), "staging queue flushed");
             Ok(FlushResult {
                 target: url,
-                status: status.to_owned(),
+                status,
                 keys_removed: None,
                 completed_at: now(),
             })
@@ -76,7 +75,7 @@ pub async fn flush(
             let removed = flush_redis(&url, &svc.config.redis_queue_patterns).await?;
             Ok(FlushResult {
                 target: name,
-                status: "flushed".to_owned(),
+                status: FlushStatus::Flushed,
                 keys_removed: Some(removed),
                 completed_at: now(),
             })
