@@ -626,6 +626,22 @@ pub fn deployed_substitutions(state_machine: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The environment the running stack gives `binary` (infra/local/functions.py writes it from the
+/// template for the stack's samconfig environment), role credentials included.
+pub fn function_env(binary: &str) -> std::collections::HashMap<String, String> {
+    let path = format!(
+        "{}/functions/{}/{binary}.env",
+        stack_var("CATALYST_DR_STATE"),
+        stack_var("CATALYST_DR_CONFIG_ENV")
+    );
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
 /// A second Lambda Invoke API serving the functions as deployed under the samconfig environment
 /// `config_env`: each under its own role, with the environment the template gives it
 /// (infra/local/functions.py). Stopped on drop.

@@ -4,22 +4,7 @@
 //! cannot match and every condition are evaluated by infra/local/check_policies.py against the
 //! template's own policies; that check must pass for dev and prod, and must be able to fail.
 
-use catalyst_dr_tests::{local_aws, seed, stack_var};
-use std::collections::HashMap;
-
-/// The credentials and environment of one running function (STATE/functions/<env>/<binary>.env).
-fn function_env(binary: &str) -> HashMap<String, String> {
-    let path = format!(
-        "{}/functions/{}/{binary}.env",
-        stack_var("CATALYST_DR_STATE"),
-        stack_var("CATALYST_DR_CONFIG_ENV")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
-        .collect()
-}
+use catalyst_dr_tests::{function_env, local_aws, seed, stack_var};
 
 fn credentials_of(binary: &str) -> aws_sdk_s3::config::Credentials {
     let env = function_env(binary);

@@ -170,19 +170,10 @@ fn the_template_does_not_repeat_the_defaults() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// The environment the local stack runs `binary` with (infra/local/functions.py writes it from
-/// the template for the stack's samconfig environment), without the AWS SDK's own variables.
+/// The environment the local stack runs `binary` with, without the AWS SDK's own variables.
 fn local_environment(binary: &str) -> HashMap<String, String> {
-    let path = format!(
-        "{}/functions/{}/{binary}.env",
-        catalyst_dr_tests::stack_var("CATALYST_DR_STATE"),
-        catalyst_dr_tests::stack_var("CATALYST_DR_CONFIG_ENV")
-    );
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+    catalyst_dr_tests::function_env(binary)
+        .into_iter()
         .filter(|(k, _)| !k.starts_with("AWS_"))
         .collect()
 }
