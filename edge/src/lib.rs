@@ -114,17 +114,17 @@ fn failed(kind: ErrorKind, message: String) -> Diagnostic {
 
 // The handlers of the four functions: their impls live with the trait, so the library knows no Lambda.
 
-impl FunctionError for catalyst_dr::snapshot::SnapshotError {
+impl FunctionError for catalyst_dr::snapshot_trigger::SnapshotTriggerError {
     fn error_type(&self) -> ErrorKind {
-        catalyst_dr::snapshot::SnapshotError::error_type(self)
+        catalyst_dr::snapshot_trigger::SnapshotTriggerError::error_type(self)
     }
 }
 
 #[async_trait::async_trait(?Send)]
-impl Function for catalyst_dr::snapshot::SnapshotTrigger {
-    type Error = catalyst_dr::snapshot::SnapshotError;
+impl Function for catalyst_dr::snapshot_trigger::SnapshotTrigger {
+    type Error = catalyst_dr::snapshot_trigger::SnapshotTriggerError;
     async fn handle(&self, event: Value) -> Result<Value, Self::Error> {
-        catalyst_dr::snapshot::SnapshotTrigger::handle(self, event).await
+        catalyst_dr::snapshot_trigger::SnapshotTrigger::handle(self, event).await
     }
 }
 

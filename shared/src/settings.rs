@@ -1081,9 +1081,12 @@ mod tests {
         let _ = crate::telemetry::filter(&Env(source));
         Ok(match function {
             Function::SnapshotTrigger => {
-                let config = crate::snapshot::config::SnapshotTriggerConfig::from_env(source)?;
+                let config =
+                    crate::snapshot_trigger::config::SnapshotTriggerConfig::from_env(source)?;
                 let local =
-                    crate::snapshot::config::SnapshotTriggerConfig::local_base_backups(source)?;
+                    crate::snapshot_trigger::config::SnapshotTriggerConfig::local_base_backups(
+                        source,
+                    )?;
                 format!("{config:?} {local:?}")
             }
             Function::PitrRestore => {

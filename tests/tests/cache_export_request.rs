@@ -7,10 +7,10 @@ use aws_sdk_elasticache::operation::list_tags_for_resource::ListTagsForResourceO
 use aws_sdk_elasticache::types::Snapshot;
 use aws_sdk_elasticache::types::error::SnapshotAlreadyExistsFault;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
-use catalyst_dr::snapshot::SnapshotTrigger;
-use catalyst_dr::snapshot::config::SnapshotTriggerConfig;
+use catalyst_dr::rds::DbSource;
 use catalyst_dr::snapshot::elasticache::{CacheSource, ElastiCacheSnapshots};
-use catalyst_dr::snapshot::rds::DbSource;
+use catalyst_dr::snapshot_trigger::SnapshotTrigger;
+use catalyst_dr::snapshot_trigger::config::SnapshotTriggerConfig;
 use catalyst_dr_tests::{local_aws, locked_bucket, s3, unique};
 use serde_json::json;
 
@@ -23,23 +23,25 @@ fn trigger_with(
 ) -> SnapshotTrigger {
     let config = SnapshotTriggerConfig {
         backup_bucket: bucket.to_owned(),
-        database: DbSource::Instance("prod-db".into()),
-        cache: Some(CacheSource::ReplicationGroup("prod-cache".into())),
-        cache_export: true,
-        retention_days: 30,
-        keep_newest: 7,
-        schedule_name: "nightly".into(),
+        snapshot: catalyst_dr::snapshot::config::SnapshotConfig {
+            database: DbSource::Instance("prod-db".into()),
+            cache: Some(CacheSource::ReplicationGroup("prod-cache".into())),
+            cache_export: true,
+            retention_days: 30,
+            keep_newest: 7,
+            schedule_name: "nightly".into(),
+        },
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
         logical: catalyst_dr::logical::config::LogicalConfig::new(30),
     };
     let mut trigger = SnapshotTrigger::new(config, sdk);
     let source = CacheSource::ReplicationGroup("prod-cache".into());
-    trigger.cache = Some(Box::new(ElastiCacheSnapshots::new(
+    trigger.snapshots.cache = Some(Box::new(ElastiCacheSnapshots::new(
         cache.clone(),
         source.clone(),
     )));
-    trigger.exporter = Some(Box::new(ElastiCacheSnapshots::new(cache, source)));
+    trigger.snapshots.exporter = Some(Box::new(ElastiCacheSnapshots::new(cache, source)));
     trigger
 }
 

@@ -13,7 +13,7 @@ use catalyst_dr::logical::upload::S3LogicalStore;
 use catalyst_dr::postgres::{PgConnector, SecretSource, TlsMode};
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
-use catalyst_dr::snapshot::naming::RunId;
+use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::endpoints::Endpoints;
 use catalyst_dr_tests::{
     generated_database, local_aws, locked_bucket, put_db_secret, s3, seed, stack_var, unique,

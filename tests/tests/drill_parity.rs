@@ -7,8 +7,8 @@ use catalyst_dr::drill::config::DrillConfig;
 use catalyst_dr::local_pg::base_backup;
 use catalyst_dr::pitr::PitrRestore;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
-use catalyst_dr::pitr::engine::StagingState;
 use catalyst_dr::postgres::TlsMode;
+use catalyst_dr::restore_engine::StagingState;
 use catalyst_dr_tests::{
     catalyst_database, local_aws, local_engine_config, locked_bucket, pg_connect, s3, unique,
 };

@@ -529,8 +529,8 @@ async fn total_rows(client: &Client) -> u64 {
 /// invocations of the same snapshot-trigger, and the second logical backup reads the new database.
 #[tokio::test]
 async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
-    use catalyst_dr::snapshot::SnapshotTrigger;
-    use catalyst_dr::snapshot::config::SnapshotTriggerConfig;
+    use catalyst_dr::snapshot_trigger::SnapshotTrigger;
+    use catalyst_dr::snapshot_trigger::config::SnapshotTriggerConfig;
     let sdk = local_aws().await;
     let (db_a, _) = catalyst_dr_tests::catalyst_database(&sdk, "warm_a", 10).await;
     let (db_b, _) = catalyst_dr_tests::catalyst_database(&sdk, "warm_b", 25).await;
@@ -547,12 +547,14 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
     catalyst_dr_tests::locked_bucket(&s3(&sdk), &bucket).await;
     let config = SnapshotTriggerConfig {
         backup_bucket: bucket,
-        database: catalyst_dr::snapshot::rds::DbSource::Instance("catalyst-auth-prod".into()),
-        cache: None,
-        cache_export: false,
-        retention_days: 1,
-        keep_newest: 7,
-        schedule_name: "nightly-test".into(),
+        snapshot: catalyst_dr::snapshot::config::SnapshotConfig {
+            database: catalyst_dr::rds::DbSource::Instance("catalyst-auth-prod".into()),
+            cache: None,
+            cache_export: false,
+            retention_days: 1,
+            keep_newest: 7,
+            schedule_name: "nightly-test".into(),
+        },
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
         logical: catalyst_dr::logical::config::LogicalConfig {

@@ -14,7 +14,7 @@ use catalyst_dr::logical::upload::{
 use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
 use catalyst_dr::object_store::{PutOutcome, StoredObject};
 use catalyst_dr::postgres::TlsMode;
-use catalyst_dr::snapshot::naming::RunId;
+use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::{
     empty_database, local_aws, locked_bucket, pg_admin, pg_connect, s3, unique,
 };

@@ -15,7 +15,7 @@ use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
 use catalyst_dr::logical::upload::S3LogicalStore;
 use catalyst_dr::postgres::TlsMode;
-use catalyst_dr::snapshot::naming::RunId;
+use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::{
     empty_database, local_aws, locked_bucket, pg_admin, s3, stack_var, unique,
 };

@@ -25,18 +25,17 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         .replace_nanosecond(0)
         .expect("valid");
     let ok_time = catalyst_dr::input::format_time(now);
-    let ok_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &ok_time)
+    let ok_run = catalyst_dr::run_id::RunId::from_scheduled_time("t", &ok_time)
         .expect("time")
         .stamp;
     let failing_time = catalyst_dr::input::format_time(now + time::Duration::seconds(1));
-    let failing_run = catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &failing_time)
+    let failing_run = catalyst_dr::run_id::RunId::from_scheduled_time("t", &failing_time)
         .expect("time")
         .stamp;
     let late_failing_time = catalyst_dr::input::format_time(now + time::Duration::seconds(2));
-    let late_failing_run =
-        catalyst_dr::snapshot::naming::RunId::from_scheduled_time("t", &late_failing_time)
-            .expect("time")
-            .stamp;
+    let late_failing_run = catalyst_dr::run_id::RunId::from_scheduled_time("t", &late_failing_time)
+        .expect("time")
+        .stamp;
 
     // A successful night: the manifest is in the bucket, locked.
     let run = run_state_machine(

@@ -5,10 +5,10 @@
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::local_pg::base_backup;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
-use catalyst_dr::pitr::engine::StagingState;
 use catalyst_dr::pitr::smoke::HealthCheck;
 use catalyst_dr::pitr::{PitrError, PitrRestore};
 use catalyst_dr::postgres::TlsMode;
+use catalyst_dr::restore_engine::StagingState;
 use catalyst_dr_tests::{
     catalyst_database, http_endpoint, local_aws, local_engine_config, pg_connect, unique,
 };

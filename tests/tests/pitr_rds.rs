@@ -7,7 +7,7 @@ use catalyst_dr::pitr::PitrRestore;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
 use catalyst_dr::pitr::rds::StagingPlacement;
 use catalyst_dr::postgres::TlsMode;
-use catalyst_dr::snapshot::rds::DbSource;
+use catalyst_dr::rds::DbSource;
 use catalyst_dr::tags;
 use catalyst_dr_tests::{local_aws, put_db_secret, stack_var, unique};
 use std::collections::BTreeMap;

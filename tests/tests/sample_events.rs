@@ -2,7 +2,7 @@
 
 use catalyst_dr::input::decode;
 use catalyst_dr::pitr::PitrEvent;
-use catalyst_dr::snapshot::SnapshotTriggerEvent;
+use catalyst_dr::snapshot_trigger::SnapshotTriggerEvent;
 use serde::de::DeserializeOwned;
 
 /// Decodes every sample in `events/<function>`; returns how many there were.

@@ -180,7 +180,7 @@ fn local_environment(binary: &str) -> HashMap<String, String> {
 
 #[test]
 fn the_local_stack_sets_only_table_rows_and_every_function_starts() {
-    use catalyst_dr::{drill, pitr, replay, snapshot};
+    use catalyst_dr::{drill, pitr, replay, snapshot_trigger};
     let known: BTreeSet<&str> = settings::ALL.iter().map(|s| s.name).collect();
     for binary in [
         "snapshot-trigger",
@@ -198,8 +198,8 @@ fn the_local_stack_sets_only_table_rows_and_every_function_starts() {
             env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         match binary {
             "snapshot-trigger" => {
-                snapshot::config::SnapshotTriggerConfig::from_env(&source).expect(binary);
-                snapshot::config::SnapshotTriggerConfig::local_base_backups(&source)
+                snapshot_trigger::config::SnapshotTriggerConfig::from_env(&source).expect(binary);
+                snapshot_trigger::config::SnapshotTriggerConfig::local_base_backups(&source)
                     .expect("snapshot-trigger local engine")
                     .expect("the local stack sets LOCAL_BASE_BACKUP_DIR");
             }

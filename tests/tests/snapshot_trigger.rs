@@ -3,10 +3,11 @@
 
 use aws_sdk_rds::types::Tag as RdsTag;
 use catalyst_dr::error_kind::ErrorKind;
-use catalyst_dr::snapshot::config::SnapshotTriggerConfig;
+use catalyst_dr::rds::DbSource;
+use catalyst_dr::snapshot::SnapshotError;
 use catalyst_dr::snapshot::elasticache::CacheSource;
-use catalyst_dr::snapshot::rds::DbSource;
-use catalyst_dr::snapshot::{SnapshotError, SnapshotTrigger};
+use catalyst_dr::snapshot_trigger::config::SnapshotTriggerConfig;
+use catalyst_dr::snapshot_trigger::{SnapshotTrigger, SnapshotTriggerError};
 use catalyst_dr::tags;
 use catalyst_dr_tests::{local_aws, locked_bucket, s3, unique};
 use serde_json::{Value, json};
@@ -50,12 +51,14 @@ async fn fixture(keep_newest: u32) -> Fixture {
     locked_bucket(&s3(&sdk), &bucket).await;
     let config = SnapshotTriggerConfig {
         backup_bucket: bucket.clone(),
-        database: DbSource::Instance(instance.clone()),
-        cache: Some(CacheSource::ReplicationGroup(cache_group.clone())),
-        cache_export: false,
-        retention_days: 30,
-        keep_newest,
-        schedule_name: "nightly-test".into(),
+        snapshot: catalyst_dr::snapshot::config::SnapshotConfig {
+            database: DbSource::Instance(instance.clone()),
+            cache: Some(CacheSource::ReplicationGroup(cache_group.clone())),
+            cache_export: false,
+            retention_days: 30,
+            keep_newest,
+            schedule_name: "nightly-test".into(),
+        },
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
         logical: catalyst_dr::logical::config::LogicalConfig::new(30),
@@ -187,7 +190,13 @@ async fn a_foreign_snapshot_with_our_id_is_refused() {
         .handle(json!({"action": "snapshot", "scheduled_time": T}))
         .await
         .unwrap_err();
-    assert!(matches!(err, SnapshotError::NotOwned { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            SnapshotTriggerError::Snapshot(SnapshotError::NotOwned { .. })
+        ),
+        "{err}"
+    );
 }
 
 async fn tagged_db_snapshot(f: &Fixture, id: &str, tag_set: &[(&str, &str)]) {
@@ -408,12 +417,14 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
     let (sdk, connections) = catalyst_dr_tests::counting_aws_endpoint().await;
     let config = SnapshotTriggerConfig {
         backup_bucket: "backups".into(),
-        database: DbSource::Instance("db".into()),
-        cache: Some(CacheSource::ReplicationGroup("cache".into())),
-        cache_export: true,
-        retention_days: 30,
-        keep_newest: 7,
-        schedule_name: "nightly".into(),
+        snapshot: catalyst_dr::snapshot::config::SnapshotConfig {
+            database: DbSource::Instance("db".into()),
+            cache: Some(CacheSource::ReplicationGroup("cache".into())),
+            cache_export: true,
+            retention_days: 30,
+            keep_newest: 7,
+            schedule_name: "nightly".into(),
+        },
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
         logical: catalyst_dr::logical::config::LogicalConfig::new(30),
@@ -466,7 +477,7 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
     ];
     for (event, field) in cases {
         match trigger.handle(event.clone()).await {
-            Err(SnapshotError::Input(err)) => assert_eq!(err.field, field, "{event}: {err}"),
+            Err(SnapshotTriggerError::Input(err)) => assert_eq!(err.field, field, "{event}: {err}"),
             other => panic!("{event}: expected an input error naming {field}, got {other:?}"),
         }
     }

@@ -1,6 +1,6 @@
-//! snapshot-trigger Lambda: wiring only; the behaviour lives in `catalyst_dr::snapshot`.
+//! snapshot-trigger Lambda: wiring only; the behaviour lives in `catalyst_dr::snapshot_trigger`.
 
-use catalyst_dr::snapshot::SnapshotTrigger;
+use catalyst_dr::snapshot_trigger::SnapshotTrigger;
 
 #[tokio::main]
 async fn main() -> Result<(), catalyst_dr_edge::Error> {

@@ -3,8 +3,8 @@
 
 use super::LocalPgConfig;
 use super::process::{command, make_dir, run, write_file};
-use crate::pitr::engine::EngineError;
 use crate::postgres::DbCredentials;
+use crate::restore_engine::EngineError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use time::OffsetDateTime;

@@ -2,7 +2,7 @@
 //! to run as root).
 
 use super::LocalPgConfig;
-use crate::pitr::engine::EngineError;
+use crate::restore_engine::EngineError;
 use std::path::Path;
 use tokio::process::Command;
 

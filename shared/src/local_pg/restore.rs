@@ -7,10 +7,10 @@ use super::process::{command, free_port, make_dir, run, write_file};
 use super::{LocalPgConfig, base_backup};
 use crate::catalyst_db::admin;
 use crate::input::format_time;
-use crate::pitr::engine::{
+use crate::postgres::PgConnector;
+use crate::restore_engine::{
     EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
 };
-use crate::postgres::PgConnector;
 use crate::tags::Tags;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

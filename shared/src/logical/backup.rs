@@ -26,7 +26,7 @@ use super::segments::Segment;
 use super::upload::PartWriter;
 use super::{LogicalBackups, LogicalError};
 use crate::catalyst_db::introspect::{self, CapturedTable, NotCaptured};
-use crate::snapshot::naming::RunId;
+use crate::run_id::RunId;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

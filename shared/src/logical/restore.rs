@@ -27,7 +27,7 @@ use super::{LogicalBackups, LogicalError};
 use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable, NotCaptured};
 use crate::catalyst_db::require_staging;
 use crate::postgres::PgConnector;
-use crate::snapshot::naming::RunId;
+use crate::run_id::RunId;
 use bytes::Bytes;
 use futures_util::{SinkExt, TryStreamExt};
 use serde::{Deserialize, Serialize};

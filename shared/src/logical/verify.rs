@@ -9,7 +9,7 @@ use super::manifest::{ManifestSegment, ManifestTable};
 use super::rowset::{RowsetChecksum, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
 use super::{LogicalBackups, LogicalError};
-use crate::snapshot::naming::RunId;
+use crate::run_id::RunId;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 

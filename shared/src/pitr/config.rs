@@ -5,8 +5,8 @@ use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
 use crate::local_pg::LocalPgConfig;
 use crate::pitr::rds::StagingPlacement;
 use crate::postgres::{PgBounds, TlsMode};
+use crate::rds::DbSource;
 use crate::settings;
-use crate::snapshot::rds::DbSource;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineConfig {

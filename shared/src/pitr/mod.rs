@@ -2,8 +2,6 @@
 //! credentials, smoke-test it and tear it down (runbook: PostgreSQL steps 2 and 3).
 
 pub mod config;
-pub mod credentials;
-pub mod engine;
 pub mod rds;
 pub mod smoke;
 
@@ -14,12 +12,12 @@ use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::output::to_json;
 use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect_bounded};
-use crate::tags;
-use config::{EngineConfig, PitrConfig};
-use credentials::StagingSecret;
-use engine::{
+use crate::restore_engine::{
     EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
 };
+use crate::staging_secret::{self, StagingSecret};
+use crate::tags;
+use config::{EngineConfig, PitrConfig};
 use serde::{Deserialize, Serialize};
 use smoke::CheckResult;
 use std::sync::Arc;
@@ -391,7 +389,7 @@ impl PitrRestore {
             None => None,
         };
         let new_password = stored.is_none();
-        let password = stored.map_or_else(credentials::new_password, |s| s.password);
+        let password = stored.map_or_else(staging_secret::new_password, |s| s.password);
         let credentials = crate::postgres::DbCredentials {
             host,
             port,

@@ -1,12 +1,12 @@
 //! [`RestoreEngine`] on Amazon RDS: `RestoreDBInstanceToPointInTime`, or for Aurora
 //! `RestoreDBClusterToPointInTime` plus one instance in the restored cluster.
 
-use super::engine::{
-    EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
-};
 use crate::aws_error::classify;
 use crate::aws_time::{from_aws, to_aws};
-use crate::snapshot::rds::{DbSource, sdk_tags, tag_map};
+use crate::rds::{DbSource, sdk_tags, tag_map};
+use crate::restore_engine::{
+    EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
+};
 use aws_sdk_rds::Client;
 use time::OffsetDateTime;
 

@@ -3,16 +3,10 @@
 use super::store::{SnapshotInfo, SnapshotKind, SnapshotStore, SourceDetails};
 use crate::aws_error::{AwsCallError, classify};
 use crate::aws_time::from_aws;
+use crate::rds::{DbSource, sdk_tags, tag_map};
 use crate::tags::Tags;
 use aws_sdk_rds::Client;
-use aws_sdk_rds::types::{DbClusterSnapshot, DbSnapshot, Tag};
-
-/// The database catalyst-dr backs up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DbSource {
-    Instance(String),
-    Cluster(String),
-}
+use aws_sdk_rds::types::{DbClusterSnapshot, DbSnapshot};
 
 pub struct RdsSnapshots {
     client: Client,
@@ -23,23 +17,6 @@ impl RdsSnapshots {
     pub fn new(client: Client, source: DbSource) -> Self {
         Self { client, source }
     }
-}
-
-pub(crate) fn sdk_tags(tags: &Tags) -> Vec<Tag> {
-    tags.iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-pub(crate) fn tag_map(tags: &[Tag]) -> Tags {
-    tags.iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_owned(),
-                t.value().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect()
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;

@@ -12,7 +12,7 @@ use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::upload::S3LogicalStore;
 use catalyst_dr::postgres::TlsMode;
-use catalyst_dr::snapshot::naming::RunId;
+use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::{local_aws, locked_bucket, pg_admin, put_db_secret, s3, stack_var};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};

@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "snapshot-trigger" => {
             catalyst_dr_edge::invoke_value(
-                &catalyst_dr::snapshot::SnapshotTrigger::from_env().await?,
+                &catalyst_dr::snapshot_trigger::SnapshotTrigger::from_env().await?,
                 &event,
             )
             .await

@@ -1,8 +1,10 @@
 //! The backup manifest: one JSON object per run in the backup bucket, locked in COMPLIANCE mode
 //! until the run's retain-until date. Listing the manifests is the backup catalog.
 
-use super::prune::PruneResult;
-use super::store::{SnapshotInfo, SnapshotKind, SourceDetails};
+use crate::logical::backup::LogicalBackupResult;
+use crate::snapshot::ExportResult;
+use crate::snapshot::prune::PruneResult;
+use crate::snapshot::store::{SnapshotInfo, SnapshotKind, SourceDetails};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -27,7 +29,7 @@ pub struct BackupManifest {
     pub pruned: Option<PruneResult>,
     /// The run's logical backup (`logical-backup`), when the nightly run made one.
     #[serde(default)]
-    pub logical: Option<crate::logical::backup::LogicalBackupResult>,
+    pub logical: Option<LogicalBackupResult>,
     /// Set when a later step of the run failed: the snapshots that were taken are still
     /// catalogued, with the step's error, so that a failed night never hides a usable backup.
     #[serde(default)]
@@ -79,25 +81,6 @@ impl ManifestSnapshot {
             latest_restorable_time: source.latest_restorable_time,
         }
     }
-}
-
-/// What happened to the export of the cache snapshot to the backup bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportResult {
-    pub status: ExportStatus,
-    pub bucket: Option<String>,
-    pub target_name: Option<String>,
-    /// Export objects already in the bucket (ElastiCache writes them when the copy finishes).
-    pub objects: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExportStatus {
-    Started,
-    AlreadyExported,
-    NoCacheConfigured,
-    DisabledByConfiguration,
 }
 
 /// Key of a run's manifest; keys sort in run order.

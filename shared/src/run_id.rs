@@ -39,6 +39,16 @@ impl RunId {
     }
 }
 
+/// An event's `scheduled_time`, parsed once as it is decoded; a bad value is an
+/// [`InputError`] naming the field (see [`crate::input::decode`]).
+impl<'de> serde::Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::from_scheduled_time("scheduled_time", &text)
+            .map_err(|e| serde::de::Error::custom(e.reason))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +64,30 @@ mod tests {
             "catalyst-dr-prod-db-20261126t030000z"
         );
         assert!(crate::config::validate_identifier(&a.snapshot_id("prod-db")).is_ok());
+    }
+
+    #[test]
+    fn decoding_an_event_parses_the_time_once_and_names_the_field() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+        enum Event {
+            Go { scheduled_time: RunId },
+        }
+        let Event::Go { scheduled_time } = crate::input::decode::<Event>(
+            serde_json::json!({"action": "go", "scheduled_time": "2026-11-26T04:00:00+01:00"}),
+        )
+        .unwrap();
+        assert_eq!(scheduled_time.stamp, "20261126t030000z");
+        for bad in [
+            serde_json::json!("yesterday"),
+            serde_json::json!("1999-01-01T00:00:00Z"),
+            serde_json::json!(7),
+        ] {
+            let err = crate::input::decode::<Event>(
+                serde_json::json!({"action": "go", "scheduled_time": bad}),
+            )
+            .unwrap_err();
+            assert_eq!(err.field, "scheduled_time", "{bad}: {err}");
+        }
     }
 }

@@ -1,0 +1,352 @@
+//! The snapshot-trigger function: one nightly backup run (database and cache snapshots, the
+//! cache export, pruning, the logical backup, the local engine's base backup) and its manifest,
+//! plus the backup catalog and the logical restore and verify actions. It composes the snapshot,
+//! logical and local-engine features; none of them knows the others.
+
+pub mod config;
+pub mod manifest;
+
+use crate::aws_error::AwsCallError;
+use crate::error_kind::ErrorKind;
+use crate::input::{InputError, decode, parse_time};
+use crate::local_pg;
+use crate::logical::backup::LogicalBackupResult;
+use crate::logical::restore::RestoreOptions;
+use crate::logical::{LogicalBackups, LogicalError};
+use crate::object_store::ObjectStore;
+use crate::output::to_json;
+use crate::restore_engine::EngineError;
+use crate::run_id::RunId;
+use crate::snapshot::prune::PruneResult;
+use crate::snapshot::{ExportResult, SnapshotError, Snapshots};
+use config::SnapshotTriggerConfig;
+use manifest::{
+    BackupManifest, CatalogEntry, MANIFEST_FORMAT, ManifestSnapshot, RunFailure, manifest_key,
+};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+/// The events snapshot-trigger accepts, one per state of the nightly-backup state machine,
+/// selected by the event's `action` field (see [`decode`]).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+// Decoded once per invocation and consumed at once: boxing the manifest step's fields saves nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum SnapshotTriggerEvent {
+    /// Start (or find, on a retry) this run's database and cache snapshots.
+    Snapshot { scheduled_time: RunId },
+    /// Poll the run's snapshots; `poll` counts the polls so far and is returned incremented.
+    Status {
+        scheduled_time: RunId,
+        #[serde(default)]
+        poll: u32,
+    },
+    /// Export the run's cache snapshot to the backup bucket.
+    ExportCache { scheduled_time: RunId },
+    /// Delete catalyst-dr's backup snapshots past their retention, keeping the newest N.
+    Prune {
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Write the run's manifest (once; a retry returns the one already written).
+    WriteManifest {
+        scheduled_time: RunId,
+        started_at: String,
+        #[serde(default)]
+        export: Option<ExportResult>,
+        #[serde(default)]
+        prune: Option<PruneResult>,
+        /// The `logical-backup` step's result, recorded in the manifest.
+        #[serde(default)]
+        logical: Option<LogicalBackupResult>,
+        /// The failure path: the failed step's error, recorded with what the run did take.
+        #[serde(default)]
+        failure: Option<RunFailure>,
+    },
+    /// Local engine only: a base backup of the source cluster (`pg_basebackup`), the starting
+    /// point of point-in-time restores on this machine.
+    BaseBackup { scheduled_time: RunId },
+    /// The backup catalog: the manifests in the bucket, newest first.
+    ListBackups {
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Logical backup of the source database (`SOURCE_DATABASE_SECRET_ID`) for this run: every
+    /// table at one instant, to locked S3 objects, manifest last; a retry returns the finished
+    /// backup or redoes an unfinished one.
+    LogicalBackup { scheduled_time: RunId },
+    /// Loads the run's logical backup into the empty staging database of `target_secret_id`
+    /// and checks row counts, content checksums and sequences against the manifest, as loaded;
+    /// with `reread`, also by re-reading every restored table. `reset` lets a rerun drop what
+    /// an interrupted restore of the same backup left in the staging database and start over.
+    RestoreLogical {
+        scheduled_time: RunId,
+        target_secret_id: String,
+        #[serde(default)]
+        reread: bool,
+        #[serde(default)]
+        reset: bool,
+    },
+    /// Re-reads every object of the run's logical backup and checks it against the manifest.
+    VerifyLogical { scheduled_time: RunId },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotTriggerError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Aws(#[from] AwsCallError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("base backups need the local engine: set {var}")]
+    LocalEngineNotConfigured { var: &'static str },
+    #[error(transparent)]
+    LocalEngine(#[from] EngineError),
+    #[error(transparent)]
+    Connect(#[from] crate::postgres::PgConnectError),
+    #[error(transparent)]
+    Logical(#[from] LogicalError),
+    #[error("manifest {key} in the backup bucket is not a valid backup manifest")]
+    CorruptManifest {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl SnapshotTriggerError {
+    /// Stable names for Step Functions `Retry`/`Catch`.
+    pub fn error_type(&self) -> ErrorKind {
+        match self {
+            Self::Input(_) => ErrorKind::InvalidInput,
+            Self::Aws(e) => e.error_type(),
+            Self::Snapshot(e) => e.error_type(),
+            Self::CorruptManifest { .. } => ErrorKind::CorruptManifest,
+            Self::LocalEngineNotConfigured { .. } => ErrorKind::Misconfigured,
+            Self::LocalEngine(e) => e.error_type(),
+            Self::Connect(e) => e.error_type(),
+            Self::Logical(e) => e.error_type(),
+        }
+    }
+}
+
+/// The function's dependencies, built once per cold start.
+pub struct SnapshotTrigger {
+    pub config: SnapshotTriggerConfig,
+    pub snapshots: Snapshots,
+    /// The backup bucket, where the manifests are written and listed.
+    pub manifests: Box<dyn ObjectStore>,
+    /// Logical backups, restore and verify (`logical-backup`, `restore-logical`, `verify-logical`).
+    pub logical: LogicalBackups,
+    /// Where the local engine's base backups go, when configured (`LOCAL_BASE_BACKUP_DIR`).
+    pub local_base_backups: Option<local_pg::LocalPgConfig>,
+}
+
+impl SnapshotTrigger {
+    /// Decodes and runs one event. Input is fully validated before any AWS call.
+    pub async fn handle(
+        &self,
+        event: serde_json::Value,
+    ) -> Result<serde_json::Value, SnapshotTriggerError> {
+        let event: SnapshotTriggerEvent = decode(event)?;
+        let result = match event {
+            SnapshotTriggerEvent::Snapshot {
+                scheduled_time: run,
+            } => to_json(self.snapshots.snapshot(&run).await?),
+            SnapshotTriggerEvent::Status {
+                scheduled_time: run,
+                poll,
+            } => to_json(self.snapshots.status(&run, poll).await?),
+            SnapshotTriggerEvent::ExportCache {
+                scheduled_time: run,
+            } => to_json(self.snapshots.export_cache(&run).await?),
+            SnapshotTriggerEvent::Prune { dry_run } => to_json(
+                self.snapshots
+                    .prune(dry_run, OffsetDateTime::now_utc())
+                    .await?,
+            ),
+            SnapshotTriggerEvent::WriteManifest {
+                scheduled_time: run,
+                started_at,
+                export,
+                prune,
+                logical,
+                failure,
+            } => {
+                let started_at = parse_time("started_at", &started_at)?;
+                to_json(
+                    self.write_manifest(&run, started_at, export, prune, logical, failure)
+                        .await?,
+                )
+            }
+            SnapshotTriggerEvent::BaseBackup {
+                scheduled_time: run,
+            } => {
+                let local = self.local_base_backups.as_ref().ok_or(
+                    SnapshotTriggerError::LocalEngineNotConfigured {
+                        var: crate::settings::LOCAL_BASE_BACKUP_DIR.name,
+                    },
+                )?;
+                // The same source connection the logical backups use.
+                let source = self.logical.source.as_ref().ok_or(
+                    SnapshotTriggerError::LocalEngineNotConfigured {
+                        var: crate::settings::SOURCE_DATABASE_SECRET_ID_LOGICAL.name,
+                    },
+                )?;
+                to_json(
+                    local_pg::base_backup::take(local, &source.credentials().await?, &run.stamp)
+                        .await?,
+                )
+            }
+            SnapshotTriggerEvent::ListBackups { limit } => to_json(self.list_backups(limit).await?),
+            SnapshotTriggerEvent::LogicalBackup {
+                scheduled_time: run,
+            } => to_json(self.logical.backup(&run).await?),
+            SnapshotTriggerEvent::RestoreLogical {
+                scheduled_time: run,
+                target_secret_id,
+                reread,
+                reset,
+            } => {
+                if target_secret_id.trim().is_empty() {
+                    return Err(InputError::new("target_secret_id", "must name a secret").into());
+                }
+                to_json(
+                    self.logical
+                        .restore(&run, &target_secret_id, RestoreOptions { reread, reset })
+                        .await?,
+                )
+            }
+            SnapshotTriggerEvent::VerifyLogical {
+                scheduled_time: run,
+            } => to_json(self.logical.verify(&run).await?),
+        };
+        Ok(result)
+    }
+
+    pub async fn write_manifest(
+        &self,
+        run: &RunId,
+        started_at: OffsetDateTime,
+        export: Option<ExportResult>,
+        pruned: Option<PruneResult>,
+        logical: Option<LogicalBackupResult>,
+        failure: Option<RunFailure>,
+    ) -> Result<BackupManifest, SnapshotTriggerError> {
+        let key = manifest_key(&self.config.manifest_prefix, &run.stamp);
+        if let Some(existing) = self.read_manifest(&key).await? {
+            return Ok(existing);
+        }
+        let database = self
+            .snapshots
+            .describe_started(self.snapshots.database.as_ref(), run)
+            .await?;
+        let source = self.snapshots.source_details().await?;
+        let cache = match &self.snapshots.cache {
+            Some(store) => Some(ManifestSnapshot::new(
+                &self.snapshots.describe_started(store.as_ref(), run).await?,
+                &Default::default(),
+            )),
+            None => None,
+        };
+        let manifest = BackupManifest {
+            format: MANIFEST_FORMAT.to_owned(),
+            run_id: run.stamp.clone(),
+            schedule: self.config.snapshot.schedule_name.clone(),
+            scheduled_time: run.scheduled_time,
+            started_at,
+            completed_at: OffsetDateTime::now_utc(),
+            retain_until: self.snapshots.retain_until(run),
+            database: Some(ManifestSnapshot::new(&database, &source)),
+            cache,
+            cache_export: export,
+            pruned,
+            logical,
+            failure,
+        };
+        let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
+        let put = self
+            .manifests
+            .put_locked(&key, body, "application/json", manifest.retain_until)
+            .await?;
+        tracing::info!(%key, version_id = ?put.version_id, sha256 = %put.sha256, "manifest written");
+        Ok(manifest)
+    }
+
+    async fn read_manifest(
+        &self,
+        key: &str,
+    ) -> Result<Option<BackupManifest>, SnapshotTriggerError> {
+        match self.manifests.get(key).await? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| {
+                SnapshotTriggerError::CorruptManifest {
+                    key: key.to_owned(),
+                    source,
+                }
+            }),
+        }
+    }
+
+    pub async fn list_backups(
+        &self,
+        limit: Option<usize>,
+    ) -> Result<Vec<CatalogEntry>, SnapshotTriggerError> {
+        let mut keys: Vec<String> = self
+            .manifests
+            .list(&self.config.manifest_prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        keys.truncate(limit.unwrap_or(usize::MAX));
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(manifest) = self.read_manifest(&key).await? {
+                entries.push(CatalogEntry::new(key, &manifest));
+            }
+        }
+        Ok(entries)
+    }
+}
+
+impl SnapshotTrigger {
+    /// Wires the function from the process environment and the standard AWS configuration chain.
+    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let config = SnapshotTriggerConfig::from_env(&crate::config::ProcessEnv)?;
+        let local_base_backups =
+            SnapshotTriggerConfig::local_base_backups(&crate::config::ProcessEnv)?;
+        let sdk = crate::aws_clients::load_sdk_config().await;
+        let mut trigger = Self::new(config, &sdk);
+        trigger.local_base_backups = local_base_backups;
+        Ok(trigger)
+    }
+
+    pub fn new(config: SnapshotTriggerConfig, sdk: &aws_config::SdkConfig) -> Self {
+        let s3 = crate::aws_clients::s3_client(sdk, config.s3_force_path_style);
+        let objects = || {
+            Box::new(crate::object_store::S3Objects::new(
+                s3.clone(),
+                &config.backup_bucket,
+            ))
+        };
+        let logical = LogicalBackups::new(
+            config.logical.clone(),
+            std::sync::Arc::new(crate::logical::upload::S3LogicalStore::new(
+                s3.clone(),
+                &config.backup_bucket,
+            )),
+            std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
+        );
+        Self {
+            snapshots: Snapshots::new(config.snapshot.clone(), sdk, objects()),
+            manifests: objects(),
+            local_base_backups: None,
+            logical,
+            config,
+        }
+    }
+}
