@@ -237,7 +237,7 @@ impl OwnPostgres {
     pub async fn catalyst_database(
         &self,
         sdk: &aws_config::SdkConfig,
-        spec: &catalyst_dr::catalyst_db::GeneratorSpec,
+        spec: &crate::datagen::GeneratorSpec,
     ) -> (String, tokio_postgres::Client) {
         self.connect("postgres")
             .await
@@ -248,7 +248,7 @@ impl OwnPostgres {
         catalyst_dr::catalyst_db::apply(&client)
             .await
             .expect("apply schema");
-        catalyst_dr::catalyst_db::generate(&client, spec)
+        crate::datagen::generate(&client, spec)
             .await
             .expect("generate data");
         (self.secret(sdk, "catalyst_auth").await, client)

@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests: access to the local stack that `infra/local/test.sh`
 //! brings up. A test that needs the stack and cannot find it fails loudly; it never skips.
 
+pub mod datagen;
 pub mod faults;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -214,13 +215,13 @@ pub async fn empty_database(
 pub async fn generated_database(
     sdk: &aws_config::SdkConfig,
     label: &str,
-    spec: &catalyst_dr::catalyst_db::GeneratorSpec,
+    spec: &crate::datagen::GeneratorSpec,
 ) -> (String, String, tokio_postgres::Client) {
     let (name, secret, client) = empty_database(sdk, &format!("cdr_{label}")).await;
     catalyst_dr::catalyst_db::apply(&client)
         .await
         .expect("apply schema");
-    catalyst_dr::catalyst_db::generate(&client, spec)
+    crate::datagen::generate(&client, spec)
         .await
         .expect("generate data");
     (name, secret, client)
@@ -247,7 +248,7 @@ pub async fn catalyst_database(
     prefix: &str,
     users: u64,
 ) -> (String, String) {
-    let spec = catalyst_dr::catalyst_db::GeneratorSpec {
+    let spec = crate::datagen::GeneratorSpec {
         seed: 7,
         users,
         subscriptions: 5,

@@ -4,9 +4,10 @@
 //! example `host=127.0.0.1 port=5432 user=postgres dbname=postgres`); without it these tests
 //! fail. Each test works in a database of its own, dropped at the end (also on failure).
 
-use catalyst_dr::catalyst_db::generate::{EDGE_CASE_DISPLAY_NAMES, EDGE_CASE_PERIOD};
-use catalyst_dr::catalyst_db::{self, CatalystDbError, DeliveryStatus, GeneratorSpec, TABLES};
+use catalyst_dr::catalyst_db::{self, CatalystDbError, DeliveryStatus, TABLES};
 use catalyst_dr::error_kind::ErrorKind;
+use catalyst_dr_tests::datagen::{self, GeneratorSpec};
+use catalyst_dr_tests::datagen::{EDGE_CASE_DISPLAY_NAMES, EDGE_CASE_PERIOD};
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -229,7 +230,7 @@ async fn same_seed_same_content_other_seed_other_content() {
     let other = TestDb::create("seed_c").await;
     for (db, seed) in [(&first, 42), (&second, 42), (&other, 43)] {
         catalyst_db::apply(db.client()).await.expect("apply");
-        catalyst_db::generate(db.client(), &small_spec(seed))
+        datagen::generate(db.client(), &small_spec(seed))
             .await
             .expect("generate");
     }
@@ -262,9 +263,7 @@ async fn counts_share_and_runbook_query() {
         dead_letter_window_hours: 24,
         now: OffsetDateTime::now_utc(),
     };
-    let counts = catalyst_db::generate(client, &spec)
-        .await
-        .expect("generate");
+    let counts = datagen::generate(client, &spec).await.expect("generate");
 
     // Counts: as specified, as returned, and as stored.
     assert_eq!(counts.users, spec.users);
@@ -388,7 +387,7 @@ async fn counts_share_and_runbook_query() {
     assert_eq!(next_user as u64, spec.users + 1);
 
     // A second run refuses to mix data sets.
-    match catalyst_db::generate(client, &spec).await {
+    match datagen::generate(client, &spec).await {
         Err(CatalystDbError::TargetNotEmpty { table: "users" }) => {}
         other => panic!("expected TargetNotEmpty for users, got {other:?}"),
     }
@@ -451,7 +450,7 @@ async fn invalid_specs_name_the_field_and_write_nothing() {
         ),
     ];
     for (expected, spec) in cases {
-        match catalyst_db::generate(db.client(), &spec).await {
+        match datagen::generate(db.client(), &spec).await {
             Err(err @ CatalystDbError::InvalidSpec { field, .. }) => {
                 assert_eq!(field, expected, "{err}");
                 assert_eq!(err.error_type(), ErrorKind::InvalidInput);
@@ -465,7 +464,7 @@ async fn invalid_specs_name_the_field_and_write_nothing() {
         );
     }
     // The client is still usable: nothing was left half-done on the session.
-    catalyst_db::generate(db.client(), &valid)
+    datagen::generate(db.client(), &valid)
         .await
         .expect("a valid spec still works");
 }

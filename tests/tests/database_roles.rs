@@ -5,8 +5,8 @@
 //! with the backup role is complete; the drill role reads and takes its baseline but writes
 //! nothing.
 
+use catalyst_dr::catalyst_db::parity;
 use catalyst_dr::catalyst_db::roles::{self, RoleNames};
-use catalyst_dr::catalyst_db::{GeneratorSpec, parity};
 use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::upload::S3LogicalStore;
@@ -14,6 +14,7 @@ use catalyst_dr::postgres::{PgConnector, SecretSource, TlsMode};
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
 use catalyst_dr::run_id::RunId;
+use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::endpoints::Endpoints;
 use catalyst_dr_tests::{
     generated_database, local_aws, locked_bucket, put_db_secret, s3, seed, stack_var, unique,

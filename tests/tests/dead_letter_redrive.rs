@@ -19,10 +19,10 @@ use aws_sdk_sqs::types::{
 };
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
-use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::redrive::{BatchOk, MoveTask, QueueApi, SqsQueues};
+use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
 use catalyst_dr_tests::{generated_database, local_aws, stack_var, unique};
 use serde_json::json;

@@ -2,10 +2,10 @@
 //! loopback (200, 404, 500, hanging, refused), the local S3 (audit record) and a simulated
 //! Catalyst Auth webhook worker.
 
-use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
+use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints, closed_port};
 use catalyst_dr_tests::{generated_database, local_aws, s3, seed, unique};
 use serde_json::{Value, json};

@@ -3,11 +3,11 @@
 //! unrecorded. Faults that would disturb other tests (killing, freezing PostgreSQL) hit a cluster
 //! the test starts for itself.
 
-use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::object_store::{ObjectStore, S3Objects};
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
+use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::endpoints::Endpoints;
 use catalyst_dr_tests::faults::{OwnPostgres, unreachable_aws};
 use catalyst_dr_tests::{local_aws, s3, seed, unique};

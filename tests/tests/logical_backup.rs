@@ -4,7 +4,7 @@
 //! cleanly, and restores refused for a target that is not empty or not staging.
 
 use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
-use catalyst_dr::catalyst_db::{self, GeneratorSpec, introspect};
+use catalyst_dr::catalyst_db::{self, introspect};
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
@@ -15,6 +15,7 @@ use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
 use catalyst_dr::object_store::{PutOutcome, StoredObject};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
+use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{
     empty_database, local_aws, locked_bucket, pg_admin, pg_connect, s3, unique,
 };
@@ -72,9 +73,7 @@ async fn source(sdk: &aws_config::SdkConfig) -> (String, String, Client) {
         deliveries: 2_000,
         ..GeneratorSpec::default()
     };
-    catalyst_db::generate(&client, &spec)
-        .await
-        .expect("generate");
+    datagen::generate(&client, &spec).await.expect("generate");
     client
         .batch_execute(AWKWARD_SQL)
         .await

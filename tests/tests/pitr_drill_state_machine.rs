@@ -2,8 +2,8 @@
 //! against the functions served by `cargo lambda watch`: a healthy drill, and a drill whose smoke
 //! tests fail and which still tears its staging cluster down.
 
-use catalyst_dr::catalyst_db::{self, GeneratorSpec};
 use catalyst_dr::error_kind::ErrorKind;
+use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{
     deployed_substitutions, empty_production_database, run_state_machine, seed, stack_var,
     take_base_backup, unique,
@@ -52,9 +52,7 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
         deliveries: 120,
         ..GeneratorSpec::default()
     };
-    catalyst_db::generate(&source, &spec)
-        .await
-        .expect("generate");
+    datagen::generate(&source, &spec).await.expect("generate");
 
     let drill = unique("ok").to_lowercase();
     let run = run_state_machine(

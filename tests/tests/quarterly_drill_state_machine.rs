@@ -2,7 +2,7 @@
 //! source all along: baseline, restore to the baseline instant, rotate, flush the staging queue,
 //! smoke tests, replay plan on staging, parity, teardown, report.
 
-use catalyst_dr::catalyst_db::{self, GeneratorSpec};
+use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{
     deployed_substitutions, empty_production_database, local_aws, pg_connect, run_state_machine,
     s3, seed, stack_var, take_base_backup, unique,
@@ -39,9 +39,7 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
         dead_letter_share: 0.05,
         ..GeneratorSpec::default()
     };
-    catalyst_db::generate(&source, &spec)
-        .await
-        .expect("generate");
+    datagen::generate(&source, &spec).await.expect("generate");
     take_base_backup().await;
 
     let writing = Arc::new(AtomicBool::new(true));
@@ -52,7 +50,7 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
             let mut n = 0;
             while writing.load(Ordering::Relaxed) {
                 n += 1;
-                catalyst_db::generate::live_traffic_step(&client, n)
+                datagen::live_traffic_step(&client, n)
                     .await
                     .expect("live traffic");
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;

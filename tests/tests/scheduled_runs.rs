@@ -5,8 +5,8 @@
 //! a UUID), and the functions configured with the environment the template gives them under that
 //! samconfig environment (infra/local/deployed.py).
 
-use catalyst_dr::catalyst_db::{self, GeneratorSpec};
 use catalyst_dr::error_kind::ErrorKind;
+use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{
     LambdaWatch, deployed, empty_production_database, invoke_lambda, local_aws,
     run_state_machine_at, s3, seed, take_base_backup,
@@ -28,9 +28,7 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
         dead_letter_share: 0.05,
         ..GeneratorSpec::default()
     };
-    catalyst_db::generate(&source, &spec)
-        .await
-        .expect("generate");
+    datagen::generate(&source, &spec).await.expect("generate");
     take_base_backup().await;
 
     // Distinct scheduled times per environment: each is a first night.

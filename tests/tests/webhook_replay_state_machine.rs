@@ -4,7 +4,7 @@
 //! user, points at a generated database before the first invocation, as the least-privileged
 //! `catalyst_dr_replay` database role.
 
-use catalyst_dr::catalyst_db::GeneratorSpec;
+use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
 use catalyst_dr_tests::{
     deployed_substitutions, generated_database, local_aws, put_db_secret, run_state_machine, s3,

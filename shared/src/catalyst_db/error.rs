@@ -30,7 +30,7 @@ impl CatalystDbError {
         }
     }
 
-    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidSpec {
             field,
             reason: reason.into(),

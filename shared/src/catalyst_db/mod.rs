@@ -9,7 +9,6 @@
 pub mod admin;
 pub mod deliveries;
 pub mod error;
-pub mod generate;
 pub mod introspect;
 pub mod parity;
 pub mod roles;
@@ -18,9 +17,6 @@ pub mod smoke;
 pub mod staging;
 
 pub use error::CatalystDbError;
-pub use generate::{
-    DeliveryStatusCounts, GeneratedCounts, GeneratorSpec, database_size_bytes, generate,
-};
 pub use schema::{DeliveryStatus, SCHEMA_SQL, TABLES, apply};
 pub use staging::{
     mark_restoring, mark_staging, require_staging, restoring_backup, staging_marker,

@@ -7,12 +7,13 @@
 //! checkpoint, no autovacuum running). Prints the medians and the ratios, and each round's ratios,
 //! as JSON lines and a table.
 
-use catalyst_dr::catalyst_db::{self, GeneratorSpec};
+use catalyst_dr::catalyst_db;
 use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::upload::S3LogicalStore;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
+use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{local_aws, locked_bucket, pg_admin, put_db_secret, s3, stack_var};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
@@ -302,16 +303,14 @@ async fn run(
         let client = create_database(&src).await;
         let started = Instant::now();
         catalyst_db::apply(&client).await.expect("schema");
-        catalyst_db::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20))
+        datagen::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20))
             .await
             .expect("generate");
         client
             .batch_execute("VACUUM ANALYZE")
             .await
             .expect("vacuum");
-        let database_bytes = catalyst_db::database_size_bytes(&client)
-            .await
-            .expect("size");
+        let database_bytes = datagen::database_size_bytes(&client).await.expect("size");
         eprintln!(
             "[bench] {src}: {} MiB generated in {:.1} s",
             database_bytes >> 20,

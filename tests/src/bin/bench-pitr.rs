@@ -2,12 +2,13 @@
 //! done by hand with the PostgreSQL tools, on the same base backup and WAL, in one run.
 //! Run through `infra/local/bench-pitr.sh`, which brings up the stack.
 
-use catalyst_dr::catalyst_db::{self, GeneratorSpec};
+use catalyst_dr::catalyst_db;
 use catalyst_dr::local_pg::{LocalPgConfig, base_backup};
 use catalyst_dr::pitr::PitrRestore;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::restore_engine::StagingState;
+use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{local_aws, pg_admin, pg_connect, put_db_secret, stack_var, unique};
 use clap::Parser;
 use std::time::{Duration, Instant};
@@ -142,12 +143,10 @@ async fn main() {
     let source = pg_connect(&dbname).await;
     catalyst_db::apply(&source).await.expect("schema");
     eprintln!("generating about {} MB ...", args.bytes / 1_000_000);
-    catalyst_db::generate(&source, &GeneratorSpec::for_target_bytes(42, args.bytes))
+    datagen::generate(&source, &GeneratorSpec::for_target_bytes(42, args.bytes))
         .await
         .expect("generate");
-    let size = catalyst_db::database_size_bytes(&source)
-        .await
-        .expect("size");
+    let size = datagen::database_size_bytes(&source).await.expect("size");
 
     let password = stack_var("CATALYST_DR_PG_PASSWORD");
     let secret = put_db_secret(

@@ -14,10 +14,10 @@ use aws_sdk_sqs::types::{
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use catalyst_dr::aws_error::AwsCallError;
-use catalyst_dr::catalyst_db::GeneratorSpec;
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::config::ReplayConfig;
 use catalyst_dr::replay::redrive::{BatchOk, MoveTask, QueueApi, SqsQueues};
+use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
 use catalyst_dr_tests::{
     generated_database, local_aws, pg_admin, pg_connect, seed, stack_var, unique,

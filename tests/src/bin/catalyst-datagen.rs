@@ -1,7 +1,9 @@
 //! catalyst-datagen: applies the Catalyst Auth reference schema to a database and fills it with
 //! deterministic generated data (see `docs/schema.md`). Prints what it wrote as JSON.
 
-use catalyst_dr::catalyst_db::{self, CatalystDbError, GeneratorSpec};
+use catalyst_dr::catalyst_db;
+use catalyst_dr::catalyst_db::CatalystDbError;
+use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -90,9 +92,9 @@ async fn run(args: &Args) -> Result<serde_json::Value, Failure> {
     let connection = tokio::spawn(connection);
     let started = Instant::now();
     catalyst_db::apply(&client).await?;
-    let counts = catalyst_db::generate(&client, &spec).await?;
+    let counts = datagen::generate(&client, &spec).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let database_bytes = catalyst_db::database_size_bytes(&client).await?;
+    let database_bytes = datagen::database_size_bytes(&client).await?;
     drop(client);
     let _ = connection.await;
     Ok(serde_json::json!({

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = &mut stop => break,
             _ = ticks.tick() => {
                 n += 1;
-                catalyst_dr::catalyst_db::generate::live_traffic_step(&client, n).await?;
+                catalyst_dr_tests::datagen::live_traffic_step(&client, n).await?;
             }
         }
     }

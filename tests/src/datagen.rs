@@ -8,9 +8,9 @@
 //! deliveries, which lies within the last `dead_letter_window_hours` before `spec.now` so that the
 //! runbook's dead-letter query finds them.
 
-use super::CatalystDbError;
-use super::schema::DeliveryStatus;
 use bytes::{BufMut, Bytes, BytesMut};
+use catalyst_dr::catalyst_db::CatalystDbError;
+use catalyst_dr::catalyst_db::schema::DeliveryStatus;
 use futures_util::SinkExt;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -470,7 +470,10 @@ async fn fill(client: &Client, spec: &GeneratorSpec) -> Result<GeneratedCounts, 
     // Locked before the emptiness check so that no writer can slip rows in between.
     client.batch_execute(LOCK_TABLES_SQL).await?;
     let row = client.query_one(TABLES_HAVE_ROWS_SQL, &[]).await?;
-    for (i, table) in super::schema::TABLES.into_iter().enumerate() {
+    for (i, table) in catalyst_dr::catalyst_db::schema::TABLES
+        .into_iter()
+        .enumerate()
+    {
         if row.try_get::<_, bool>(i)? {
             return Err(CatalystDbError::TargetNotEmpty { table });
         }
