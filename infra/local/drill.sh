@@ -25,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 step "building and starting the local stack"
-(cd "$ROOT" && cargo build -q --bins)
+(cd "$ROOT" && cargo build -q --bins --features catalyst-dr/local-engine)
 "$STACK" up "$STATE"
 # shellcheck disable=SC1091
 source "$STATE/env"

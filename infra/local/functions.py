@@ -228,7 +228,9 @@ def serve(args):
         children.append(
             subprocess.Popen(
                 [str(cargo_lambda), "lambda", "watch", "--quiet", "-A", "127.0.0.1", "-P", str(port),
-                 "--env-file", str(env_file), "--ignore-changes", "-p", binary],
+                 "--env-file", str(env_file), "--ignore-changes", "-p", binary,
+                 # The local engine stands in for RDS here; deployed builds leave it out.
+                 "--features", "catalyst-dr/local-engine"],
                 cwd=ROOT, env=watch_environment(), stdout=log, stderr=log, start_new_session=True,
             )
         )

@@ -179,7 +179,7 @@ PY
   source "$state/env"
 
   log "building the functions"
-  (cd "$ROOT" && cargo build -q --bins)
+  (cd "$ROOT" && cargo build -q --bins --features catalyst-dr/local-engine)
   # Each function under its own role with the environment the template gives it (resolved for
   # the samconfig environment CATALYST_DR_CONFIG_ENV, default dev), behind one Invoke API.
   log "Lambda Invoke API (cargo lambda watch per function) on 127.0.0.1:$lambda_port"

@@ -13,6 +13,7 @@ pub mod error_chain;
 pub mod error_kind;
 pub mod flush_status;
 pub mod input;
+#[cfg(feature = "local-engine")]
 pub mod local_pg;
 pub mod logical;
 pub mod memory;

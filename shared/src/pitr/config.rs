@@ -2,6 +2,7 @@
 
 use super::smoke::HealthCheck;
 use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
+#[cfg(feature = "local-engine")]
 use crate::local_pg::LocalPgConfig;
 use crate::pitr::rds::StagingPlacement;
 use crate::postgres::{PgBounds, TlsMode};
@@ -14,6 +15,7 @@ pub enum EngineConfig {
         source: DbSource,
         placement: StagingPlacement,
     },
+    #[cfg(feature = "local-engine")]
     Local {
         source_id: String,
         local: LocalPgConfig,
@@ -77,6 +79,7 @@ impl PitrConfig {
                 }
                 EngineConfig::Rds { source, placement }
             }
+            #[cfg(feature = "local-engine")]
             "local" => EngineConfig::Local {
                 source_id: checked(
                     settings::LOCAL_SOURCE_ID.name,
@@ -84,6 +87,14 @@ impl PitrConfig {
                 )?,
                 local: LocalPgConfig::from_env(&env)?,
             },
+            #[cfg(not(feature = "local-engine"))]
+            "local" => {
+                return Err(ConfigError::Invalid {
+                    var: settings::RESTORE_ENGINE.name,
+                    reason: "local: this build leaves out the local engine (feature local-engine)"
+                        .into(),
+                });
+            }
             other => {
                 return Err(ConfigError::Invalid {
                     var: settings::RESTORE_ENGINE.name,
@@ -127,7 +138,19 @@ impl PitrConfig {
                 source: DbSource::Instance(id) | DbSource::Cluster(id),
                 ..
             } => id,
+            #[cfg(feature = "local-engine")]
             EngineConfig::Local { source_id, .. } => source_id,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The local engine restores to an exact time; RDS to the latest it has when none is asked.
+    pub fn needs_target_time(&self) -> bool {
+        match self {
+            Self::Rds { .. } => false,
+            #[cfg(feature = "local-engine")]
+            Self::Local { .. } => true,
         }
     }
 }

@@ -302,13 +302,11 @@ impl PitrRestore {
             )
             .into());
         }
-        // The local engine restores to an exact time; RDS to the latest it has when asked.
         let restore_time = target_time.unwrap_or(window.latest);
         let request = RestoreRequest {
             target_id: target_id.clone(),
-            target_time: Some(restore_time).filter(|_| {
-                target_time.is_some() || matches!(self.config.engine, EngineConfig::Local { .. })
-            }),
+            target_time: Some(restore_time)
+                .filter(|_| target_time.is_some() || self.config.engine.needs_target_time()),
             tags: tags::staging_tags(drill_id, self.engine.source_id()),
         };
         if existing.is_none() {
@@ -546,6 +544,7 @@ impl PitrRestore {
                 source.clone(),
                 placement.clone(),
             )),
+            #[cfg(feature = "local-engine")]
             EngineConfig::Local { source_id, local } => {
                 Box::new(crate::local_pg::restore::LocalRestoreEngine::new(
                     local.clone(),

@@ -1,7 +1,6 @@
 //! snapshot-trigger's configuration, read once at cold start.
 
 use crate::config::{ConfigError, Env, EnvSource};
-use crate::local_pg::LocalPgConfig;
 use crate::logical::config::LogicalConfig;
 use crate::settings;
 use crate::snapshot::config::SnapshotConfig;
@@ -36,14 +35,27 @@ impl SnapshotTriggerConfig {
     /// `LOCAL_BASE_BACKUP_DIR` is set (the local stack).
     pub fn local_base_backups(
         source: &dyn EnvSource,
-    ) -> Result<Option<LocalPgConfig>, ConfigError> {
+    ) -> Result<Option<LocalEngineConfig>, ConfigError> {
         let env = Env(source);
         match env.text(&settings::LOCAL_BASE_BACKUP_DIR) {
-            Some(_) => Ok(Some(LocalPgConfig::from_env(&env)?)),
+            #[cfg(feature = "local-engine")]
+            Some(_) => Ok(Some(LocalEngineConfig::from_env(&env)?)),
+            #[cfg(not(feature = "local-engine"))]
+            Some(_) => Err(ConfigError::Invalid {
+                var: settings::LOCAL_BASE_BACKUP_DIR.name,
+                reason: "this build leaves out the local engine (feature local-engine)".into(),
+            }),
             None => Ok(None),
         }
     }
 }
+
+/// Where the local engine keeps its base backups.
+#[cfg(feature = "local-engine")]
+pub type LocalEngineConfig = crate::local_pg::LocalPgConfig;
+/// A build without the local engine: there is never one to configure.
+#[cfg(not(feature = "local-engine"))]
+pub type LocalEngineConfig = std::convert::Infallible;
 
 #[cfg(test)]
 mod tests {

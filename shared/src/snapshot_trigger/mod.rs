@@ -9,7 +9,6 @@ pub mod manifest;
 use crate::aws_error::AwsCallError;
 use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, parse_time};
-use crate::local_pg;
 use crate::logical::backup::LogicalBackupResult;
 use crate::logical::restore::RestoreOptions;
 use crate::logical::{LogicalBackups, LogicalError};
@@ -19,7 +18,7 @@ use crate::restore_engine::EngineError;
 use crate::run_id::RunId;
 use crate::snapshot::prune::PruneResult;
 use crate::snapshot::{ExportResult, SnapshotError, Snapshots};
-use config::SnapshotTriggerConfig;
+use config::{LocalEngineConfig, SnapshotTriggerConfig};
 use manifest::{
     BackupManifest, CatalogEntry, MANIFEST_FORMAT, ManifestSnapshot, RunFailure, manifest_key,
 };
@@ -99,7 +98,7 @@ pub enum SnapshotTriggerError {
     Aws(#[from] AwsCallError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
-    #[error("base backups need the local engine: set {var}")]
+    #[error("base backups need the local engine (the local stack): set {var}")]
     LocalEngineNotConfigured { var: &'static str },
     #[error(transparent)]
     LocalEngine(#[from] EngineError),
@@ -140,7 +139,7 @@ pub struct SnapshotTrigger {
     /// Logical backups, restore and verify (`logical-backup`, `restore-logical`, `verify-logical`).
     pub logical: LogicalBackups,
     /// Where the local engine's base backups go, when configured (`LOCAL_BASE_BACKUP_DIR`).
-    pub local_base_backups: Option<local_pg::LocalPgConfig>,
+    pub local_base_backups: Option<LocalEngineConfig>,
 }
 
 impl SnapshotTrigger {
@@ -194,10 +193,7 @@ impl SnapshotTrigger {
                         var: crate::settings::SOURCE_DATABASE_SECRET_ID_LOGICAL.name,
                     },
                 )?;
-                to_json(
-                    local_pg::base_backup::take(local, &source.credentials().await?, &run.stamp)
-                        .await?,
-                )
+                to_json(base_backup(local, &source.credentials().await?, &run).await?)
             }
             SnapshotTriggerEvent::ListBackups { limit } => to_json(self.list_backups(limit).await?),
             SnapshotTriggerEvent::LogicalBackup {
@@ -311,6 +307,24 @@ impl SnapshotTrigger {
         }
         Ok(entries)
     }
+}
+
+#[cfg(feature = "local-engine")]
+async fn base_backup(
+    local: &LocalEngineConfig,
+    source: &crate::postgres::DbCredentials,
+    run: &RunId,
+) -> Result<crate::local_pg::base_backup::BaseBackupInfo, EngineError> {
+    crate::local_pg::base_backup::take(local, source, &run.stamp).await
+}
+
+#[cfg(not(feature = "local-engine"))]
+async fn base_backup(
+    local: &LocalEngineConfig,
+    _: &crate::postgres::DbCredentials,
+    _: &RunId,
+) -> Result<(), EngineError> {
+    match *local {}
 }
 
 impl SnapshotTrigger {
