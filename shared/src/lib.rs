@@ -1,6 +1,17 @@
 //! catalyst-dr: backup, point-in-time restore, dead-letter replay and restore-drill automation
 //! for Catalyst Auth. All logic lives here; the Lambda edge is the `catalyst-dr-edge` crate and the
 //! binaries under `functions/` only wire the two.
+//!
+//! The modules come in layers, each importing only from its own layer or the ones below (checked
+//! by the `layers` test):
+//! - **core**: ids parsed once (`run_id`, `drill_id`), input decoding, error kinds, settings and
+//!   configuration, tags, metrics, statuses (`flush_status`);
+//! - **adapters**: one per outside system, behind a small trait where a feature swaps it
+//!   (`object_store`, `postgres`, `rds`, `restore_engine`, `staging_secret`, `catalyst_db`, and
+//!   `local_pg`, the local engine, compiled only with the `local-engine` feature);
+//! - **features**: `snapshot`, `logical`, `pitr`, `replay`, `drill`, which never import each
+//!   other;
+//! - **compositions**: `snapshot_trigger`, the one function that serves two features.
 
 pub mod aws_clients;
 pub mod aws_error;
@@ -13,6 +24,8 @@ pub mod error_chain;
 pub mod error_kind;
 pub mod flush_status;
 pub mod input;
+#[cfg(test)]
+mod layers;
 #[cfg(feature = "local-engine")]
 pub mod local_pg;
 pub mod logical;
