@@ -114,12 +114,14 @@ fn failed(kind: ErrorKind, message: String) -> Diagnostic {
 
 // The handlers of the four functions: their impls live with the trait, so the library knows no Lambda.
 
+#[cfg(feature = "snapshot-trigger")]
 impl FunctionError for catalyst_dr::snapshot_trigger::SnapshotTriggerError {
     fn error_type(&self) -> ErrorKind {
         catalyst_dr::snapshot_trigger::SnapshotTriggerError::error_type(self)
     }
 }
 
+#[cfg(feature = "snapshot-trigger")]
 #[async_trait::async_trait(?Send)]
 impl Function for catalyst_dr::snapshot_trigger::SnapshotTrigger {
     type Error = catalyst_dr::snapshot_trigger::SnapshotTriggerError;
@@ -128,12 +130,14 @@ impl Function for catalyst_dr::snapshot_trigger::SnapshotTrigger {
     }
 }
 
+#[cfg(feature = "pitr-restore")]
 impl FunctionError for catalyst_dr::pitr::PitrError {
     fn error_type(&self) -> ErrorKind {
         catalyst_dr::pitr::PitrError::error_type(self)
     }
 }
 
+#[cfg(feature = "pitr-restore")]
 #[async_trait::async_trait(?Send)]
 impl Function for catalyst_dr::pitr::PitrRestore {
     type Error = catalyst_dr::pitr::PitrError;
@@ -142,12 +146,14 @@ impl Function for catalyst_dr::pitr::PitrRestore {
     }
 }
 
+#[cfg(feature = "drill-validator")]
 impl FunctionError for catalyst_dr::drill::DrillError {
     fn error_type(&self) -> ErrorKind {
         catalyst_dr::drill::DrillError::error_type(self)
     }
 }
 
+#[cfg(feature = "drill-validator")]
 #[async_trait::async_trait(?Send)]
 impl Function for catalyst_dr::drill::DrillValidator {
     type Error = catalyst_dr::drill::DrillError;
@@ -156,12 +162,14 @@ impl Function for catalyst_dr::drill::DrillValidator {
     }
 }
 
+#[cfg(feature = "dead-letter-replay")]
 impl FunctionError for catalyst_dr::replay::ReplayError {
     fn error_type(&self) -> ErrorKind {
         catalyst_dr::replay::ReplayError::error_type(self)
     }
 }
 
+#[cfg(feature = "dead-letter-replay")]
 #[async_trait::async_trait(?Send)]
 impl Function for catalyst_dr::replay::DeadLetterReplay {
     type Error = catalyst_dr::replay::ReplayError;

@@ -18,6 +18,7 @@ pub mod aws_error;
 pub mod aws_time;
 pub mod catalyst_db;
 pub mod config;
+#[cfg(feature = "drill-validator")]
 pub mod drill;
 pub mod drill_id;
 pub mod error_chain;
@@ -28,20 +29,27 @@ pub mod input;
 mod layers;
 #[cfg(feature = "local-engine")]
 pub mod local_pg;
+#[cfg(feature = "snapshot-trigger")]
 pub mod logical;
 pub mod memory;
 pub mod metrics;
 pub mod object_store;
-pub(crate) mod output;
+pub mod output;
+#[cfg(feature = "pitr-restore")]
 pub mod pitr;
 pub mod postgres;
+#[cfg(any(feature = "snapshot-trigger", feature = "pitr-restore"))]
 pub mod rds;
+#[cfg(feature = "dead-letter-replay")]
 pub mod replay;
 pub mod restore_engine;
 pub mod run_id;
 pub mod settings;
+#[cfg(feature = "snapshot-trigger")]
 pub mod snapshot;
+#[cfg(feature = "snapshot-trigger")]
 pub mod snapshot_trigger;
+#[cfg(any(feature = "pitr-restore", feature = "drill-validator"))]
 pub mod staging_secret;
 pub mod tags;
 pub mod telemetry;

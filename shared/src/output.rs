@@ -2,6 +2,6 @@
 
 use serde::Serialize;
 
-pub(crate) fn to_json<T: Serialize>(value: T) -> serde_json::Value {
+pub fn to_json<T: Serialize>(value: T) -> serde_json::Value {
     serde_json::to_value(value).expect("results are plain data and always serialise")
 }
