@@ -82,8 +82,8 @@ def task(
 
 
 def notify_failure(subject, next_state):
-    """The alert of a run that failed. Not caught: if the topic stays unreachable the execution
-    fails, which its own alarm reports."""
+    """The alert of a run that failed. Not caught: if publishing keeps failing, the execution
+    itself fails."""
     return {
         "Type": "Task",
         "Resource": "arn:aws:states:::sns:publish",
