@@ -27,7 +27,7 @@ echo "== cargo fmt --all --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== the drills' state machines are what infra/statemachines/drills.py writes"
-"$ROOT/.local/venv/bin/python" infra/statemachines/drills.py --check
+echo "== the state machines are what infra/statemachines/generate.py writes"
+"$ROOT/.local/venv/bin/python" infra/statemachines/generate.py --check
 echo "== cargo test"
 cargo test --workspace --no-fail-fast -- --test-threads=4

@@ -243,7 +243,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     );
 }
 
-/// Every Lambda task of the scheduled state machines retries a function timeout or crash: all
+/// Every Lambda task of the state machines retries a function timeout or crash: all
 /// actions are idempotent, and without the retry a timed-out nightly step skips WriteManifest
 /// and goes straight to the failure path (a drill's, to teardown as failed).
 #[test]
@@ -252,6 +252,7 @@ fn every_lambda_task_retries_timeouts() {
         ("nightly-backup", 6),
         ("pitr-drill", 8),
         ("quarterly-drill", 13),
+        ("webhook-replay", 3),
     ] {
         let path = format!(
             "{}/../infra/statemachines/{file}.asl.json",

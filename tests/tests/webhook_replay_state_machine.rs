@@ -59,7 +59,8 @@ async fn webhook_replay_plans_replays_waits_and_verifies() {
     assert!(on_500 > 0 && dead > on_500);
 
     let replay_id = unique("sm");
-    let input = json!({"replay_id": replay_id, "filter": {"window_hours": 24}, "spread_seconds": 0, "dry_run": false, "verify_after_seconds": 300});
+    // spread_seconds and dry_run left out: the state machine's defaults (0, false) apply.
+    let input = json!({"replay_id": replay_id, "filter": {"window_hours": 24}, "verify_after_seconds": 300});
     // The template's DefinitionSubstitutions, as deployed.
     let substitutions = deployed_substitutions("WebhookReplayStateMachine");
     let run =
@@ -83,6 +84,8 @@ async fn webhook_replay_plans_replays_waits_and_verifies() {
     assert_eq!(
         states,
         [
+            "ApplyDefaults",
+            "MergeInput",
             "Plan",
             "AnythingToReplay?",
             "Replay",

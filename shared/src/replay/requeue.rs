@@ -4,13 +4,14 @@
 //! statement; write the audit record from the journal, so it lists what every attempt changed.
 
 use super::audit::{self, EndpointRecord, FilterRecord, ProbeRecord, ReplayAudit, ReplayCounts};
-use super::probe::{endpoint_key, probe_all};
+use super::probe::{ProbeResult, endpoint_key, probe_all};
 use super::{DeadLetterReplay, ReplayError, bounded, now_text};
 use crate::catalyst_db::deliveries::{self, DeadLetterFilter};
 use crate::input::format_time;
 use crate::metrics::Metric;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use tokio_postgres::Client;
 
 #[derive(Debug, Clone)]
 pub struct ReplayRequest {
@@ -121,6 +122,24 @@ struct EndpointGroup {
     earlier: Vec<i64>,
 }
 
+/// Each endpoint's verdict, and the deliveries it puts on either side.
+struct Triage {
+    /// Sorted: the deliveries of healthy endpoints, to requeue.
+    healthy_ids: Vec<i64>,
+    /// Sorted: the deliveries of unhealthy endpoints, left dead-lettered.
+    skipped_ids: Vec<i64>,
+    /// In the order of the groups they were built from.
+    endpoints: Vec<EndpointRecord>,
+}
+
+/// What this attempt's requeue batches changed.
+struct Requeued {
+    /// Set back to `pending` by this attempt.
+    replayed: Vec<i64>,
+    /// No longer dead-lettered when their batch ran (changed since the query): left alone.
+    changed: Vec<i64>,
+}
+
 pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayResult, ReplayError> {
     let started_at = now_text();
     if !req.dry_run
@@ -132,32 +151,9 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     let mut timings = PhaseTimings::default();
     let phase = std::time::Instant::now();
     let client = svc.database.connect().await?;
-    // What earlier attempts of this replay id requeued before they stopped: those rows are
-    // recorded, and never requeued again under this id.
-    let earlier = if req.dry_run {
-        Vec::new()
-    } else {
-        bounded(
-            &svc.database,
-            "create the replay journal",
-            deliveries::ensure_journal(&client),
-        )
-        .await?;
-        bounded(
-            &svc.database,
-            "read the replay journal",
-            deliveries::journaled(&client, &req.replay_id),
-        )
-        .await?
-    };
+    let earlier = earlier_attempts(svc, &client, req).await?;
     let earlier_ids: HashSet<i64> = earlier.iter().map(|j| j.id).collect();
-    let mut rows = bounded(
-        &svc.database,
-        "dead-letter query",
-        deliveries::dead_letters(&client, &req.filter),
-    )
-    .await?;
-    rows.retain(|r| !earlier_ids.contains(&r.id));
+    let rows = candidates(svc, &client, req, &earlier_ids).await?;
     timings.query = ms_since(phase);
     let total = rows.len() as u64 + earlier.len() as u64;
     if total > u64::from(req.max_deliveries) {
@@ -166,12 +162,7 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
             max: req.max_deliveries,
         });
     }
-    let mut groups: BTreeMap<String, EndpointGroup> = BTreeMap::new();
-    for row in &rows {
-        let group = groups.entry(endpoint_key(&row.endpoint_url)).or_default();
-        group.subscriptions.insert(row.subscription_id);
-        group.ids.push(row.id);
-    }
+    let mut groups = group_by_endpoint(&rows);
     let phase = std::time::Instant::now();
     let probes = probe_all(
         svc.probe.clone(),
@@ -180,47 +171,13 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
     )
     .await;
     timings.probe = ms_since(phase);
-    // Earlier attempts' deliveries join their endpoint's record; an endpoint seen only there was
-    // healthy when they were requeued and is not probed again.
-    for j in &earlier {
-        let endpoint = j
-            .endpoint_url
-            .as_deref()
-            .map(endpoint_key)
-            .unwrap_or_else(|| "(delivery since deleted)".to_owned());
-        let group = groups.entry(endpoint).or_default();
-        group.subscriptions.extend(j.subscription_id);
-        group.earlier.push(j.id);
-    }
-    let mut healthy_ids = Vec::new();
-    let mut skipped_ids = Vec::new();
-    let mut endpoints = Vec::with_capacity(groups.len());
-    for (endpoint, group) in &groups {
-        let probe = probes.get(endpoint);
-        let earlier_only = probe.is_none() && group.ids.is_empty();
-        let healthy = earlier_only || probe.is_some_and(|p| p.healthy);
-        if healthy {
-            healthy_ids.extend_from_slice(&group.ids);
-        } else {
-            skipped_ids.extend_from_slice(&group.ids);
-        }
-        endpoints.push(EndpointRecord {
-            endpoint: endpoint.clone(),
-            subscription_ids: group.subscriptions.iter().copied().collect(),
-            deliveries: (group.ids.len() + group.earlier.len()) as u64,
-            healthy,
-            status: probe.and_then(|p| p.status),
-            reason: match probe {
-                Some(p) => p.reason.clone(),
-                None if earlier_only => None,
-                None => Some("not probed".to_owned()),
-            },
-            replayed: 0,
-            replayed_earlier: group.earlier.len() as u64,
-        });
-    }
-    healthy_ids.sort_unstable();
-    skipped_ids.sort_unstable();
+    // Joined after probing: an endpoint seen only in earlier attempts is not probed again.
+    add_earlier_attempts(&mut groups, &earlier);
+    let Triage {
+        healthy_ids,
+        skipped_ids,
+        mut endpoints,
+    } = triage(&groups, &probes);
     let mut counts = ReplayCounts {
         matched: total,
         skipped_unhealthy: skipped_ids.len() as u64,
@@ -229,52 +186,24 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
         ..ReplayCounts::default()
     };
     if req.dry_run {
-        return Ok(ReplayResult {
-            replay_id: req.replay_id.clone(),
-            dry_run: true,
-            already_done: false,
+        return Ok(dry_run_result(
+            req,
             counts,
-            would_replay: healthy_ids.len() as u64,
-            skipped_endpoints: endpoints.into_iter().filter(|e| !e.healthy).collect(),
-            sample_delivery_ids: healthy_ids.iter().take(SAMPLE_IDS).copied().collect(),
-            audit_json_key: None,
-            audit_markdown_key: None,
+            endpoints,
+            &healthy_ids,
             started_at,
-            completed_at: now_text(),
-            timings_ms: Some(timings),
-        });
+            timings,
+        ));
     }
 
     let phase = std::time::Instant::now();
-    let offsets = spread_offsets(healthy_ids.len(), req.spread_seconds);
-    let batch = svc.config.batch_size.max(1) as usize;
-    let mut replayed = Vec::with_capacity(healthy_ids.len());
-    let mut changed = Vec::new();
-    for (ids, offsets) in healthy_ids.chunks(batch).zip(offsets.chunks(batch)) {
-        let done = bounded(
-            &svc.database,
-            "requeue batch",
-            deliveries::requeue(&client, &req.replay_id, ids, offsets),
-        )
-        .await?;
-        counts.batches += 1;
-        if done.len() != ids.len() {
-            let done_set: HashSet<i64> = done.iter().copied().collect();
-            changed.extend(ids.iter().copied().filter(|id| !done_set.contains(id)));
-        }
-        replayed.extend(done);
-    }
+    let Requeued {
+        mut replayed,
+        mut changed,
+    } = requeue_in_batches(svc, &client, req, &healthy_ids, &mut counts).await?;
     timings.requeue = ms_since(phase);
     let phase = std::time::Instant::now();
-    let replayed_set: HashSet<i64> = replayed.iter().copied().collect();
-    for (record, group) in endpoints.iter_mut().zip(groups.values()) {
-        record.replayed = (group
-            .ids
-            .iter()
-            .filter(|id| replayed_set.contains(id))
-            .count()
-            + group.earlier.len()) as u64;
-    }
+    count_replayed_per_endpoint(&mut endpoints, &groups, &replayed);
     replayed.extend(earlier_ids.iter().copied());
     replayed.sort_unstable();
     changed.sort_unstable();
@@ -309,9 +238,209 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
         skipped_delivery_ids: skipped_ids,
         changed_delivery_ids: changed,
     };
+    write_audit(svc, &record, completed).await?;
+    emit_metrics(&record, completed);
+    timings.audit = ms_since(phase);
+    let mut result = result_from_audit(svc, &record, false);
+    result.timings_ms = Some(timings);
+    Ok(result)
+}
+
+/// What earlier attempts of this replay id requeued before they stopped: those rows are
+/// recorded, and never requeued again under this id. A dry run writes nothing, not even the
+/// journal table, so it has none.
+async fn earlier_attempts(
+    svc: &DeadLetterReplay,
+    client: &Client,
+    req: &ReplayRequest,
+) -> Result<Vec<deliveries::Journaled>, ReplayError> {
+    if req.dry_run {
+        return Ok(Vec::new());
+    }
+    bounded(
+        &svc.database,
+        "create the replay journal",
+        deliveries::ensure_journal(client),
+    )
+    .await?;
+    bounded(
+        &svc.database,
+        "read the replay journal",
+        deliveries::journaled(client, &req.replay_id),
+    )
+    .await
+}
+
+/// The dead-lettered deliveries the filter matches, less those an earlier attempt requeued.
+async fn candidates(
+    svc: &DeadLetterReplay,
+    client: &Client,
+    req: &ReplayRequest,
+    earlier_ids: &HashSet<i64>,
+) -> Result<Vec<deliveries::DeadLetter>, ReplayError> {
+    let mut rows = bounded(
+        &svc.database,
+        "dead-letter query",
+        deliveries::dead_letters(client, &req.filter),
+    )
+    .await?;
+    rows.retain(|r| !earlier_ids.contains(&r.id));
+    Ok(rows)
+}
+
+/// One group per endpoint, so each endpoint is probed once whatever its number of deliveries.
+fn group_by_endpoint(rows: &[deliveries::DeadLetter]) -> BTreeMap<String, EndpointGroup> {
+    let mut groups: BTreeMap<String, EndpointGroup> = BTreeMap::new();
+    for row in rows {
+        let group = groups.entry(endpoint_key(&row.endpoint_url)).or_default();
+        group.subscriptions.insert(row.subscription_id);
+        group.ids.push(row.id);
+    }
+    groups
+}
+
+/// Earlier attempts' deliveries join their endpoint's record, so the audit lists them.
+fn add_earlier_attempts(
+    groups: &mut BTreeMap<String, EndpointGroup>,
+    earlier: &[deliveries::Journaled],
+) {
+    for j in earlier {
+        let endpoint = j
+            .endpoint_url
+            .as_deref()
+            .map(endpoint_key)
+            .unwrap_or_else(|| "(delivery since deleted)".to_owned());
+        let group = groups.entry(endpoint).or_default();
+        group.subscriptions.extend(j.subscription_id);
+        group.earlier.push(j.id);
+    }
+}
+
+/// Each endpoint's record and which side its deliveries go to. An endpoint known only from
+/// earlier attempts was healthy when they requeued it, and counts as healthy.
+fn triage(
+    groups: &BTreeMap<String, EndpointGroup>,
+    probes: &BTreeMap<String, ProbeResult>,
+) -> Triage {
+    let mut healthy_ids = Vec::new();
+    let mut skipped_ids = Vec::new();
+    let mut endpoints = Vec::with_capacity(groups.len());
+    for (endpoint, group) in groups {
+        let probe = probes.get(endpoint);
+        let earlier_only = probe.is_none() && group.ids.is_empty();
+        let healthy = earlier_only || probe.is_some_and(|p| p.healthy);
+        if healthy {
+            healthy_ids.extend_from_slice(&group.ids);
+        } else {
+            skipped_ids.extend_from_slice(&group.ids);
+        }
+        endpoints.push(EndpointRecord {
+            endpoint: endpoint.clone(),
+            subscription_ids: group.subscriptions.iter().copied().collect(),
+            deliveries: (group.ids.len() + group.earlier.len()) as u64,
+            healthy,
+            status: probe.and_then(|p| p.status),
+            reason: match probe {
+                Some(p) => p.reason.clone(),
+                None if earlier_only => None,
+                None => Some("not probed".to_owned()),
+            },
+            replayed: 0,
+            replayed_earlier: group.earlier.len() as u64,
+        });
+    }
+    healthy_ids.sort_unstable();
+    skipped_ids.sort_unstable();
+    Triage {
+        healthy_ids,
+        skipped_ids,
+        endpoints,
+    }
+}
+
+/// What a replay would do, with nothing written.
+fn dry_run_result(
+    req: &ReplayRequest,
+    counts: ReplayCounts,
+    endpoints: Vec<EndpointRecord>,
+    healthy_ids: &[i64],
+    started_at: String,
+    timings: PhaseTimings,
+) -> ReplayResult {
+    ReplayResult {
+        replay_id: req.replay_id.clone(),
+        dry_run: true,
+        already_done: false,
+        counts,
+        would_replay: healthy_ids.len() as u64,
+        skipped_endpoints: endpoints.into_iter().filter(|e| !e.healthy).collect(),
+        sample_delivery_ids: healthy_ids.iter().take(SAMPLE_IDS).copied().collect(),
+        audit_json_key: None,
+        audit_markdown_key: None,
+        started_at,
+        completed_at: now_text(),
+        timings_ms: Some(timings),
+    }
+}
+
+/// Requeues `healthy_ids` in batches of the configured size, each one guarded statement that
+/// journals what it changed, so a crash between batches loses nothing and repeats nothing.
+async fn requeue_in_batches(
+    svc: &DeadLetterReplay,
+    client: &Client,
+    req: &ReplayRequest,
+    healthy_ids: &[i64],
+    counts: &mut ReplayCounts,
+) -> Result<Requeued, ReplayError> {
+    let offsets = spread_offsets(healthy_ids.len(), req.spread_seconds);
+    let batch = svc.config.batch_size.max(1) as usize;
+    let mut replayed = Vec::with_capacity(healthy_ids.len());
+    let mut changed = Vec::new();
+    for (ids, offsets) in healthy_ids.chunks(batch).zip(offsets.chunks(batch)) {
+        let done = bounded(
+            &svc.database,
+            "requeue batch",
+            deliveries::requeue(client, &req.replay_id, ids, offsets),
+        )
+        .await?;
+        counts.batches += 1;
+        // The guard skips rows no longer dead-lettered: they changed since the query.
+        if done.len() != ids.len() {
+            let done_set: HashSet<i64> = done.iter().copied().collect();
+            changed.extend(ids.iter().copied().filter(|id| !done_set.contains(id)));
+        }
+        replayed.extend(done);
+    }
+    Ok(Requeued { replayed, changed })
+}
+
+/// Each endpoint's replayed count: this attempt's requeued deliveries and all earlier ones.
+fn count_replayed_per_endpoint(
+    endpoints: &mut [EndpointRecord],
+    groups: &BTreeMap<String, EndpointGroup>,
+    replayed: &[i64],
+) {
+    let replayed_set: HashSet<i64> = replayed.iter().copied().collect();
+    for (record, group) in endpoints.iter_mut().zip(groups.values()) {
+        record.replayed = (group
+            .ids
+            .iter()
+            .filter(|id| replayed_set.contains(id))
+            .count()
+            + group.earlier.len()) as u64;
+    }
+}
+
+/// The audit record, locked until its retention ends: Markdown for the incident ticket, then
+/// the JSON, whose presence marks a completed replay (so it goes last).
+async fn write_audit(
+    svc: &DeadLetterReplay,
+    record: &ReplayAudit,
+    completed: time::OffsetDateTime,
+) -> Result<(), ReplayError> {
     let retain_until = svc.audit_retain_until(completed);
-    let md_key = audit::markdown_key(&svc.config.audit_prefix, &req.replay_id);
-    let json_key = audit::json_key(&svc.config.audit_prefix, &req.replay_id);
+    let md_key = audit::markdown_key(&svc.config.audit_prefix, &record.replay_id);
+    let json_key = audit::json_key(&svc.config.audit_prefix, &record.replay_id);
     svc.objects
         .put_locked(
             &md_key,
@@ -320,11 +449,15 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
             retain_until,
         )
         .await?;
-    let body = serde_json::to_vec(&record).expect("an audit record always serialises");
-    // The JSON goes last: its presence marks a completed replay.
+    let body = serde_json::to_vec(record).expect("an audit record always serialises");
     svc.objects
         .put_locked(&json_key, body, "application/json", retain_until)
         .await?;
+    Ok(())
+}
+
+/// The log line and the CloudWatch EMF metrics of a finished replay.
+fn emit_metrics(record: &ReplayAudit, completed: time::OffsetDateTime) {
     let c = &record.counts;
     tracing::info!(replay_id = %record.replay_id, matched = c.matched, replayed = c.replayed, skipped_unhealthy = c.skipped_unhealthy, skipped_changed = c.skipped_changed, "replay done");
     let mut properties = serde_json::Map::new();
@@ -346,10 +479,6 @@ pub async fn run(svc: &DeadLetterReplay, req: &ReplayRequest) -> Result<ReplayRe
             completed,
         )
     );
-    timings.audit = ms_since(phase);
-    let mut result = result_from_audit(svc, &record, false);
-    result.timings_ms = Some(timings);
-    Ok(result)
 }
 
 #[cfg(test)]

@@ -227,7 +227,14 @@ pub async fn capture_schema(client: &Client) -> Result<CapturedSchema, CatalystD
 }
 
 async fn capture_sequences(client: &Client) -> Result<Vec<CapturedSequence>, CatalystDbError> {
-    let mut sequences: Vec<CapturedSequence> = client
+    let mut sequences = sequence_definitions(client).await?;
+    read_sequence_positions(client, &mut sequences).await?;
+    Ok(sequences)
+}
+
+/// Every sequence's definition and owner, its position not yet read.
+async fn sequence_definitions(client: &Client) -> Result<Vec<CapturedSequence>, CatalystDbError> {
+    Ok(client
         .query(
             &format!(
                 "SELECT n.nspname::text, c.relname::text, format_type(s.seqtypid, NULL), s.seqstart, s.seqmin, s.seqmax, \
@@ -269,8 +276,15 @@ async fn capture_sequences(client: &Client) -> Result<Vec<CapturedSequence>, Cat
                 },
             }
         })
-        .collect();
-    for s in &mut sequences {
+        .collect())
+}
+
+/// Each sequence's `last_value` and `is_called`, which only the sequence itself holds.
+async fn read_sequence_positions(
+    client: &Client,
+    sequences: &mut [CapturedSequence],
+) -> Result<(), CatalystDbError> {
+    for s in sequences {
         let row = client
             .query_one(
                 &format!(
@@ -283,7 +297,7 @@ async fn capture_sequences(client: &Client) -> Result<Vec<CapturedSequence>, Cat
         s.last_value = row.get(0);
         s.is_called = row.get(1);
     }
-    Ok(sequences)
+    Ok(())
 }
 
 /// Takes ACCESS SHARE locks on the captured tables for the rest of the backup transaction, so

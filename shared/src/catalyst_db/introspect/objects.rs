@@ -109,7 +109,25 @@ pub async fn pre_data(
     tables: &[CapturedTable],
     sequences: &[CapturedSequence],
 ) -> Result<Vec<SchemaObject>, CatalystDbError> {
-    let mut ordered: Vec<SchemaObject> = client
+    // Schemas and extensions first: everything else may live in or depend on them.
+    let mut ordered = schemas(client).await?;
+    ordered.extend(
+        extensions
+            .iter()
+            .map(|x| SchemaObject::new("extension", x.name.clone(), vec![x.create_statement()])),
+    );
+    let mut nodes = type_nodes(client).await?;
+    nodes.extend(function_nodes(client).await?);
+    nodes.extend(sequence_nodes(client, sequences).await?);
+    nodes.extend(table_nodes(tables, sequences));
+    nodes.extend(view_nodes(client).await?);
+    ordered.extend(in_dependency_order(client, nodes).await?);
+    Ok(ordered)
+}
+
+/// The user schemas but `public`, which every database has.
+async fn schemas(client: &Client) -> Result<Vec<SchemaObject>, CatalystDbError> {
+    Ok(client
         .query(&format!("SELECT n.nspname::text FROM pg_namespace n WHERE {USER_NAMESPACE} AND n.nspname <> 'public' AND {} ORDER BY 1", not_extension_member("pg_namespace", "n.oid")), &[])
         .await?
         .into_iter()
@@ -117,20 +135,24 @@ pub async fn pre_data(
             let name: String = r.get(0);
             SchemaObject::new("schema", name.clone(), vec![format!("CREATE SCHEMA {}", super::quote_ident(&name))])
         })
-        .collect();
-    ordered.extend(
-        extensions
-            .iter()
-            .map(|x| SchemaObject::new("extension", x.name.clone(), vec![x.create_statement()])),
-    );
+        .collect())
+}
 
-    let mut nodes = Vec::new();
-    for r in client.query(&types_query(), &[]).await? {
-        nodes.push(Node {
+async fn type_nodes(client: &Client) -> Result<Vec<Node>, CatalystDbError> {
+    Ok(client
+        .query(&types_query(), &[])
+        .await?
+        .into_iter()
+        .map(|r| Node {
             key: (PG_TYPE, r.get(0)),
             object: SchemaObject::new(r.get::<_, String>(1), r.get::<_, String>(2), r.get(3)),
-        });
-    }
+        })
+        .collect())
+}
+
+/// Functions, window functions and procedures.
+async fn function_nodes(client: &Client) -> Result<Vec<Node>, CatalystDbError> {
+    let mut nodes = Vec::new();
     for r in client
         .query(
             &format!(
@@ -144,12 +166,22 @@ pub async fn pre_data(
     {
         nodes.push(Node { key: (PG_PROC, r.get(0)), object: SchemaObject::new(r.get::<_, String>(1), r.get::<_, String>(2), vec![r.get(3)]) });
     }
+    Ok(nodes)
+}
+
+/// The sequences created on their own; an identity column's is created with its table.
+async fn sequence_nodes(
+    client: &Client,
+    sequences: &[CapturedSequence],
+) -> Result<Vec<Node>, CatalystDbError> {
+    // The capture keys sequences by schema and name; the dependency graph by OID.
     let sequence_oids: HashMap<(String, String), u32> = client
         .query(&format!("SELECT n.nspname::text, c.relname::text, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND {USER_NAMESPACE}"), &[])
         .await?
         .into_iter()
         .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect();
+    let mut nodes = Vec::new();
     for s in sequences.iter().filter(|s| s.ownership != "identity") {
         let name = qualified(&s.schema, &s.name);
         let key = sequence_oids
@@ -165,12 +197,22 @@ pub async fn pre_data(
             ),
         });
     }
-    for t in tables {
-        nodes.push(Node {
+    Ok(nodes)
+}
+
+fn table_nodes(tables: &[CapturedTable], sequences: &[CapturedSequence]) -> Vec<Node> {
+    tables
+        .iter()
+        .map(|t| Node {
             key: (PG_CLASS, t.oid),
             object: SchemaObject::new("table", t.qualified_name(), t.create_statements(sequences)),
-        });
-    }
+        })
+        .collect()
+}
+
+/// Views and materialized views; the latter created empty, filled after the data (post-data).
+async fn view_nodes(client: &Client) -> Result<Vec<Node>, CatalystDbError> {
+    let mut nodes = Vec::new();
     for r in client
         .query(
             &format!(
@@ -191,16 +233,21 @@ pub async fn pre_data(
         };
         nodes.push(Node { key: (PG_CLASS, r.get(0)), object: SchemaObject::new(kind, name, vec![statement]) });
     }
+    Ok(nodes)
+}
 
+/// The nodes' objects, each after everything it depends on.
+async fn in_dependency_order(
+    client: &Client,
+    nodes: Vec<Node>,
+) -> Result<Vec<SchemaObject>, CatalystDbError> {
     let edges = dependency_edges(client).await?;
     let keys: Vec<CatalogKey> = nodes.iter().map(|n| n.key).collect();
     let mut slots: Vec<Option<SchemaObject>> = nodes.into_iter().map(|n| Some(n.object)).collect();
-    ordered.extend(
-        dependency_order(&keys, &edges)
-            .into_iter()
-            .filter_map(|i| slots[i].take()),
-    );
-    Ok(ordered)
+    Ok(dependency_order(&keys, &edges)
+        .into_iter()
+        .filter_map(|i| slots[i].take())
+        .collect())
 }
 
 /// Functions PostgreSQL makes with a type (a range type's multirange constructors) come back
@@ -303,7 +350,21 @@ pub async fn post_data(
         "{USER_NAMESPACE} AND {}",
         not_extension_member("pg_class", "c.oid")
     );
+    post.extend(policies(client, &relation_filter).await?);
+    post.extend(triggers(client, &relation_filter).await?);
+    post.extend(materialized_view_data(client, &relation_filter).await?);
+    post.extend(comments(client).await?);
+    post.extend(owners(client).await?);
+    post.extend(privileges(client, &relation_filter).await?);
+    Ok(post)
+}
 
+/// Row-level security policies, with the roles they name.
+async fn policies(
+    client: &Client,
+    relation_filter: &str,
+) -> Result<Vec<SchemaObject>, CatalystDbError> {
+    let mut objects = Vec::new();
     for r in client
         .query(
             &format!(
@@ -324,9 +385,18 @@ pub async fn post_data(
     {
         let mut policy = SchemaObject::new("policy", r.get::<_, String>(0), vec![r.get(1)]);
         policy.roles = r.get(2);
-        post.push(policy);
+        objects.push(policy);
     }
+    Ok(objects)
+}
 
+/// Triggers, with their enable state; a partition's copy of its parent's trigger comes back
+/// with the parent's.
+async fn triggers(
+    client: &Client,
+    relation_filter: &str,
+) -> Result<Vec<SchemaObject>, CatalystDbError> {
+    let mut objects = Vec::new();
     for r in client
         .query(
             &format!(
@@ -343,10 +413,17 @@ pub async fn post_data(
         )
         .await?
     {
-        post.push(SchemaObject::new("trigger", r.get::<_, String>(0), r.get(1)));
+        objects.push(SchemaObject::new("trigger", r.get::<_, String>(0), r.get(1)));
     }
+    Ok(objects)
+}
 
-    // Materialized views: filled in creation order (one may read another), then indexed.
+/// Materialized views: filled in creation order (one may read another), then indexed.
+async fn materialized_view_data(
+    client: &Client,
+    relation_filter: &str,
+) -> Result<Vec<SchemaObject>, CatalystDbError> {
+    let mut objects = Vec::new();
     for r in client
         .query(
             &format!(
@@ -362,23 +439,41 @@ pub async fn post_data(
         )
         .await?
     {
-        post.push(SchemaObject::new("materialized view data", r.get::<_, String>(0), r.get(1)));
+        objects.push(SchemaObject::new("materialized view data", r.get::<_, String>(0), r.get(1)));
     }
+    Ok(objects)
+}
 
+async fn comments(client: &Client) -> Result<Vec<SchemaObject>, CatalystDbError> {
+    let mut objects = Vec::new();
     for r in client.query(&comments_query(), &[]).await? {
-        post.push(SchemaObject::new(
+        objects.push(SchemaObject::new(
             "comment",
             r.get::<_, String>(0),
             vec![r.get(1)],
         ));
     }
+    Ok(objects)
+}
 
+/// Each captured object's owner, with the role it names.
+async fn owners(client: &Client) -> Result<Vec<SchemaObject>, CatalystDbError> {
+    let mut objects = Vec::new();
     for r in client.query(&format!("{} SELECT kind, ident, owner, format('ALTER %s %s OWNER TO %I', kind, ident, owner) FROM objects ORDER BY ord, ident", owned_objects()), &[]).await? {
         let mut owner = SchemaObject::new("owner", format!("{} {}", r.get::<_, String>(0).to_lowercase(), r.get::<_, String>(1)), vec![r.get(3)]);
         owner.roles = vec![r.get(2)];
-        post.push(owner);
+        objects.push(owner);
     }
+    Ok(objects)
+}
 
+/// Object and column privileges: the defaults revoked, then the source's grants, with every
+/// role they name.
+async fn privileges(
+    client: &Client,
+    relation_filter: &str,
+) -> Result<Vec<SchemaObject>, CatalystDbError> {
+    let mut objects = Vec::new();
     for r in client
         .query(
             &format!(
@@ -407,9 +502,9 @@ pub async fn post_data(
         grants.roles = r.get(3);
         grants.roles.sort();
         grants.roles.dedup();
-        post.push(grants);
+        objects.push(grants);
     }
-    Ok(post)
+    Ok(objects)
 }
 
 /// A user-defined type a restore creates: enum, domain, range, or a standalone composite type

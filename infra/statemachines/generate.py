@@ -1,71 +1,19 @@
-"""The two restore drills' state machines, written once.
+"""Every catalyst-dr state machine, written once.
 
-    python3 infra/statemachines/drills.py           rewrite pitr-drill.asl.json and quarterly-drill.asl.json
-    python3 infra/statemachines/drills.py --check   fail if either file differs from what this writes
+    python3 infra/statemachines/generate.py           rewrite the four *.asl.json files
+    python3 infra/statemachines/generate.py --check   fail if any file differs from what this writes
 
-The monthly PITR drill and the quarterly drill share the restore, credential rotation, smoke test,
-teardown and report steps; the quarterly drill adds the baseline, the restorable-window wait, the
-staging queue flush, the replay plan and the parity check around them. Both definitions are
-generated from the states below, so a fix to a shared step (a retry, a catch, a poll limit) lands
-in both. The JSON files stay committed: SAM deploys them and the local interpreter runs them.
+The nightly backup, the webhook replay and the two restore drills are built from the same retriers,
+Lambda task and alert (infra/statemachines/asl.py), so a fix to a retry or a catch lands in all of
+them. The monthly PITR drill and the quarterly drill also share the restore, credential rotation,
+smoke test, teardown and report steps; the quarterly drill adds the baseline, the restorable-window
+wait, the staging queue flush, the replay plan and the parity check around them. The JSON files
+stay committed: SAM deploys them and the local interpreter runs them.
 """
 
-import json
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-# The function retries every state machine task gives its own errors: AWS throttling and
-# transient failures, the database briefly unavailable, Lambda's own hiccups...
-TRANSIENT = {
-    "ErrorEquals": [
-        "Throttled",
-        "AwsTransient",
-        "DatabaseUnavailable",
-        "Postgres",
-        "Lambda.ServiceException",
-        "Lambda.AWSLambdaException",
-        "Lambda.SdkClientException",
-        "Lambda.TooManyRequestsException",
-    ],
-    "IntervalSeconds": 2,
-    "BackoffRate": 2,
-    "MaxAttempts": 6,
-    "MaxDelaySeconds": 60,
-    "JitterStrategy": "FULL",
-}
-# ...and a timeout or crash, safe to retry because every action is idempotent.
-TIMEOUTS = {
-    "ErrorEquals": ["Sandbox.Timedout", "States.Timeout", "Lambda.Unknown"],
-    "IntervalSeconds": 10,
-    "BackoffRate": 2,
-    "MaxAttempts": 2,
-    "JitterStrategy": "FULL",
-}
-RETRY = [TRANSIENT, TIMEOUTS]
-
-PITR = "${PitrRestoreFunctionArn}"
-VALIDATOR = "${DrillValidatorFunctionArn}"
-REPLAY = "${DeadLetterReplayFunctionArn}"
-
-
-def catch(next_state, result_path="$.error"):
-    return [{"ErrorEquals": ["States.ALL"], "ResultPath": result_path, "Next": next_state}]
-
-
-def task(resource, parameters, result_path, next_state, on_error, *, waits=None, error_path="$.error"):
-    """A Lambda task: the standard retries (after `waits`, a retrier for an expected wait),
-    and any other error caught to `on_error`."""
-    return {
-        "Type": "Task",
-        "Resource": resource,
-        "Parameters": parameters,
-        "ResultPath": result_path,
-        "Retry": ([waits] if waits else []) + RETRY,
-        "Catch": catch(on_error, error_path),
-        "Next": next_state,
-    }
+from asl import PITR, REPLAY, SNAPSHOT, VALIDATOR, notify_failure, ordered, task, write_or_check
 
 
 def shared_states(kind):
@@ -178,23 +126,9 @@ def shared_states(kind):
         ),
         "ReportFailure": task(VALIDATOR, report_parameters, "$.report", "DrillFailed", "NotifyFailure", error_path="$.report_error"),
         # Only when no report could be written: the alert must still go out.
-        "NotifyFailure": {
-            "Type": "Task",
-            "Resource": "arn:aws:states:::sns:publish",
-            "Parameters": {"TopicArn": "${AlertTopicArn}", "Subject": kind["notify_subject"], "Message.$": "$"},
-            "ResultPath": "$.notification",
-            "Retry": [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "BackoffRate": 2, "MaxAttempts": 3, "JitterStrategy": "FULL"}],
-            "Next": "DrillFailed",
-        },
+        "NotifyFailure": notify_failure(kind["notify_subject"], "DrillFailed"),
         "DrillFailed": {"Type": "Fail", "Error": "DrillFailed", "Cause": kind["failed_cause"]},
     }
-
-
-def ordered(states, order):
-    missing = set(states) ^ set(order)
-    if missing:
-        raise SystemExit(f"state order and states disagree: {sorted(missing)}")
-    return {name: states[name] for name in order}
 
 
 def pitr_drill():
@@ -361,25 +295,227 @@ def quarterly_drill():
     }
 
 
-DRILLS = {"pitr-drill.asl.json": pitr_drill, "quarterly-drill.asl.json": quarterly_drill}
+def nightly_backup():
+    def snapshot_task(parameters, result_path, next_state, on_error, **extra):
+        return task(SNAPSHOT, parameters, result_path, next_state, on_error, **extra)
+
+    scheduled = {"scheduled_time.$": "$.scheduled_time"}
+    manifest_parameters = {
+        "action": "write-manifest",
+        **scheduled,
+        "started_at.$": "$.snapshot.started_at",
+        "export.$": "$.export",
+        "prune.$": "$.prune",
+        "logical.$": "$.logical",
+    }
+    states = {
+        "Snapshot": snapshot_task({"action": "snapshot", **scheduled}, "$.snapshot", "StartPolling", "NotifyFailure"),
+        "StartPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.status", "Next": "WaitForSnapshots"},
+        "WaitForSnapshots": {"Type": "Wait", "Seconds": 60, "Next": "CheckStatus"},
+        "CheckStatus": snapshot_task(
+            {"action": "status", **scheduled, "poll.$": "$.status.poll"},
+            "$.status",
+            "SnapshotsReady?",
+            "SnapshotsStarted?",
+        ),
+        "SnapshotsReady?": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.status.state", "StringEquals": "available", "Next": "ExportCache"},
+                {"Variable": "$.status.state", "StringEquals": "failed", "Next": "SnapshotFailed"},
+                {"Variable": "$.status.poll", "NumericGreaterThanEquals": 90, "Next": "SnapshotTimedOut"},
+            ],
+            "Default": "WaitForSnapshots",
+        },
+        "SnapshotFailed": {
+            "Type": "Pass",
+            "Parameters": {"Error": "SnapshotFailed", "Cause.$": "$.status.reason"},
+            "ResultPath": "$.error",
+            "Next": "SnapshotsStarted?",
+        },
+        "SnapshotTimedOut": {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "SnapshotTimedOut",
+                "Cause.$": "States.Format('snapshots of run {} still creating after {} polls', $.status.run_id, $.status.poll)",
+            },
+            "ResultPath": "$.error",
+            "Next": "SnapshotsStarted?",
+        },
+        "ExportCache": snapshot_task({"action": "export-cache", **scheduled}, "$.export", "Prune", "SnapshotsStarted?"),
+        "Prune": snapshot_task({"action": "prune", "dry_run": False}, "$.prune", "LogicalBackup", "SnapshotsStarted?"),
+        "LogicalBackup": snapshot_task(
+            {"action": "logical-backup", **scheduled},
+            "$.logical",
+            "WriteManifest",
+            "SnapshotsStarted?",
+            comment="A retry returns the finished backup, or aborts the failed attempt's unfinished uploads and backs up again.",
+        ),
+        "WriteManifest": snapshot_task(manifest_parameters, "$.manifest", "VerifyLogical", "NotifyFailure"),
+        "VerifyLogical": snapshot_task(
+            {"action": "verify-logical", **scheduled},
+            "$.verify",
+            "LogicalBackupVerified?",
+            "NotifyFailure",
+            comment="Reads tonight's logical backup back: every object, its checksums and the manifest's completeness.",
+            result_selector={
+                "ok.$": "$.ok",
+                "complete.$": "$.complete",
+                "objects_checked.$": "$.objects_checked",
+                "problems.$": "$.problems",
+            },
+        ),
+        "LogicalBackupVerified?": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.verify.ok", "BooleanEquals": True, "Next": "BackupSucceeded"}],
+            "Default": "LogicalBackupNotVerified",
+        },
+        "LogicalBackupNotVerified": {
+            "Type": "Pass",
+            "Result": {
+                "Error": "LogicalBackupNotVerified",
+                "Cause": "verify-logical found problems in tonight's logical backup: see verify.problems",
+            },
+            "ResultPath": "$.error",
+            "Next": "NotifyFailure",
+        },
+        "BackupSucceeded": {"Type": "Succeed"},
+        "SnapshotsStarted?": {
+            "Type": "Choice",
+            "Comment": "A step after the snapshots failed: catalogue the snapshots that were taken before alerting.",
+            "Choices": [{"Variable": "$.snapshot.started_at", "IsPresent": True, "Next": "FailureDefaults"}],
+            "Default": "NotifyFailure",
+        },
+        "FailureDefaults": {
+            "Type": "Pass",
+            "Parameters": {"defaults": {"export": None, "prune": None, "logical": None}, "run.$": "$"},
+            "Next": "MergeFailureDefaults",
+        },
+        "MergeFailureDefaults": {
+            "Type": "Pass",
+            "Comment": "Steps that never ran have no result: record them as null.",
+            "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.run, false)"},
+            "OutputPath": "$.merged",
+            "Next": "CataloguePartialRun",
+        },
+        # Whether or not the partial manifest could be written, the alert goes out.
+        "CataloguePartialRun": snapshot_task(
+            {**manifest_parameters, "failure.$": "$.error"},
+            "$.manifest",
+            "NotifyFailure",
+            "NotifyFailure",
+            error_path="$.catalogue_error",
+        ),
+        "NotifyFailure": notify_failure("catalyst-dr nightly backup failed", "BackupFailed"),
+        "BackupFailed": {
+            "Type": "Fail",
+            "Error": "BackupFailed",
+            "Cause": "The nightly backup failed; the SNS notification carries the failing state's error and the run's input.",
+        },
+    }
+    return {
+        "Comment": "catalyst-dr nightly backup: snapshot the database and cache, wait until available (polled every 60 s, at most 90 times), export the cache snapshot, prune expired backups, take the logical backup of the source database (every table at one instant, to locked S3 objects, its own manifest last), write the locked run manifest that records it. A step that fails after the snapshots started still catalogues them (a manifest with the failure) before the alert. Every step is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried like a transient error. Input: {\"scheduled_time\": \"<RFC 3339>\"} (EventBridge Scheduler passes <aws.scheduler.scheduled-time>).",
+        "StartAt": "Snapshot",
+        "States": states,
+    }
 
 
-def main(argv):
-    check = argv[1:] == ["--check"]
-    stale = []
-    for name, build in DRILLS.items():
-        text = json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
-        path = HERE / name
-        if check:
-            if path.read_text() != text:
-                stale.append(name)
-        else:
-            path.write_text(text)
-    if stale:
-        print(f"{', '.join(stale)} differ from infra/statemachines/drills.py: run python3 infra/statemachines/drills.py", file=sys.stderr)
-        return 1
-    return 0
+def webhook_replay():
+    states = {
+        # As the drills do: what the input leaves out takes the function's defaults, and the
+        # replay id defaults to the execution name.
+        "ApplyDefaults": {
+            "Type": "Pass",
+            "Parameters": {
+                "defaults": {
+                    "replay_id.$": "$$.Execution.Name",
+                    "filter": {},
+                    "spread_seconds": 0,
+                    "dry_run": False,
+                    "verify_after_seconds": 300,
+                },
+                "input.$": "$",
+            },
+            "Next": "MergeInput",
+        },
+        "MergeInput": {
+            "Type": "Pass",
+            "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.input, false)"},
+            "OutputPath": "$.merged",
+            "Next": "Plan",
+        },
+        "Plan": task(REPLAY, {"action": "plan", "filter.$": "$.filter"}, "$.plan", "AnythingToReplay?", "NotifyFailure"),
+        "AnythingToReplay?": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.plan.deliveries", "NumericEquals": 0, "Next": "NothingToReplay"}],
+            "Default": "Replay",
+        },
+        "NothingToReplay": {"Type": "Succeed", "Comment": "No dead-lettered delivery matches the filter."},
+        "Replay": task(
+            REPLAY,
+            {
+                "action": "replay",
+                "replay_id.$": "$.replay_id",
+                "filter.$": "$.filter",
+                "spread_seconds.$": "$.spread_seconds",
+                "dry_run.$": "$.dry_run",
+            },
+            "$.replay",
+            "DryRun?",
+            "NotifyFailure",
+        ),
+        "DryRun?": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.dry_run", "BooleanEquals": True, "Next": "DryRunResult"}],
+            "Default": "WaitForWorker",
+        },
+        "DryRunResult": {
+            "Type": "Pass",
+            "Parameters": {
+                "replay_id.$": "$.replay_id",
+                "dry_run.$": "$.dry_run",
+                "matched.$": "$.plan.deliveries",
+                "endpoints.$": "$.plan.endpoints",
+                "replay.$": "$.replay",
+            },
+            "Next": "ReplayDone",
+        },
+        "WaitForWorker": {"Type": "Wait", "SecondsPath": "$.verify_after_seconds", "Next": "Verify"},
+        "Verify": task(REPLAY, {"action": "verify", "replay_id.$": "$.replay_id"}, "$.verify", "Result", "NotifyFailure"),
+        "Result": {
+            "Type": "Pass",
+            "Parameters": {
+                "replay_id.$": "$.replay_id",
+                "dry_run.$": "$.dry_run",
+                "matched.$": "$.plan.deliveries",
+                "endpoints.$": "$.plan.endpoints",
+                "replay.$": "$.replay",
+                "verify.$": "$.verify",
+            },
+            "Next": "ReplayDone",
+        },
+        "ReplayDone": {"Type": "Succeed"},
+        "NotifyFailure": notify_failure("catalyst-dr webhook replay failed", "ReplayFailed"),
+        "ReplayFailed": {
+            "Type": "Fail",
+            "Error": "ReplayFailed",
+            "Cause": "The webhook replay failed; the SNS notification carries the failing state's error and the run's input.",
+        },
+    }
+    return {
+        "Comment": "catalyst-dr webhook replay (runbook: Webhook replay), for manual runs: plan (the runbook's dead-letter query, counted), replay (probe each endpoint once, requeue the deliveries of healthy ones, write the audit record for the incident ticket), wait verify_after_seconds for the worker, verify (succeeded / still pending / dead-lettered again per endpoint), result. Input: {\"replay_id\": \"INC-1234\" (default: the execution name), \"filter\": {\"window_hours\": 24} (default: the last 24 hours), \"spread_seconds\": 0, \"dry_run\": false, \"verify_after_seconds\": 300}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
+        "StartAt": "ApplyDefaults",
+        "States": states,
+    }
+
+
+MACHINES = {
+    "nightly-backup.asl.json": nightly_backup,
+    "pitr-drill.asl.json": pitr_drill,
+    "quarterly-drill.asl.json": quarterly_drill,
+    "webhook-replay.asl.json": webhook_replay,
+}
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(write_or_check(MACHINES, sys.argv, "infra/statemachines/generate.py"))
