@@ -67,6 +67,9 @@ def local_additions(seed, state):
     """Variables only the local stack sets: where the local engine and Redis live."""
     extra = {
         "LOCAL_SOURCE_ID": "catalyst-auth-local",
+        # The local engine reads the source cluster directly, as RDS does; pitr-restore's role
+        # reads no source secret.
+        "LOCAL_SOURCE_DATABASE_URL": seed["source_database_url"],
         "DRILL_REDIS_URL": seed["redis_url"],
         "STAGING_REDIS_URL": seed["redis_url"],
         "REDIS_QUEUE_PATTERNS": "catalyst:webhooks:queue:*,catalyst:webhooks:delayed",

@@ -209,6 +209,12 @@ def main():
                 "alert_topic_arn": topic_arn,
                 "alert_inbox_url": inbox_url,
                 "source_database_secret": SOURCE_DB_SECRET,
+                # The local engine reads the source cluster as RDS reads its own storage.
+                "source_database_url": "postgresql://postgres:{password}@{host}:{port}/catalyst_auth".format(
+                    password=os.environ["CATALYST_DR_PG_PASSWORD"],
+                    host=os.environ["CATALYST_DR_PG_HOST"],
+                    port=os.environ["CATALYST_DR_PG_PORT"],
+                ),
                 "staging_database_secret": STAGING_DB_SECRET,
                 "webhook_queue_url": queue_url,
                 "webhook_dlq_url": dlq_url,

@@ -159,7 +159,7 @@ pub fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
 }
 
 /// The secret's JSON, in the shape RDS and Secrets Manager rotation use.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct DbCredentials {
     pub host: String,
     #[serde(
@@ -207,6 +207,37 @@ impl std::fmt::Debug for DbCredentials {
 }
 
 impl DbCredentials {
+    /// Credentials from a `postgresql://user:password@host:port/db` URL held in `var`; a URL
+    /// without a host, user or password is refused by name (the password is never quoted).
+    pub fn from_url(var: &'static str, url: &str) -> Result<Self, crate::config::ConfigError> {
+        let invalid = |reason: &str| crate::config::ConfigError::Invalid {
+            var,
+            reason: reason.to_owned(),
+        };
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|_| invalid("not a postgresql:// URL"))?;
+        let host = match config.get_hosts() {
+            [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
+            _ => return Err(invalid("needs exactly one TCP host")),
+        };
+        let password = config
+            .get_password()
+            .ok_or_else(|| invalid("has no password"))?;
+        Ok(Self {
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            username: config
+                .get_user()
+                .filter(|user| !user.is_empty())
+                .ok_or_else(|| invalid("has no user"))?
+                .to_owned(),
+            password: String::from_utf8(password.to_vec())
+                .map_err(|_| invalid("the password is not UTF-8"))?,
+            dbname: config.get_dbname().unwrap_or("postgres").to_owned(),
+        })
+    }
+
     pub fn config(&self) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
@@ -546,6 +577,30 @@ impl SecretStore for aws_sdk_secretsmanager::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_from_a_url_name_the_variable_and_never_the_password() {
+        let c = DbCredentials::from_url("V", "postgresql://u:s3cret@127.0.0.1:6543/app").unwrap();
+        assert_eq!(
+            (
+                c.host.as_str(),
+                c.port,
+                c.username.as_str(),
+                c.dbname.as_str()
+            ),
+            ("127.0.0.1", 6543, "u", "app")
+        );
+        assert_eq!(c.password, "s3cret");
+        for bad in [
+            "postgresql://u@127.0.0.1/app",
+            "postgresql://:pw@127.0.0.1/app",
+            "not a url at all=",
+            "postgresql://u:pw@/app",
+        ] {
+            let err = DbCredentials::from_url("V", bad).unwrap_err().to_string();
+            assert!(err.contains('V') && !err.contains("pw"), "{bad}: {err}");
+        }
+    }
 
     #[tokio::test]
     async fn plain_text_is_refused_to_anything_but_loopback_before_connecting() {

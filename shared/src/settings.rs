@@ -323,12 +323,21 @@ pub const SOURCE_DATABASE_SECRET_ID_LOGICAL: Setting = row(
 );
 pub const SOURCE_DATABASE_SECRET_ID: Setting = row(
     "SOURCE_DATABASE_SECRET_ID",
-    &[P, D],
+    &[D],
     Kind::SecretId,
     F::None,
     Required,
     Template,
-    "the source's credentials (user and database name; the local engine connects with them)",
+    "the source's credentials, for the drill's baseline",
+);
+pub const SOURCE_DATABASE_NAME: Setting = row(
+    "SOURCE_DATABASE_NAME",
+    &[P],
+    Kind::Text,
+    F::Text("catalyst_auth"),
+    Optional,
+    Template,
+    "the database the staging copy serves (its `DATABASE_URL`); pitr-restore reads no source secret",
 );
 pub const SOURCE_DATABASE_SECRET_ID_REPLAY: Setting = row(
     "SOURCE_DATABASE_SECRET_ID",
@@ -563,6 +572,15 @@ pub const LOCAL_SOURCE_ID: Setting = row(
     Optional,
     LocalStack,
     "the local source's name in guards and tags (`local` engine)",
+);
+pub const LOCAL_SOURCE_DATABASE_URL: Setting = row(
+    "LOCAL_SOURCE_DATABASE_URL",
+    &[P],
+    Kind::Url,
+    F::None,
+    RequiredWhen("with the `local` engine"),
+    LocalStack,
+    "the local source cluster (`postgresql://user:password@host:port/db`), which the `local` engine reads as RDS reads its own",
 );
 pub const LOCAL_PG_BIN: Setting = row(
     "LOCAL_PG_BIN",
@@ -877,6 +895,7 @@ pub const ALL: &[&Setting] = &[
     &STAGING_PARAMETER_GROUP,
     &STAGING_INSTANCE_CLASS,
     &LOCAL_SOURCE_ID,
+    &LOCAL_SOURCE_DATABASE_URL,
     &LOCAL_PG_BIN,
     &LOCAL_PG_RUN_AS,
     &LOCAL_BASE_BACKUP_DIR,
@@ -886,6 +905,7 @@ pub const ALL: &[&Setting] = &[
     &STAGING_SECRET_ID,
     &SOURCE_DATABASE_SECRET_ID_LOGICAL,
     &SOURCE_DATABASE_SECRET_ID,
+    &SOURCE_DATABASE_NAME,
     &SOURCE_DATABASE_SECRET_ID_REPLAY,
     &REPLAY_DATABASE_SECRET_ID,
     &PG_TLS,
@@ -1143,7 +1163,7 @@ mod tests {
                         ("STAGING_SECURITY_GROUP_IDS", "sg-1,sg-2"),
                         ("STAGING_INSTANCE_CLASS", "db.r6g.large"),
                         ("STAGING_SECRET_ID", "staging"),
-                        ("SOURCE_DATABASE_SECRET_ID", "src"),
+                        ("SOURCE_DATABASE_NAME", "catalyst_auth"),
                     ],
                     &[&tls],
                 ),
@@ -1151,7 +1171,11 @@ mod tests {
                     &[
                         ("RESTORE_ENGINE", "local"),
                         ("STAGING_SECRET_ID", "staging"),
-                        ("SOURCE_DATABASE_SECRET_ID", "src"),
+                        ("SOURCE_DATABASE_NAME", "catalyst_auth"),
+                        (
+                            "LOCAL_SOURCE_DATABASE_URL",
+                            "postgresql://postgres:pw@127.0.0.1:5432/catalyst_auth",
+                        ),
                     ],
                     &[&tls, &local],
                 ),

@@ -243,6 +243,22 @@ pub async fn pg_connect(dbname: &str) -> tokio_postgres::Client {
 
 /// A new Catalyst Auth database with `users` generated users (deterministic) and a secret for it.
 /// Returns (name, secret id).
+/// The credentials a database secret holds (the local engine reads its source this way).
+pub async fn secret_credentials(
+    sdk: &aws_config::SdkConfig,
+    secret_id: &str,
+) -> catalyst_dr::postgres::DbCredentials {
+    let text = aws_sdk_secretsmanager::Client::new(sdk)
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .expect("read the database secret")
+        .secret_string
+        .expect("a secret string");
+    serde_json::from_str(&text).expect("database secret JSON")
+}
+
 pub async fn catalyst_database(
     sdk: &aws_config::SdkConfig,
     prefix: &str,

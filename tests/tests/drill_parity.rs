@@ -60,15 +60,17 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         .await
         .expect("secret");
     let local = local_engine_config("parity").await;
+    let source_credentials = catalyst_dr_tests::secret_credentials(&sdk, &source_secret).await;
     let restore = PitrRestore::new(
         PitrConfig {
             engine: EngineConfig::Local {
                 source_id: "catalyst-auth-local".into(),
                 local: local.clone(),
+                source: source_credentials.clone(),
             },
             staging_prefix: "catalyst-dr-staging-".into(),
             staging_secret_id: staging_secret.clone(),
-            source_secret_id: source_secret.clone(),
+            database_name: source_credentials.dbname.clone(),
             tls: TlsMode::Disable,
             pg_bounds: Default::default(),
             health_checks: Vec::new(),
@@ -84,13 +86,9 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         },
         &sdk,
     );
-    base_backup::take(
-        &local,
-        &restore.source.credentials().await.expect("creds"),
-        &unique("base"),
-    )
-    .await
-    .expect("base backup");
+    base_backup::take(&local, &source_credentials, &unique("base"))
+        .await
+        .expect("base backup");
 
     // Writes arrive all through the drill: new deliveries and changed users.
     let writing = Arc::new(AtomicBool::new(true));

@@ -33,25 +33,22 @@ async fn drill(name: &str, health_checks: Vec<HealthCheck>) -> Drill {
         .send()
         .await
         .expect("staging secret");
+    let credentials = catalyst_dr_tests::secret_credentials(&sdk, &source_secret).await;
     let config = PitrConfig {
         engine: EngineConfig::Local {
             source_id: "catalyst-auth-local".into(),
             local: local.clone(),
+            source: credentials.clone(),
         },
         staging_prefix: "catalyst-dr-staging-".into(),
         staging_secret_id: staging_secret,
-        source_secret_id: source_secret,
+        database_name: credentials.dbname.clone(),
         tls: TlsMode::Disable,
         pg_bounds: Default::default(),
         health_checks,
         smoke_min_users: 1,
     };
     let restore = PitrRestore::new(config, &sdk);
-    let credentials = restore
-        .source
-        .credentials()
-        .await
-        .expect("source credentials");
     base_backup::take(&local, &credentials, &unique("base"))
         .await
         .expect("base backup");

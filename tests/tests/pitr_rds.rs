@@ -9,7 +9,7 @@ use catalyst_dr::pitr::rds::StagingPlacement;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::rds::DbSource;
 use catalyst_dr::tags;
-use catalyst_dr_tests::{local_aws, put_db_secret, stack_var, unique};
+use catalyst_dr_tests::{local_aws, unique};
 use std::collections::BTreeMap;
 
 /// The staging network the stack seeds.
@@ -53,14 +53,6 @@ async fn restore_for(sdk: &aws_config::SdkConfig, source: DbSource) -> PitrResto
         .send()
         .await
         .expect("staging secret");
-    let source_secret = put_db_secret(
-        sdk,
-        &unique("rds-source"),
-        "catalyst",
-        &stack_var("CATALYST_DR_PG_PASSWORD"),
-        "catalyst_auth",
-    )
-    .await;
     let config = PitrConfig {
         engine: EngineConfig::Rds {
             source,
@@ -68,7 +60,7 @@ async fn restore_for(sdk: &aws_config::SdkConfig, source: DbSource) -> PitrResto
         },
         staging_prefix: "catalyst-dr-staging-".into(),
         staging_secret_id: staging_secret,
-        source_secret_id: source_secret,
+        database_name: "catalyst_auth".into(),
         tls: TlsMode::Disable,
         pg_bounds: Default::default(),
         health_checks: Vec::new(),
@@ -184,7 +176,7 @@ async fn identifier_guards_make_no_aws_call() {
         },
         staging_prefix: "catalyst-dr-staging-".into(),
         staging_secret_id: "staging".into(),
-        source_secret_id: "source".into(),
+        database_name: "catalyst_auth".into(),
         tls: TlsMode::Disable,
         pg_bounds: Default::default(),
         health_checks: Vec::new(),

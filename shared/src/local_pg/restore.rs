@@ -7,14 +7,13 @@ use super::process::{command, free_port, make_dir, run, write_file};
 use super::{LocalPgConfig, base_backup};
 use crate::catalyst_db::admin;
 use crate::input::format_time;
-use crate::postgres::PgConnector;
+use crate::postgres::{DbCredentials, PgBounds, TlsMode, connect_bounded};
 use crate::restore_engine::{
     EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
 };
 use crate::tags::Tags;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -41,19 +40,23 @@ struct StagingMeta {
 pub struct LocalRestoreEngine {
     config: LocalPgConfig,
     source_id: String,
-    source: Arc<PgConnector>,
+    /// The local source cluster, read directly (as RDS reads its own storage).
+    source: DbCredentials,
+    bounds: PgBounds,
 }
 
 impl LocalRestoreEngine {
     pub fn new(
         config: LocalPgConfig,
         source_id: impl Into<String>,
-        source: Arc<PgConnector>,
+        source: DbCredentials,
+        bounds: PgBounds,
     ) -> Self {
         Self {
             config,
             source_id: source_id.into(),
             source,
+            bounds,
         }
     }
 
@@ -108,10 +111,12 @@ impl LocalRestoreEngine {
     }
 
     async fn source_client(&self) -> Result<tokio_postgres::Client, EngineError> {
-        self.source.connect().await.map_err(|e| EngineError::Local {
-            operation: "connect to the source",
-            reason: crate::error_chain::error_chain(&e),
-        })
+        connect_bounded(&self.source, &TlsMode::Disable, &self.bounds)
+            .await
+            .map_err(|e| EngineError::Local {
+                operation: "connect to the source",
+                reason: crate::error_chain::error_chain(&e),
+            })
     }
 }
 
@@ -243,14 +248,7 @@ impl RestoreEngine for LocalRestoreEngine {
                     format_time(target_time)
                 ),
             })?;
-        let source = self
-            .source
-            .credentials()
-            .await
-            .map_err(|e| EngineError::Local {
-                operation: "read the source credentials",
-                reason: crate::error_chain::error_chain(&e),
-            })?;
+        let source = &self.source;
 
         let dir = self.dir(&request.target_id);
         let data = dir.join("data");

@@ -5,6 +5,8 @@ use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
 #[cfg(feature = "local-engine")]
 use crate::local_pg::LocalPgConfig;
 use crate::pitr::rds::StagingPlacement;
+#[cfg(feature = "local-engine")]
+use crate::postgres::DbCredentials;
 use crate::postgres::{PgBounds, TlsMode};
 use crate::rds::DbSource;
 use crate::settings;
@@ -19,6 +21,8 @@ pub enum EngineConfig {
     Local {
         source_id: String,
         local: LocalPgConfig,
+        /// The local source cluster, read directly as RDS reads its own storage.
+        source: DbCredentials,
     },
 }
 
@@ -29,9 +33,9 @@ pub struct PitrConfig {
     pub staging_prefix: String,
     /// The secret that receives the staging database's credentials and `DATABASE_URL`.
     pub staging_secret_id: String,
-    /// The source database's credentials (user name and database name; the local engine's
-    /// connection to the source).
-    pub source_secret_id: String,
+    /// The database the staging copy serves. pitr-restore reads no source secret: the staging
+    /// instance's master user comes from the restore itself.
+    pub database_name: String,
     pub tls: TlsMode,
     /// `PG_CONNECT_TIMEOUT_MS`, `PG_HANDSHAKE_TIMEOUT_MS`, `PG_STATEMENT_TIMEOUT_MS` (default 0: none),
     /// `PG_KEEPALIVE_IDLE_SECONDS`.
@@ -86,6 +90,10 @@ impl PitrConfig {
                     env.text_or_default(&settings::LOCAL_SOURCE_ID)?,
                 )?,
                 local: LocalPgConfig::from_env(&env)?,
+                source: DbCredentials::from_url(
+                    settings::LOCAL_SOURCE_DATABASE_URL.name,
+                    &env.require(&settings::LOCAL_SOURCE_DATABASE_URL)?,
+                )?,
             },
             #[cfg(not(feature = "local-engine"))]
             "local" => {
@@ -124,7 +132,7 @@ impl PitrConfig {
             engine,
             staging_prefix,
             staging_secret_id: env.require(&settings::STAGING_SECRET_ID)?,
-            source_secret_id: env.require(&settings::SOURCE_DATABASE_SECRET_ID)?,
+            database_name: env.text_or_default(&settings::SOURCE_DATABASE_NAME)?,
             tls: TlsMode::from_env(&env)?,
             pg_bounds: PgBounds::from_env(&env, &settings::PG_STATEMENT_TIMEOUT_MS)?,
             health_checks,

@@ -11,7 +11,7 @@ use crate::drill_id::DrillId;
 use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, format_time, parse_time};
 use crate::output::to_json;
-use crate::postgres::{PgConnectError, PgConnector, SecretStore, TlsMode, connect_bounded};
+use crate::postgres::{PgConnectError, SecretStore, TlsMode, connect_bounded};
 use crate::restore_engine::{
     EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
 };
@@ -196,7 +196,6 @@ pub struct PitrRestore {
     pub config: PitrConfig,
     pub engine: Box<dyn RestoreEngine>,
     pub secrets: Arc<dyn SecretStore>,
-    pub source: Arc<PgConnector>,
 }
 
 impl PitrRestore {
@@ -365,19 +364,18 @@ impl PitrRestore {
     ) -> Result<RotateResult, PitrError> {
         let target_id = self.target_for(drill_id, target_id)?;
         let instance = self.describe_ours(drill_id, &target_id).await?;
-        let (Some(host), Some(port), StagingState::Available) =
-            (instance.host.clone(), instance.port, instance.state)
-        else {
+        // The restored copy keeps the source's master user; only its password is replaced.
+        let (Some(host), Some(port), Some(username), StagingState::Available) = (
+            instance.host.clone(),
+            instance.port,
+            instance.master_username.clone(),
+            instance.state,
+        ) else {
             return Err(PitrError::NotReady {
                 target_id,
                 status: instance.status,
             });
         };
-        let source = self.source.credentials().await?;
-        let username = instance
-            .master_username
-            .clone()
-            .unwrap_or_else(|| source.username.clone());
 
         // A retry reuses the password this drill already stored, so none is ever lost.
         let stored = match self.secrets.current(&self.config.staging_secret_id).await? {
@@ -393,7 +391,7 @@ impl PitrRestore {
             port,
             username: username.clone(),
             password,
-            dbname: source.dbname.clone(),
+            dbname: self.config.database_name.clone(),
         };
         let secret = StagingSecret::new(
             &credentials,
@@ -530,14 +528,6 @@ impl PitrRestore {
 
     pub fn new(config: PitrConfig, sdk: &aws_config::SdkConfig) -> Self {
         let secrets = Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
-        let source = Arc::new(
-            PgConnector::new(
-                secrets.clone(),
-                &config.source_secret_id,
-                config.tls.clone(),
-            )
-            .with_bounds(config.pg_bounds),
-        );
         let engine: Box<dyn RestoreEngine> = match &config.engine {
             EngineConfig::Rds { source, placement } => Box::new(rds::RdsRestoreEngine::new(
                 aws_sdk_rds::Client::new(sdk),
@@ -545,19 +535,21 @@ impl PitrRestore {
                 placement.clone(),
             )),
             #[cfg(feature = "local-engine")]
-            EngineConfig::Local { source_id, local } => {
-                Box::new(crate::local_pg::restore::LocalRestoreEngine::new(
-                    local.clone(),
-                    source_id,
-                    source.clone(),
-                ))
-            }
+            EngineConfig::Local {
+                source_id,
+                local,
+                source,
+            } => Box::new(crate::local_pg::restore::LocalRestoreEngine::new(
+                local.clone(),
+                source_id,
+                source.clone(),
+                config.pg_bounds,
+            )),
         };
         Self {
             config,
             engine,
             secrets,
-            source,
         }
     }
 }

@@ -158,6 +158,7 @@ async fn main() {
     )
     .await;
     let local = catalyst_dr_tests::local_engine_config("bench").await;
+    let credentials = catalyst_dr_tests::secret_credentials(&sdk, &secret).await;
     let staging_secret = unique("bench-staging");
     aws_sdk_secretsmanager::Client::new(&sdk)
         .create_secret()
@@ -170,10 +171,11 @@ async fn main() {
             engine: EngineConfig::Local {
                 source_id: "bench-source".into(),
                 local: local.clone(),
+                source: credentials.clone(),
             },
             staging_prefix: "catalyst-dr-staging-".into(),
             staging_secret_id: staging_secret,
-            source_secret_id: secret,
+            database_name: credentials.dbname.clone(),
             tls: TlsMode::Disable,
             pg_bounds: Default::default(),
             health_checks: Vec::new(),
@@ -181,7 +183,6 @@ async fn main() {
         },
         &sdk,
     );
-    let credentials = restore.source.credentials().await.expect("credentials");
     let base = base_backup::take(&local, &credentials, "bench")
         .await
         .expect("base backup");
