@@ -328,6 +328,62 @@ impl ObjectStore for SplitStore {
     {
         self.reads.list(prefix).await
     }
+    async fn open(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<catalyst_dr::object_store::ObjectBody>, catalyst_dr::aws_error::AwsCallError>
+    {
+        self.reads.open(key, version_id).await
+    }
+    async fn create_upload(
+        &self,
+        key: &str,
+        retain_until: time::OffsetDateTime,
+    ) -> Result<String, catalyst_dr::aws_error::AwsCallError> {
+        self.writes.create_upload(key, retain_until).await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<catalyst_dr::object_store::UploadedPart, catalyst_dr::aws_error::AwsCallError> {
+        self.writes.upload_part(key, upload_id, number, body).await
+    }
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<catalyst_dr::object_store::UploadedPart>,
+    ) -> Result<Option<String>, catalyst_dr::aws_error::AwsCallError> {
+        self.writes.complete_upload(key, upload_id, parts).await
+    }
+    async fn lock_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        retain_until: time::OffsetDateTime,
+    ) -> Result<(), catalyst_dr::aws_error::AwsCallError> {
+        self.writes
+            .lock_version(key, version_id, retain_until)
+            .await
+    }
+    async fn abort_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), catalyst_dr::aws_error::AwsCallError> {
+        self.writes.abort_upload(key, upload_id).await
+    }
+    async fn pending_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<catalyst_dr::object_store::PendingUpload>, catalyst_dr::aws_error::AwsCallError>
+    {
+        self.reads.pending_uploads(prefix).await
+    }
 }
 
 /// A PostgreSQL whose postmaster is frozen accepts TCP connections and never answers: `plan`

@@ -349,7 +349,7 @@ impl SnapshotTrigger {
         };
         let logical = LogicalBackups::new(
             config.logical.clone(),
-            std::sync::Arc::new(crate::logical::upload::S3LogicalStore::new(
+            std::sync::Arc::new(crate::object_store::S3Objects::new(
                 s3.clone(),
                 &config.backup_bucket,
             )),
