@@ -38,6 +38,8 @@ pub mod output;
 #[cfg(feature = "pitr-restore")]
 pub mod pitr;
 pub mod postgres;
+#[cfg(any(feature = "dead-letter-replay", feature = "drill-validator"))]
+pub mod queues;
 #[cfg(any(feature = "snapshot-trigger", feature = "pitr-restore"))]
 pub mod rds;
 #[cfg(feature = "dead-letter-replay")]

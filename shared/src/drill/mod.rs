@@ -4,7 +4,6 @@
 pub mod config;
 pub mod history;
 pub mod metrics;
-pub mod queues;
 pub mod redis_state;
 pub mod report;
 
@@ -18,9 +17,9 @@ use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::output::to_json;
 use crate::postgres::{PgConnectError, PgConnector, SecretStore, connect_bounded};
+use crate::queues::{QueueDepth, Queues, SqsQueues};
 use crate::staging_secret::StagingSecret;
 use config::DrillConfig;
-use queues::{QueueDepth, QueueDepths};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -187,7 +186,7 @@ pub struct DrillValidator {
     pub source: PgConnector,
     pub secrets: Arc<dyn SecretStore>,
     pub objects: Box<dyn ObjectStore>,
-    pub queues: Box<dyn QueueDepths>,
+    pub queues: Box<dyn Queues>,
     pub sns: aws_sdk_sns::Client,
 }
 
@@ -635,7 +634,7 @@ impl DrillValidator {
             .with_bounds(config.pg_bounds),
             secrets,
             objects: Box::new(objects),
-            queues: Box::new(aws_sdk_sqs::Client::new(sdk)),
+            queues: Box::new(SqsQueues::new(aws_sdk_sqs::Client::new(sdk))),
             sns: aws_sdk_sns::Client::new(sdk),
             config,
         }
