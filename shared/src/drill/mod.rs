@@ -702,14 +702,14 @@ mod tests {
     #[tokio::test]
     async fn messages_in_flight_count_as_left_behind() {
         let queues = staging_queue(2);
-        queues.receive(STAGING, 1, 300, 0).await.unwrap();
+        queues.receive(STAGING, 10, 300, 0).await.unwrap();
         let result = check(&queues, Some(STAGING), Some(FlushStatus::Purged)).await;
         assert!(!result.passed);
         assert_eq!(
             result.depth,
             Some(QueueDepth {
-                visible: 1,
-                in_flight: 1,
+                visible: 0,
+                in_flight: 2,
                 delayed: 0
             })
         );

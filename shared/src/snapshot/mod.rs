@@ -387,7 +387,9 @@ mod tests {
         let id = run.snapshot_id("prod-db");
         let someone_elses = Tags::from([("owner".to_owned(), "dba".to_owned())]);
         let other_run = tags::backup_tags("20261125t030000z", "nightly", run.scheduled_time);
-        for foreign in [someone_elses, other_run] {
+        let mut copied_tags = tags::backup_tags(&run.stamp, "nightly", run.scheduled_time);
+        copied_tags.insert(tags::CREATED_BY.to_owned(), "another-tool".to_owned());
+        for foreign in [someone_elses, other_run, copied_tags] {
             let f = fixture();
             f.database
                 .insert(f.database.info(&id, "manual", "available", foreign.clone()));
