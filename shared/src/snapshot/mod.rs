@@ -401,7 +401,7 @@ mod tests {
                 "{err}"
             );
             assert_eq!(err.error_type(), ErrorKind::SnapshotNotOwned);
-            assert_eq!(f.database.ids(), [id.clone()]);
+            assert_eq!(f.database.ids(), std::slice::from_ref(&id));
             assert_eq!(
                 f.database.describe(&id).await.unwrap().unwrap().tags,
                 foreign
