@@ -360,7 +360,6 @@ impl ObjectStore for MemoryObjects {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logical::upload::PartWriter;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-03-01 00:00 UTC);
@@ -423,18 +422,35 @@ mod tests {
     #[tokio::test]
     async fn a_multipart_upload_is_invisible_until_completed_and_locked_as_created() {
         let objects = bucket();
+        let key = "logical/r/a.zst";
         let until = NOW + time::Duration::days(3);
-        let mut writer = PartWriter::start(&objects, "logical/r/a.zst", until)
+        let id = objects.create_upload(key, until).await.unwrap();
+        let first = objects
+            .upload_part(key, &id, 1, Bytes::from_static(b"hello "))
             .await
             .unwrap();
-        writer.upload(b"hello ".to_vec()).await.unwrap();
-        assert_eq!(objects.get("logical/r/a.zst").await.unwrap(), None);
+        let last = objects
+            .upload_part(key, &id, 2, Bytes::from_static(b"world"))
+            .await
+            .unwrap();
+        assert_eq!(objects.get(key).await.unwrap(), None);
         assert_eq!(objects.pending_uploads("logical/").await.unwrap().len(), 1);
-        let written = writer.finish(b"world".to_vec()).await.unwrap();
-        assert_eq!(written.parts, 2);
-        assert_eq!(written.sha256, sha256_hex(b"hello world"));
-        let versions = objects.versions("logical/r/a.zst");
+
+        let mut tampered = last.clone();
+        tampered.sha256_base64 = first.sha256_base64.clone();
+        let refused = objects
+            .complete_upload(key, &id, vec![first.clone(), tampered])
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code.as_deref(), Some("InvalidPart"));
+
+        let version = objects
+            .complete_upload(key, &id, vec![first, last])
+            .await
+            .unwrap();
+        let versions = objects.versions(key);
         assert_eq!(versions.len(), 1);
+        assert_eq!(Some(&versions[0].version_id), version.as_ref());
         assert_eq!(versions[0].body, b"hello world");
         assert_eq!(versions[0].retain_until, Some(until));
         assert!(
@@ -449,12 +465,21 @@ mod tests {
     #[tokio::test]
     async fn an_aborted_upload_leaves_nothing() {
         let objects = bucket();
-        let mut writer = PartWriter::start(&objects, "logical/r/b.zst", NOW)
+        let key = "logical/r/b.zst";
+        let id = objects.create_upload(key, NOW).await.unwrap();
+        objects
+            .upload_part(key, &id, 1, Bytes::from_static(b"part"))
             .await
             .unwrap();
-        writer.upload(b"part".to_vec()).await.unwrap();
-        writer.abort().await.unwrap();
+        objects.abort_upload(key, &id).await.unwrap();
+        objects.abort_upload(key, &id).await.unwrap();
         assert!(objects.pending_uploads("").await.unwrap().is_empty());
         assert!(objects.keys().is_empty());
+        assert!(
+            objects
+                .upload_part(key, &id, 2, Bytes::from_static(b"late"))
+                .await
+                .is_err()
+        );
     }
 }
