@@ -39,6 +39,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("local_pg", Layer::Adapter),
     ("object_store", Layer::Adapter),
     ("postgres", Layer::Adapter),
+    ("queues", Layer::Adapter),
     ("rds", Layer::Adapter),
     ("restore_engine", Layer::Adapter),
     ("staging_secret", Layer::Adapter),

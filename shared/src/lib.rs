@@ -7,8 +7,10 @@
 //! - **core**: ids parsed once (`run_id`, `drill_id`), input decoding, error kinds, settings and
 //!   configuration, tags, metrics, statuses (`flush_status`);
 //! - **adapters**: one per outside system, behind a small trait where a feature swaps it
-//!   (`object_store`, `postgres`, `rds`, `restore_engine`, `staging_secret`, `catalyst_db`, and
-//!   `local_pg`, the local engine, compiled only with the `local-engine` feature);
+//!   (`object_store`, `queues`, `postgres`, `rds`, `restore_engine`, `staging_secret`,
+//!   `catalyst_db`, and `local_pg`, the local engine, compiled only with the `local-engine`
+//!   feature); `object_store`, `queues` and `snapshot` keep in-memory implementations for unit
+//!   tests (the `memory` feature);
 //! - **features**: `snapshot`, `logical`, `pitr`, `replay`, `drill`, which never import each
 //!   other;
 //! - **compositions**: `snapshot_trigger`, the one function that serves two features.
@@ -38,6 +40,8 @@ pub mod output;
 #[cfg(feature = "pitr-restore")]
 pub mod pitr;
 pub mod postgres;
+#[cfg(any(feature = "dead-letter-replay", feature = "drill-validator"))]
+pub mod queues;
 #[cfg(any(feature = "snapshot-trigger", feature = "pitr-restore"))]
 pub mod rds;
 #[cfg(feature = "dead-letter-replay")]

@@ -9,7 +9,7 @@ use catalyst_dr::catalyst_db::parity;
 use catalyst_dr::catalyst_db::roles::{self, RoleNames};
 use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
-use catalyst_dr::logical::upload::S3LogicalStore;
+use catalyst_dr::object_store::S3Objects;
 use catalyst_dr::postgres::{PgConnector, SecretSource, TlsMode};
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::audit::ReplayAudit;
@@ -333,7 +333,7 @@ async fn a_logical_backup_with_the_backup_role_is_complete() {
     };
     let logical = LogicalBackups::new(
         config,
-        Arc::new(S3LogicalStore::new(s3(&sdk), &bucket)),
+        Arc::new(S3Objects::new(s3(&sdk), &bucket)),
         Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)),
     );
     let t = time::OffsetDateTime::now_utc();

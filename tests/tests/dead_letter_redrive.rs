@@ -20,8 +20,8 @@ use aws_sdk_sqs::types::{
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use catalyst_dr::aws_error::{AwsCallError, AwsFailureKind};
 use catalyst_dr::error_kind::ErrorKind;
+use catalyst_dr::queues::{BatchOk, MoveTask, QueueDepth, Queues, SqsQueues};
 use catalyst_dr::replay::DeadLetterReplay;
-use catalyst_dr::replay::redrive::{BatchOk, MoveTask, QueueApi, SqsQueues};
 use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
 use catalyst_dr_tests::{generated_database, local_aws, stack_var, unique};
@@ -57,13 +57,16 @@ struct FlakySends {
 }
 
 #[async_trait::async_trait]
-impl QueueApi for FlakySends {
+impl Queues for FlakySends {
     async fn attribute(
         &self,
         u: &str,
         n: QueueAttributeName,
     ) -> Result<Option<String>, AwsCallError> {
         self.inner.attribute(u, n).await
+    }
+    async fn depth(&self, u: &str) -> Result<QueueDepth, AwsCallError> {
+        self.inner.depth(u).await
     }
     async fn receive(&self, u: &str, m: i32, v: i32, w: i32) -> Result<Vec<Message>, AwsCallError> {
         self.inner.receive(u, m, v, w).await

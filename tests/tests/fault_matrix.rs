@@ -328,6 +328,62 @@ impl ObjectStore for SplitStore {
     {
         self.reads.list(prefix).await
     }
+    async fn open(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<catalyst_dr::object_store::ObjectBody>, catalyst_dr::aws_error::AwsCallError>
+    {
+        self.reads.open(key, version_id).await
+    }
+    async fn create_upload(
+        &self,
+        key: &str,
+        retain_until: time::OffsetDateTime,
+    ) -> Result<String, catalyst_dr::aws_error::AwsCallError> {
+        self.writes.create_upload(key, retain_until).await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: bytes::Bytes,
+    ) -> Result<catalyst_dr::object_store::UploadedPart, catalyst_dr::aws_error::AwsCallError> {
+        self.writes.upload_part(key, upload_id, number, body).await
+    }
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<catalyst_dr::object_store::UploadedPart>,
+    ) -> Result<Option<String>, catalyst_dr::aws_error::AwsCallError> {
+        self.writes.complete_upload(key, upload_id, parts).await
+    }
+    async fn lock_version(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        retain_until: time::OffsetDateTime,
+    ) -> Result<(), catalyst_dr::aws_error::AwsCallError> {
+        self.writes
+            .lock_version(key, version_id, retain_until)
+            .await
+    }
+    async fn abort_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), catalyst_dr::aws_error::AwsCallError> {
+        self.writes.abort_upload(key, upload_id).await
+    }
+    async fn pending_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<catalyst_dr::object_store::PendingUpload>, catalyst_dr::aws_error::AwsCallError>
+    {
+        self.reads.pending_uploads(prefix).await
+    }
 }
 
 /// A PostgreSQL whose postmaster is frozen accepts TCP connections and never answers: `plan`
@@ -745,7 +801,7 @@ async fn replay_with_aws_unreachable_changes_nothing_and_the_rerun_completes() {
 /// The real SQS client, with the database crashed (or, with `freeze`, frozen whole) just as the
 /// `crash_on`-th receive returns.
 struct CrashOnReceive {
-    inner: catalyst_dr::replay::redrive::SqsQueues,
+    inner: catalyst_dr::queues::SqsQueues,
     pg: std::sync::Arc<OwnPostgres>,
     receives: std::sync::atomic::AtomicUsize,
     crash_on: usize,
@@ -753,13 +809,19 @@ struct CrashOnReceive {
 }
 
 #[async_trait::async_trait]
-impl catalyst_dr::replay::redrive::QueueApi for CrashOnReceive {
+impl catalyst_dr::queues::Queues for CrashOnReceive {
     async fn attribute(
         &self,
         u: &str,
         n: aws_sdk_sqs::types::QueueAttributeName,
     ) -> Result<Option<String>, catalyst_dr::aws_error::AwsCallError> {
         self.inner.attribute(u, n).await
+    }
+    async fn depth(
+        &self,
+        u: &str,
+    ) -> Result<catalyst_dr::queues::QueueDepth, catalyst_dr::aws_error::AwsCallError> {
+        self.inner.depth(u).await
     }
     async fn receive(
         &self,
@@ -787,21 +849,21 @@ impl catalyst_dr::replay::redrive::QueueApi for CrashOnReceive {
         &self,
         u: &str,
         e: Vec<aws_sdk_sqs::types::SendMessageBatchRequestEntry>,
-    ) -> Result<catalyst_dr::replay::redrive::BatchOk, catalyst_dr::aws_error::AwsCallError> {
+    ) -> Result<catalyst_dr::queues::BatchOk, catalyst_dr::aws_error::AwsCallError> {
         self.inner.send_batch(u, e).await
     }
     async fn delete_batch(
         &self,
         u: &str,
         e: Vec<aws_sdk_sqs::types::DeleteMessageBatchRequestEntry>,
-    ) -> Result<catalyst_dr::replay::redrive::BatchOk, catalyst_dr::aws_error::AwsCallError> {
+    ) -> Result<catalyst_dr::queues::BatchOk, catalyst_dr::aws_error::AwsCallError> {
         self.inner.delete_batch(u, e).await
     }
     async fn release_batch(
         &self,
         u: &str,
         e: Vec<aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry>,
-    ) -> Result<catalyst_dr::replay::redrive::BatchOk, catalyst_dr::aws_error::AwsCallError> {
+    ) -> Result<catalyst_dr::queues::BatchOk, catalyst_dr::aws_error::AwsCallError> {
         self.inner.release_batch(u, e).await
     }
     async fn tags(
@@ -824,8 +886,7 @@ impl catalyst_dr::replay::redrive::QueueApi for CrashOnReceive {
     async fn list_moves(
         &self,
         s: &str,
-    ) -> Result<Vec<catalyst_dr::replay::redrive::MoveTask>, catalyst_dr::aws_error::AwsCallError>
-    {
+    ) -> Result<Vec<catalyst_dr::queues::MoveTask>, catalyst_dr::aws_error::AwsCallError> {
         self.inner.list_moves(s).await
     }
     async fn cancel_move(&self, h: &str) -> Result<i64, catalyst_dr::aws_error::AwsCallError> {
@@ -914,7 +975,7 @@ async fn filtered_redrive_with_the_server_frozen_stops_at_the_statement_bound() 
     ];
     let mut faulty = replay_with(&sdk, &secret, &extra);
     faulty.queues = std::sync::Arc::new(CrashOnReceive {
-        inner: catalyst_dr::replay::redrive::SqsQueues::new(sqs.clone()),
+        inner: catalyst_dr::queues::SqsQueues::new(sqs.clone()),
         pg: pg.clone(),
         receives: std::sync::atomic::AtomicUsize::new(0),
         crash_on: 2,
@@ -995,7 +1056,7 @@ async fn filtered_redrive_with_postgres_crashing_mid_run_loses_and_duplicates_no
 
     let mut faulty = replay_with(&sdk, &secret, &extra);
     faulty.queues = std::sync::Arc::new(CrashOnReceive {
-        inner: catalyst_dr::replay::redrive::SqsQueues::new(sqs.clone()),
+        inner: catalyst_dr::queues::SqsQueues::new(sqs.clone()),
         pg: pg.clone(),
         receives: std::sync::atomic::AtomicUsize::new(0),
         crash_on: 3,

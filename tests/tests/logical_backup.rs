@@ -8,11 +8,10 @@ use catalyst_dr::catalyst_db::{self, introspect};
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
-use catalyst_dr::logical::upload::{
-    LogicalStore, ObjectBody, PendingUpload, S3LogicalStore, UploadedPart,
-};
 use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
-use catalyst_dr::object_store::{PutOutcome, StoredObject};
+use catalyst_dr::object_store::{
+    ObjectBody, ObjectStore, PendingUpload, PutOutcome, S3Objects, StoredObject, UploadedPart,
+};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::datagen::{self, GeneratorSpec};
@@ -93,7 +92,7 @@ async fn backups(
     sdk: &aws_config::SdkConfig,
     bucket: &str,
     source_secret: Option<&str>,
-    store: Option<Arc<dyn LogicalStore>>,
+    store: Option<Arc<dyn ObjectStore>>,
 ) -> LogicalBackups {
     let config = LogicalConfig {
         parallelism: 2,
@@ -104,7 +103,7 @@ async fn backups(
         tls: Some(TlsMode::Disable),
         ..LogicalConfig::new(1)
     };
-    let store = store.unwrap_or_else(|| Arc::new(S3LogicalStore::new(s3(sdk), bucket)));
+    let store = store.unwrap_or_else(|| Arc::new(S3Objects::new(s3(sdk), bucket)));
     LogicalBackups::new(
         config,
         store,
@@ -171,7 +170,7 @@ async fn fingerprint(client: &Client) -> Vec<(String, i64, String)> {
 }
 
 async fn pending(sdk: &aws_config::SdkConfig, bucket: &str) -> Vec<PendingUpload> {
-    S3LogicalStore::new(s3(sdk), bucket)
+    S3Objects::new(s3(sdk), bucket)
         .pending_uploads("logical/")
         .await
         .expect("list uploads")
@@ -466,12 +465,12 @@ async fn writes_committed_during_the_backup_are_not_in_it() {
 
 /// Fails UploadPart of one segment's object, after the other uploads have started.
 struct FailingStore {
-    inner: S3LogicalStore,
+    inner: S3Objects,
     fail_key_suffix: &'static str,
 }
 
 #[async_trait::async_trait]
-impl LogicalStore for FailingStore {
+impl ObjectStore for FailingStore {
     fn bucket(&self) -> &str {
         self.inner.bucket()
     }
@@ -600,8 +599,8 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
     let (src_name, src_secret, _client) = source(&sdk).await;
 
     // An object-store error.
-    let failing: Arc<dyn LogicalStore> = Arc::new(FailingStore {
-        inner: S3LogicalStore::new(s3(&sdk), &bucket),
+    let failing: Arc<dyn ObjectStore> = Arc::new(FailingStore {
+        inner: S3Objects::new(s3(&sdk), &bucket),
         fail_key_suffix: "public.many/00002.copy.zst",
     });
     let logical = backups(&sdk, &bucket, Some(&src_secret), Some(failing)).await;

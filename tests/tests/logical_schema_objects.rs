@@ -13,7 +13,7 @@ use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
-use catalyst_dr::logical::upload::S3LogicalStore;
+use catalyst_dr::object_store::S3Objects;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::{
@@ -226,7 +226,7 @@ fn logical(
     };
     LogicalBackups::new(
         config,
-        Arc::new(S3LogicalStore::new(s3(sdk), bucket)),
+        Arc::new(S3Objects::new(s3(sdk), bucket)),
         Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
     )
 }

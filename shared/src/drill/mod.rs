@@ -4,7 +4,6 @@
 pub mod config;
 pub mod history;
 pub mod metrics;
-pub mod queues;
 pub mod redis_state;
 pub mod report;
 
@@ -18,9 +17,9 @@ use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::output::to_json;
 use crate::postgres::{PgConnectError, PgConnector, SecretStore, connect_bounded};
+use crate::queues::{QueueDepth, Queues, SqsQueues};
 use crate::staging_secret::StagingSecret;
 use config::DrillConfig;
-use queues::{QueueDepth, QueueDepths};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -187,7 +186,7 @@ pub struct DrillValidator {
     pub source: PgConnector,
     pub secrets: Arc<dyn SecretStore>,
     pub objects: Box<dyn ObjectStore>,
-    pub queues: Box<dyn QueueDepths>,
+    pub queues: Box<dyn Queues>,
     pub sns: aws_sdk_sns::Client,
 }
 
@@ -444,38 +443,12 @@ impl DrillValidator {
             })
             .collect();
 
-        let queue = match &self.config.staging_queue_url {
-            None => QueueCheck {
-                expected: expect_queue.as_str().to_owned(),
-                depth: None,
-                passed: true,
-                detail: "no staging queue configured".into(),
-            },
-            // The drill skipped the flush yet this function has a queue: the two disagree.
-            Some(url) if expect_queue == ExpectedQueue::None => QueueCheck {
-                expected: expect_queue.as_str().to_owned(),
-                depth: None,
-                passed: false,
-                detail: format!(
-                    "the flush was skipped (no staging queue) but STAGING_QUEUE_URL is {url}"
-                ),
-            },
-            Some(url) => {
-                let depth = self.queues.depth(url).await?;
-                let passed = expect_queue == ExpectedQueue::Preserved || depth.total() == 0;
-                let detail = format!(
-                    "{} messages after the flush; expected {}",
-                    depth.total(),
-                    expect_queue.as_str()
-                );
-                QueueCheck {
-                    expected: expect_queue.as_str().to_owned(),
-                    depth: Some(depth),
-                    passed,
-                    detail,
-                }
-            }
-        };
+        let queue = check_staging_queue(
+            self.queues.as_ref(),
+            self.config.staging_queue_url.as_deref(),
+            expect_queue,
+        )
+        .await?;
 
         let rpo_seconds = ((baseline.instant.instant - restore_point).as_seconds_f64()).max(0.0);
         let rpo = Objective {
@@ -597,6 +570,47 @@ pub struct OverdueResult {
 }
 
 /// Drill kinds name S3 keys and metric dimensions: lowercase letters, digits and hyphens.
+/// The parity check of the staging queue after the flush: empty, left as it was, or not
+/// configured, as the flush status says.
+async fn check_staging_queue(
+    queues: &dyn Queues,
+    staging_queue_url: Option<&str>,
+    expect_queue: ExpectedQueue,
+) -> Result<QueueCheck, AwsCallError> {
+    Ok(match staging_queue_url {
+        None => QueueCheck {
+            expected: expect_queue.as_str().to_owned(),
+            depth: None,
+            passed: true,
+            detail: "no staging queue configured".into(),
+        },
+        // The drill skipped the flush yet this function has a queue: the two disagree.
+        Some(url) if expect_queue == ExpectedQueue::None => QueueCheck {
+            expected: expect_queue.as_str().to_owned(),
+            depth: None,
+            passed: false,
+            detail: format!(
+                "the flush was skipped (no staging queue) but STAGING_QUEUE_URL is {url}"
+            ),
+        },
+        Some(url) => {
+            let depth = queues.depth(url).await?;
+            let passed = expect_queue == ExpectedQueue::Preserved || depth.total() == 0;
+            let detail = format!(
+                "{} messages after the flush; expected {}",
+                depth.total(),
+                expect_queue.as_str()
+            );
+            QueueCheck {
+                expected: expect_queue.as_str().to_owned(),
+                depth: Some(depth),
+                passed,
+                detail,
+            }
+        }
+    })
+}
+
 fn check_kind(kind: &str) -> Result<(), InputError> {
     let valid = !kind.is_empty()
         && kind.len() <= 32
@@ -635,9 +649,104 @@ impl DrillValidator {
             .with_bounds(config.pg_bounds),
             secrets,
             objects: Box::new(objects),
-            queues: Box::new(aws_sdk_sqs::Client::new(sdk)),
+            queues: Box::new(SqsQueues::new(aws_sdk_sqs::Client::new(sdk))),
             sns: aws_sdk_sns::Client::new(sdk),
             config,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queues::memory::MemoryQueues;
+
+    const STAGING: &str = "https://sqs.memory/000000000000/staging-webhooks";
+
+    fn staging_queue(messages: usize) -> MemoryQueues {
+        let queues = MemoryQueues::new();
+        queues.create(STAGING);
+        for n in 0..messages {
+            queues.push(STAGING, &format!("{{\"delivery_id\": {n}}}"));
+        }
+        queues
+    }
+
+    async fn check(
+        queues: &MemoryQueues,
+        url: Option<&str>,
+        status: Option<FlushStatus>,
+    ) -> QueueCheck {
+        let expect = status.map_or(ExpectedQueue::Empty, FlushStatus::expected_queue);
+        check_staging_queue(queues, url, expect).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_flushed_queue_passes_only_when_empty() {
+        for status in [
+            None,
+            Some(FlushStatus::Purged),
+            Some(FlushStatus::PurgeInProgress),
+        ] {
+            let empty = check(&staging_queue(0), Some(STAGING), status).await;
+            assert!(empty.passed, "{status:?}: {empty:?}");
+            assert_eq!(empty.depth, Some(QueueDepth::default()));
+
+            let left = check(&staging_queue(3), Some(STAGING), status).await;
+            assert!(!left.passed, "{status:?}: {left:?}");
+            assert_eq!(left.depth.map(|d| d.total()), Some(3));
+            assert_eq!(left.detail, "3 messages after the flush; expected empty");
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_in_flight_count_as_left_behind() {
+        let queues = staging_queue(2);
+        queues.receive(STAGING, 10, 300, 0).await.unwrap();
+        let result = check(&queues, Some(STAGING), Some(FlushStatus::Purged)).await;
+        assert!(!result.passed);
+        assert_eq!(
+            result.depth,
+            Some(QueueDepth {
+                visible: 0,
+                in_flight: 2,
+                delayed: 0
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_preserved_queue_passes_with_its_messages() {
+        let result = check(
+            &staging_queue(4),
+            Some(STAGING),
+            Some(FlushStatus::Preserved),
+        )
+        .await;
+        assert!(result.passed, "{result:?}");
+        assert_eq!(result.expected, "preserved");
+        assert_eq!(result.depth.map(|d| d.total()), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_skipped_flush_fails_when_a_staging_queue_is_configured() {
+        let queues = staging_queue(0);
+        let result = check(&queues, Some(STAGING), Some(FlushStatus::Skipped)).await;
+        assert!(!result.passed);
+        assert_eq!(result.depth, None, "the queue is not read");
+
+        let unconfigured = check(&queues, None, Some(FlushStatus::Skipped)).await;
+        assert!(unconfigured.passed);
+        assert_eq!(unconfigured.detail, "no staging queue configured");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_queue_is_an_error_not_a_pass() {
+        let queues = staging_queue(0);
+        queues.fail_next("sqs:GetQueueAttributes");
+        let err = check_staging_queue(&queues, Some(STAGING), ExpectedQueue::Empty)
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), ErrorKind::AwsTransient);
     }
 }

@@ -27,13 +27,13 @@ use crate::catalyst_db::CatalystDbError;
 use crate::catalyst_db::introspect::{self, CapturedTable, NotCaptured};
 use crate::error_kind::ErrorKind;
 use crate::input::InputError;
+use crate::object_store::ObjectStore;
 use crate::postgres::{PgConnectError, PgConnector, SecretSource};
 use config::LogicalConfig;
 use manifest::{LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestFormat};
 use segments::Segment;
 use std::sync::Arc;
 use tokio_postgres::Client;
-use upload::LogicalStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogicalError {
@@ -141,7 +141,7 @@ pub trait BackupObserver: Send + Sync {
 /// The logical-backup dependencies of snapshot-trigger.
 pub struct LogicalBackups {
     pub config: LogicalConfig,
-    pub store: Arc<dyn LogicalStore>,
+    pub store: Arc<dyn ObjectStore>,
     pub secrets: Arc<dyn SecretSource>,
     /// The source database (`SOURCE_DATABASE_SECRET_ID`); None when not configured.
     pub source: Option<PgConnector>,
@@ -151,7 +151,7 @@ pub struct LogicalBackups {
 impl LogicalBackups {
     pub fn new(
         config: LogicalConfig,
-        store: Arc<dyn LogicalStore>,
+        store: Arc<dyn ObjectStore>,
         secrets: Arc<dyn SecretSource>,
     ) -> Self {
         let source = match (&config.source_secret_id, &config.tls) {

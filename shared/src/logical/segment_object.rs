@@ -5,7 +5,7 @@
 use super::LogicalError;
 use super::manifest::ManifestSegment;
 use super::rowset::{RowsetHasher, RowsetSummary};
-use super::upload::{LogicalStore, ObjectBody, next_chunk};
+use crate::object_store::{ObjectBody, ObjectStore, next_chunk};
 use sha2::Digest;
 use std::io::Write;
 
@@ -33,7 +33,7 @@ pub struct SegmentRead {
 impl<'a> SegmentReader<'a> {
     /// Opens the segment's object at the version the manifest names; None when it is missing.
     pub async fn open(
-        store: &dyn LogicalStore,
+        store: &dyn ObjectStore,
         entry: &'a ManifestSegment,
     ) -> Result<Option<Self>, LogicalError> {
         let Some(body) = store.open(&entry.key, entry.version_id.as_deref()).await? else {

@@ -19,9 +19,9 @@ use crate::input::{InputError, decode, format_time, parse_time};
 use crate::object_store::ObjectStore;
 use crate::output::to_json;
 use crate::postgres::{PgConnectError, PgConnector, PgTimeout, SecretSource, is_statement_timeout};
+use crate::queues::Queues;
 use config::ReplayConfig;
 use probe::EndpointProbe;
-use redrive::QueueApi;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -298,7 +298,7 @@ pub struct DeadLetterReplay {
     pub database: PgConnector,
     pub probe: Arc<dyn EndpointProbe>,
     pub objects: Box<dyn ObjectStore>,
-    pub queues: Arc<dyn QueueApi>,
+    pub queues: Arc<dyn Queues>,
 }
 
 impl DeadLetterReplay {
@@ -515,7 +515,7 @@ impl DeadLetterReplay {
             secrets,
             probe: Arc::new(probe),
             objects: Box::new(objects),
-            queues: Arc::new(redrive::SqsQueues::new(aws_sdk_sqs::Client::new(sdk))),
+            queues: Arc::new(crate::queues::SqsQueues::new(aws_sdk_sqs::Client::new(sdk))),
             config,
         })
     }

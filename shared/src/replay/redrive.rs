@@ -6,9 +6,9 @@
 //! sent. At least once: a message is deleted only after its copy was accepted by the source queue.
 
 use super::ReplayError;
-use super::probe::{EndpointProbe, endpoint_key, probe_all};
-use crate::aws_error::{AwsCallError, classify};
-use crate::catalyst_db::deliveries;
+use super::probe::{EndpointProbe, ProbeResult, endpoint_key, probe_all};
+use crate::catalyst_db::{CatalystDbError, deliveries};
+use crate::queues::{MoveTask, Queues};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
@@ -18,273 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio_postgres::Client;
 
-/// The outcome of one batch call: the entry ids that succeeded.
-pub type BatchOk = Vec<String>;
-
-/// The SQS calls redrive and flush make; the implementation is [`SqsQueues`].
-#[async_trait::async_trait]
-pub trait QueueApi: Send + Sync {
-    async fn attribute(
-        &self,
-        queue_url: &str,
-        name: QueueAttributeName,
-    ) -> Result<Option<String>, AwsCallError>;
-    async fn receive(
-        &self,
-        queue_url: &str,
-        max: i32,
-        visibility_timeout: i32,
-        wait_seconds: i32,
-    ) -> Result<Vec<Message>, AwsCallError>;
-    async fn send_batch(
-        &self,
-        queue_url: &str,
-        entries: Vec<SendMessageBatchRequestEntry>,
-    ) -> Result<BatchOk, AwsCallError>;
-    async fn delete_batch(
-        &self,
-        queue_url: &str,
-        entries: Vec<DeleteMessageBatchRequestEntry>,
-    ) -> Result<BatchOk, AwsCallError>;
-    async fn release_batch(
-        &self,
-        queue_url: &str,
-        entries: Vec<ChangeMessageVisibilityBatchRequestEntry>,
-    ) -> Result<BatchOk, AwsCallError>;
-    async fn tags(&self, queue_url: &str) -> Result<HashMap<String, String>, AwsCallError>;
-    /// `Ok(false)` when a purge is already in progress (the 60-second rule).
-    async fn purge(&self, queue_url: &str) -> Result<bool, AwsCallError>;
-    async fn start_move(
-        &self,
-        source_arn: &str,
-        destination_arn: Option<&str>,
-        rate: i32,
-    ) -> Result<String, AwsCallError>;
-    async fn list_moves(&self, source_arn: &str) -> Result<Vec<MoveTask>, AwsCallError>;
-    async fn cancel_move(&self, task_handle: &str) -> Result<i64, AwsCallError>;
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MoveTask {
-    pub task_handle: Option<String>,
-    pub status: Option<String>,
-    pub source_arn: Option<String>,
-    pub destination_arn: Option<String>,
-    pub max_number_of_messages_per_second: Option<i32>,
-    pub approximate_number_of_messages_moved: i64,
-    pub approximate_number_of_messages_to_move: Option<i64>,
-    pub failure_reason: Option<String>,
-    pub started_timestamp: i64,
-}
-
-pub struct SqsQueues {
-    client: aws_sdk_sqs::Client,
-}
-
-impl SqsQueues {
-    pub fn new(client: aws_sdk_sqs::Client) -> Self {
-        Self { client }
-    }
-}
-
-fn batch_ok(
-    successful: impl Iterator<Item = String>,
-    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
-    op: &str,
-) -> BatchOk {
-    for f in failed {
-        tracing::warn!(
-            operation = op,
-            entry = f.id(),
-            code = f.code(),
-            sender_fault = f.sender_fault(),
-            "batch entry failed"
-        );
-    }
-    successful.collect()
-}
-
-#[async_trait::async_trait]
-impl QueueApi for SqsQueues {
-    async fn attribute(
-        &self,
-        queue_url: &str,
-        name: QueueAttributeName,
-    ) -> Result<Option<String>, AwsCallError> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(name.clone())
-            .send()
-            .await
-            .map_err(|e| classify("sqs:GetQueueAttributes", e))?;
-        Ok(out.attributes().and_then(|a| a.get(&name)).cloned())
-    }
-
-    async fn receive(
-        &self,
-        queue_url: &str,
-        max: i32,
-        visibility_timeout: i32,
-        wait_seconds: i32,
-    ) -> Result<Vec<Message>, AwsCallError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(max)
-            .visibility_timeout(visibility_timeout)
-            .wait_time_seconds(wait_seconds)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .map_err(|e| classify("sqs:ReceiveMessage", e))?;
-        Ok(out.messages.unwrap_or_default())
-    }
-
-    async fn send_batch(
-        &self,
-        queue_url: &str,
-        entries: Vec<SendMessageBatchRequestEntry>,
-    ) -> Result<BatchOk, AwsCallError> {
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| classify("sqs:SendMessageBatch", e))?;
-        Ok(batch_ok(
-            out.successful().iter().map(|s| s.id().to_owned()),
-            out.failed(),
-            "SendMessageBatch",
-        ))
-    }
-
-    async fn delete_batch(
-        &self,
-        queue_url: &str,
-        entries: Vec<DeleteMessageBatchRequestEntry>,
-    ) -> Result<BatchOk, AwsCallError> {
-        let out = self
-            .client
-            .delete_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| classify("sqs:DeleteMessageBatch", e))?;
-        Ok(batch_ok(
-            out.successful().iter().map(|s| s.id().to_owned()),
-            out.failed(),
-            "DeleteMessageBatch",
-        ))
-    }
-
-    async fn release_batch(
-        &self,
-        queue_url: &str,
-        entries: Vec<ChangeMessageVisibilityBatchRequestEntry>,
-    ) -> Result<BatchOk, AwsCallError> {
-        let out = self
-            .client
-            .change_message_visibility_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| classify("sqs:ChangeMessageVisibilityBatch", e))?;
-        Ok(batch_ok(
-            out.successful().iter().map(|s| s.id().to_owned()),
-            out.failed(),
-            "ChangeMessageVisibilityBatch",
-        ))
-    }
-
-    async fn tags(&self, queue_url: &str) -> Result<HashMap<String, String>, AwsCallError> {
-        let out = self
-            .client
-            .list_queue_tags()
-            .queue_url(queue_url)
-            .send()
-            .await
-            .map_err(|e| classify("sqs:ListQueueTags", e))?;
-        Ok(out.tags.unwrap_or_default())
-    }
-
-    async fn purge(&self, queue_url: &str) -> Result<bool, AwsCallError> {
-        match self.client.purge_queue().queue_url(queue_url).send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_purge_queue_in_progress()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify("sqs:PurgeQueue", e)),
-        }
-    }
-
-    async fn start_move(
-        &self,
-        source_arn: &str,
-        destination_arn: Option<&str>,
-        rate: i32,
-    ) -> Result<String, AwsCallError> {
-        let out = self
-            .client
-            .start_message_move_task()
-            .source_arn(source_arn)
-            .set_destination_arn(destination_arn.map(str::to_owned))
-            .max_number_of_messages_per_second(rate)
-            .send()
-            .await
-            .map_err(|e| classify("sqs:StartMessageMoveTask", e))?;
-        Ok(out.task_handle().unwrap_or_default().to_owned())
-    }
-
-    async fn list_moves(&self, source_arn: &str) -> Result<Vec<MoveTask>, AwsCallError> {
-        let out = self
-            .client
-            .list_message_move_tasks()
-            .source_arn(source_arn)
-            .max_results(10)
-            .send()
-            .await
-            .map_err(|e| classify("sqs:ListMessageMoveTasks", e))?;
-        Ok(out
-            .results()
-            .iter()
-            .map(|r| MoveTask {
-                task_handle: r.task_handle().map(str::to_owned),
-                status: r.status().map(str::to_owned),
-                source_arn: r.source_arn().map(str::to_owned),
-                destination_arn: r.destination_arn().map(str::to_owned),
-                max_number_of_messages_per_second: r.max_number_of_messages_per_second(),
-                approximate_number_of_messages_moved: r.approximate_number_of_messages_moved(),
-                approximate_number_of_messages_to_move: r.approximate_number_of_messages_to_move(),
-                failure_reason: r.failure_reason().map(str::to_owned),
-                started_timestamp: r.started_timestamp(),
-            })
-            .collect())
-    }
-
-    async fn cancel_move(&self, task_handle: &str) -> Result<i64, AwsCallError> {
-        let out = self
-            .client
-            .cancel_message_move_task()
-            .task_handle(task_handle)
-            .send()
-            .await
-            .map_err(|e| classify("sqs:CancelMessageMoveTask", e))?;
-        Ok(out.approximate_number_of_messages_moved())
-    }
-}
-
-async fn queue_arn(queues: &dyn QueueApi, url: &str) -> Result<String, ReplayError> {
+async fn queue_arn(queues: &dyn Queues, url: &str) -> Result<String, ReplayError> {
     queues
         .attribute(url, QueueAttributeName::QueueArn)
         .await?
@@ -309,7 +43,7 @@ fn running(tasks: &[MoveTask]) -> Option<MoveTask> {
 }
 
 pub async fn start_native(
-    queues: &dyn QueueApi,
+    queues: &dyn Queues,
     dlq_url: &str,
     destination_url: Option<&str>,
     rate: u32,
@@ -360,10 +94,7 @@ pub struct MoveTaskList {
     pub tasks: Vec<MoveTask>,
 }
 
-pub async fn list_native(
-    queues: &dyn QueueApi,
-    dlq_url: &str,
-) -> Result<MoveTaskList, ReplayError> {
+pub async fn list_native(queues: &dyn Queues, dlq_url: &str) -> Result<MoveTaskList, ReplayError> {
     let dlq_arn = queue_arn(queues, dlq_url).await?;
     let tasks = queues.list_moves(&dlq_arn).await?;
     Ok(MoveTaskList { dlq_arn, tasks })
@@ -376,7 +107,7 @@ pub struct CancelResult {
 }
 
 pub async fn cancel_native(
-    queues: &dyn QueueApi,
+    queues: &dyn Queues,
     task_handle: &str,
 ) -> Result<CancelResult, ReplayError> {
     let moved = queues.cancel_move(task_handle).await?;
@@ -462,30 +193,156 @@ fn send_entry(index: usize, message: &Message, fifo: bool) -> Option<SendMessage
     entry.build().ok()
 }
 
+/// Where the redrive reads each delivery's status and endpoint: the Catalyst database.
+#[async_trait::async_trait]
+trait DeliveryLookup: Send + Sync {
+    /// `(id, status, endpoint_url)` of the given deliveries that exist.
+    async fn statuses(&self, ids: &[i64]) -> Result<Vec<(i64, String, String)>, CatalystDbError>;
+}
+
+#[async_trait::async_trait]
+impl DeliveryLookup for Client {
+    async fn statuses(&self, ids: &[i64]) -> Result<Vec<(i64, String, String)>, CatalystDbError> {
+        deliveries::statuses(self, ids).await
+    }
+}
+
 struct Batch<'m> {
     message: &'m Message,
     delivery: Option<i64>,
 }
 
+/// A delivery's status and endpoint key, by delivery id.
+type Statuses = HashMap<i64, (String, String)>;
+
+/// The result so far, and the receipts of the messages that stay in the DLQ.
+struct Tally {
+    result: FilteredRedriveResult,
+    kept_receipts: Vec<String>,
+}
+
+impl Tally {
+    /// Leaves a message in the DLQ, counted under the reason's first word.
+    fn keep(&mut self, message: &Message, delivery: Option<i64>, reason: String) {
+        let result = &mut self.result;
+        result.kept += 1;
+        let key = reason.split(':').next().unwrap_or(&reason).to_owned();
+        *result.kept_by_reason.entry(key).or_default() += 1;
+        if result.kept_messages.len() < KEPT_LISTED {
+            result.kept_messages.push(KeptMessage {
+                message_id: message.message_id().unwrap_or_default().to_owned(),
+                delivery_id: delivery,
+                reason,
+            });
+        }
+        if let Some(r) = message.receipt_handle() {
+            self.kept_receipts.push(r.to_owned());
+        }
+    }
+}
+
+/// What to do with one received batch: send these entries (with their batch index), delete these
+/// indexes from the DLQ (`true`: stale, the delivery already succeeded).
+#[derive(Default)]
+struct Sorted {
+    to_send: Vec<(SendMessageBatchRequestEntry, usize)>,
+    to_delete: Vec<(usize, bool)>,
+}
+
 pub async fn filtered(
-    queues: &dyn QueueApi,
+    queues: &dyn Queues,
     client: &Client,
     probe: Arc<dyn EndpointProbe>,
     dlq_url: &str,
     source_url: &str,
     options: &FilteredOptions,
 ) -> Result<FilteredRedriveResult, ReplayError> {
-    let mut result = FilteredRedriveResult {
-        dlq_url: dlq_url.to_owned(),
-        source_queue_url: source_url.to_owned(),
-        ..Default::default()
+    redrive_filtered(queues, client, probe, dlq_url, source_url, options).await
+}
+
+async fn redrive_filtered(
+    queues: &dyn Queues,
+    lookup: &dyn DeliveryLookup,
+    probe: Arc<dyn EndpointProbe>,
+    dlq_url: &str,
+    source_url: &str,
+    options: &FilteredOptions,
+) -> Result<FilteredRedriveResult, ReplayError> {
+    let mut tally = Tally {
+        result: FilteredRedriveResult {
+            dlq_url: dlq_url.to_owned(),
+            source_queue_url: source_url.to_owned(),
+            ..Default::default()
+        },
+        kept_receipts: Vec::new(),
     };
-    // The source queue's redrive policy must name this DLQ: never redrive into another queue.
+    refuse_unless_source_redrives_into(queues, dlq_url, source_url).await?;
+    tally.result.api_calls += 2;
+    let fifo = dlq_url.ends_with(".fifo");
+    let visibility = i32::try_from(options.visibility_timeout_seconds).unwrap_or(300);
+    let wait = i32::try_from(options.wait_seconds).unwrap_or(1);
+    let mut health: HashMap<String, ProbeResult> = HashMap::new();
+
+    while tally.result.received < u64::from(options.max_messages) {
+        let Some(messages) =
+            receive_batch(queues, dlq_url, options, visibility, wait, &mut tally).await
+        else {
+            break;
+        };
+        let batch: Vec<Batch> = messages
+            .iter()
+            .map(|m| Batch {
+                message: m,
+                delivery: delivery_id(m.body()),
+            })
+            .collect();
+        let statuses = match look_up_deliveries(lookup, &batch, options.statement_wait).await {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                // Without the database nothing can be decided: the whole batch stays in the DLQ,
+                // visible again at once, and the run stops.
+                for b in &batch {
+                    tally.keep(b.message, b.delivery, "database-unavailable".to_owned());
+                }
+                tally.result.stopped = Some(format!("delivery lookup failed: {e}"));
+                break;
+            }
+        };
+        probe_new_endpoints(&probe, &statuses, &mut health, options, &mut tally.result).await;
+        let mut sorted = sort_batch(&batch, &statuses, &health, fifo, &mut tally);
+        let sent = send_to_source(queues, source_url, &sorted.to_send, &batch, &mut tally).await;
+        sorted
+            .to_delete
+            .extend(sent.into_iter().map(|i| (i, false)));
+        delete_from_dlq(queues, dlq_url, &sorted.to_delete, &batch, &mut tally).await;
+        if tally.result.stopped.is_some() {
+            break;
+        }
+    }
+
+    release_kept(queues, dlq_url, &mut tally).await;
+    let result = tally.result;
+    tracing::info!(
+        received = result.received,
+        sent = result.sent,
+        stale = result.stale_deleted,
+        kept = result.kept,
+        api_calls = result.api_calls,
+        "filtered redrive done"
+    );
+    Ok(result)
+}
+
+/// The source queue's redrive policy must name this DLQ: never redrive into another queue.
+async fn refuse_unless_source_redrives_into(
+    queues: &dyn Queues,
+    dlq_url: &str,
+    source_url: &str,
+) -> Result<(), ReplayError> {
     let dlq_arn = queue_arn(queues, dlq_url).await?;
     let policy = queues
         .attribute(source_url, QueueAttributeName::RedrivePolicy)
         .await?;
-    result.api_calls += 2;
     let target = policy
         .as_deref()
         .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
@@ -500,220 +357,206 @@ pub async fn filtered(
             dlq_arn,
         });
     }
-    let fifo = dlq_url.ends_with(".fifo");
-    let visibility = i32::try_from(options.visibility_timeout_seconds).unwrap_or(300);
-    let wait = i32::try_from(options.wait_seconds).unwrap_or(1);
-    let mut health: HashMap<String, super::probe::ProbeResult> = HashMap::new();
-    let mut kept_receipts: Vec<String> = Vec::new();
-    let keep = |result: &mut FilteredRedriveResult,
-                message: &Message,
-                delivery: Option<i64>,
-                reason: String,
-                receipts: &mut Vec<String>| {
-        result.kept += 1;
-        let key = reason.split(':').next().unwrap_or(&reason).to_owned();
-        *result.kept_by_reason.entry(key).or_default() += 1;
-        if result.kept_messages.len() < KEPT_LISTED {
-            result.kept_messages.push(KeptMessage {
-                message_id: message.message_id().unwrap_or_default().to_owned(),
-                delivery_id: delivery,
-                reason,
-            });
-        }
-        if let Some(r) = message.receipt_handle() {
-            receipts.push(r.to_owned());
+    Ok(())
+}
+
+/// The next messages from the DLQ, at most ten and no more than the run has left; None when the
+/// DLQ is empty or the receive failed (which stops the run).
+async fn receive_batch(
+    queues: &dyn Queues,
+    dlq_url: &str,
+    options: &FilteredOptions,
+    visibility: i32,
+    wait: i32,
+    tally: &mut Tally,
+) -> Option<Vec<Message>> {
+    let result = &mut tally.result;
+    let want = (u64::from(options.max_messages) - result.received).min(10) as i32;
+    let messages = match queues.receive(dlq_url, want, visibility, wait).await {
+        Ok(m) => m,
+        Err(e) => {
+            result.stopped = Some(format!("receive failed: {e}"));
+            return None;
         }
     };
+    result.api_calls += 1;
+    if messages.is_empty() {
+        return None;
+    }
+    result.received += messages.len() as u64;
+    Some(messages)
+}
 
-    while result.received < u64::from(options.max_messages) {
-        let want = (u64::from(options.max_messages) - result.received).min(10) as i32;
-        let messages = match queues.receive(dlq_url, want, visibility, wait).await {
-            Ok(m) => m,
-            Err(e) => {
-                result.stopped = Some(format!("receive failed: {e}"));
-                break;
-            }
-        };
-        result.api_calls += 1;
-        if messages.is_empty() {
-            break;
-        }
-        result.received += messages.len() as u64;
-        let batch: Vec<Batch> = messages
-            .iter()
-            .map(|m| Batch {
-                message: m,
-                delivery: delivery_id(m.body()),
-            })
-            .collect();
-        let ids: Vec<i64> = batch.iter().filter_map(|b| b.delivery).collect();
-        let lookup = deliveries::statuses(client, &ids);
-        let looked_up = match options.statement_wait {
-            Some(wait) => tokio::time::timeout(wait, lookup)
-                .await
-                .map_err(|_| format!("no answer within {} ms", wait.as_millis())),
-            None => Ok(lookup.await),
-        };
-        let statuses: HashMap<i64, (String, String)> =
-            match looked_up.and_then(|r| r.map_err(|e| crate::error_chain::error_chain(&e))) {
-                Ok(rows) => rows
-                    .into_iter()
-                    .map(|(id, status, url)| (id, (status, endpoint_key(&url))))
-                    .collect(),
-                Err(e) => {
-                    // Without the database nothing can be decided: the whole batch stays in the DLQ,
-                    // visible again at once, and the run stops.
-                    for b in &batch {
-                        keep(
-                            &mut result,
-                            b.message,
-                            b.delivery,
-                            "database-unavailable".to_owned(),
-                            &mut kept_receipts,
-                        );
-                    }
-                    result.stopped = Some(format!("delivery lookup failed: {e}"));
-                    break;
-                }
-            };
-        let unknown: Vec<String> = statuses
-            .values()
-            .map(|(_, e)| e.clone())
-            .filter(|e| !health.contains_key(e))
-            .collect();
-        if !unknown.is_empty() {
-            let probed = probe_all(probe.clone(), unknown, options.probe_concurrency).await;
-            result.endpoints_probed += probed.len() as u64;
-            health.extend(probed);
-        }
+/// The status and endpoint of the deliveries the batch names, within the statement bound.
+async fn look_up_deliveries(
+    lookup: &dyn DeliveryLookup,
+    batch: &[Batch<'_>],
+    statement_wait: Option<std::time::Duration>,
+) -> Result<Statuses, String> {
+    let ids: Vec<i64> = batch.iter().filter_map(|b| b.delivery).collect();
+    let lookup = lookup.statuses(&ids);
+    let looked_up = match statement_wait {
+        Some(wait) => tokio::time::timeout(wait, lookup)
+            .await
+            .map_err(|_| format!("no answer within {} ms", wait.as_millis())),
+        None => Ok(lookup.await),
+    };
+    let rows = looked_up.and_then(|r| r.map_err(|e| crate::error_chain::error_chain(&e)))?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, status, url)| (id, (status, endpoint_key(&url))))
+        .collect())
+}
 
-        let mut to_send: Vec<(SendMessageBatchRequestEntry, usize)> = Vec::new();
-        let mut to_delete: Vec<(usize, bool)> = Vec::new(); // (index, stale)
-        for (i, b) in batch.iter().enumerate() {
-            let Some(id) = b.delivery else {
-                keep(
-                    &mut result,
-                    b.message,
-                    None,
-                    "no-delivery-id".to_owned(),
-                    &mut kept_receipts,
-                );
-                continue;
-            };
-            let Some((status, endpoint)) = statuses.get(&id) else {
-                keep(
-                    &mut result,
+/// Probes the endpoints not probed yet in this run; each endpoint is probed once per run.
+async fn probe_new_endpoints(
+    probe: &Arc<dyn EndpointProbe>,
+    statuses: &Statuses,
+    health: &mut HashMap<String, ProbeResult>,
+    options: &FilteredOptions,
+    result: &mut FilteredRedriveResult,
+) {
+    let unknown: Vec<String> = statuses
+        .values()
+        .map(|(_, e)| e.clone())
+        .filter(|e| !health.contains_key(e))
+        .collect();
+    if !unknown.is_empty() {
+        let probed = probe_all(probe.clone(), unknown, options.probe_concurrency).await;
+        result.endpoints_probed += probed.len() as u64;
+        health.extend(probed);
+    }
+}
+
+/// Decides each message: stale (delete), healthy endpoint (send), or keep with a reason.
+fn sort_batch(
+    batch: &[Batch<'_>],
+    statuses: &Statuses,
+    health: &HashMap<String, ProbeResult>,
+    fifo: bool,
+    tally: &mut Tally,
+) -> Sorted {
+    let mut sorted = Sorted::default();
+    for (i, b) in batch.iter().enumerate() {
+        let Some(id) = b.delivery else {
+            tally.keep(b.message, None, "no-delivery-id".to_owned());
+            continue;
+        };
+        let Some((status, endpoint)) = statuses.get(&id) else {
+            tally.keep(b.message, Some(id), "unknown-delivery".to_owned());
+            continue;
+        };
+        if status == "succeeded" {
+            sorted.to_delete.push((i, true));
+            continue;
+        }
+        match health.get(endpoint) {
+            Some(p) if p.healthy => match send_entry(i, b.message, fifo) {
+                Some(entry) => sorted.to_send.push((entry, i)),
+                None => tally.keep(
                     b.message,
                     Some(id),
-                    "unknown-delivery".to_owned(),
-                    &mut kept_receipts,
+                    "send-failed: not a sendable message".to_owned(),
+                ),
+            },
+            other => {
+                let reason = other
+                    .and_then(|p| p.reason.clone())
+                    .unwrap_or_else(|| "not probed".to_owned());
+                tally.keep(
+                    b.message,
+                    Some(id),
+                    format!("endpoint-unhealthy: {endpoint}: {reason}"),
                 );
-                continue;
-            };
-            if status == "succeeded" {
-                to_delete.push((i, true));
-                continue;
             }
-            match health.get(endpoint) {
-                Some(p) if p.healthy => match send_entry(i, b.message, fifo) {
-                    Some(entry) => to_send.push((entry, i)),
-                    None => keep(
-                        &mut result,
-                        b.message,
-                        Some(id),
-                        "send-failed: not a sendable message".to_owned(),
-                        &mut kept_receipts,
-                    ),
-                },
-                other => {
-                    let reason = other
-                        .and_then(|p| p.reason.clone())
-                        .unwrap_or_else(|| "not probed".to_owned());
-                    keep(
-                        &mut result,
-                        b.message,
-                        Some(id),
-                        format!("endpoint-unhealthy: {endpoint}: {reason}"),
-                        &mut kept_receipts,
-                    );
-                }
-            }
-        }
-
-        if !to_send.is_empty() {
-            let entries: Vec<SendMessageBatchRequestEntry> =
-                to_send.iter().map(|(e, _)| e.clone()).collect();
-            let sent = queues.send_batch(source_url, entries).await;
-            result.api_calls += 1;
-            let sent_ids: Vec<String> = match sent {
-                Ok(ids) => ids,
-                Err(e) => {
-                    result.stopped = Some(format!("send failed: {e}"));
-                    Vec::new()
-                }
-            };
-            for (entry, i) in &to_send {
-                if sent_ids.iter().any(|s| s == entry.id()) {
-                    to_delete.push((*i, false));
-                } else {
-                    let b = &batch[*i];
-                    keep(
-                        &mut result,
-                        b.message,
-                        b.delivery,
-                        "send-failed".to_owned(),
-                        &mut kept_receipts,
-                    );
-                }
-            }
-        }
-
-        if !to_delete.is_empty() {
-            let entries: Vec<DeleteMessageBatchRequestEntry> = to_delete
-                .iter()
-                .filter_map(|(i, _)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(format!("m{i}"))
-                        .receipt_handle(batch[*i].message.receipt_handle().unwrap_or_default())
-                        .build()
-                        .ok()
-                })
-                .collect();
-            let deleted = queues.delete_batch(dlq_url, entries).await;
-            result.api_calls += 1;
-            let deleted_ids = match deleted {
-                Ok(ids) => ids,
-                Err(e) => {
-                    result.stopped = Some(format!("delete failed: {e}"));
-                    Vec::new()
-                }
-            };
-            for (i, stale) in &to_delete {
-                let ok = deleted_ids.iter().any(|d| *d == format!("m{i}"));
-                match (ok, stale) {
-                    (true, true) => result.stale_deleted += 1,
-                    (true, false) => result.sent += 1,
-                    (false, false) => result.sent_not_deleted += 1,
-                    (false, true) => {
-                        let b = &batch[*i];
-                        keep(
-                            &mut result,
-                            b.message,
-                            b.delivery,
-                            "delete-failed".to_owned(),
-                            &mut kept_receipts,
-                        );
-                    }
-                }
-            }
-        }
-        if result.stopped.is_some() {
-            break;
         }
     }
+    sorted
+}
 
-    // What stays in the DLQ becomes visible again now rather than after the visibility timeout.
-    for (n, chunk) in kept_receipts.chunks(10).enumerate() {
+/// Sends the entries to the source queue; returns the batch indexes the queue accepted. What it
+/// did not accept stays in the DLQ; a failed call stops the run.
+async fn send_to_source(
+    queues: &dyn Queues,
+    source_url: &str,
+    to_send: &[(SendMessageBatchRequestEntry, usize)],
+    batch: &[Batch<'_>],
+    tally: &mut Tally,
+) -> Vec<usize> {
+    if to_send.is_empty() {
+        return Vec::new();
+    }
+    let entries: Vec<SendMessageBatchRequestEntry> =
+        to_send.iter().map(|(e, _)| e.clone()).collect();
+    let sent = queues.send_batch(source_url, entries).await;
+    tally.result.api_calls += 1;
+    let sent_ids: Vec<String> = match sent {
+        Ok(ids) => ids,
+        Err(e) => {
+            tally.result.stopped = Some(format!("send failed: {e}"));
+            Vec::new()
+        }
+    };
+    let mut accepted = Vec::new();
+    for (entry, i) in to_send {
+        if sent_ids.iter().any(|s| s == entry.id()) {
+            accepted.push(*i);
+        } else {
+            let b = &batch[*i];
+            tally.keep(b.message, b.delivery, "send-failed".to_owned());
+        }
+    }
+    accepted
+}
+
+/// Deletes from the DLQ the stale messages and those the source queue accepted, and counts them.
+/// A sent message whose delete failed is in both queues; a stale one stays in the DLQ.
+async fn delete_from_dlq(
+    queues: &dyn Queues,
+    dlq_url: &str,
+    to_delete: &[(usize, bool)],
+    batch: &[Batch<'_>],
+    tally: &mut Tally,
+) {
+    if to_delete.is_empty() {
+        return;
+    }
+    let entries: Vec<DeleteMessageBatchRequestEntry> = to_delete
+        .iter()
+        .filter_map(|(i, _)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(format!("m{i}"))
+                .receipt_handle(batch[*i].message.receipt_handle().unwrap_or_default())
+                .build()
+                .ok()
+        })
+        .collect();
+    let deleted = queues.delete_batch(dlq_url, entries).await;
+    tally.result.api_calls += 1;
+    let deleted_ids = match deleted {
+        Ok(ids) => ids,
+        Err(e) => {
+            tally.result.stopped = Some(format!("delete failed: {e}"));
+            Vec::new()
+        }
+    };
+    for (i, stale) in to_delete {
+        let ok = deleted_ids.iter().any(|d| *d == format!("m{i}"));
+        match (ok, stale) {
+            (true, true) => tally.result.stale_deleted += 1,
+            (true, false) => tally.result.sent += 1,
+            (false, false) => tally.result.sent_not_deleted += 1,
+            (false, true) => {
+                let b = &batch[*i];
+                tally.keep(b.message, b.delivery, "delete-failed".to_owned());
+            }
+        }
+    }
+}
+
+/// What stays in the DLQ becomes visible again now rather than after the visibility timeout.
+async fn release_kept(queues: &dyn Queues, dlq_url: &str, tally: &mut Tally) {
+    for (n, chunk) in tally.kept_receipts.chunks(10).enumerate() {
         let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = chunk
             .iter()
             .enumerate()
@@ -726,25 +569,293 @@ pub async fn filtered(
                     .ok()
             })
             .collect();
-        result.api_calls += 1;
+        tally.result.api_calls += 1;
         if let Err(e) = queues.release_batch(dlq_url, entries).await {
             tracing::warn!(error = %e, "could not make kept messages visible again; they reappear after the visibility timeout");
         }
     }
-    tracing::info!(
-        received = result.received,
-        sent = result.sent,
-        stale = result.stale_deleted,
-        kept = result.kept,
-        api_calls = result.api_calls,
-        "filtered redrive done"
-    );
-    Ok(result)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queues::memory::MemoryQueues;
+    use std::collections::HashSet;
+
+    const DLQ: &str = "https://sqs.memory/000000000000/orders-dlq";
+    const SOURCE: &str = "https://sqs.memory/000000000000/orders";
+    const HEALTHY: &str = "https://ok.example/hook";
+    const DOWN: &str = "https://down.example/hook";
+
+    /// The deliveries table: id → (status, endpoint url).
+    struct Table(HashMap<i64, (&'static str, &'static str)>);
+
+    #[async_trait::async_trait]
+    impl DeliveryLookup for Table {
+        async fn statuses(
+            &self,
+            ids: &[i64],
+        ) -> Result<Vec<(i64, String, String)>, CatalystDbError> {
+            Ok(ids
+                .iter()
+                .filter_map(|id| {
+                    let (status, url) = self.0.get(id)?;
+                    Some((*id, (*status).to_owned(), (*url).to_owned()))
+                })
+                .collect())
+        }
+    }
+
+    /// A database that never answers.
+    struct Frozen;
+
+    #[async_trait::async_trait]
+    impl DeliveryLookup for Frozen {
+        async fn statuses(
+            &self,
+            _ids: &[i64],
+        ) -> Result<Vec<(i64, String, String)>, CatalystDbError> {
+            std::future::pending().await
+        }
+    }
+
+    /// Endpoints answer healthy when listed.
+    struct Probe(HashSet<&'static str>);
+
+    #[async_trait::async_trait]
+    impl EndpointProbe for Probe {
+        async fn probe(&self, endpoint: &str) -> ProbeResult {
+            let healthy = self.0.contains(endpoint);
+            ProbeResult {
+                endpoint: endpoint.to_owned(),
+                healthy,
+                status: Some(if healthy { 200 } else { 503 }),
+                reason: (!healthy).then(|| "server-error".to_owned()),
+                elapsed_ms: 1,
+            }
+        }
+    }
+
+    fn probe() -> Arc<dyn EndpointProbe> {
+        Arc::new(Probe(HashSet::from([HEALTHY])))
+    }
+
+    fn options() -> FilteredOptions {
+        FilteredOptions {
+            max_messages: 100,
+            visibility_timeout_seconds: 300,
+            wait_seconds: 0,
+            probe_concurrency: 4,
+            statement_wait: Some(std::time::Duration::from_millis(50)),
+        }
+    }
+
+    /// A DLQ and the source queue whose redrive policy names it.
+    fn queues() -> MemoryQueues {
+        let queues = MemoryQueues::new();
+        let dlq_arn = queues.create(DLQ);
+        queues.create(SOURCE);
+        queues.set_redrive_policy(SOURCE, &dlq_arn);
+        queues
+    }
+
+    fn body(id: i64) -> String {
+        format!(r#"{{"delivery_id": {id}}}"#)
+    }
+
+    fn deliveries() -> Table {
+        Table(HashMap::from([
+            (1, ("dead_lettered", HEALTHY)),
+            (2, ("succeeded", HEALTHY)),
+            (3, ("dead_lettered", DOWN)),
+        ]))
+    }
+
+    #[tokio::test]
+    async fn sends_the_healthy_deletes_the_stale_and_keeps_the_rest_visible() {
+        let queues = queues();
+        for id in [1, 2, 3, 4] {
+            queues.push(DLQ, &body(id));
+        }
+        queues.push(DLQ, "not json");
+
+        let result = redrive_filtered(&queues, &deliveries(), probe(), DLQ, SOURCE, &options())
+            .await
+            .unwrap();
+
+        assert_eq!(queues.bodies(SOURCE), [body(1)]);
+        assert_eq!(
+            queues.bodies(DLQ),
+            [body(3), body(4), "not json".to_owned()]
+        );
+        assert_eq!(queues.in_flight(DLQ), 0, "kept messages are visible again");
+        assert_eq!(
+            (
+                result.received,
+                result.sent,
+                result.stale_deleted,
+                result.kept
+            ),
+            (5, 1, 1, 3)
+        );
+        assert_eq!(
+            result.kept_by_reason,
+            BTreeMap::from([
+                ("endpoint-unhealthy".to_owned(), 1),
+                ("no-delivery-id".to_owned(), 1),
+                ("unknown-delivery".to_owned(), 1),
+            ])
+        );
+        assert_eq!(result.endpoints_probed, 2);
+        assert_eq!(result.stopped, None);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_source_queue_whose_redrive_policy_names_another_dlq() {
+        let queues = queues();
+        let other = queues.create("https://sqs.memory/000000000000/other-dlq");
+        queues.set_redrive_policy(SOURCE, &other);
+        queues.push(DLQ, &body(1));
+
+        let err = redrive_filtered(&queues, &deliveries(), probe(), DLQ, SOURCE, &options())
+            .await
+            .unwrap_err();
+
+        assert!(
+            matches!(err, ReplayError::NotTheSourceQueue { .. }),
+            "{err}"
+        );
+        assert_eq!(queues.bodies(DLQ), [body(1)]);
+        assert_eq!(queues.in_flight(DLQ), 0, "nothing was received");
+        assert!(queues.bodies(SOURCE).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_send_keeps_the_messages_in_the_dlq_and_stops() {
+        let queues = queues();
+        for id in [1, 2] {
+            queues.push(DLQ, &body(id));
+        }
+        queues.fail_next("sqs:SendMessageBatch");
+
+        let result = redrive_filtered(&queues, &deliveries(), probe(), DLQ, SOURCE, &options())
+            .await
+            .unwrap();
+
+        assert!(queues.bodies(SOURCE).is_empty());
+        assert_eq!(
+            queues.bodies(DLQ),
+            [body(1)],
+            "the stale one is still deleted"
+        );
+        assert_eq!(queues.in_flight(DLQ), 0);
+        assert_eq!((result.sent, result.stale_deleted), (0, 1));
+        assert_eq!(result.kept_by_reason.get("send-failed"), Some(&1));
+        assert!(
+            result
+                .stopped
+                .as_deref()
+                .is_some_and(|s| s.starts_with("send failed"))
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_answer_from_the_database_the_batch_stays_and_the_run_stops() {
+        let queues = queues();
+        for id in [1, 2, 3] {
+            queues.push(DLQ, &body(id));
+        }
+
+        let result = redrive_filtered(&queues, &Frozen, probe(), DLQ, SOURCE, &options())
+            .await
+            .unwrap();
+
+        assert_eq!(queues.bodies(DLQ), [body(1), body(2), body(3)]);
+        assert_eq!(queues.in_flight(DLQ), 0);
+        assert!(queues.bodies(SOURCE).is_empty());
+        assert_eq!(result.kept_by_reason.get("database-unavailable"), Some(&3));
+        assert_eq!(result.received, 3, "one batch, then the run stopped");
+        assert!(
+            result
+                .stopped
+                .as_deref()
+                .is_some_and(|s| s.contains("no answer within 50 ms"))
+        );
+    }
+
+    #[tokio::test]
+    async fn stops_at_max_messages() {
+        let queues = queues();
+        for _ in 0..15 {
+            queues.push(DLQ, &body(1));
+        }
+        let options = FilteredOptions {
+            max_messages: 12,
+            ..options()
+        };
+
+        let result = redrive_filtered(&queues, &deliveries(), probe(), DLQ, SOURCE, &options)
+            .await
+            .unwrap();
+
+        assert_eq!((result.received, result.sent), (12, 12));
+        assert_eq!(queues.bodies(DLQ).len(), 3);
+        assert_eq!(queues.bodies(SOURCE).len(), 12);
+        assert_eq!(result.endpoints_probed, 1, "one probe per endpoint per run");
+    }
+
+    #[tokio::test]
+    async fn a_fifo_redrive_keeps_the_message_group() {
+        let queues = MemoryQueues::new();
+        let dlq = "https://sqs.memory/000000000000/orders-dlq.fifo";
+        let source = "https://sqs.memory/000000000000/orders.fifo";
+        let dlq_arn = queues.create(dlq);
+        queues.create(source);
+        queues.set_redrive_policy(source, &dlq_arn);
+        let entry = SendMessageBatchRequestEntry::builder()
+            .id("seed")
+            .message_body(body(1))
+            .message_group_id("subscription-9")
+            .message_deduplication_id("delivery-1")
+            .build()
+            .unwrap();
+        queues.send_batch(dlq, vec![entry]).await.unwrap();
+
+        let result = redrive_filtered(&queues, &deliveries(), probe(), dlq, source, &options())
+            .await
+            .unwrap();
+
+        assert_eq!(result.sent, 1);
+        assert_eq!(
+            queues.fifo_ids(source),
+            [(
+                Some("subscription-9".to_owned()),
+                Some("delivery-1".to_owned())
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn native_redrive_starts_one_task_and_reports_the_running_one() {
+        let queues = queues();
+        queues.push(DLQ, &body(1));
+
+        let first = start_native(&queues, DLQ, None, 25).await.unwrap();
+        let second = start_native(&queues, DLQ, Some(SOURCE), 50).await.unwrap();
+
+        assert_eq!(first.status, "started");
+        assert_eq!(second.status, "already-running");
+        assert_eq!(second.task_handle, first.task_handle);
+        let tasks = queues.move_tasks();
+        assert_eq!(tasks.len(), 1, "no second task");
+        assert_eq!(tasks[0].max_number_of_messages_per_second, Some(25));
+
+        let handle = first.task_handle.unwrap();
+        cancel_native(&queues, &handle).await.unwrap();
+        let third = start_native(&queues, DLQ, None, 10).await.unwrap();
+        assert_eq!(third.status, "started", "a cancelled task is not running");
+        assert_eq!(list_native(&queues, DLQ).await.unwrap().tasks.len(), 2);
+    }
 
     #[test]
     fn reads_the_delivery_id() {

@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod elasticache;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
 pub mod prune;
 pub mod rds;
 pub mod store;
@@ -304,5 +306,252 @@ impl Snapshots {
             total.ignored += plan.ignored;
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object_store::memory::MemoryObjects;
+    use crate::rds::DbSource;
+    use crate::tags::Tags;
+    use elasticache::CacheSource;
+    use memory::MemorySnapshots;
+    use store::SnapshotKind;
+    use time::macros::datetime;
+
+    struct Fixture {
+        snapshots: Snapshots,
+        database: MemorySnapshots,
+        cache: MemorySnapshots,
+        bucket: MemoryObjects,
+    }
+
+    fn config(cache_export: bool) -> SnapshotConfig {
+        SnapshotConfig {
+            database: DbSource::Instance("prod-db".into()),
+            cache: Some(CacheSource::ReplicationGroup("prod-cache".into())),
+            cache_export,
+            retention_days: 35,
+            keep_newest: 2,
+            schedule_name: "nightly".into(),
+        }
+    }
+
+    /// The database and a cache, the cache exported to the bucket.
+    fn fixture() -> Fixture {
+        let database = MemorySnapshots::new(SnapshotKind::RdsInstance, "prod-db");
+        let cache = MemorySnapshots::new(SnapshotKind::ElasticacheReplicationGroup, "prod-cache");
+        let bucket = MemoryObjects::new("backups");
+        Fixture {
+            snapshots: Snapshots {
+                config: config(true),
+                database: Box::new(database.clone()),
+                cache: Some(Box::new(cache.clone())),
+                exporter: Some(Box::new(cache.clone())),
+                objects: Box::new(bucket.clone()),
+            },
+            database,
+            cache,
+            bucket,
+        }
+    }
+
+    fn run(time: &str) -> RunId {
+        RunId::from_scheduled_time("scheduled_time", time).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_retry_reuses_the_snapshots_the_first_attempt_started() {
+        let f = fixture();
+        let run = run("2026-11-26T03:00:00Z");
+
+        let first = f.snapshots.snapshot(&run).await.unwrap();
+        let retry = f.snapshots.snapshot(&run).await.unwrap();
+
+        assert!(!first.database.reused && !first.cache.as_ref().unwrap().reused);
+        assert!(retry.database.reused && retry.cache.as_ref().unwrap().reused);
+        assert_eq!(f.database.ids(), ["catalyst-dr-prod-db-20261126t030000z"]);
+        assert_eq!(f.cache.ids(), ["catalyst-dr-prod-cache-20261126t030000z"]);
+        let tags = &first.database.snapshot.tags;
+        assert_eq!(tags.get(crate::tags::RUN_ID), Some(&run.stamp));
+        assert_eq!(
+            tags.get(crate::tags::RETAIN_UNTIL).map(String::as_str),
+            Some("2026-12-31T03:00:00Z")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_with_the_runs_id_that_is_not_ours_is_refused() {
+        let run = run("2026-11-26T03:00:00Z");
+        let id = run.snapshot_id("prod-db");
+        let someone_elses = Tags::from([("owner".to_owned(), "dba".to_owned())]);
+        let other_run = tags::backup_tags("20261125t030000z", "nightly", run.scheduled_time);
+        let mut copied_tags = tags::backup_tags(&run.stamp, "nightly", run.scheduled_time);
+        copied_tags.insert(tags::CREATED_BY.to_owned(), "another-tool".to_owned());
+        for foreign in [someone_elses, other_run, copied_tags] {
+            let f = fixture();
+            f.database
+                .insert(f.database.info(&id, "manual", "available", foreign.clone()));
+
+            let err = f.snapshots.snapshot(&run).await.unwrap_err();
+
+            assert!(
+                matches!(&err, SnapshotError::NotOwned { id: refused, .. } if *refused == id),
+                "{err}"
+            );
+            assert_eq!(err.error_type(), ErrorKind::SnapshotNotOwned);
+            assert_eq!(f.database.ids(), std::slice::from_ref(&id));
+            assert_eq!(
+                f.database.describe(&id).await.unwrap().unwrap().tags,
+                foreign
+            );
+            assert!(f.cache.ids().is_empty(), "refused before the cache");
+        }
+    }
+
+    #[tokio::test]
+    async fn status_is_the_least_advanced_snapshot() {
+        let f = fixture();
+        let run = run("2026-11-26T03:00:00Z");
+        let not_started = f.snapshots.status(&run, 0).await.unwrap_err();
+        assert!(matches!(not_started, SnapshotError::NotStarted { .. }));
+
+        f.snapshots.snapshot(&run).await.unwrap();
+        let (db, cache) = (run.snapshot_id("prod-db"), run.snapshot_id("prod-cache"));
+        let cases = [
+            ("available", "available", Progress::Available),
+            ("available", "creating", Progress::Creating),
+            ("creating", "available", Progress::Creating),
+            ("failed", "creating", Progress::Failed),
+            ("available", "incompatible-restore", Progress::Failed),
+        ];
+        for (db_status, cache_status, expected) in cases {
+            f.database.set_status(&db, db_status);
+            f.cache.set_status(&cache, cache_status);
+            let status = f.snapshots.status(&run, 4).await.unwrap();
+            assert_eq!(status.state, expected, "{db_status} + {cache_status}");
+            assert_eq!(status.poll, 5);
+            match expected {
+                Progress::Failed => {
+                    let reason = status.reason.unwrap();
+                    let failed = if db_status == "failed" { &db } else { &cache };
+                    assert!(reason.contains(failed.as_str()), "{reason}");
+                }
+                _ => assert_eq!(status.reason, None),
+            }
+        }
+    }
+
+    /// Our backups of the database, one a day, all past retention, and others' snapshots.
+    fn seed_for_pruning(f: &Fixture, now: OffsetDateTime) {
+        for day in 1..=4u8 {
+            let run = run(&format!("2026-01-{day:02}T03:00:00Z"));
+            f.database.set_now(run.scheduled_time);
+            let tags = tags::backup_tags(&run.stamp, "nightly", now - time::Duration::days(1));
+            f.database.insert(f.database.info(
+                &run.snapshot_id("prod-db"),
+                "manual",
+                "available",
+                tags,
+            ));
+        }
+        f.database.set_now(datetime!(2025-12-01 00:00 UTC));
+        let expired = tags::backup_tags("x", "nightly", now - time::Duration::days(1));
+        let mut untagged = expired.clone();
+        untagged.remove(tags::CREATED_BY);
+        f.database.insert(
+            f.database
+                .info("manual-by-a-dba", "manual", "available", untagged),
+        );
+        f.database.insert(f.database.info(
+            "rds:prod-db-2025-12-01",
+            "automated",
+            "available",
+            expired,
+        ));
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_only_our_expired_backups_beyond_the_newest() {
+        let f = fixture();
+        let now = datetime!(2026-03-01 00:00 UTC);
+        seed_for_pruning(&f, now);
+
+        let result = f.snapshots.prune(false, now).await.unwrap();
+
+        let deleted: Vec<&str> = result.deleted.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            deleted,
+            [
+                "catalyst-dr-prod-db-20260102t030000z",
+                "catalyst-dr-prod-db-20260101t030000z"
+            ]
+        );
+        assert_eq!(
+            f.database.ids(),
+            [
+                "catalyst-dr-prod-db-20260103t030000z",
+                "catalyst-dr-prod-db-20260104t030000z",
+                "manual-by-a-dba",
+                "rds:prod-db-2025-12-01",
+            ]
+        );
+        assert_eq!(result.kept.len(), 2);
+        assert_eq!(result.ignored, 2);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_prune_deletes_nothing() {
+        let f = fixture();
+        let now = datetime!(2026-03-01 00:00 UTC);
+        seed_for_pruning(&f, now);
+        let before = f.database.ids();
+
+        let result = f.snapshots.prune(true, now).await.unwrap();
+
+        assert!(result.dry_run);
+        assert_eq!(result.deleted.len(), 2, "reported as it would be");
+        assert_eq!(f.database.ids(), before);
+    }
+
+    #[tokio::test]
+    async fn the_cache_export_runs_once_and_only_when_configured() {
+        let run = run("2026-11-26T03:00:00Z");
+        let target = format!("{}-export", run.snapshot_id("prod-cache"));
+
+        let mut no_cache = fixture();
+        no_cache.snapshots.cache = None;
+        no_cache.snapshots.exporter = None;
+        let result = no_cache.snapshots.export_cache(&run).await.unwrap();
+        assert_eq!(result.status, ExportStatus::NoCacheConfigured);
+
+        let mut disabled = fixture();
+        disabled.snapshots.exporter = None;
+        disabled.snapshots.snapshot(&run).await.unwrap();
+        let result = disabled.snapshots.export_cache(&run).await.unwrap();
+        assert_eq!(result.status, ExportStatus::DisabledByConfiguration);
+        assert!(disabled.cache.exports().is_empty());
+
+        let f = fixture();
+        f.snapshots.snapshot(&run).await.unwrap();
+        let started = f.snapshots.export_cache(&run).await.unwrap();
+        assert_eq!(started.status, ExportStatus::Started);
+        assert_eq!(started.target_name.as_deref(), Some(target.as_str()));
+        let again = f.snapshots.export_cache(&run).await.unwrap();
+        assert_eq!(again.status, ExportStatus::AlreadyExported);
+        assert_eq!(f.cache.exports().len(), 1, "not restarted");
+        assert_eq!(f.cache.exports()[0].bucket, "backups");
+
+        // The export's objects are already in the bucket: the export is not asked for again.
+        let landed = fixture();
+        landed.snapshots.snapshot(&run).await.unwrap();
+        landed
+            .bucket
+            .put_unlocked(&format!("{target}-0001.rdb"), b"REDIS".to_vec());
+        let result = landed.snapshots.export_cache(&run).await.unwrap();
+        assert_eq!(result.status, ExportStatus::AlreadyExported);
+        assert_eq!(result.objects, [format!("{target}-0001.rdb")]);
+        assert!(landed.cache.exports().is_empty());
     }
 }

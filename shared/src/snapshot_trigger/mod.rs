@@ -349,7 +349,7 @@ impl SnapshotTrigger {
         };
         let logical = LogicalBackups::new(
             config.logical.clone(),
-            std::sync::Arc::new(crate::logical::upload::S3LogicalStore::new(
+            std::sync::Arc::new(crate::object_store::S3Objects::new(
                 s3.clone(),
                 &config.backup_bucket,
             )),
@@ -362,5 +362,167 @@ impl SnapshotTrigger {
             logical,
             config,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object_store::memory::MemoryObjects;
+    use crate::postgres::SecretSource;
+    use crate::snapshot::memory::MemorySnapshots;
+    use crate::snapshot::store::SnapshotKind;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use time::macros::datetime;
+
+    /// The manifest actions read no secret.
+    struct NoSecrets;
+
+    #[async_trait::async_trait]
+    impl SecretSource for NoSecrets {
+        async fn secret_string(&self, secret_id: &str) -> Result<String, AwsCallError> {
+            Err(AwsCallError {
+                operation: "secretsmanager:GetSecretValue",
+                code: Some("ResourceNotFoundException".into()),
+                kind: crate::aws_error::AwsFailureKind::Rejected,
+                source: format!("no secret {secret_id} in a unit test").into(),
+            })
+        }
+    }
+
+    /// snapshot-trigger over an in-memory database snapshot service and bucket.
+    fn trigger() -> (SnapshotTrigger, MemoryObjects) {
+        let env = HashMap::from([("BACKUP_BUCKET", "backups"), ("RDS_INSTANCE_ID", "prod-db")]);
+        let config = SnapshotTriggerConfig::from_env(&env).unwrap();
+        let bucket = MemoryObjects::new("backups");
+        let database = MemorySnapshots::new(SnapshotKind::RdsInstance, "prod-db");
+        let trigger = SnapshotTrigger {
+            snapshots: Snapshots {
+                config: config.snapshot.clone(),
+                database: Box::new(database),
+                cache: None,
+                exporter: None,
+                objects: Box::new(bucket.clone()),
+            },
+            manifests: Box::new(bucket.clone()),
+            logical: LogicalBackups::new(
+                config.logical.clone(),
+                Arc::new(bucket.clone()),
+                Arc::new(NoSecrets),
+            ),
+            local_base_backups: None,
+            config,
+        };
+        (trigger, bucket)
+    }
+
+    fn run(time: &str) -> RunId {
+        RunId::from_scheduled_time("scheduled_time", time).unwrap()
+    }
+
+    async fn write(trigger: &SnapshotTrigger, run: &RunId) -> BackupManifest {
+        trigger.snapshots.snapshot(run).await.unwrap();
+        trigger
+            .write_manifest(run, run.scheduled_time, None, None, None, None)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_manifest_is_written_once_and_a_retry_returns_it() {
+        let (trigger, bucket) = trigger();
+        let run = run("2026-11-26T03:00:00Z");
+        let first = write(&trigger, &run).await;
+
+        let failure = RunFailure {
+            error: "States.Timeout".into(),
+            cause: None,
+        };
+        let retry = trigger
+            .write_manifest(
+                &run,
+                datetime!(2026-11-26 05:00 UTC),
+                None,
+                None,
+                None,
+                Some(failure),
+            )
+            .await
+            .unwrap();
+
+        assert_eq!(retry, first);
+        let key = manifest_key(&trigger.config.manifest_prefix, &run.stamp);
+        let versions = bucket.versions(&key);
+        assert_eq!(versions.len(), 1, "no second version");
+        assert_eq!(
+            versions[0].retain_until,
+            Some(datetime!(2026-12-31 03:00 UTC))
+        );
+        assert_eq!(
+            first.database.map(|d| d.snapshot_id),
+            Some(run.snapshot_id("prod-db"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_manifest_is_not_written_for_a_run_that_never_started() {
+        let (trigger, bucket) = trigger();
+        let run = run("2026-11-26T03:00:00Z");
+        let err = trigger
+            .write_manifest(&run, run.scheduled_time, None, None, None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), ErrorKind::SnapshotNotStarted);
+        assert!(bucket.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_manifest_is_reported_and_left_alone() {
+        let (trigger, bucket) = trigger();
+        let run = run("2026-11-26T03:00:00Z");
+        trigger.snapshots.snapshot(&run).await.unwrap();
+        let key = manifest_key(&trigger.config.manifest_prefix, &run.stamp);
+        bucket.put_unlocked(&key, b"{\"format\": ".to_vec());
+
+        let err = trigger
+            .write_manifest(&run, run.scheduled_time, None, None, None, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, SnapshotTriggerError::CorruptManifest { key: k, .. } if *k == key),
+            "{err}"
+        );
+        assert_eq!(err.error_type(), ErrorKind::CorruptManifest);
+        assert_eq!(bucket.versions(&key).len(), 1, "not overwritten");
+
+        let listed = trigger.list_backups(None).await.unwrap_err();
+        assert_eq!(listed.error_type(), ErrorKind::CorruptManifest);
+    }
+
+    #[tokio::test]
+    async fn the_catalog_lists_the_manifests_newest_first() {
+        let (trigger, bucket) = trigger();
+        for time in [
+            "2026-11-25T03:00:00Z",
+            "2026-11-27T03:00:00Z",
+            "2026-11-26T03:00:00Z",
+        ] {
+            write(&trigger, &run(time)).await;
+        }
+        let prefix = trigger.config.manifest_prefix.clone();
+        bucket.put_unlocked(&format!("{prefix}README.txt"), b"not a manifest".to_vec());
+
+        let all = trigger.list_backups(None).await.unwrap();
+        let runs: Vec<&str> = all.iter().map(|e| e.run_id.as_str()).collect();
+        assert_eq!(
+            runs,
+            ["20261127t030000z", "20261126t030000z", "20261125t030000z"]
+        );
+        assert_eq!(all[0].key, format!("{prefix}20261127t030000z.json"));
+
+        let newest = trigger.list_backups(Some(1)).await.unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].run_id, "20261127t030000z");
     }
 }

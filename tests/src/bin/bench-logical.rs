@@ -10,7 +10,7 @@
 use catalyst_dr::catalyst_db;
 use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
-use catalyst_dr::logical::upload::S3LogicalStore;
+use catalyst_dr::object_store::S3Objects;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::datagen::{self, GeneratorSpec};
@@ -108,7 +108,7 @@ impl ChildArgs {
         };
         let logical = LogicalBackups::new(
             config,
-            Arc::new(S3LogicalStore::new(s3(&sdk), &self.bucket)),
+            Arc::new(S3Objects::new(s3(&sdk), &self.bucket)),
             Arc::new(aws_sdk_secretsmanager::Client::new(&sdk)),
         );
         (

@@ -14,9 +14,9 @@ use aws_sdk_sqs::types::{
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use catalyst_dr::aws_error::AwsCallError;
+use catalyst_dr::queues::{BatchOk, MoveTask, QueueDepth, Queues, SqsQueues};
 use catalyst_dr::replay::DeadLetterReplay;
 use catalyst_dr::replay::config::ReplayConfig;
-use catalyst_dr::replay::redrive::{BatchOk, MoveTask, QueueApi, SqsQueues};
 use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::endpoints::{Behaviour, Endpoints};
 use catalyst_dr_tests::{
@@ -57,7 +57,7 @@ impl Counting {
 }
 
 #[async_trait::async_trait]
-impl QueueApi for Counting {
+impl Queues for Counting {
     async fn attribute(
         &self,
         u: &str,
@@ -65,6 +65,10 @@ impl QueueApi for Counting {
     ) -> Result<Option<String>, AwsCallError> {
         self.tick();
         self.inner.attribute(u, n).await
+    }
+    async fn depth(&self, u: &str) -> Result<QueueDepth, AwsCallError> {
+        self.tick();
+        self.inner.depth(u).await
     }
     async fn receive(&self, u: &str, m: i32, v: i32, w: i32) -> Result<Vec<Message>, AwsCallError> {
         self.tick();
