@@ -11,7 +11,9 @@ what each function must be able to do, and the guard rails it must never cross (
 database that is not its own staging copy, reading an untagged secret, writing outside its
 prefix). Then every Task of every state machine under the state machine's role (SAM policy
 templates expanded as SAM does) and every schedule's start under the Scheduler's role: each must
-be allowed. Prints each result; exits 1 when any request is decided otherwise than expected.
+be allowed. Then the key policies' `key_requests`: a KMS key policy is a resource policy, so its
+statements match on Principal too (`*`, an account's root, a role ARN, a service). Prints each
+result; exits 1 when any request is decided otherwise than expected.
 """
 
 import argparse
@@ -117,6 +119,36 @@ def decide(documents, request):
     if allowed:
         return "allow", ", ".join(allowed)
     return "deny", "no statement allows it"
+
+
+def principal_matches(principal, caller):
+    """Whether a resource policy statement's Principal names `caller` (an ARN or a service)."""
+    if principal == "*":
+        return True
+    for kind, names in principal.items():
+        for name in as_list(names):
+            if name == "*" and kind == "AWS":
+                return True
+            if kind == "Service" and name == caller:
+                return True
+            if kind == "AWS" and (name == caller or (name.endswith(":root") and caller.startswith(name[: -len("root")]))):
+                return True
+    return False
+
+
+def decide_key_policy(document, caller, action, resource):
+    """`allow` or `deny` for `caller` under a key policy. An allow to the account's root only lets
+    IAM policies grant the call; the identity side is check_policies' other half."""
+    matching = [
+        st for st in as_list(document["Statement"])
+        if principal_matches(st["Principal"], caller)
+        and statement_matches(st, {"action": action, "resource": resource, "context": {"aws:PrincipalArn": caller}})
+    ]
+    for st in matching:
+        if st["Effect"] == "Deny":
+            return "deny", f"{st.get('Sid', '?')} (explicit deny)"
+    allowed = [st.get("Sid", "?") for st in matching]
+    return ("allow", ", ".join(allowed)) if allowed else ("deny", "no statement allows it")
 
 
 # The SAM policy templates the state machines use, as SAM expands them.
@@ -239,7 +271,20 @@ def main(argv=None):
             ok = outcome == "allow"
             wrong += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {who}: {action} {resource} -> {outcome} ({because}); {why}")
-        expectations = expectations + orchestration
+        key_cases = [
+            case
+            for case in json.loads(Path(args.expectations).read_text()).get("key_requests", [])
+            if case.get("config_env", args.config_env) == args.config_env
+        ]
+        for case in key_cases:
+            policy = resolver.value(resolver.template["Resources"][case["key"]]["Properties"]["KeyPolicy"])
+            caller = fill(case["principal"], names)
+            resource = resolver.resource(case["key"], "Arn")
+            outcome, because = decide_key_policy(policy, caller, case["action"], resource)
+            ok = outcome == case["expect"]
+            wrong += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {case['key']} key policy: {caller} {case['action']} -> {outcome} ({because}); {case['why']}")
+        expectations = expectations + orchestration + key_cases
     except (deployed.TemplateError, PolicyError, KeyError) as err:
         print(f"check_policies.py ({args.config_env}): {err!r}", file=sys.stderr)
         return 2

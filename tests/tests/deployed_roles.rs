@@ -157,24 +157,32 @@ fn the_template_policies_decide_every_request_as_aws_would_for_dev_and_prod() {
         .with_file_name("policy-expectations.json");
     let mut expectations: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("expectations")).expect("JSON");
-    let requests = expectations["requests"].as_array_mut().expect("requests");
-    let count = requests
-        .iter()
-        .filter(|r| r.get("config_env").is_none_or(|e| e == "dev"))
-        .count();
-    for request in requests.iter_mut() {
-        let flipped = if request["expect"] == "allow" {
-            "deny"
-        } else {
-            "allow"
-        };
-        request["expect"] = flipped.into();
+    let mut cases: Vec<serde_json::Value> = Vec::new();
+    for list in ["requests", "key_requests"] {
+        for case in expectations[list].as_array_mut().expect(list) {
+            let flipped = if case["expect"] == "allow" {
+                "deny"
+            } else {
+                "allow"
+            };
+            case["expect"] = flipped.into();
+            cases.push(case.clone());
+        }
     }
     let flipped = std::env::temp_dir().join(catalyst_dr_tests::unique("flipped-expectations"));
     std::fs::write(&flipped, expectations.to_string()).expect("write");
-    let (passed, text) = check_policies("dev", Some(&flipped));
+    for config_env in ["dev", "prod"] {
+        let count = cases
+            .iter()
+            .filter(|c| c.get("config_env").is_none_or(|e| e == config_env))
+            .count();
+        let (passed, text) = check_policies(config_env, Some(&flipped));
+        assert!(
+            !passed,
+            "flipped expectations passed ({config_env}):\n{text}"
+        );
+        let failures = text.lines().filter(|line| line.starts_with("FAIL")).count();
+        assert_eq!(failures, count, "{config_env}: {text}");
+    }
     std::fs::remove_file(&flipped).ok();
-    assert!(!passed, "flipped expectations passed:\n{text}");
-    let failures = text.lines().filter(|line| line.starts_with("FAIL")).count();
-    assert_eq!(failures, count, "{text}");
 }
