@@ -12,6 +12,8 @@ resource with no local counterpart is an error, never a guess.
         each function's execution role: name, inline policy documents, managed policy ARNs
     deployed.py state-machines --config-env dev --seed STATE/seed.json
         each state machine's definition file and DefinitionSubstitutions, as JSON
+    deployed.py network --config-env dev --seed STATE/seed.json
+        each function's security group, where its egress rules let it go and who admits it
     deployed.py schedules --config-env dev --seed STATE/seed.json
         each AWS::Scheduler::Schedule: its target state machine and Target.Input, as JSON
     deployed.py runner-args --machine NightlyBackupStateMachine --config-env dev --seed STATE/seed.json
@@ -325,6 +327,53 @@ class Resolver:
             }
         return out
 
+    def network(self):
+        """Each function's security group and what its rules let it reach: `to` names a
+        resource, a parameter (`DatabaseSecurityGroupId`, `StagingSecurityGroupIds[0]`), a CIDR
+        or the S3 prefix list; `admitted_by` the groups whose ingress rules admit it."""
+
+        def group_name(node):
+            if isinstance(node, dict) and "Fn::GetAtt" in node:
+                target = node["Fn::GetAtt"]
+                return target[0] if isinstance(target, list) else target.split(".", 1)[0]
+            if isinstance(node, dict) and "Ref" in node:
+                return node["Ref"]
+            if isinstance(node, dict) and "Fn::Select" in node:
+                index, items = node["Fn::Select"]
+                return f"{items['Ref']}[{index}]"
+            raise TemplateError(f"security group reference {node!r} is not understood")
+
+        out = {}
+        for name, resource in self.deployed("AWS::Serverless::Function"):
+            groups = resource["Properties"].get("VpcConfig", {}).get("SecurityGroupIds", [])
+            out[resource["Metadata"]["BuildProperties"]["Binary"]] = {
+                "security_groups": [group_name(g) for g in groups],
+                "egress": [],
+                "admitted_by": [],
+            }
+        by_group = {g: entry for entry in out.values() for g in entry["security_groups"]}
+        for _, rule in self.deployed("AWS::EC2::SecurityGroupEgress"):
+            props = rule["Properties"]
+            entry = by_group.get(group_name(props["GroupId"]))
+            if entry is None:
+                continue
+            if "CidrIp" in props:
+                to = self.value(props["CidrIp"])
+            elif "DestinationPrefixListId" in props:
+                to = "s3-prefix-list"
+            else:
+                to = group_name(props["DestinationSecurityGroupId"])
+            entry["egress"].append({"port": int(self.value(props["FromPort"])), "to": to})
+        for _, rule in self.deployed("AWS::EC2::SecurityGroupIngress"):
+            props = rule["Properties"]
+            entry = by_group.get(group_name(props["SourceSecurityGroupId"]))
+            if entry is not None:
+                entry["admitted_by"].append({"port": int(self.value(props["FromPort"])), "group": group_name(props["GroupId"])})
+        for entry in out.values():
+            entry["egress"].sort(key=lambda e: (e["to"], e["port"]))
+            entry["admitted_by"].sort(key=lambda e: (e["group"], e["port"]))
+        return out
+
     def state_machines(self):
         out = {}
         for name, resource in self.template["Resources"].items():
@@ -386,7 +435,7 @@ def function_env(resolver, seed, state, binary):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["env", "functions", "roles", "state-machines", "schedules", "runner-args"])
+    parser.add_argument("command", choices=["env", "functions", "network", "roles", "state-machines", "schedules", "runner-args"])
     parser.add_argument("--machine", help="runner-args: the state machine's logical id")
     parser.add_argument("--function", help="env: the function's binary name")
     parser.add_argument("--config-env", default="dev", help="samconfig.toml environment (dev, prod)")
@@ -412,6 +461,8 @@ def main(argv=None):
                 print(f"{key}={value}")
         elif args.command == "functions":
             print(json.dumps(resolver.functions(), indent=2))
+        elif args.command == "network":
+            print(json.dumps(resolver.network(), indent=2))
         elif args.command == "roles":
             print(json.dumps(resolver.roles(), indent=2))
         elif args.command == "runner-args":

@@ -24,7 +24,8 @@ SOURCE_DB_SECRET = "catalyst-dr/local/source-database"
 STAGING_DB_SECRET = "catalyst-dr/local/staging-database"
 STAGING_SUBNET_GROUP = "catalyst-dr-staging-subnets"
 STAGING_SG = "catalyst-dr-staging"
-FUNCTION_SG = "catalyst-dr-functions"
+DATABASE_SG = "catalyst-auth-database"
+CACHE_SG = "catalyst-auth-cache"
 # The database dead-letter-replay writes to locally: the replay state machine test creates it and
 # stores its secret, so that it never races the tests that use catalyst_auth.
 REPLAY_DB_SECRET = "catalyst-dr/local/replay-database"
@@ -81,10 +82,15 @@ def main():
     staging_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
         GroupName=STAGING_SG, Description="catalyst-dr staging databases", VpcId=vpc_id
     )["GroupId"]
-    # The in-VPC functions' own security group (FunctionSecurityGroupIds).
-    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [FUNCTION_SG]}])["SecurityGroups"]
-    function_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
-        GroupName=FUNCTION_SG, Description="catalyst-dr functions", VpcId=vpc_id
+    # The source database's security group (DatabaseSecurityGroupId); the template gives each
+    # function a security group of its own.
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [DATABASE_SG]}])["SecurityGroups"]
+    database_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
+        GroupName=DATABASE_SG, Description="Catalyst Auth database", VpcId=vpc_id
+    )["GroupId"]
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [CACHE_SG]}])["SecurityGroups"]
+    cache_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
+        GroupName=CACHE_SG, Description="Catalyst Auth cache", VpcId=vpc_id
     )["GroupId"]
     route_table_ids = sorted(
         t["RouteTableId"] for t in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]
@@ -231,7 +237,8 @@ def main():
                 "vpc_id": vpc_id,
                 "subnet_ids": ",".join(subnet_ids),
                 "route_table_ids": ",".join(route_table_ids),
-                "function_security_group": function_sg,
+                "database_security_group": database_sg,
+                "cache_security_group": cache_sg,
                 "redis_url": os.environ["CATALYST_DR_REDIS_URL"],
                 "pg_bin": os.environ["CATALYST_DR_PG_BIN"],
                 "pg_run_as": os.environ.get("CATALYST_DR_PG_RUN_AS", ""),

@@ -186,3 +186,101 @@ fn the_template_policies_decide_every_request_as_aws_would_for_dev_and_prod() {
     }
     std::fs::remove_file(&flipped).ok();
 }
+
+/// Each function has a security group of its own and reaches only what it uses; only
+/// dead-letter-replay, which probes webhook endpoints, reaches the internet.
+#[test]
+fn each_function_reaches_only_what_it_uses_over_the_network() {
+    let seed = format!("{}/seed.json", stack_var("CATALYST_DR_STATE"));
+    for config_env in ["dev", "prod"] {
+        let output = std::process::Command::new(stack_var("CATALYST_DR_PYTHON"))
+            .arg(stack_var("CATALYST_DR_DEPLOYED"))
+            .args(["network", "--config-env", config_env, "--seed", &seed])
+            .output()
+            .expect("deployed.py network");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let network: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        let reach = |binary: &str, list: &str, key: &str| -> Vec<String> {
+            network[binary][list]
+                .as_array()
+                .expect(list)
+                .iter()
+                .map(|rule| format!("{}:{}", rule[key].as_str().expect(key), rule["port"]))
+                .collect()
+        };
+        let cache: &[&str] = if config_env == "prod" {
+            &["CacheSecurityGroupId:6379"]
+        } else {
+            &[]
+        };
+        let with_cache = |base: &[&str]| -> Vec<String> {
+            let mut all: Vec<String> = base.iter().chain(cache).map(|s| s.to_string()).collect();
+            all.sort();
+            all
+        };
+        let expected: [(&str, Vec<String>); 4] = [
+            (
+                "snapshot-trigger",
+                vec![
+                    "DatabaseSecurityGroupId:5432".into(),
+                    "EndpointSecurityGroup:443".into(),
+                    "s3-prefix-list:443".into(),
+                ],
+            ),
+            (
+                "pitr-restore",
+                vec![
+                    "EndpointSecurityGroup:443".into(),
+                    "StagingSecurityGroupIds[0]:5432".into(),
+                ],
+            ),
+            (
+                "dead-letter-replay",
+                with_cache(&[
+                    "0.0.0.0/0:443",
+                    "DatabaseSecurityGroupId:5432",
+                    "EndpointSecurityGroup:443",
+                    "StagingSecurityGroupIds[0]:5432",
+                    "s3-prefix-list:443",
+                ]),
+            ),
+            (
+                "drill-validator",
+                with_cache(&[
+                    "DatabaseSecurityGroupId:5432",
+                    "EndpointSecurityGroup:443",
+                    "StagingSecurityGroupIds[0]:5432",
+                    "s3-prefix-list:443",
+                ]),
+            ),
+        ];
+        let mut groups = std::collections::BTreeSet::new();
+        for (binary, egress) in expected {
+            let own = network[binary]["security_groups"]
+                .as_array()
+                .expect("groups");
+            assert_eq!(own.len(), 1, "{config_env} {binary}: {own:?}");
+            assert!(
+                groups.insert(own[0].to_string()),
+                "{binary} shares a security group"
+            );
+            let mut found = reach(binary, "egress", "to");
+            found.sort();
+            assert_eq!(found, egress, "{config_env} {binary}: egress");
+            // Every group it may reach admits it (the CIDR and prefix-list rules need no ingress).
+            let mut admitted = reach(binary, "admitted_by", "group");
+            admitted.sort();
+            let mut needed: Vec<String> = egress
+                .iter()
+                .filter(|to| !to.starts_with("0.0.0.0") && !to.starts_with("s3-prefix-list"))
+                .cloned()
+                .collect();
+            needed.sort();
+            assert_eq!(admitted, needed, "{config_env} {binary}: ingress");
+        }
+    }
+}
