@@ -36,13 +36,48 @@ ADMIN_USER = "catalyst-dr-local-admin"
 WEBHOOK_QUEUE = "catalyst-auth-webhooks"
 WEBHOOK_DLQ = "catalyst-auth-webhooks-dlq"
 STAGING_QUEUE = "catalyst-auth-staging-webhooks"
+# The DR region: a second region on the same endpoint, with its own key and Object Lock bucket.
+# The DR account is only a share target (moto records the restore attribute).
+DR_REGION = "us-west-2"
+DR_BUCKET = "catalyst-dr-local-dr-copies"
+DR_KEY_ALIAS = "alias/catalyst-dr-local-dr"
+DR_ACCOUNT_ID = "210987654321"
 
 
-def client(service):
-    return boto3.client(service, endpoint_url=ENDPOINT, region_name=REGION)
+def client(service, region=REGION):
+    return boto3.client(service, endpoint_url=ENDPOINT, region_name=region)
+
+
+def dr_resources():
+    """The DR region's customer key (RDS encrypts the snapshot copies with it) and the DR
+    bucket, versioned with Object Lock on like the backup bucket."""
+    kms = client("kms", DR_REGION)
+    aliases = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases()["Aliases"]}
+    if DR_KEY_ALIAS in aliases:
+        key_id = aliases[DR_KEY_ALIAS]
+    else:
+        key_id = kms.create_key(Description="catalyst-dr DR copies")["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=DR_KEY_ALIAS, TargetKeyId=key_id)
+    key_arn = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
+    s3 = client("s3", DR_REGION)
+    if DR_BUCKET not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+        s3.create_bucket(
+            Bucket=DR_BUCKET,
+            ObjectLockEnabledForBucket=True,
+            CreateBucketConfiguration={"LocationConstraint": DR_REGION},
+        )
+        s3.put_object_lock_configuration(
+            Bucket=DR_BUCKET,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
+            },
+        )
+    return {"dr_region": DR_REGION, "dr_bucket": DR_BUCKET, "dr_kms_key_arn": key_arn, "dr_account_id": DR_ACCOUNT_ID}
 
 
 def main():
+    dr = dr_resources()
     s3 = client("s3")
     if BUCKET not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
         s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
@@ -242,6 +277,7 @@ def main():
                 "redis_url": os.environ["CATALYST_DR_REDIS_URL"],
                 "pg_bin": os.environ["CATALYST_DR_PG_BIN"],
                 "pg_run_as": os.environ.get("CATALYST_DR_PG_RUN_AS", ""),
+                **dr,
             },
             indent=2,
         )

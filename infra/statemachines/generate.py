@@ -367,9 +367,77 @@ def nightly_backup():
         ),
         "LogicalBackupVerified?": {
             "Type": "Choice",
-            "Choices": [{"Variable": "$.verify.ok", "BooleanEquals": True, "Next": "BackupSucceeded"}],
+            "Choices": [{"Variable": "$.verify.ok", "BooleanEquals": True, "Next": "CopySnapshotToDr"}],
             "Default": "LogicalBackupNotVerified",
         },
+        # ---- copies in the DR region (DR_REGION); without it the first step says so and the
+        # night ends here.
+        "CopySnapshotToDr": snapshot_task(
+            {"action": "dr-copy-snapshots", **scheduled},
+            "$.dr_snapshot",
+            "DrConfigured?",
+            "NotifyFailure",
+            comment="Starts (or finds) the copy of tonight's database snapshot in the DR region, encrypted with the DR key.",
+        ),
+        "DrConfigured?": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.dr_snapshot.status", "StringEquals": "not-configured", "Next": "BackupSucceeded"}],
+            "Default": "CopyObjectsToDr",
+        },
+        "CopyObjectsToDr": snapshot_task(
+            {"action": "dr-copy-objects", **scheduled},
+            "$.dr_objects",
+            "StartDrPolling",
+            "NotifyFailure",
+            comment="Copies the run's objects (manifests, logical backup, cache export) to the DR bucket, locked until the run's retain-until.",
+            result_selector={
+                "bucket.$": "$.bucket",
+                "region.$": "$.region",
+                "copied.$": "$.copied",
+                "already_present.$": "$.already_present",
+            },
+        ),
+        "StartDrPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.dr_status", "Next": "WaitForDrCopy"},
+        "WaitForDrCopy": {"Type": "Wait", "Seconds": 60, "Next": "CheckDrCopy"},
+        "CheckDrCopy": snapshot_task(
+            {"action": "dr-status", **scheduled, "poll.$": "$.dr_status.poll"},
+            "$.dr_status",
+            "DrCopyReady?",
+            "NotifyFailure",
+            comment="Polls the snapshot copy; once it is available, shares it with the DR account.",
+        ),
+        "DrCopyReady?": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.dr_status.state", "StringEquals": "available", "Next": "PruneDr"},
+                {"Variable": "$.dr_status.state", "StringEquals": "failed", "Next": "DrCopyFailed"},
+                {"Variable": "$.dr_status.poll", "NumericGreaterThanEquals": 180, "Next": "DrCopyTimedOut"},
+            ],
+            "Default": "WaitForDrCopy",
+        },
+        "DrCopyFailed": {
+            "Type": "Pass",
+            "Parameters": {"Error": "DrCopyFailed", "Cause.$": "$.dr_status.reason"},
+            "ResultPath": "$.error",
+            "Next": "NotifyFailure",
+        },
+        "DrCopyTimedOut": {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "DrCopyTimedOut",
+                "Cause.$": "States.Format('DR snapshot copy of run {} still copying after {} polls', $.scheduled_time, $.dr_status.poll)",
+            },
+            "ResultPath": "$.error",
+            "Next": "NotifyFailure",
+        },
+        "PruneDr": snapshot_task({"action": "dr-prune", "dry_run": False}, "$.dr_prune", "VerifyDr", "NotifyFailure"),
+        "VerifyDr": snapshot_task(
+            {"action": "dr-verify", **scheduled},
+            "$.dr_verify",
+            "BackupSucceeded",
+            "NotifyFailure",
+            comment="Every object of the run in the DR bucket with its source's SHA-256 and lock, the snapshot copy available; then the run's DR record, written once and copied too.",
+        ),
         "LogicalBackupNotVerified": {
             "Type": "Pass",
             "Result": {
@@ -414,7 +482,7 @@ def nightly_backup():
         },
     }
     return {
-        "Comment": "catalyst-dr nightly backup: snapshot the database and cache, wait until available (polled every 60 s, at most 90 times), export the cache snapshot, prune expired backups, take the logical backup of the source database (every table at one instant, to locked S3 objects, its own manifest last), write the locked run manifest that records it. A step that fails after the snapshots started still catalogues them (a manifest with the failure) before the alert. Every step is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried like a transient error. Input: {\"scheduled_time\": \"<RFC 3339>\"} (EventBridge Scheduler passes <aws.scheduler.scheduled-time>).",
+        "Comment": "catalyst-dr nightly backup: snapshot the database and cache, wait until available (polled every 60 s, at most 90 times), export the cache snapshot, prune expired backups, take the logical backup of the source database (every table at one instant, to locked S3 objects, its own manifest last), write the locked run manifest that records it (and where the DR copies go), read the logical backup back; with DR_REGION set, copy the database snapshot to the DR region (polled every 60 s, at most 180 times; shared with the DR account once available) and the run's objects to the DR bucket, prune expired DR copies, and verify every copy before writing the run's DR record. A step that fails after the snapshots started still catalogues them (a manifest with the failure) before the alert. Every step is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried like a transient error. Input: {\"scheduled_time\": \"<RFC 3339>\"} (EventBridge Scheduler passes <aws.scheduler.scheduled-time>).",
         "StartAt": "Snapshot",
         "States": states,
     }

@@ -101,6 +101,15 @@ error_kinds! {
     NotTheSourceQueue,
     /// A staging Redis command failed.
     RedisError,
+    /// The run has no manifest (or its logical backup none) to copy from.
+    ManifestNotFound,
+    /// The run's snapshot is not available yet, so it cannot be copied.
+    SnapshotNotAvailable,
+    /// The DR bucket holds a different object under a key of the run: never overwritten.
+    DrCopyConflict,
+    /// A DR copy is missing, differs from its source, is not locked as it should be, or a
+    /// snapshot copy failed in the DR region.
+    DrCopyNotVerified,
 }
 
 impl ErrorKind {

@@ -43,6 +43,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("rds", Layer::Adapter),
     ("restore_engine", Layer::Adapter),
     ("staging_secret", Layer::Adapter),
+    ("dr_copy", Layer::Feature),
     ("drill", Layer::Feature),
     ("logical", Layer::Feature),
     ("pitr", Layer::Feature),

@@ -11,7 +11,7 @@
 //!   `catalyst_db`, and `local_pg`, the local engine, compiled only with the `local-engine`
 //!   feature); `object_store`, `queues` and `snapshot` keep in-memory implementations for unit
 //!   tests (the `memory` feature);
-//! - **features**: `snapshot`, `logical`, `pitr`, `replay`, `drill`, which never import each
+//! - **features**: `snapshot`, `logical`, `dr_copy`, `pitr`, `replay`, `drill`, which never import each
 //!   other;
 //! - **compositions**: `snapshot_trigger`, the one function that serves two features.
 
@@ -20,6 +20,8 @@ pub mod aws_error;
 pub mod aws_time;
 pub mod catalyst_db;
 pub mod config;
+#[cfg(feature = "snapshot-trigger")]
+pub mod dr_copy;
 #[cfg(feature = "drill-validator")]
 pub mod drill;
 pub mod drill_id;

@@ -478,6 +478,45 @@ pub const LOGICAL_IGNORE_OBJECTS: Setting = row(
     "schema objects a logical backup may leave out, `kind:name` or `kind:*` as its `not_captured` names them, separated by `;` or new lines (for example `rule:*`); anything else it cannot capture fails the backup with `SchemaNotCaptured`",
 );
 
+// ---- snapshot-trigger: copies in the DR region
+
+pub const DR_REGION: Setting = row(
+    "DR_REGION",
+    &[S],
+    Kind::Text,
+    F::None,
+    Optional,
+    Template,
+    "AWS region of the DR copies (snapshot copies and the DR bucket); unset, the `dr-*` actions answer `not-configured` and the nightly run skips them",
+);
+pub const DR_BUCKET: Setting = row(
+    "DR_BUCKET",
+    &[S],
+    Kind::Text,
+    F::None,
+    RequiredWhen("with `DR_REGION`"),
+    Template,
+    "the DR bucket in `DR_REGION` (versioned, Object Lock on; may belong to the DR account): copies of the run's objects",
+);
+pub const DR_KMS_KEY_ARN: Setting = row(
+    "DR_KMS_KEY_ARN",
+    &[S],
+    Kind::Arn,
+    F::None,
+    RequiredWhen("with `DR_REGION`"),
+    Template,
+    "customer KMS key in `DR_REGION` the snapshot copies are encrypted with",
+);
+pub const DR_ACCOUNT_ID: Setting = row(
+    "DR_ACCOUNT_ID",
+    &[S],
+    Kind::Text,
+    F::None,
+    Optional,
+    Template,
+    "12-digit account the DR snapshot copies are shared with (restore permission); unset, they are not shared",
+);
+
 // ---- pitr-restore
 
 pub const RESTORE_ENGINE: Setting = row(
@@ -922,6 +961,10 @@ pub const ALL: &[&Setting] = &[
     &LOGICAL_PART_SIZE_MIB,
     &LOGICAL_ZSTD_LEVEL,
     &LOGICAL_IGNORE_OBJECTS,
+    &DR_REGION,
+    &DR_BUCKET,
+    &DR_KMS_KEY_ARN,
+    &DR_ACCOUNT_ID,
     &SMOKE_HEALTH_CHECKS,
     &SMOKE_MIN_USERS,
     &DRILL_REPORT_PREFIX,
@@ -1151,6 +1194,13 @@ mod tests {
                     ("RDS_INSTANCE_ID", "db"),
                     ("ELASTICACHE_CLUSTER_ID", "cache"),
                     ("SOURCE_DATABASE_SECRET_ID", "src"),
+                    ("DR_REGION", "us-west-2"),
+                    ("DR_BUCKET", "dr"),
+                    (
+                        "DR_KMS_KEY_ARN",
+                        "arn:aws:kms:us-west-2:123456789012:key/dr",
+                    ),
+                    ("DR_ACCOUNT_ID", "210987654321"),
                 ],
                 &[&tls, &local],
             )],

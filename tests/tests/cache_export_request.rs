@@ -34,6 +34,7 @@ fn trigger_with(
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
         logical: catalyst_dr::logical::config::LogicalConfig::new(30),
+        dr: None,
     };
     let mut trigger = SnapshotTrigger::new(config, sdk);
     let source = CacheSource::ReplicationGroup("prod-cache".into());

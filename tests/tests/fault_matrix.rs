@@ -384,6 +384,13 @@ impl ObjectStore for SplitStore {
     {
         self.reads.pending_uploads(prefix).await
     }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<catalyst_dr::object_store::ObjectHead>, catalyst_dr::aws_error::AwsCallError>
+    {
+        self.reads.head(key).await
+    }
 }
 
 /// A PostgreSQL whose postmaster is frozen accepts TCP connections and never answers: `plan`
@@ -618,6 +625,7 @@ async fn a_warm_snapshot_trigger_follows_a_changed_database_name() {
             tls: Some(catalyst_dr::postgres::TlsMode::Disable),
             ..catalyst_dr::logical::config::LogicalConfig::new(1)
         },
+        dr: None,
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
     let hour = |back: i64| {

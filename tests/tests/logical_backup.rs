@@ -531,6 +531,12 @@ impl ObjectStore for FailingStore {
             .put_locked(key, body, content_type, retain_until)
             .await
     }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<catalyst_dr::object_store::ObjectHead>, AwsCallError> {
+        self.inner.head(key).await
+    }
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, AwsCallError> {
         self.inner.get(key).await
     }

@@ -62,6 +62,7 @@ async fn fixture(keep_newest: u32) -> Fixture {
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
         logical: catalyst_dr::logical::config::LogicalConfig::new(30),
+        dr: None,
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
     Fixture {
@@ -428,6 +429,7 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
         manifest_prefix: "manifests/".into(),
         s3_force_path_style: true,
         logical: catalyst_dr::logical::config::LogicalConfig::new(30),
+        dr: None,
     };
     let trigger = SnapshotTrigger::new(config, &sdk);
 

@@ -8,8 +8,8 @@
 //! function should link.
 
 use super::{
-    ObjectBody, ObjectStore, PendingUpload, PutOutcome, StoredObject, UploadedPart, sha256_base64,
-    sha256_hex,
+    ObjectBody, ObjectHead, ObjectStore, PendingUpload, PutOutcome, StoredObject, UploadedPart,
+    sha256_base64, sha256_hex,
 };
 use crate::aws_error::{AwsCallError, AwsFailureKind};
 use bytes::Bytes;
@@ -25,6 +25,8 @@ pub struct ObjectVersion {
     pub content_type: String,
     pub retain_until: Option<OffsetDateTime>,
     pub last_modified: OffsetDateTime,
+    /// Written in one part with its SHA-256 (`put_locked`), as S3 then reports it on HEAD.
+    pub whole_sha256: bool,
 }
 
 #[derive(Debug)]
@@ -95,7 +97,7 @@ impl MemoryObjects {
     /// Writes an unlocked object, as something other than catalyst-dr would (a seeded record, or
     /// an export ElastiCache wrote).
     pub fn put_unlocked(&self, key: &str, body: Vec<u8>) -> String {
-        self.add_version(key, body, "application/octet-stream", None)
+        self.add_version(key, body, "application/octet-stream", None, false)
     }
 
     /// Deletes one version (S3 `DeleteObject` with a version id): refused while it is locked.
@@ -136,6 +138,7 @@ impl MemoryObjects {
         body: Vec<u8>,
         content_type: &str,
         retain_until: Option<OffsetDateTime>,
+        whole_sha256: bool,
     ) -> String {
         let mut state = self.state();
         let version_id = format!("v{}", state.next_id);
@@ -151,6 +154,7 @@ impl MemoryObjects {
                 content_type: content_type.to_owned(),
                 retain_until,
                 last_modified,
+                whole_sha256,
             });
         version_id
     }
@@ -179,7 +183,7 @@ impl ObjectStore for MemoryObjects {
         retain_until: OffsetDateTime,
     ) -> Result<PutOutcome, AwsCallError> {
         let sha256 = sha256_hex(&body);
-        let version_id = self.add_version(key, body, content_type, Some(retain_until));
+        let version_id = self.add_version(key, body, content_type, Some(retain_until), true);
         Ok(PutOutcome {
             version_id: Some(version_id),
             sha256,
@@ -196,6 +200,15 @@ impl ObjectStore for MemoryObjects {
         version_id: Option<&str>,
     ) -> Result<Option<ObjectBody>, AwsCallError> {
         Ok(self.find(key, version_id).map(|v| ObjectBody::from(v.body)))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, AwsCallError> {
+        Ok(self.find(key, None).map(|v| ObjectHead {
+            size: v.body.len() as u64,
+            sha256: v.whole_sha256.then(|| sha256_hex(&v.body)),
+            lock_mode: v.retain_until.map(|_| "COMPLIANCE".to_owned()),
+            retain_until: v.retain_until,
+        }))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, AwsCallError> {
@@ -305,7 +318,7 @@ impl ObjectStore for MemoryObjects {
             state.uploads.remove(upload_id);
             (body, retain_until)
         };
-        let version_id = self.add_version(key, body, "application/zstd", Some(retain_until));
+        let version_id = self.add_version(key, body, "application/zstd", Some(retain_until), false);
         Ok(Some(version_id))
     }
 

@@ -27,6 +27,18 @@ pub struct PutOutcome {
     pub sha256: String,
 }
 
+/// What S3 says about one object without reading it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectHead {
+    pub size: u64,
+    /// Hex SHA-256 of the whole object, when S3 holds one (written with a SHA-256 checksum in
+    /// one part); `None` for objects without a checksum or with a per-part (composite) one.
+    pub sha256: Option<String>,
+    /// `COMPLIANCE` or `GOVERNANCE` when the current version is locked.
+    pub lock_mode: Option<String>,
+    pub retain_until: Option<OffsetDateTime>,
+}
+
 /// A multipart upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingUpload {
@@ -66,6 +78,8 @@ pub trait ObjectStore: Send + Sync {
         version_id: Option<&str>,
     ) -> Result<Option<ObjectBody>, AwsCallError>;
     async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, AwsCallError>;
+    /// The current version's size, full-object SHA-256 and lock; `None` when there is none.
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, AwsCallError>;
     /// Starts a multipart upload whose object is locked (COMPLIANCE) until `retain_until`.
     async fn create_upload(
         &self,
@@ -104,6 +118,13 @@ pub trait ObjectStore: Send + Sync {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Hex of S3's full-object `x-amz-checksum-sha256` (base64); `None` for a composite one
+/// (`<base64>-<parts>`) or a value that is not a SHA-256.
+pub fn sha256_hex_of_s3_checksum(value: &str) -> Option<String> {
+    let raw = aws_smithy_types::base64::decode(value).ok()?;
+    (raw.len() == 32).then(|| hex::encode(raw))
 }
 
 /// S3's `x-amz-checksum-sha256` value: the base64 of the raw digest.

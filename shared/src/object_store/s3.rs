@@ -1,8 +1,8 @@
 //! The backup bucket on S3.
 
 use super::{
-    ObjectBody, ObjectStore, PendingUpload, PutOutcome, StoredObject, UploadedPart, read_error,
-    sha256_base64, sha256_hex,
+    ObjectBody, ObjectHead, ObjectStore, PendingUpload, PutOutcome, StoredObject, UploadedPart,
+    read_error, sha256_base64, sha256_hex,
 };
 use crate::aws_error::{AwsCallError, AwsFailureKind, classify};
 use crate::aws_time::{from_aws, to_aws};
@@ -102,6 +102,38 @@ impl ObjectStore for S3Objects {
             }));
         }
         Ok(found)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectHead>, AwsCallError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let composite = out
+                    .checksum_type()
+                    .is_some_and(|t| *t == aws_sdk_s3::types::ChecksumType::Composite);
+                Ok(Some(ObjectHead {
+                    size: out
+                        .content_length()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                    sha256: out
+                        .checksum_sha256()
+                        .filter(|_| !composite)
+                        .and_then(super::sha256_hex_of_s3_checksum),
+                    lock_mode: out.object_lock_mode().map(|m| m.as_str().to_owned()),
+                    retain_until: out.object_lock_retain_until_date().and_then(from_aws),
+                }))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(classify("s3:HeadObject", e)),
+        }
     }
 
     async fn open(

@@ -2,6 +2,7 @@
 //! retention pruning (runbook: PostgreSQL step 1, Redis).
 
 pub mod config;
+pub mod dr;
 pub mod elasticache;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
@@ -33,6 +34,8 @@ pub enum SnapshotError {
         "snapshot {id} was never started; run the snapshot action for this scheduled time first"
     )]
     NotStarted { id: String },
+    #[error("snapshot {id} is {status}, not available: it can be copied only once available")]
+    NotAvailable { id: String, status: String },
 }
 
 impl SnapshotError {
@@ -42,6 +45,7 @@ impl SnapshotError {
             Self::Aws(e) => e.error_type(),
             Self::NotOwned { .. } => ErrorKind::SnapshotNotOwned,
             Self::NotStarted { .. } => ErrorKind::SnapshotNotStarted,
+            Self::NotAvailable { .. } => ErrorKind::SnapshotNotAvailable,
         }
     }
 }
@@ -101,14 +105,18 @@ pub struct Snapshots {
     pub exporter: Option<Box<dyn CacheExporter>>,
     /// The backup bucket, where the cache export lands.
     pub objects: Box<dyn ObjectStore>,
+    /// Copies of the database snapshot in the DR region, when configured.
+    pub dr: Option<dr::DrSnapshots>,
 }
 
 impl Snapshots {
-    /// The RDS and ElastiCache stores `config` names; `objects` is the backup bucket.
+    /// The RDS and ElastiCache stores `config` names; `objects` is the backup bucket; `dr`, the
+    /// region and key of the DR copies.
     pub fn new(
         config: SnapshotConfig,
         sdk: &aws_config::SdkConfig,
         objects: Box<dyn ObjectStore>,
+        dr: Option<dr::DrSnapshotConfig>,
     ) -> Self {
         let rds_client = aws_sdk_rds::Client::new(sdk);
         let cache_client = aws_sdk_elasticache::Client::new(sdk);
@@ -125,11 +133,23 @@ impl Snapshots {
             ))),
             _ => None,
         };
+        let dr = dr.map(|dr_config| {
+            let client = aws_sdk_rds::Client::from_conf(
+                aws_sdk_rds::config::Builder::from(sdk)
+                    .region(aws_config::Region::new(dr_config.region.clone()))
+                    .build(),
+            );
+            dr::DrSnapshots {
+                store: Box::new(rds::RdsSnapshots::new(client, config.database.clone())),
+                config: dr_config,
+            }
+        });
         Self {
             database: Box::new(rds::RdsSnapshots::new(rds_client, config.database.clone())),
             cache,
             exporter,
             objects,
+            dr,
             config,
         }
     }

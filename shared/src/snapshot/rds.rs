@@ -268,3 +268,143 @@ impl SnapshotStore for RdsSnapshots {
         }
     }
 }
+
+#[async_trait::async_trait]
+impl super::dr::SnapshotCopier for RdsSnapshots {
+    async fn copy(
+        &self,
+        source_arn: &str,
+        target_id: &str,
+        kms_key_arn: &str,
+        tags: &Tags,
+    ) -> Result<bool, AwsCallError> {
+        // Issued in the DR region with the source's ARN; the presigned URL is only needed
+        // between GovCloud regions.
+        match &self.source {
+            DbSource::Instance(_) => {
+                let call = self
+                    .client
+                    .copy_db_snapshot()
+                    .source_db_snapshot_identifier(source_arn)
+                    .target_db_snapshot_identifier(target_id)
+                    .kms_key_id(kms_key_arn)
+                    .set_tags(Some(sdk_tags(tags)));
+                match call.send().await {
+                    Ok(_) => Ok(true),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_snapshot_already_exists_fault()) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(classify("rds:CopyDBSnapshot", e)),
+                }
+            }
+            DbSource::Cluster(_) => {
+                let call = self
+                    .client
+                    .copy_db_cluster_snapshot()
+                    .source_db_cluster_snapshot_identifier(source_arn)
+                    .target_db_cluster_snapshot_identifier(target_id)
+                    .kms_key_id(kms_key_arn)
+                    .set_tags(Some(sdk_tags(tags)));
+                match call.send().await {
+                    Ok(_) => Ok(true),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_snapshot_already_exists_fault()) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(classify("rds:CopyDBClusterSnapshot", e)),
+                }
+            }
+        }
+    }
+
+    async fn shared_with(&self, snapshot_id: &str) -> Result<Vec<String>, AwsCallError> {
+        let restore = |attributes: Vec<(Option<String>, Vec<String>)>| {
+            attributes
+                .into_iter()
+                .filter(|(name, _)| name.as_deref() == Some("restore"))
+                .flat_map(|(_, values)| values)
+                .filter(|v| v != "all")
+                .collect::<Vec<_>>()
+        };
+        match &self.source {
+            DbSource::Instance(_) => {
+                let out = self
+                    .client
+                    .describe_db_snapshot_attributes()
+                    .db_snapshot_identifier(snapshot_id)
+                    .send()
+                    .await
+                    .map_err(|e| classify("rds:DescribeDBSnapshotAttributes", e))?;
+                let attributes = out
+                    .db_snapshot_attributes_result()
+                    .map(|r| {
+                        r.db_snapshot_attributes()
+                            .iter()
+                            .map(|a| {
+                                (
+                                    a.attribute_name().map(str::to_owned),
+                                    a.attribute_values().to_vec(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(restore(attributes))
+            }
+            DbSource::Cluster(_) => {
+                let out = self
+                    .client
+                    .describe_db_cluster_snapshot_attributes()
+                    .db_cluster_snapshot_identifier(snapshot_id)
+                    .send()
+                    .await
+                    .map_err(|e| classify("rds:DescribeDBClusterSnapshotAttributes", e))?;
+                let attributes = out
+                    .db_cluster_snapshot_attributes_result()
+                    .map(|r| {
+                        r.db_cluster_snapshot_attributes()
+                            .iter()
+                            .map(|a| {
+                                (
+                                    a.attribute_name().map(str::to_owned),
+                                    a.attribute_values().to_vec(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(restore(attributes))
+            }
+        }
+    }
+
+    async fn share(&self, snapshot_id: &str, account: &str) -> Result<(), AwsCallError> {
+        match &self.source {
+            DbSource::Instance(_) => self
+                .client
+                .modify_db_snapshot_attribute()
+                .db_snapshot_identifier(snapshot_id)
+                .attribute_name("restore")
+                .values_to_add(account)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("rds:ModifyDBSnapshotAttribute", e)),
+            DbSource::Cluster(_) => self
+                .client
+                .modify_db_cluster_snapshot_attribute()
+                .db_cluster_snapshot_identifier(snapshot_id)
+                .attribute_name("restore")
+                .values_to_add(account)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("rds:ModifyDBClusterSnapshotAttribute", e)),
+        }
+    }
+}

@@ -15,6 +15,62 @@ pub struct SnapshotTriggerConfig {
     pub s3_force_path_style: bool,
     /// Logical backups (`LOGICAL_*`, `SOURCE_DATABASE_SECRET_ID`, `PG_TLS`).
     pub logical: LogicalConfig,
+    /// Copies in the DR region (`DR_*`); `None` without `DR_REGION`.
+    pub dr: Option<DrConfig>,
+}
+
+/// Where the run's copies go: snapshot copies in `region` encrypted with `kms_key_arn`, objects
+/// in `bucket`, snapshot copies shared with `account_id` when set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrConfig {
+    pub region: String,
+    pub bucket: String,
+    pub kms_key_arn: String,
+    pub account_id: Option<String>,
+}
+
+impl DrConfig {
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(region) = env.text(&settings::DR_REGION) else {
+            return Ok(None);
+        };
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ConfigError::Invalid {
+                var: settings::DR_REGION.name,
+                reason: format!("{region:?} is not an AWS region name"),
+            });
+        }
+        let bucket = env.require(&settings::DR_BUCKET)?;
+        let kms_key_arn = env.require(&settings::DR_KMS_KEY_ARN)?;
+        // RDS encrypts the copy with a key of the region it lands in.
+        if !kms_key_arn.starts_with("arn:")
+            || kms_key_arn.split(':').nth(3) != Some(region.as_str())
+        {
+            return Err(ConfigError::Invalid {
+                var: settings::DR_KMS_KEY_ARN.name,
+                reason: format!("must be the ARN of a KMS key in {region} (DR_REGION)"),
+            });
+        }
+        let account_id = env.text(&settings::DR_ACCOUNT_ID);
+        if let Some(account) = &account_id
+            && (account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(ConfigError::Invalid {
+                var: settings::DR_ACCOUNT_ID.name,
+                reason: format!("{account:?} is not a 12-digit account id"),
+            });
+        }
+        Ok(Some(Self {
+            region,
+            bucket,
+            kms_key_arn,
+            account_id,
+        }))
+    }
 }
 
 impl SnapshotTriggerConfig {
@@ -28,6 +84,7 @@ impl SnapshotTriggerConfig {
             snapshot,
             manifest_prefix: env.prefix(&settings::MANIFEST_PREFIX)?,
             s3_force_path_style: env.switch(&settings::S3_FORCE_PATH_STYLE)?,
+            dr: DrConfig::from_env(&env)?,
         })
     }
 
@@ -84,6 +141,63 @@ mod tests {
             (config.snapshot.retention_days, config.snapshot.keep_newest),
             (35, 7)
         );
+    }
+
+    #[test]
+    fn dr_copies_are_optional_and_checked_when_configured() {
+        let base = [("BACKUP_BUCKET", "b"), ("RDS_INSTANCE_ID", "db")];
+        let env: HashMap<&str, &str> = base.into_iter().collect();
+        assert_eq!(SnapshotTriggerConfig::from_env(&env).unwrap().dr, None);
+        let key = "arn:aws:kms:us-west-2:123456789012:key/k";
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut env: HashMap<&str, &str> = base.into_iter().collect();
+            env.extend(extra.iter().copied());
+            SnapshotTriggerConfig::from_env(&env)
+        };
+        let dr = with(&[
+            ("DR_REGION", "us-west-2"),
+            ("DR_BUCKET", "dr"),
+            ("DR_KMS_KEY_ARN", key),
+        ])
+        .unwrap()
+        .dr
+        .unwrap();
+        assert_eq!((dr.region.as_str(), dr.account_id), ("us-west-2", None));
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (
+                &[("DR_REGION", "us-west-2"), ("DR_KMS_KEY_ARN", key)],
+                "DR_BUCKET",
+            ),
+            (
+                &[("DR_REGION", "us-west-2"), ("DR_BUCKET", "dr")],
+                "DR_KMS_KEY_ARN",
+            ),
+            (
+                &[
+                    ("DR_REGION", "eu-west-1"),
+                    ("DR_BUCKET", "dr"),
+                    ("DR_KMS_KEY_ARN", key),
+                ],
+                "DR_KMS_KEY_ARN",
+            ),
+            (
+                &[
+                    ("DR_REGION", "us-west-2"),
+                    ("DR_BUCKET", "dr"),
+                    ("DR_KMS_KEY_ARN", key),
+                    ("DR_ACCOUNT_ID", "12345"),
+                ],
+                "DR_ACCOUNT_ID",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let mut env: HashMap<&str, &str> = base.into_iter().collect();
+            env.extend(vars.iter().copied());
+            let var = match SnapshotTriggerConfig::from_env(&env).unwrap_err() {
+                ConfigError::Missing { var } | ConfigError::Invalid { var, .. } => var,
+            };
+            assert_eq!(var, expected, "{vars:?}");
+        }
     }
 
     #[test]

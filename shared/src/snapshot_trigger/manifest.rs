@@ -34,6 +34,10 @@ pub struct BackupManifest {
     /// catalogued, with the step's error, so that a failed night never hides a usable backup.
     #[serde(default)]
     pub failure: Option<RunFailure>,
+    /// Where the run's DR copies go (deterministic names); what was verified is in the
+    /// record `dr.record_key`, written by `dr-verify`.
+    #[serde(default)]
+    pub dr: Option<super::dr::DrPlan>,
 }
 
 /// A failed step's error, as Step Functions catches it (`Error`, `Cause`).

@@ -4,6 +4,7 @@
 //! logical and local-engine features; none of them knows the others.
 
 pub mod config;
+pub mod dr;
 pub mod manifest;
 
 use crate::aws_error::AwsCallError;
@@ -88,6 +89,23 @@ pub enum SnapshotTriggerEvent {
     },
     /// Re-reads every object of the run's logical backup and checks it against the manifest.
     VerifyLogical { scheduled_time: RunId },
+    /// Starts (or finds) the copy of the run's database snapshot in the DR region.
+    DrCopySnapshots { scheduled_time: RunId },
+    /// Polls the DR snapshot copy; shares it with the DR account once available.
+    DrStatus {
+        scheduled_time: RunId,
+        #[serde(default)]
+        poll: u32,
+    },
+    /// Copies the run's objects to the DR bucket, locked until the run's retain-until.
+    DrCopyObjects { scheduled_time: RunId },
+    /// Verifies every copy of the run and writes the run's DR record.
+    DrVerify { scheduled_time: RunId },
+    /// Retention in the DR region, with the same guard as `prune`.
+    DrPrune {
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +124,10 @@ pub enum SnapshotTriggerError {
     Connect(#[from] crate::postgres::PgConnectError),
     #[error(transparent)]
     Logical(#[from] LogicalError),
+    #[error(transparent)]
+    DrCopy(#[from] crate::dr_copy::DrCopyError),
+    #[error("{key} is not in the backup bucket: the run has no manifest to copy from")]
+    ManifestNotFound { key: String },
     #[error("manifest {key} in the backup bucket is not a valid backup manifest")]
     CorruptManifest {
         key: String,
@@ -126,6 +148,8 @@ impl SnapshotTriggerError {
             Self::LocalEngine(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
             Self::Logical(e) => e.error_type(),
+            Self::DrCopy(e) => e.error_type(),
+            Self::ManifestNotFound { .. } => ErrorKind::ManifestNotFound,
         }
     }
 }
@@ -140,6 +164,8 @@ pub struct SnapshotTrigger {
     pub logical: LogicalBackups,
     /// Where the local engine's base backups go, when configured (`LOCAL_BASE_BACKUP_DIR`).
     pub local_base_backups: Option<LocalEngineConfig>,
+    /// The backup bucket and the DR bucket, when `DR_REGION` is set.
+    pub dr_objects: Option<crate::dr_copy::DrObjects>,
 }
 
 impl SnapshotTrigger {
@@ -217,6 +243,24 @@ impl SnapshotTrigger {
             SnapshotTriggerEvent::VerifyLogical {
                 scheduled_time: run,
             } => to_json(self.logical.verify(&run).await?),
+            SnapshotTriggerEvent::DrCopySnapshots {
+                scheduled_time: run,
+            } => to_json(self.snapshots.copy_to_dr(&run).await?),
+            SnapshotTriggerEvent::DrStatus {
+                scheduled_time: run,
+                poll,
+            } => to_json(self.snapshots.dr_status(&run, poll).await?),
+            SnapshotTriggerEvent::DrCopyObjects {
+                scheduled_time: run,
+            } => to_json(self.dr_copy_objects(&run).await?),
+            SnapshotTriggerEvent::DrVerify {
+                scheduled_time: run,
+            } => to_json(self.dr_verify(&run).await?),
+            SnapshotTriggerEvent::DrPrune { dry_run } => to_json(
+                self.snapshots
+                    .prune_dr(dry_run, OffsetDateTime::now_utc())
+                    .await?,
+            ),
         };
         Ok(result)
     }
@@ -260,6 +304,7 @@ impl SnapshotTrigger {
             pruned,
             logical,
             failure,
+            dr: self.dr_plan(run),
         };
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
         let put = self
@@ -295,7 +340,7 @@ impl SnapshotTrigger {
             .await?
             .into_iter()
             .map(|o| o.key)
-            .filter(|k| k.ends_with(".json"))
+            .filter(|k| k.ends_with(".json") && !dr::is_record_key(k))
             .collect();
         keys.sort_unstable_by(|a, b| b.cmp(a));
         keys.truncate(limit.unwrap_or(usize::MAX));
@@ -355,9 +400,18 @@ impl SnapshotTrigger {
             )),
             std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
         );
+        let dr_snapshots = config
+            .dr
+            .as_ref()
+            .map(|dr| crate::snapshot::dr::DrSnapshotConfig {
+                region: dr.region.clone(),
+                kms_key_arn: dr.kms_key_arn.clone(),
+                account_id: dr.account_id.clone(),
+            });
         Self {
-            snapshots: Snapshots::new(config.snapshot.clone(), sdk, objects()),
+            snapshots: Snapshots::new(config.snapshot.clone(), sdk, objects(), dr_snapshots),
             manifests: objects(),
+            dr_objects: dr::dr_objects(&config, sdk, objects()),
             local_base_backups: None,
             logical,
             config,
