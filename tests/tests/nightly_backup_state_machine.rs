@@ -101,9 +101,76 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
             "WriteManifest",
             "VerifyLogical",
             "LogicalBackupVerified?",
+            "CopySnapshotToDr",
+            "DrConfigured?",
+            "CopyObjectsToDr",
+            "StartDrPolling",
+            "WaitForDrCopy",
+            "CheckDrCopy",
+            "DrCopyReady?",
+            "PruneDr",
+            "VerifyDr",
             "BackupSucceeded"
         ]
     );
+    // The copies in the stack's DR region: the snapshot copy available there, encrypted with the
+    // DR key, tagged as ours and shared with the DR account; every object in the DR bucket.
+    let dr_region = seed["dr_region"].as_str().expect("dr_region");
+    let dr_bucket = seed["dr_bucket"].as_str().expect("dr_bucket");
+    let snapshot_id = format!("catalyst-dr-{instance}-{ok_run}");
+    assert_eq!(manifest["dr"]["region"], dr_region);
+    assert_eq!(manifest["dr"]["database_snapshot_copy"], snapshot_id.as_str());
+    assert_eq!(output["dr_status"]["state"], "available");
+    assert_eq!(
+        output["dr_status"]["shared_with"],
+        json!([seed["dr_account_id"]])
+    );
+    assert!(
+        output["dr_objects"]["copied"].as_u64().unwrap() >= 3,
+        "{:#}",
+        output["dr_objects"]
+    );
+    let record_key = format!("manifests/{ok_run}.dr.json");
+    assert_eq!(output["dr_verify"]["record_key"], record_key.as_str());
+    let dr_rds = aws_sdk_rds::Client::from_conf(
+        aws_sdk_rds::config::Builder::from(&sdk)
+            .region(aws_config::Region::new(dr_region.to_owned()))
+            .build(),
+    );
+    let copy = dr_rds
+        .describe_db_snapshots()
+        .db_snapshot_identifier(&snapshot_id)
+        .send()
+        .await
+        .expect("the DR copy");
+    let copy = &copy.db_snapshots()[0];
+    assert_eq!(copy.status(), Some("available"));
+    assert_eq!(copy.kms_key_id(), seed["dr_kms_key_arn"].as_str());
+    assert!(
+        copy.tag_list()
+            .iter()
+            .any(|t| t.key() == Some("catalyst-dr:run-id") && t.value() == Some(ok_run.as_str()))
+    );
+    let dr_s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .region(aws_config::Region::new(dr_region.to_owned()))
+            .force_path_style(true)
+            .build(),
+    );
+    for key in [&key, &logical_key, &record_key] {
+        let head = dr_s3
+            .head_object()
+            .bucket(dr_bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key} in the DR bucket: {e:?}"));
+        assert_eq!(
+            head.object_lock_mode().map(|m| m.as_str()),
+            Some("COMPLIANCE"),
+            "{key}"
+        );
+    }
     // Tonight's logical backup was read back and checked before the night counted as a success.
     assert_eq!(
         (
