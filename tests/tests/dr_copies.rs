@@ -73,7 +73,7 @@ impl Fixture {
             .await
             .expect("create replication group");
         locked_bucket(&s3(&sdk), &bucket).await;
-        let dr_s3 = in_region(&sdk, &dr_region, |c| s3(c));
+        let dr_s3 = in_region(&sdk, &dr_region, s3);
         dr_s3
             .create_bucket()
             .bucket(&dr_bucket)
@@ -138,7 +138,7 @@ impl Fixture {
     }
 
     fn dr_s3(&self) -> aws_sdk_s3::Client {
-        in_region(&self.sdk, &self.dr_region, |c| s3(c))
+        in_region(&self.sdk, &self.dr_region, s3)
     }
 
     async fn dr_snapshot_ids(&self) -> Vec<String> {

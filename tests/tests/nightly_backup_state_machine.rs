@@ -119,7 +119,10 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     let dr_bucket = seed["dr_bucket"].as_str().expect("dr_bucket");
     let snapshot_id = format!("catalyst-dr-{instance}-{ok_run}");
     assert_eq!(manifest["dr"]["region"], dr_region);
-    assert_eq!(manifest["dr"]["database_snapshot_copy"], snapshot_id.as_str());
+    assert_eq!(
+        manifest["dr"]["database_snapshot_copy"],
+        snapshot_id.as_str()
+    );
     assert_eq!(output["dr_status"]["state"], "available");
     assert_eq!(
         output["dr_status"]["shared_with"],
