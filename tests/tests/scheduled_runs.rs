@@ -245,4 +245,21 @@ fn the_template_refuses_parameters_that_would_fail_the_deploy_or_alert_nobody() 
         "{err}"
     );
     catalyst_dr_tests::deployed_with("dev", &["AlarmEmail="]).expect("dev may go without");
+    // DR copies need their bucket and key, in another region than the stack's.
+    let err = catalyst_dr_tests::deployed_with("dev", &["DrBucketName="])
+        .expect_err("a DR region without its bucket");
+    assert!(
+        err.contains("DrNeedsBucketAndKey") && err.contains("DrBucketName"),
+        "{err}"
+    );
+    let err = catalyst_dr_tests::deployed_with("dev", &["DrRegion=us-east-1"])
+        .expect_err("the DR region is the stack's");
+    assert!(err.contains("DrRegion must differ"), "{err}");
+    // Without DR, the function is told nothing about it and the nightly run skips the copies.
+    let env = catalyst_dr_tests::deployed_with(
+        "dev",
+        &["DrRegion=", "DrBucketName=", "DrKmsKeyArn=", "DrAccountId="],
+    )
+    .expect("no DR copies");
+    assert!(!env.to_string().contains("DR_REGION"), "{env}");
 }
