@@ -42,6 +42,10 @@ fn in_region<C>(
 
 impl Fixture {
     async fn new() -> Self {
+        Self::with_logical(catalyst_dr::logical::config::LogicalConfig::new(30)).await
+    }
+
+    async fn with_logical(logical: catalyst_dr::logical::config::LogicalConfig) -> Self {
         let sdk = local_aws().await;
         let seed = seed();
         let dr_region = seed["dr_region"].as_str().expect("dr_region").to_owned();
@@ -100,7 +104,7 @@ impl Fixture {
             },
             manifest_prefix: "manifests/".into(),
             s3_force_path_style: true,
-            logical: catalyst_dr::logical::config::LogicalConfig::new(30),
+            logical,
             dr: Some(DrConfig {
                 region: dr_region.clone(),
                 bucket: dr_bucket.clone(),
@@ -481,4 +485,84 @@ async fn dr_actions_without_a_dr_region_are_not_configured() {
     let out = f.run(json!({"action": "dr-prune"})).await;
     assert_eq!(out["status"], "not-configured");
     assert!(f.dr_snapshot_ids().await.is_empty());
+    // A drill from DR copies cannot run without them: it says which variable is missing.
+    f.trigger.dr_logical = None;
+    let (kind, message) = f
+        .fails(json!({"action": "dr-restore-drill", "target_secret_id": "staging"}))
+        .await;
+    assert_eq!(kind, ErrorKind::NotConfigured);
+    assert!(message.contains("DR_REGION"), "{message}");
+}
+
+/// Region-loss drill: with the backup bucket gone, the newest verified logical backup comes
+/// back from the DR bucket into staging, consistent, with its RPO the age of the copy.
+#[tokio::test]
+async fn region_loss_drill_restores_the_latest_verified_copy_from_the_dr_bucket() {
+    let sdk = local_aws().await;
+    let (_source, source_secret) = catalyst_dr_tests::catalyst_database(&sdk, "drsrc", 40).await;
+    let f = Fixture::with_logical(catalyst_dr::logical::config::LogicalConfig {
+        source_secret_id: Some(source_secret),
+        tls: Some(catalyst_dr::postgres::TlsMode::Disable),
+        ..catalyst_dr::logical::config::LogicalConfig::new(30)
+    })
+    .await;
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let at = catalyst_dr::input::format_time(now - time::Duration::minutes(1));
+    f.run(json!({"action": "snapshot", "scheduled_time": at}))
+        .await;
+    let logical = f
+        .run(json!({"action": "logical-backup", "scheduled_time": at}))
+        .await;
+    f.run(json!({"action": "write-manifest", "scheduled_time": at, "started_at": at, "logical": logical}))
+        .await;
+    f.run(json!({"action": "dr-copy-snapshots", "scheduled_time": at}))
+        .await;
+    f.run(json!({"action": "dr-status", "scheduled_time": at}))
+        .await;
+    let copied = f
+        .run(json!({"action": "dr-copy-objects", "scheduled_time": at}))
+        .await;
+    // The run's manifest, the logical manifest and at least one segment per table.
+    assert!(copied["copied"].as_u64().unwrap() > 2, "{copied:#}");
+    f.run(json!({"action": "dr-verify", "scheduled_time": at}))
+        .await;
+
+    // The home region is gone: its backup bucket no longer answers.
+    let mut f = f;
+    f.trigger.logical = catalyst_dr::logical::LogicalBackups::new(
+        f.trigger.config.logical.clone(),
+        std::sync::Arc::new(catalyst_dr::object_store::S3Objects::new(
+            s3(&f.sdk),
+            "catalyst-dr-lost-region",
+        )),
+        std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(&f.sdk)),
+    );
+    let (_target, target_secret, target) = catalyst_dr_tests::empty_database(&f.sdk, "drdst").await;
+    catalyst_dr::catalyst_db::mark_staging(&target, "region-loss")
+        .await
+        .expect("mark staging");
+    let drill = f
+        .run(json!({"action": "dr-restore-drill", "target_secret_id": target_secret}))
+        .await;
+    let run = catalyst_dr::run_id::RunId::from_scheduled_time("t", &at)
+        .unwrap()
+        .stamp;
+    assert_eq!(drill["run_id"], run.as_str());
+    assert_eq!(drill["bucket"], f.dr_bucket.as_str());
+    assert_eq!(
+        drill["restore"]["consistent"], true,
+        "{:#}",
+        drill["restore"]
+    );
+    assert_eq!(drill["backup_instant"], logical["instant"]["server_time"]);
+    let rpo = drill["rpo_seconds"].as_i64().expect("rpo");
+    assert!((0..600).contains(&rpo), "RPO {rpo}");
+    let users: i64 = target
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .expect("users restored")
+        .get(0);
+    assert_eq!(users, 40);
 }

@@ -24,7 +24,7 @@ fn decode_samples<T: DeserializeOwned>(function: &str) -> usize {
 #[test]
 fn snapshot_trigger_samples_decode() {
     assert!(
-        decode_samples::<SnapshotTriggerEvent>("snapshot-trigger") >= 15,
+        decode_samples::<SnapshotTriggerEvent>("snapshot-trigger") >= 16,
         "one sample per action"
     );
 }

@@ -17,6 +17,8 @@ use time::OffsetDateTime;
 pub struct S3Objects {
     client: Client,
     bucket: String,
+    /// Streams take the current version whatever version is asked for (see [`Self::copies`]).
+    current_versions: bool,
 }
 
 impl S3Objects {
@@ -24,6 +26,17 @@ impl S3Objects {
         Self {
             client,
             bucket: bucket.into(),
+            current_versions: false,
+        }
+    }
+
+    /// A bucket holding copies of the backups (the DR bucket): a manifest's version ids are the
+    /// backup bucket's, so streams take the current version; every logical segment is still
+    /// checked against its manifest's SHA-256 as it is read.
+    pub fn copies(client: Client, bucket: impl Into<String>) -> Self {
+        Self {
+            current_versions: true,
+            ..Self::new(client, bucket)
         }
     }
 }
@@ -146,7 +159,11 @@ impl ObjectStore for S3Objects {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .set_version_id(version_id.map(str::to_owned))
+            .set_version_id(
+                version_id
+                    .filter(|_| !self.current_versions)
+                    .map(str::to_owned),
+            )
             .send()
             .await
         {

@@ -10,6 +10,7 @@ use super::manifest::{BackupManifest, manifest_key};
 use super::{SnapshotTrigger, SnapshotTriggerError};
 use crate::dr_copy::{CopiedObject, CopyOutcome, DrObjects, RunObject, VerifiedObject};
 use crate::input::format_time;
+use crate::logical::restore::{RestoreOptions, RestoreResult};
 use crate::metrics::{Metric, emf_line};
 use crate::run_id::RunId;
 use crate::snapshot::dr::DrStatus;
@@ -37,6 +38,8 @@ pub struct DrPlan {
 pub struct DrRecord {
     pub format: String,
     pub run_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub scheduled_time: OffsetDateTime,
     pub region: String,
     pub bucket: String,
     pub account_id: Option<String>,
@@ -67,6 +70,22 @@ pub struct DrVerifyResult {
     pub objects_verified: usize,
     pub database_snapshot_copy: Option<String>,
     pub shared_with: Vec<String>,
+}
+
+/// A region-loss drill: the latest verified logical backup restored from the DR bucket alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrRestoreDrill {
+    pub region: String,
+    pub bucket: String,
+    pub run_id: String,
+    pub record_key: String,
+    /// The instant the restored backup holds the database as of.
+    pub backup_instant: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub restore_started_at: OffsetDateTime,
+    /// The age of the copy when the restore started: what a region loss then would have lost.
+    pub rpo_seconds: i64,
+    pub restore: RestoreResult,
 }
 
 /// The key of a run's DR record, beside its manifest.
@@ -243,6 +262,7 @@ impl SnapshotTrigger {
                 let record = DrRecord {
                     format: DR_RECORD_FORMAT.to_owned(),
                     run_id: run.stamp.clone(),
+                    scheduled_time: run.scheduled_time,
                     region: plan.region.clone(),
                     bucket: plan.bucket.clone(),
                     account_id: plan.account_id.clone(),
@@ -278,6 +298,90 @@ impl SnapshotTrigger {
         })
     }
 
+    /// Restores the newest logical backup whose copies were verified (or the run's, with
+    /// `run`) into the staging database of `target_secret_id`, reading only the DR bucket.
+    pub async fn dr_restore_drill(
+        &self,
+        run: Option<&RunId>,
+        target_secret_id: &str,
+        options: RestoreOptions,
+    ) -> Result<DrRestoreDrill, SnapshotTriggerError> {
+        let (Some(dr), Some(dr_logical), Some(config)) =
+            (&self.dr_objects, &self.dr_logical, &self.config.dr)
+        else {
+            return Err(SnapshotTriggerError::DrNotConfigured {
+                var: crate::settings::DR_REGION.name,
+            });
+        };
+        let record_key = match run {
+            Some(run) => record_key(&self.config.manifest_prefix, &run.stamp),
+            None => dr
+                .target
+                .list(&self.config.manifest_prefix)
+                .await?
+                .into_iter()
+                .map(|o| o.key)
+                .filter(|k| is_record_key(k))
+                .max()
+                .ok_or_else(|| SnapshotTriggerError::ManifestNotFound {
+                    key: format!(
+                        "{}*.dr.json in {}",
+                        self.config.manifest_prefix, config.bucket
+                    ),
+                })?,
+        };
+        let bytes = dr.target.get(&record_key).await?.ok_or_else(|| {
+            SnapshotTriggerError::ManifestNotFound {
+                key: format!("{record_key} in {}", config.bucket),
+            }
+        })?;
+        let record: DrRecord = serde_json::from_slice(&bytes).map_err(|source| {
+            SnapshotTriggerError::CorruptManifest {
+                key: record_key.clone(),
+                source,
+            }
+        })?;
+        let run =
+            RunId::from_scheduled_time("scheduled_time", &format_time(record.scheduled_time))?;
+        let logical_key =
+            crate::logical::layout::manifest_key(&self.config.logical.prefix, &run.stamp);
+        if !record.objects.iter().any(|o| o.key == logical_key) {
+            return Err(SnapshotTriggerError::ManifestNotFound {
+                key: format!("{logical_key} (run {} copied no logical backup)", run.stamp),
+            });
+        }
+        let restore_started_at = OffsetDateTime::now_utc();
+        let restore = dr_logical.restore(&run, target_secret_id, options).await?;
+        let instant = OffsetDateTime::parse(
+            &restore.instant.server_time,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|_| SnapshotTriggerError::BadInstant {
+            key: logical_key,
+            value: restore.instant.server_time.clone(),
+        })?;
+        let rpo_seconds = (restore_started_at - instant).whole_seconds();
+        println!(
+            "{}",
+            emf_line(
+                ("DrillKind", "region-loss"),
+                vec![Metric::new("RPOSeconds", "Seconds", rpo_seconds)],
+                serde_json::Map::from_iter([("run_id".to_owned(), run.stamp.clone().into())]),
+                OffsetDateTime::now_utc(),
+            )
+        );
+        Ok(DrRestoreDrill {
+            region: config.region.clone(),
+            bucket: config.bucket.clone(),
+            run_id: run.stamp.clone(),
+            record_key,
+            backup_instant: restore.instant.server_time.clone(),
+            restore_started_at,
+            rpo_seconds,
+            restore,
+        })
+    }
+
     async fn read_record(&self, key: &str) -> Result<Option<DrRecord>, SnapshotTriggerError> {
         match self.manifests.get(key).await? {
             None => Ok(None),
@@ -291,6 +395,36 @@ impl SnapshotTrigger {
     }
 }
 
+/// The logical backups as the DR bucket holds them (the region-loss drill reads only those).
+pub(super) fn dr_logical(
+    config: &super::config::SnapshotTriggerConfig,
+    sdk: &aws_config::SdkConfig,
+    secrets: std::sync::Arc<dyn crate::postgres::SecretSource>,
+) -> Option<crate::logical::LogicalBackups> {
+    let dr = config.dr.as_ref()?;
+    Some(crate::logical::LogicalBackups::new(
+        config.logical.clone(),
+        std::sync::Arc::new(crate::object_store::S3Objects::copies(
+            dr_s3(config, sdk, &dr.region),
+            &dr.bucket,
+        )),
+        secrets,
+    ))
+}
+
+fn dr_s3(
+    config: &super::config::SnapshotTriggerConfig,
+    sdk: &aws_config::SdkConfig,
+    region: &str,
+) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .region(aws_config::Region::new(region.to_owned()))
+            .force_path_style(config.s3_force_path_style)
+            .build(),
+    )
+}
+
 /// The DR bucket's store, or `None` without DR configured.
 pub(super) fn dr_objects(
     config: &super::config::SnapshotTriggerConfig,
@@ -298,12 +432,7 @@ pub(super) fn dr_objects(
     source: Box<dyn crate::object_store::ObjectStore>,
 ) -> Option<DrObjects> {
     let dr = config.dr.as_ref()?;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .region(aws_config::Region::new(dr.region.clone()))
-            .force_path_style(config.s3_force_path_style)
-            .build(),
-    );
+    let s3 = dr_s3(config, sdk, &dr.region);
     Some(DrObjects {
         source,
         target: Box::new(crate::object_store::S3Objects::new(s3, &dr.bucket)),

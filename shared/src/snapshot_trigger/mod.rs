@@ -101,6 +101,18 @@ pub enum SnapshotTriggerEvent {
     DrCopyObjects { scheduled_time: RunId },
     /// Verifies every copy of the run and writes the run's DR record.
     DrVerify { scheduled_time: RunId },
+    /// Region-loss drill: restores the newest logical backup whose DR copies were verified (or
+    /// the run of `scheduled_time`) from the DR bucket alone into the empty staging database of
+    /// `target_secret_id`, and reports its RPO, the age of that copy.
+    DrRestoreDrill {
+        #[serde(default)]
+        scheduled_time: Option<RunId>,
+        target_secret_id: String,
+        #[serde(default)]
+        reread: bool,
+        #[serde(default)]
+        reset: bool,
+    },
     /// Retention in the DR region, with the same guard as `prune`.
     DrPrune {
         #[serde(default)]
@@ -126,8 +138,12 @@ pub enum SnapshotTriggerError {
     Logical(#[from] LogicalError),
     #[error(transparent)]
     DrCopy(#[from] crate::dr_copy::DrCopyError),
-    #[error("{key} is not in the backup bucket: the run has no manifest to copy from")]
+    #[error("{key} is not in the bucket: no manifest or record to work from")]
     ManifestNotFound { key: String },
+    #[error("the DR actions need {var} (no DR region configured)")]
+    DrNotConfigured { var: &'static str },
+    #[error("the logical backup {key} records its instant as {value:?}, not an RFC 3339 time")]
+    BadInstant { key: String, value: String },
     #[error("manifest {key} in the backup bucket is not a valid backup manifest")]
     CorruptManifest {
         key: String,
@@ -150,6 +166,8 @@ impl SnapshotTriggerError {
             Self::Logical(e) => e.error_type(),
             Self::DrCopy(e) => e.error_type(),
             Self::ManifestNotFound { .. } => ErrorKind::ManifestNotFound,
+            Self::DrNotConfigured { .. } => ErrorKind::NotConfigured,
+            Self::BadInstant { .. } => ErrorKind::CorruptBackup,
         }
     }
 }
@@ -166,6 +184,8 @@ pub struct SnapshotTrigger {
     pub local_base_backups: Option<LocalEngineConfig>,
     /// The backup bucket and the DR bucket, when `DR_REGION` is set.
     pub dr_objects: Option<crate::dr_copy::DrObjects>,
+    /// The logical backups in the DR bucket (the region-loss drill), when `DR_REGION` is set.
+    pub dr_logical: Option<LogicalBackups>,
 }
 
 impl SnapshotTrigger {
@@ -256,6 +276,24 @@ impl SnapshotTrigger {
             SnapshotTriggerEvent::DrVerify {
                 scheduled_time: run,
             } => to_json(self.dr_verify(&run).await?),
+            SnapshotTriggerEvent::DrRestoreDrill {
+                scheduled_time: run,
+                target_secret_id,
+                reread,
+                reset,
+            } => {
+                if target_secret_id.trim().is_empty() {
+                    return Err(InputError::new("target_secret_id", "must name a secret").into());
+                }
+                to_json(
+                    self.dr_restore_drill(
+                        run.as_ref(),
+                        &target_secret_id,
+                        RestoreOptions { reread, reset },
+                    )
+                    .await?,
+                )
+            }
             SnapshotTriggerEvent::DrPrune { dry_run } => to_json(
                 self.snapshots
                     .prune_dr(dry_run, OffsetDateTime::now_utc())
@@ -392,13 +430,15 @@ impl SnapshotTrigger {
                 &config.backup_bucket,
             ))
         };
+        let secrets: std::sync::Arc<dyn crate::postgres::SecretSource> =
+            std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(sdk));
         let logical = LogicalBackups::new(
             config.logical.clone(),
             std::sync::Arc::new(crate::object_store::S3Objects::new(
                 s3.clone(),
                 &config.backup_bucket,
             )),
-            std::sync::Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
+            secrets.clone(),
         );
         let dr_snapshots = config
             .dr
@@ -412,6 +452,7 @@ impl SnapshotTrigger {
             snapshots: Snapshots::new(config.snapshot.clone(), sdk, objects(), dr_snapshots),
             manifests: objects(),
             dr_objects: dr::dr_objects(&config, sdk, objects()),
+            dr_logical: dr::dr_logical(&config, sdk, secrets),
             local_base_backups: None,
             logical,
             config,
