@@ -223,30 +223,47 @@ impl SnapshotTrigger {
                     .map_or("missing", |c| c.status.as_str())
             )),
         };
+        // Only a verification that ran reports a count; an AWS error is the night's failure.
         let problems = match &verified {
-            Ok(_) => usize::from(snapshot_problem.is_some()),
-            Err(crate::dr_copy::DrCopyError::NotVerified { problems, .. }) => {
-                problems.len() + usize::from(snapshot_problem.is_some())
-            }
-            Err(_) => 0,
+            Ok(_) => Some(0),
+            Err(crate::dr_copy::DrCopyError::NotVerified { problems, .. }) => Some(problems.len()),
+            Err(_) => None,
         };
-        println!(
-            "{}",
-            emf_line(
-                ("Action", "dr-verify"),
-                vec![
-                    Metric::new("DrCopyProblems", "Count", problems),
-                    Metric::new(
-                        "DrObjectsVerified",
-                        "Count",
-                        verified.as_ref().map_or(0, Vec::len)
-                    ),
-                ],
-                serde_json::Map::from_iter([("run_id".to_owned(), run.stamp.clone().into())]),
-                OffsetDateTime::now_utc(),
-            )
-        );
-        let verified = verified?;
+        if let Some(problems) = problems {
+            let problems = problems + usize::from(snapshot_problem.is_some());
+            println!(
+                "{}",
+                emf_line(
+                    ("Action", "dr-verify"),
+                    vec![
+                        Metric::new("DrCopyProblems", "Count", problems),
+                        Metric::new(
+                            "DrObjectsVerified",
+                            "Count",
+                            verified.as_ref().map_or(0, Vec::len)
+                        ),
+                    ],
+                    serde_json::Map::from_iter([("run_id".to_owned(), run.stamp.clone().into())]),
+                    OffsetDateTime::now_utc(),
+                )
+            );
+        }
+        let verified = match verified {
+            Err(crate::dr_copy::DrCopyError::NotVerified {
+                bucket,
+                checked,
+                mut problems,
+            }) => {
+                problems.extend(snapshot_problem);
+                return Err(crate::dr_copy::DrCopyError::NotVerified {
+                    bucket,
+                    checked,
+                    problems,
+                }
+                .into());
+            }
+            other => other?,
+        };
         if let Some(problem) = snapshot_problem {
             return Err(crate::dr_copy::DrCopyError::NotVerified {
                 bucket: dr.target.bucket().to_owned(),
@@ -255,7 +272,12 @@ impl SnapshotTrigger {
             }
             .into());
         }
-        let copy = status.copy.expect("a configured DR status has its copy");
+        let Some(copy) = status.copy else {
+            return Err(crate::snapshot::SnapshotError::NotStarted {
+                id: plan.database_snapshot_copy,
+            }
+            .into());
+        };
         let record = match self.read_record(&plan.record_key).await? {
             Some(existing) => existing,
             None => {
