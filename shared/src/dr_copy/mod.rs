@@ -237,3 +237,123 @@ fn content_type(key: &str) -> &'static str {
         "application/octet-stream"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object_store::memory::MemoryObjects;
+    use time::macros::datetime;
+
+    const UNTIL: OffsetDateTime = datetime!(2026-12-26 03:00 UTC);
+
+    fn buckets() -> (DrObjects, MemoryObjects, MemoryObjects) {
+        let source = MemoryObjects::new("backups");
+        let target = MemoryObjects::new("dr");
+        let dr = DrObjects {
+            source: Box::new(source.clone()),
+            target: Box::new(target.clone()),
+            region: "us-west-2".into(),
+        };
+        (dr, source, target)
+    }
+
+    fn object(key: &str, recorded: Option<&[u8]>) -> RunObject {
+        RunObject {
+            key: key.into(),
+            recorded_sha256: recorded.map(sha256_hex),
+        }
+    }
+
+    #[tokio::test]
+    async fn copies_once_locked_and_verifies() {
+        let (dr, source, target) = buckets();
+        source
+            .put_locked(
+                "manifests/r.json",
+                b"{}".to_vec(),
+                "application/json",
+                UNTIL,
+            )
+            .await
+            .unwrap();
+        source.put_unlocked("catalyst-dr-c-r-export-0001.rdb", b"REDIS".to_vec());
+        let objects = [
+            object("manifests/r.json", None),
+            object("catalyst-dr-c-r-export-0001.rdb", None),
+        ];
+        let first = dr.copy(&objects, UNTIL).await.unwrap();
+        assert!(first.iter().all(|o| o.outcome == CopyOutcome::Copied));
+        let again = dr.copy(&objects, UNTIL).await.unwrap();
+        assert!(
+            again
+                .iter()
+                .all(|o| o.outcome == CopyOutcome::AlreadyPresent)
+        );
+        assert_eq!(target.versions("manifests/r.json").len(), 1);
+        let verified = dr.verify(&objects, UNTIL).await.unwrap();
+        assert_eq!(verified[1].sha256, sha256_hex(b"REDIS"));
+        assert_eq!(verified[1].retain_until, UNTIL);
+    }
+
+    #[tokio::test]
+    async fn a_source_that_differs_from_its_record_is_not_copied() {
+        let (dr, source, target) = buckets();
+        source.put_unlocked("logical/r/t/00000.copy.zst", b"changed".to_vec());
+        let err = dr
+            .copy(
+                &[object("logical/r/t/00000.copy.zst", Some(b"original"))],
+                UNTIL,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), ErrorKind::CorruptBackup, "{err}");
+        assert!(target.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_different_or_unlocked_dr_object_is_never_overwritten_and_fails_verification() {
+        let (dr, source, target) = buckets();
+        source.put_unlocked("logical/r/manifest.json", b"backup".to_vec());
+        target.put_unlocked("logical/r/manifest.json", b"tampered".to_vec());
+        let objects = [object("logical/r/manifest.json", Some(b"backup"))];
+        let err = dr.copy(&objects, UNTIL).await.unwrap_err();
+        assert_eq!(err.error_type(), ErrorKind::DrCopyConflict, "{err}");
+        assert_eq!(target.versions("logical/r/manifest.json").len(), 1);
+        let err = dr.verify(&objects, UNTIL).await.unwrap_err();
+        assert_eq!(err.error_type(), ErrorKind::DrCopyNotVerified);
+        let text = err.to_string();
+        assert!(
+            text.contains("no SHA-256") && text.contains("lock none"),
+            "{text}"
+        );
+        // A copy locked too briefly, and one missing.
+        let (dr, source, target) = buckets();
+        source.put_unlocked("manifests/r.json", b"m".to_vec());
+        source.put_unlocked("manifests/r.dr.json", b"d".to_vec());
+        target
+            .put_locked(
+                "manifests/r.json",
+                b"m".to_vec(),
+                "application/json",
+                datetime!(2026-12-01 00:00 UTC),
+            )
+            .await
+            .unwrap();
+        let err = dr
+            .verify(
+                &[
+                    object("manifests/r.json", None),
+                    object("manifests/r.dr.json", None),
+                ],
+                UNTIL,
+            )
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("retained until 2026-12-01T00:00:00Z"),
+            "{text}"
+        );
+        assert!(text.contains("manifests/r.dr.json is missing"), "{text}");
+    }
+}

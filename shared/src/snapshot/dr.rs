@@ -231,3 +231,163 @@ impl Snapshots {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object_store::memory::MemoryObjects;
+    use crate::snapshot::config::SnapshotConfig;
+    use crate::snapshot::memory::MemorySnapshots;
+    use crate::snapshot::store::SnapshotKind;
+    use time::macros::datetime;
+
+    const KEY: &str = "arn:aws:kms:us-west-2:123456789012:key/dr";
+
+    fn snapshots(account: Option<&str>) -> (Snapshots, MemorySnapshots, MemorySnapshots) {
+        let home = MemorySnapshots::new(SnapshotKind::RdsInstance, "prod-db");
+        let dr = MemorySnapshots::new(SnapshotKind::RdsInstance, "prod-db");
+        let snapshots = Snapshots {
+            config: SnapshotConfig {
+                database: crate::rds::DbSource::Instance("prod-db".into()),
+                cache: None,
+                cache_export: false,
+                retention_days: 30,
+                keep_newest: 1,
+                schedule_name: "nightly".into(),
+            },
+            database: Box::new(home.clone()),
+            cache: None,
+            exporter: None,
+            objects: Box::new(MemoryObjects::new("backups")),
+            dr: Some(DrSnapshots {
+                config: DrSnapshotConfig {
+                    region: "us-west-2".into(),
+                    kms_key_arn: KEY.into(),
+                    account_id: account.map(str::to_owned),
+                },
+                store: Box::new(dr.clone()),
+            }),
+        };
+        (snapshots, home, dr)
+    }
+
+    fn run() -> RunId {
+        RunId::from_scheduled_time("scheduled_time", "2026-11-26T03:00:00Z").unwrap()
+    }
+
+    #[tokio::test]
+    async fn copies_once_with_the_dr_key_only_an_available_snapshot_and_shares_when_available() {
+        let (snapshots, home, dr) = snapshots(Some("210987654321"));
+        let run = run();
+        snapshots.snapshot(&run).await.unwrap();
+        let err = snapshots.copy_to_dr(&run).await.unwrap_err();
+        assert!(matches!(err, SnapshotError::NotAvailable { .. }), "{err}");
+        let id = snapshots.dr_copy_id(&run);
+        home.set_status(&id, "available");
+        let first = snapshots.copy_to_dr(&run).await.unwrap();
+        let again = snapshots.copy_to_dr(&run).await.unwrap();
+        assert_eq!((first.reused, again.reused), (false, true));
+        assert_eq!(
+            dr.copies(),
+            [(
+                format!("arn:memory:snapshot:{id}"),
+                id.clone(),
+                KEY.to_owned()
+            )]
+        );
+        let copy = first.copy.unwrap();
+        assert!(tags::is_ours(&copy.tags, tags::ROLE_BACKUP));
+        assert_eq!(copy.tags[tags::RETAIN_UNTIL], "2026-12-26T03:00:00Z");
+        // Shared only once the copy is available, and only once.
+        let copying = snapshots.dr_status(&run, 0).await.unwrap();
+        assert_eq!((copying.state, copying.poll), (Progress::Creating, 1));
+        assert!(copying.shared_with.is_empty());
+        dr.set_status(&id, "available");
+        for _ in 0..2 {
+            let status = snapshots.dr_status(&run, 1).await.unwrap();
+            assert_eq!(status.state, Progress::Available);
+            assert_eq!(status.shared_with, ["210987654321"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_id_taken_by_something_not_ours_is_refused() {
+        let (snapshots, home, dr) = snapshots(None);
+        let run = run();
+        snapshots.snapshot(&run).await.unwrap();
+        let id = snapshots.dr_copy_id(&run);
+        home.set_status(&id, "available");
+        dr.insert(dr.info(&id, "manual", "available", Tags::new()));
+        let err = snapshots.copy_to_dr(&run).await.unwrap_err();
+        assert!(matches!(err, SnapshotError::NotOwned { .. }), "{err}");
+        assert!(dr.copies().is_empty());
+    }
+
+    #[tokio::test]
+    async fn dr_prune_deletes_only_our_expired_copies_and_keeps_the_newest() {
+        let (snapshots, _, dr) = snapshots(None);
+        let ours = |retain: &str| {
+            let mut t = tags::backup_tags("r", "nightly", datetime!(2026-01-01 00:00 UTC));
+            t.insert(tags::RETAIN_UNTIL.into(), retain.into());
+            t
+        };
+        dr.set_now(datetime!(2026-01-01 00:00 UTC));
+        dr.insert(dr.info(
+            "old-ours",
+            "manual",
+            "available",
+            ours("2026-02-01T00:00:00Z"),
+        ));
+        dr.insert(dr.info("foreign", "manual", "available", Tags::new()));
+        dr.insert(dr.info(
+            "automated",
+            "automated",
+            "available",
+            ours("2026-02-01T00:00:00Z"),
+        ));
+        dr.set_now(datetime!(2026-01-02 00:00 UTC));
+        dr.insert(dr.info(
+            "newest-ours",
+            "manual",
+            "available",
+            ours("2026-02-01T00:00:00Z"),
+        ));
+        let now = datetime!(2026-03-01 00:00 UTC);
+        let dry = snapshots.prune_dr(true, now).await.unwrap();
+        assert_eq!(dr.ids().len(), 4, "a dry run deletes nothing");
+        assert_eq!(dry.pruned.unwrap().deleted.len(), 1);
+        let pruned = snapshots
+            .prune_dr(false, now)
+            .await
+            .unwrap()
+            .pruned
+            .unwrap();
+        assert_eq!(pruned.deleted[0].id, "old-ours");
+        assert_eq!(pruned.ignored, 2);
+        assert_eq!(dr.ids(), ["automated", "foreign", "newest-ours"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_dr_region_nothing_is_called() {
+        let (mut snapshots, _, dr) = snapshots(None);
+        snapshots.dr = None;
+        let run = run();
+        assert_eq!(
+            snapshots.copy_to_dr(&run).await.unwrap().status,
+            DrStatus::NotConfigured
+        );
+        assert_eq!(
+            snapshots.dr_status(&run, 3).await.unwrap().status,
+            DrStatus::NotConfigured
+        );
+        assert_eq!(
+            snapshots
+                .prune_dr(false, OffsetDateTime::now_utc())
+                .await
+                .unwrap()
+                .status,
+            DrStatus::NotConfigured
+        );
+        assert!(dr.ids().is_empty());
+    }
+}

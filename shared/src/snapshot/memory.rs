@@ -25,6 +25,10 @@ pub struct Export {
 struct State {
     snapshots: BTreeMap<String, SnapshotInfo>,
     exports: Vec<Export>,
+    /// Accounts allowed to restore each snapshot (the DR copies' share).
+    shared: BTreeMap<String, Vec<String>>,
+    /// Copies made into this store: (source ARN, target id, KMS key).
+    copies: Vec<(String, String, String)>,
     details: SourceDetails,
     now: OffsetDateTime,
 }
@@ -44,6 +48,8 @@ impl MemorySnapshots {
             state: Arc::new(Mutex::new(State {
                 snapshots: BTreeMap::new(),
                 exports: Vec::new(),
+                shared: BTreeMap::new(),
+                copies: Vec::new(),
                 details: SourceDetails::default(),
                 now: OffsetDateTime::now_utc(),
             })),
@@ -96,6 +102,11 @@ impl MemorySnapshots {
     /// The ids of the snapshots that exist, sorted.
     pub fn ids(&self) -> Vec<String> {
         self.state().snapshots.keys().cloned().collect()
+    }
+
+    /// Every copy started into this store: (source ARN, target id, KMS key), in order.
+    pub fn copies(&self) -> Vec<(String, String, String)> {
+        self.state().copies.clone()
     }
 
     /// Every export started, in order.
@@ -166,5 +177,46 @@ impl CacheExporter for MemorySnapshots {
             bucket: bucket.to_owned(),
         });
         Ok(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl super::dr::SnapshotCopier for MemorySnapshots {
+    async fn copy(
+        &self,
+        source_arn: &str,
+        target_id: &str,
+        kms_key_arn: &str,
+        tags: &Tags,
+    ) -> Result<bool, AwsCallError> {
+        if self.state().snapshots.contains_key(target_id) {
+            return Ok(false);
+        }
+        let snapshot = self.info(target_id, "manual", "copying", tags.clone());
+        self.insert(snapshot);
+        self.state().copies.push((
+            source_arn.to_owned(),
+            target_id.to_owned(),
+            kms_key_arn.to_owned(),
+        ));
+        Ok(true)
+    }
+
+    async fn shared_with(&self, snapshot_id: &str) -> Result<Vec<String>, AwsCallError> {
+        Ok(self
+            .state()
+            .shared
+            .get(snapshot_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn share(&self, snapshot_id: &str, account: &str) -> Result<(), AwsCallError> {
+        let mut state = self.state();
+        let accounts = state.shared.entry(snapshot_id.to_owned()).or_default();
+        if !accounts.iter().any(|a| a == account) {
+            accounts.push(account.to_owned());
+        }
+        Ok(())
     }
 }

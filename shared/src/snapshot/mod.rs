@@ -370,6 +370,7 @@ mod tests {
                 cache: Some(Box::new(cache.clone())),
                 exporter: Some(Box::new(cache.clone())),
                 objects: Box::new(bucket.clone()),
+                dr: None,
             },
             database,
             cache,

@@ -499,8 +499,11 @@ mod tests {
                 cache: None,
                 exporter: None,
                 objects: Box::new(bucket.clone()),
+                dr: None,
             },
             manifests: Box::new(bucket.clone()),
+            dr_objects: None,
+            dr_logical: None,
             logical: LogicalBackups::new(
                 config.logical.clone(),
                 Arc::new(bucket.clone()),
