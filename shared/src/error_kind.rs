@@ -71,6 +71,9 @@ error_kinds! {
     LocalEngineFailed,
     /// A staging restore was refused by a guard.
     RestoreRefused,
+    /// No catalyst-dr backup snapshot of the source to restore (or the named one is missing or
+    /// not available).
+    NoBackupSnapshot,
     /// The drill's staging instance does not exist.
     StagingNotFound,
     /// The drill's staging instance is not available yet.

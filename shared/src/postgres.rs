@@ -334,6 +334,8 @@ pub struct PgConnector {
     secret_id: String,
     tls: TlsMode,
     bounds: PgBounds,
+    /// Another database on the secret's server, in place of the secret's `dbname`.
+    database: Option<String>,
     /// The credentials and the invocation that read them.
     cached: Mutex<Option<(DbCredentials, u64)>>,
 }
@@ -345,6 +347,7 @@ impl PgConnector {
             secret_id: secret_id.into(),
             tls,
             bounds: PgBounds::default(),
+            database: None,
             cached: Mutex::new(None),
         }
     }
@@ -352,6 +355,12 @@ impl PgConnector {
     /// The same connector with other bounds.
     pub fn with_bounds(mut self, bounds: PgBounds) -> Self {
         self.bounds = bounds;
+        self
+    }
+
+    /// The same connector, connecting to `database` on the secret's server.
+    pub fn with_database(mut self, database: Option<String>) -> Self {
+        self.database = database;
         self
     }
 
@@ -365,7 +374,8 @@ impl PgConnector {
 
     async fn fetch(&self) -> Result<DbCredentials, PgConnectError> {
         let text = self.secrets.secret_string(&self.secret_id).await?;
-        serde_json::from_str(&text).map_err(|e| PgConnectError::BadSecret {
+        let mut credentials: DbCredentials =
+            serde_json::from_str(&text).map_err(|e| PgConnectError::BadSecret {
             secret_id: self.secret_id.clone(),
             // serde's message can quote the offending value; keep only its position.
             reason: format!(
@@ -373,7 +383,11 @@ impl PgConnector {
                 e.line(),
                 e.column()
             ),
-        })
+        })?;
+        if let Some(database) = &self.database {
+            credentials.dbname.clone_from(database);
+        }
+        Ok(credentials)
     }
 
     /// The credentials in use, fetching them on first use in this invocation.

@@ -16,6 +16,20 @@ pub struct RestoreWindow {
     pub latest: OffsetDateTime,
 }
 
+/// A backup snapshot of the source a staging restore can start from: on RDS a DB (cluster)
+/// snapshot, on the local engine a base backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupSnapshot {
+    pub snapshot_id: String,
+    pub source_id: String,
+    /// `available` when it can be restored.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    pub engine: Option<String>,
+    pub tags: Tags,
+}
+
 /// What `start` asks the engine for. The guards have run before an engine ever sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreRequest {
@@ -85,6 +99,15 @@ pub trait RestoreEngine: Send + Sync {
     async fn describe(&self, target_id: &str) -> Result<Option<StagingInstance>, EngineError>;
     /// Starts the restore; the instance is then polled with [`RestoreEngine::describe`].
     async fn start_restore(&self, request: &RestoreRequest) -> Result<(), EngineError>;
+    /// The source's manual snapshots (RDS) or base backups (local), in no particular order; the
+    /// caller decides which are catalyst-dr's.
+    async fn backup_snapshots(&self) -> Result<Vec<BackupSnapshot>, EngineError>;
+    /// Starts a restore of `snapshot` into `request.target_id` (its `target_time` is ignored).
+    async fn start_snapshot_restore(
+        &self,
+        request: &RestoreRequest,
+        snapshot: &BackupSnapshot,
+    ) -> Result<(), EngineError>;
     async fn set_master_password(
         &self,
         target_id: &str,

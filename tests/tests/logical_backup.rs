@@ -293,6 +293,7 @@ async fn round_trip_restores_identical_content_and_verify_checks_every_object() 
             &run,
             &dst_secret,
             RestoreOptions {
+                database: None,
                 reread: true,
                 reset: false,
             },

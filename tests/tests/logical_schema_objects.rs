@@ -413,6 +413,7 @@ async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
             &run,
             &dst_secret,
             RestoreOptions {
+                database: None,
                 reread: true,
                 reset: false,
             },
@@ -620,6 +621,7 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
             &other,
             &dst_secret,
             RestoreOptions {
+                database: None,
                 reread: false,
                 reset: true,
             },
@@ -633,6 +635,7 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
             &run,
             &dst_secret,
             RestoreOptions {
+                database: None,
                 reread: true,
                 reset: true,
             },
@@ -651,6 +654,7 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
             &run,
             &dst_secret,
             RestoreOptions {
+                database: None,
                 reread: false,
                 reset: true,
             },

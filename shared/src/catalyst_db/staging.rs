@@ -128,3 +128,30 @@ mod tests {
         assert_eq!(parse_marker("production catalyst-dr:staging"), None);
     }
 }
+
+/// Creates database `name` on the connected server unless it exists; true when it was created.
+/// The name must be a plain lowercase identifier (it is quoted all the same).
+pub async fn create_database(client: &Client, name: &str) -> Result<bool, CatalystDbError> {
+    let valid = (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(CatalystDbError::invalid(
+            "database",
+            "must be 1 to 63 lowercase letters, digits or '_', not starting with a digit",
+        ));
+    }
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    Ok(true)
+}

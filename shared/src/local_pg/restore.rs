@@ -9,7 +9,8 @@ use crate::catalyst_db::admin;
 use crate::input::format_time;
 use crate::postgres::{DbCredentials, PgBounds, TlsMode, connect_bounded};
 use crate::restore_engine::{
-    EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
+    BackupSnapshot, EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance,
+    StagingState,
 };
 use crate::tags::Tags;
 use serde::{Deserialize, Serialize};
@@ -159,6 +160,101 @@ fn single_quoted(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
+/// How far a restored base backup replays the WAL archive.
+enum Recovery {
+    /// Up to this time, then promote (point-in-time restore).
+    ToTime(OffsetDateTime),
+    /// Only as far as the backup needs to be consistent, as a snapshot restore does.
+    EndOfBackup,
+}
+
+impl LocalRestoreEngine {
+    /// Copies `base` into a new cluster for `request.target_id`, configures its recovery and
+    /// starts it; [`RestoreEngine::describe`] then watches it come up.
+    async fn restore_base(
+        &self,
+        request: &RestoreRequest,
+        base: &base_backup::BaseBackupInfo,
+        recovery: Recovery,
+    ) -> Result<(), EngineError> {
+        let source = &self.source;
+
+        let dir = self.dir(&request.target_id);
+        let data = dir.join("data");
+        // A directory without metadata is a start that died half-way: begin again.
+        if dir.exists() {
+            tokio::fs::remove_dir_all(&dir)
+                .await
+                .map_err(|source| EngineError::Io {
+                    operation: format!("remove {}", dir.display()),
+                    source,
+                })?;
+        }
+        make_dir(&self.config, &dir).await?;
+        let mut copy = command(&self.config, "cp");
+        copy.arg("-a").arg(&base.data_dir).arg(&data);
+        run(&format!("copy base backup {}", base.id), copy).await?;
+
+        let port = free_port()?;
+        let settings = format!(
+            "\n# catalyst-dr staging restore {target}\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {socket}\n\
+             archive_mode = off\nrestore_command = {restore}\n{recovery}\nrecovery_target_action = 'promote'\n",
+            target = request.target_id,
+            socket = single_quoted(SOCKET_DIR),
+            restore = single_quoted(&format!(
+                "cp {}/%f %p",
+                self.config.wal_archive_dir.display()
+            )),
+            recovery = match recovery {
+                Recovery::ToTime(t) => format!(
+                    "recovery_target_time = {}\nrecovery_target_inclusive = on",
+                    single_quoted(&postgres_timestamp(t))
+                ),
+                Recovery::EndOfBackup => "recovery_target = 'immediate'".to_owned(),
+            },
+        );
+        write_file(
+            &self.config,
+            &data.join("postgresql.auto.conf"),
+            &settings,
+            true,
+        )
+        .await?;
+        write_file(&self.config, &data.join("recovery.signal"), "", false).await?;
+        let meta = StagingMeta {
+            target_id: request.target_id.clone(),
+            port,
+            master_username: source.username.clone(),
+            base_backup: base.id.clone(),
+            target_time: match recovery {
+                Recovery::ToTime(t) => t,
+                Recovery::EndOfBackup => base.finished_at,
+            },
+            started_at: OffsetDateTime::now_utc(),
+            tags: request.tags.clone(),
+        };
+        write_file(
+            &self.config,
+            &dir.join(META_FILE),
+            &serde_json::to_string_pretty(&meta).expect("plain data serialises"),
+            false,
+        )
+        .await?;
+
+        let mut start = command(&self.config, "pg_ctl");
+        start
+            .arg("start")
+            .arg("--no-wait")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log"));
+        run(&format!("pg_ctl start {}", request.target_id), start).await?;
+        tracing::info!(target_id = %request.target_id, base_backup = %base.id, target_time = %format_time(meta.target_time), port, "local restore started");
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl RestoreEngine for LocalRestoreEngine {
     fn source_id(&self) -> &str {
@@ -248,73 +344,60 @@ impl RestoreEngine for LocalRestoreEngine {
                     format_time(target_time)
                 ),
             })?;
-        let source = &self.source;
+        self.restore_base(request, base, Recovery::ToTime(target_time))
+            .await
+    }
 
-        let dir = self.dir(&request.target_id);
-        let data = dir.join("data");
-        // A directory without metadata is a start that died half-way: begin again.
-        if dir.exists() {
-            tokio::fs::remove_dir_all(&dir)
-                .await
-                .map_err(|source| EngineError::Io {
-                    operation: format!("remove {}", dir.display()),
-                    source,
-                })?;
+    async fn backup_snapshots(&self) -> Result<Vec<BackupSnapshot>, EngineError> {
+        // Base backups are taken only by snapshot-trigger's base-backup action: all catalyst-dr's.
+        Ok(base_backup::list(&self.config)
+            .await?
+            .into_iter()
+            .map(|b| BackupSnapshot {
+                snapshot_id: b.id,
+                source_id: self.source_id.clone(),
+                status: "available".to_owned(),
+                created_at: Some(b.finished_at),
+                engine: Some("postgres".to_owned()),
+                tags: crate::tags::Tags::from([
+                    (
+                        crate::tags::CREATED_BY.to_owned(),
+                        crate::tags::CREATED_BY_VALUE.to_owned(),
+                    ),
+                    (
+                        crate::tags::ROLE.to_owned(),
+                        crate::tags::ROLE_BACKUP.to_owned(),
+                    ),
+                ]),
+            })
+            .collect())
+    }
+
+    async fn start_snapshot_restore(
+        &self,
+        request: &RestoreRequest,
+        snapshot: &BackupSnapshot,
+    ) -> Result<(), EngineError> {
+        if self.meta(&request.target_id).await?.is_some() {
+            return Ok(());
         }
-        make_dir(&self.config, &dir).await?;
-        let mut copy = command(&self.config, "cp");
-        copy.arg("-a").arg(&base.data_dir).arg(&data);
-        run(&format!("copy base backup {}", base.id), copy).await?;
-
-        let port = free_port()?;
-        let settings = format!(
-            "\n# catalyst-dr staging restore {target}\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = {socket}\n\
-             archive_mode = off\nrestore_command = {restore}\nrecovery_target_time = {time}\nrecovery_target_inclusive = on\n\
-             recovery_target_action = 'promote'\n",
-            target = request.target_id,
-            socket = single_quoted(SOCKET_DIR),
-            restore = single_quoted(&format!(
-                "cp {}/%f %p",
-                self.config.wal_archive_dir.display()
-            )),
-            time = single_quoted(&postgres_timestamp(target_time)),
-        );
-        write_file(
-            &self.config,
-            &data.join("postgresql.auto.conf"),
-            &settings,
-            true,
-        )
-        .await?;
-        write_file(&self.config, &data.join("recovery.signal"), "", false).await?;
-        let meta = StagingMeta {
-            target_id: request.target_id.clone(),
-            port,
-            master_username: source.username.clone(),
-            base_backup: base.id.clone(),
-            target_time,
-            started_at: OffsetDateTime::now_utc(),
-            tags: request.tags.clone(),
-        };
-        write_file(
-            &self.config,
-            &dir.join(META_FILE),
-            &serde_json::to_string_pretty(&meta).expect("plain data serialises"),
-            false,
-        )
-        .await?;
-
-        let mut start = command(&self.config, "pg_ctl");
-        start
-            .arg("start")
-            .arg("--no-wait")
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.join("server.log"));
-        run(&format!("pg_ctl start {}", request.target_id), start).await?;
-        tracing::info!(target_id = %request.target_id, base_backup = %base.id, target_time = %format_time(target_time), port, "local restore started");
-        Ok(())
+        let backups = base_backup::list(&self.config).await?;
+        let base = backups
+            .iter()
+            .find(|b| b.id == snapshot.snapshot_id)
+            .ok_or_else(|| EngineError::Local {
+                operation: "choose a base backup",
+                reason: format!("no base backup {}", snapshot.snapshot_id),
+            })?;
+        // The WAL up to the backup's end must be in the archive, as RDS keeps it with a snapshot.
+        let client = self.source_client().await?;
+        admin::archive_up_to_now(&client, Duration::from_secs(30))
+            .await
+            .map_err(|e| EngineError::Local {
+                operation: "archive the source's WAL",
+                reason: crate::error_chain::error_chain(&e),
+            })?;
+        self.restore_base(request, base, Recovery::EndOfBackup).await
     }
 
     async fn set_master_password(

@@ -79,8 +79,10 @@ pub struct RestorePhases {
 }
 
 /// How `restore-logical` runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreOptions {
+    /// A database on the target secret's server to restore into, instead of the secret's own.
+    pub database: Option<String>,
     /// Read every restored table back and check it again.
     pub reread: bool,
     /// Drop what an interrupted restore of the same backup left in the target, then restore.
@@ -118,7 +120,8 @@ impl LogicalBackups {
                     run_id: run.stamp.clone(),
                     key: key.clone(),
                 })?;
-        let target = PgConnector::new(self.secrets.clone(), target_secret_id, tls);
+        let target = PgConnector::new(self.secrets.clone(), target_secret_id, tls)
+            .with_database(options.database.clone());
         let admin = target.connect().await?;
         introspect::restore_session(&admin).await?;
         let drill_id = require_staging(&admin).await?;

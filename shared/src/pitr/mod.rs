@@ -13,7 +13,8 @@ use crate::input::{InputError, decode, format_time, parse_time};
 use crate::output::to_json;
 use crate::postgres::{PgConnectError, SecretStore, TlsMode, connect_bounded};
 use crate::restore_engine::{
-    EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
+    BackupSnapshot, EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance,
+    StagingState,
 };
 use crate::staging_secret::{self, StagingSecret};
 use crate::tags;
@@ -34,6 +35,18 @@ pub enum PitrEvent {
         #[serde(default)]
         target_id: Option<String>,
     },
+    /// Restore a catalyst-dr backup snapshot (`snapshot_id`; absent: the newest available one)
+    /// into a new staging instance.
+    RestoreSnapshot {
+        drill_id: DrillId,
+        #[serde(default)]
+        snapshot_id: Option<String>,
+        #[serde(default)]
+        target_id: Option<String>,
+    },
+    /// Create an empty database marked as this drill's staging on its staging instance (after
+    /// `rotate-credentials`), the target of a logical restore; the instance's teardown drops it.
+    StagingDatabase { drill_id: DrillId, database: String },
     Status {
         drill_id: DrillId,
         #[serde(default)]
@@ -78,6 +91,8 @@ pub enum PitrError {
     Database(#[from] CatalystDbError),
     #[error("refusing to act on {target_id}: {reason}")]
     Refused { target_id: String, reason: String },
+    #[error("no catalyst-dr backup snapshot of {source_id} to restore: {reason}")]
+    NoBackupSnapshot { source_id: String, reason: String },
     #[error("staging instance {target_id} does not exist")]
     NotFound { target_id: String },
     #[error("staging instance {target_id} is {status}, not available yet")]
@@ -117,6 +132,7 @@ impl PitrError {
             Self::Database(e) => e.error_type(),
             Self::Refused { .. } => ErrorKind::RestoreRefused,
             Self::NotFound { .. } => ErrorKind::StagingNotFound,
+            Self::NoBackupSnapshot { .. } => ErrorKind::NoBackupSnapshot,
             Self::NotReady { .. } => ErrorKind::StagingNotReady,
             Self::CredentialsNotApplied { .. } => ErrorKind::CredentialsNotYetApplied,
             Self::SmokeFailed { .. } => ErrorKind::SmokeFailed,
@@ -137,6 +153,33 @@ pub struct StartResult {
     pub started_at: String,
     /// True when an earlier attempt had already started this restore.
     pub reused: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotStartResult {
+    pub drill_id: String,
+    pub target_id: String,
+    pub source_id: String,
+    /// What was asked for: a snapshot id, or `newest`.
+    pub requested: String,
+    pub snapshot: BackupSnapshot,
+    /// The point in time the staging instance holds: when the snapshot was taken.
+    pub restore_time: Option<String>,
+    pub started_at: String,
+    /// True when an earlier attempt had already started this restore.
+    pub reused: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagingDatabaseResult {
+    pub drill_id: String,
+    pub target_id: String,
+    pub database: String,
+    /// The staging secret: its credentials reach `database` too.
+    pub secret_id: String,
+    /// False when a retry found it already created.
+    pub created: bool,
+    pub completed_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +254,17 @@ impl PitrRestore {
                     .map(|t| parse_time("target_time", &t))
                     .transpose()?;
                 to_json(self.start(&drill_id, target_time, target_id).await?)
+            }
+            PitrEvent::RestoreSnapshot {
+                drill_id,
+                snapshot_id,
+                target_id,
+            } => to_json(
+                self.restore_snapshot(&drill_id, snapshot_id, target_id)
+                    .await?,
+            ),
+            PitrEvent::StagingDatabase { drill_id, database } => {
+                to_json(self.staging_database(&drill_id, &database).await?)
             }
             PitrEvent::Status {
                 drill_id,
@@ -324,6 +378,165 @@ impl PitrRestore {
         })
     }
 
+    /// The snapshot a restore test starts from: the named one or the newest available, and
+    /// only ever a catalyst-dr backup of the source.
+    pub async fn choose_snapshot(
+        &self,
+        snapshot_id: Option<&str>,
+    ) -> Result<BackupSnapshot, PitrError> {
+        let source_id = self.engine.source_id().to_owned();
+        let snapshots = self.engine.backup_snapshots().await?;
+        let no_snapshot = |reason: String| PitrError::NoBackupSnapshot {
+            source_id: source_id.clone(),
+            reason,
+        };
+        let ours = |s: &BackupSnapshot| {
+            s.source_id == source_id && tags::is_ours(&s.tags, tags::ROLE_BACKUP)
+        };
+        match snapshot_id {
+            Some(id) => {
+                let snapshot = snapshots
+                    .into_iter()
+                    .find(|s| s.snapshot_id == id)
+                    .ok_or_else(|| no_snapshot(format!("snapshot {id} does not exist")))?;
+                if !ours(&snapshot) {
+                    return Err(PitrError::Refused {
+                        target_id: id.to_owned(),
+                        reason: format!(
+                            "it is not a catalyst-dr backup snapshot of {source_id} (tags {}={}, {}={})",
+                            tags::CREATED_BY,
+                            tags::CREATED_BY_VALUE,
+                            tags::ROLE,
+                            tags::ROLE_BACKUP
+                        ),
+                    });
+                }
+                if snapshot.status != "available" {
+                    return Err(no_snapshot(format!(
+                        "snapshot {id} is {}, not available",
+                        snapshot.status
+                    )));
+                }
+                Ok(snapshot)
+            }
+            None => snapshots
+                .into_iter()
+                .filter(|s| ours(s) && s.status == "available" && s.created_at.is_some())
+                .max_by_key(|s| s.created_at)
+                .ok_or_else(|| no_snapshot("none is available".to_owned())),
+        }
+    }
+
+    pub async fn restore_snapshot(
+        &self,
+        drill_id: &str,
+        snapshot_id: Option<String>,
+        target_id: Option<String>,
+    ) -> Result<SnapshotStartResult, PitrError> {
+        let target_id = self.target_for(drill_id, target_id)?;
+        if let Some(id) = &snapshot_id {
+            crate::config::validate_identifier(id)
+                .map_err(|reason| InputError::new("snapshot_id", reason))?;
+        }
+        let started_at = OffsetDateTime::now_utc();
+        let existing = self.engine.describe(&target_id).await?;
+        if let Some(instance) = &existing {
+            self.require_ours(instance, drill_id)?;
+        }
+        let snapshot = self.choose_snapshot(snapshot_id.as_deref()).await?;
+        if existing.is_none() {
+            let request = RestoreRequest {
+                target_id: target_id.clone(),
+                target_time: None,
+                tags: tags::staging_tags(drill_id, self.engine.source_id()),
+            };
+            self.engine
+                .start_snapshot_restore(&request, &snapshot)
+                .await?;
+        }
+        tracing::info!(%drill_id, %target_id, snapshot_id = %snapshot.snapshot_id, reused = existing.is_some(), "staging restore from snapshot started");
+        Ok(SnapshotStartResult {
+            drill_id: drill_id.to_owned(),
+            target_id,
+            source_id: self.engine.source_id().to_owned(),
+            requested: snapshot_id.unwrap_or_else(|| "newest".to_owned()),
+            restore_time: snapshot.created_at.map(format_time),
+            snapshot,
+            started_at: format_time(started_at),
+            reused: existing.is_some(),
+        })
+    }
+
+    /// The staging secret of this drill, as `rotate-credentials` stored it.
+    async fn staging_secret(&self, drill_id: &str) -> Result<StagingSecret, PitrError> {
+        let text = self
+            .secrets
+            .current(&self.config.staging_secret_id)
+            .await?
+            .unwrap_or_default();
+        let secret: StagingSecret =
+            serde_json::from_str(&text).map_err(|_| PitrError::Refused {
+                target_id: self.config.staging_secret_id.clone(),
+                reason:
+                    "the staging secret holds no staging credentials; run rotate-credentials first"
+                        .into(),
+            })?;
+        if secret.drill_id != drill_id {
+            return Err(PitrError::Refused {
+                target_id: secret.target_id,
+                reason: format!("the staging secret belongs to drill {}", secret.drill_id),
+            });
+        }
+        Ok(secret)
+    }
+
+    pub async fn staging_database(
+        &self,
+        drill_id: &str,
+        database: &str,
+    ) -> Result<StagingDatabaseResult, PitrError> {
+        DrillId::exact(drill_id)?;
+        let secret = self.staging_secret(drill_id).await?;
+        if database == secret.credentials().dbname {
+            return Err(InputError::new(
+                "database",
+                format!("{database} is the restored database itself"),
+            )
+            .into());
+        }
+        // Only on this drill's own staging instance.
+        let target_id = self.target_for(drill_id, Some(secret.target_id.clone()))?;
+        self.describe_ours(drill_id, &target_id).await?;
+        let credentials = secret.credentials();
+        let client =
+            connect_bounded(&credentials, &self.config.tls, &self.config.pg_bounds).await?;
+        let created = catalyst_db::staging::create_database(&client, database).await?;
+        let fresh = crate::postgres::DbCredentials {
+            dbname: database.to_owned(),
+            ..credentials
+        };
+        let client = connect_bounded(&fresh, &self.config.tls, &self.config.pg_bounds).await?;
+        match catalyst_db::staging_marker(&client).await? {
+            Some(owner) if owner != drill_id => {
+                return Err(PitrError::Refused {
+                    target_id: format!("{target_id}/{database}"),
+                    reason: format!("it is marked as staging of drill {owner}"),
+                });
+            }
+            Some(_) => {}
+            None => catalyst_db::mark_staging(&client, drill_id).await?,
+        }
+        tracing::info!(%drill_id, %target_id, %database, created, "staging database ready");
+        Ok(StagingDatabaseResult {
+            drill_id: drill_id.to_owned(),
+            target_id,
+            database: database.to_owned(),
+            secret_id: self.config.staging_secret_id.clone(),
+            created,
+            completed_at: format_time(OffsetDateTime::now_utc()),
+        })
+    }
+
     async fn describe_ours(
         &self,
         drill_id: &str,
@@ -434,24 +647,7 @@ impl PitrRestore {
 
     pub async fn smoke(&self, drill_id: &str) -> Result<SmokeResult, PitrError> {
         DrillId::exact(drill_id)?;
-        let text = self
-            .secrets
-            .current(&self.config.staging_secret_id)
-            .await?
-            .unwrap_or_default();
-        let secret: StagingSecret =
-            serde_json::from_str(&text).map_err(|_| PitrError::Refused {
-                target_id: self.config.staging_secret_id.clone(),
-                reason:
-                    "the staging secret holds no staging credentials; run rotate-credentials first"
-                        .into(),
-            })?;
-        if secret.drill_id != drill_id {
-            return Err(PitrError::Refused {
-                target_id: secret.target_id,
-                reason: format!("the staging secret belongs to drill {}", secret.drill_id),
-            });
-        }
+        let secret = self.staging_secret(drill_id).await?;
         let client = connect_bounded(
             &secret.credentials(),
             &self.config.tls,

@@ -5,7 +5,8 @@ use crate::aws_error::classify;
 use crate::aws_time::{from_aws, to_aws};
 use crate::rds::{DbSource, sdk_tags, tag_map};
 use crate::restore_engine::{
-    EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance, StagingState,
+    BackupSnapshot, EngineError, RestoreEngine, RestoreRequest, RestoreWindow, StagingInstance,
+    StagingState,
 };
 use aws_sdk_rds::Client;
 use time::OffsetDateTime;
@@ -91,6 +92,63 @@ impl RdsRestoreEngine {
                 Ok(None)
             }
             Err(e) => Err(classify("rds:DescribeDBInstances", e).into()),
+        }
+    }
+}
+
+impl RdsRestoreEngine {
+    /// The engine of a restored cluster, read back when a retry found the cluster already there.
+    async fn cluster_engine(&self, target_id: &str) -> Result<String, EngineError> {
+        let out = self
+            .client
+            .describe_db_clusters()
+            .db_cluster_identifier(target_id)
+            .send()
+            .await
+            .map_err(|e| classify("rds:DescribeDBClusters", e))?;
+        Ok(out
+            .db_clusters()
+            .first()
+            .and_then(|c| c.engine())
+            .unwrap_or("aurora-postgresql")
+            .to_owned())
+    }
+
+    /// The one instance of a restored Aurora cluster, in the staging class, tagged like it.
+    async fn create_cluster_instance(
+        &self,
+        request: &RestoreRequest,
+        engine: String,
+    ) -> Result<(), EngineError> {
+        let class = self
+            .placement
+            .instance_class
+            .clone()
+            .ok_or_else(|| EngineError::Local {
+                operation: "restore Aurora cluster",
+                reason: "STAGING_INSTANCE_CLASS is required to create the restored cluster's instance"
+                    .to_owned(),
+            })?;
+        let created = self
+            .client
+            .create_db_instance()
+            .db_instance_identifier(cluster_instance_id(&request.target_id))
+            .db_cluster_identifier(&request.target_id)
+            .engine(engine)
+            .db_instance_class(class)
+            .publicly_accessible(false)
+            .set_tags(Some(sdk_tags(&request.tags)))
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_db_instance_already_exists_fault()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify("rds:CreateDBInstance", e).into()),
         }
     }
 }
@@ -308,37 +366,88 @@ impl RestoreEngine for RdsRestoreEngine {
                 };
                 let engine = match engine {
                     Some(engine) => engine,
-                    None => {
-                        let out = self
-                            .client
-                            .describe_db_clusters()
-                            .db_cluster_identifier(&request.target_id)
-                            .send()
-                            .await
-                            .map_err(|e| classify("rds:DescribeDBClusters", e))?;
-                        out.db_clusters()
-                            .first()
-                            .and_then(|c| c.engine())
-                            .unwrap_or("aurora-postgresql")
-                            .to_owned()
-                    }
+                    None => self.cluster_engine(&request.target_id).await?,
                 };
-                let class = placement.instance_class.clone().ok_or_else(|| EngineError::Local {
-                    operation: "restore Aurora cluster",
-                    reason: "STAGING_INSTANCE_CLASS is required to create the restored cluster's instance".to_owned(),
-                })?;
-                let created = self
+                self.create_cluster_instance(request, engine).await
+            }
+        }
+    }
+
+    async fn backup_snapshots(&self) -> Result<Vec<BackupSnapshot>, EngineError> {
+        let mut found = Vec::new();
+        match &self.source {
+            DbSource::Instance(id) => {
+                let mut pages = self
                     .client
-                    .create_db_instance()
-                    .db_instance_identifier(cluster_instance_id(&request.target_id))
-                    .db_cluster_identifier(&request.target_id)
-                    .engine(engine)
-                    .db_instance_class(class)
+                    .describe_db_snapshots()
+                    .db_instance_identifier(id)
+                    .snapshot_type("manual")
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| classify("rds:DescribeDBSnapshots", e))?;
+                    found.extend(page.db_snapshots().iter().map(|s| BackupSnapshot {
+                        snapshot_id: s.db_snapshot_identifier().unwrap_or_default().to_owned(),
+                        source_id: s.db_instance_identifier().unwrap_or_default().to_owned(),
+                        status: s.status().unwrap_or("unknown").to_owned(),
+                        created_at: s.snapshot_create_time().and_then(from_aws),
+                        engine: s.engine().map(str::to_owned),
+                        tags: tag_map(s.tag_list()),
+                    }));
+                }
+            }
+            DbSource::Cluster(id) => {
+                let mut pages = self
+                    .client
+                    .describe_db_cluster_snapshots()
+                    .db_cluster_identifier(id)
+                    .snapshot_type("manual")
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| classify("rds:DescribeDBClusterSnapshots", e))?;
+                    found.extend(page.db_cluster_snapshots().iter().map(|s| BackupSnapshot {
+                        snapshot_id: s
+                            .db_cluster_snapshot_identifier()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        source_id: s.db_cluster_identifier().unwrap_or_default().to_owned(),
+                        status: s.status().unwrap_or("unknown").to_owned(),
+                        created_at: s.snapshot_create_time().and_then(from_aws),
+                        engine: s.engine().map(str::to_owned),
+                        tags: tag_map(s.tag_list()),
+                    }));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn start_snapshot_restore(
+        &self,
+        request: &RestoreRequest,
+        snapshot: &BackupSnapshot,
+    ) -> Result<(), EngineError> {
+        let placement = &self.placement;
+        match &self.source {
+            DbSource::Instance(_) => {
+                let restored = self
+                    .client
+                    .restore_db_instance_from_db_snapshot()
+                    .db_snapshot_identifier(&snapshot.snapshot_id)
+                    .db_instance_identifier(&request.target_id)
+                    .db_subnet_group_name(&placement.subnet_group)
+                    .set_vpc_security_group_ids(Some(placement.security_group_ids.clone()))
+                    .set_db_parameter_group_name(placement.parameter_group.clone())
+                    .set_db_instance_class(placement.instance_class.clone())
                     .publicly_accessible(false)
+                    .multi_az(false)
+                    .deletion_protection(false)
+                    .copy_tags_to_snapshot(false)
                     .set_tags(Some(sdk_tags(&request.tags)))
                     .send()
                     .await;
-                match created {
+                match restored {
                     Ok(_) => Ok(()),
                     Err(e)
                         if e.as_service_error()
@@ -346,8 +455,41 @@ impl RestoreEngine for RdsRestoreEngine {
                     {
                         Ok(())
                     }
-                    Err(e) => Err(classify("rds:CreateDBInstance", e).into()),
+                    Err(e) => Err(classify("rds:RestoreDBInstanceFromDBSnapshot", e).into()),
                 }
+            }
+            DbSource::Cluster(_) => {
+                let engine = snapshot
+                    .engine
+                    .clone()
+                    .unwrap_or_else(|| "aurora-postgresql".to_owned());
+                let restored = self
+                    .client
+                    .restore_db_cluster_from_snapshot()
+                    .snapshot_identifier(&snapshot.snapshot_id)
+                    .db_cluster_identifier(&request.target_id)
+                    .engine(&engine)
+                    .db_subnet_group_name(&placement.subnet_group)
+                    .set_vpc_security_group_ids(Some(placement.security_group_ids.clone()))
+                    .set_db_cluster_parameter_group_name(placement.parameter_group.clone())
+                    .deletion_protection(false)
+                    .set_tags(Some(sdk_tags(&request.tags)))
+                    .send()
+                    .await;
+                let engine = match restored {
+                    Ok(out) => out
+                        .db_cluster()
+                        .and_then(|c| c.engine())
+                        .map_or(engine, str::to_owned),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_db_cluster_already_exists_fault()) =>
+                    {
+                        self.cluster_engine(&request.target_id).await?
+                    }
+                    Err(e) => return Err(classify("rds:RestoreDBClusterFromSnapshot", e).into()),
+                };
+                self.create_cluster_instance(request, engine).await
             }
         }
     }

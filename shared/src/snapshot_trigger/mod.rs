@@ -82,6 +82,9 @@ pub enum SnapshotTriggerEvent {
     RestoreLogical {
         scheduled_time: RunId,
         target_secret_id: String,
+        /// Another (empty, staging) database on that secret's server to restore into.
+        #[serde(default)]
+        database: Option<String>,
         #[serde(default)]
         reread: bool,
         #[serde(default)]
@@ -248,15 +251,27 @@ impl SnapshotTrigger {
             SnapshotTriggerEvent::RestoreLogical {
                 scheduled_time: run,
                 target_secret_id,
+                database,
                 reread,
                 reset,
             } => {
                 if target_secret_id.trim().is_empty() {
                     return Err(InputError::new("target_secret_id", "must name a secret").into());
                 }
+                if database.as_deref().is_some_and(|d| d.trim().is_empty() || d.len() > 63) {
+                    return Err(
+                        InputError::new("database", "must be a database name (1 to 63 bytes)")
+                            .into(),
+                    );
+                }
                 to_json(
                     self.logical
-                        .restore(&run, &target_secret_id, RestoreOptions { reread, reset })
+                        .restore(&run, &target_secret_id, RestoreOptions {
+                                database,
+                                reread,
+                                reset,
+                            },
+                        )
                         .await?,
                 )
             }

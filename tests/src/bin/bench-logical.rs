@@ -546,6 +546,7 @@ async fn main() -> ExitCode {
                         &run,
                         &target_secret,
                         catalyst_dr::logical::restore::RestoreOptions {
+                            database: None,
                             reread,
                             reset: false,
                         },
