@@ -376,14 +376,14 @@ impl PgConnector {
         let text = self.secrets.secret_string(&self.secret_id).await?;
         let mut credentials: DbCredentials =
             serde_json::from_str(&text).map_err(|e| PgConnectError::BadSecret {
-            secret_id: self.secret_id.clone(),
-            // serde's message can quote the offending value; keep only its position.
-            reason: format!(
-                "invalid JSON or missing field at line {} column {}",
-                e.line(),
-                e.column()
-            ),
-        })?;
+                secret_id: self.secret_id.clone(),
+                // serde's message can quote the offending value; keep only its position.
+                reason: format!(
+                    "invalid JSON or missing field at line {} column {}",
+                    e.line(),
+                    e.column()
+                ),
+            })?;
         if let Some(database) = &self.database {
             credentials.dbname.clone_from(database);
         }

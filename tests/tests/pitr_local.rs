@@ -185,7 +185,11 @@ async fn restores_exactly_to_the_target_time_rotates_smokes_and_tears_down() {
         .get(0);
     assert_ne!(name.as_deref(), Some("changed after the target"));
 
-    let smoke = d.restore.smoke(&d.drill_id).await.expect("smoke passes");
+    let smoke = d
+        .restore
+        .smoke(&d.drill_id, None)
+        .await
+        .expect("smoke passes");
     let names: Vec<&str> = smoke.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
@@ -251,7 +255,7 @@ async fn smoke_fails_with_details_and_teardown_still_works() {
 
     let err = d
         .restore
-        .smoke(&d.drill_id)
+        .smoke(&d.drill_id, None)
         .await
         .expect_err("smoke must fail");
     let PitrError::SmokeFailed { checks, .. } = &err else {
@@ -280,7 +284,7 @@ async fn smoke_fails_with_details_and_teardown_still_works() {
         .expect("drop in staging");
     let err = d
         .restore
-        .smoke(&d.drill_id)
+        .smoke(&d.drill_id, None)
         .await
         .expect_err("smoke must fail");
     let PitrError::SmokeFailed { checks, .. } = &err else {

@@ -41,6 +41,30 @@ const STEPS: &[(&str, &str, &str)] = &[
     ("Staging torn down", "teardown", "completed_at"),
 ];
 
+/// The kind of the weekly restore test: a snapshot and a logical backup restored into staging,
+/// checked against the backup's manifest rather than a baseline.
+pub const RESTORE_TEST_KIND: &str = "restore-test";
+
+/// The restore test's steps, as [`STEPS`] lists the drills'.
+const RESTORE_TEST_STEPS: &[(&str, &str, &str)] = &[
+    ("Snapshot restore started", "start", "started_at"),
+    ("Staging available", "status", "checked_at"),
+    ("Credentials rotated", "credentials", "verified_at"),
+    ("Smoke tests passed (snapshot)", "smoke", "completed_at"),
+    (
+        "Staging database created",
+        "staging_database",
+        "completed_at",
+    ),
+    ("Logical backup restored", "logical_restored", "at"),
+    (
+        "Smoke tests passed (logical)",
+        "logical_smoke",
+        "completed_at",
+    ),
+    ("Staging torn down", "teardown", "completed_at"),
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimelineEntry {
     pub step: String,
@@ -62,14 +86,18 @@ fn time_at(state: &Value, step: &str, field: &str) -> Option<OffsetDateTime> {
 }
 
 pub fn timeline(state: &Value) -> Vec<TimelineEntry> {
+    timeline_of(state, STEPS)
+}
+
+fn timeline_of(state: &Value, steps: &[(&str, &str, &str)]) -> Vec<TimelineEntry> {
     // The state machine records its start at `started.at` (the execution's start time).
     let start = state
         .pointer("/started/at")
         .and_then(Value::as_str)
         .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
-    let first = start.or_else(|| STEPS.iter().find_map(|(_, s, f)| time_at(state, s, f)));
+    let first = start.or_else(|| steps.iter().find_map(|(_, s, f)| time_at(state, s, f)));
     let mut previous_end = 0.0_f64;
-    STEPS
+    steps
         .iter()
         .map(|(label, step, field)| {
             let at = time_at(state, step, field);
@@ -117,8 +145,61 @@ fn failure_of(state: &Value) -> Option<String> {
 
 /// Renders the report of drill `drill_id` of `kind` from the state machine's `state`, with the
 /// drills before it (`past`, newest first) drawn as a trend beside its timeline.
+/// The restore test's parity in the shape of a drill's validation: every table of the logical
+/// restore against the backup's manifest (rows and content checksum), passed when the restore is
+/// consistent and both smoke tests passed. None until the logical restore has run.
+fn restore_test_validation(state: &Value) -> Option<Value> {
+    let logical = state.get("logical")?;
+    let tables: Vec<Value> = logical
+        .get("tables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let table = format!(
+                "{}.{}",
+                t["schema"].as_str().unwrap_or(""),
+                t["name"].as_str().unwrap_or("")
+            );
+            serde_json::json!({
+                "table": table,
+                "baseline_rows": t["rows_expected"],
+                "restored_rows": t["rows"],
+                "checksum_matches": t["content_checksum"] == t["content_checksum_expected"],
+                "written_after_baseline": 0,
+                "passed": t["ok"] == Value::Bool(true),
+            })
+        })
+        .collect();
+    let passed = |pointer: &str| state.pointer(pointer).and_then(Value::as_bool) == Some(true);
+    Some(serde_json::json!({
+        "passed": passed("/logical/consistent") && passed("/smoke/passed") && passed("/logical_smoke/passed"),
+        "tables": tables,
+        "mismatches": logical.get("mismatches"),
+        "manifest_key": logical.get("manifest_key"),
+        "restore_point": state.pointer("/start/restore_time"),
+        "snapshot_id": state.pointer("/start/snapshot/snapshot_id"),
+    }))
+}
+
+fn seconds_between(state: &Value, from: &str, to: &str) -> Option<f64> {
+    let at = |pointer: &str| {
+        state
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+    };
+    Some((at(to)? - at(from)?).as_seconds_f64())
+}
+
 pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -> Rendered {
-    let validation = state.get("validation");
+    let restore_test = kind == RESTORE_TEST_KIND;
+    let synthesized = if restore_test {
+        restore_test_validation(state)
+    } else {
+        None
+    };
+    let validation = state.get("validation").or(synthesized.as_ref());
     let tables: Vec<Value> = validation
         .and_then(|v| v.get("tables"))
         .and_then(Value::as_array)
@@ -132,7 +213,10 @@ pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -
     // A drill without a parity step (the monthly PITR drill) passes on its smoke tests.
     let validation_passed = match validation {
         Some(v) => v.get("passed").and_then(Value::as_bool) == Some(true),
-        None => state.pointer("/smoke/passed").and_then(Value::as_bool) == Some(true),
+        // A restore test without its logical restore has not passed.
+        None => {
+            !restore_test && state.pointer("/smoke/passed").and_then(Value::as_bool) == Some(true)
+        }
     };
     let summary = ReportSummary {
         drill_id: drill_id.to_owned(),
@@ -140,9 +224,15 @@ pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -
         failure: failure
             .clone()
             .or_else(|| (!validation_passed).then(|| "validation did not pass".to_owned())),
+        // A restore test's RTO: from its start to the snapshot's smoke tests passed.
         rto_seconds: validation
             .and_then(|v| v.pointer("/rto/seconds"))
-            .and_then(Value::as_f64),
+            .and_then(Value::as_f64)
+            .or_else(|| {
+                restore_test
+                    .then(|| seconds_between(state, "/started/at", "/smoke/completed_at"))
+                    .flatten()
+            }),
         rpo_seconds: validation
             .and_then(|v| v.pointer("/rpo/seconds"))
             .and_then(Value::as_f64),
@@ -150,7 +240,14 @@ pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -
         deliveries_replayable: state.pointer("/plan/deliveries").and_then(Value::as_u64),
         keys: Vec::new(),
     };
-    let steps = timeline(state);
+    let steps = timeline_of(
+        state,
+        if restore_test {
+            RESTORE_TEST_STEPS
+        } else {
+            STEPS
+        },
+    );
     let current = DrillRecord {
         drill_id: drill_id.to_owned(),
         kind: Some(kind.to_owned()),
@@ -177,6 +274,9 @@ pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -
         "flush": state.get("flush"),
         "restore": state.get("start"),
         "baseline": state.get("baseline"),
+        "logical_backup": state.get("logical_backup"),
+        "logical_restore": state.get("logical"),
+        "logical_smoke": state.pointer("/logical_smoke/checks"),
     });
     let markdown = markdown(&summary, &steps, validation, state);
     let html = html(&summary, &steps, validation, state, &trend);
@@ -475,6 +575,66 @@ mod tests {
         assert!(
             html.contains("first drill recorded") && !html.contains("<svg"),
             "nothing to compare a first drill with"
+        );
+    }
+
+    fn restore_test_state(rows: u64, logical_smoke: bool) -> Value {
+        json!({
+            "started": {"at": "2026-11-29T04:00:00Z"},
+            "start": {"started_at": "2026-11-29T04:00:01Z", "restore_time": "2026-11-28T03:00:10Z",
+                      "snapshot": {"snapshot_id": "20261128t030000z"}},
+            "status": {"checked_at": "2026-11-29T04:00:09Z"},
+            "credentials": {"verified_at": "2026-11-29T04:00:10Z"},
+            "smoke": {"passed": true, "checks": [], "completed_at": "2026-11-29T04:00:12Z"},
+            "staging_database": {"completed_at": "2026-11-29T04:00:13Z"},
+            "logical": {"consistent": rows == 7, "mismatches": [], "manifest_key": "logical/20261128t030000z/manifest.json",
+                        "tables": [{"schema": "public", "name": "users", "rows_expected": 7, "rows": rows,
+                                    "content_checksum_expected": {"sum": "1"}, "content_checksum": {"sum": "1"},
+                                    "ok": rows == 7}]},
+            "logical_restored": {"at": "2026-11-29T04:00:20Z"},
+            "logical_smoke": {"passed": logical_smoke, "checks": [], "completed_at": "2026-11-29T04:00:21Z"},
+            "teardown": {"completed_at": "2026-11-29T04:00:25Z"},
+        })
+    }
+
+    #[test]
+    fn a_restore_test_reports_its_tables_against_the_manifest() {
+        let r = render("rt-1", RESTORE_TEST_KIND, &restore_test_state(7, true), &[]);
+        assert!(r.summary.passed, "{:?}", r.summary);
+        assert_eq!(r.summary.parity_failures, 0);
+        assert_eq!(r.summary.rto_seconds, Some(12.0));
+        assert_eq!(r.json["validation"]["tables"][0]["table"], "public.users");
+        assert_eq!(r.json["validation"]["tables"][0]["restored_rows"], 7);
+        assert_eq!(r.json["timeline"].as_array().map(Vec::len), Some(8));
+        assert_eq!(r.json["timeline"][7]["offset_seconds"], 25.0);
+        assert!(
+            r.markdown
+                .contains("| public.users | 7 | 7 | match | 0 | pass |"),
+            "{}",
+            r.markdown
+        );
+
+        let short = render("rt-2", RESTORE_TEST_KIND, &restore_test_state(6, true), &[]);
+        assert!(!short.summary.passed);
+        assert_eq!(short.summary.parity_failures, 1);
+
+        let smoke = render(
+            "rt-3",
+            RESTORE_TEST_KIND,
+            &restore_test_state(7, false),
+            &[],
+        );
+        assert!(
+            !smoke.summary.passed,
+            "the logical copy's smoke tests count"
+        );
+
+        let mut unfinished = restore_test_state(7, true);
+        unfinished.as_object_mut().unwrap().remove("logical");
+        assert!(
+            !render("rt-4", RESTORE_TEST_KIND, &unfinished, &[])
+                .summary
+                .passed
         );
     }
 }

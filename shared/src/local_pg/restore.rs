@@ -397,7 +397,8 @@ impl RestoreEngine for LocalRestoreEngine {
                 operation: "archive the source's WAL",
                 reason: crate::error_chain::error_chain(&e),
             })?;
-        self.restore_base(request, base, Recovery::EndOfBackup).await
+        self.restore_base(request, base, Recovery::EndOfBackup)
+            .await
     }
 
     async fn set_master_password(

@@ -69,6 +69,8 @@ pub enum LogicalError {
         "logical backup {run_id} has no manifest ({key}): it never completed and cannot be restored"
     )]
     BackupIncomplete { run_id: String, key: String },
+    #[error("no complete logical backup under {prefix} to restore")]
+    NoBackup { prefix: String },
     #[error(
         "restore target database {database} is not empty ({}); refusing to restore into it{}",
         summary(objects),
@@ -123,11 +125,23 @@ impl LogicalError {
             Self::Compression { .. } => ErrorKind::CorruptBackup,
             Self::CorruptManifest { .. } => ErrorKind::CorruptManifest,
             Self::UnsupportedManifestFormat { .. } => ErrorKind::UnsupportedManifestFormat,
-            Self::BackupIncomplete { .. } => ErrorKind::BackupIncomplete,
+            Self::BackupIncomplete { .. } | Self::NoBackup { .. } => ErrorKind::BackupIncomplete,
             Self::TargetNotEmpty { .. } => ErrorKind::TargetNotEmpty,
             Self::SchemaNotCaptured { .. } => ErrorKind::SchemaNotCaptured,
         }
     }
+}
+
+/// The newest complete logical backup, as `newest-logical` answers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NewestBackup {
+    pub run_id: String,
+    /// The run's scheduled time: what `restore-logical` takes.
+    pub scheduled_time: String,
+    pub manifest_key: String,
+    pub tables: usize,
+    pub rows: u64,
+    pub completed_at: String,
 }
 
 /// A test hook: called by a backup worker once the `COPY` of a table's segment has started (the
@@ -169,6 +183,37 @@ impl LogicalBackups {
             source,
             observer: None,
         }
+    }
+
+    /// The newest complete logical backup: what a restore test restores.
+    pub async fn newest(&self) -> Result<NewestBackup, LogicalError> {
+        let mut keys: Vec<String> = self
+            .store
+            .list(&self.config.prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| k.ends_with("/manifest.json"))
+            .collect();
+        // Run ids are UTC stamps: newest sorts last.
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        for key in keys {
+            if let Some(manifest) = self.read_manifest(&key).await?
+                && manifest.complete
+            {
+                return Ok(NewestBackup {
+                    run_id: manifest.run_id.clone(),
+                    scheduled_time: crate::input::format_time(manifest.scheduled_time),
+                    manifest_key: key,
+                    tables: manifest.tables.len(),
+                    rows: manifest.total_rows(),
+                    completed_at: crate::input::format_time(manifest.completed_at),
+                });
+            }
+        }
+        Err(LogicalError::NoBackup {
+            prefix: self.config.prefix.clone(),
+        })
     }
 
     pub(crate) async fn read_manifest(

@@ -61,6 +61,9 @@ pub enum PitrEvent {
     },
     Smoke {
         drill_id: DrillId,
+        /// Another database of the staging instance (one `staging-database` created).
+        #[serde(default)]
+        database: Option<String>,
     },
     Teardown {
         drill_id: DrillId,
@@ -275,7 +278,9 @@ impl PitrRestore {
                 drill_id,
                 target_id,
             } => to_json(self.rotate_credentials(&drill_id, target_id).await?),
-            PitrEvent::Smoke { drill_id } => to_json(self.smoke(&drill_id).await?),
+            PitrEvent::Smoke { drill_id, database } => {
+                to_json(self.smoke(&drill_id, database.as_deref()).await?)
+            }
             PitrEvent::Teardown {
                 drill_id,
                 target_id,
@@ -645,15 +650,27 @@ impl PitrRestore {
         })
     }
 
-    pub async fn smoke(&self, drill_id: &str) -> Result<SmokeResult, PitrError> {
+    pub async fn smoke(
+        &self,
+        drill_id: &str,
+        database: Option<&str>,
+    ) -> Result<SmokeResult, PitrError> {
         DrillId::exact(drill_id)?;
         let secret = self.staging_secret(drill_id).await?;
-        let client = connect_bounded(
-            &secret.credentials(),
-            &self.config.tls,
-            &self.config.pg_bounds,
-        )
-        .await?;
+        let mut credentials = secret.credentials();
+        if let Some(database) = database {
+            credentials.dbname = database.to_owned();
+        }
+        let client =
+            connect_bounded(&credentials, &self.config.tls, &self.config.pg_bounds).await?;
+        if database.is_some()
+            && catalyst_db::staging_marker(&client).await?.as_deref() != Some(drill_id)
+        {
+            return Err(PitrError::Refused {
+                target_id: format!("{}/{}", secret.target_id, credentials.dbname),
+                reason: format!("it is not marked as staging of drill {drill_id}"),
+            });
+        }
         let checks = smoke::run_checks(
             &client,
             self.config.smoke_min_users,

@@ -126,8 +126,9 @@ impl RdsRestoreEngine {
             .clone()
             .ok_or_else(|| EngineError::Local {
                 operation: "restore Aurora cluster",
-                reason: "STAGING_INSTANCE_CLASS is required to create the restored cluster's instance"
-                    .to_owned(),
+                reason:
+                    "STAGING_INSTANCE_CLASS is required to create the restored cluster's instance"
+                        .to_owned(),
             })?;
         let created = self
             .client
@@ -406,16 +407,18 @@ impl RestoreEngine for RdsRestoreEngine {
                     .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| classify("rds:DescribeDBClusterSnapshots", e))?;
-                    found.extend(page.db_cluster_snapshots().iter().map(|s| BackupSnapshot {
-                        snapshot_id: s
-                            .db_cluster_snapshot_identifier()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        source_id: s.db_cluster_identifier().unwrap_or_default().to_owned(),
-                        status: s.status().unwrap_or("unknown").to_owned(),
-                        created_at: s.snapshot_create_time().and_then(from_aws),
-                        engine: s.engine().map(str::to_owned),
-                        tags: tag_map(s.tag_list()),
+                    found.extend(page.db_cluster_snapshots().iter().map(|s| {
+                        BackupSnapshot {
+                            snapshot_id: s
+                                .db_cluster_snapshot_identifier()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            source_id: s.db_cluster_identifier().unwrap_or_default().to_owned(),
+                            status: s.status().unwrap_or("unknown").to_owned(),
+                            created_at: s.snapshot_create_time().and_then(from_aws),
+                            engine: s.engine().map(str::to_owned),
+                            tags: tag_map(s.tag_list()),
+                        }
                     }));
                 }
             }

@@ -121,6 +121,8 @@ pub enum SnapshotTriggerEvent {
         #[serde(default)]
         dry_run: bool,
     },
+    /// The newest complete logical backup (its run and scheduled time): the restore test's.
+    NewestLogical {},
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,15 +260,22 @@ impl SnapshotTrigger {
                 if target_secret_id.trim().is_empty() {
                     return Err(InputError::new("target_secret_id", "must name a secret").into());
                 }
-                if database.as_deref().is_some_and(|d| d.trim().is_empty() || d.len() > 63) {
-                    return Err(
-                        InputError::new("database", "must be a database name (1 to 63 bytes)")
-                            .into(),
-                    );
+                if database
+                    .as_deref()
+                    .is_some_and(|d| d.trim().is_empty() || d.len() > 63)
+                {
+                    return Err(InputError::new(
+                        "database",
+                        "must be a database name (1 to 63 bytes)",
+                    )
+                    .into());
                 }
                 to_json(
                     self.logical
-                        .restore(&run, &target_secret_id, RestoreOptions {
+                        .restore(
+                            &run,
+                            &target_secret_id,
+                            RestoreOptions {
                                 database,
                                 reread,
                                 reset,
@@ -304,7 +313,11 @@ impl SnapshotTrigger {
                     self.dr_restore_drill(
                         run.as_ref(),
                         &target_secret_id,
-                        RestoreOptions { reread, reset },
+                        RestoreOptions {
+                            database: None,
+                            reread,
+                            reset,
+                        },
                     )
                     .await?,
                 )
@@ -314,6 +327,7 @@ impl SnapshotTrigger {
                     .prune_dr(dry_run, OffsetDateTime::now_utc())
                     .await?,
             ),
+            SnapshotTriggerEvent::NewestLogical {} => to_json(self.logical.newest().await?),
         };
         Ok(result)
     }

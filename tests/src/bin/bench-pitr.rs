@@ -124,7 +124,7 @@ async fn with_tool(restore: &PitrRestore, target: time::OffsetDateTime) -> Durat
         .rotate_credentials(&drill, None)
         .await
         .expect("rotate");
-    restore.smoke(&drill).await.expect("smoke");
+    restore.smoke(&drill, None).await.expect("smoke");
     let elapsed = started.elapsed();
     restore.teardown(&drill, None).await.expect("teardown");
     elapsed
