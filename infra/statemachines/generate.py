@@ -1,13 +1,14 @@
 """Every catalyst-dr state machine, written once.
 
-    python3 infra/statemachines/generate.py           rewrite the four *.asl.json files
+    python3 infra/statemachines/generate.py           rewrite the five *.asl.json files
     python3 infra/statemachines/generate.py --check   fail if any file differs from what this writes
 
-The nightly backup, the webhook replay and the two restore drills are built from the same retriers,
+The nightly backup, the webhook replay, the two restore drills and the weekly restore test are built from the same retriers,
 Lambda task and alert (infra/statemachines/asl.py), so a fix to a retry or a catch lands in all of
 them. The monthly PITR drill and the quarterly drill also share the restore, credential rotation,
 smoke test, teardown and report steps; the quarterly drill adds the baseline, the restorable-window
-wait, the staging queue flush, the replay plan and the parity check around them. The JSON files
+wait, the staging queue flush, the replay plan and the parity check around them; the restore test
+starts from a backup snapshot instead and adds the logical backup's restore into a staging database. The JSON files
 stay committed: SAM deploys them and the local interpreter runs them.
 """
 
@@ -290,6 +291,114 @@ def quarterly_drill():
              "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut",
              "RotateCredentials", "StagingQueueConfigured", "StagingQueue?", "FlushSkipped", "FlushStagingQueue",
              "SmokeTests", "ReplayPlan", "ValidateParity", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",
+             "TeardownAfterFailure", "ReportFailure", "NotifyFailure", "DrillFailed"],
+        ),
+    }
+
+
+def restore_test():
+    """The weekly restore test: the newest backup snapshot and the newest logical backup, both
+    restored into one staging instance (the logical one into a database of its own there)."""
+    states = shared_states(
+        {
+            "defaults": {"snapshot_id": None, "database": "catalyst_dr_logical"},
+            "after_start": "NewestLogicalBackup",
+            "target_time": None,
+            "after_rotate": "SmokeTests",
+            "after_smoke": "StagingDatabase",
+            "after_teardown": "Report",
+            "teardown_failed": "ReportFailure",
+            "report_kind": {"kind": "restore-test"},
+            "notify_subject": "catalyst-dr restore test failed without a report",
+            "failed_cause": "The weekly restore test failed; its report (and the alert) say which step and why.",
+        }
+    )
+    states.update(
+        {
+            # Nothing is restored yet: a failure here only needs the report.
+            "NewestLogicalBackup": task(
+                SNAPSHOT,
+                {"action": "newest-logical"},
+                "$.logical_backup",
+                "StartRestore",
+                "ReportFailure",
+            ),
+            "StartRestore": task(
+                PITR,
+                {"action": "restore-snapshot", "drill_id.$": "$.drill_id", "snapshot_id.$": "$.snapshot_id"},
+                "$.start",
+                "StartPolling",
+                "TeardownAfterFailure",
+                comment="The named snapshot, or the newest available catalyst-dr backup snapshot of the source.",
+            ),
+            "StagingDatabase": task(
+                PITR,
+                {"action": "staging-database", "drill_id.$": "$.drill_id", "database.$": "$.database"},
+                "$.staging_database",
+                "RestoreLogical",
+                "TeardownAfterFailure",
+            ),
+            "RestoreLogical": task(
+                SNAPSHOT,
+                {
+                    "action": "restore-logical",
+                    "scheduled_time.$": "$.logical_backup.scheduled_time",
+                    "target_secret_id": "${StagingSecretId}",
+                    "database.$": "$.database",
+                    "reread": True,
+                },
+                "$.logical",
+                "RecordLogicalRestored",
+                "TeardownAfterFailure",
+                comment="Loads the backup, checks every table's rows and content checksum against its manifest as loaded and again by reading it back, and the schema.",
+                result_selector={
+                    "run_id.$": "$.run_id",
+                    "manifest_key.$": "$.manifest_key",
+                    "target_database.$": "$.target_database",
+                    "tables.$": "$.tables",
+                    "mismatches.$": "$.mismatches",
+                    "consistent.$": "$.consistent",
+                    "reread.$": "$.reread",
+                },
+            ),
+            "RecordLogicalRestored": {
+                "Type": "Pass",
+                "Parameters": {"at.$": "$$.State.EnteredTime"},
+                "ResultPath": "$.logical_restored",
+                "Next": "LogicalConsistent?",
+            },
+            "LogicalConsistent?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.logical.consistent", "BooleanEquals": True, "Next": "LogicalSmokeTests"}],
+                "Default": "LogicalNotConsistent",
+            },
+            "LogicalNotConsistent": {
+                "Type": "Pass",
+                "Parameters": {
+                    "Error": "LogicalRestoreNotConsistent",
+                    "Cause.$": "States.Format('the restored logical backup differs from its manifest: {}', States.JsonToString($.logical.mismatches))",
+                },
+                "ResultPath": "$.error",
+                "Next": "TeardownAfterFailure",
+            },
+            "LogicalSmokeTests": task(
+                PITR,
+                {"action": "smoke", "drill_id.$": "$.drill_id", "database.$": "$.database"},
+                "$.logical_smoke",
+                "Teardown",
+                "TeardownAfterFailure",
+            ),
+        }
+    )
+    return {
+        "Comment": "catalyst-dr weekly restore test: restore the newest catalyst-dr backup snapshot (or snapshot_id) into a new staging instance, wait until it is available, rotate its credentials, smoke tests; create an empty staging database on it and restore the newest logical backup into it with reread (every table's rows and content checksum against the backup's manifest, and the schema), smoke tests on that copy; tear the staging instance down (on every failure path too), and write the report in the drills' format (the report alerts when the test failed). Input: {\"drill_id\" (default: the execution name), \"snapshot_id\": null, \"database\": \"catalyst_dr_logical\"}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
+        "StartAt": "ApplyDefaults",
+        "States": ordered(
+            states,
+            ["ApplyDefaults", "MergeInput", "RecordStart", "NewestLogicalBackup", "StartRestore", "StartPolling",
+             "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut", "RotateCredentials",
+             "SmokeTests", "StagingDatabase", "RestoreLogical", "RecordLogicalRestored", "LogicalConsistent?",
+             "LogicalNotConsistent", "LogicalSmokeTests", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",
              "TeardownAfterFailure", "ReportFailure", "NotifyFailure", "DrillFailed"],
         ),
     }
@@ -581,6 +690,7 @@ MACHINES = {
     "nightly-backup.asl.json": nightly_backup,
     "pitr-drill.asl.json": pitr_drill,
     "quarterly-drill.asl.json": quarterly_drill,
+    "restore-test.asl.json": restore_test,
     "webhook-replay.asl.json": webhook_replay,
 }
 
