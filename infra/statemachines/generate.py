@@ -348,7 +348,7 @@ def restore_test():
                     "reread": True,
                 },
                 "$.logical",
-                "RecordLogicalRestored",
+                "LogicalConsistent?",
                 "TeardownAfterFailure",
                 comment="Loads the backup, checks every table's rows and content checksum against its manifest as loaded and again by reading it back, and the schema.",
                 result_selector={
@@ -359,14 +359,9 @@ def restore_test():
                     "mismatches.$": "$.mismatches",
                     "consistent.$": "$.consistent",
                     "reread.$": "$.reread",
+                    "completed_at.$": "$.completed_at",
                 },
             ),
-            "RecordLogicalRestored": {
-                "Type": "Pass",
-                "Parameters": {"at.$": "$$.State.EnteredTime"},
-                "ResultPath": "$.logical_restored",
-                "Next": "LogicalConsistent?",
-            },
             "LogicalConsistent?": {
                 "Type": "Choice",
                 "Choices": [{"Variable": "$.logical.consistent", "BooleanEquals": True, "Next": "LogicalSmokeTests"}],
@@ -397,7 +392,7 @@ def restore_test():
             states,
             ["ApplyDefaults", "MergeInput", "RecordStart", "NewestLogicalBackup", "StartRestore", "StartPolling",
              "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut", "RotateCredentials",
-             "SmokeTests", "StagingDatabase", "RestoreLogical", "RecordLogicalRestored", "LogicalConsistent?",
+             "SmokeTests", "StagingDatabase", "RestoreLogical", "LogicalConsistent?",
              "LogicalNotConsistent", "LogicalSmokeTests", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",
              "TeardownAfterFailure", "ReportFailure", "NotifyFailure", "DrillFailed"],
         ),

@@ -322,6 +322,7 @@ fn every_lambda_task_retries_timeouts() {
         ("nightly-backup", 6),
         ("pitr-drill", 8),
         ("quarterly-drill", 13),
+        ("restore-test", 12),
         ("webhook-replay", 3),
     ] {
         let path = format!(

@@ -349,3 +349,173 @@ async fn aurora_restores_a_cluster_and_its_instance() {
             .deleted
     );
 }
+
+fn backup_snapshot_tags() -> Vec<Tag> {
+    vec![
+        Tag::builder()
+            .key(tags::CREATED_BY)
+            .value(tags::CREATED_BY_VALUE)
+            .build(),
+        Tag::builder()
+            .key(tags::ROLE)
+            .value(tags::ROLE_BACKUP)
+            .build(),
+    ]
+}
+
+#[tokio::test]
+async fn restore_snapshot_takes_only_catalyst_dr_backups_into_tagged_staging() {
+    let sdk = local_aws().await;
+    let rds = aws_sdk_rds::Client::new(&sdk);
+    let source = unique("snapsrc");
+    source_instance(&rds, &source).await;
+    let ours = format!("catalyst-dr-{source}-20261126t030000z");
+    rds.create_db_snapshot()
+        .db_instance_identifier(&source)
+        .db_snapshot_identifier(&ours)
+        .set_tags(Some(backup_snapshot_tags()))
+        .send()
+        .await
+        .expect("our backup snapshot");
+    // Newer, but not ours: never chosen, and refused by name.
+    let foreign = format!("manual-{source}");
+    rds.create_db_snapshot()
+        .db_instance_identifier(&source)
+        .db_snapshot_identifier(&foreign)
+        .send()
+        .await
+        .expect("someone else's snapshot");
+    let restore = restore_for(&sdk, DbSource::Instance(source.clone())).await;
+
+    let drill = unique("w").to_lowercase();
+    let first = restore
+        .restore_snapshot(&drill, None, None)
+        .await
+        .expect("restore the newest backup snapshot");
+    assert_eq!(first.snapshot.snapshot_id, ours);
+    assert_eq!(first.requested, "newest");
+    assert!(!first.reused);
+    assert!(first.restore_time.is_some());
+    let rerun = restore
+        .restore_snapshot(&drill, None, None)
+        .await
+        .expect("rerun");
+    assert!(rerun.reused, "a retry finds the restore under way");
+
+    let described = rds
+        .describe_db_instances()
+        .db_instance_identifier(&first.target_id)
+        .send()
+        .await
+        .expect("describe");
+    let instance = &described.db_instances()[0];
+    let staging = tag_map(instance.tag_list());
+    assert_eq!(staging[tags::ROLE], "staging");
+    assert_eq!(staging[tags::DRILL_ID], drill);
+    assert_eq!(instance.multi_az(), Some(false));
+    assert_eq!(instance.db_instance_class(), Some("db.t4g.medium"));
+    assert_eq!(
+        instance
+            .db_subnet_group()
+            .and_then(|g| g.db_subnet_group_name()),
+        Some(placement().subnet_group.as_str())
+    );
+    assert!(
+        restore
+            .teardown(&drill, None)
+            .await
+            .expect("teardown")
+            .deleted
+    );
+
+    let other = unique("w").to_lowercase();
+    let err = restore
+        .restore_snapshot(&other, Some(foreign.clone()), None)
+        .await
+        .expect_err("not ours");
+    assert_eq!(err.error_type(), ErrorKind::RestoreRefused, "{err}");
+    let err = restore
+        .restore_snapshot(&other, Some("catalyst-dr-missing".into()), None)
+        .await
+        .expect_err("missing");
+    assert_eq!(err.error_type(), ErrorKind::NoBackupSnapshot, "{err}");
+    let err = restore
+        .restore_snapshot(&other, None, Some(source.clone()))
+        .await
+        .expect_err("the source");
+    assert_eq!(err.error_type(), ErrorKind::RestoreRefused, "{err}");
+    let absent = rds
+        .describe_db_instances()
+        .db_instance_identifier(format!("catalyst-dr-staging-{other}"))
+        .send()
+        .await;
+    assert!(absent.is_err(), "no refused restore created anything");
+
+    let bare = unique("bare");
+    source_instance(&rds, &bare).await;
+    let err = restore_for(&sdk, DbSource::Instance(bare))
+        .await
+        .restore_snapshot(&other, None, None)
+        .await
+        .expect_err("no backup snapshot");
+    assert_eq!(err.error_type(), ErrorKind::NoBackupSnapshot, "{err}");
+}
+
+#[tokio::test]
+async fn aurora_restores_a_backup_cluster_snapshot_and_its_instance() {
+    let sdk = local_aws().await;
+    let rds = aws_sdk_rds::Client::new(&sdk);
+    let source = unique("aurorasnap");
+    rds.create_db_cluster()
+        .db_cluster_identifier(&source)
+        .engine("aurora-postgresql")
+        .master_username("catalyst")
+        .master_user_password("local-only-password")
+        .backup_retention_period(7)
+        .send()
+        .await
+        .expect("source cluster");
+    let ours = format!("catalyst-dr-{source}-20261126t030000z");
+    rds.create_db_cluster_snapshot()
+        .db_cluster_identifier(&source)
+        .db_cluster_snapshot_identifier(&ours)
+        .set_tags(Some(backup_snapshot_tags()))
+        .send()
+        .await
+        .expect("our cluster snapshot");
+    let restore = restore_for(&sdk, DbSource::Cluster(source.clone())).await;
+    let drill = unique("wa").to_lowercase();
+    let started = restore
+        .restore_snapshot(&drill, Some(ours.clone()), None)
+        .await
+        .expect("restore");
+    assert_eq!(started.requested, ours);
+    let cluster = rds
+        .describe_db_clusters()
+        .db_cluster_identifier(&started.target_id)
+        .send()
+        .await
+        .expect("cluster");
+    assert_eq!(
+        tag_map(cluster.db_clusters()[0].tag_list())[tags::DRILL_ID],
+        drill
+    );
+    let instance_id = catalyst_dr::pitr::rds::cluster_instance_id(&started.target_id);
+    let instance = rds
+        .describe_db_instances()
+        .db_instance_identifier(&instance_id)
+        .send()
+        .await
+        .expect("instance in the cluster");
+    assert_eq!(
+        instance.db_instances()[0].db_cluster_identifier(),
+        Some(started.target_id.as_str())
+    );
+    assert!(
+        restore
+            .teardown(&drill, None)
+            .await
+            .expect("teardown")
+            .deleted
+    );
+}

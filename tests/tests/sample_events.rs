@@ -33,7 +33,7 @@ fn snapshot_trigger_samples_decode() {
 fn pitr_restore_samples_decode() {
     assert_eq!(
         decode_samples::<PitrEvent>("pitr-restore"),
-        6,
+        8,
         "one sample per action"
     );
 }

@@ -42,7 +42,7 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
         let watch = LambdaWatch::start(config_env);
         let schedules = deployed("schedules", config_env);
         let schedules = schedules.as_array().expect("schedules");
-        assert_eq!(schedules.len(), 5, "{schedules:#?}");
+        assert_eq!(schedules.len(), 7, "{schedules:#?}");
         let scheduled_time = catalyst_dr::input::format_time(
             minute + time::Duration::minutes(10 * offset as i64 + 17),
         );
@@ -61,8 +61,8 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
             let input: Value = serde_json::from_str(&input_text)
                 .unwrap_or_else(|e| panic!("{name}: Input is not JSON ({e})"));
             if let Some(function) = schedule["function"].as_str() {
-                // A Lambda target (the drills' dead man's checks): the Input is the event. The
-                // drills of this environment ran before it, so neither kind is overdue.
+                // A Lambda target (the dead man's checks of the drills and the restore test): the
+                // Input is the event. Those of this environment ran before it, so none is overdue.
                 let url = format!(
                     "{}/2015-03-31/functions/{function}/invocations",
                     watch.endpoint
@@ -124,7 +124,9 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
                         format!("catalyst-dr-{config_env}-nightly-backup").as_str()
                     );
                 }
-                "PitrDrillStateMachine" | "QuarterlyDrillStateMachine" => {
+                "PitrDrillStateMachine"
+                | "QuarterlyDrillStateMachine"
+                | "RestoreTestStateMachine" => {
                     assert_eq!(
                         output["report"]["passed"], true,
                         "{config_env} {name}: {:#}",
@@ -147,6 +149,11 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
                     panic!("{name} targets {other}, which this test does not know how to check")
                 }
             }
+            if schedule["state_machine"] == "RestoreTestStateMachine" {
+                // Both paths: the logical copy matched its manifest and passed its smoke tests.
+                assert_eq!(output["logical"]["consistent"], true, "{config_env}");
+                assert_eq!(output["logical_smoke"]["passed"], true, "{config_env}");
+            }
             if schedule["state_machine"] == "QuarterlyDrillStateMachine" {
                 // dev's site has a staging queue, prod's keeps the default (none): flushed, or
                 // skipped and reported as such.
@@ -165,7 +172,7 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
             ran.push(format!("{config_env}/{name}"));
         }
     }
-    assert_eq!(ran.len(), 10, "{ran:?}");
+    assert_eq!(ran.len(), 14, "{ran:?}");
 }
 
 /// The dead man's check fails once the last passed drill of its kind is older than allowed, and

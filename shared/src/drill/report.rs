@@ -56,7 +56,7 @@ const RESTORE_TEST_STEPS: &[(&str, &str, &str)] = &[
         "staging_database",
         "completed_at",
     ),
-    ("Logical backup restored", "logical_restored", "at"),
+    ("Logical backup restored", "logical", "completed_at"),
     (
         "Smoke tests passed (logical)",
         "logical_smoke",
@@ -588,10 +588,10 @@ mod tests {
             "smoke": {"passed": true, "checks": [], "completed_at": "2026-11-29T04:00:12Z"},
             "staging_database": {"completed_at": "2026-11-29T04:00:13Z"},
             "logical": {"consistent": rows == 7, "mismatches": [], "manifest_key": "logical/20261128t030000z/manifest.json",
+                        "completed_at": "2026-11-29T04:00:20Z",
                         "tables": [{"schema": "public", "name": "users", "rows_expected": 7, "rows": rows,
                                     "content_checksum_expected": {"sum": "1"}, "content_checksum": {"sum": "1"},
                                     "ok": rows == 7}]},
-            "logical_restored": {"at": "2026-11-29T04:00:20Z"},
             "logical_smoke": {"passed": logical_smoke, "checks": [], "completed_at": "2026-11-29T04:00:21Z"},
             "teardown": {"completed_at": "2026-11-29T04:00:25Z"},
         })

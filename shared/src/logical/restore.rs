@@ -60,6 +60,8 @@ pub struct RestoreResult {
     pub reset: bool,
     /// Wall time of each phase, in seconds.
     pub seconds: RestorePhases,
+    /// When the restore and its checks finished.
+    pub completed_at: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -347,6 +349,7 @@ impl LogicalBackups {
             schema_objects: manifest.schema.pre_data.len() + manifest.schema.post_data.len(),
             reset,
             seconds,
+            completed_at: crate::input::format_time(time::OffsetDateTime::now_utc()),
         })
     }
 

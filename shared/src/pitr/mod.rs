@@ -439,9 +439,17 @@ impl PitrRestore {
         target_id: Option<String>,
     ) -> Result<SnapshotStartResult, PitrError> {
         let target_id = self.target_for(drill_id, target_id)?;
-        if let Some(id) = &snapshot_id {
-            crate::config::validate_identifier(id)
-                .map_err(|reason| InputError::new("snapshot_id", reason))?;
+        // Only ever compared with the engine's own list (local base backups start with a digit).
+        if let Some(id) = &snapshot_id
+            && (id.is_empty()
+                || id.len() > 255
+                || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        {
+            return Err(InputError::new(
+                "snapshot_id",
+                format!("{id:?} must be 1 to 255 letters, digits or hyphens"),
+            )
+            .into());
         }
         let started_at = OffsetDateTime::now_utc();
         let existing = self.engine.describe(&target_id).await?;
