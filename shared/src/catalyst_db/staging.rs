@@ -113,22 +113,6 @@ pub async fn require_staging(client: &Client) -> Result<String, CatalystDbError>
         .ok_or(CatalystDbError::NotStaging { database })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_marker;
-
-    #[test]
-    fn only_the_exact_prefix_marks_staging() {
-        assert_eq!(
-            parse_marker("catalyst-dr:staging drill=q4-2026"),
-            Some("q4-2026".into())
-        );
-        assert_eq!(parse_marker("catalyst-dr:staging"), Some(String::new()));
-        assert_eq!(parse_marker("catalyst-dr:staging-not"), None);
-        assert_eq!(parse_marker("production catalyst-dr:staging"), None);
-    }
-}
-
 /// Creates database `name` on the connected server unless it exists; true when it was created.
 /// The name must be a plain lowercase identifier (it is quoted all the same).
 pub async fn create_database(client: &Client, name: &str) -> Result<bool, CatalystDbError> {
@@ -154,4 +138,20 @@ pub async fn create_database(client: &Client, name: &str) -> Result<bool, Cataly
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_marker;
+
+    #[test]
+    fn only_the_exact_prefix_marks_staging() {
+        assert_eq!(
+            parse_marker("catalyst-dr:staging drill=q4-2026"),
+            Some("q4-2026".into())
+        );
+        assert_eq!(parse_marker("catalyst-dr:staging"), Some(String::new()));
+        assert_eq!(parse_marker("catalyst-dr:staging-not"), None);
+        assert_eq!(parse_marker("production catalyst-dr:staging"), None);
+    }
 }
