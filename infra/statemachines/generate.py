@@ -301,8 +301,8 @@ def restore_test():
     restored into one staging instance (the logical one into a database of its own there)."""
     states = shared_states(
         {
-            "defaults": {"snapshot_id": None, "database": "catalyst_dr_logical"},
-            "after_start": "NewestLogicalBackup",
+            "defaults": {"snapshot_id": None, "logical_scheduled_time": None, "database": "catalyst_dr_logical"},
+            "after_start": "LogicalBackupNamed?",
             "target_time": None,
             "after_rotate": "SmokeTests",
             "after_smoke": "StagingDatabase",
@@ -315,6 +315,17 @@ def restore_test():
     )
     states.update(
         {
+            "LogicalBackupNamed?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.logical_scheduled_time", "IsNull": False, "Next": "NamedLogicalBackup"}],
+                "Default": "NewestLogicalBackup",
+            },
+            "NamedLogicalBackup": {
+                "Type": "Pass",
+                "Parameters": {"scheduled_time.$": "$.logical_scheduled_time"},
+                "ResultPath": "$.logical_backup",
+                "Next": "StartRestore",
+            },
             # Nothing is restored yet: a failure here only needs the report.
             "NewestLogicalBackup": task(
                 SNAPSHOT,
@@ -386,11 +397,12 @@ def restore_test():
         }
     )
     return {
-        "Comment": "catalyst-dr weekly restore test: restore the newest catalyst-dr backup snapshot (or snapshot_id) into a new staging instance, wait until it is available, rotate its credentials, smoke tests; create an empty staging database on it and restore the newest logical backup into it with reread (every table's rows and content checksum against the backup's manifest, and the schema), smoke tests on that copy; tear the staging instance down (on every failure path too), and write the report in the drills' format (the report alerts when the test failed). Input: {\"drill_id\" (default: the execution name), \"snapshot_id\": null, \"database\": \"catalyst_dr_logical\"}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
+        "Comment": "catalyst-dr weekly restore test: restore the newest catalyst-dr backup snapshot (or snapshot_id) into a new staging instance, wait until it is available, rotate its credentials, smoke tests; create an empty staging database on it and restore the newest logical backup into it with reread (every table's rows and content checksum against the backup's manifest, and the schema), smoke tests on that copy; tear the staging instance down (on every failure path too), and write the report in the drills' format (the report alerts when the test failed). Input: {\"drill_id\" (default: the execution name), \"snapshot_id\": null (the newest), \"logical_scheduled_time\": null (the newest logical backup, or that night's), \"database\": \"catalyst_dr_logical\"}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
         "StartAt": "ApplyDefaults",
         "States": ordered(
             states,
-            ["ApplyDefaults", "MergeInput", "RecordStart", "NewestLogicalBackup", "StartRestore", "StartPolling",
+            ["ApplyDefaults", "MergeInput", "RecordStart", "LogicalBackupNamed?", "NamedLogicalBackup",
+             "NewestLogicalBackup", "StartRestore", "StartPolling",
              "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut", "RotateCredentials",
              "SmokeTests", "StagingDatabase", "RestoreLogical", "LogicalConsistent?",
              "LogicalNotConsistent", "LogicalSmokeTests", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",

@@ -1,8 +1,9 @@
 //! The weekly restore-test state machine on the local engine, executed by the ASL interpreter
 //! against the functions served by `cargo lambda watch`: the newest base backup (the local
 //! engine's snapshot) and the newest logical backup restored into staging, both smoke-tested, the
-//! logical copy checked against its manifest, torn down, reported; and a test whose snapshot
-//! smoke tests fail, which still tears down, reports the failure and alerts.
+//! logical copy checked against its manifest, torn down, reported; a test whose snapshot smoke
+//! tests fail, and one whose logical backup disagrees with its manifest, each still tearing down,
+//! reporting the failure and alerting.
 
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr_tests::datagen::{self, GeneratorSpec};
@@ -52,7 +53,7 @@ async fn base_backup(scheduled_time: time::OffsetDateTime) -> String {
 
 /// Both runs restore the stack's one configured source, so they run in one test, in order.
 #[tokio::test]
-async fn restore_test_passes_against_the_manifest_and_a_failing_one_tears_down_and_alerts() {
+async fn restore_test_passes_against_the_manifest_and_failing_ones_tear_down_and_alert() {
     let seed = seed();
     let sdk = local_aws().await;
     let bucket = seed["bucket"].as_str().expect("bucket");
