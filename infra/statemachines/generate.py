@@ -317,8 +317,8 @@ def restore_test():
         {
             "LogicalBackupNamed?": {
                 "Type": "Choice",
-                "Choices": [{"Variable": "$.logical_scheduled_time", "IsNull": False, "Next": "NamedLogicalBackup"}],
-                "Default": "NewestLogicalBackup",
+                "Choices": [{"Variable": "$.logical_scheduled_time", "IsNull": True, "Next": "NewestLogicalBackup"}],
+                "Default": "NamedLogicalBackup",
             },
             "NamedLogicalBackup": {
                 "Type": "Pass",
