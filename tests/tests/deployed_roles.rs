@@ -230,6 +230,8 @@ fn each_function_reaches_only_what_it_uses_over_the_network() {
                     "0.0.0.0/0:443".into(),
                     "DatabaseSecurityGroupId:5432".into(),
                     "EndpointSecurityGroup:443".into(),
+                    // restore-logical into staging databases.
+                    "StagingSecurityGroupIds[0]:5432".into(),
                     "s3-prefix-list:443".into(),
                 ],
             ),
