@@ -278,8 +278,13 @@ pub fn render(drill_id: &str, kind: &str, state: &Value, past: &[DrillRecord]) -
         "logical_restore": state.get("logical"),
         "logical_smoke": state.pointer("/logical_smoke/checks"),
     });
-    let markdown = markdown(&summary, &steps, validation, state);
-    let html = html(&summary, &steps, validation, state, &trend);
+    let labels = if restore_test {
+        Labels::RESTORE_TEST
+    } else {
+        Labels::DRILL
+    };
+    let markdown = markdown(&summary, &steps, validation, state, &labels);
+    let html = html(&summary, &steps, validation, state, &trend, &labels);
     Rendered {
         json,
         markdown,
@@ -309,17 +314,38 @@ fn objective_line(validation: Option<&Value>, key: &str) -> String {
     format!("{seconds:.1} s (objective {objective} s: {verdict})")
 }
 
+/// What a report calls itself and what its parity is measured against.
+struct Labels {
+    title: &'static str,
+    parity: &'static str,
+    expected_rows: &'static str,
+}
+
+impl Labels {
+    const DRILL: Self = Self {
+        title: "Restore drill",
+        parity: "Baseline parity",
+        expected_rows: "baseline rows",
+    };
+    const RESTORE_TEST: Self = Self {
+        title: "Restore test",
+        parity: "Parity against the backup manifest",
+        expected_rows: "manifest rows",
+    };
+}
+
 fn markdown(
     summary: &ReportSummary,
     steps: &[TimelineEntry],
     validation: Option<&Value>,
     state: &Value,
+    labels: &Labels,
 ) -> String {
     let mut out = String::new();
     let verdict = if summary.passed { "PASSED" } else { "FAILED" };
     out.push_str(&format!(
-        "## Restore drill {}: {verdict}\n\n",
-        summary.drill_id
+        "## {} {}: {verdict}\n\n",
+        labels.title, summary.drill_id
     ));
     if let Some(failure) = &summary.failure {
         out.push_str(&format!("**Failure:** {failure}\n\n"));
@@ -362,7 +388,10 @@ fn markdown(
             fmt_seconds(s.offset_seconds)
         ));
     }
-    out.push_str("\n### Baseline parity\n\n| table | baseline rows | restored rows | checksum | written after baseline | result |\n|---|---|---|---|---|---|\n");
+    out.push_str(&format!(
+        "\n### {}\n\n| table | {} | restored rows | checksum | written after baseline | result |\n|---|---|---|---|---|---|\n",
+        labels.parity, labels.expected_rows
+    ));
     for t in validation
         .and_then(|v| v.get("tables"))
         .and_then(Value::as_array)
@@ -432,6 +461,7 @@ fn html(
     validation: Option<&Value>,
     state: &Value,
     trend: &[DrillRecord],
+    labels: &Labels,
 ) -> String {
     let verdict = if summary.passed { "passed" } else { "failed" };
     let total = steps
@@ -488,7 +518,7 @@ fn html(
         .map_or("—".to_owned(), |t| t.to_string());
     format!(
         r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Restore drill {id}: {verdict}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{title} {id}: {verdict}</title>
 <style>
 body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 960px; color: #1d232b; }}
 h1 span.passed {{ color: #137333; }} h1 span.failed {{ color: #b3261e; }}
@@ -504,7 +534,7 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
 #trend polyline.rto, #trend polyline.rpo {{ fill: none; }} .legend .rto {{ color: #3b6fd8; }} .legend .rpo {{ color: #e8710a; }}
 </style></head>
 <body>
-<h1>Restore drill {id}: <span class="{verdict}">{verdict}</span></h1>
+<h1>{title} {id}: <span class="{verdict}">{verdict}</span></h1>
 {failure}
 <dl>
 <dt>RPO</dt><dd>{rpo}</dd>
@@ -517,12 +547,15 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
 {rows}</tbody></table>
 <h2>RTO and RPO of the last drills</h2>
 {trend}
-<h2>Baseline parity</h2>
-<table id="parity"><thead><tr><th>table</th><th>baseline rows</th><th>restored rows</th><th>checksum</th><th>written after baseline</th><th>result</th></tr></thead><tbody>
+<h2>{parity_title}</h2>
+<table id="parity"><thead><tr><th>table</th><th>{expected_rows}</th><th>restored rows</th><th>checksum</th><th>written after baseline</th><th>result</th></tr></thead><tbody>
 {parity}</tbody></table>
 </body></html>
 "#,
         id = escape(&summary.drill_id),
+        title = labels.title,
+        parity_title = labels.parity,
+        expected_rows = labels.expected_rows,
         rpo = escape(&objective_line(validation, "rpo")),
         rto = escape(&objective_line(validation, "rto")),
         parity_failures = summary.parity_failures,
@@ -613,6 +646,12 @@ mod tests {
             "{}",
             r.markdown
         );
+        assert!(r.markdown.starts_with("## Restore test rt-1: PASSED"));
+        assert!(
+            r.markdown
+                .contains("### Parity against the backup manifest")
+        );
+        assert!(r.html.contains("<h1>Restore test rt-1:"));
 
         let short = render("rt-2", RESTORE_TEST_KIND, &restore_test_state(6, true), &[]);
         assert!(!short.summary.passed);
