@@ -392,3 +392,133 @@ async fn guards_refuse_before_anything_is_created() {
             .deleted
     );
 }
+
+/// The restore test's snapshot path on the local engine: the base backup restored to its end, its
+/// staging databases created only on this drill's instance, and smoke tests only on databases
+/// marked as this drill's staging.
+#[tokio::test]
+async fn restore_snapshot_and_staging_databases_are_guarded() {
+    let d = drill("snaprestore", Vec::new()).await;
+    let missing = d
+        .restore
+        .restore_snapshot(&d.drill_id, Some("no-such-backup".into()), None)
+        .await
+        .expect_err("no such base backup");
+    assert_eq!(
+        missing.error_type(),
+        ErrorKind::NoBackupSnapshot,
+        "{missing}"
+    );
+
+    let started = d
+        .restore
+        .restore_snapshot(&d.drill_id, None, None)
+        .await
+        .expect("restore the newest base backup");
+    assert!(
+        started.snapshot.snapshot_id.starts_with("base"),
+        "{started:?}"
+    );
+    assert_eq!(
+        started.restore_time,
+        started
+            .snapshot
+            .created_at
+            .map(catalyst_dr::input::format_time)
+    );
+    let rerun = d
+        .restore
+        .restore_snapshot(&d.drill_id, None, None)
+        .await
+        .expect("rerun");
+    assert!(rerun.reused);
+    d.until_available().await;
+    let rotated = d
+        .restore
+        .rotate_credentials(&d.drill_id, None)
+        .await
+        .expect("rotate");
+    d.restore
+        .smoke(&d.drill_id, None)
+        .await
+        .expect("the restored base backup holds the source's data");
+
+    let itself = d
+        .restore
+        .staging_database(&d.drill_id, &rotated.dbname)
+        .await
+        .expect_err("the restored database itself");
+    assert_eq!(itself.error_type(), ErrorKind::InvalidInput, "{itself}");
+    let created = d
+        .restore
+        .staging_database(&d.drill_id, "catalyst_dr_logical")
+        .await
+        .expect("staging database");
+    assert!(created.created);
+    let again = d
+        .restore
+        .staging_database(&d.drill_id, "catalyst_dr_logical")
+        .await
+        .expect("rerun");
+    assert!(!again.created, "a retry finds it");
+    let empty = d
+        .restore
+        .smoke(&d.drill_id, Some("catalyst_dr_logical"))
+        .await
+        .expect_err("an empty database has no users");
+    assert_eq!(empty.error_type(), ErrorKind::SmokeFailed, "{empty}");
+
+    // A database on the staging instance marked as another drill's, or not marked at all.
+    let staging = d.staging_client(&rotated).await;
+    staging
+        .batch_execute("CREATE DATABASE someone_elses")
+        .await
+        .expect("create");
+    let mut config: tokio_postgres::Config = format!(
+        "host={} port={} user={} dbname=someone_elses",
+        rotated.host, rotated.port, rotated.username
+    )
+    .parse()
+    .expect("config");
+    let password = {
+        let sdk = local_aws().await;
+        let secret = aws_sdk_secretsmanager::Client::new(&sdk)
+            .get_secret_value()
+            .secret_id(&rotated.secret_id)
+            .send()
+            .await
+            .expect("secret");
+        let document: serde_json::Value =
+            serde_json::from_str(secret.secret_string().expect("string")).expect("json");
+        document["password"].as_str().expect("password").to_owned()
+    };
+    config.password(password);
+    let (other, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    catalyst_dr::catalyst_db::mark_staging(&other, "another-drill")
+        .await
+        .expect("mark");
+    let refused = d
+        .restore
+        .staging_database(&d.drill_id, "someone_elses")
+        .await
+        .expect_err("another drill's");
+    assert_eq!(refused.error_type(), ErrorKind::RestoreRefused, "{refused}");
+    let refused = d
+        .restore
+        .smoke(&d.drill_id, Some("postgres"))
+        .await
+        .expect_err("not marked as staging");
+    assert_eq!(refused.error_type(), ErrorKind::RestoreRefused, "{refused}");
+
+    assert!(
+        d.restore
+            .teardown(&d.drill_id, None)
+            .await
+            .expect("teardown")
+            .deleted
+    );
+}
