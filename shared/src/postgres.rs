@@ -545,7 +545,7 @@ fn tls_connector(
         return Err(bundle_error("no certificates in the bundle".to_owned()));
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| bundle_error(e.to_string()))?
