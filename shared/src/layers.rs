@@ -33,6 +33,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("settings", Layer::Core),
     ("tags", Layer::Core),
     ("telemetry", Layer::Core),
+    ("tls", Layer::Adapter),
     ("aws_clients", Layer::Adapter),
     ("aws_error", Layer::Adapter),
     ("catalyst_db", Layer::Adapter),

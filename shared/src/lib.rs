@@ -59,3 +59,5 @@ pub mod snapshot_trigger;
 pub mod staging_secret;
 pub mod tags;
 pub mod telemetry;
+#[cfg(any(feature = "pitr-restore", feature = "dead-letter-replay"))]
+pub mod tls;

@@ -336,7 +336,9 @@ pub async fn invoke_lambda(
         "{}/2015-03-31/functions/{function}/invocations",
         stack_var("LAMBDA_ENDPOINT_URL")
     );
-    let response = reqwest::Client::new()
+    let response = catalyst_dr::tls::http_client_builder()
+        .build()
+        .expect("HTTP client")
         .post(url)
         .json(payload)
         .send()

@@ -329,7 +329,7 @@ async fn replay_probes_each_endpoint_once_requeues_healthy_ones_and_records_the_
     assert_eq!(fingerprint(&client).await, after);
 
     // The worker picks the deliveries up; verify reports the outcome per endpoint.
-    let http = reqwest::Client::builder()
+    let http = catalyst_dr::tls::http_client_builder()
         .timeout(std::time::Duration::from_millis(500))
         .no_proxy()
         .build()

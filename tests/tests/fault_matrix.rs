@@ -518,7 +518,9 @@ async fn a_server_frozen_mid_replay_fails_at_the_statement_bound_and_the_rerun_c
 #[tokio::test]
 async fn malformed_events_through_the_lambda_edge_are_invalid_input_naming_the_field() {
     let endpoint = catalyst_dr_tests::stack_var("LAMBDA_ENDPOINT_URL");
-    let http = reqwest::Client::new();
+    let http = catalyst_dr::tls::http_client_builder()
+        .build()
+        .expect("HTTP client");
     let cases = [
         (
             "snapshot-trigger",

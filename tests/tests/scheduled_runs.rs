@@ -67,7 +67,9 @@ async fn every_schedule_succeeds_on_its_first_run_for_dev_and_prod() {
                     "{}/2015-03-31/functions/{function}/invocations",
                     watch.endpoint
                 );
-                let response = reqwest::Client::new()
+                let response = catalyst_dr::tls::http_client_builder()
+                    .build()
+                    .expect("HTTP client")
                     .post(&url)
                     .json(&input)
                     .send()

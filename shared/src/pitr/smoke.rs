@@ -96,7 +96,7 @@ pub async fn run_checks(
         ),
         Err(e) => CheckResult::fail("pending-deliveries", crate::error_chain::error_chain(&e)),
     });
-    let http = reqwest::Client::builder()
+    let http = crate::tls::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build();
     for check in health {

@@ -169,7 +169,7 @@ pub struct HttpProbe {
 impl HttpProbe {
     pub fn new(config: ProbeConfig) -> Result<Self, reqwest::Error> {
         let resolver = Arc::new(CheckedResolver::default());
-        let client = reqwest::Client::builder()
+        let client = crate::tls::http_client_builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(resolver.clone())
