@@ -55,6 +55,23 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 
 /// Turns any SDK error into an [`AwsCallError`].
+/// A create or copy that a retry may repeat: `Ok(true)` when this call made it, `Ok(false)` when
+/// `exists` says the service already had it, any other failure classified.
+pub fn created_unless_exists<T, E>(
+    operation: &'static str,
+    result: Result<T, SdkError<E, HttpResponse>>,
+    exists: impl Fn(&E) -> bool,
+) -> Result<bool, AwsCallError>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(&exists) => Ok(false),
+        Err(e) => Err(classify(operation, e)),
+    }
+}
+
 pub fn classify<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> AwsCallError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,

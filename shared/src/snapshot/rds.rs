@@ -1,7 +1,7 @@
 //! [`SnapshotStore`] for an RDS instance or an Aurora cluster.
 
 use super::store::{SnapshotInfo, SnapshotKind, SnapshotStore, SourceDetails};
-use crate::aws_error::{AwsCallError, classify};
+use crate::aws_error::{AwsCallError, classify, created_unless_exists};
 use crate::aws_time::from_aws;
 use crate::rds::{DbSource, sdk_tags, tag_map};
 use crate::tags::Tags;
@@ -127,16 +127,9 @@ impl SnapshotStore for RdsSnapshots {
                     .db_instance_identifier(id)
                     .db_snapshot_identifier(snapshot_id)
                     .set_tags(Some(sdk_tags(tags)));
-                match call.send().await {
-                    Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_db_snapshot_already_exists_fault()) =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(classify("rds:CreateDBSnapshot", e)),
-                }
+                created_unless_exists("rds:CreateDBSnapshot", call.send().await, |s| {
+                    s.is_db_snapshot_already_exists_fault()
+                })
             }
             DbSource::Cluster(id) => {
                 let call = self
@@ -145,16 +138,9 @@ impl SnapshotStore for RdsSnapshots {
                     .db_cluster_identifier(id)
                     .db_cluster_snapshot_identifier(snapshot_id)
                     .set_tags(Some(sdk_tags(tags)));
-                match call.send().await {
-                    Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_db_cluster_snapshot_already_exists_fault()) =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(classify("rds:CreateDBClusterSnapshot", e)),
-                }
+                created_unless_exists("rds:CreateDBClusterSnapshot", call.send().await, |s| {
+                    s.is_db_cluster_snapshot_already_exists_fault()
+                })
             }
         }
     }
@@ -289,16 +275,9 @@ impl super::dr::SnapshotCopier for RdsSnapshots {
                     .target_db_snapshot_identifier(target_id)
                     .kms_key_id(kms_key_arn)
                     .set_tags(Some(sdk_tags(tags)));
-                match call.send().await {
-                    Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_db_snapshot_already_exists_fault()) =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(classify("rds:CopyDBSnapshot", e)),
-                }
+                created_unless_exists("rds:CopyDBSnapshot", call.send().await, |s| {
+                    s.is_db_snapshot_already_exists_fault()
+                })
             }
             DbSource::Cluster(_) => {
                 let call = self
@@ -308,16 +287,9 @@ impl super::dr::SnapshotCopier for RdsSnapshots {
                     .target_db_cluster_snapshot_identifier(target_id)
                     .kms_key_id(kms_key_arn)
                     .set_tags(Some(sdk_tags(tags)));
-                match call.send().await {
-                    Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_db_cluster_snapshot_already_exists_fault()) =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(classify("rds:CopyDBClusterSnapshot", e)),
-                }
+                created_unless_exists("rds:CopyDBClusterSnapshot", call.send().await, |s| {
+                    s.is_db_cluster_snapshot_already_exists_fault()
+                })
             }
         }
     }
