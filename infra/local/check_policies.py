@@ -245,6 +245,8 @@ def main(argv=None):
             "account": deployed.ACCOUNT,
             "bucket": resolver.resource("BackupBucket", None),
             "topic": resolver.resource("AlertTopic", None),
+            # The template's own secrets by logical id (their local counterparts' ARNs).
+            **{name: resolver.resource(name, None) for name, _ in resolver.deployed("AWS::SecretsManager::Secret")},
         }
         expectations = [
             case

@@ -20,8 +20,8 @@ resource with no local counterpart is an error, never a guess.
         run-state-machine.mjs's --definition and --sub arguments for one state machine,
         NUL-separated (for `mapfile -d ''`)
 
-Locally the functions differ from AWS only in what LOCAL_OVERRIDES and LOCAL_ADDITIONS list,
-each with its reason.
+Locally the functions differ from AWS only in what LOCAL_OVERRIDES, LOCAL_REPLACEMENTS,
+LOCAL_REMOVALS and local_additions list, each with its reason.
 """
 
 import argparse
@@ -61,20 +61,27 @@ LOCAL_OVERRIDES = {
     # The local PostgreSQL listens on loopback without TLS.
     "PG_TLS": "disable",
 }
+# Template values replaced locally where the template sets them (variable: {deployed: local}).
+LOCAL_REPLACEMENTS = {
+    # moto cannot snapshot an ElastiCache cache nor restore one into a Redis one can connect to.
+    # Where the template gives a function the ElastiCache cache engine (pitr-restore and
+    # drill-validator, with DrillsRestoreCache), the local cache engine snapshots the local Redis
+    # and restores it into a redis-server of its own, under LOCAL_CACHE_DIR; the staging cache's
+    # URL still goes through StagingCacheSecret, where dead-letter-replay reads it, as in AWS.
+    "CACHE_ENGINE": {"elasticache": "local"},
+}
 # Template values dropped locally: the RDS CA bundle is a layer file that exists only in Lambda.
 LOCAL_REMOVALS = {"PG_CA_BUNDLE"}
 
 
 def local_additions(seed, state):
-    """Variables only the local stack sets: where the local engine and Redis live."""
+    """Variables only the local stack sets: where the local engines and Redis live."""
     extra = {
         "LOCAL_SOURCE_ID": "catalyst-auth-local",
         # The local engine reads the source cluster directly, as RDS does; pitr-restore's role
         # reads no source secret.
         "LOCAL_SOURCE_DATABASE_URL": seed["source_database_url"],
         "DRILL_REDIS_URL": seed["redis_url"],
-        "STAGING_REDIS_URL": seed["redis_url"],
-        "REDIS_QUEUE_PATTERNS": "catalyst:webhooks:queue:*,catalyst:webhooks:delayed",
         # Probed endpoints run on loopback, which the SSRF guard refuses in AWS.
         "PROBE_ALLOW_CIDRS": "127.0.0.0/8,::1/128",
         # moto has no ElastiCache CopySnapshot (the export's request has a request-shape test).
@@ -88,6 +95,7 @@ def local_additions(seed, state):
                 "LOCAL_BASE_BACKUP_DIR": f"{state}/base-backups",
                 "LOCAL_WAL_ARCHIVE_DIR": f"{state}/wal-archive",
                 "LOCAL_STAGING_DIR": f"{state}/staging",
+                "LOCAL_CACHE_DIR": f"{state}/cache",
             }
         )
     return extra
@@ -214,6 +222,7 @@ class Resolver:
             ("AlertTopic", None): seed["alert_topic_arn"],
             ("AlertTopic", "TopicName"): seed["alert_topic_arn"].rsplit(":", 1)[1],
             ("StagingDatabaseSecret", None): seed["staging_database_secret_arn"],
+            ("StagingCacheSecret", None): seed["staging_cache_secret_arn"],
         }
         if (name, attribute) in local:
             return local[(name, attribute)]
@@ -418,13 +427,18 @@ class Resolver:
 
 
 def function_env(resolver, seed, state, binary):
-    """One function's environment: the template's without LOCAL_REMOVALS, then LOCAL_OVERRIDES
-    (whether the template sets them or leaves the function's default), then the local
-    additions."""
+    """One function's environment: the template's without LOCAL_REMOVALS and with
+    LOCAL_REPLACEMENTS, then LOCAL_OVERRIDES (whether the template sets them or leaves the
+    function's default), then the local additions."""
     functions = {f["binary"]: f for f in resolver.functions().values()}
     if binary not in functions:
         raise TemplateError(f"no function {binary!r} in the template ({', '.join(sorted(functions))})")
     env = {k: v for k, v in functions[binary]["environment"].items() if k not in LOCAL_REMOVALS}
+    for key, local in LOCAL_REPLACEMENTS.items():
+        if key in env:
+            if env[key] not in local:
+                raise TemplateError(f"{key}={env[key]} ({binary}) has no local counterpart in deployed.py")
+            env[key] = local[env[key]]
     env.update(LOCAL_OVERRIDES)
     for key, value in local_additions(seed, state).items():
         if key in functions[binary]["environment"]:

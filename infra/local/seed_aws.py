@@ -1,9 +1,10 @@
 """Creates the "production" resources catalyst-dr works on, in the local AWS endpoint.
 
 What the SAM template and the user's account provide in AWS: the backup bucket (versioned,
-Object Lock on), the Catalyst Auth RDS instance and ElastiCache replication group, and the alert
-topic, here with an SQS queue subscribed so that tests can read the notifications, and the
-account's administrator user. Idempotent.
+Object Lock on), the Catalyst Auth RDS instance and ElastiCache replication group, the staging
+network (database and cache subnet groups, security groups), the secrets, and the alert topic,
+here with an SQS queue subscribed so that tests can read the notifications, and the account's
+administrator user. Idempotent.
 Prints the resource names as JSON (STATE/seed.json); the functions' configuration is derived from
 the template by deployed.py.
 """
@@ -26,6 +27,13 @@ STAGING_SUBNET_GROUP = "catalyst-dr-staging-subnets"
 STAGING_SG = "catalyst-dr-staging"
 DATABASE_SG = "catalyst-auth-database"
 CACHE_SG = "catalyst-auth-cache"
+# Where the quarterly drill restores the cache (StagingCacheSubnetGroupName,
+# StagingCacheSecurityGroupId), the secret it writes the staging cache's URL to (as the template's
+# StagingCacheSecret) and the production cache's URL secret (SourceCacheSecretArn).
+STAGING_CACHE_SUBNET_GROUP = "catalyst-dr-staging-cache"
+STAGING_CACHE_SG = "catalyst-dr-staging-cache"
+STAGING_CACHE_SECRET = "catalyst-dr/local/staging-cache"
+SOURCE_CACHE_SECRET = "catalyst-dr/local/source-cache"
 # The database dead-letter-replay writes to locally: the replay state machine test creates it and
 # stores its secret, so that it never races the tests that use catalyst_auth.
 REPLAY_DB_SECRET = "catalyst-dr/local/replay-database"
@@ -127,6 +135,10 @@ def main():
     cache_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
         GroupName=CACHE_SG, Description="Catalyst Auth cache", VpcId=vpc_id
     )["GroupId"]
+    groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [STAGING_CACHE_SG]}])["SecurityGroups"]
+    staging_cache_sg = groups[0]["GroupId"] if groups else ec2.create_security_group(
+        GroupName=STAGING_CACHE_SG, Description="catalyst-dr staging caches", VpcId=vpc_id
+    )["GroupId"]
     route_table_ids = sorted(
         t["RouteTableId"] for t in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["RouteTables"]
     )
@@ -138,6 +150,16 @@ def main():
         )
 
     cache = client("elasticache")
+    # The drill's staging caches land in the staging network, as staging restores do.
+    if not any(
+        g["CacheSubnetGroupName"] == STAGING_CACHE_SUBNET_GROUP
+        for g in cache.describe_cache_subnet_groups()["CacheSubnetGroups"]
+    ):
+        cache.create_cache_subnet_group(
+            CacheSubnetGroupName=STAGING_CACHE_SUBNET_GROUP,
+            CacheSubnetGroupDescription="catalyst-dr staging caches",
+            SubnetIds=subnet_ids,
+        )
     groups = [g["ReplicationGroupId"] for g in cache.describe_replication_groups()["ReplicationGroups"]]
     if CACHE_GROUP not in groups:
         cache.create_replication_group(
@@ -202,6 +224,30 @@ def main():
     except secrets.exceptions.ResourceExistsException:
         pass
     staging_secret_arn = secrets.describe_secret(SecretId=STAGING_DB_SECRET)["ARN"]
+
+    # Receives the drill's staging cache URL from pitr-restore; tagged as the template tags
+    # StagingCacheSecret.
+    try:
+        secrets.create_secret(
+            Name=STAGING_CACHE_SECRET,
+            Description="catalyst-dr staging cache URL",
+            Tags=[
+                {"Key": "project", "Value": "catalyst-dr"},
+                {"Key": "catalyst-dr:role", "Value": "staging"},
+                {"Key": "catalyst-dr:created-by", "Value": "catalyst-dr"},
+            ],
+        )
+    except secrets.exceptions.ResourceExistsException:
+        pass
+    staging_cache_secret_arn = secrets.describe_secret(SecretId=STAGING_CACHE_SECRET)["ARN"]
+
+    # The production cache's URL, as an operator stores it with its AUTH token (the local Redis
+    # has none).
+    try:
+        secrets.create_secret(Name=SOURCE_CACHE_SECRET, SecretString=os.environ["CATALYST_DR_REDIS_URL"])
+    except secrets.exceptions.ResourceExistsException:
+        secrets.put_secret_value(SecretId=SOURCE_CACHE_SECRET, SecretString=os.environ["CATALYST_DR_REDIS_URL"])
+    source_cache_secret_arn = secrets.describe_secret(SecretId=SOURCE_CACHE_SECRET)["ARN"]
 
     # The functions' own database secrets (BackupDatabaseSecretArn, DrillDatabaseSecretArn,
     # ReplayDatabaseSecretArn): the backup and drill roles stack.sh set up on catalyst_auth. The
@@ -274,6 +320,12 @@ def main():
                 "route_table_ids": ",".join(route_table_ids),
                 "database_security_group": database_sg,
                 "cache_security_group": cache_sg,
+                "staging_cache_subnet_group": STAGING_CACHE_SUBNET_GROUP,
+                "staging_cache_security_group": staging_cache_sg,
+                "staging_cache_secret": STAGING_CACHE_SECRET,
+                "staging_cache_secret_arn": staging_cache_secret_arn,
+                "source_cache_secret": SOURCE_CACHE_SECRET,
+                "source_cache_secret_arn": source_cache_secret_arn,
                 "redis_url": os.environ["CATALYST_DR_REDIS_URL"],
                 "pg_bin": os.environ["CATALYST_DR_PG_BIN"],
                 "pg_run_as": os.environ.get("CATALYST_DR_PG_RUN_AS", ""),

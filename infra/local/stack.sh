@@ -209,7 +209,8 @@ down() {
   [ -d "$state" ] || return 0
   stop_pid "$state/lambda.pid"
   stop_pid "$state/moto.pid"
-  if [ -f "$state/redis/redis.pid" ]; then stop_pid "$state/redis/redis.pid"; fi
+  # The stack's Redis, and the staging caches the local cache engine started.
+  find "$state" -name redis.pid 2>/dev/null | while read -r pid_file; do stop_pid "$pid_file"; done
   if [ -f "$state/pg/data/postmaster.pid" ]; then
     as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi

@@ -186,7 +186,7 @@ def quarterly_drill():
             "defaults": {"preserve_queue": False},
             "after_start": "Baseline",
             "target_time": "$.baseline.instant",
-            "after_rotate": "StagingQueueConfigured",
+            "after_rotate": "CacheInDrill?",
             "after_smoke": "ReplayPlan",
             "after_teardown": "Report",
             "teardown_failed": "ReportFailure",
@@ -204,7 +204,7 @@ def quarterly_drill():
                 "$.baseline",
                 "StartWindowPolling",
                 "ReportFailure",
-                waits={"ErrorEquals": ["BaselineLockTimeout"], "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 5, "JitterStrategy": "FULL"},
+                waits={"ErrorEquals": ["BaselineLockTimeout", "CacheSnapshotBusy"], "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 5, "JitterStrategy": "FULL"},
             ),
             "StartWindowPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.window", "Next": "CheckWindow"},
             "CheckWindow": task(
@@ -232,6 +232,67 @@ def quarterly_drill():
                 "ResultPath": "$.error",
                 "Next": "ReportFailure",
             },
+            # The cache: restored from the baseline's cache snapshot into a staging cache, its
+            # queue state compared with the snapshot's before the runbook's flush empties it.
+            "CacheInDrill?": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.baseline.cache", "IsNull": True, "Next": "CacheLeftOut"}],
+                "Default": "StartCachePolling",
+            },
+            "CacheLeftOut": {
+                "Type": "Pass",
+                "Comment": "CACHE_ENGINE is none: nothing to flush, and the report says the cache was left out.",
+                "Parameters": {"target": "none", "status": "skipped", "detail": "the drill leaves the cache out (CACHE_ENGINE is none)"},
+                "ResultPath": "$.cache_flush",
+                "Next": "StagingQueueConfigured",
+            },
+            "StartCachePolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.cache", "Next": "RestoreCache"},
+            "RestoreCache": task(
+                PITR,
+                {"action": "cache-restore", "drill_id.$": "$.drill_id", "snapshot_id.$": "$.baseline.cache.snapshot_id", "poll.$": "$.cache.poll"},
+                "$.cache",
+                "CacheReady?",
+                "TeardownAfterFailure",
+            ),
+            "CacheReady?": {
+                "Type": "Choice",
+                "Choices": [
+                    {"Variable": "$.cache.state", "StringEquals": "available", "Next": "CacheParity"},
+                    {"Variable": "$.cache.state", "StringEquals": "failed", "Next": "CacheRestoreFailed"},
+                    {"Variable": "$.cache.poll", "NumericGreaterThanEquals": 120, "Next": "CacheRestoreTimedOut"},
+                ],
+                "Default": "WaitForCache",
+            },
+            "WaitForCache": {"Type": "Wait", "Seconds": 30, "Next": "RestoreCache"},
+            "CacheRestoreFailed": {
+                "Type": "Pass",
+                "Parameters": {"Error": "CacheRestoreFailed", "Cause.$": "$.cache.detail"},
+                "ResultPath": "$.error",
+                "Next": "TeardownAfterFailure",
+            },
+            "CacheRestoreTimedOut": {
+                "Type": "Pass",
+                "Parameters": {
+                    "Error": "CacheRestoreTimedOut",
+                    "Cause.$": "States.Format('staging cache still {} after {} polls', $.cache.detail, $.cache.poll)",
+                },
+                "ResultPath": "$.error",
+                "Next": "TeardownAfterFailure",
+            },
+            "CacheParity": task(
+                VALIDATOR,
+                {"action": "cache-parity", "drill_id.$": "$.drill_id"},
+                "$.cache_parity",
+                "FlushStagingCache",
+                "TeardownAfterFailure",
+            ),
+            "FlushStagingCache": task(
+                REPLAY,
+                {"action": "flush", "redis": True, "preserve.$": "$.preserve_queue"},
+                "$.cache_flush",
+                "StagingQueueConfigured",
+                "TeardownAfterFailure",
+            ),
             "StagingQueueConfigured": {
                 "Type": "Pass",
                 "Comment": "StagingQueueUrl is empty when staging has no queue: nothing to flush, and the flush step is skipped (reported as skipped).",
@@ -274,6 +335,7 @@ def quarterly_drill():
                     "smoke_passed_at.$": "$.smoke.completed_at",
                     "restorable_lag_seconds.$": "$.window.lag_seconds",
                     "flush_status.$": "$.flush.status",
+                    "cache_flush_status.$": "$.cache_flush.status",
                 },
                 "$.validation",
                 "Teardown",
@@ -282,14 +344,16 @@ def quarterly_drill():
         }
     )
     return {
-        "Comment": "catalyst-dr quarterly restore drill: baseline of the source at one exact instant, restore to that instant in staging, rotate credentials, flush the staging queue, smoke tests, webhook replay plan (dry run) on staging, baseline parity, teardown (on every failure path too), and the drill report. Input: {\"drill_id\" (default: the execution name), \"preserve_queue\": false}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
+        "Comment": "catalyst-dr quarterly restore drill: baseline of the source at one exact instant (with the drill's cache snapshot and its queue state), restore to that instant in staging, rotate credentials, restore the cache snapshot into a staging cache and compare its queue state with the baseline's, flush the staging cache's queues and the staging queue (unless preserve_queue), smoke tests, webhook replay plan (dry run) on staging, baseline parity, teardown (on every failure path too), and the drill report. Input: {\"drill_id\" (default: the execution name), \"preserve_queue\": false}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
         "StartAt": "ApplyDefaults",
         "States": ordered(
             states,
             ["ApplyDefaults", "MergeInput", "RecordStart", "Baseline", "StartWindowPolling", "CheckWindow",
              "BaselineRestorable?", "WaitForRestorableTime", "WindowTimedOut", "StartRestore", "StartPolling",
              "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut",
-             "RotateCredentials", "StagingQueueConfigured", "StagingQueue?", "FlushSkipped", "FlushStagingQueue",
+             "RotateCredentials", "CacheInDrill?", "CacheLeftOut", "StartCachePolling", "RestoreCache", "CacheReady?",
+             "WaitForCache", "CacheRestoreFailed", "CacheRestoreTimedOut", "CacheParity", "FlushStagingCache",
+             "StagingQueueConfigured", "StagingQueue?", "FlushSkipped", "FlushStagingQueue",
              "SmokeTests", "ReplayPlan", "ValidateParity", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",
              "TeardownAfterFailure", "ReportFailure", "NotifyFailure", "DrillFailed"],
         ),

@@ -113,6 +113,8 @@ error_kinds! {
     /// A DR copy is missing, differs from its source, is not locked as it should be, or a
     /// snapshot copy failed in the DR region.
     DrCopyNotVerified,
+    /// The source cache was saving already, or another save replaced the drill's: try again.
+    CacheSnapshotBusy,
 }
 
 impl ErrorKind {
@@ -133,6 +135,7 @@ impl ErrorKind {
                 | Self::StagingNotReady
                 | Self::CredentialsNotYetApplied
                 | Self::BaselineLockTimeout
+                | Self::CacheSnapshotBusy
         )
     }
 }

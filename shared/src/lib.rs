@@ -18,6 +18,14 @@
 pub mod aws_clients;
 pub mod aws_error;
 pub mod aws_time;
+#[cfg(any(feature = "pitr-restore", feature = "drill-validator"))]
+pub mod cache_engine;
+#[cfg(any(
+    feature = "pitr-restore",
+    feature = "dead-letter-replay",
+    feature = "drill-validator"
+))]
+pub mod cache_state;
 pub mod catalyst_db;
 pub mod config;
 #[cfg(feature = "snapshot-trigger")]
@@ -25,6 +33,12 @@ pub mod dr_copy;
 #[cfg(feature = "drill-validator")]
 pub mod drill;
 pub mod drill_id;
+#[cfg(any(
+    feature = "snapshot-trigger",
+    feature = "pitr-restore",
+    feature = "drill-validator"
+))]
+pub mod elasticache;
 pub mod error_chain;
 pub mod error_kind;
 pub mod flush_status;
@@ -59,5 +73,4 @@ pub mod snapshot_trigger;
 pub mod staging_secret;
 pub mod tags;
 pub mod telemetry;
-#[cfg(any(feature = "pitr-restore", feature = "dead-letter-replay"))]
 pub mod tls;

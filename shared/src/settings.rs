@@ -353,21 +353,21 @@ pub const SOURCE_DATABASE_SECRET_ID_REPLAY: Setting = row(
 
 pub const ELASTICACHE_REPLICATION_GROUP_ID: Setting = row(
     "ELASTICACHE_REPLICATION_GROUP_ID",
-    &[S],
+    &[S, P, D],
     Kind::Identifier,
     F::None,
     Requirement::AtMostOneWith("ELASTICACHE_CLUSTER_ID"),
     Template,
-    "the Redis cache to snapshot, as a replication group",
+    "the Redis cache to snapshot (and, for drills, to restore), as a replication group",
 );
 pub const ELASTICACHE_CLUSTER_ID: Setting = row(
     "ELASTICACHE_CLUSTER_ID",
-    &[S],
+    &[S, P, D],
     Kind::Identifier,
     F::None,
     Requirement::AtMostOneWith("ELASTICACHE_REPLICATION_GROUP_ID"),
     Template,
-    "the Redis cache to snapshot, as a single-node cluster",
+    "the Redis cache to snapshot (and, for drills, to restore), as a single-node cluster",
 );
 pub const ELASTICACHE_EXPORT: Setting = row(
     "ELASTICACHE_EXPORT",
@@ -667,6 +667,81 @@ pub const LOCAL_STAGING_DIR: Setting = row(
     "restored staging clusters, one directory each",
 );
 
+// ---- the cache in drills (pitr-restore restores it, drill-validator snapshots and compares it)
+
+pub const CACHE_ENGINE: Setting = row(
+    "CACHE_ENGINE",
+    &[P, D],
+    Kind::Choice(&["none", "elasticache", "local"]),
+    F::Text("none"),
+    Optional,
+    Template,
+    "where drills snapshot and restore the cache: `elasticache`, `local` (redis-server on this machine), or `none` (the drill leaves the cache out and its report says so)",
+);
+pub const STAGING_CACHE_SECRET_ID: Setting = row(
+    "STAGING_CACHE_SECRET_ID",
+    &[P, D],
+    Kind::SecretId,
+    F::None,
+    RequiredWhen("with a cache engine"),
+    Template,
+    "the secret that receives the staging cache's URL (`{\"url\", \"drill_id\", \"target_id\"}`); dead-letter-replay's `STAGING_REDIS_SECRET_ID` names the same secret",
+);
+pub const DRILL_REDIS_SECRET_ID: Setting = row(
+    "DRILL_REDIS_SECRET_ID",
+    &[D],
+    Kind::SecretId,
+    F::None,
+    RequiredWhen("with the `elasticache` cache engine"),
+    Template,
+    "Secrets Manager secret holding the production Redis URL with its AUTH token (plain, or JSON `{\"url\": ...}`), instead of `DRILL_REDIS_URL`",
+);
+pub const STAGING_CACHE_SUBNET_GROUP: Setting = row(
+    "STAGING_CACHE_SUBNET_GROUP",
+    &[P],
+    Kind::Text,
+    F::None,
+    RequiredWhen("with the `elasticache` cache engine"),
+    Template,
+    "ElastiCache subnet group of staging caches",
+);
+pub const STAGING_CACHE_SECURITY_GROUP_IDS: Setting = row(
+    "STAGING_CACHE_SECURITY_GROUP_IDS",
+    &[P],
+    Kind::List { separator: "," },
+    F::None,
+    RequiredWhen("with the `elasticache` cache engine"),
+    Template,
+    "security groups of staging caches (reachable by the functions, not by production)",
+);
+pub const STAGING_CACHE_NODE_TYPE: Setting = row(
+    "STAGING_CACHE_NODE_TYPE",
+    &[P],
+    Kind::Text,
+    F::None,
+    Optional,
+    Template,
+    "node type of staging caches (default: the snapshot's)",
+);
+pub const LOCAL_CACHE_DIR: Setting = row(
+    "LOCAL_CACHE_DIR",
+    &[P, D],
+    Kind::Path,
+    F::None,
+    RequiredWhen("with the `local` cache engine"),
+    LocalStack,
+    "the local cache engine's snapshots (RDB files) and staging `redis-server`s, one directory each",
+);
+pub const LOCAL_REDIS_SERVER: Setting = row(
+    "LOCAL_REDIS_SERVER",
+    &[P],
+    Kind::Path,
+    F::Text("/usr/bin/redis-server"),
+    Optional,
+    LocalStack,
+    "the `redis-server` the local cache engine starts staging caches with",
+);
+
 // ---- dead-letter-replay
 
 pub const REPLAY_DATABASE_SECRET_ID: Setting = row(
@@ -801,7 +876,7 @@ pub const STAGING_REDIS_SECRET_ID: Setting = row(
     Kind::SecretId,
     F::None,
     RequiredWhen("for Redis flush in AWS"),
-    Operator,
+    Template,
     "Secrets Manager secret holding the staging Redis URL with its AUTH token (plain, or JSON `{\"url\": ...}`), instead of `STAGING_REDIS_URL`",
 );
 pub const REDIS_QUEUE_PATTERNS: Setting = row(
@@ -810,7 +885,7 @@ pub const REDIS_QUEUE_PATTERNS: Setting = row(
     Kind::List { separator: "," },
     F::None,
     Optional,
-    Operator,
+    Template,
     "comma-separated SCAN patterns of the queue keys: their lengths go into drill baselines, and dead-letter-replay's Redis flush needs them (`*` alone is refused there)",
 );
 
@@ -940,6 +1015,14 @@ pub const ALL: &[&Setting] = &[
     &LOCAL_BASE_BACKUP_DIR,
     &LOCAL_WAL_ARCHIVE_DIR,
     &LOCAL_STAGING_DIR,
+    &CACHE_ENGINE,
+    &STAGING_CACHE_SECRET_ID,
+    &DRILL_REDIS_SECRET_ID,
+    &STAGING_CACHE_SUBNET_GROUP,
+    &STAGING_CACHE_SECURITY_GROUP_IDS,
+    &STAGING_CACHE_NODE_TYPE,
+    &LOCAL_CACHE_DIR,
+    &LOCAL_REDIS_SERVER,
     &STAGING_PREFIX,
     &STAGING_SECRET_ID,
     &SOURCE_DATABASE_SECRET_ID_LOGICAL,
@@ -1179,6 +1262,7 @@ mod tests {
             ("LOCAL_WAL_ARCHIVE_DIR", fx.path("wal")),
             ("LOCAL_STAGING_DIR", fx.path("staging")),
         ];
+        let cache = [("LOCAL_CACHE_DIR", fx.path("cache"))];
         let map = |pairs: &[(&'static str, &str)], extra: &[&[(&'static str, String)]]| {
             let mut env: HashMap<&'static str, String> =
                 pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
@@ -1219,6 +1303,22 @@ mod tests {
                 ),
                 map(
                     &[
+                        ("RESTORE_ENGINE", "rds"),
+                        ("RDS_INSTANCE_ID", "db"),
+                        ("STAGING_SUBNET_GROUP", "subnets"),
+                        ("STAGING_SECURITY_GROUP_IDS", "sg-1"),
+                        ("STAGING_SECRET_ID", "staging"),
+                        ("CACHE_ENGINE", "elasticache"),
+                        ("ELASTICACHE_REPLICATION_GROUP_ID", "cache"),
+                        ("STAGING_CACHE_SECRET_ID", "staging-cache"),
+                        ("STAGING_CACHE_SUBNET_GROUP", "cache-subnets"),
+                        ("STAGING_CACHE_SECURITY_GROUP_IDS", "sg-3"),
+                        ("STAGING_CACHE_NODE_TYPE", "cache.t4g.small"),
+                    ],
+                    &[&tls],
+                ),
+                map(
+                    &[
                         ("RESTORE_ENGINE", "local"),
                         ("STAGING_SECRET_ID", "staging"),
                         ("SOURCE_DATABASE_NAME", "catalyst_auth"),
@@ -1226,8 +1326,10 @@ mod tests {
                             "LOCAL_SOURCE_DATABASE_URL",
                             "postgresql://postgres:pw@127.0.0.1:5432/catalyst_auth",
                         ),
+                        ("CACHE_ENGINE", "local"),
+                        ("STAGING_CACHE_SECRET_ID", "staging-cache"),
                     ],
-                    &[&tls, &local],
+                    &[&tls, &local, &cache],
                 ),
             ],
             Function::DeadLetterReplay => vec![
@@ -1243,14 +1345,39 @@ mod tests {
                     &[&tls],
                 ),
             ],
-            Function::DrillValidator => vec![map(
-                &[
-                    ("BACKUP_BUCKET", "b"),
-                    ("SOURCE_DATABASE_SECRET_ID", "src"),
-                    ("STAGING_SECRET_ID", "staging"),
-                ],
-                &[&tls],
-            )],
+            Function::DrillValidator => vec![
+                map(
+                    &[
+                        ("BACKUP_BUCKET", "b"),
+                        ("SOURCE_DATABASE_SECRET_ID", "src"),
+                        ("STAGING_SECRET_ID", "staging"),
+                    ],
+                    &[&tls],
+                ),
+                map(
+                    &[
+                        ("BACKUP_BUCKET", "b"),
+                        ("SOURCE_DATABASE_SECRET_ID", "src"),
+                        ("STAGING_SECRET_ID", "staging"),
+                        ("CACHE_ENGINE", "elasticache"),
+                        ("ELASTICACHE_CLUSTER_ID", "cache"),
+                        ("STAGING_CACHE_SECRET_ID", "staging-cache"),
+                        ("DRILL_REDIS_SECRET_ID", "prod-cache"),
+                    ],
+                    &[&tls],
+                ),
+                map(
+                    &[
+                        ("BACKUP_BUCKET", "b"),
+                        ("SOURCE_DATABASE_SECRET_ID", "src"),
+                        ("STAGING_SECRET_ID", "staging"),
+                        ("CACHE_ENGINE", "local"),
+                        ("STAGING_CACHE_SECRET_ID", "staging-cache"),
+                        ("DRILL_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ],
+                    &[&tls, &cache],
+                ),
+            ],
         }
     }
 

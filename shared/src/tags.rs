@@ -51,6 +51,24 @@ pub fn staging_tags(drill_id: &str, source_id: &str) -> Tags {
     ])
 }
 
+/// The `role` tag value of the cache snapshots a drill takes and its teardown deletes.
+pub const ROLE_DRILL_SNAPSHOT: &str = "drill-snapshot";
+
+/// The tags of a cache snapshot taken for a drill.
+pub fn drill_snapshot_tags(drill_id: &str, source_id: &str) -> Tags {
+    Tags::from([
+        (CREATED_BY.to_owned(), CREATED_BY_VALUE.to_owned()),
+        (ROLE.to_owned(), ROLE_DRILL_SNAPSHOT.to_owned()),
+        (DRILL_ID.to_owned(), drill_id.to_owned()),
+        (SOURCE.to_owned(), source_id.to_owned()),
+    ])
+}
+
+/// True when the tags mark a cache snapshot catalyst-dr took for `drill_id`.
+pub fn is_drill_snapshot_of(tags: &Tags, drill_id: &str) -> bool {
+    is_ours(tags, ROLE_DRILL_SNAPSHOT) && tags.get(DRILL_ID).map(String::as_str) == Some(drill_id)
+}
+
 /// True when the tags mark a staging instance catalyst-dr restored for `drill_id`.
 pub fn is_staging_of(tags: &Tags, drill_id: &str) -> bool {
     is_ours(tags, ROLE_STAGING) && tags.get(DRILL_ID).map(String::as_str) == Some(drill_id)

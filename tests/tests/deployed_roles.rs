@@ -188,7 +188,8 @@ fn the_template_policies_decide_every_request_as_aws_would_for_dev_and_prod() {
 }
 
 /// Each function has a security group of its own and reaches only what it uses; only
-/// dead-letter-replay, which probes webhook endpoints, reaches the internet.
+/// dead-letter-replay, which probes webhook endpoints, reaches the internet, and only
+/// drill-validator the production cache.
 #[test]
 fn each_function_reaches_only_what_it_uses_over_the_network() {
     let seed = format!("{}/seed.json", stack_var("CATALYST_DR_STATE"));
@@ -212,58 +213,61 @@ fn each_function_reaches_only_what_it_uses_over_the_network() {
                 .map(|rule| format!("{}:{}", rule[key].as_str().expect(key), rule["port"]))
                 .collect()
         };
-        let cache: &[&str] = if config_env == "prod" {
-            &["CacheSecurityGroupId:6379"]
-        } else {
-            &[]
-        };
-        let with_cache = |base: &[&str]| -> Vec<String> {
-            let mut all: Vec<String> = base.iter().chain(cache).map(|s| s.to_string()).collect();
-            all.sort();
-            all
-        };
-        let expected: [(&str, Vec<String>); 4] = [
+        // Both local environments restore the cache in the quarterly drill (DrillsRestoreCache):
+        // the drill's staging cache is reached by the three functions that use it, and only
+        // drill-validator reaches the production cache (CacheSecurityGroupId).
+        let expected: [(&str, &[&str]); 4] = [
             (
                 "snapshot-trigger",
                 // The local site copies to a DR region, whose APIs no VPC endpoint serves.
-                vec![
-                    "0.0.0.0/0:443".into(),
-                    "DatabaseSecurityGroupId:5432".into(),
-                    "EndpointSecurityGroup:443".into(),
+                &[
+                    "0.0.0.0/0:443",
+                    "DatabaseSecurityGroupId:5432",
+                    "EndpointSecurityGroup:443",
                     // restore-logical into staging databases.
-                    "StagingSecurityGroupIds[0]:5432".into(),
-                    "s3-prefix-list:443".into(),
+                    "StagingSecurityGroupIds[0]:5432",
+                    "s3-prefix-list:443",
                 ],
             ),
             (
                 "pitr-restore",
-                vec![
-                    "EndpointSecurityGroup:443".into(),
-                    "StagingSecurityGroupIds[0]:5432".into(),
+                &[
+                    "EndpointSecurityGroup:443",
+                    // the staging cache's marker key.
+                    "StagingCacheSecurityGroupId:6379",
+                    "StagingSecurityGroupIds[0]:5432",
                 ],
             ),
             (
                 "dead-letter-replay",
-                with_cache(&[
+                &[
                     "0.0.0.0/0:443",
                     "DatabaseSecurityGroupId:5432",
                     "EndpointSecurityGroup:443",
+                    // the Redis flush, on the drill's staging cache only.
+                    "StagingCacheSecurityGroupId:6379",
                     "StagingSecurityGroupIds[0]:5432",
                     "s3-prefix-list:443",
-                ]),
+                ],
             ),
             (
                 "drill-validator",
-                with_cache(&[
+                &[
+                    // the baseline's queue lengths.
+                    "CacheSecurityGroupId:6379",
                     "DatabaseSecurityGroupId:5432",
                     "EndpointSecurityGroup:443",
+                    // cache parity.
+                    "StagingCacheSecurityGroupId:6379",
                     "StagingSecurityGroupIds[0]:5432",
                     "s3-prefix-list:443",
-                ]),
+                ],
             ),
         ];
         let mut groups = std::collections::BTreeSet::new();
         for (binary, egress) in expected {
+            let mut egress: Vec<String> = egress.iter().map(|s| s.to_string()).collect();
+            egress.sort();
             let own = network[binary]["security_groups"]
                 .as_array()
                 .expect("groups");

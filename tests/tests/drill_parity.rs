@@ -1,11 +1,18 @@
 //! Baseline parity on a real restore: with writes arriving all the time, a restore to the
 //! baseline instant matches the baseline exactly, and a restore to another instant does not —
-//! and the report says which tables differ and by how much.
+//! and the report says which tables differ and by how much. The cache is drilled alongside: a
+//! real `redis-server` loads the drill's snapshot, taken while a producer and a consumer keep
+//! changing the queue, and its queue state must equal the baseline's exactly.
 
+use catalyst_dr::cache_engine::CacheEngineConfig;
+use catalyst_dr::cache_engine::local::LocalCacheConfig;
 use catalyst_dr::drill::DrillValidator;
+use catalyst_dr::drill::cache::CacheParityResult;
 use catalyst_dr::drill::config::DrillConfig;
+use catalyst_dr::flush_status::FlushStatus;
 use catalyst_dr::local_pg::base_backup;
 use catalyst_dr::pitr::PitrRestore;
+use catalyst_dr::pitr::cache::CacheRestoreState;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::restore_engine::StagingState;
@@ -30,6 +37,37 @@ async fn until_available(restore: &PitrRestore, drill: &str) {
         }
     }
     panic!("staging did not come up");
+}
+
+/// Polls `cache-restore` until the staging cache is up and published.
+async fn until_cache_available(restore: &PitrRestore, drill: &str, snapshot_id: &str) -> String {
+    for poll in 0..600 {
+        let step = restore
+            .cache_restore(drill, Some(snapshot_id), poll)
+            .await
+            .expect("cache-restore");
+        match step.state {
+            CacheRestoreState::Available => return step.target_id.expect("target"),
+            CacheRestoreState::Failed | CacheRestoreState::NotConfigured => {
+                panic!("cache restore: {step:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("the staging cache did not come up");
+}
+
+/// The baseline, retried while the source cache is busy saving (other tests snapshot it too).
+async fn baseline(validator: &DrillValidator, drill: &str) -> catalyst_dr::drill::Baseline {
+    for _ in 0..50 {
+        match validator.baseline(drill).await {
+            Err(e) if e.error_type() == catalyst_dr::error_kind::ErrorKind::CacheSnapshotBusy => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => return other.expect("baseline"),
+        }
+    }
+    panic!("the source cache stayed busy");
 }
 
 #[tokio::test]
@@ -60,6 +98,19 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         .await
         .expect("secret");
     let local = local_engine_config("parity").await;
+    let cache_dir = local.staging_dir.parent().expect("test root").join("cache");
+    let cache_engine = CacheEngineConfig::Local(LocalCacheConfig {
+        source_id: "catalyst-auth-cache".into(),
+        dir: cache_dir.clone(),
+        redis_server: "/usr/bin/redis-server".into(),
+    });
+    let cache_secret = unique("parity-cache");
+    aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(&cache_secret)
+        .send()
+        .await
+        .expect("cache secret");
     let source_credentials = catalyst_dr_tests::secret_credentials(&sdk, &source_secret).await;
     let restore = PitrRestore::new(
         PitrConfig {
@@ -75,11 +126,15 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             pg_bounds: Default::default(),
             health_checks: Vec::new(),
             smoke_min_users: 1,
+            cache_engine: cache_engine.clone(),
+            staging_cache_secret_id: Some(cache_secret.clone()),
         },
         &sdk,
     );
     let validator = DrillValidator::new(
         DrillConfig {
+            cache_engine,
+            staging_cache_secret_id: Some(cache_secret.clone()),
             redis_url: Some(catalyst_dr_tests::stack_var("CATALYST_DR_REDIS_URL")),
             redis_queue_patterns: vec![format!("{redis_queue}*")],
             ..catalyst_dr_tests::drill_config(&bucket, &source_secret, &staging_secret)
@@ -119,9 +174,37 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         })
     };
 
+    // And the queue keeps moving: a producer pushes, a consumer pops.
+    let cache_writer = {
+        let writing = writing.clone();
+        let mut conn = redis_conn.clone();
+        let key = format!("{redis_queue}webhooks");
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while writing.load(Ordering::Relaxed) {
+                n += 1;
+                let _: () = redis::cmd("RPUSH")
+                    .arg(&key)
+                    .arg(n)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("rpush");
+                if n % 3 == 0 {
+                    let _: Option<String> = redis::cmd("LPOP")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("lpop");
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            n
+        })
+    };
+
     let drill = unique("par").to_lowercase();
     let started = time::OffsetDateTime::now_utc();
-    let baseline = validator.baseline(&drill).await.expect("baseline");
+    let baseline = baseline(&validator, &drill).await;
     assert!(
         baseline.instant.writers_paused_ms < 2_000,
         "writers paused {} ms",
@@ -132,25 +215,67 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         0,
         "the baseline instant is a whole second"
     );
-    let redis = baseline
-        .redis
+    let cache = baseline
+        .cache
         .as_ref()
-        .expect("the Redis is part of the baseline");
-    assert_eq!(
-        redis.queues.get(&format!("{redis_queue}webhooks")),
-        Some(&3)
+        .expect("the cache is part of the baseline");
+    assert!(
+        cache.exact,
+        "the local engine reads the state at the snapshot's instant"
     );
-    assert!(redis.keys >= 1);
+    let queue_length =
+        cache.state.patterns[&format!("{redis_queue}*")][&format!("{redis_queue}webhooks")];
+    assert!(queue_length >= 3, "{queue_length}");
+    assert!(cache.state.keys >= 1);
     tokio::time::sleep(Duration::from_millis(1_500)).await; // writes after the instant, some in its second
     restore
         .start(&drill, Some(baseline.instant.instant), None)
         .await
         .expect("start");
+    let cache_target = until_cache_available(&restore, &drill, &cache.snapshot_id).await;
     until_available(&restore, &drill).await;
     restore
         .rotate_credentials(&drill, None)
         .await
         .expect("rotate");
+    let CacheParityResult::Checked(cache_parity) =
+        validator.cache_parity(&drill).await.expect("cache parity")
+    else {
+        panic!("the cache was left out");
+    };
+    assert!(cache_parity.parity.passed, "{cache_parity:#?}");
+    assert_eq!(
+        cache_parity.parity.patterns[0].restored_length, queue_length,
+        "the restored queue is exactly as long as at the snapshot's instant"
+    );
+    // The runbook's flush: the staging queue keys go, the production queue stays.
+    let replay = catalyst_dr_tests::dead_letter_replay(
+        &sdk,
+        &[
+            ("STAGING_REDIS_SECRET_ID", cache_secret.as_str()),
+            ("REDIS_QUEUE_PATTERNS", &format!("{redis_queue}*")),
+        ],
+    );
+    let flushed = replay
+        .handle(serde_json::json!({"action": "flush", "redis": true}))
+        .await
+        .expect("flush");
+    assert_eq!(flushed["status"], "flushed", "{flushed}");
+    let production_length: u64 = redis::cmd("LLEN")
+        .arg(format!("{redis_queue}webhooks"))
+        .query_async(&mut redis_conn)
+        .await
+        .expect("llen");
+    assert!(production_length > 0, "the production queue is untouched");
+    // A retry after the flush returns the comparison made before it.
+    let CacheParityResult::Checked(again) = validator
+        .cache_parity(&drill)
+        .await
+        .expect("cache parity again")
+    else {
+        panic!("the cache was left out");
+    };
+    assert_eq!(again, cache_parity);
     let honest = validator
         .validate(
             &drill,
@@ -159,10 +284,14 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             time::OffsetDateTime::now_utc(),
             Some(0.0),
             catalyst_dr::flush_status::ExpectedQueue::Empty,
+            Some(FlushStatus::Flushed),
         )
         .await
         .expect("validate");
-    assert!(honest.passed, "{:#?}", honest.tables);
+    assert!(honest.passed, "{:#?} {:#?}", honest.tables, honest.cache);
+    let cache_check = honest.cache.as_ref().expect("cache check");
+    assert_eq!(cache_check.queue_keys_after_flush, 0);
+    assert_eq!(cache_check.staging_target_id, cache_target);
     assert!(
         honest
             .tables
@@ -170,9 +299,23 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             .all(|t| t.written_after_baseline == 0 && t.restored_rows == t.baseline_rows)
     );
     assert_eq!(honest.rpo.seconds, 0.0);
-    restore.teardown(&drill, None).await.expect("teardown");
+    let torn = restore.teardown(&drill, None).await.expect("teardown");
+    let cache_torn = torn.cache.expect("the cache is torn down too");
+    assert!(cache_torn.deleted);
+    assert_eq!(cache_torn.snapshots_deleted, [cache.snapshot_id.clone()]);
+    assert!(
+        !cache_dir.join("staging").join(&cache_target).exists(),
+        "the staging redis-server and its files are gone"
+    );
+    assert!(
+        std::fs::read_dir(cache_dir.join("snapshots"))
+            .expect("snapshots")
+            .next()
+            .is_none(),
+        "the drill's snapshot is gone"
+    );
 
-    // The same baseline, restored two seconds late.
+    // The same baseline, restored two seconds late (the database only).
     let late = format!("{drill}-late");
     let stored = s3(&sdk)
         .get_object()
@@ -182,6 +325,9 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         .await
         .expect("baseline object");
     let bytes = stored.body.collect().await.expect("body").into_bytes();
+    let mut copied: serde_json::Value = serde_json::from_slice(&bytes).expect("baseline json");
+    copied["cache"] = serde_json::Value::Null;
+    let bytes = serde_json::to_vec(&copied).expect("json");
     s3(&sdk)
         .put_object()
         .bucket(&bucket)
@@ -208,12 +354,17 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             time::OffsetDateTime::now_utc(),
             None,
             catalyst_dr::flush_status::ExpectedQueue::Empty,
+            None,
         )
         .await
         .expect("validate late");
     restore.teardown(&late, None).await.expect("teardown late");
     writing.store(false, Ordering::Relaxed);
     assert!(writer.await.expect("writer") > 100, "writes kept arriving");
+    assert!(
+        cache_writer.await.expect("cache writer") > 100,
+        "queue writes kept arriving"
+    );
 
     assert!(!wrong.passed);
     let deliveries = wrong

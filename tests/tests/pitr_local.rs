@@ -47,6 +47,8 @@ async fn drill(name: &str, health_checks: Vec<HealthCheck>) -> Drill {
         pg_bounds: Default::default(),
         health_checks,
         smoke_min_users: 1,
+        cache_engine: catalyst_dr::cache_engine::CacheEngineConfig::None,
+        staging_cache_secret_id: None,
     };
     let restore = PitrRestore::new(config, &sdk);
     base_backup::take(&local, &credentials, &unique("base"))

@@ -65,6 +65,8 @@ async fn restore_for(sdk: &aws_config::SdkConfig, source: DbSource) -> PitrResto
         pg_bounds: Default::default(),
         health_checks: Vec::new(),
         smoke_min_users: 1,
+        cache_engine: catalyst_dr::cache_engine::CacheEngineConfig::None,
+        staging_cache_secret_id: None,
     };
     PitrRestore::new(config, sdk)
 }
@@ -181,6 +183,8 @@ async fn identifier_guards_make_no_aws_call() {
         pg_bounds: Default::default(),
         health_checks: Vec::new(),
         smoke_min_users: 1,
+        cache_engine: catalyst_dr::cache_engine::CacheEngineConfig::None,
+        staging_cache_secret_id: None,
     };
     let restore = PitrRestore::new(config, &sdk);
     let cases = [

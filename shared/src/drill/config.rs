@@ -1,5 +1,6 @@
 //! drill-validator's configuration, read once at cold start.
 
+use crate::cache_engine::CacheEngineConfig;
 use crate::config::{ConfigError, Env, EnvSource};
 use crate::postgres::{PgBounds, TlsMode};
 use crate::settings;
@@ -22,8 +23,13 @@ pub struct DrillConfig {
     pub webhook_dlq_url: Option<String>,
     /// The staging queue the drill flushes; its depth is checked after the flush.
     pub staging_queue_url: Option<String>,
-    /// The production Redis (cache and queue adapter) and its queue key patterns.
+    /// Where the drill snapshots the cache and how it reaches the production Redis (its URL, or
+    /// the secret holding it) to read the queue state that goes with the snapshot.
+    pub cache_engine: CacheEngineConfig,
     pub redis_url: Option<String>,
+    pub redis_secret_id: Option<String>,
+    /// Where pitr-restore publishes the staging cache's URL.
+    pub staging_cache_secret_id: Option<String>,
     pub redis_queue_patterns: Vec<String>,
     pub rpo_objective_seconds: u32,
     pub rto_objective_seconds: u32,
@@ -38,6 +44,22 @@ impl DrillConfig {
     pub fn from_env(source: &dyn EnvSource) -> Result<Self, ConfigError> {
         let env = Env(source);
         let report_prefix = env.prefix(&settings::DRILL_REPORT_PREFIX)?;
+        let cache_engine = CacheEngineConfig::from_env(&env, false)?;
+        let redis_url = env.text(&settings::DRILL_REDIS_URL);
+        let redis_secret_id = env.text(&settings::DRILL_REDIS_SECRET_ID);
+        let staging_cache_secret_id = env.text(&settings::STAGING_CACHE_SECRET_ID);
+        if !cache_engine.is_none() {
+            if redis_url.is_none() && redis_secret_id.is_none() {
+                return Err(ConfigError::Missing {
+                    var: settings::DRILL_REDIS_SECRET_ID.name,
+                });
+            }
+            if staging_cache_secret_id.is_none() {
+                return Err(ConfigError::Missing {
+                    var: settings::STAGING_CACHE_SECRET_ID.name,
+                });
+            }
+        }
         Ok(Self {
             source_secret_id: env.require(&settings::SOURCE_DATABASE_SECRET_ID)?,
             staging_secret_id: env.require(&settings::STAGING_SECRET_ID)?,
@@ -50,7 +72,10 @@ impl DrillConfig {
             webhook_queue_url: env.text(&settings::WEBHOOK_QUEUE_URL),
             webhook_dlq_url: env.text(&settings::WEBHOOK_DLQ_URL),
             staging_queue_url: env.text(&settings::STAGING_QUEUE_URL),
-            redis_url: env.text(&settings::DRILL_REDIS_URL),
+            redis_url,
+            redis_secret_id,
+            staging_cache_secret_id,
+            cache_engine,
             redis_queue_patterns: env.list(&settings::REDIS_QUEUE_PATTERNS),
             rpo_objective_seconds: env.number(&settings::RPO_OBJECTIVE_SECONDS)?,
             rto_objective_seconds: env.number(&settings::RTO_OBJECTIVE_SECONDS)?,

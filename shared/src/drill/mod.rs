@@ -1,13 +1,15 @@
 //! drill-validator: the baseline before a drill, the parity check of the restored environment
 //! against it, RPO and RTO, and the drill report (runbook: validation cadence).
 
+pub mod cache;
 pub mod config;
 pub mod history;
 pub mod metrics;
-pub mod redis_state;
 pub mod report;
 
 use crate::aws_error::AwsCallError;
+use crate::cache_engine::{CacheEngine, CacheEngineError};
+use crate::cache_state::{CacheParity, CacheState};
 use crate::catalyst_db::CatalystDbError;
 use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
 use crate::drill_id::DrillId;
@@ -47,7 +49,14 @@ pub enum DrillEvent {
         /// left as it was, or not configured. Absent: empty.
         #[serde(default)]
         flush_status: Option<FlushStatus>,
+        /// The staging cache's flush status (`flushed`, `preserved`; absent when the drill left
+        /// the cache out): its queue keys must then be gone, or left as restored.
+        #[serde(default)]
+        cache_flush_status: Option<FlushStatus>,
     },
+    /// Compare the restored staging cache with the baseline's cache snapshot state, before the
+    /// flush empties its queues. Once stored, a retry returns the stored comparison.
+    CacheParity { drill_id: DrillId },
     /// Write the drill report (JSON, Markdown, HTML) and its metrics; alert when it failed.
     Report {
         drill_id: DrillId,
@@ -85,8 +94,14 @@ pub enum DrillError {
     NoBaseline { drill_id: String },
     #[error("the staging secret holds no credentials for drill {drill_id}")]
     NoStagingCredentials { drill_id: String },
-    #[error("reading the production Redis")]
+    #[error("reading a Redis")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Cache(#[from] CacheEngineError),
+    #[error("the staging cache secret holds no cache for drill {drill_id}")]
+    NoStagingCache { drill_id: String },
+    #[error("{0}")]
+    Misconfigured(String),
     #[error("no {kind} drill has passed for {age_days:.1} days (at most {max_age_days} allowed)")]
     Overdue {
         kind: String,
@@ -115,6 +130,9 @@ impl DrillError {
             }
             Self::Database(e) => e.error_type(),
             Self::Redis(_) => ErrorKind::RedisUnavailable,
+            Self::Cache(e) => e.error_type(),
+            Self::NoStagingCache { .. } => ErrorKind::NoStagingCredentials,
+            Self::Misconfigured(_) => ErrorKind::Misconfigured,
             Self::NoBaseline { .. } => ErrorKind::NoBaseline,
             Self::NoStagingCredentials { .. } => ErrorKind::NoStagingCredentials,
             Self::Corrupt { .. } => ErrorKind::CorruptRecord,
@@ -132,9 +150,34 @@ pub struct Baseline {
     pub tables: Vec<TableFingerprint>,
     pub deliveries_by_status: BTreeMap<String, i64>,
     pub queues: BTreeMap<String, QueueDepth>,
-    /// The production Redis, when configured (`DRILL_REDIS_URL`).
-    pub redis: Option<redis_state::RedisState>,
+    /// The drill's cache snapshot and the queue state that goes with it (absent when the drill
+    /// leaves the cache out: `CACHE_ENGINE=none`).
+    pub cache: Option<CacheBaseline>,
     pub captured_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheBaseline {
+    pub source_id: String,
+    pub snapshot_id: String,
+    pub state: CacheState,
+    /// True when the state is the snapshot's own instant (see `SnapshotState::exact`).
+    pub exact: bool,
+    pub captured_at: String,
+}
+
+/// The cache half of the validation: parity before the flush, and the flush's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheCheck {
+    pub snapshot_id: String,
+    pub staging_target_id: String,
+    pub exact_baseline: bool,
+    pub parity: CacheParity,
+    pub flush_status: String,
+    /// Queue keys in the staging cache after the flush.
+    pub queue_keys_after_flush: u64,
+    pub flush_passed: bool,
+    pub passed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +221,9 @@ pub struct Validation {
     pub restorable_lag_seconds: Option<f64>,
     /// From drill start to smoke tests passed.
     pub rto: Objective,
+    /// The restored cache (absent when the drill leaves the cache out).
+    #[serde(default)]
+    pub cache: Option<CacheCheck>,
     pub completed_at: String,
 }
 
@@ -188,6 +234,8 @@ pub struct DrillValidator {
     pub objects: Box<dyn ObjectStore>,
     pub queues: Box<dyn Queues>,
     pub sns: aws_sdk_sns::Client,
+    /// Where the drill snapshots the cache; `None`: the drill leaves it out.
+    pub cache: Option<Box<dyn CacheEngine>>,
 }
 
 impl DrillValidator {
@@ -201,6 +249,7 @@ impl DrillValidator {
                 smoke_passed_at,
                 restorable_lag_seconds,
                 flush_status,
+                cache_flush_status,
             } => {
                 let restore_point = parse_time("restore_point", &restore_point)?;
                 let started = parse_time("drill_started_at", &drill_started_at)?;
@@ -216,10 +265,12 @@ impl DrillValidator {
                         smoke,
                         restorable_lag_seconds,
                         expect_queue,
+                        cache_flush_status,
                     )
                     .await?,
                 )
             }
+            DrillEvent::CacheParity { drill_id } => to_json(self.cache_parity(&drill_id).await?),
             DrillEvent::ListDrills { limit } => {
                 let limit = limit.unwrap_or(20);
                 if !(1..=1000).contains(&limit) {
@@ -369,12 +420,7 @@ impl DrillValidator {
             tables,
             deliveries_by_status,
             queues: self.queue_depths().await?,
-            redis: match &self.config.redis_url {
-                Some(url) => {
-                    Some(redis_state::capture(url, &self.config.redis_queue_patterns).await?)
-                }
-                None => None,
-            },
+            cache: self.cache_baseline(drill_id).await?,
             captured_at: format_time(OffsetDateTime::now_utc()),
         };
         self.store(&key, &baseline).await?;
@@ -390,6 +436,7 @@ impl DrillValidator {
         smoke_passed: OffsetDateTime,
         restorable_lag_seconds: Option<f64>,
         expect_queue: ExpectedQueue,
+        cache_flush_status: Option<FlushStatus>,
     ) -> Result<Validation, DrillError> {
         let baseline: Baseline = self
             .load(&self.key(drill_id, "baseline.json"))
@@ -462,7 +509,14 @@ impl DrillValidator {
             objective_seconds: self.config.rto_objective_seconds,
             passed: rto_seconds <= self.config.rto_objective_seconds.into(),
         };
-        let passed = tables.iter().all(|t| t.passed) && queue.passed && rpo.passed && rto.passed;
+        let cache = self
+            .cache_check(drill_id, &baseline, cache_flush_status)
+            .await?;
+        let passed = tables.iter().all(|t| t.passed)
+            && queue.passed
+            && rpo.passed
+            && rto.passed
+            && cache.as_ref().is_none_or(|c| c.passed);
         let validation = Validation {
             drill_id: drill_id.to_owned(),
             passed,
@@ -475,6 +529,7 @@ impl DrillValidator {
             rpo,
             restorable_lag_seconds,
             rto,
+            cache,
             completed_at: format_time(OffsetDateTime::now_utc()),
         };
         self.store(&self.key(drill_id, "validation.json"), &validation)
@@ -651,6 +706,7 @@ impl DrillValidator {
             objects: Box::new(objects),
             queues: Box::new(SqsQueues::new(aws_sdk_sqs::Client::new(sdk))),
             sns: aws_sdk_sns::Client::new(sdk),
+            cache: crate::cache_engine::build(&config.cache_engine, sdk),
             config,
         }
     }

@@ -334,6 +334,72 @@ impl Labels {
     };
 }
 
+/// The cache's lines: what was compared and the flush, or why the cache was left out.
+fn cache_summary(validation: Option<&Value>) -> String {
+    let Some(v) = validation else {
+        return "—".into();
+    };
+    match v.get("cache").filter(|c| !c.is_null()) {
+        None => "left out (CACHE_ENGINE is none)".into(),
+        Some(c) => {
+            let p = &c["parity"];
+            format!(
+                "{}: snapshot {} restored as {}; persistent keys {} of {}{}; flush {} ({} queue keys left)",
+                if c["passed"] == Value::Bool(true) {
+                    "pass"
+                } else {
+                    "FAIL"
+                },
+                c["snapshot_id"].as_str().unwrap_or("—"),
+                c["staging_target_id"].as_str().unwrap_or("—"),
+                p["restored_persistent_keys"],
+                p["baseline_persistent_keys"],
+                if c["exact_baseline"] == Value::Bool(true) {
+                    " (baseline read at the snapshot's instant)"
+                } else {
+                    " (baseline read just before the snapshot was requested)"
+                },
+                c["flush_status"].as_str().unwrap_or("—"),
+                c["queue_keys_after_flush"],
+            )
+        }
+    }
+}
+
+/// One row per queue key pattern: keys and total length, baseline and restored, and the first
+/// differing keys.
+fn cache_rows(validation: Option<&Value>) -> Vec<[String; 5]> {
+    validation
+        .and_then(|v| v.pointer("/cache/parity/patterns"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let differences: Vec<&str> = p["differences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            [
+                p["pattern"].as_str().unwrap_or("").to_owned(),
+                format!("{} / {}", p["baseline_keys"], p["restored_keys"]),
+                format!("{} / {}", p["baseline_length"], p["restored_length"]),
+                if differences.is_empty() {
+                    "none".to_owned()
+                } else {
+                    differences.join("; ")
+                },
+                if p["passed"] == Value::Bool(true) {
+                    "pass".to_owned()
+                } else {
+                    "FAIL".to_owned()
+                },
+            ]
+        })
+        .collect()
+}
+
 fn markdown(
     summary: &ReportSummary,
     steps: &[TimelineEntry],
@@ -372,6 +438,7 @@ fn markdown(
             ));
         }
     }
+    out.push_str(&format!("- Cache: {}\n", cache_summary(validation)));
     if let Some(plan) = state.get("plan") {
         out.push_str(&format!(
             "- Webhook replay plan (dry run on staging): {} dead-lettered deliveries over {} endpoints\n",
@@ -415,6 +482,15 @@ fn markdown(
                 "FAIL"
             }
         ));
+    }
+    let cache = cache_rows(validation);
+    if !cache.is_empty() {
+        out.push_str("\n### Cache parity (queue keys)\n\n| pattern | keys (baseline / restored) | total length (baseline / restored) | differences | result |\n|---|---|---|---|---|\n");
+        for [pattern, keys, length, differences, result] in &cache {
+            out.push_str(&format!(
+                "| {pattern} | {keys} | {length} | {differences} | {result} |\n"
+            ));
+        }
     }
     if let Some(checks) = state.pointer("/smoke/checks").and_then(Value::as_array) {
         out.push_str("\n### Smoke tests\n\n");
@@ -508,6 +584,18 @@ fn html(
             if ok { "pass" } else { "FAIL" }
         ));
     }
+    let mut cache = String::new();
+    for [pattern, keys, length, differences, result] in cache_rows(validation) {
+        cache.push_str(&format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            if result == "pass" { "pass" } else { "fail" },
+            escape(&pattern),
+            escape(&keys),
+            escape(&length),
+            escape(&differences),
+            result
+        ));
+    }
     let failure = summary
         .failure
         .as_deref()
@@ -529,7 +617,7 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
 #timeline th {{ width: 14rem; font-weight: 500; }} #timeline td.bar {{ width: 60%; }}
 #timeline td.bar div {{ background: #3b6fd8; height: .9rem; border-radius: 3px; }}
 #timeline tr.missing th, #timeline tr.missing td {{ color: #8a939c; }}
-#parity tr.fail td {{ background: #fce8e6; }}
+#parity tr.fail td, #cache tr.fail td {{ background: #fce8e6; }}
 #trend polyline {{ fill: none; stroke-width: 2; }} #trend .rto {{ stroke: #3b6fd8; fill: #3b6fd8; }} #trend .rpo {{ stroke: #e8710a; fill: #e8710a; }}
 #trend polyline.rto, #trend polyline.rpo {{ fill: none; }} .legend .rto {{ color: #3b6fd8; }} .legend .rpo {{ color: #e8710a; }}
 </style></head>
@@ -541,6 +629,7 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
 <dt>RTO</dt><dd>{rto}</dd>
 <dt>Parity failures</dt><dd>{parity_failures}</dd>
 <dt>Replayable deliveries (dry run)</dt><dd>{plan}</dd>
+<dt>Cache</dt><dd>{cache_summary}</dd>
 </dl>
 <h2>Timeline</h2>
 <table id="timeline"><tbody>
@@ -550,6 +639,9 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
 <h2>{parity_title}</h2>
 <table id="parity"><thead><tr><th>table</th><th>{expected_rows}</th><th>restored rows</th><th>checksum</th><th>written after baseline</th><th>result</th></tr></thead><tbody>
 {parity}</tbody></table>
+<h2>Cache parity (queue keys)</h2>
+<table id="cache"><thead><tr><th>pattern</th><th>keys (baseline / restored)</th><th>total length (baseline / restored)</th><th>differences</th><th>result</th></tr></thead><tbody>
+{cache}</tbody></table>
 </body></html>
 "#,
         id = escape(&summary.drill_id),
@@ -558,6 +650,7 @@ th, td {{ text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #e3e
         expected_rows = labels.expected_rows,
         rpo = escape(&objective_line(validation, "rpo")),
         rto = escape(&objective_line(validation, "rto")),
+        cache_summary = escape(&cache_summary(validation)),
         parity_failures = summary.parity_failures,
         trend = trend_section(trend),
     )

@@ -24,6 +24,11 @@ const STEP_KINDS: &[(&str, &str, ErrorKind)] = &[
         "baseline",
         ErrorKind::BaselineLockTimeout,
     ),
+    (
+        "DrillValidatorFunctionArn",
+        "baseline",
+        ErrorKind::CacheSnapshotBusy,
+    ),
 ];
 
 fn root() -> PathBuf {

@@ -1,6 +1,7 @@
 //! pitr-restore's configuration, read once at cold start.
 
 use super::smoke::HealthCheck;
+use crate::cache_engine::CacheEngineConfig;
 use crate::config::{ConfigError, Env, EnvSource, validate_identifier};
 #[cfg(feature = "local-engine")]
 use crate::local_pg::LocalPgConfig;
@@ -42,6 +43,9 @@ pub struct PitrConfig {
     pub pg_bounds: PgBounds,
     pub health_checks: Vec<HealthCheck>,
     pub smoke_min_users: u64,
+    /// Where drills restore the cache, and the secret that receives the staging cache's URL.
+    pub cache_engine: CacheEngineConfig,
+    pub staging_cache_secret_id: Option<String>,
 }
 
 impl PitrConfig {
@@ -121,6 +125,13 @@ impl PitrConfig {
                 ),
             });
         }
+        let cache_engine = CacheEngineConfig::from_env(&env, true)?;
+        let staging_cache_secret_id = env.text(&settings::STAGING_CACHE_SECRET_ID);
+        if !cache_engine.is_none() && staging_cache_secret_id.is_none() {
+            return Err(ConfigError::Missing {
+                var: settings::STAGING_CACHE_SECRET_ID.name,
+            });
+        }
         let health_checks = serde_json::from_str(
             &env.text_or_default(&settings::SMOKE_HEALTH_CHECKS)?,
         )
@@ -137,6 +148,8 @@ impl PitrConfig {
             pg_bounds: PgBounds::from_env(&env, &settings::PG_STATEMENT_TIMEOUT_MS)?,
             health_checks,
             smoke_min_users: env.count(&settings::SMOKE_MIN_USERS)?,
+            staging_cache_secret_id,
+            cache_engine,
         })
     }
 

@@ -1,6 +1,7 @@
 //! pitr-restore: restore the source to a point in time into a new staging instance, rotate its
 //! credentials, smoke-test it and tear it down (runbook: PostgreSQL steps 2 and 3).
 
+pub mod cache;
 pub mod config;
 pub mod rds;
 pub mod smoke;
@@ -70,6 +71,15 @@ pub enum PitrEvent {
         #[serde(default)]
         target_id: Option<String>,
     },
+    /// One step of the drill's staging cache restore from its cache snapshot (`snapshot_id`, the
+    /// baseline's); polled until `available`, when the cache is marked and its URL published.
+    CacheRestore {
+        drill_id: DrillId,
+        #[serde(default)]
+        snapshot_id: Option<String>,
+        #[serde(default)]
+        poll: u32,
+    },
     /// The source's restorable window, and whether it already covers `instant` (RDS's latest
     /// restorable time trails the present by minutes: a drill waits for it to pass its baseline).
     Window {
@@ -92,6 +102,8 @@ pub enum PitrError {
     Connect(#[from] PgConnectError),
     #[error(transparent)]
     Database(#[from] CatalystDbError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache_engine::CacheEngineError),
     #[error("refusing to act on {target_id}: {reason}")]
     Refused { target_id: String, reason: String },
     #[error("no catalyst-dr backup snapshot of {source_id} to restore: {reason}")]
@@ -133,6 +145,7 @@ impl PitrError {
             Self::Secret(e) => e.error_type(),
             Self::Connect(e) => e.error_type(),
             Self::Database(e) => e.error_type(),
+            Self::Cache(e) => e.error_type(),
             Self::Refused { .. } => ErrorKind::RestoreRefused,
             Self::NotFound { .. } => ErrorKind::StagingNotFound,
             Self::NoBackupSnapshot { .. } => ErrorKind::NoBackupSnapshot,
@@ -234,6 +247,8 @@ pub struct TeardownResult {
     pub target_id: String,
     /// False when there was nothing left to delete.
     pub deleted: bool,
+    /// The staging cache and the drill's cache snapshots (absent: the drill leaves the cache out).
+    pub cache: Option<cache::CacheTeardown>,
     pub completed_at: String,
 }
 
@@ -242,6 +257,8 @@ pub struct PitrRestore {
     pub config: PitrConfig,
     pub engine: Box<dyn RestoreEngine>,
     pub secrets: Arc<dyn SecretStore>,
+    /// Where drills restore the cache; `None`: they leave it out.
+    pub cache: Option<Box<dyn crate::cache_engine::CacheEngine>>,
 }
 
 impl PitrRestore {
@@ -285,6 +302,14 @@ impl PitrRestore {
                 drill_id,
                 target_id,
             } => to_json(self.teardown(&drill_id, target_id).await?),
+            PitrEvent::CacheRestore {
+                drill_id,
+                snapshot_id,
+                poll,
+            } => to_json(
+                self.cache_restore(&drill_id, snapshot_id.as_deref(), poll)
+                    .await?,
+            ),
             PitrEvent::Window { instant, poll } => {
                 let instant = instant.map(|t| parse_time("instant", &t)).transpose()?;
                 to_json(self.window(instant, poll).await?)
@@ -731,10 +756,12 @@ impl PitrRestore {
             }
         };
         tracing::info!(%drill_id, %target_id, deleted, "staging torn down");
+        let cache = self.cache_teardown(drill_id).await?;
         Ok(TeardownResult {
             drill_id: drill_id.to_owned(),
             target_id,
             deleted,
+            cache,
             completed_at: format_time(OffsetDateTime::now_utc()),
         })
     }
@@ -768,6 +795,7 @@ impl PitrRestore {
             )),
         };
         Self {
+            cache: crate::cache_engine::build(&config.cache_engine, sdk),
             config,
             engine,
             secrets,

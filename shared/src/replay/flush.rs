@@ -9,9 +9,7 @@ use crate::flush_status::FlushStatus;
 use crate::tags;
 use serde::{Deserialize, Serialize};
 
-/// The Redis key whose value `staging` marks a staging Redis.
-pub const REDIS_ROLE_KEY: &str = "catalyst-dr:role";
-pub const ROLE_STAGING: &str = "staging";
+use crate::cache_state::{STAGING_MARKER_KEY, STAGING_MARKER_VALUE};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlushTarget {
@@ -51,7 +49,7 @@ pub async fn flush(
         FlushTarget::Queue(url) => {
             let queue_tags = svc.queues.tags(&url).await?;
             let role = queue_tags.get(tags::ROLE).cloned();
-            if role.as_deref() != Some(ROLE_STAGING) {
+            if role.as_deref() != Some(tags::ROLE_STAGING) {
                 return Err(ReplayError::NotStaging {
                     target: url,
                     marker: format!("tag {} = {:?}", tags::ROLE, role),
@@ -93,22 +91,7 @@ async fn redis_url(svc: &DeadLetterReplay) -> Result<String, ReplayError> {
         ));
     };
     let text = svc.secrets.secret_string(secret_id).await?;
-    let text = text.trim();
-    if text.starts_with('{') {
-        let doc: serde_json::Value = serde_json::from_str(text).map_err(|_| {
-            ReplayError::Misconfigured(format!(
-                "secret {secret_id} is not JSON with a \"url\" field"
-            ))
-        })?;
-        doc.get("url")
-            .and_then(|u| u.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                ReplayError::Misconfigured(format!("secret {secret_id} has no \"url\" field"))
-            })
-    } else {
-        Ok(text.to_owned())
-    }
+    crate::cache_state::url_from_secret(secret_id, &text).map_err(ReplayError::Misconfigured)
 }
 
 /// Removes the keys matching `patterns` from the Redis at `url`, if it is marked staging.
@@ -124,13 +107,13 @@ pub async fn flush_redis(
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let role: Option<String> = redis::cmd("GET")
-        .arg(REDIS_ROLE_KEY)
+        .arg(STAGING_MARKER_KEY)
         .query_async(&mut conn)
         .await?;
-    if role.as_deref() != Some(ROLE_STAGING) {
+    if role.as_deref() != Some(STAGING_MARKER_VALUE) {
         return Err(ReplayError::NotStaging {
             target: "redis".to_owned(),
-            marker: format!("key {REDIS_ROLE_KEY} = {role:?}"),
+            marker: format!("key {STAGING_MARKER_KEY} = {role:?}"),
         });
     }
     let mut removed = std::collections::BTreeMap::new();
@@ -146,7 +129,10 @@ pub async fn flush_redis(
                 .arg(1000)
                 .query_async(&mut conn)
                 .await?;
-            let keys: Vec<String> = keys.into_iter().filter(|k| k != REDIS_ROLE_KEY).collect();
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter(|k| k != STAGING_MARKER_KEY)
+                .collect();
             if !keys.is_empty() {
                 let n: u64 = redis::cmd("UNLINK")
                     .arg(&keys)

@@ -34,16 +34,7 @@ impl SnapshotConfig {
                 });
             }
         };
-        let cache = match env.either(
-            &settings::ELASTICACHE_REPLICATION_GROUP_ID,
-            &settings::ELASTICACHE_CLUSTER_ID,
-        )? {
-            Some((var, id)) if var == settings::ELASTICACHE_REPLICATION_GROUP_ID.name => {
-                Some(CacheSource::ReplicationGroup(identifier(var, id)?))
-            }
-            Some((var, id)) => Some(CacheSource::Cluster(identifier(var, id)?)),
-            None => None,
-        };
+        let cache = CacheSource::from_env(env)?;
         Ok(Self {
             database,
             cache,

@@ -3,16 +3,11 @@
 use super::store::{CacheExporter, SnapshotInfo, SnapshotKind, SnapshotStore, SourceDetails};
 use crate::aws_error::{AwsCallError, classify};
 use crate::aws_time::from_aws;
+pub use crate::elasticache::CacheSource;
+use crate::elasticache::{sdk_tags, tags_of};
 use crate::tags::Tags;
 use aws_sdk_elasticache::Client;
 use aws_sdk_elasticache::types::{Snapshot, Tag};
-
-/// The cache catalyst-dr backs up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheSource {
-    ReplicationGroup(String),
-    Cluster(String),
-}
 
 pub struct ElastiCacheSnapshots {
     client: Client,
@@ -52,29 +47,6 @@ impl ElastiCacheSnapshots {
             size_bytes: (!sizes.is_empty()).then(|| sizes.iter().sum()),
             tags,
         }
-    }
-
-    async fn tags_of(&self, arn: Option<&str>) -> Result<Tags, AwsCallError> {
-        let Some(arn) = arn else {
-            return Ok(Tags::new());
-        };
-        let out = self
-            .client
-            .list_tags_for_resource()
-            .resource_name(arn)
-            .send()
-            .await
-            .map_err(|e| classify("elasticache:ListTagsForResource", e))?;
-        Ok(out
-            .tag_list()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_owned(),
-                    t.value().unwrap_or_default().to_owned(),
-                ))
-            })
-            .collect())
     }
 }
 
@@ -128,17 +100,14 @@ impl SnapshotStore for ElastiCacheSnapshots {
         match snapshot {
             None => Ok(None),
             Some(s) => {
-                let tags = self.tags_of(s.arn()).await?;
+                let tags = tags_of(&self.client, s.arn()).await?;
                 Ok(Some(self.info(&s, tags)))
             }
         }
     }
 
     async fn create(&self, snapshot_id: &str, tags: &Tags) -> Result<bool, AwsCallError> {
-        let tags: Vec<Tag> = tags
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
+        let tags: Vec<Tag> = sdk_tags(tags);
         let call = self
             .client
             .create_snapshot()
@@ -171,7 +140,7 @@ impl SnapshotStore for ElastiCacheSnapshots {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| classify("elasticache:DescribeSnapshots", e))?;
             for s in page.snapshots() {
-                let tags = self.tags_of(s.arn()).await?;
+                let tags = tags_of(&self.client, s.arn()).await?;
                 found.push(self.info(s, tags));
             }
         }

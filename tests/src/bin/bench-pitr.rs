@@ -180,6 +180,8 @@ async fn main() {
             pg_bounds: Default::default(),
             health_checks: Vec::new(),
             smoke_min_users: 1,
+            cache_engine: catalyst_dr::cache_engine::CacheEngineConfig::None,
+            staging_cache_secret_id: None,
         },
         &sdk,
     );
