@@ -189,7 +189,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
                     .query_async(&mut conn)
                     .await
                     .expect("rpush");
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     let _: Option<String> = redis::cmd("LPOP")
                         .arg(&key)
                         .query_async(&mut conn)
@@ -252,6 +252,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     let replay = catalyst_dr_tests::dead_letter_replay(
         &sdk,
         &[
+            ("SOURCE_DATABASE_SECRET_ID", source_secret.as_str()),
             ("STAGING_REDIS_SECRET_ID", cache_secret.as_str()),
             ("REDIS_QUEUE_PATTERNS", &format!("{redis_queue}*")),
         ],
@@ -283,8 +284,10 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             started,
             time::OffsetDateTime::now_utc(),
             Some(0.0),
-            catalyst_dr::flush_status::ExpectedQueue::Empty,
-            Some(FlushStatus::Flushed),
+            catalyst_dr::drill::Flushes {
+                queue: catalyst_dr::flush_status::ExpectedQueue::Empty,
+                cache: Some(FlushStatus::Flushed),
+            },
         )
         .await
         .expect("validate");
@@ -302,7 +305,10 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     let torn = restore.teardown(&drill, None).await.expect("teardown");
     let cache_torn = torn.cache.expect("the cache is torn down too");
     assert!(cache_torn.deleted);
-    assert_eq!(cache_torn.snapshots_deleted, [cache.snapshot_id.clone()]);
+    assert_eq!(
+        cache_torn.snapshots_deleted,
+        std::slice::from_ref(&cache.snapshot_id)
+    );
     assert!(
         !cache_dir.join("staging").join(&cache_target).exists(),
         "the staging redis-server and its files are gone"
@@ -353,8 +359,10 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             started,
             time::OffsetDateTime::now_utc(),
             None,
-            catalyst_dr::flush_status::ExpectedQueue::Empty,
-            None,
+            catalyst_dr::drill::Flushes {
+                queue: catalyst_dr::flush_status::ExpectedQueue::Empty,
+                cache: None,
+            },
         )
         .await
         .expect("validate late");

@@ -77,6 +77,25 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
         validation["queue"]["depth"]["visible"], 0,
         "the staging queue was flushed"
     );
+    // The cache, as deployed locally (the local cache engine): restored from the drill's
+    // snapshot, equal to the baseline's queue state, then flushed and torn down.
+    let cache = &validation["cache"];
+    assert_eq!(cache["passed"], true, "{cache:#}");
+    assert_eq!(cache["exact_baseline"], true);
+    assert_eq!(cache["parity"]["passed"], true);
+    assert_eq!(cache["flush_status"], "flushed");
+    assert_eq!(cache["queue_keys_after_flush"], 0);
+    assert_eq!(
+        output["teardown"]["cache"]["deleted"], true,
+        "{:#}",
+        output["teardown"]
+    );
+    assert_eq!(
+        output["teardown"]["cache"]["snapshots_deleted"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
     let tables: Vec<&Value> = validation["tables"]
         .as_array()
         .expect("tables")

@@ -141,6 +141,14 @@ impl DrillError {
     }
 }
 
+/// What the drill's flushes left: the staging queue as expected from its flush status, and the
+/// staging cache's flush status (`None` when the drill left the cache out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushes {
+    pub queue: ExpectedQueue,
+    pub cache: Option<FlushStatus>,
+}
+
 /// The source as it stood at the baseline instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
@@ -264,8 +272,10 @@ impl DrillValidator {
                         started,
                         smoke,
                         restorable_lag_seconds,
-                        expect_queue,
-                        cache_flush_status,
+                        Flushes {
+                            queue: expect_queue,
+                            cache: cache_flush_status,
+                        },
                     )
                     .await?,
                 )
@@ -435,9 +445,12 @@ impl DrillValidator {
         started: OffsetDateTime,
         smoke_passed: OffsetDateTime,
         restorable_lag_seconds: Option<f64>,
-        expect_queue: ExpectedQueue,
-        cache_flush_status: Option<FlushStatus>,
+        flushes: Flushes,
     ) -> Result<Validation, DrillError> {
+        let Flushes {
+            queue: expect_queue,
+            cache: cache_flush_status,
+        } = flushes;
         let baseline: Baseline = self
             .load(&self.key(drill_id, "baseline.json"))
             .await?
