@@ -6,7 +6,7 @@
 # runs infra/statemachines/quarterly-drill.asl.json through the ASL interpreter against the
 # functions served by `cargo lambda watch`, the local engine and the local AWS endpoint, all
 # configured from infra/template.yaml for CATALYST_DR_CONFIG_ENV (default dev); prints a
-# summary (RPO, RTO, parity, replay plan) and copies the report files to drill-reports/<drill id>/.
+# summary (RPO, RTO, database and cache parity, replay plan) and copies the report files to drill-reports/<drill id>/.
 #
 # DRILL_USERS / DRILL_DELIVERIES size the database (default 20000 / 100000).
 # KEEP_STACK=1 leaves the stack running (then: infra/local/stack.sh down STATE).
@@ -39,8 +39,8 @@ step "creating the production database (${DRILL_USERS:-20000} users, ${DRILL_DEL
 step "taking the base backup (the local engine's automated backup)"
 curl -sf -X POST "$LAMBDA_ENDPOINT_URL/2015-03-31/functions/snapshot-trigger/invocations" \
   -d "{\"action\": \"base-backup\", \"scheduled_time\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}" >/dev/null
-step "live traffic keeps writing to production during the drill"
-"$bin/catalyst-writer" --database-url "$prod" --rate 40 >"$STATE/writer.json" &
+step "live traffic keeps writing to production (database and Redis queues) during the drill"
+"$bin/catalyst-writer" --database-url "$prod" --redis-url "$CATALYST_DR_REDIS_URL" --rate 40 >"$STATE/writer.json" &
 WRITER_PID=$!
 sleep 2
 
@@ -80,6 +80,15 @@ if rto: print(f"  RTO: {rto['seconds']:.1f} s from drill start to smoke tests pa
 for t in v.get("tables", []):
     print(f"  parity {t['table']:<22} {t['baseline_rows']:>8} baseline rows, {t['restored_rows']:>8} restored, checksum {'match' if t['checksum_matches'] else 'DIFFERS'}")
 if v.get("queue"): print(f"  staging queue: {v['queue']['detail']}")
+c = v.get("cache")
+if c:
+    p = c["parity"]
+    print(f"  cache snapshot {c['snapshot_id']} restored as {c['staging_target_id']}: {p['restored_persistent_keys']} of {p['baseline_persistent_keys']} persistent keys ({'state read at the snapshot instant' if c['exact_baseline'] else 'state read before the snapshot'})")
+    for q in p["patterns"]:
+        print(f"  cache parity {q['pattern']:<32} {q['baseline_keys']:>4} keys, length {q['baseline_length']:>6} baseline, {q['restored_length']:>6} restored: {'match' if q['passed'] else 'DIFFERS ' + '; '.join(q['differences'])}")
+    print(f"  staging cache: {c['flush_status']}, {c['queue_keys_after_flush']} queue keys left")
+elif v:
+    print("  cache: left out (CACHE_ENGINE is none)")
 if plan: print(f"  replay plan on staging (dry run): {plan.get('deliveries')} dead-lettered deliveries, {plan.get('endpoints')} endpoints")
 PY
   echo "  report: $out/report.html (also report.md, report.json)"

@@ -17,6 +17,11 @@ import sys
 from asl import PITR, REPLAY, SNAPSHOT, VALIDATOR, notify_failure, ordered, task, write_or_check
 
 
+# ElastiCache refuses to delete a staging cache or a drill's cache snapshot until it has settled:
+# the teardown waits for it rather than leave it behind.
+TEARDOWN_WAITS = {"ErrorEquals": ["StagingCacheBusy"], "IntervalSeconds": 60, "BackoffRate": 1, "MaxAttempts": 30}
+
+
 def shared_states(kind):
     """The states both drills have. `kind` holds what differs: the defaults, where the restore
     starts from and hands over to, the report's kind and the failure texts."""
@@ -108,6 +113,7 @@ def shared_states(kind):
             "$.teardown",
             kind["after_teardown"],
             kind["teardown_failed"],
+            waits=TEARDOWN_WAITS,
         ),
         "Report": task(VALIDATOR, report_parameters, "$.report", "DrillPassed?", "NotifyFailure", error_path="$.report_error"),
         "DrillPassed?": {
@@ -123,6 +129,7 @@ def shared_states(kind):
             "$.teardown",
             "ReportFailure",
             "ReportFailure",
+            waits=TEARDOWN_WAITS,
             error_path="$.teardown_error",
         ),
         "ReportFailure": task(VALIDATOR, report_parameters, "$.report", "DrillFailed", "NotifyFailure", error_path="$.report_error"),

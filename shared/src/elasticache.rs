@@ -6,7 +6,7 @@ use crate::config::{ConfigError, Env, validate_identifier};
 use crate::settings;
 use crate::tags::Tags;
 use aws_sdk_elasticache::Client;
-use aws_sdk_elasticache::types::Tag;
+use aws_sdk_elasticache::types::{Snapshot, Tag};
 
 /// The production cache, as ElastiCache knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,4 +70,52 @@ pub fn sdk_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
+}
+
+/// The source's snapshots with their tags, every page.
+pub async fn source_snapshots(
+    client: &Client,
+    source: &CacheSource,
+) -> Result<Vec<(Snapshot, Tags)>, AwsCallError> {
+    let call = client.describe_snapshots();
+    let call = match source {
+        CacheSource::ReplicationGroup(id) => call.replication_group_id(id),
+        CacheSource::Cluster(id) => call.cache_cluster_id(id),
+    };
+    let mut pages = call.into_paginator().send();
+    let mut found = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| classify("elasticache:DescribeSnapshots", e))?;
+        for s in page.snapshots() {
+            found.push((s.clone(), tags_of(client, s.arn()).await?));
+        }
+    }
+    Ok(found)
+}
+
+/// Deletes a snapshot; one already gone is fine.
+pub async fn delete_snapshot(client: &Client, snapshot_id: &str) -> Result<(), AwsCallError> {
+    match client
+        .delete_snapshot()
+        .snapshot_name(snapshot_id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_snapshot_not_found_fault()) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(classify("elasticache:DeleteSnapshot", e)),
+    }
+}
+
+/// ElastiCache refuses to delete a snapshot or cache while it is being created or changed.
+pub fn is_busy(e: &AwsCallError) -> bool {
+    matches!(
+        e.code.as_deref(),
+        Some("InvalidSnapshotState" | "InvalidReplicationGroupState" | "InvalidCacheClusterState")
+    )
 }

@@ -115,6 +115,9 @@ error_kinds! {
     DrCopyNotVerified,
     /// The source cache was saving already, or another save replaced the drill's: try again.
     CacheSnapshotBusy,
+    /// The drill's staging cache or cache snapshot is still being created and cannot be deleted
+    /// yet: the teardown tries again.
+    StagingCacheBusy,
 }
 
 impl ErrorKind {
@@ -136,6 +139,7 @@ impl ErrorKind {
                 | Self::CredentialsNotYetApplied
                 | Self::BaselineLockTimeout
                 | Self::CacheSnapshotBusy
+                | Self::StagingCacheBusy
         )
     }
 }

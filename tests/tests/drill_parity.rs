@@ -428,3 +428,142 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         "{line}"
     );
 }
+
+/// The guards and the comparison of the cache, adversarially: a drill's cache snapshot is never
+/// restored for another drill, and a restored queue that lost one entry fails cache parity with
+/// the key named.
+#[tokio::test]
+async fn another_drills_cache_snapshot_is_refused_and_a_lost_queue_entry_fails_parity() {
+    let sdk = local_aws().await;
+    let (_, source_secret) = catalyst_database(&sdk, "cacheguard", 20).await;
+    let bucket = unique("drills");
+    locked_bucket(&s3(&sdk), &bucket).await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let staging_secret = unique("guard-staging");
+    let cache_secret = unique("guard-cache");
+    for name in [&staging_secret, &cache_secret] {
+        secrets
+            .create_secret()
+            .name(name)
+            .send()
+            .await
+            .expect("secret");
+    }
+    let queue = format!("catalyst:drill-test:{}:webhooks", unique("g"));
+    let redis_client = redis::Client::open(catalyst_dr_tests::stack_var("CATALYST_DR_REDIS_URL"))
+        .expect("redis url");
+    let mut production = redis_client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&queue)
+        .arg(&["a", "b", "c"])
+        .query_async(&mut production)
+        .await
+        .expect("rpush");
+    let local = local_engine_config("cacheguard").await;
+    let cache_engine = CacheEngineConfig::Local(LocalCacheConfig {
+        source_id: "catalyst-auth-cache".into(),
+        dir: local.staging_dir.parent().expect("test root").join("cache"),
+        redis_server: "/usr/bin/redis-server".into(),
+    });
+    let source_credentials = catalyst_dr_tests::secret_credentials(&sdk, &source_secret).await;
+    let restore = PitrRestore::new(
+        PitrConfig {
+            engine: EngineConfig::Local {
+                source_id: "catalyst-auth-local".into(),
+                local,
+                source: source_credentials.clone(),
+            },
+            staging_prefix: "catalyst-dr-staging-".into(),
+            staging_secret_id: staging_secret.clone(),
+            database_name: source_credentials.dbname.clone(),
+            tls: TlsMode::Disable,
+            pg_bounds: Default::default(),
+            health_checks: Vec::new(),
+            smoke_min_users: 1,
+            cache_engine: cache_engine.clone(),
+            staging_cache_secret_id: Some(cache_secret.clone()),
+        },
+        &sdk,
+    );
+    let validator = DrillValidator::new(
+        DrillConfig {
+            cache_engine,
+            staging_cache_secret_id: Some(cache_secret.clone()),
+            redis_url: Some(catalyst_dr_tests::stack_var("CATALYST_DR_REDIS_URL")),
+            redis_queue_patterns: vec![queue.clone()],
+            ..catalyst_dr_tests::drill_config(&bucket, &source_secret, &staging_secret)
+        },
+        &sdk,
+    );
+
+    let drill = unique("guard").to_lowercase();
+    let other = format!("{drill}-other");
+    let cache = baseline(&validator, &drill)
+        .await
+        .cache
+        .expect("cache baseline");
+    assert_eq!(cache.state.patterns[&queue][&queue], 3);
+
+    let refused = restore
+        .cache_restore(&other, Some(&cache.snapshot_id), 0)
+        .await
+        .expect_err("another drill's snapshot");
+    assert_eq!(
+        refused.error_type(),
+        catalyst_dr::error_kind::ErrorKind::RestoreRefused,
+        "{refused}"
+    );
+
+    until_cache_available(&restore, &drill, &cache.snapshot_id).await;
+    // The restored queue loses one entry before the comparison.
+    let published: serde_json::Value = serde_json::from_str(
+        secrets
+            .get_secret_value()
+            .secret_id(&cache_secret)
+            .send()
+            .await
+            .expect("cache secret")
+            .secret_string()
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(published["drill_id"], drill.as_str());
+    let staging = redis::Client::open(published["url"].as_str().expect("url")).expect("url");
+    let mut staging = staging
+        .get_multiplexed_async_connection()
+        .await
+        .expect("staging redis");
+    let _: Option<String> = redis::cmd("LPOP")
+        .arg(&queue)
+        .query_async(&mut staging)
+        .await
+        .expect("lpop");
+    let CacheParityResult::Checked(parity) =
+        validator.cache_parity(&drill).await.expect("cache parity")
+    else {
+        panic!("the cache was left out");
+    };
+    assert!(!parity.parity.passed);
+    assert_eq!(
+        parity.parity.patterns[0].differences,
+        [format!("{queue}: length 2, expected 3")]
+    );
+    let production_length: u64 = redis::cmd("LLEN")
+        .arg(&queue)
+        .query_async(&mut production)
+        .await
+        .expect("llen");
+    assert_eq!(production_length, 3, "production is untouched");
+
+    let torn = restore.teardown(&drill, None).await.expect("teardown");
+    assert!(torn.cache.expect("cache teardown").deleted);
+    let again = restore
+        .teardown(&drill, None)
+        .await
+        .expect("teardown again");
+    let again = again.cache.expect("cache teardown");
+    assert!(!again.deleted && again.snapshots_deleted.is_empty());
+}

@@ -5,10 +5,12 @@
 use super::{
     CacheEngine, CacheEngineError, CachePlacement, CacheSnapshot, SnapshotState, StagingCache,
 };
-use crate::aws_error::{classify, created_unless_exists};
+use crate::aws_error::{AwsCallError, classify, created_unless_exists};
 use crate::aws_time::from_aws;
 use crate::cache_state;
-use crate::elasticache::{CacheSource, sdk_tags, tags_of};
+use crate::elasticache::{
+    CacheSource, delete_snapshot, is_busy, sdk_tags, source_snapshots, tags_of,
+};
 use crate::restore_engine::{EngineError, StagingState};
 use crate::tags::Tags;
 use aws_sdk_elasticache::Client;
@@ -92,49 +94,27 @@ impl CacheEngine for ElastiCacheEngine {
     }
 
     async fn snapshots(&self) -> Result<Vec<CacheSnapshot>, CacheEngineError> {
-        let call = self.client.describe_snapshots();
-        let call = match &self.source {
-            CacheSource::ReplicationGroup(id) => call.replication_group_id(id),
-            CacheSource::Cluster(id) => call.cache_cluster_id(id),
-        };
-        let mut pages = call.into_paginator().send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| classify("elasticache:DescribeSnapshots", e))?;
-            for s in page.snapshots() {
-                found.push(CacheSnapshot {
-                    snapshot_id: s.snapshot_name().unwrap_or_default().to_owned(),
-                    status: s.snapshot_status().unwrap_or("unknown").to_owned(),
-                    created_at: s
-                        .node_snapshots()
-                        .iter()
-                        .filter_map(|n| n.snapshot_create_time())
-                        .filter_map(from_aws)
-                        .min(),
-                    tags: tags_of(&self.client, s.arn()).await?,
-                });
-            }
-        }
-        Ok(found)
+        Ok(source_snapshots(&self.client, &self.source)
+            .await?
+            .into_iter()
+            .map(|(s, tags)| CacheSnapshot {
+                snapshot_id: s.snapshot_name().unwrap_or_default().to_owned(),
+                status: s.snapshot_status().unwrap_or("unknown").to_owned(),
+                created_at: s
+                    .node_snapshots()
+                    .iter()
+                    .filter_map(|n| n.snapshot_create_time())
+                    .filter_map(from_aws)
+                    .min(),
+                tags,
+            })
+            .collect())
     }
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CacheEngineError> {
-        match self
-            .client
-            .delete_snapshot()
-            .snapshot_name(snapshot_id)
-            .send()
+        delete_snapshot(&self.client, snapshot_id)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_snapshot_not_found_fault()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify("elasticache:DeleteSnapshot", e).into()),
-        }
+            .map_err(busy_or_failed)
     }
 
     async fn describe(&self, target_id: &str) -> Result<Option<StagingCache>, CacheEngineError> {
@@ -305,6 +285,18 @@ impl CacheEngine for ElastiCacheEngine {
                     }
                 }),
         };
-        Ok(result?)
+        result.map_err(busy_or_failed)
+    }
+}
+
+/// A delete ElastiCache refuses while the cache or snapshot is still being created is worth
+/// another try once it settles (`StagingCacheBusy`); anything else is the call's own failure.
+fn busy_or_failed(e: AwsCallError) -> CacheEngineError {
+    if is_busy(&e) {
+        CacheEngineError::StagingBusy {
+            reason: e.to_string(),
+        }
+    } else {
+        e.into()
     }
 }

@@ -141,7 +141,12 @@ impl LocalCacheEngine {
             .await?;
         let captured = async {
             let state = cache_state::capture(conn, db, patterns).await?;
-            let reply: String = redis::cmd("BGSAVE").query_async(conn).await?;
+            // Refused while another child (an AOF rewrite) runs: busy, not broken.
+            let reply: String = redis::cmd("BGSAVE").query_async(conn).await.map_err(|e| {
+                CacheEngineError::Busy {
+                    reason: format!("BGSAVE refused: {e}"),
+                }
+            })?;
             Ok::<_, CacheEngineError>((state, reply))
         }
         .await;

@@ -73,6 +73,9 @@ pub enum CacheEngineError {
     /// The source is saving already (its own schedule or an earlier attempt): try again.
     #[error("the source cache is busy: {reason}")]
     Busy { reason: String },
+    /// The staging cache or a drill snapshot cannot be deleted until it settles: try again.
+    #[error("not deletable yet: {reason}")]
+    StagingBusy { reason: String },
 }
 
 impl From<crate::aws_error::AwsCallError> for CacheEngineError {
@@ -87,6 +90,7 @@ impl CacheEngineError {
             Self::Engine(e) => e.error_type(),
             Self::Redis(_) => ErrorKind::RedisUnavailable,
             Self::Busy { .. } => ErrorKind::CacheSnapshotBusy,
+            Self::StagingBusy { .. } => ErrorKind::StagingCacheBusy,
         }
     }
 }

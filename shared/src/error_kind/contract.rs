@@ -29,6 +29,11 @@ const STEP_KINDS: &[(&str, &str, ErrorKind)] = &[
         "baseline",
         ErrorKind::CacheSnapshotBusy,
     ),
+    (
+        "PitrRestoreFunctionArn",
+        "teardown",
+        ErrorKind::StagingCacheBusy,
+    ),
 ];
 
 fn root() -> PathBuf {

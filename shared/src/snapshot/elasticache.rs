@@ -4,7 +4,7 @@ use super::store::{CacheExporter, SnapshotInfo, SnapshotKind, SnapshotStore, Sou
 use crate::aws_error::{AwsCallError, classify};
 use crate::aws_time::from_aws;
 pub use crate::elasticache::CacheSource;
-use crate::elasticache::{sdk_tags, tags_of};
+use crate::elasticache::{delete_snapshot, sdk_tags, source_snapshots, tags_of};
 use crate::tags::Tags;
 use aws_sdk_elasticache::Client;
 use aws_sdk_elasticache::types::{Snapshot, Tag};
@@ -130,40 +130,15 @@ impl SnapshotStore for ElastiCacheSnapshots {
     }
 
     async fn list(&self) -> Result<Vec<SnapshotInfo>, AwsCallError> {
-        let call = self.client.describe_snapshots();
-        let call = match &self.source {
-            CacheSource::ReplicationGroup(id) => call.replication_group_id(id),
-            CacheSource::Cluster(id) => call.cache_cluster_id(id),
-        };
-        let mut pages = call.into_paginator().send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| classify("elasticache:DescribeSnapshots", e))?;
-            for s in page.snapshots() {
-                let tags = tags_of(&self.client, s.arn()).await?;
-                found.push(self.info(s, tags));
-            }
-        }
-        Ok(found)
+        Ok(source_snapshots(&self.client, &self.source)
+            .await?
+            .into_iter()
+            .map(|(s, tags)| self.info(&s, tags))
+            .collect())
     }
 
     async fn delete(&self, snapshot_id: &str) -> Result<(), AwsCallError> {
-        match self
-            .client
-            .delete_snapshot()
-            .snapshot_name(snapshot_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_snapshot_not_found_fault()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify("elasticache:DeleteSnapshot", e)),
-        }
+        delete_snapshot(&self.client, snapshot_id).await
     }
 
     async fn source_details(&self) -> Result<SourceDetails, AwsCallError> {
