@@ -6,6 +6,9 @@
 # rounds on a settled server, and prints the medians, the ratios and each round's ratios. Not a
 # test: it takes several minutes and a release build.
 #   SIZES_MIB=256,1024 ROUNDS=3 PARALLELISM=2 SEGMENT_MIB=64 infra/local/bench-logical.sh
+# With `fanout`, the fanned-out backup instead: per-worker throughput and its scaling with 1, 2
+# and 4 concurrent worker processes on a 1 GiB database, beside one invocation and pg_dump -Fc:
+#   SIZES_MIB=1024 WORKERS=1,2,4 ROUNDS=1 BATCH_MIB=256 infra/local/bench-logical.sh fanout
 # Set KEEP_STACK=1 to leave the stack running; STATE=dir to use a stack that is already up.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -25,5 +28,11 @@ source "$STATE/env"
 cd "$ROOT"
 echo "== cargo build --release --bin bench-logical" >&2
 cargo build --release -p catalyst-dr-tests --bin bench-logical
+if [ "${1:-}" = fanout ]; then
+  RUST_LOG=${RUST_LOG:-warn} "$ROOT/target/release/bench-logical" fanout \
+    --sizes-mib "${SIZES_MIB:-1024}" --workers "${WORKERS:-1,2,4}" --rounds "${ROUNDS:-1}" \
+    --segment-mib "${SEGMENT_MIB:-64}" --batch-mib "${BATCH_MIB:-256}"
+  exit
+fi
 RUST_LOG=${RUST_LOG:-warn} "$ROOT/target/release/bench-logical" run \
   --sizes-mib "${SIZES_MIB:-256,1024}" --rounds "${ROUNDS:-3}" --parallelism "${PARALLELISM:-2}" --segment-mib "${SEGMENT_MIB:-64}"

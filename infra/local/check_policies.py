@@ -7,13 +7,15 @@ other services' resources against "*" and evaluates no condition (see functions.
 evaluates the template's own policy documents, resolved by deployed.py, with IAM's rules for
 identity policies (an explicit Deny wins; otherwise an Allow whose action, resource and every
 condition match; otherwise denied) against the requests in infra/local/policy-expectations.json:
-what each function must be able to do, and the guard rails it must never cross (deleting a
+what each function (or, with `state_machine`, each state machine's role, SAM policy templates
+expanded as SAM does) must be able to do, and the guard rails it must never cross (deleting a
 database that is not its own staging copy, reading an untagged secret, writing outside its
-prefix). Then every Task of every state machine under the state machine's role (SAM policy
-templates expanded as SAM does) and every schedule's start under the Scheduler's role: each must
-be allowed. Then the key policies' `key_requests`: a KMS key policy is a resource policy, so its
-statements match on Principal too (`*`, an account's root, a role ARN, a service). Prints each
-result; exits 1 when any request is decided otherwise than expected.
+prefix, starting another state machine). Then every Task of every state machine under the state
+machine's role (and a Distributed Map's child executions, which the state machine starts, watches
+and stops itself) and every schedule's start under the Scheduler's role: each must be allowed.
+Then the key policies' `key_requests`: a KMS key policy is a resource policy, so its statements
+match on Principal too (`*`, an account's root, a role ARN, a service). Prints each result;
+exits 1 when any request is decided otherwise than expected.
 """
 
 import argparse
@@ -178,8 +180,10 @@ def state_machine_policies(resolver, logical_id):
     return documents
 
 
-def task_requests(states):
-    """What each Task state of a definition asks its role for."""
+def task_requests(states, machine_arn):
+    """What each Task state of a definition asks its role for, and what each Distributed Map
+    asks it for: starting, describing and stopping child executions of the state machine itself
+    (arn:...:execution:NAME/LABEL:ID, the Map Run's label defaulting to the state's name)."""
     for name, state in states.items():
         if state.get("Type") == "Task":
             resource = state["Resource"]
@@ -192,10 +196,15 @@ def task_requests(states):
             else:
                 raise PolicyError(f"state {name}: no rule for task resource {resource}")
         for branch in state.get("Branches", []):
-            yield from task_requests(branch["States"])
+            yield from task_requests(branch["States"], machine_arn)
         processor = state.get("ItemProcessor") or state.get("Iterator")
         if processor:
-            yield from task_requests(processor["States"])
+            if processor.get("ProcessorConfig", {}).get("Mode") == "DISTRIBUTED":
+                child = machine_arn.replace(":stateMachine:", ":execution:") + f"/{state.get('Label', name)}:child"
+                yield name, "states:StartExecution", machine_arn
+                yield name, "states:DescribeExecution", child
+                yield name, "states:StopExecution", child
+            yield from task_requests(processor["States"], machine_arn)
 
 
 def orchestration_requests(resolver):
@@ -207,7 +216,7 @@ def orchestration_requests(resolver):
         for key, value in machine["substitutions"].items():
             text = text.replace("${" + key + "}", value)
         policies = state_machine_policies(resolver, logical_id)
-        for state, action, resource in task_requests(json.loads(text)["States"]):
+        for state, action, resource in task_requests(json.loads(text)["States"], resolver.resource(logical_id, None)):
             out.append((f"{logical_id} role", policies, action, resource, f"task {state}"))
     for name, resource in resolver.deployed("AWS::Scheduler::Schedule"):
         target = resolver.value(resource["Properties"]["Target"])
@@ -243,10 +252,13 @@ def main(argv=None):
             **{k: v for k, v in resolver.parameters.items() if isinstance(v, str)},
             "region": deployed.REGION,
             "account": deployed.ACCOUNT,
+            "stack": stack_name,
             "bucket": resolver.resource("BackupBucket", None),
             "topic": resolver.resource("AlertTopic", None),
             # The template's own secrets by logical id (their local counterparts' ARNs).
             **{name: resolver.resource(name, None) for name, _ in resolver.deployed("AWS::SecretsManager::Secret")},
+            # Its state machines by logical id (their ARNs as deployed.py resolves them).
+            **{name: resolver.resource(name, None) for name in resolver.state_machines()},
         }
         expectations = [
             case
@@ -254,19 +266,26 @@ def main(argv=None):
             if case.get("config_env", args.config_env) == args.config_env
         ]
         wrong = 0
+        machines = resolver.state_machines()
         for case in expectations:
-            if case["function"] not in roles:
-                raise PolicyError(f"no function {case['function']!r} in the template")
+            if "state_machine" in case:
+                if case["state_machine"] not in machines:
+                    raise PolicyError(f"no state machine {case['state_machine']!r} in the template")
+                who, policies = f"{case['state_machine']} role", state_machine_policies(resolver, case["state_machine"])
+            else:
+                if case["function"] not in roles:
+                    raise PolicyError(f"no function {case['function']!r} in the template")
+                who, policies = case["function"], roles[case["function"]]["policies"]
             request = {
                 "action": case["action"],
                 "resource": fill(case["resource"], names),
                 "context": {k: fill(v, names) if isinstance(v, str) else v for k, v in case.get("context", {}).items()},
             }
-            outcome, because = decide(roles[case["function"]]["policies"], request)
+            outcome, because = decide(policies, request)
             ok = outcome == case["expect"]
             wrong += not ok
             mark = "ok  " if ok else "FAIL"
-            print(f"{mark} {case['function']}: {request['action']} {request['resource']} -> {outcome} ({because}); {case['why']}")
+            print(f"{mark} {who}: {request['action']} {request['resource']} -> {outcome} ({because}); {case['why']}")
         orchestration = orchestration_requests(resolver)
         for who, policies, action, resource, why in orchestration:
             outcome, because = decide(policies, {"action": action, "resource": resource})

@@ -227,8 +227,13 @@ class Resolver:
         if (name, attribute) in local:
             return local[(name, attribute)]
         if kind == "AWS::StepFunctions::StateMachine" or kind == "AWS::Serverless::StateMachine":
-            arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{self.stack_name}-{name}"
-            return {None: arn, "Name": f"{self.stack_name}-{name}"}[attribute]
+            # Its Name when the template gives one (its role's policies name it, as deployed);
+            # otherwise a stand-in for the name CloudFormation generates.
+            props = resources[name].get("Properties", {})
+            key = "Name" if kind == "AWS::Serverless::StateMachine" else "StateMachineName"
+            machine = self.value(props[key]) if key in props else f"{self.stack_name}-{name}"
+            arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}"
+            return {None: arn, "Name": machine}[attribute]
         # Identifiers only: nothing local calls these, the schedules' targets and the roles'
         # policies just name them.
         if kind == "AWS::KMS::Key":

@@ -14,12 +14,23 @@ stay committed: SAM deploys them and the local interpreter runs them.
 
 import sys
 
-from asl import PITR, REPLAY, SNAPSHOT, VALIDATOR, notify_failure, ordered, task, write_or_check
+from asl import PITR, REPLAY, SNAPSHOT, VALIDATOR, catch, notify_failure, ordered, task, write_or_check
 
 
 # ElastiCache refuses to delete a staging cache or a drill's cache snapshot until it has settled:
 # the teardown waits for it rather than leave it behind.
 TEARDOWN_WAITS = {"ErrorEquals": ["StagingCacheBusy"], "IntervalSeconds": 60, "BackoffRate": 1, "MaxAttempts": 30}
+
+
+# The new password and the instance take a while to be usable.
+CREDENTIAL_WAITS = {
+    "ErrorEquals": ["CredentialsNotYetApplied", "StagingNotReady"],
+    "IntervalSeconds": 15,
+    "BackoffRate": 1.5,
+    "MaxAttempts": 12,
+    "MaxDelaySeconds": 120,
+    "JitterStrategy": "FULL",
+}
 
 
 def shared_states(kind):
@@ -90,15 +101,7 @@ def shared_states(kind):
             "$.credentials",
             kind["after_rotate"],
             "TeardownAfterFailure",
-            # The new password and the instance take a while to be usable.
-            waits={
-                "ErrorEquals": ["CredentialsNotYetApplied", "StagingNotReady"],
-                "IntervalSeconds": 15,
-                "BackoffRate": 1.5,
-                "MaxAttempts": 12,
-                "MaxDelaySeconds": 120,
-                "JitterStrategy": "FULL",
-            },
+            waits=CREDENTIAL_WAITS,
         ),
         "SmokeTests": task(
             PITR,
@@ -482,6 +485,169 @@ def restore_test():
     }
 
 
+def fanout_states(scheduled):
+    """The nightly's fanned-out logical backup: a read source restored (by pitr-restore, under
+    the run's `nightly-<run>` id) to the snapshot's instant, the plan, one Distributed Map item
+    per batch, the manifest once every segment is stored; the read source is torn down on every
+    path. The plan answers ready-made batches (ItemBatcher is not used), so the local
+    interpreter, which runs a DISTRIBUTED Map as an inline one, runs the same items."""
+    read_source = {"drill_id.$": "$.logical_choice.read_source_id"}
+
+    def pitr(parameters, result_path, next_state, on_error, **extra):
+        return task(PITR, {**parameters, **read_source}, result_path, next_state, on_error, **extra)
+
+    def snapshot(parameters, result_path, next_state, on_error, **extra):
+        return task(SNAPSHOT, parameters, result_path, next_state, on_error, **extra)
+
+    batch = task(
+        SNAPSHOT,
+        {"action": "logical-fanout-batch", "scheduled_time.$": "$.scheduled_time", "batch.$": "$.batch"},
+        None,
+        "BatchDone",
+        "BatchFailed",
+        comment="One batch of segments; a retry skips the segments an earlier attempt stored.",
+    )
+    batch.pop("Next")
+    batch["End"] = True
+    batch["Catch"] = [{"ErrorEquals": ["States.ALL"], "Next": "BatchFailed"}]
+    return {
+        "StartReadSourceWindowPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.read_source_window", "Next": "CheckReadSourceWindow"},
+        "CheckReadSourceWindow": task(
+            PITR,
+            {"action": "window", "instant.$": "$.snapshot.started_at", "poll.$": "$.read_source_window.poll"},
+            "$.read_source_window",
+            "ReadSourceRestorable?",
+            "SnapshotsStarted?",
+        ),
+        "ReadSourceRestorable?": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.read_source_window.covers", "BooleanEquals": True, "Next": "StartReadSource"},
+                {"Variable": "$.read_source_window.poll", "NumericGreaterThanEquals": 30, "Next": "ReadSourceWindowTimedOut"},
+            ],
+            "Default": "WaitForReadSourceWindow",
+        },
+        "WaitForReadSourceWindow": {"Type": "Wait", "Seconds": 60, "Next": "CheckReadSourceWindow"},
+        "ReadSourceWindowTimedOut": {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "RestoreTimedOut",
+                "Cause.$": "States.Format('the source is not restorable to {} after {} polls', $.snapshot.started_at, $.read_source_window.poll)",
+            },
+            "ResultPath": "$.error",
+            "Next": "SnapshotsStarted?",
+        },
+        "StartReadSource": pitr(
+            {"action": "start", "target_time.$": "$.snapshot.started_at"},
+            "$.read_source",
+            "StartReadSourcePolling",
+            "AbortLogicalFanout",
+            comment="The read source: the source restored to the snapshot's instant, a staging instance of its own.",
+        ),
+        "StartReadSourcePolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.read_source_status", "Next": "WaitForReadSource"},
+        "WaitForReadSource": {"Type": "Wait", "Seconds": 30, "Next": "CheckReadSource"},
+        "CheckReadSource": pitr(
+            {"action": "status", "poll.$": "$.read_source_status.poll"},
+            "$.read_source_status",
+            "ReadSourceReady?",
+            "AbortLogicalFanout",
+        ),
+        "ReadSourceReady?": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.read_source_status.state", "StringEquals": "available", "Next": "ReadSourceCredentials"},
+                {"Variable": "$.read_source_status.state", "StringEquals": "failed", "Next": "ReadSourceFailed"},
+                {"Variable": "$.read_source_status.poll", "NumericGreaterThanEquals": 240, "Next": "ReadSourceTimedOut"},
+            ],
+            "Default": "WaitForReadSource",
+        },
+        "ReadSourceFailed": {
+            "Type": "Pass",
+            "Parameters": {"Error": "RestoreFailed", "Cause.$": "$.read_source_status.instance.reason"},
+            "ResultPath": "$.error",
+            "Next": "AbortLogicalFanout",
+        },
+        "ReadSourceTimedOut": {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "RestoreTimedOut",
+                "Cause.$": "States.Format('read source still {} after {} polls', $.read_source_status.instance.status, $.read_source_status.poll)",
+            },
+            "ResultPath": "$.error",
+            "Next": "AbortLogicalFanout",
+        },
+        "ReadSourceCredentials": pitr(
+            {"action": "rotate-credentials"},
+            "$.read_source_credentials",
+            "PlanLogical",
+            "AbortLogicalFanout",
+            waits=CREDENTIAL_WAITS,
+            comment="A fresh password only catalyst-dr knows, published in the staging secret: nothing else writes to the copy.",
+        ),
+        "PlanLogical": snapshot(
+            {"action": "logical-fanout-plan", **scheduled, "restored_to.$": "$.read_source.restore_time"},
+            "$.logical_plan",
+            "BackupBatches",
+            "AbortLogicalFanout",
+            result_selector={
+                "plan_key.$": "$.plan_key",
+                "reused.$": "$.reused",
+                "tables.$": "$.tables",
+                "segments.$": "$.segments",
+                "planned_bytes.$": "$.planned_bytes",
+                "batches.$": "$.batches",
+            },
+        ),
+        "BackupBatches": {
+            "Type": "Map",
+            "Comment": "One invocation per batch, at most 8 at once (each on LOGICAL_PARALLELISM connections to the read source).",
+            "ItemsPath": "$.logical_plan.batches",
+            "ItemSelector": {"scheduled_time.$": "$.scheduled_time", "batch.$": "$$.Map.Item.Value"},
+            "MaxConcurrency": 8,
+            "ItemProcessor": {
+                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                "StartAt": "BackupBatch",
+                "States": {
+                    "BackupBatch": batch,
+                    "BatchFailed": {"Type": "Fail", "Error": "BatchFailed", "Cause": "a batch of the fanned-out logical backup failed after its retries"},
+                },
+            },
+            "ResultPath": None,
+            "Next": "FinishLogical",
+            "Catch": catch("AbortLogicalFanout"),
+        },
+        "FinishLogical": snapshot(
+            {"action": "logical-fanout-finish", **scheduled},
+            "$.logical",
+            "TeardownReadSource",
+            "AbortLogicalFanout",
+            comment="The manifest, only when every segment is stored and the read source counted no write.",
+        ),
+        "TeardownReadSource": pitr(
+            {"action": "teardown"},
+            "$.read_source_teardown",
+            "WriteManifest",
+            "SnapshotsStarted?",
+            waits=TEARDOWN_WAITS,
+        ),
+        "AbortLogicalFanout": snapshot(
+            {"action": "logical-fanout-abort", **scheduled},
+            "$.logical_abort",
+            "TeardownReadSourceAfterFailure",
+            "TeardownReadSourceAfterFailure",
+            error_path="$.abort_error",
+        ),
+        "TeardownReadSourceAfterFailure": pitr(
+            {"action": "teardown"},
+            "$.read_source_teardown",
+            "SnapshotsStarted?",
+            "SnapshotsStarted?",
+            waits=TEARDOWN_WAITS,
+            error_path="$.teardown_error",
+        ),
+    }
+
+
 def nightly_backup():
     def snapshot_task(parameters, result_path, next_state, on_error, **extra):
         return task(SNAPSHOT, parameters, result_path, next_state, on_error, **extra)
@@ -496,6 +662,18 @@ def nightly_backup():
         "logical.$": "$.logical",
     }
     states = {
+        # The schedule passes only scheduled_time: what the input leaves out takes its default.
+        "ApplyDefaults": {
+            "Type": "Pass",
+            "Parameters": {"defaults": {"logical_path": None}, "input.$": "$"},
+            "Next": "MergeInput",
+        },
+        "MergeInput": {
+            "Type": "Pass",
+            "Parameters": {"merged.$": "States.JsonMerge($.defaults, $.input, false)"},
+            "OutputPath": "$.merged",
+            "Next": "Snapshot",
+        },
         "Snapshot": snapshot_task({"action": "snapshot", **scheduled}, "$.snapshot", "StartPolling", "NotifyFailure"),
         "StartPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.status", "Next": "WaitForSnapshots"},
         "WaitForSnapshots": {"Type": "Wait", "Seconds": 60, "Next": "CheckStatus"},
@@ -530,7 +708,20 @@ def nightly_backup():
             "Next": "SnapshotsStarted?",
         },
         "ExportCache": snapshot_task({"action": "export-cache", **scheduled}, "$.export", "Prune", "SnapshotsStarted?"),
-        "Prune": snapshot_task({"action": "prune", "dry_run": False}, "$.prune", "LogicalBackup", "SnapshotsStarted?"),
+        "Prune": snapshot_task({"action": "prune", "dry_run": False}, "$.prune", "LogicalPath", "SnapshotsStarted?"),
+        "LogicalPath": snapshot_task(
+            {"action": "logical-path", **scheduled, "path.$": "$.logical_path"},
+            "$.logical_choice",
+            "LogicalFanOut?",
+            "SnapshotsStarted?",
+            comment="One invocation, or the fan-out for a source larger than LOGICAL_FANOUT_THRESHOLD_GIB (or as the input's logical_path asks).",
+        ),
+        "LogicalFanOut?": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.logical_choice.path", "StringEquals": "fan-out", "Next": "StartReadSourceWindowPolling"}],
+            "Default": "LogicalBackup",
+        },
+        **fanout_states(scheduled),
         "LogicalBackup": snapshot_task(
             {"action": "logical-backup", **scheduled},
             "$.logical",
@@ -670,7 +861,7 @@ def nightly_backup():
     }
     return {
         "Comment": "catalyst-dr nightly backup: snapshot the database and cache, wait until available (polled every 60 s, at most 90 times), export the cache snapshot, prune expired backups, take the logical backup of the source database (every table at one instant, to locked S3 objects, its own manifest last), write the locked run manifest that records it (and where the DR copies go), read the logical backup back; with DR_REGION set, copy the database snapshot to the DR region (polled every 60 s, at most 180 times; shared with the DR account once available) and the run's objects to the DR bucket, prune expired DR copies, and verify every copy before writing the run's DR record. A step that fails after the snapshots started still catalogues them (a manifest with the failure) before the alert. Every step is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried like a transient error. Input: {\"scheduled_time\": \"<RFC 3339>\"} (EventBridge Scheduler passes <aws.scheduler.scheduled-time>).",
-        "StartAt": "Snapshot",
+        "StartAt": "ApplyDefaults",
         "States": states,
     }
 

@@ -118,6 +118,8 @@ error_kinds! {
     /// The drill's staging cache or cache snapshot is still being created and cannot be deleted
     /// yet: the teardown tries again.
     StagingCacheBusy,
+    /// The quiescent copy a fanned-out logical backup read was written to meanwhile.
+    ReadSourceChanged,
 }
 
 impl ErrorKind {

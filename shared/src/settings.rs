@@ -450,6 +450,24 @@ pub const LOGICAL_SEGMENT_MIB: Setting = row(
     Operator,
     "tables larger than this are backed up and restored in block ranges of about this size, on all connections at once",
 );
+pub const LOGICAL_FANOUT_THRESHOLD_GIB: Setting = row(
+    "LOGICAL_FANOUT_THRESHOLD_GIB",
+    &[S],
+    number(0, 1_048_576),
+    F::Number(32),
+    Optional,
+    Template,
+    "a source database larger than this (`pg_database_size`) is backed up by the fan-out (a read source restored to the backup instant, read by a Map of invocations) instead of one invocation; 0 fans out always",
+);
+pub const LOGICAL_FANOUT_BATCH_MIB: Setting = row(
+    "LOGICAL_FANOUT_BATCH_MIB",
+    &[S],
+    number(1, 1_048_576),
+    F::Number(4096),
+    Optional,
+    Operator,
+    "the fan-out's segments are packed into batches of about this much table storage, one invocation each",
+);
 pub const LOGICAL_PART_SIZE_MIB: Setting = row(
     "LOGICAL_PART_SIZE_MIB",
     &[S],
@@ -581,6 +599,15 @@ pub const STAGING_SECRET_ID: Setting = row(
     Required,
     Template,
     "the staging copy's credentials and `DATABASE_URL`: pitr-restore publishes them, drill-validator connects with them",
+);
+pub const STAGING_SECRET_ID_LOGICAL: Setting = row(
+    "STAGING_SECRET_ID",
+    &[S],
+    Kind::SecretId,
+    F::None,
+    RequiredWhen("for the fanned-out logical backup"),
+    Template,
+    "the staging secret, where pitr-restore publishes the fan-out's read source (the source restored to the backup instant); without it the fan-out steps fail with `NotConfigured`",
 );
 pub const SMOKE_HEALTH_CHECKS: Setting = row(
     "SMOKE_HEALTH_CHECKS",
@@ -1025,6 +1052,7 @@ pub const ALL: &[&Setting] = &[
     &LOCAL_REDIS_SERVER,
     &STAGING_PREFIX,
     &STAGING_SECRET_ID,
+    &STAGING_SECRET_ID_LOGICAL,
     &SOURCE_DATABASE_SECRET_ID_LOGICAL,
     &SOURCE_DATABASE_SECRET_ID,
     &SOURCE_DATABASE_NAME,
@@ -1041,6 +1069,8 @@ pub const ALL: &[&Setting] = &[
     &LOGICAL_RETENTION_DAYS,
     &LOGICAL_PARALLELISM,
     &LOGICAL_SEGMENT_MIB,
+    &LOGICAL_FANOUT_THRESHOLD_GIB,
+    &LOGICAL_FANOUT_BATCH_MIB,
     &LOGICAL_PART_SIZE_MIB,
     &LOGICAL_ZSTD_LEVEL,
     &LOGICAL_IGNORE_OBJECTS,

@@ -227,6 +227,37 @@ pub async fn generated_database(
     (name, secret, client)
 }
 
+/// The staging secret as pitr-restore writes it, naming `database` on the local PostgreSQL as
+/// the staging copy of `drill_id` (a fanned-out backup's read source). Returns the secret id.
+pub async fn put_staging_secret(
+    sdk: &aws_config::SdkConfig,
+    database: &str,
+    drill_id: &str,
+) -> String {
+    let credentials = catalyst_dr::postgres::DbCredentials {
+        host: stack_var("CATALYST_DR_PG_HOST"),
+        port: stack_var("CATALYST_DR_PG_PORT").parse().expect("port"),
+        username: "postgres".into(),
+        password: stack_var("CATALYST_DR_PG_PASSWORD"),
+        dbname: database.into(),
+    };
+    let secret = catalyst_dr::staging_secret::StagingSecret::new(
+        &credentials,
+        drill_id,
+        &format!("catalyst-dr-staging-{drill_id}"),
+        false,
+    );
+    let name = unique("catalyst-dr/test/staging");
+    aws_sdk_secretsmanager::Client::new(sdk)
+        .create_secret()
+        .name(&name)
+        .secret_string(serde_json::to_string(&secret).expect("secret JSON"))
+        .send()
+        .await
+        .expect("create the staging secret");
+    name
+}
+
 /// A superuser connection to one database of the local PostgreSQL.
 pub async fn pg_connect(dbname: &str) -> tokio_postgres::Client {
     let mut config: tokio_postgres::Config = stack_var("CATALYST_DR_PG_URL")

@@ -2,7 +2,9 @@
 //! by `cargo lambda watch` and AWS served by the local endpoint.
 
 use catalyst_dr::error_kind::ErrorKind;
-use catalyst_dr_tests::{deployed_substitutions, local_aws, run_state_machine, s3, seed};
+use catalyst_dr_tests::{
+    deployed_substitutions, local_aws, run_state_machine, s3, seed, take_base_backup,
+};
 use serde_json::{Value, json};
 
 const DEFINITION: &str = "infra/statemachines/nightly-backup.asl.json";
@@ -90,6 +92,8 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     assert_eq!(
         states,
         [
+            "ApplyDefaults",
+            "MergeInput",
             "Snapshot",
             "StartPolling",
             "WaitForSnapshots",
@@ -97,6 +101,8 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
             "SnapshotsReady?",
             "ExportCache",
             "Prune",
+            "LogicalPath",
+            "LogicalFanOut?",
             "LogicalBackup",
             "WriteManifest",
             "VerifyLogical",
@@ -279,7 +285,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         .collect();
     assert!(
         states.ends_with(&[
-            "LogicalBackup",
+            "LogicalPath",
             "SnapshotsStarted?",
             "FailureDefaults",
             "MergeFailureDefaults",
@@ -310,6 +316,106 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     assert!(
         manifest["logical"].is_null() && !manifest["pruned"].is_null(),
         "{manifest:#}"
+    );
+
+    // The fan-out, as a large source takes it (asked for here): a read source restored to the
+    // snapshot's instant by pitr-restore, the plan, a Map of batches, the manifest, teardown.
+    take_base_backup().await;
+    let fanout_time = catalyst_dr::input::format_time(now + time::Duration::seconds(3));
+    let fanout_run = catalyst_dr::run_id::RunId::from_scheduled_time("t", &fanout_time)
+        .expect("time")
+        .stamp;
+    let fanned = run_state_machine(
+        DEFINITION,
+        &substitutions(),
+        &json!({"scheduled_time": fanout_time, "logical_path": "fan-out"}),
+    );
+    assert!(fanned.succeeded, "execution failed: {:#}", fanned.outcome);
+    let output = &fanned.outcome["output"];
+    assert_eq!(output["logical_choice"]["path"], "fan-out");
+    assert_eq!(output["logical_choice"]["chosen_by"], "requested");
+    let states: Vec<&str> = fanned.outcome["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    let fanout_states: Vec<&str> = states
+        .iter()
+        .copied()
+        .skip_while(|s| *s != "LogicalFanOut?")
+        .take_while(|s| *s != "WriteManifest")
+        .filter(|s| !s.starts_with("WaitFor") && !s.starts_with("Check") && !s.ends_with('?'))
+        .collect();
+    assert_eq!(
+        fanout_states,
+        [
+            "StartReadSourceWindowPolling",
+            "StartReadSource",
+            "StartReadSourcePolling",
+            "ReadSourceCredentials",
+            "PlanLogical",
+            "BackupBatches",
+            "FinishLogical",
+            "TeardownReadSource"
+        ],
+        "{states:?}"
+    );
+    let batches = output["logical_plan"]["batches"].as_array().expect("batches").len();
+    assert!(batches >= 1, "{:#}", output["logical_plan"]);
+    let logical_key = format!("logical/{fanout_run}/manifest.json");
+    assert_eq!(output["logical"]["manifest_key"], logical_key.as_str());
+    let stored = s3(&sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(&logical_key)
+        .send()
+        .await
+        .expect("the fan-out's logical manifest");
+    let fanned_manifest: Value =
+        serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes())
+            .expect("manifest JSON");
+    let read_path = &fanned_manifest["read_path"];
+    assert_eq!(read_path["kind"], "read-source", "{read_path:#}");
+    assert_eq!(read_path["id"], format!("nightly-{fanout_run}").as_str());
+    assert_eq!(read_path["batches"].as_u64(), Some(batches as u64));
+    assert_eq!(
+        fanned_manifest["instant"]["server_time"],
+        output["read_source"]["restore_time"]
+    );
+    // The source was not written to between the two nights: the fan-out stored exactly what
+    // the single path stored.
+    let single: Value = serde_json::from_slice(
+        &s3(&sdk)
+            .get_object()
+            .bucket(bucket)
+            .key(format!("logical/{ok_run}/manifest.json"))
+            .send()
+            .await
+            .expect("the single path's manifest")
+            .body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes(),
+    )
+    .expect("manifest JSON");
+    let tables = |m: &Value| -> Vec<(Value, Value, Value)> {
+        m["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .map(|t| (t["name"].clone(), t["rows"].clone(), t["content_checksum"].clone()))
+            .collect()
+    };
+    assert_eq!(tables(&fanned_manifest), tables(&single));
+    assert_eq!(output["verify"]["ok"], true, "{:#}", output["verify"]);
+    assert_eq!(output["manifest"]["run_id"], fanout_run.as_str());
+    // The read source is gone.
+    assert_eq!(
+        output["read_source_teardown"]["deleted"], true,
+        "{:#}",
+        output["read_source_teardown"]
     );
 }
 

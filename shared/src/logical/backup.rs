@@ -20,12 +20,13 @@ use super::encode::SegmentEncoder;
 use super::layout::{backup_prefix, manifest_key, segment_key};
 use super::manifest::{
     LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestSegment, ManifestTable,
+    ReadPath,
 };
 use super::parallel::on_connections;
 use super::segments::Segment;
 use super::upload::PartWriter;
 use super::{LogicalBackups, LogicalError};
-use crate::catalyst_db::introspect::{self, CapturedTable, NotCaptured};
+use crate::catalyst_db::introspect::{self, CapturedSchema, CapturedTable, NotCaptured};
 use crate::run_id::RunId;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -100,58 +101,109 @@ pub fn metrics_line(
     )
 }
 
+/// Where a manifest's instant comes from.
+pub(super) struct ManifestSource {
+    pub instant: ManifestInstant,
+    pub database: String,
+    pub server_version: String,
+    pub read_path: ReadPath,
+}
+
+/// The captured schema, with what it could not capture split into what the operator ignores and
+/// what makes the backup incomplete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaCapture {
+    pub schema: CapturedSchema,
+    pub not_captured: Vec<NotCaptured>,
+    pub ignored: Vec<NotCaptured>,
+}
+
 impl LogicalBackups {
+    /// Splits the schema's uncaptured objects by `LOGICAL_IGNORE_OBJECTS`.
+    pub(super) fn sort_not_captured(&self, mut schema: CapturedSchema) -> SchemaCapture {
+        let (ignored, not_captured): (Vec<NotCaptured>, Vec<NotCaptured>) =
+            std::mem::take(&mut schema.not_captured)
+                .into_iter()
+                .partition(|o| self.config.ignores(o));
+        for object in &not_captured {
+            tracing::error!(kind = %object.kind, name = %object.name, "schema object not captured; the backup will be incomplete");
+        }
+        SchemaCapture {
+            schema,
+            not_captured,
+            ignored,
+        }
+    }
+
     pub fn retain_until(&self, run: &RunId) -> OffsetDateTime {
         run.scheduled_time + time::Duration::days(self.config.retention_days.into())
     }
 
     pub async fn backup(&self, run: &RunId) -> Result<LogicalBackupResult, LogicalError> {
-        let source = self.source.as_ref().ok_or(LogicalError::NotConfigured {
-            var: crate::settings::SOURCE_DATABASE_SECRET_ID_LOGICAL.name,
-        })?;
-        let key = manifest_key(&self.config.prefix, &run.stamp);
-        if let Some(existing) = self.read_manifest(&key).await? {
-            tracing::info!(%key, complete = existing.complete, "logical backup already written");
-            existing.require_complete()?;
-            return Ok(LogicalBackupResult::new(
-                &existing,
-                self.store.bucket(),
-                key,
-                true,
-                0,
-            ));
+        let source = self.source()?;
+        if let Some(finished) = self.finished(run).await? {
+            return Ok(finished);
         }
         let prefix = backup_prefix(&self.config.prefix, &run.stamp);
         let aborted = self.abort_pending(&prefix).await?;
         let started_at = OffsetDateTime::now_utc();
         match self.run_backup(source, run, started_at).await {
-            Ok(manifest) => {
-                let body =
-                    serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
-                let put = self
-                    .store
-                    .put_locked(&key, body, "application/json", manifest.retain_until)
-                    .await;
-                if let Err(e) = put {
-                    self.cleanup_after_failure(&prefix).await;
-                    return Err(e.into());
-                }
-                tracing::info!(%key, tables = manifest.tables.len(), rows = manifest.total_rows(), "logical backup complete");
-                manifest.require_complete()?;
-                let result =
-                    LogicalBackupResult::new(&manifest, self.store.bucket(), key, false, aborted);
-                let seconds = (manifest.completed_at - started_at).as_seconds_f64();
-                println!(
-                    "{}",
-                    metrics_line(&result, seconds, OffsetDateTime::now_utc())
-                );
-                Ok(result)
-            }
+            Ok(manifest) => self.commit_manifest(manifest, aborted).await,
             Err(e) => {
                 self.cleanup_after_failure(&prefix).await;
                 Err(e)
             }
         }
+    }
+
+    /// The existing manifest of `run` as the action's result (`reused: true`), or None.
+    pub(super) async fn finished(
+        &self,
+        run: &RunId,
+    ) -> Result<Option<LogicalBackupResult>, LogicalError> {
+        let key = manifest_key(&self.config.prefix, &run.stamp);
+        let Some(existing) = self.read_manifest(&key).await? else {
+            return Ok(None);
+        };
+        tracing::info!(%key, complete = existing.complete, "logical backup already written");
+        existing.require_complete()?;
+        Ok(Some(LogicalBackupResult::new(
+            &existing,
+            self.store.bucket(),
+            key,
+            true,
+            0,
+        )))
+    }
+
+    /// Writes the manifest, the backup's commit marker, with Object Lock; on failure aborts the
+    /// uploads left under the backup's prefix. Fails with `SchemaNotCaptured` (after writing)
+    /// when the backup left schema objects out.
+    pub(super) async fn commit_manifest(
+        &self,
+        manifest: LogicalManifest,
+        aborted: usize,
+    ) -> Result<LogicalBackupResult, LogicalError> {
+        let key = manifest_key(&self.config.prefix, &manifest.run_id);
+        let body = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
+        let put = self
+            .store
+            .put_locked(&key, body, "application/json", manifest.retain_until)
+            .await;
+        if let Err(e) = put {
+            self.cleanup_after_failure(&backup_prefix(&self.config.prefix, &manifest.run_id))
+                .await;
+            return Err(e.into());
+        }
+        tracing::info!(%key, tables = manifest.tables.len(), rows = manifest.total_rows(), "logical backup complete");
+        manifest.require_complete()?;
+        let result = LogicalBackupResult::new(&manifest, self.store.bucket(), key, false, aborted);
+        let seconds = (manifest.completed_at - manifest.started_at).as_seconds_f64();
+        println!(
+            "{}",
+            metrics_line(&result, seconds, OffsetDateTime::now_utc())
+        );
+        Ok(result)
     }
 
     async fn cleanup_after_failure(&self, prefix: &str) {
@@ -168,15 +220,13 @@ impl LogicalBackups {
     ) -> Result<LogicalManifest, LogicalError> {
         let coordinator = source.connect().await?;
         let instant = introspect::begin_exported_snapshot(&coordinator).await?;
-        let mut schema = introspect::capture_schema(&coordinator).await?;
+        let schema = introspect::capture_schema(&coordinator).await?;
         introspect::lock_tables(&coordinator, &schema.tables).await?;
-        let (ignored, not_captured): (Vec<NotCaptured>, Vec<NotCaptured>) =
-            std::mem::take(&mut schema.not_captured)
-                .into_iter()
-                .partition(|o| self.config.ignores(o));
-        for object in &not_captured {
-            tracing::error!(kind = %object.kind, name = %object.name, "schema object not captured; the backup will be incomplete");
-        }
+        let SchemaCapture {
+            schema,
+            not_captured,
+            ignored,
+        } = self.sort_not_captured(schema);
         let stored = schema.stored_tables();
         let plan = self.plan_segments(&coordinator, &stored).await?;
         tracing::info!(lsn = %instant.lsn, server_time = %instant.server_time, tables = stored.len(), segments = plan.len(), "snapshot exported");
@@ -205,6 +255,35 @@ impl LogicalBackups {
         }
         introspect::commit(&coordinator).await?;
 
+        Ok(self.new_manifest(
+            run,
+            started_at,
+            ManifestSource {
+                instant: ManifestInstant::from(&instant),
+                database: instant.database.clone(),
+                server_version: instant.server_version.clone(),
+                read_path: ReadPath::ExportedSnapshot,
+            },
+            SchemaCapture {
+                schema,
+                not_captured,
+                ignored,
+            },
+            written,
+        ))
+    }
+
+    /// The manifest of a backup whose segments are all `written` (each with its table's index
+    /// in `schema.stored_tables()`).
+    pub(super) fn new_manifest(
+        &self,
+        run: &RunId,
+        started_at: OffsetDateTime,
+        source: ManifestSource,
+        capture: SchemaCapture,
+        written: Vec<(usize, ManifestSegment)>,
+    ) -> LogicalManifest {
+        let stored = capture.schema.stored_tables();
         let mut by_table: Vec<Vec<ManifestSegment>> = vec![Vec::new(); stored.len()];
         for (table, segment) in written {
             by_table[table].push(segment);
@@ -214,30 +293,31 @@ impl LogicalBackups {
             .zip(by_table)
             .map(|(t, segments)| ManifestTable::from_segments(&t.schema, &t.name, segments))
             .collect();
-        Ok(LogicalManifest {
+        LogicalManifest {
             format: LOGICAL_MANIFEST_FORMAT.to_owned(),
             run_id: run.stamp.clone(),
             scheduled_time: run.scheduled_time,
             started_at,
             completed_at: OffsetDateTime::now_utc(),
-            retain_until,
-            database: instant.database.clone(),
-            server_version: instant.server_version.clone(),
-            instant: ManifestInstant::from(&instant),
+            retain_until: self.retain_until(run),
+            database: source.database,
+            server_version: source.server_version,
+            instant: source.instant,
             compression: "zstd".to_owned(),
             zstd_level: self.config.zstd_level,
             part_size_bytes: self.config.part_size_bytes as u64,
             segment_bytes: self.config.segment_bytes,
             tables,
-            complete: not_captured.is_empty(),
-            not_captured,
-            ignored,
-            schema,
-        })
+            complete: capture.not_captured.is_empty(),
+            not_captured: capture.not_captured,
+            ignored: capture.ignored,
+            schema: capture.schema,
+            read_path: source.read_path,
+        }
     }
 
     /// Backs up one segment as one object; returns it with its table's index.
-    async fn backup_segment(
+    pub(super) async fn backup_segment(
         &self,
         client: &Client,
         table: &CapturedTable,

@@ -20,6 +20,12 @@ pub struct LogicalConfig {
     /// restored) in block ranges of about this size, each its own object, on several
     /// connections at once.
     pub segment_bytes: u64,
+    /// `LOGICAL_FANOUT_THRESHOLD_GIB` (default 32): a larger source is backed up by the fan-out.
+    pub fanout_threshold_bytes: u64,
+    /// `LOGICAL_FANOUT_BATCH_MIB` (default 4096): the table storage one fan-out invocation reads.
+    pub fanout_batch_bytes: u64,
+    /// `STAGING_SECRET_ID`: where pitr-restore publishes the fan-out's read source.
+    pub read_source_secret_id: Option<String>,
     /// `LOGICAL_ZSTD_LEVEL` (default 3, 1..=19).
     pub zstd_level: i32,
     /// `SOURCE_DATABASE_SECRET_ID`: the database to back up; the logical actions fail with
@@ -44,6 +50,13 @@ impl LogicalConfig {
                 << 20,
             segment_bytes: u64::from(const { settings::LOGICAL_SEGMENT_MIB.default_number() })
                 << 20,
+            fanout_threshold_bytes: u64::from(const {
+                settings::LOGICAL_FANOUT_THRESHOLD_GIB.default_number()
+            }) << 30,
+            fanout_batch_bytes: u64::from(const {
+                settings::LOGICAL_FANOUT_BATCH_MIB.default_number()
+            }) << 20,
+            read_source_secret_id: None,
             zstd_level: const { settings::LOGICAL_ZSTD_LEVEL.default_number() } as i32,
             source_secret_id: None,
             tls: None,
@@ -76,7 +89,11 @@ impl LogicalConfig {
     pub fn from_env(env: &Env, default_retention_days: u32) -> Result<Self, ConfigError> {
         let prefix = env.prefix(&settings::LOGICAL_BACKUP_PREFIX)?;
         let source_secret_id = env.text(&settings::SOURCE_DATABASE_SECRET_ID_LOGICAL);
-        let tls = if source_secret_id.is_some() || env.text(&settings::PG_TLS).is_some() {
+        let read_source_secret_id = env.text(&settings::STAGING_SECRET_ID_LOGICAL);
+        let tls = if source_secret_id.is_some()
+            || read_source_secret_id.is_some()
+            || env.text(&settings::PG_TLS).is_some()
+        {
             Some(TlsMode::from_env(env)?)
         } else {
             None
@@ -88,6 +105,11 @@ impl LogicalConfig {
             parallelism: env.number(&settings::LOGICAL_PARALLELISM)?,
             part_size_bytes: env.number(&settings::LOGICAL_PART_SIZE_MIB)? as usize * 1024 * 1024,
             segment_bytes: u64::from(env.number(&settings::LOGICAL_SEGMENT_MIB)?) << 20,
+            fanout_threshold_bytes: u64::from(
+                env.number(&settings::LOGICAL_FANOUT_THRESHOLD_GIB)?,
+            ) << 30,
+            fanout_batch_bytes: u64::from(env.number(&settings::LOGICAL_FANOUT_BATCH_MIB)?) << 20,
+            read_source_secret_id,
             zstd_level: env.number(&settings::LOGICAL_ZSTD_LEVEL)? as i32,
             source_secret_id,
             tls,

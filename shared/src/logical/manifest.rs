@@ -112,6 +112,36 @@ pub struct LogicalManifest {
     /// Schema objects left out because `LOGICAL_IGNORE_OBJECTS` lists them.
     pub ignored: Vec<NotCaptured>,
     pub schema: CapturedSchema,
+    /// How the backup read the database (absent in manifests written before the fan-out path:
+    /// those read an exported snapshot).
+    #[serde(default)]
+    pub read_path: ReadPath,
+}
+
+/// How a logical backup read the database: what its instant means.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ReadPath {
+    /// One invocation read the live source at a snapshot it exported: the instant is the
+    /// source's own clock and WAL position.
+    #[default]
+    ExportedSnapshot,
+    /// Many invocations (a Step Functions Map) read a quiescent copy of the source restored to
+    /// the backup instant (`restored_to`); the instant's server time is that restore point.
+    ReadSource(ReadSource),
+}
+
+/// The quiescent copy a fanned-out backup read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadSource {
+    /// The id the copy was restored under (pitr-restore's `drill_id`, `nightly-<run>`).
+    pub id: String,
+    /// The copy's instance (or local cluster) id.
+    pub target_id: String,
+    /// The point in time the copy was restored to (RFC 3339, UTC).
+    pub restored_to: String,
+    /// The invocations the segments were spread over.
+    pub batches: usize,
 }
 
 impl LogicalManifest {

@@ -12,6 +12,7 @@
 pub mod backup;
 pub mod config;
 pub mod encode;
+pub mod fanout;
 pub mod layout;
 pub mod manifest;
 pub mod parallel;
@@ -87,6 +88,22 @@ pub enum LogicalError {
         run_id: String,
         objects: Vec<NotCaptured>,
     },
+    #[error("fanned-out logical backup {run_id} is missing {missing} of its {total} segments ({}); no manifest was written", first.join(", "))]
+    SegmentsMissing {
+        run_id: String,
+        missing: usize,
+        total: usize,
+        first: Vec<String>,
+    },
+    #[error("the staging secret does not hold the read source of logical backup {run_id} (expected {expected}): restore it with pitr-restore first, and let no drill share the secret meanwhile")]
+    NoReadSource { run_id: String, expected: String },
+    #[error("read source {target_id} of logical backup {run_id} was written to while it was read ({planned} user-table writes counted when planned, {now} now): the segments may not be one instant, so no manifest was written")]
+    ReadSourceChanged {
+        run_id: String,
+        target_id: String,
+        planned: i64,
+        now: i64,
+    },
 }
 
 fn summary(objects: &[String]) -> String {
@@ -128,6 +145,9 @@ impl LogicalError {
             Self::BackupIncomplete { .. } | Self::NoBackup { .. } => ErrorKind::BackupIncomplete,
             Self::TargetNotEmpty { .. } => ErrorKind::TargetNotEmpty,
             Self::SchemaNotCaptured { .. } => ErrorKind::SchemaNotCaptured,
+            Self::SegmentsMissing { .. } => ErrorKind::BackupIncomplete,
+            Self::NoReadSource { .. } => ErrorKind::NoStagingCredentials,
+            Self::ReadSourceChanged { .. } => ErrorKind::ReadSourceChanged,
         }
     }
 }
@@ -183,6 +203,13 @@ impl LogicalBackups {
             source,
             observer: None,
         }
+    }
+
+    /// The source database's connector, or `NotConfigured`.
+    pub(crate) fn source(&self) -> Result<&PgConnector, LogicalError> {
+        self.source.as_ref().ok_or(LogicalError::NotConfigured {
+            var: crate::settings::SOURCE_DATABASE_SECRET_ID_LOGICAL.name,
+        })
     }
 
     /// The newest complete logical backup: what a restore test restores.

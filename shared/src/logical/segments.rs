@@ -7,7 +7,7 @@
 use crate::catalyst_db::introspect::BlockRange;
 
 /// One unit of parallel work: a block range of one table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     /// Index of the table in the list the plan was made from.
     pub table: usize,

@@ -11,6 +11,7 @@ use crate::aws_error::AwsCallError;
 use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, parse_time};
 use crate::logical::backup::LogicalBackupResult;
+use crate::logical::fanout::BackupPath;
 use crate::logical::restore::RestoreOptions;
 use crate::logical::{LogicalBackups, LogicalError};
 use crate::object_store::ObjectStore;
@@ -75,6 +76,28 @@ pub enum SnapshotTriggerEvent {
     /// table at one instant, to locked S3 objects, manifest last; a retry returns the finished
     /// backup or redoes an unfinished one.
     LogicalBackup { scheduled_time: RunId },
+    /// Which way the run's logical backup goes: `single` (`logical-backup`) or `fan-out` (a
+    /// read source and the three fan-out steps), by the source's size against
+    /// `LOGICAL_FANOUT_THRESHOLD_GIB`, or as `path` asks (null: by size).
+    LogicalPath {
+        scheduled_time: RunId,
+        #[serde(default)]
+        path: Option<BackupPath>,
+    },
+    /// Fan-out: plans the run's segments on the read source (the staging secret's copy,
+    /// restored for this run to `restored_to`) and stores the plan; answers the batches.
+    LogicalFanoutPlan {
+        scheduled_time: RunId,
+        restored_to: String,
+    },
+    /// Fan-out: backs up one batch of the plan (segments finished by an earlier attempt are
+    /// skipped).
+    LogicalFanoutBatch { scheduled_time: RunId, batch: usize },
+    /// Fan-out: writes the manifest once every segment is stored and the read source is
+    /// unchanged; a retry returns it.
+    LogicalFanoutFinish { scheduled_time: RunId },
+    /// Fan-out's failure path: aborts the run's unfinished uploads.
+    LogicalFanoutAbort { scheduled_time: RunId },
     /// Loads the run's logical backup into the empty staging database of `target_secret_id`
     /// and checks row counts, content checksums and sequences against the manifest, as loaded;
     /// with `reread`, also by re-reading every restored table. `reset` lets a rerun drop what
@@ -250,6 +273,27 @@ impl SnapshotTrigger {
             SnapshotTriggerEvent::LogicalBackup {
                 scheduled_time: run,
             } => to_json(self.logical.backup(&run).await?),
+            SnapshotTriggerEvent::LogicalPath {
+                scheduled_time: run,
+                path,
+            } => to_json(self.logical.choose_path(&run, path).await?),
+            SnapshotTriggerEvent::LogicalFanoutPlan {
+                scheduled_time: run,
+                restored_to,
+            } => {
+                let restored_to = parse_time("restored_to", &restored_to)?;
+                to_json(self.logical.plan_fanout(&run, restored_to).await?)
+            }
+            SnapshotTriggerEvent::LogicalFanoutBatch {
+                scheduled_time: run,
+                batch,
+            } => to_json(self.logical.backup_batch(&run, batch).await?),
+            SnapshotTriggerEvent::LogicalFanoutFinish {
+                scheduled_time: run,
+            } => to_json(self.logical.finish_fanout(&run).await?),
+            SnapshotTriggerEvent::LogicalFanoutAbort {
+                scheduled_time: run,
+            } => to_json(self.logical.abort_fanout(&run).await?),
             SnapshotTriggerEvent::RestoreLogical {
                 scheduled_time: run,
                 target_secret_id,

@@ -21,6 +21,9 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "bench-logical/fanout.rs"]
+mod fanout;
+
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark the logical backup against pg_dump/pg_restore on the local stack")]
 struct Args {
@@ -47,6 +50,42 @@ enum Cmd {
         /// Directory of pg_dump and pg_restore.
         #[arg(long, env = "PG_BIN")]
         pg_bin: Option<String>,
+    },
+    /// The fan-out beside one invocation and pg_dump -Fc: a source of each size and its
+    /// quiescent copy (the read source), the fanned-out backup with 1, 2, 4 ... concurrent
+    /// worker processes (each an invocation of one connection taking its share of the batches).
+    Fanout {
+        #[arg(long, value_delimiter = ',', default_values_t = [1024u64])]
+        sizes_mib: Vec<u64>,
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 4])]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        #[arg(long, default_value_t = 64)]
+        segment_mib: u64,
+        #[arg(long, default_value_t = 256)]
+        batch_mib: u64,
+        #[arg(long, env = "PG_BIN")]
+        pg_bin: Option<String>,
+    },
+    /// The fan-out's plan step in this process (needs --staging-secret).
+    FanoutPlan {
+        #[arg(long)]
+        restored_to: String,
+        #[command(flatten)]
+        common: ChildArgs,
+    },
+    /// One fan-out worker: backs up the listed batches in turn, as that many invocations would.
+    FanoutWorker {
+        #[arg(long, value_delimiter = ',')]
+        batches: Vec<usize>,
+        #[command(flatten)]
+        common: ChildArgs,
+    },
+    /// The fan-out's finish step in this process.
+    FanoutFinish {
+        #[command(flatten)]
+        common: ChildArgs,
     },
     /// One logical backup in this process; prints wall time and peak RSS.
     Backup {
@@ -78,6 +117,12 @@ struct ChildArgs {
     parallelism: u32,
     #[arg(long)]
     segment_mib: u64,
+    /// The fan-out's read source (a staging secret), for the fan-out steps.
+    #[arg(long)]
+    staging_secret: Option<String>,
+    /// LOGICAL_FANOUT_BATCH_MIB, for the fan-out steps.
+    #[arg(long, default_value_t = 256)]
+    batch_mib: u64,
 }
 
 impl ChildArgs {
@@ -92,9 +137,17 @@ impl ChildArgs {
             &self.parallelism.to_string(),
             "--segment-mib",
             &self.segment_mib.to_string(),
+            "--batch-mib",
+            &self.batch_mib.to_string(),
         ]
         .map(str::to_owned)
-        .to_vec()
+        .into_iter()
+        .chain(
+            self.staging_secret
+                .iter()
+                .flat_map(|s| ["--staging-secret".to_owned(), s.clone()]),
+        )
+        .collect()
     }
 
     async fn logical(&self, source_secret: Option<&str>) -> (LogicalBackups, RunId) {
@@ -103,6 +156,8 @@ impl ChildArgs {
             parallelism: self.parallelism,
             segment_bytes: self.segment_mib << 20,
             source_secret_id: source_secret.map(str::to_owned),
+            read_source_secret_id: self.staging_secret.clone(),
+            fanout_batch_bytes: self.batch_mib << 20,
             tls: Some(TlsMode::Disable),
             ..LogicalConfig::new(1)
         };
@@ -338,6 +393,8 @@ async fn run(
                 scheduled_time,
                 parallelism,
                 segment_mib,
+                staging_secret: None,
+                batch_mib: 256,
             }
             .to_args();
             let common: Vec<&str> = common.iter().map(String::as_str).collect();
@@ -520,6 +577,63 @@ async fn main() -> ExitCode {
                 "targets: backup <= 0.5 x pg_dump -Fc, restore <= 0.9 x pg_restore -j 2, peak RSS <= 64 MiB and flat across sizes"
             );
             ExitCode::SUCCESS
+        }
+        Cmd::Fanout {
+            sizes_mib,
+            workers,
+            rounds,
+            segment_mib,
+            batch_mib,
+            pg_bin,
+        } => {
+            fanout::run(sizes_mib, workers, rounds, segment_mib, batch_mib, pg_bin).await;
+            ExitCode::SUCCESS
+        }
+        Cmd::FanoutPlan {
+            restored_to,
+            common,
+        } => {
+            let (logical, run) = common.logical(None).await;
+            let restored_to =
+                catalyst_dr::input::parse_time("restored_to", &restored_to).expect("restored_to");
+            let started = Instant::now();
+            report(
+                "fanout-plan",
+                started,
+                logical.plan_fanout(&run, restored_to).await,
+                |plan| json!({"segments": plan.segments, "batches": plan.batches.len(), "planned_bytes": plan.planned_bytes}),
+            )
+        }
+        Cmd::FanoutWorker { batches, common } => {
+            let (logical, run) = common.logical(None).await;
+            let started = Instant::now();
+            let mut copied = (0usize, 0u64);
+            let mut outcome = Ok(());
+            for batch in batches {
+                match logical.backup_batch(&run, batch).await {
+                    Ok(done) => {
+                        copied.0 += done.copied;
+                        copied.1 += done.object_bytes;
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            report("fanout-worker", started, outcome, |()| {
+                json!({"segments": copied.0, "object_bytes": copied.1})
+            })
+        }
+        Cmd::FanoutFinish { common } => {
+            let (logical, run) = common.logical(None).await;
+            let started = Instant::now();
+            report(
+                "fanout-finish",
+                started,
+                logical.finish_fanout(&run).await,
+                |result| json!({"rows": result.rows, "segments": result.segments, "copy_bytes": result.copy_bytes, "object_bytes": result.object_bytes}),
+            )
         }
         Cmd::Backup { secret, common } => {
             let (logical, run) = common.logical(Some(&secret)).await;

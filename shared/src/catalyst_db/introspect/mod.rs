@@ -87,6 +87,56 @@ pub async fn begin_exported_snapshot(client: &Client) -> Result<SnapshotInstant,
     })
 }
 
+/// Opens a REPEATABLE READ, read-only transaction on a quiescent read source: one invocation
+/// of a fanned-out backup, which has no exported snapshot to share.
+pub async fn begin_read_only(client: &Client) -> Result<(), CatalystDbError> {
+    session(client, BACKUP_APPLICATION_NAME).await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    Ok(())
+}
+
+/// What a fanned-out backup records of its read source, and checks again at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadSourceState {
+    pub database: String,
+    pub server_version: String,
+    /// The server's WAL position.
+    pub lsn: String,
+    /// Rows inserted, updated or deleted in the database's user tables since the server's
+    /// statistics began (`pg_stat_user_tables`): on a quiescent copy it never moves.
+    pub user_table_writes: i64,
+}
+
+/// Reads [`ReadSourceState`]; call it outside a transaction that read statistics already (a
+/// transaction keeps the statistics it saw first).
+pub async fn read_source_state(client: &Client) -> Result<ReadSourceState, CatalystDbError> {
+    let row = client
+        .query_one(
+            "SELECT current_database(), current_setting('server_version'), \
+                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
+                    (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables)",
+            &[],
+        )
+        .await?;
+    Ok(ReadSourceState {
+        database: row.get(0),
+        server_version: row.get(1),
+        lsn: row.get(2),
+        user_table_writes: row.get(3),
+    })
+}
+
+/// The size of the connected database on disk (`pg_database_size`), in bytes.
+pub async fn database_bytes(client: &Client) -> Result<u64, CatalystDbError> {
+    let bytes: i64 = client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await?
+        .get(0);
+    Ok(bytes.max(0) as u64)
+}
+
 /// Opens a worker's transaction on the snapshot `snapshot_id` exported by [`begin_exported_snapshot`].
 pub async fn import_snapshot(client: &Client, snapshot_id: &str) -> Result<(), CatalystDbError> {
     // SET TRANSACTION SNAPSHOT takes no bind parameter; snapshot names are hex digits and dashes.

@@ -1,0 +1,274 @@
+//! The fanned-out logical backup against the local PostgreSQL and S3 endpoint. The read source is
+//! a copy of the source database (`CREATE DATABASE ... TEMPLATE`), published in a staging secret
+//! as pitr-restore publishes its copy: the fan-out stores the same rows and checksums as the
+//! single path, a batch killed mid-segment is redone without redoing its finished segment, and no
+//! manifest is written while a segment is missing, the read source was written to, or the secret
+//! holds another run's copy.
+
+use catalyst_dr::error_kind::ErrorKind;
+use catalyst_dr::logical::config::LogicalConfig;
+use catalyst_dr::logical::fanout::{BackupPath, read_source_id};
+use catalyst_dr::logical::manifest::{LogicalManifest, ReadPath};
+use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
+use catalyst_dr::object_store::{ObjectStore, S3Objects};
+use catalyst_dr::postgres::TlsMode;
+use catalyst_dr::run_id::RunId;
+use catalyst_dr_tests::datagen::GeneratorSpec;
+use catalyst_dr_tests::{
+    generated_database, local_aws, locked_bucket, pg_admin, pg_connect, put_staging_secret, s3,
+    unique,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use time::OffsetDateTime;
+
+/// A source of a few MiB (several 1 MiB segments in its largest tables) and its quiescent copy.
+/// Returns (source secret, read-source database).
+async fn source_and_copy(sdk: &aws_config::SdkConfig, label: &str) -> (String, String) {
+    let spec = GeneratorSpec {
+        users: 2_000,
+        subscriptions: 5,
+        deliveries: 20_000,
+        ..GeneratorSpec::default()
+    };
+    let (source, secret, client) = generated_database(sdk, label, &spec).await;
+    drop(client);
+    let copy = format!("{source}_copy");
+    // The template must have no other connection: the generator's may take a moment to close.
+    let admin = pg_admin().await;
+    let mut attempts = 0;
+    while let Err(e) = admin
+        .batch_execute(&format!("CREATE DATABASE {copy} TEMPLATE {source}"))
+        .await
+    {
+        attempts += 1;
+        assert!(attempts < 50, "copy the source: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    (secret, copy)
+}
+
+fn backups(
+    sdk: &aws_config::SdkConfig,
+    bucket: &str,
+    source_secret: &str,
+    staging_secret: &str,
+) -> LogicalBackups {
+    let config = LogicalConfig {
+        parallelism: 1,
+        part_size_bytes: 5 << 20,
+        segment_bytes: 1 << 20,
+        fanout_threshold_bytes: 0,
+        fanout_batch_bytes: 2 << 20,
+        source_secret_id: Some(source_secret.to_owned()),
+        read_source_secret_id: Some(staging_secret.to_owned()),
+        tls: Some(TlsMode::Disable),
+        ..LogicalConfig::new(1)
+    };
+    LogicalBackups::new(
+        config,
+        Arc::new(S3Objects::new(s3(sdk), bucket)),
+        Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
+    )
+}
+
+async fn bucket(sdk: &aws_config::SdkConfig) -> String {
+    let bucket = unique("fanout");
+    locked_bucket(&s3(sdk), &bucket).await;
+    bucket
+}
+
+fn run(offset_s: i64) -> RunId {
+    let t = OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
+    RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t)).expect("time")
+}
+
+async fn manifest(store: &S3Objects, run: &RunId) -> Option<LogicalManifest> {
+    store
+        .get(&format!("logical/{}/manifest.json", run.stamp))
+        .await
+        .expect("get")
+        .map(|bytes| serde_json::from_slice(&bytes).expect("manifest"))
+}
+
+/// Signals once the second segment's COPY has started, then holds that segment forever: the
+/// invocation is "killed" there by dropping its future.
+struct KillAtSecondSegment {
+    started: AtomicUsize,
+    reached: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl BackupObserver for KillAtSecondSegment {
+    async fn segment_copy_started(&self, _schema: &str, _table: &str, _segment: u32) {
+        if self.started.fetch_add(1, Ordering::SeqCst) == 1 {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
+    let sdk = local_aws().await;
+    let bucket = bucket(&sdk).await;
+    let (source_secret, copy) = source_and_copy(&sdk, "fanout_src").await;
+    let run = run(0);
+    let staging = put_staging_secret(&sdk, &copy, &read_source_id(&run)).await;
+    let mut logical = backups(&sdk, &bucket, &source_secret, &staging);
+    let store = S3Objects::new(s3(&sdk), &bucket);
+
+    // The path: by size (a threshold of 0 fans out), or as asked.
+    let choice = logical.choose_path(&run, None).await.expect("path");
+    assert_eq!((choice.path, choice.chosen_by.as_str()), (BackupPath::FanOut, "size"));
+    assert!(choice.database_bytes.unwrap() > 0);
+    assert_eq!(choice.read_source_id, read_source_id(&run));
+    let asked = logical
+        .choose_path(&run, Some(BackupPath::Single))
+        .await
+        .expect("path");
+    assert_eq!((asked.path, asked.chosen_by.as_str()), (BackupPath::Single, "requested"));
+
+    let restored_to = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let plan = logical.plan_fanout(&run, restored_to).await.expect("plan");
+    assert!(!plan.reused);
+    assert!(plan.batches.len() >= 3, "{plan:#?}");
+    assert!(plan.segments > plan.batches.len(), "{plan:#?}");
+
+    // Batch 0 (two 1 MiB ranges of the largest table) killed while its second segment copies.
+    let observer = Arc::new(KillAtSecondSegment {
+        started: AtomicUsize::new(0),
+        reached: tokio::sync::Notify::new(),
+    });
+    logical.observer = Some(observer.clone());
+    tokio::select! {
+        result = logical.backup_batch(&run, 0) => panic!("the batch was to be killed: {result:?}"),
+        () = observer.reached.notified() => {}
+    }
+    logical.observer = None;
+
+    // Not every segment is stored: no manifest, and the killed attempt's upload is aborted.
+    let incomplete = logical.finish_fanout(&run).await.expect_err("incomplete");
+    assert!(
+        matches!(&incomplete, LogicalError::SegmentsMissing { missing, total, .. } if *missing < *total && *missing >= plan.segments - 1),
+        "{incomplete}"
+    );
+    assert_eq!(incomplete.error_type(), ErrorKind::BackupIncomplete);
+    assert!(manifest(&store, &run).await.is_none());
+    let prefix = format!("logical/{}/", run.stamp);
+    assert_eq!(store.pending_uploads(&prefix).await.expect("uploads"), vec![]);
+
+    // The retry of batch 0 redoes only the killed segment; then every other batch.
+    let retried = logical.backup_batch(&run, 0).await.expect("batch 0 again");
+    assert_eq!((retried.already_done, retried.copied), (1, 1), "{retried:?}");
+    for batch in 1..plan.batches.len() {
+        let done = logical.backup_batch(&run, batch).await.expect("batch");
+        assert_eq!(done.already_done, 0);
+        assert_eq!(done.copied, done.segments);
+    }
+    let result = logical.finish_fanout(&run).await.expect("finish");
+    assert!(!result.reused);
+    assert_eq!(result.segments, plan.segments);
+
+    // The same rows and content checksums as one invocation reading the source itself.
+    let single_run = run_after(&run);
+    let single = logical.backup(&single_run).await.expect("single backup");
+    assert_eq!(result.rows, single.rows);
+    let fanned = manifest(&store, &run).await.expect("fan-out manifest");
+    let one = manifest(&store, &single_run).await.expect("single manifest");
+    let tables = |m: &LogicalManifest| {
+        m.tables
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone(), t.rows, t.content_checksum.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tables(&fanned), tables(&one));
+    assert_eq!(fanned.schema, one.schema);
+    assert!(fanned.complete);
+    match &fanned.read_path {
+        ReadPath::ReadSource(source) => {
+            assert_eq!(source.id, read_source_id(&run));
+            assert_eq!(source.restored_to, catalyst_dr::input::format_time(restored_to));
+            assert_eq!(source.batches, plan.batches.len());
+        }
+        other => panic!("the fan-out's manifest says {other:?}"),
+    }
+    assert_eq!(fanned.instant.server_time, catalyst_dr::input::format_time(restored_to));
+    assert_eq!(one.read_path, ReadPath::ExportedSnapshot);
+
+    // verify-logical reads the fan-out's backup back like any other; the path stays chosen.
+    let verified = logical.verify(&run).await.expect("verify");
+    assert!(verified.ok && verified.complete, "{verified:#?}");
+    let again = logical.choose_path(&run, Some(BackupPath::Single)).await.expect("path");
+    assert_eq!((again.path, again.chosen_by.as_str()), (BackupPath::FanOut, "finished"));
+
+    // Every step again, as Step Functions may retry it: nothing is redone.
+    assert!(logical.plan_fanout(&run, restored_to).await.expect("plan").reused);
+    let batch = logical.backup_batch(&run, 1).await.expect("batch");
+    assert_eq!((batch.copied, batch.already_done), (0, batch.segments));
+    assert!(logical.finish_fanout(&run).await.expect("finish").reused);
+}
+
+fn run_after(run: &RunId) -> RunId {
+    let t = run.scheduled_time + time::Duration::seconds(1);
+    RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t)).expect("time")
+}
+
+#[tokio::test]
+async fn another_runs_copy_a_changed_copy_and_bad_input_are_refused() {
+    let sdk = local_aws().await;
+    let bucket = bucket(&sdk).await;
+    let (source_secret, copy) = source_and_copy(&sdk, "fanout_adv").await;
+    let run = run(0);
+    let store = S3Objects::new(s3(&sdk), &bucket);
+    let restored_to = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+
+    // The staging secret holds another run's copy: nothing is planned from it.
+    let other = put_staging_secret(&sdk, &copy, "nightly-20200101t000000z").await;
+    let refused = backups(&sdk, &bucket, &source_secret, &other)
+        .plan_fanout(&run, restored_to)
+        .await
+        .expect_err("another run's copy");
+    assert_eq!(refused.error_type(), ErrorKind::NoStagingCredentials, "{refused}");
+    let plan_key = format!("logical/{}/fanout/plan.json", run.stamp);
+    assert_eq!(store.get(&plan_key).await.expect("get"), None);
+
+    let staging = put_staging_secret(&sdk, &copy, &read_source_id(&run)).await;
+    let logical = backups(&sdk, &bucket, &source_secret, &staging);
+    let plan = logical.plan_fanout(&run, restored_to).await.expect("plan");
+
+    // A batch the plan does not have, and a plan asked again for another instant.
+    let bad = logical
+        .backup_batch(&run, plan.batches.len())
+        .await
+        .expect_err("no such batch");
+    assert!(matches!(&bad, LogicalError::Input(e) if e.to_string().contains("batch")), "{bad}");
+    let moved = logical
+        .plan_fanout(&run, restored_to + time::Duration::seconds(1))
+        .await
+        .expect_err("another instant");
+    assert!(matches!(&moved, LogicalError::Input(e) if e.to_string().contains("restored_to")), "{moved}");
+
+    // Someone writes to the read source while the batches read it: no manifest.
+    let writer = pg_connect(&copy).await;
+    writer
+        .batch_execute("UPDATE users SET disabled = NOT disabled WHERE id = (SELECT min(id) FROM users)")
+        .await
+        .expect("write to the copy");
+    // Make the write's statistics visible now rather than within the server's flush interval.
+    writer
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .expect("flush");
+    writer.batch_execute("SELECT 1").await.expect("idle");
+    for batch in 0..plan.batches.len() {
+        logical.backup_batch(&run, batch).await.expect("batch");
+    }
+    let changed = logical.finish_fanout(&run).await.expect_err("changed copy");
+    assert!(
+        matches!(&changed, LogicalError::ReadSourceChanged { planned, now, .. } if now > planned),
+        "{changed}"
+    );
+    assert_eq!(changed.error_type(), ErrorKind::ReadSourceChanged);
+    assert!(manifest(&store, &run).await.is_none());
+}
