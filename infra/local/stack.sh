@@ -180,6 +180,12 @@ PY
 
   log "building the functions"
   (cd "$ROOT" && cargo build -q --bins --features catalyst-dr/local-engine)
+  # `cargo lambda watch` builds each function as a package of its own (its own features), at its
+  # first invocation: build them now, so no first invocation outlasts its timeout compiling.
+  local function
+  for function in snapshot-trigger pitr-restore dead-letter-replay drill-validator; do
+    (cd "$ROOT" && cargo build -q -p "$function" --features catalyst-dr/local-engine)
+  done
   # Each function under its own role with the environment the template gives it (resolved for
   # the samconfig environment CATALYST_DR_CONFIG_ENV, default dev), behind one Invoke API.
   log "Lambda Invoke API (cargo lambda watch per function) on 127.0.0.1:$lambda_port"

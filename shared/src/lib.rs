@@ -69,7 +69,11 @@ pub mod settings;
 pub mod snapshot;
 #[cfg(feature = "snapshot-trigger")]
 pub mod snapshot_trigger;
-#[cfg(any(feature = "pitr-restore", feature = "drill-validator"))]
+#[cfg(any(
+    feature = "snapshot-trigger",
+    feature = "pitr-restore",
+    feature = "drill-validator"
+))]
 pub mod staging_secret;
 pub mod tags;
 pub mod telemetry;

@@ -120,14 +120,20 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
 
     // The path: by size (a threshold of 0 fans out), or as asked.
     let choice = logical.choose_path(&run, None).await.expect("path");
-    assert_eq!((choice.path, choice.chosen_by.as_str()), (BackupPath::FanOut, "size"));
+    assert_eq!(
+        (choice.path, choice.chosen_by.as_str()),
+        (BackupPath::FanOut, "size")
+    );
     assert!(choice.database_bytes.unwrap() > 0);
     assert_eq!(choice.read_source_id, read_source_id(&run));
     let asked = logical
         .choose_path(&run, Some(BackupPath::Single))
         .await
         .expect("path");
-    assert_eq!((asked.path, asked.chosen_by.as_str()), (BackupPath::Single, "requested"));
+    assert_eq!(
+        (asked.path, asked.chosen_by.as_str()),
+        (BackupPath::Single, "requested")
+    );
 
     let restored_to = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let plan = logical.plan_fanout(&run, restored_to).await.expect("plan");
@@ -156,11 +162,18 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     assert_eq!(incomplete.error_type(), ErrorKind::BackupIncomplete);
     assert!(manifest(&store, &run).await.is_none());
     let prefix = format!("logical/{}/", run.stamp);
-    assert_eq!(store.pending_uploads(&prefix).await.expect("uploads"), vec![]);
+    assert_eq!(
+        store.pending_uploads(&prefix).await.expect("uploads"),
+        vec![]
+    );
 
     // The retry of batch 0 redoes only the killed segment; then every other batch.
     let retried = logical.backup_batch(&run, 0).await.expect("batch 0 again");
-    assert_eq!((retried.already_done, retried.copied), (1, 1), "{retried:?}");
+    assert_eq!(
+        (retried.already_done, retried.copied),
+        (1, 1),
+        "{retried:?}"
+    );
     for batch in 1..plan.batches.len() {
         let done = logical.backup_batch(&run, batch).await.expect("batch");
         assert_eq!(done.already_done, 0);
@@ -175,11 +188,20 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     let single = logical.backup(&single_run).await.expect("single backup");
     assert_eq!(result.rows, single.rows);
     let fanned = manifest(&store, &run).await.expect("fan-out manifest");
-    let one = manifest(&store, &single_run).await.expect("single manifest");
+    let one = manifest(&store, &single_run)
+        .await
+        .expect("single manifest");
     let tables = |m: &LogicalManifest| {
         m.tables
             .iter()
-            .map(|t| (t.schema.clone(), t.name.clone(), t.rows, t.content_checksum.clone()))
+            .map(|t| {
+                (
+                    t.schema.clone(),
+                    t.name.clone(),
+                    t.rows,
+                    t.content_checksum.clone(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(tables(&fanned), tables(&one));
@@ -188,22 +210,42 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     match &fanned.read_path {
         ReadPath::ReadSource(source) => {
             assert_eq!(source.id, read_source_id(&run));
-            assert_eq!(source.restored_to, catalyst_dr::input::format_time(restored_to));
+            assert_eq!(
+                source.restored_to,
+                catalyst_dr::input::format_time(restored_to)
+            );
             assert_eq!(source.batches, plan.batches.len());
         }
         other => panic!("the fan-out's manifest says {other:?}"),
     }
-    assert_eq!(fanned.instant.server_time, catalyst_dr::input::format_time(restored_to));
+    assert_eq!(
+        fanned.instant.server_time,
+        catalyst_dr::input::format_time(restored_to)
+    );
     assert_eq!(one.read_path, ReadPath::ExportedSnapshot);
 
     // verify-logical reads the fan-out's backup back like any other; the path stays chosen.
     let verified = logical.verify(&run).await.expect("verify");
     assert!(verified.ok && verified.complete, "{verified:#?}");
-    let again = logical.choose_path(&run, Some(BackupPath::Single)).await.expect("path");
-    assert_eq!((again.path, again.chosen_by.as_str()), (BackupPath::FanOut, "finished"));
+    assert_eq!(verified.unexpected_objects, Vec::<String>::new());
+    assert_eq!(verified.objects_checked, plan.segments);
+    let again = logical
+        .choose_path(&run, Some(BackupPath::Single))
+        .await
+        .expect("path");
+    assert_eq!(
+        (again.path, again.chosen_by.as_str()),
+        (BackupPath::FanOut, "finished")
+    );
 
     // Every step again, as Step Functions may retry it: nothing is redone.
-    assert!(logical.plan_fanout(&run, restored_to).await.expect("plan").reused);
+    assert!(
+        logical
+            .plan_fanout(&run, restored_to)
+            .await
+            .expect("plan")
+            .reused
+    );
     let batch = logical.backup_batch(&run, 1).await.expect("batch");
     assert_eq!((batch.copied, batch.already_done), (0, batch.segments));
     assert!(logical.finish_fanout(&run).await.expect("finish").reused);
@@ -229,7 +271,11 @@ async fn another_runs_copy_a_changed_copy_and_bad_input_are_refused() {
         .plan_fanout(&run, restored_to)
         .await
         .expect_err("another run's copy");
-    assert_eq!(refused.error_type(), ErrorKind::NoStagingCredentials, "{refused}");
+    assert_eq!(
+        refused.error_type(),
+        ErrorKind::NoStagingCredentials,
+        "{refused}"
+    );
     let plan_key = format!("logical/{}/fanout/plan.json", run.stamp);
     assert_eq!(store.get(&plan_key).await.expect("get"), None);
 
@@ -242,17 +288,25 @@ async fn another_runs_copy_a_changed_copy_and_bad_input_are_refused() {
         .backup_batch(&run, plan.batches.len())
         .await
         .expect_err("no such batch");
-    assert!(matches!(&bad, LogicalError::Input(e) if e.to_string().contains("batch")), "{bad}");
+    assert!(
+        matches!(&bad, LogicalError::Input(e) if e.to_string().contains("batch")),
+        "{bad}"
+    );
     let moved = logical
         .plan_fanout(&run, restored_to + time::Duration::seconds(1))
         .await
         .expect_err("another instant");
-    assert!(matches!(&moved, LogicalError::Input(e) if e.to_string().contains("restored_to")), "{moved}");
+    assert!(
+        matches!(&moved, LogicalError::Input(e) if e.to_string().contains("restored_to")),
+        "{moved}"
+    );
 
     // Someone writes to the read source while the batches read it: no manifest.
     let writer = pg_connect(&copy).await;
     writer
-        .batch_execute("UPDATE users SET disabled = NOT disabled WHERE id = (SELECT min(id) FROM users)")
+        .batch_execute(
+            "UPDATE users SET disabled = NOT disabled WHERE id = (SELECT min(id) FROM users)",
+        )
         .await
         .expect("write to the copy");
     // Make the write's statistics visible now rather than within the server's flush interval.

@@ -219,7 +219,16 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         .iter()
         .map(|s| s["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["Snapshot", "NotifyFailure", "BackupFailed"]);
+    assert_eq!(
+        states,
+        [
+            "ApplyDefaults",
+            "MergeInput",
+            "Snapshot",
+            "NotifyFailure",
+            "BackupFailed"
+        ]
+    );
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let inbox = seed["alert_inbox_url"].as_str().expect("inbox");
@@ -356,12 +365,16 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
             "ReadSourceCredentials",
             "PlanLogical",
             "BackupBatches",
+            "BackupBatch",
             "FinishLogical",
             "TeardownReadSource"
         ],
         "{states:?}"
     );
-    let batches = output["logical_plan"]["batches"].as_array().expect("batches").len();
+    let batches = output["logical_plan"]["batches"]
+        .as_array()
+        .expect("batches")
+        .len();
     assert!(batches >= 1, "{:#}", output["logical_plan"]);
     let logical_key = format!("logical/{fanout_run}/manifest.json");
     assert_eq!(output["logical"]["manifest_key"], logical_key.as_str());
@@ -405,7 +418,13 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
             .as_array()
             .expect("tables")
             .iter()
-            .map(|t| (t["name"].clone(), t["rows"].clone(), t["content_checksum"].clone()))
+            .map(|t| {
+                (
+                    t["name"].clone(),
+                    t["rows"].clone(),
+                    t["content_checksum"].clone(),
+                )
+            })
             .collect()
     };
     assert_eq!(tables(&fanned_manifest), tables(&single));

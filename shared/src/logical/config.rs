@@ -50,12 +50,12 @@ impl LogicalConfig {
                 << 20,
             segment_bytes: u64::from(const { settings::LOGICAL_SEGMENT_MIB.default_number() })
                 << 20,
-            fanout_threshold_bytes: u64::from(const {
-                settings::LOGICAL_FANOUT_THRESHOLD_GIB.default_number()
-            }) << 30,
-            fanout_batch_bytes: u64::from(const {
-                settings::LOGICAL_FANOUT_BATCH_MIB.default_number()
-            }) << 20,
+            fanout_threshold_bytes: u64::from(
+                const { settings::LOGICAL_FANOUT_THRESHOLD_GIB.default_number() },
+            ) << 30,
+            fanout_batch_bytes: u64::from(
+                const { settings::LOGICAL_FANOUT_BATCH_MIB.default_number() },
+            ) << 20,
             read_source_secret_id: None,
             zstd_level: const { settings::LOGICAL_ZSTD_LEVEL.default_number() } as i32,
             source_secret_id: None,
@@ -105,9 +105,8 @@ impl LogicalConfig {
             parallelism: env.number(&settings::LOGICAL_PARALLELISM)?,
             part_size_bytes: env.number(&settings::LOGICAL_PART_SIZE_MIB)? as usize * 1024 * 1024,
             segment_bytes: u64::from(env.number(&settings::LOGICAL_SEGMENT_MIB)?) << 20,
-            fanout_threshold_bytes: u64::from(
-                env.number(&settings::LOGICAL_FANOUT_THRESHOLD_GIB)?,
-            ) << 30,
+            fanout_threshold_bytes: u64::from(env.number(&settings::LOGICAL_FANOUT_THRESHOLD_GIB)?)
+                << 30,
             fanout_batch_bytes: u64::from(env.number(&settings::LOGICAL_FANOUT_BATCH_MIB)?) << 20,
             read_source_secret_id,
             zstd_level: env.number(&settings::LOGICAL_ZSTD_LEVEL)? as i32,

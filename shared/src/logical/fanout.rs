@@ -134,6 +134,11 @@ pub fn plan_key(prefix: &str, run_id: &str) -> String {
     format!("{}fanout/plan.json", backup_prefix(prefix, run_id))
 }
 
+/// Whether `key` is one of the fan-out's own records (its plan or a segment's marker).
+pub fn is_fanout_record(prefix: &str, run_id: &str, key: &str) -> bool {
+    key.starts_with(&format!("{}fanout/", backup_prefix(prefix, run_id)))
+}
+
 fn done_prefix(prefix: &str, run_id: &str) -> String {
     format!("{}fanout/done/", backup_prefix(prefix, run_id))
 }
@@ -279,12 +284,20 @@ impl LogicalBackups {
 
     /// `logical-fanout-batch`: backs up batch `batch` of the run's plan; segments with a marker
     /// are skipped.
-    pub async fn backup_batch(&self, run: &RunId, batch: usize) -> Result<BatchResult, LogicalError> {
+    pub async fn backup_batch(
+        &self,
+        run: &RunId,
+        batch: usize,
+    ) -> Result<BatchResult, LogicalError> {
         let plan = self.require_plan(run).await?;
         let Some(members) = plan.batches.get(batch) else {
             return Err(InputError::new(
                 "batch",
-                format!("run {} has batches 0 to {}", run.stamp, plan.batches.len().saturating_sub(1)),
+                format!(
+                    "run {} has batches 0 to {}",
+                    run.stamp,
+                    plan.batches.len().saturating_sub(1)
+                ),
             )
             .into());
         };
@@ -334,7 +347,13 @@ impl LogicalBackups {
                 }
             }
             let (table, entry) = self
-                .backup_segment(client, stored[segment.table], segment, &run.stamp, retain_until)
+                .backup_segment(
+                    client,
+                    stored[segment.table],
+                    segment,
+                    &run.stamp,
+                    retain_until,
+                )
                 .await?;
             let marker = DoneSegment {
                 segment: index,
@@ -382,7 +401,11 @@ impl LogicalBackups {
                 run_id: run.stamp.clone(),
                 missing: missing.len(),
                 total: plan.segments.len(),
-                first: missing.iter().take(5).map(|&i| describe(&plan, i)).collect(),
+                first: missing
+                    .iter()
+                    .take(5)
+                    .map(|&i| describe(&plan, i))
+                    .collect(),
             });
         }
         let (connector, _) = self.read_source_of(run, &plan.read_source).await?;
@@ -491,17 +514,14 @@ impl LogicalBackups {
 
     /// The read source's connector, after checking that the staging secret holds the copy
     /// restored for this run.
-    async fn read_source(
-        &self,
-        run: &RunId,
-    ) -> Result<(PgConnector, StagingSecret), LogicalError> {
-        let secret_id = self
-            .config
-            .read_source_secret_id
-            .as_ref()
-            .ok_or(LogicalError::NotConfigured {
-                var: crate::settings::STAGING_SECRET_ID_LOGICAL.name,
-            })?;
+    async fn read_source(&self, run: &RunId) -> Result<(PgConnector, StagingSecret), LogicalError> {
+        let secret_id =
+            self.config
+                .read_source_secret_id
+                .as_ref()
+                .ok_or(LogicalError::NotConfigured {
+                    var: crate::settings::STAGING_SECRET_ID_LOGICAL.name,
+                })?;
         let tls = self.config.tls.clone().ok_or(LogicalError::NotConfigured {
             var: crate::settings::PG_TLS.name,
         })?;

@@ -95,9 +95,13 @@ pub enum LogicalError {
         total: usize,
         first: Vec<String>,
     },
-    #[error("the staging secret does not hold the read source of logical backup {run_id} (expected {expected}): restore it with pitr-restore first, and let no drill share the secret meanwhile")]
+    #[error(
+        "the staging secret does not hold the read source of logical backup {run_id} (expected {expected}): restore it with pitr-restore first, and let no drill share the secret meanwhile"
+    )]
     NoReadSource { run_id: String, expected: String },
-    #[error("read source {target_id} of logical backup {run_id} was written to while it was read ({planned} user-table writes counted when planned, {now} now): the segments may not be one instant, so no manifest was written")]
+    #[error(
+        "read source {target_id} of logical backup {run_id} was written to while it was read ({planned} user-table writes counted when planned, {now} now): the segments may not be one instant, so no manifest was written"
+    )]
     ReadSourceChanged {
         run_id: String,
         target_id: String,

@@ -2,7 +2,8 @@
 //! manifest (what pgBackRest's `verify` does for its repository): the manifest exists and parses,
 //! every segment object is there at its recorded version with its size and SHA-256, and its
 //! decompressed COPY text has the recorded row count and content checksum, which add up to the
-//! table's. Unfinished multipart uploads and objects the manifest does not list are reported too.
+//! table's. Unfinished multipart uploads and objects the manifest does not list (but the
+//! fan-out's plan and segment records) are reported too.
 
 use super::layout::{backup_prefix, manifest_key};
 use super::manifest::{ManifestSegment, ManifestTable};
@@ -166,6 +167,7 @@ impl LogicalBackups {
             .map(|o| o.key.clone())
             .filter(|k| {
                 k != &key
+                    && !super::fanout::is_fanout_record(&self.config.prefix, &run.stamp, k)
                     && !manifest
                         .tables
                         .iter()

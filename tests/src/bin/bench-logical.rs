@@ -621,9 +621,12 @@ async fn main() -> ExitCode {
                     }
                 }
             }
-            report("fanout-worker", started, outcome, |()| {
-                json!({"segments": copied.0, "object_bytes": copied.1})
-            })
+            report(
+                "fanout-worker",
+                started,
+                outcome,
+                |()| json!({"segments": copied.0, "object_bytes": copied.1}),
+            )
         }
         Cmd::FanoutFinish { common } => {
             let (logical, run) = common.logical(None).await;

@@ -4,11 +4,15 @@
 //! connection (as an invocation with `LOGICAL_PARALLELISM=1`), taking every n-th batch; the wall
 //! time of a fan-out runs from the plan to the manifest.
 
-use super::{ChildArgs, child, create_database, drop_database, median, pg_bin, round, settle, timed};
+use super::{
+    ChildArgs, child, create_database, drop_database, median, pg_bin, round, settle, timed,
+};
 use catalyst_dr::logical::fanout::read_source_id;
 use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::datagen::{self, GeneratorSpec};
-use catalyst_dr_tests::{local_aws, locked_bucket, pg_admin, put_db_secret, put_staging_secret, s3, stack_var};
+use catalyst_dr_tests::{
+    local_aws, locked_bucket, pg_admin, put_db_secret, put_staging_secret, s3, stack_var,
+};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Instant;
@@ -18,7 +22,10 @@ fn workers(common: &[String], batches: usize, workers: usize) -> Vec<Value> {
     let exe = std::env::current_exe().expect("own path");
     let children: Vec<_> = (0..workers)
         .map(|w| {
-            let mine: Vec<String> = (w..batches).step_by(workers).map(|b| b.to_string()).collect();
+            let mine: Vec<String> = (w..batches)
+                .step_by(workers)
+                .map(|b| b.to_string())
+                .collect();
             Command::new(&exe)
                 .arg("fanout-worker")
                 .arg("--batches")
@@ -40,8 +47,13 @@ fn workers(common: &[String], batches: usize, workers: usize) -> Vec<Value> {
                 String::from_utf8_lossy(&out.stderr)
             );
             let stdout = String::from_utf8_lossy(&out.stdout);
-            let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-            serde_json::from_str(last).unwrap_or_else(|e| panic!("worker printed no JSON ({e}): {stdout}"))
+            let last = stdout
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default();
+            serde_json::from_str(last)
+                .unwrap_or_else(|e| panic!("worker printed no JSON ({e}): {stdout}"))
         })
         .collect()
 }
@@ -68,17 +80,23 @@ pub async fn run(
     let mut next_run = || {
         offset += 1;
         let t = time::OffsetDateTime::now_utc() + time::Duration::minutes(offset);
-        RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t)).expect("time")
+        RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t))
+            .expect("time")
     };
     let mut lines = Vec::new();
     for mib in sizes_mib {
         let src = format!("bench_fanout_src_{mib}");
         let client = create_database(&src).await;
-        catalyst_dr::catalyst_db::apply(&client).await.expect("schema");
+        catalyst_dr::catalyst_db::apply(&client)
+            .await
+            .expect("schema");
         datagen::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20))
             .await
             .expect("generate");
-        client.batch_execute("VACUUM ANALYZE").await.expect("vacuum");
+        client
+            .batch_execute("VACUUM ANALYZE")
+            .await
+            .expect("vacuum");
         let database_bytes = datagen::database_size_bytes(&client).await.expect("size");
         drop(client);
         let copy = format!("{src}_copy");
@@ -88,7 +106,14 @@ pub async fn run(
             .batch_execute(&format!("CREATE DATABASE {copy} TEMPLATE {src}"))
             .await
             .expect("the read source");
-        let secret = put_db_secret(&sdk, &format!("catalyst-dr/bench/{src}"), "postgres", &password, &src).await;
+        let secret = put_db_secret(
+            &sdk,
+            &format!("catalyst-dr/bench/{src}"),
+            "postgres",
+            &password,
+            &src,
+        )
+        .await;
         eprintln!("[bench] {src}: {} MiB and its copy", database_bytes >> 20);
 
         let mut single_s = Vec::new();
@@ -97,15 +122,17 @@ pub async fn run(
         let mut copy_bytes = 0u64;
         let mut batches = 0usize;
         for r in 0..rounds {
-            let common = |run: &RunId, staging: Option<String>| ChildArgs {
-                bucket: bucket.clone(),
-                scheduled_time: catalyst_dr::input::format_time(run.scheduled_time),
-                parallelism: 1,
-                segment_mib,
-                staging_secret: staging,
-                batch_mib,
-            }
-            .to_args();
+            let common = |run: &RunId, staging: Option<String>| {
+                ChildArgs {
+                    bucket: bucket.clone(),
+                    scheduled_time: catalyst_dr::input::format_time(run.scheduled_time),
+                    parallelism: 1,
+                    segment_mib,
+                    staging_secret: staging,
+                    batch_mib,
+                }
+                .to_args()
+            };
             settle().await;
             let run = next_run();
             let args = common(&run, None);
@@ -132,8 +159,13 @@ pub async fn run(
                 argv.extend(args.iter().map(String::as_str));
                 let finish = child(&argv);
                 let wall = started.elapsed().as_secs_f64();
-                assert_eq!(finish["rows"], single["rows"], "the fan-out stored other rows");
-                eprintln!("[bench] round {r} fan-out, {n} worker(s): {wall:.2} s ({batches} batches) {finish}");
+                assert_eq!(
+                    finish["rows"], single["rows"],
+                    "the fan-out stored other rows"
+                );
+                eprintln!(
+                    "[bench] round {r} fan-out, {n} worker(s): {wall:.2} s ({batches} batches) {finish}"
+                );
                 fanout_s[i].push(wall);
             }
 
@@ -186,12 +218,26 @@ pub async fn run(
     println!();
     println!(
         "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-        "db MiB", "workers", "seconds", "MiB/s", "MiB/s/wkr", "speedup", "vs 1 invoc.", "vs pg_dump"
+        "db MiB",
+        "workers",
+        "seconds",
+        "MiB/s",
+        "MiB/s/wkr",
+        "speedup",
+        "vs 1 invoc.",
+        "vs pg_dump"
     );
     for line in &lines {
         println!(
             "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-            line["database_mib"], "single", line["one_invocation_one_connection_seconds"], line["one_invocation_mib_per_s"], "", "", "1", ""
+            line["database_mib"],
+            "single",
+            line["one_invocation_one_connection_seconds"],
+            line["one_invocation_mib_per_s"],
+            "",
+            "",
+            "1",
+            ""
         );
         println!(
             "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
@@ -211,5 +257,7 @@ pub async fn run(
             );
         }
     }
-    println!("MiB/s: COPY text of the tables per second of wall time; every fan-out stored the same rows as the one invocation");
+    println!(
+        "MiB/s: COPY text of the tables per second of wall time; every fan-out stored the same rows as the one invocation"
+    );
 }
