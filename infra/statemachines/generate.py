@@ -600,10 +600,10 @@ def fanout_states(scheduled):
         ),
         "BackupBatches": {
             "Type": "Map",
-            "Comment": "One invocation per batch, at most 8 at once (each on LOGICAL_PARALLELISM connections to the read source).",
+            "Comment": "One invocation per batch, at most logical_concurrency (default 8) at once, each on LOGICAL_PARALLELISM connections to the read source.",
             "ItemsPath": "$.logical_plan.batches",
             "ItemSelector": {"scheduled_time.$": "$.scheduled_time", "batch.$": "$$.Map.Item.Value"},
-            "MaxConcurrency": 8,
+            "MaxConcurrencyPath": "$.logical_concurrency",
             "ItemProcessor": {
                 "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
                 "StartAt": "BackupBatch",
@@ -665,7 +665,7 @@ def nightly_backup():
         # The schedule passes only scheduled_time: what the input leaves out takes its default.
         "ApplyDefaults": {
             "Type": "Pass",
-            "Parameters": {"defaults": {"logical_path": None}, "input.$": "$"},
+            "Parameters": {"defaults": {"logical_path": None, "logical_concurrency": 8}, "input.$": "$"},
             "Next": "MergeInput",
         },
         "MergeInput": {
@@ -860,7 +860,7 @@ def nightly_backup():
         },
     }
     return {
-        "Comment": "catalyst-dr nightly backup: snapshot the database and cache, wait until available (polled every 60 s, at most 90 times), export the cache snapshot, prune expired backups, take the logical backup of the source database (every table at one instant, to locked S3 objects, its own manifest last), write the locked run manifest that records it (and where the DR copies go), read the logical backup back; with DR_REGION set, copy the database snapshot to the DR region (polled every 60 s, at most 180 times; shared with the DR account once available) and the run's objects to the DR bucket, prune expired DR copies, and verify every copy before writing the run's DR record. A step that fails after the snapshots started still catalogues them (a manifest with the failure) before the alert. Every step is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried like a transient error. Input: {\"scheduled_time\": \"<RFC 3339>\"} (EventBridge Scheduler passes <aws.scheduler.scheduled-time>).",
+        "Comment": "catalyst-dr nightly backup: snapshot the database and cache, wait until available (polled every 60 s, at most 90 times), export the cache snapshot, prune expired backups, take the logical backup of the source database (every table at one instant, to locked S3 objects, its own manifest last; a source larger than LOGICAL_FANOUT_THRESHOLD_GIB, or input logical_path: fan-out, is read from a copy restored to the snapshot's instant by pitr-restore, its segments in batches by a Distributed Map, the copy torn down on every path), write the locked run manifest that records it (and where the DR copies go), read the logical backup back; with DR_REGION set, copy the database snapshot to the DR region (polled every 60 s, at most 180 times; shared with the DR account once available) and the run's objects to the DR bucket, prune expired DR copies, and verify every copy before writing the run's DR record. A step that fails after the snapshots started still catalogues them (a manifest with the failure) before the alert. Every step is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried like a transient error. Input: {\"scheduled_time\": \"<RFC 3339>\", \"logical_path\": null (by size), \"single\" or \"fan-out\", \"logical_concurrency\": 8 (the fan-out's invocations at once)} (EventBridge Scheduler passes <aws.scheduler.scheduled-time> only).",
         "StartAt": "ApplyDefaults",
         "States": states,
     }

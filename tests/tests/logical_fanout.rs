@@ -194,14 +194,7 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     let tables = |m: &LogicalManifest| {
         m.tables
             .iter()
-            .map(|t| {
-                (
-                    t.schema.clone(),
-                    t.name.clone(),
-                    t.rows,
-                    t.content_checksum.clone(),
-                )
-            })
+            .map(|t| (t.schema.clone(), t.name.clone(), t.rows, t.content_checksum))
             .collect::<Vec<_>>()
     };
     assert_eq!(tables(&fanned), tables(&one));

@@ -107,12 +107,7 @@ impl DrillValidator {
         if let Some(stored) = self.load::<CacheParityRecord>(&key).await? {
             return Ok(CacheParityResult::Checked(stored));
         }
-        let baseline: Baseline = self
-            .load(&self.key(drill_id, "baseline.json"))
-            .await?
-            .ok_or_else(|| DrillError::NoBaseline {
-                drill_id: drill_id.to_owned(),
-            })?;
+        let baseline = self.stored_baseline(drill_id).await?;
         let Some(cache) = &baseline.cache else {
             return Ok(CacheParityResult::NotConfigured);
         };

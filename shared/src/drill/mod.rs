@@ -404,6 +404,15 @@ impl DrillValidator {
         Ok(depths)
     }
 
+    /// The drill's stored baseline, or `NoBaseline`.
+    async fn stored_baseline(&self, drill_id: &str) -> Result<Baseline, DrillError> {
+        self.load(&self.key(drill_id, "baseline.json"))
+            .await?
+            .ok_or_else(|| DrillError::NoBaseline {
+                drill_id: drill_id.to_owned(),
+            })
+    }
+
     /// Captures the baseline once; a retry returns the stored one.
     pub async fn baseline(&self, drill_id: &str) -> Result<Baseline, DrillError> {
         let key = self.key(drill_id, "baseline.json");
@@ -451,12 +460,7 @@ impl DrillValidator {
             queue: expect_queue,
             cache: cache_flush_status,
         } = flushes;
-        let baseline: Baseline = self
-            .load(&self.key(drill_id, "baseline.json"))
-            .await?
-            .ok_or_else(|| DrillError::NoBaseline {
-                drill_id: drill_id.to_owned(),
-            })?;
+        let baseline = self.stored_baseline(drill_id).await?;
         let text = self
             .secrets
             .current(&self.config.staging_secret_id)

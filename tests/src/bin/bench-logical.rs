@@ -68,6 +68,19 @@ enum Cmd {
         #[arg(long, env = "PG_BIN")]
         pg_bin: Option<String>,
     },
+    /// The projection `fanout` prints, from a measured throughput of one worker (MiB/s of COPY
+    /// text on one connection) and the stored-to-COPY-text ratio: to project another machine's
+    /// or another database's measurement.
+    FanoutProjection {
+        #[arg(long)]
+        one_worker_mib_s: f64,
+        #[arg(long)]
+        object_ratio: f64,
+        #[arg(long, default_value_t = 64)]
+        segment_mib: u64,
+        #[arg(long, default_value_t = 4096)]
+        batch_mib: u64,
+    },
     /// The fan-out's plan step in this process (needs --staging-secret).
     FanoutPlan {
         #[arg(long)]
@@ -587,6 +600,15 @@ async fn main() -> ExitCode {
             pg_bin,
         } => {
             fanout::run(sizes_mib, workers, rounds, segment_mib, batch_mib, pg_bin).await;
+            ExitCode::SUCCESS
+        }
+        Cmd::FanoutProjection {
+            one_worker_mib_s,
+            object_ratio,
+            segment_mib,
+            batch_mib,
+        } => {
+            fanout::project(one_worker_mib_s, object_ratio, segment_mib, batch_mib);
             ExitCode::SUCCESS
         }
         Cmd::FanoutPlan {

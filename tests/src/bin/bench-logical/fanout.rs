@@ -17,6 +17,15 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Instant;
 
+/// A figure as table text (a JSON value's Display ignores the width).
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Worker processes started together, each with its share of the batches; returns when all end.
 fn workers(common: &[String], batches: usize, workers: usize) -> Vec<Value> {
     let exe = std::env::current_exe().expect("own path");
@@ -120,6 +129,7 @@ pub async fn run(
         let mut dump_s = Vec::new();
         let mut fanout_s: Vec<Vec<f64>> = vec![Vec::new(); worker_counts.len()];
         let mut copy_bytes = 0u64;
+        let mut object_bytes = 0u64;
         let mut batches = 0usize;
         for r in 0..rounds {
             let common = |run: &RunId, staging: Option<String>| {
@@ -142,6 +152,7 @@ pub async fn run(
             eprintln!("[bench] round {r} one invocation, one connection: {single}");
             single_s.push(single["wall_seconds"].as_f64().unwrap_or(f64::NAN));
             copy_bytes = single["copy_bytes"].as_u64().unwrap_or(0);
+            object_bytes = single["object_bytes"].as_u64().unwrap_or(0);
 
             for (i, &n) in worker_counts.iter().enumerate() {
                 let run = next_run();
@@ -205,6 +216,7 @@ pub async fn run(
         let line = json!({
             "database_mib": database_bytes >> 20,
             "copy_mib": copy_bytes >> 20,
+            "object_ratio": round(object_bytes as f64 / copy_bytes.max(1) as f64),
             "batches": batches,
             "rounds": rounds,
             "one_invocation_one_connection_seconds": round(single),
@@ -230,10 +242,10 @@ pub async fn run(
     for line in &lines {
         println!(
             "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-            line["database_mib"],
+            cell(&line["database_mib"]),
             "single",
-            line["one_invocation_one_connection_seconds"],
-            line["one_invocation_mib_per_s"],
+            cell(&line["one_invocation_one_connection_seconds"]),
+            cell(&line["one_invocation_mib_per_s"]),
             "",
             "",
             "1",
@@ -241,23 +253,123 @@ pub async fn run(
         );
         println!(
             "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-            line["database_mib"], "pg_dump", line["pg_dump_fc_seconds"], "", "", "", "", "1"
+            cell(&line["database_mib"]),
+            "pg_dump",
+            cell(&line["pg_dump_fc_seconds"]),
+            "",
+            "",
+            "",
+            "",
+            "1"
         );
         for f in line["fanout"].as_array().expect("fanout") {
             println!(
                 "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-                line["database_mib"],
-                f["workers"],
-                f["seconds"],
-                f["table_mib_per_s"],
-                f["per_worker_mib_per_s"],
-                f["speedup_vs_1_worker"],
-                f["vs_one_invocation"],
-                f["vs_pg_dump_fc"]
+                cell(&line["database_mib"]),
+                cell(&f["workers"]),
+                cell(&f["seconds"]),
+                cell(&f["table_mib_per_s"]),
+                cell(&f["per_worker_mib_per_s"]),
+                cell(&f["speedup_vs_1_worker"]),
+                cell(&f["vs_one_invocation"]),
+                cell(&f["vs_pg_dump_fc"])
             );
         }
     }
     println!(
         "MiB/s: COPY text of the tables per second of wall time; every fan-out stored the same rows as the one invocation"
+    );
+    if let Some(line) = lines.last() {
+        let one_worker = line["fanout"][0]["table_mib_per_s"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let ratio = line["object_ratio"].as_f64().unwrap_or(f64::NAN);
+        project(one_worker, ratio, segment_mib, batch_mib);
+    }
+}
+
+// AWS's documented figures the projection uses (us-east-1 list prices).
+/// Lambda gives a function one vCPU per 1,769 MB of memory.
+const LAMBDA_MB_PER_VCPU: f64 = 1769.0;
+/// snapshot-trigger's MemorySize in the template (arm64).
+const FUNCTION_MB: f64 = 1024.0;
+const LAMBDA_ARM_USD_PER_GB_S: f64 = 0.000_013_333_4;
+const S3_PUT_USD_PER_1000: f64 = 0.005;
+const S3_GET_USD_PER_1000: f64 = 0.000_4;
+const SFN_USD_PER_1000_TRANSITIONS: f64 = 0.025;
+/// The nightly's Map runs at most this many batches at once (`logical_concurrency`'s default).
+const MAP_CONCURRENCY: f64 = 8.0;
+/// The wall time a night's backup may take, for the concurrency column.
+const NIGHT_HOURS: f64 = 4.0;
+/// The multipart part size (LOGICAL_PART_SIZE_MIB's default).
+const PART_MIB: f64 = 8.0;
+
+/// Wall time, Lambda concurrency, S3 requests and cost of a fanned-out night at 100 GiB, 1 TiB and
+/// 10 TiB of table data, from the measured throughput of one worker on one connection. An
+/// invocation gets `FUNCTION_MB / LAMBDA_MB_PER_VCPU` of a vCPU where the measuring worker had a
+/// core, so its throughput is scaled by that share (and, with more than one vCPU, by its
+/// connections up to `LOGICAL_PARALLELISM` = 4).
+pub fn project(one_worker_mib_s: f64, object_ratio: f64, segment_mib: u64, batch_mib: u64) {
+    let vcpu = FUNCTION_MB / LAMBDA_MB_PER_VCPU;
+    let invocation_mib_s = one_worker_mib_s * vcpu.min(1.0) * vcpu.clamp(1.0, 4.0);
+    println!();
+    println!(
+        "projection: one invocation ({FUNCTION_MB} MB, {vcpu:.2} vCPU) ~{invocation_mib_s:.1} MiB/s from the measured \
+         {one_worker_mib_s:.1} MiB/s of one worker; at most {MAP_CONCURRENCY} invocations at once; segments of \
+         {segment_mib} MiB, batches of {batch_mib} MiB; stored bytes {object_ratio:.3} x COPY text"
+    );
+    println!(
+        "{:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>7}",
+        "data",
+        "wall h",
+        "for 4 h",
+        "batches",
+        "batch s",
+        "segments",
+        "S3 PUTs",
+        "S3 GETs",
+        "Lambda GB-s",
+        "Lambda $",
+        "S3 req $",
+        "SFN $"
+    );
+    for (label, gib) in [("100 GiB", 100.0), ("1 TiB", 1024.0), ("10 TiB", 10240.0)] {
+        let mib = gib * 1024.0;
+        let segments = (mib / segment_mib as f64).ceil();
+        let batches = (mib / batch_mib as f64).ceil();
+        let invocation_s = mib / invocation_mib_s;
+        let wall_h = invocation_s / MAP_CONCURRENCY.min(batches) / 3600.0;
+        let parts = (segment_mib as f64 * object_ratio / PART_MIB)
+            .ceil()
+            .max(1.0);
+        // Per segment: CreateMultipartUpload, the parts, CompleteMultipartUpload, the marker's
+        // PUT and the ListMultipartUploads before the segment; the marker's HEAD (batch) and GET
+        // (finish), and verify's GET of the object.
+        let puts = segments * (4.0 + parts);
+        let gets = segments * 3.0;
+        let gb_s = invocation_s * FUNCTION_MB / 1024.0;
+        // A child execution of two transitions per batch; the parent's few dozen.
+        let transitions = batches * 2.0 + 40.0;
+        println!(
+            "{:>8} {:>8.1} {:>8} {:>8} {:>8.0} {:>9} {:>9} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>7.3}",
+            label,
+            wall_h,
+            (invocation_s / (NIGHT_HOURS * 3600.0)).ceil(),
+            batches,
+            batch_mib as f64 / invocation_mib_s,
+            segments,
+            puts,
+            gets,
+            gb_s,
+            gb_s * LAMBDA_ARM_USD_PER_GB_S,
+            puts / 1000.0 * S3_PUT_USD_PER_1000 + gets / 1000.0 * S3_GET_USD_PER_1000,
+            transitions / 1000.0 * SFN_USD_PER_1000_TRANSITIONS
+        );
+    }
+    println!(
+        "wall h at {MAP_CONCURRENCY} invocations at once; for 4 h: the logical_concurrency a {NIGHT_HOURS}-hour window needs (the read source must serve that many times LOGICAL_PARALLELISM connections); \
+         wall time leaves out the read source's restore; each object holds one segment (at most {segment_mib} MiB of COPY text, \
+         {} parts of {PART_MIB} MiB), far inside S3's 10,000 parts of at most 5 GiB",
+        (segment_mib as f64 / PART_MIB).ceil()
     );
 }
