@@ -436,6 +436,80 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         "{:#}",
         output["read_source_teardown"]
     );
+
+    // A fan-out that fails after its read source was restored (here the plan cannot be read):
+    // the uploads are aborted, the read source torn down, the snapshots catalogued with the
+    // failure, and the alert goes out.
+    let broken_time = catalyst_dr::input::format_time(now + time::Duration::seconds(4));
+    let broken_run = catalyst_dr::run_id::RunId::from_scheduled_time("t", &broken_time)
+        .expect("time")
+        .stamp;
+    s3(&sdk)
+        .put_object()
+        .bucket(bucket)
+        .key(format!("logical/{broken_run}/fanout/plan.json"))
+        .body(b"not a plan".to_vec().into())
+        .send()
+        .await
+        .expect("unreadable plan");
+    let broken = run_state_machine(
+        DEFINITION,
+        &substitutions(),
+        &json!({"scheduled_time": broken_time, "logical_path": "fan-out"}),
+    );
+    assert!(
+        !broken.succeeded,
+        "execution should fail: {:#}",
+        broken.outcome
+    );
+    let states: Vec<&str> = broken.outcome["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.ends_with(&[
+            "PlanLogical",
+            "AbortLogicalFanout",
+            "TeardownReadSourceAfterFailure",
+            "SnapshotsStarted?",
+            "FailureDefaults",
+            "MergeFailureDefaults",
+            "CataloguePartialRun",
+            "NotifyFailure",
+            "BackupFailed"
+        ]),
+        "{states:?}"
+    );
+    let stored = s3(&sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(format!("manifests/{broken_run}.json"))
+        .send()
+        .await
+        .expect("the failed night is catalogued");
+    let manifest: Value =
+        serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes())
+            .expect("manifest JSON");
+    assert_eq!(
+        manifest["failure"]["Error"],
+        ErrorKind::CorruptManifest.as_str(),
+        "{manifest:#}"
+    );
+    assert!(manifest["logical"].is_null(), "{manifest:#}");
+    // Nothing of the read source is left: a second teardown finds nothing to delete.
+    let again = catalyst_dr_tests::invoke_lambda(
+        "pitr-restore",
+        &json!({"action": "teardown", "drill_id": format!("nightly-{broken_run}")}),
+    )
+    .await
+    .expect("teardown");
+    assert_eq!(again["deleted"], false, "{again:#}");
+    assert!(
+        manifest_absent(&sdk, bucket, &format!("logical/{broken_run}/manifest.json")).await,
+        "no logical manifest for the failed fan-out"
+    );
 }
 
 /// Every Lambda task of the state machines retries a function timeout or crash: all
