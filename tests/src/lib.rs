@@ -227,6 +227,23 @@ pub async fn generated_database(
     (name, secret, client)
 }
 
+/// A new bucket with Object Lock on the local endpoint, named after `label`.
+pub async fn new_locked_bucket(sdk: &aws_config::SdkConfig, label: &str) -> String {
+    let bucket = unique(label);
+    locked_bucket(&s3(sdk), &bucket).await;
+    bucket
+}
+
+/// The run scheduled `offset_s` seconds from now (each test its own offsets, so runs differ).
+pub fn run_in(offset_s: i64) -> catalyst_dr::run_id::RunId {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
+    catalyst_dr::run_id::RunId::from_scheduled_time(
+        "scheduled_time",
+        &catalyst_dr::input::format_time(t),
+    )
+    .expect("time")
+}
+
 /// The staging secret as pitr-restore writes it, naming `database` on the local PostgreSQL as
 /// the staging copy of `drill_id` (a fanned-out backup's read source). Returns the secret id.
 pub async fn put_staging_secret(

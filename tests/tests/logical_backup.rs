@@ -16,7 +16,7 @@ use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{
-    empty_database, local_aws, locked_bucket, pg_admin, pg_connect, s3, unique,
+    empty_database, local_aws, new_locked_bucket, pg_admin, pg_connect, run_in, s3,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,17 +111,6 @@ async fn backups(
     )
 }
 
-async fn bucket(sdk: &aws_config::SdkConfig) -> String {
-    let bucket = unique("logical");
-    locked_bucket(&s3(sdk), &bucket).await;
-    bucket
-}
-
-fn run(offset_s: i64) -> RunId {
-    let t = OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
-    RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t)).expect("time")
-}
-
 /// Every constraint and index in the user schemas, as PostgreSQL renders them.
 async fn schema_objects(client: &Client) -> Vec<String> {
     let constraints = client
@@ -179,10 +168,10 @@ async fn pending(sdk: &aws_config::SdkConfig, bucket: &str) -> Vec<PendingUpload
 #[tokio::test]
 async fn round_trip_restores_identical_content_and_verify_checks_every_object() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "logical").await;
     let (_src, src_secret, src) = source(&sdk).await;
     let logical = backups(&sdk, &bucket, Some(&src_secret), None).await;
-    let run = run(0);
+    let run = run_in(0);
 
     let result = logical.backup(&run).await.expect("backup");
     assert!(!result.reused);
@@ -417,7 +406,7 @@ impl BackupObserver for WriteDuringBackup {
 #[tokio::test]
 async fn writes_committed_during_the_backup_are_not_in_it() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "logical").await;
     let (src_name, src_secret, src) = source(&sdk).await;
     let before = fingerprint(&src).await;
     let mut logical = backups(&sdk, &bucket, Some(&src_secret), None).await;
@@ -428,7 +417,7 @@ async fn writes_committed_during_the_backup_are_not_in_it() {
         after: tokio::sync::Mutex::new(None),
     });
     logical.observer = Some(observer.clone());
-    let run = run(10);
+    let run = run_in(10);
     let result = logical.backup(&run).await.expect("backup");
     let (lsn_after, time_after) = observer
         .after
@@ -602,7 +591,7 @@ async fn assert_failed_cleanly(
 #[tokio::test]
 async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_rerun_succeeds() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "logical").await;
     let (src_name, src_secret, _client) = source(&sdk).await;
 
     // An object-store error.
@@ -611,7 +600,7 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
         fail_key_suffix: "public.many/00002.copy.zst",
     });
     let logical = backups(&sdk, &bucket, Some(&src_secret), Some(failing)).await;
-    let run_a = run(20);
+    let run_a = run_in(20);
     let err = logical
         .backup(&run_a)
         .await
@@ -625,7 +614,7 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
         db: src_name,
         table: "many",
     }));
-    let run_b = run(30);
+    let run_b = run_in(30);
     let err = logical
         .backup(&run_b)
         .await
@@ -646,10 +635,10 @@ async fn a_failure_mid_backup_leaves_no_manifest_and_no_open_upload_and_the_reru
 #[tokio::test]
 async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_nothing() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "logical").await;
     let (_src, src_secret, _client) = source(&sdk).await;
     let logical = backups(&sdk, &bucket, Some(&src_secret), None).await;
-    let run = run(40);
+    let run = run_in(40);
     logical.backup(&run).await.expect("backup");
 
     let (_plain, plain_secret, plain) = empty_database(&sdk, "logical_plain").await;
@@ -677,13 +666,13 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
     // A backup that never finished cannot be restored.
     let (_dst, dst_secret, dst) = staging_target(&sdk).await;
     let err = logical
-        .restore(&self::run(50), &dst_secret, RestoreOptions::default())
+        .restore(&run_in(50), &dst_secret, RestoreOptions::default())
         .await
         .expect_err("no manifest");
     assert_eq!(err.error_type(), ErrorKind::BackupIncomplete);
 
     // Nor can a manifest of a format this version does not read; the target stays empty.
-    let old = self::run(55);
+    let old = run_in(55);
     s3(&sdk)
         .put_object()
         .bucket(&bucket)
@@ -710,9 +699,12 @@ async fn restore_refuses_a_target_that_is_not_staging_or_not_empty_and_changes_n
 #[tokio::test]
 async fn logical_actions_without_a_source_database_name_the_variable() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "logical").await;
     let logical = backups(&sdk, &bucket, None, None).await;
-    let err = logical.backup(&run(60)).await.expect_err("not configured");
+    let err = logical
+        .backup(&run_in(60))
+        .await
+        .expect_err("not configured");
     assert_eq!(err.error_type(), ErrorKind::NotConfigured);
     assert!(
         err.to_string().contains("SOURCE_DATABASE_SECRET_ID"),

@@ -15,8 +15,8 @@ use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::{
-    generated_database, local_aws, locked_bucket, pg_admin, pg_connect, put_staging_secret, s3,
-    unique,
+    generated_database, local_aws, new_locked_bucket, pg_admin, pg_connect, put_staging_secret,
+    run_in, s3,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,17 +72,6 @@ fn backups(
     )
 }
 
-async fn bucket(sdk: &aws_config::SdkConfig) -> String {
-    let bucket = unique("fanout");
-    locked_bucket(&s3(sdk), &bucket).await;
-    bucket
-}
-
-fn run(offset_s: i64) -> RunId {
-    let t = OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
-    RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t)).expect("time")
-}
-
 async fn manifest(store: &S3Objects, run: &RunId) -> Option<LogicalManifest> {
     store
         .get(&format!("logical/{}/manifest.json", run.stamp))
@@ -111,9 +100,9 @@ impl BackupObserver for KillAtSecondSegment {
 #[tokio::test]
 async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "fanout").await;
     let (source_secret, copy) = source_and_copy(&sdk, "fanout_src").await;
-    let run = run(0);
+    let run = run_in(0);
     let staging = put_staging_secret(&sdk, &copy, &read_source_id(&run)).await;
     let mut logical = backups(&sdk, &bucket, &source_secret, &staging);
     let store = S3Objects::new(s3(&sdk), &bucket);
@@ -184,7 +173,7 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     assert_eq!(result.segments, plan.segments);
 
     // The same rows and content checksums as one invocation reading the source itself.
-    let single_run = run_after(&run);
+    let single_run = run_in(1);
     let single = logical.backup(&single_run).await.expect("single backup");
     assert_eq!(result.rows, single.rows);
     let fanned = manifest(&store, &run).await.expect("fan-out manifest");
@@ -244,17 +233,12 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     assert!(logical.finish_fanout(&run).await.expect("finish").reused);
 }
 
-fn run_after(run: &RunId) -> RunId {
-    let t = run.scheduled_time + time::Duration::seconds(1);
-    RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t)).expect("time")
-}
-
 #[tokio::test]
 async fn another_runs_copy_a_changed_copy_and_bad_input_are_refused() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "fanout").await;
     let (source_secret, copy) = source_and_copy(&sdk, "fanout_adv").await;
-    let run = run(0);
+    let run = run_in(0);
     let store = S3Objects::new(s3(&sdk), &bucket);
     let restored_to = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
 

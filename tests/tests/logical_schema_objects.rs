@@ -15,13 +15,11 @@ use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
 use catalyst_dr::object_store::S3Objects;
 use catalyst_dr::postgres::TlsMode;
-use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::{
-    empty_database, local_aws, locked_bucket, pg_admin, s3, stack_var, unique,
+    empty_database, local_aws, new_locked_bucket, pg_admin, run_in, s3, stack_var,
 };
 use std::process::Command;
 use std::sync::Arc;
-use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 /// Roles are cluster-wide: created once, kept; the tests of one run share them, and may race to
@@ -231,17 +229,6 @@ fn logical(
     )
 }
 
-async fn bucket(sdk: &aws_config::SdkConfig) -> String {
-    let bucket = unique("objects");
-    locked_bucket(&s3(sdk), &bucket).await;
-    bucket
-}
-
-fn run(offset_s: i64) -> RunId {
-    let t = OffsetDateTime::now_utc() + time::Duration::seconds(offset_s);
-    RunId::from_scheduled_time("scheduled_time", &catalyst_dr::input::format_time(t)).expect("time")
-}
-
 fn pg_tool(tool: &str) -> String {
     format!(
         "{}/{tool}",
@@ -345,10 +332,10 @@ async fn contents(client: &Client, relations: &str) -> Vec<(String, i64, String)
 #[tokio::test]
 async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "objects").await;
     let (src_name, src_secret, src) = source(&sdk).await;
     let logical = logical(&sdk, &bucket, &src_secret, &[]);
-    let run = run(0);
+    let run = run_in(0);
 
     let result = logical.backup(&run).await.expect("backup");
     let key = format!("logical/{}/manifest.json", run.stamp);
@@ -494,11 +481,11 @@ async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
 #[tokio::test]
 async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "objects").await;
     let (_src_name, src_secret, src) = source(&sdk).await;
     src.batch_execute("CREATE RULE session_cache_notify AS ON INSERT TO app.session_cache DO ALSO NOTIFY session_cache").await.unwrap();
     let strict = logical(&sdk, &bucket, &src_secret, &[]);
-    let run = run(10);
+    let run = run_in(10);
 
     let err = strict
         .backup(&run)
@@ -547,7 +534,7 @@ async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
 
     // Listed by the operator, the rule is left out on purpose and the backup is complete.
     let lenient = logical(&sdk, &bucket, &src_secret, &[("rule", "*")]);
-    let run = self::run(20);
+    let run = run_in(20);
     let result = lenient
         .backup(&run)
         .await
@@ -559,10 +546,10 @@ async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
 #[tokio::test]
 async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "objects").await;
     let (_src_name, src_secret, src) = source(&sdk).await;
     let whole = logical(&sdk, &bucket, &src_secret, &[]);
-    let run = run(30);
+    let run = run_in(30);
     whole.backup(&run).await.expect("backup");
 
     // A restore process killed (SIGKILL) once it has created the schema and is loading data.
@@ -614,7 +601,7 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
     assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty);
     assert!(err.to_string().contains("reset: true"), "{err}");
     // Another backup's restore may not reset it.
-    let other = self::run(35);
+    let other = run_in(35);
     whole.backup(&other).await.expect("another backup");
     let err = whole
         .restore(
@@ -668,10 +655,10 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
 #[tokio::test]
 async fn a_target_with_only_extensions_is_restored_into() {
     let sdk = local_aws().await;
-    let bucket = bucket(&sdk).await;
+    let bucket = new_locked_bucket(&sdk, "objects").await;
     let (_src_name, src_secret, src) = source(&sdk).await;
     let logical = logical(&sdk, &bucket, &src_secret, &[]);
-    let run = run(40);
+    let run = run_in(40);
     logical.backup(&run).await.expect("backup");
     let (_dst_name, dst_secret, dst) = staging(&sdk, "objects_extensions").await;
     dst.batch_execute(

@@ -304,16 +304,13 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         ]),
         "{states:?}"
     );
-    let stored = s3(&sdk)
-        .get_object()
-        .bucket(bucket)
-        .key(format!("manifests/{late_failing_run}.json"))
-        .send()
-        .await
-        .expect("the partial run is catalogued");
-    let manifest: Value =
-        serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes())
-            .expect("manifest JSON");
+    let manifest = stored_json(
+        &sdk,
+        bucket,
+        &format!("manifests/{late_failing_run}.json"),
+        "the partial run is catalogued",
+    )
+    .await;
     assert_eq!(
         manifest["database"]["snapshot_id"],
         format!("catalyst-dr-{instance}-{late_failing_run}").as_str()
@@ -378,16 +375,8 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     assert!(batches >= 1, "{:#}", output["logical_plan"]);
     let logical_key = format!("logical/{fanout_run}/manifest.json");
     assert_eq!(output["logical"]["manifest_key"], logical_key.as_str());
-    let stored = s3(&sdk)
-        .get_object()
-        .bucket(bucket)
-        .key(&logical_key)
-        .send()
-        .await
-        .expect("the fan-out's logical manifest");
-    let fanned_manifest: Value =
-        serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes())
-            .expect("manifest JSON");
+    let fanned_manifest =
+        stored_json(&sdk, bucket, &logical_key, "the fan-out's logical manifest").await;
     let read_path = &fanned_manifest["read_path"];
     assert_eq!(read_path["kind"], "read-source", "{read_path:#}");
     assert_eq!(read_path["id"], format!("nightly-{fanout_run}").as_str());
@@ -398,21 +387,13 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     );
     // The source was not written to between the two nights: the fan-out stored exactly what
     // the single path stored.
-    let single: Value = serde_json::from_slice(
-        &s3(&sdk)
-            .get_object()
-            .bucket(bucket)
-            .key(format!("logical/{ok_run}/manifest.json"))
-            .send()
-            .await
-            .expect("the single path's manifest")
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes(),
+    let single = stored_json(
+        &sdk,
+        bucket,
+        &format!("logical/{ok_run}/manifest.json"),
+        "the single path's manifest",
     )
-    .expect("manifest JSON");
+    .await;
     let tables = |m: &Value| -> Vec<(Value, Value, Value)> {
         m["tables"]
             .as_array()
@@ -482,16 +463,13 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         ]),
         "{states:?}"
     );
-    let stored = s3(&sdk)
-        .get_object()
-        .bucket(bucket)
-        .key(format!("manifests/{broken_run}.json"))
-        .send()
-        .await
-        .expect("the failed night is catalogued");
-    let manifest: Value =
-        serde_json::from_slice(&stored.body.collect().await.expect("body").into_bytes())
-            .expect("manifest JSON");
+    let manifest = stored_json(
+        &sdk,
+        bucket,
+        &format!("manifests/{broken_run}.json"),
+        "the failed night is catalogued",
+    )
+    .await;
     assert_eq!(
         manifest["failure"]["Error"],
         ErrorKind::CorruptManifest.as_str(),
@@ -564,6 +542,19 @@ fn lambda_tasks_retrying_timeouts(file: &str, states: &Value) -> usize {
         }
     }
     tasks
+}
+
+/// The JSON object stored under `key`.
+async fn stored_json(sdk: &aws_config::SdkConfig, bucket: &str, key: &str, what: &str) -> Value {
+    let stored = s3(sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what} ({key}): {e:?}"));
+    let body = stored.body.collect().await.expect("body").into_bytes();
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{what} ({key}) is not JSON: {e}"))
 }
 
 async fn manifest_absent(sdk: &aws_config::SdkConfig, bucket: &str, key: &str) -> bool {

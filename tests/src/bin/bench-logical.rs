@@ -258,19 +258,24 @@ fn child(args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("run the child");
+    child_figures(&format!("child {args:?}"), &out)
+}
+
+/// A child's figures: the last line it printed (a backup also prints its CloudWatch metrics line
+/// to stdout before it), after checking that it succeeded.
+fn child_figures(what: &str, out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),
-        "child {args:?} failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The last line: the backup also prints its CloudWatch metrics line to stdout.
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("child printed no JSON ({e}): {stdout}"))
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
 }
 
 async fn create_database(name: &str) -> tokio_postgres::Client {

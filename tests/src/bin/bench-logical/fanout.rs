@@ -5,7 +5,8 @@
 //! time of a fan-out runs from the plan to the manifest.
 
 use super::{
-    ChildArgs, child, create_database, drop_database, median, pg_bin, round, settle, timed,
+    ChildArgs, child, child_figures, create_database, drop_database, median, pg_bin, round, settle,
+    timed,
 };
 use catalyst_dr::logical::fanout::read_source_id;
 use catalyst_dr::run_id::RunId;
@@ -48,22 +49,7 @@ fn workers(common: &[String], batches: usize, workers: usize) -> Vec<Value> {
         .collect();
     children
         .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().expect("worker");
-            assert!(
-                out.status.success(),
-                "worker failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let last = stdout
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or_default();
-            serde_json::from_str(last)
-                .unwrap_or_else(|e| panic!("worker printed no JSON ({e}): {stdout}"))
-        })
+        .map(|c| child_figures("worker", &c.wait_with_output().expect("worker")))
         .collect()
 }
 
