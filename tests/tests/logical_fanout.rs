@@ -302,4 +302,15 @@ async fn another_runs_copy_a_changed_copy_and_bad_input_are_refused() {
     );
     assert_eq!(changed.error_type(), ErrorKind::ReadSourceChanged);
     assert!(manifest(&store, &run).await.is_none());
+    // The run is void: its segments may hold the write, so neither a retry nor a rerun of the
+    // night on a fresh copy may use them.
+    for refused in [
+        logical.finish_fanout(&run).await.map(drop),
+        logical.backup_batch(&run, 0).await.map(drop),
+        logical.plan_fanout(&run, restored_to).await.map(drop),
+    ] {
+        let e = refused.expect_err("the run is void");
+        assert_eq!(e.error_type(), ErrorKind::ReadSourceChanged, "{e}");
+    }
+    assert!(manifest(&store, &run).await.is_none());
 }

@@ -19,6 +19,8 @@
 //! ```text
 //! <prefix><run_id>/fanout/plan.json               the plan: schema, segments, batches
 //! <prefix><run_id>/fanout/done/<segment>.json     one per finished segment (its manifest entry)
+//! <prefix><run_id>/fanout/void.json               the read source was written to: the run's
+//!                                                 segments are never used (every step refuses)
 //! ```
 
 use super::backup::{LogicalBackupResult, ManifestSource, SchemaCapture};
@@ -122,6 +124,26 @@ pub struct AbortResult {
     pub aborted_uploads: usize,
 }
 
+/// What `logical-fanout-finish` found when the read source was written to, stored so the run's
+/// segments are never used afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ChangedReadSource {
+    target_id: String,
+    planned: i64,
+    now: i64,
+}
+
+impl ChangedReadSource {
+    fn error(&self, run: &RunId) -> LogicalError {
+        LogicalError::ReadSourceChanged {
+            run_id: run.stamp.clone(),
+            target_id: self.target_id.clone(),
+            planned: self.planned,
+            now: self.now,
+        }
+    }
+}
+
 /// A finished segment's marker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct DoneSegment {
@@ -137,6 +159,10 @@ pub fn plan_key(prefix: &str, run_id: &str) -> String {
 /// Whether `key` is one of the fan-out's own records (its plan or a segment's marker).
 pub fn is_fanout_record(prefix: &str, run_id: &str, key: &str) -> bool {
     key.starts_with(&format!("{}fanout/", backup_prefix(prefix, run_id)))
+}
+
+fn void_key(prefix: &str, run_id: &str) -> String {
+    format!("{}fanout/void.json", backup_prefix(prefix, run_id))
 }
 
 fn done_prefix(prefix: &str, run_id: &str) -> String {
@@ -224,6 +250,7 @@ impl LogicalBackups {
     ) -> Result<PlanResult, LogicalError> {
         let restored_to = crate::input::format_time(restored_to);
         let key = plan_key(&self.config.prefix, &run.stamp);
+        self.refuse_void(run).await?;
         if let Some(plan) = self.read_plan(run).await? {
             if plan.read_source.restored_to != restored_to {
                 return Err(InputError::new(
@@ -411,12 +438,22 @@ impl LogicalBackups {
         let (connector, _) = self.read_source_of(run, &plan.read_source).await?;
         let now = introspect::read_source_state(&connector.connect().await?).await?;
         if now.user_table_writes != plan.state.user_table_writes {
-            return Err(LogicalError::ReadSourceChanged {
-                run_id: run.stamp.clone(),
+            let changed = ChangedReadSource {
                 target_id: plan.read_source.target_id.clone(),
                 planned: plan.state.user_table_writes,
                 now: now.user_table_writes,
-            });
+            };
+            // The stored segments may hold the writes: no later attempt may use them.
+            let body = serde_json::to_vec(&changed).expect("a record always serialises");
+            self.store
+                .put_locked(
+                    &void_key(&self.config.prefix, &run.stamp),
+                    body,
+                    "application/json",
+                    self.retain_until(run),
+                )
+                .await?;
+            return Err(changed.error(run));
         }
         let written = markers
             .into_iter()
@@ -453,6 +490,20 @@ impl LogicalBackups {
         })
     }
 
+    /// `ReadSourceChanged` for a run whose finish found its read source written to: its stored
+    /// segments are never used, by a retry or a rerun of the night.
+    async fn refuse_void(&self, run: &RunId) -> Result<(), LogicalError> {
+        let key = void_key(&self.config.prefix, &run.stamp);
+        match self.store.get(&key).await? {
+            None => Ok(()),
+            Some(bytes) => {
+                let changed: ChangedReadSource = serde_json::from_slice(&bytes)
+                    .map_err(|source| LogicalError::CorruptManifest { key, source })?;
+                Err(changed.error(run))
+            }
+        }
+    }
+
     async fn read_plan(&self, run: &RunId) -> Result<Option<FanoutPlan>, LogicalError> {
         let key = plan_key(&self.config.prefix, &run.stamp);
         let Some(bytes) = self.store.get(&key).await? else {
@@ -472,7 +523,9 @@ impl LogicalBackups {
         Ok(Some(plan))
     }
 
+    /// The run's plan, unless the run was voided (its read source was written to).
     async fn require_plan(&self, run: &RunId) -> Result<FanoutPlan, LogicalError> {
+        self.refuse_void(run).await?;
         self.read_plan(run)
             .await?
             .ok_or_else(|| LogicalError::BackupIncomplete {
