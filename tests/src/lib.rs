@@ -81,6 +81,18 @@ pub struct Execution {
     pub outcome: serde_json::Value,
 }
 
+impl Execution {
+    /// The states the execution entered, in order (a Map's item states included).
+    pub fn states(&self) -> Vec<&str> {
+        self.outcome["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .map(|s| s["state"].as_str().expect("state"))
+            .collect()
+    }
+}
+
 /// Runs a state machine definition through the ASL interpreter against the functions served by
 /// `cargo lambda watch`, with waits and retry pauses shortened.
 pub fn run_state_machine<K: AsRef<str>>(
@@ -225,6 +237,24 @@ pub async fn generated_database(
         .await
         .expect("generate data");
     (name, secret, client)
+}
+
+/// The JSON object stored under `key` in `bucket`; panics naming the key when it is missing or
+/// not JSON.
+pub async fn stored_json(
+    sdk: &aws_config::SdkConfig,
+    bucket: &str,
+    key: &str,
+) -> serde_json::Value {
+    let object = s3(sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+    let body = object.body.collect().await.expect("body").into_bytes();
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{key} is not JSON: {e}"))
 }
 
 /// A new bucket with Object Lock on the local endpoint, named after `label`.

@@ -3,7 +3,7 @@
 
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr_tests::{
-    deployed_substitutions, local_aws, run_state_machine, s3, seed, take_base_backup,
+    deployed_substitutions, local_aws, run_state_machine, s3, seed, stored_json, take_base_backup,
 };
 use serde_json::{Value, json};
 
@@ -83,12 +83,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         logical.object_lock_mode().map(|m| m.as_str()),
         Some("COMPLIANCE")
     );
-    let states: Vec<&str> = run.outcome["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
+    let states = run.states();
     assert_eq!(
         states,
         [
@@ -213,12 +208,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         failed.outcome
     );
     assert_eq!(failed.outcome["error"], "BackupFailed");
-    let states: Vec<&str> = failed.outcome["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
+    let states = failed.states();
     assert_eq!(
         states,
         [
@@ -286,12 +276,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     );
     assert!(!late.succeeded, "execution should fail: {:#}", late.outcome);
     assert_eq!(late.outcome["error"], "BackupFailed");
-    let states: Vec<&str> = late.outcome["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
+    let states = late.states();
     assert!(
         states.ends_with(&[
             "LogicalPath",
@@ -304,13 +289,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         ]),
         "{states:?}"
     );
-    let manifest = stored_json(
-        &sdk,
-        bucket,
-        &format!("manifests/{late_failing_run}.json"),
-        "the partial run is catalogued",
-    )
-    .await;
+    let manifest = stored_json(&sdk, bucket, &format!("manifests/{late_failing_run}.json")).await;
     assert_eq!(
         manifest["database"]["snapshot_id"],
         format!("catalyst-dr-{instance}-{late_failing_run}").as_str()
@@ -340,12 +319,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     let output = &fanned.outcome["output"];
     assert_eq!(output["logical_choice"]["path"], "fan-out");
     assert_eq!(output["logical_choice"]["chosen_by"], "requested");
-    let states: Vec<&str> = fanned.outcome["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
+    let states = fanned.states();
     let fanout_states: Vec<&str> = states
         .iter()
         .copied()
@@ -375,8 +349,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     assert!(batches >= 1, "{:#}", output["logical_plan"]);
     let logical_key = format!("logical/{fanout_run}/manifest.json");
     assert_eq!(output["logical"]["manifest_key"], logical_key.as_str());
-    let fanned_manifest =
-        stored_json(&sdk, bucket, &logical_key, "the fan-out's logical manifest").await;
+    let fanned_manifest = stored_json(&sdk, bucket, &logical_key).await;
     let read_path = &fanned_manifest["read_path"];
     assert_eq!(read_path["kind"], "read-source", "{read_path:#}");
     assert_eq!(read_path["id"], format!("nightly-{fanout_run}").as_str());
@@ -387,13 +360,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
     );
     // The source was not written to between the two nights: the fan-out stored exactly what
     // the single path stored.
-    let single = stored_json(
-        &sdk,
-        bucket,
-        &format!("logical/{ok_run}/manifest.json"),
-        "the single path's manifest",
-    )
-    .await;
+    let single = stored_json(&sdk, bucket, &format!("logical/{ok_run}/manifest.json")).await;
     let tables = |m: &Value| -> Vec<(Value, Value, Value)> {
         m["tables"]
             .as_array()
@@ -443,12 +410,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         "execution should fail: {:#}",
         broken.outcome
     );
-    let states: Vec<&str> = broken.outcome["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
+    let states = broken.states();
     assert!(
         states.ends_with(&[
             "PlanLogical",
@@ -463,13 +425,7 @@ async fn nightly_backup_succeeds_and_a_failing_snapshot_takes_the_catch_path() {
         ]),
         "{states:?}"
     );
-    let manifest = stored_json(
-        &sdk,
-        bucket,
-        &format!("manifests/{broken_run}.json"),
-        "the failed night is catalogued",
-    )
-    .await;
+    let manifest = stored_json(&sdk, bucket, &format!("manifests/{broken_run}.json")).await;
     assert_eq!(
         manifest["failure"]["Error"],
         ErrorKind::CorruptManifest.as_str(),
@@ -542,19 +498,6 @@ fn lambda_tasks_retrying_timeouts(file: &str, states: &Value) -> usize {
         }
     }
     tasks
-}
-
-/// The JSON object stored under `key`.
-async fn stored_json(sdk: &aws_config::SdkConfig, bucket: &str, key: &str, what: &str) -> Value {
-    let stored = s3(sdk)
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what} ({key}): {e:?}"));
-    let body = stored.body.collect().await.expect("body").into_bytes();
-    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{what} ({key}) is not JSON: {e}"))
 }
 
 async fn manifest_absent(sdk: &aws_config::SdkConfig, bucket: &str, key: &str) -> bool {

@@ -8,22 +8,13 @@ use catalyst_dr_tests::{
     deployed_substitutions, empty_production_database, run_state_machine, seed, stack_var,
     take_base_backup, unique,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const DEFINITION: &str = "infra/statemachines/pitr-drill.asl.json";
 
 /// The template's DefinitionSubstitutions for the stack's samconfig environment.
 fn substitutions() -> Vec<(String, String)> {
     deployed_substitutions("PitrDrillStateMachine")
-}
-
-fn states(outcome: &Value) -> Vec<String> {
-    outcome["timeline"]
-        .as_array()
-        .expect("timeline")
-        .iter()
-        .map(|s| s["state"].as_str().expect("state").to_owned())
-        .collect()
 }
 
 fn staging_dir(target_id: &str) -> std::path::PathBuf {
@@ -99,14 +90,8 @@ async fn pitr_drill_passes_and_a_failing_smoke_test_still_tears_down() {
     );
     assert!(!run.succeeded, "drill should fail: {:#}", run.outcome);
     assert_eq!(run.outcome["error"], "DrillFailed");
-    let visited = states(&run.outcome);
-    let tail: Vec<&str> = visited
-        .iter()
-        .rev()
-        .take(4)
-        .rev()
-        .map(String::as_str)
-        .collect();
+    let visited = run.states();
+    let tail: Vec<&str> = visited.iter().rev().take(4).rev().copied().collect();
     assert_eq!(
         tail,
         [

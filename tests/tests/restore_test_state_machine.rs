@@ -9,36 +9,16 @@ use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{
     deployed_substitutions, empty_production_database, invoke_lambda, local_aws, run_state_machine,
-    s3, seed, stack_var, unique,
+    s3, seed, stack_var, stored_json, unique,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const DEFINITION: &str = "infra/statemachines/restore-test.asl.json";
-
-fn states(outcome: &Value) -> Vec<String> {
-    outcome["timeline"]
-        .as_array()
-        .expect("timeline")
-        .iter()
-        .map(|s| s["state"].as_str().expect("state").to_owned())
-        .collect()
-}
 
 fn staging_dir(target_id: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(stack_var("CATALYST_DR_STATE"))
         .join("staging")
         .join(target_id)
-}
-
-async fn get_json(sdk: &aws_config::SdkConfig, bucket: &str, key: &str) -> Value {
-    let object = s3(sdk)
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{key}: {e:?}"));
-    serde_json::from_slice(&object.body.collect().await.expect("body").into_bytes()).expect("JSON")
 }
 
 async fn base_backup(scheduled_time: time::OffsetDateTime) -> String {
@@ -118,8 +98,8 @@ async fn restore_test_passes_against_the_manifest_and_failing_ones_tear_down_and
     let manifest_key = output["logical_backup"]["manifest_key"]
         .as_str()
         .expect("manifest key");
-    let manifest = get_json(&sdk, bucket, manifest_key).await;
-    let report = get_json(&sdk, bucket, &format!("drills/{test_id}/report.json")).await;
+    let manifest = stored_json(&sdk, bucket, manifest_key).await;
+    let report = stored_json(&sdk, bucket, &format!("drills/{test_id}/report.json")).await;
     assert_eq!(report["kind"], "restore-test");
     assert_eq!(report["summary"]["passed"], true);
     let tables = report["validation"]["tables"].as_array().expect("tables");
@@ -171,14 +151,8 @@ async fn restore_test_passes_against_the_manifest_and_failing_ones_tear_down_and
         run.outcome
     );
     assert_eq!(run.outcome["error"], "DrillFailed");
-    let visited = states(&run.outcome);
-    let tail: Vec<&str> = visited
-        .iter()
-        .rev()
-        .take(4)
-        .rev()
-        .map(String::as_str)
-        .collect();
+    let visited = run.states();
+    let tail: Vec<&str> = visited.iter().rev().take(4).rev().copied().collect();
     assert_eq!(
         tail,
         [
@@ -193,7 +167,7 @@ async fn restore_test_passes_against_the_manifest_and_failing_ones_tear_down_and
         !staging_dir(&format!("catalyst-dr-staging-{test_id}")).exists(),
         "torn down after the failure"
     );
-    let report = get_json(&sdk, bucket, &format!("drills/{test_id}/report.json")).await;
+    let report = stored_json(&sdk, bucket, &format!("drills/{test_id}/report.json")).await;
     assert_eq!(report["summary"]["passed"], false);
     assert!(
         report["summary"]["failure"]

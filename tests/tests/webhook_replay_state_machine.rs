@@ -75,12 +75,7 @@ async fn webhook_replay_plans_replays_waits_and_verifies() {
     assert_eq!(output["verify"]["replayed"], dead - on_500);
     // No worker runs here: the replayed deliveries are pending and due.
     assert_eq!(output["verify"]["total"]["pending"], dead - on_500);
-    let states: Vec<&str> = run.outcome["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["state"].as_str().unwrap())
-        .collect();
+    let states = run.states();
     assert_eq!(
         states,
         [
