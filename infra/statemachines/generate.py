@@ -485,12 +485,44 @@ def restore_test():
     }
 
 
+def batch_map(comment, items_path, selector, item, item_comment, failed_cause, next_state, on_error):
+    """A Distributed Map over batch numbers: one snapshot-trigger invocation per batch (`item` is
+    the item state's name and its action's parameters, given `scheduled_time`, `batch` and
+    `selector`), at most `logical_concurrency` at once. A batch that still fails after its
+    retries fails the Map. The steps answer ready-made batches (ItemBatcher is not used), so the
+    local interpreter, which runs a DISTRIBUTED Map as an inline one, runs the same items."""
+    name, parameters = item
+    failed = f"{name}Failed"  # state names are unique across the Maps of a state machine
+    parameters = {**parameters, "scheduled_time.$": "$.scheduled_time", "batch.$": "$.batch", **{f"{k}.$": f"$.{k}" for k in selector}}
+    item_task = task(SNAPSHOT, parameters, None, "BatchDone", failed, comment=item_comment)
+    item_task.pop("Next")
+    item_task["End"] = True
+    item_task["Catch"] = [{"ErrorEquals": ["States.ALL"], "Next": failed}]
+    return {
+        "Type": "Map",
+        "Comment": comment,
+        "ItemsPath": items_path,
+        "ItemSelector": {"scheduled_time.$": "$.scheduled_time", **{f"{k}.$": v for k, v in selector.items()}, "batch.$": "$$.Map.Item.Value"},
+        "MaxConcurrencyPath": "$.logical_concurrency",
+        "ItemProcessor": {
+            "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+            "StartAt": name,
+            "States": {
+                name: item_task,
+                failed: {"Type": "Fail", "Error": "BatchFailed", "Cause": failed_cause},
+            },
+        },
+        "ResultPath": None,
+        "Next": next_state,
+        "Catch": catch(on_error),
+    }
+
+
 def fanout_states(scheduled):
     """The nightly's fanned-out logical backup: a read source restored (by pitr-restore, under
     the run's `nightly-<run>` id) to the snapshot's instant, the plan, one Distributed Map item
     per batch, the manifest once every segment is stored; the read source is torn down on every
-    path. The plan answers ready-made batches (ItemBatcher is not used), so the local
-    interpreter, which runs a DISTRIBUTED Map as an inline one, runs the same items."""
+    path."""
     read_source = {"drill_id.$": "$.logical_choice.read_source_id"}
 
     def pitr(parameters, result_path, next_state, on_error, **extra):
@@ -499,17 +531,6 @@ def fanout_states(scheduled):
     def snapshot(parameters, result_path, next_state, on_error, **extra):
         return task(SNAPSHOT, parameters, result_path, next_state, on_error, **extra)
 
-    batch = task(
-        SNAPSHOT,
-        {"action": "logical-fanout-batch", "scheduled_time.$": "$.scheduled_time", "batch.$": "$.batch"},
-        None,
-        "BatchDone",
-        "BatchFailed",
-        comment="One batch of segments; a retry skips the segments an earlier attempt stored.",
-    )
-    batch.pop("Next")
-    batch["End"] = True
-    batch["Catch"] = [{"ErrorEquals": ["States.ALL"], "Next": "BatchFailed"}]
     return {
         "StartReadSourceWindowPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.read_source_window", "Next": "CheckReadSourceWindow"},
         "CheckReadSourceWindow": task(
@@ -598,24 +619,16 @@ def fanout_states(scheduled):
                 "batches.$": "$.batches",
             },
         ),
-        "BackupBatches": {
-            "Type": "Map",
-            "Comment": "One invocation per batch, at most logical_concurrency (default 8) at once, each on LOGICAL_PARALLELISM connections to the read source.",
-            "ItemsPath": "$.logical_plan.batches",
-            "ItemSelector": {"scheduled_time.$": "$.scheduled_time", "batch.$": "$$.Map.Item.Value"},
-            "MaxConcurrencyPath": "$.logical_concurrency",
-            "ItemProcessor": {
-                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
-                "StartAt": "BackupBatch",
-                "States": {
-                    "BackupBatch": batch,
-                    "BatchFailed": {"Type": "Fail", "Error": "BatchFailed", "Cause": "a batch of the fanned-out logical backup failed after its retries"},
-                },
-            },
-            "ResultPath": None,
-            "Next": "FinishLogical",
-            "Catch": catch("AbortLogicalFanout"),
-        },
+        "BackupBatches": batch_map(
+            "One invocation per batch, at most logical_concurrency (default 8) at once, each on LOGICAL_PARALLELISM connections to the read source.",
+            "$.logical_plan.batches",
+            {},
+            ("BackupBatch", {"action": "logical-fanout-batch"}),
+            "One batch of segments; a retry skips the segments an earlier attempt stored.",
+            "a batch of the fanned-out logical backup failed after its retries",
+            "FinishLogical",
+            "AbortLogicalFanout",
+        ),
         "FinishLogical": snapshot(
             {"action": "logical-fanout-finish", **scheduled},
             "$.logical",
@@ -729,13 +742,31 @@ def nightly_backup():
             "SnapshotsStarted?",
             comment="A retry returns the finished backup, or aborts the failed attempt's unfinished uploads and backs up again.",
         ),
-        "WriteManifest": snapshot_task(manifest_parameters, "$.manifest", "VerifyLogical", "NotifyFailure"),
+        "WriteManifest": snapshot_task(manifest_parameters, "$.manifest", "PlanVerify", "NotifyFailure"),
+        "PlanVerify": snapshot_task(
+            {"action": "verify-logical-plan", **scheduled},
+            "$.verify_plan",
+            "VerifyBatches",
+            "NotifyFailure",
+            comment="Reads tonight's logical backup back, in batches of about LOGICAL_FANOUT_BATCH_MIB: every object, its checksums and the manifest's completeness.",
+            result_selector={"verify_id.$": "$.verify_id", "segments.$": "$.segments", "batches.$": "$.batches"},
+        ),
+        "VerifyBatches": batch_map(
+            "One invocation per batch of tonight's segments, at most logical_concurrency (default 8) at once.",
+            "$.verify_plan.batches",
+            {"verify_id": "$.verify_plan.verify_id"},
+            ("VerifyBatch", {"action": "verify-logical-batch"}),
+            "Reads one batch of segments and stores what it found; a retry returns the stored record.",
+            "a batch of tonight's verify failed after its retries",
+            "VerifyLogical",
+            "NotifyFailure",
+        ),
         "VerifyLogical": snapshot_task(
-            {"action": "verify-logical", **scheduled},
+            {"action": "verify-logical-finish", **scheduled, "verify_id.$": "$.verify_plan.verify_id"},
             "$.verify",
             "LogicalBackupVerified?",
             "NotifyFailure",
-            comment="Reads tonight's logical backup back: every object, its checksums and the manifest's completeness.",
+            comment="The report from every batch's record; a batch without one is a problem, never a pass.",
             result_selector={
                 "ok.$": "$.ok",
                 "complete.$": "$.complete",

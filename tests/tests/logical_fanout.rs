@@ -9,6 +9,7 @@ use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::fanout::{BackupPath, read_source_id};
 use catalyst_dr::logical::manifest::{LogicalManifest, ReadPath};
+use catalyst_dr::logical::verify::VerifyReport;
 use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
 use catalyst_dr::object_store::{ObjectStore, S3Objects};
 use catalyst_dr::postgres::TlsMode;
@@ -231,6 +232,127 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     let batch = logical.backup_batch(&run, 1).await.expect("batch");
     assert_eq!((batch.copied, batch.already_done), (0, batch.segments));
     assert!(logical.finish_fanout(&run).await.expect("finish").reused);
+
+    verify_in_batches(&logical, &store, &run, &verified).await;
+}
+
+/// The verify fan-out (plan, one call per batch, finish) reports what one `verify-logical`
+/// reports; a batch not run, a bad verify id or batch, and a corrupted segment never pass.
+async fn verify_in_batches(
+    logical: &LogicalBackups,
+    store: &S3Objects,
+    run: &RunId,
+    whole: &VerifyReport,
+) {
+    let plan = logical.plan_verify(run).await.expect("verify plan");
+    assert_eq!(plan.segments, whole.objects_checked);
+    assert!(plan.batches.len() >= 2, "{plan:#?}");
+    let id = plan.verify_id.as_str();
+
+    // Before the batches ran, and with one batch left out, the report fails and says why.
+    let unverified = logical.finish_verify(run, id).await.expect("finish");
+    assert!(
+        !unverified.ok && unverified.objects_checked == 0,
+        "{unverified:#?}"
+    );
+    for batch in &plan.batches[1..] {
+        let done = logical.verify_batch(run, id, *batch).await.expect("batch");
+        assert!(!done.reused && done.problems == 0, "{done:?}");
+    }
+    let partial = logical.finish_verify(run, id).await.expect("finish");
+    assert!(!partial.ok, "{partial:#?}");
+    assert!(
+        partial
+            .problems
+            .iter()
+            .any(|p| p.contains(&format!("verify {id}: batch 0 ("))
+                && p.ends_with("was not verified")),
+        "{:#?}",
+        partial.problems
+    );
+    assert!(partial.objects_checked < whole.objects_checked);
+
+    // With every batch: the same report as one invocation's, and a retried batch reads nothing.
+    logical.verify_batch(run, id, 0).await.expect("batch 0");
+    let full = logical.finish_verify(run, id).await.expect("finish");
+    assert!(full.ok && full.complete, "{full:#?}");
+    assert_eq!(full.tables, whole.tables);
+    assert_eq!(
+        (full.objects_checked, full.bytes_read),
+        (whole.objects_checked, whole.bytes_read)
+    );
+    assert_eq!(full.unexpected_objects, Vec::<String>::new());
+    assert!(
+        logical
+            .verify_batch(run, id, 0)
+            .await
+            .expect("retry")
+            .reused
+    );
+
+    // Bad input is refused, naming the field, and writes no record.
+    let last = plan.batches.len();
+    let refused = logical
+        .verify_batch(run, id, last)
+        .await
+        .expect_err("batch");
+    assert!(
+        matches!(&refused, LogicalError::Input(e) if e.field == "batch"),
+        "{refused}"
+    );
+    for bad in ["../manifest", "", "A1"] {
+        let refused = logical
+            .verify_batch(run, bad, 0)
+            .await
+            .expect_err("verify_id");
+        assert!(
+            matches!(&refused, LogicalError::Input(e) if e.field == "verify_id"),
+            "{refused}"
+        );
+    }
+    let records = store
+        .list(&format!("logical/{}/verify/", run.stamp))
+        .await
+        .expect("list");
+    assert_eq!(records.len(), plan.batches.len(), "{records:?}");
+
+    // A segment whose stored bytes differ from the manifest's: both ways of verifying fail on it.
+    let mut manifest = manifest(store, run).await.expect("manifest");
+    let corrupted = manifest.tables[0].segments[0].key.clone();
+    manifest.tables[0].segments[0].sha256 = "0".repeat(64);
+    store
+        .put_locked(
+            &format!("logical/{}/manifest.json", run.stamp),
+            serde_json::to_vec(&manifest).unwrap(),
+            "application/json",
+            logical.retain_until(run),
+        )
+        .await
+        .expect("put the altered manifest");
+    let single = logical.verify(run).await.expect("verify");
+    let plan = logical.plan_verify(run).await.expect("verify plan");
+    for batch in &plan.batches {
+        logical
+            .verify_batch(run, &plan.verify_id, *batch)
+            .await
+            .expect("batch");
+    }
+    let batched = logical
+        .finish_verify(run, &plan.verify_id)
+        .await
+        .expect("finish");
+    for report in [&single, &batched] {
+        assert!(!report.ok, "{report:#?}");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains(&format!("{corrupted}: SHA-256"))),
+            "{:#?}",
+            report.problems
+        );
+    }
+    assert_eq!(batched.tables, single.tables);
 }
 
 #[tokio::test]

@@ -178,20 +178,21 @@ pub fn read_source_id(run: &RunId) -> String {
     format!("nightly-{}", run.stamp)
 }
 
-/// Packs segments, in plan order (largest tables first), into consecutive batches of at most
-/// `batch_bytes` each; a segment larger than that is a batch of its own.
-pub fn batches(segments: &[PlannedSegment], batch_bytes: u64) -> Vec<Vec<usize>> {
+/// Packs segments of these sizes, in order (a plan has the largest tables first), into
+/// consecutive batches of at most `batch_bytes` each; a segment larger than that is a batch of
+/// its own. Answers each batch's segment numbers.
+pub fn batches(sizes: impl IntoIterator<Item = u64>, batch_bytes: u64) -> Vec<Vec<usize>> {
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let mut current_bytes = 0u64;
-    for (i, planned) in segments.iter().enumerate() {
+    for (i, bytes) in sizes.into_iter().enumerate() {
         match batches.last_mut() {
-            Some(batch) if current_bytes + planned.bytes <= batch_bytes => {
+            Some(batch) if current_bytes + bytes <= batch_bytes => {
                 batch.push(i);
-                current_bytes += planned.bytes;
+                current_bytes += bytes;
             }
             _ => {
                 batches.push(vec![i]);
-                current_bytes = planned.bytes;
+                current_bytes = bytes;
             }
         }
     }
@@ -285,7 +286,10 @@ impl LogicalBackups {
             })
             .collect();
         introspect::commit(&client).await?;
-        let batches = batches(&segments, self.config.fanout_batch_bytes);
+        let batches = batches(
+            segments.iter().map(|s| s.bytes),
+            self.config.fanout_batch_bytes,
+        );
         let plan = FanoutPlan {
             format: PLAN_FORMAT.to_owned(),
             run_id: run.stamp.clone(),
@@ -633,30 +637,15 @@ fn describe(plan: &FanoutPlan, segment: usize) -> String {
 mod tests {
     use super::*;
 
-    fn planned(bytes: &[u64]) -> Vec<PlannedSegment> {
-        bytes
-            .iter()
-            .enumerate()
-            .map(|(i, &bytes)| PlannedSegment {
-                segment: Segment {
-                    table: 0,
-                    index: i as u32,
-                    range: BlockRange::WHOLE,
-                },
-                bytes,
-            })
-            .collect()
-    }
-
     #[test]
     fn batches_fill_up_to_the_size_and_an_oversized_segment_goes_alone() {
         assert_eq!(
-            batches(&planned(&[60, 60, 30, 200, 10, 0, 5]), 100),
+            batches([60, 60, 30, 200, 10, 0, 5], 100),
             vec![vec![0], vec![1, 2], vec![3], vec![4, 5, 6]]
         );
-        assert!(batches(&[], 100).is_empty());
+        assert!(batches([], 100).is_empty());
         // Every segment lands in exactly one batch, in order.
-        let all: Vec<usize> = batches(&planned(&[7; 50]), 20).concat();
+        let all: Vec<usize> = batches([7; 50], 20).concat();
         assert_eq!(all, (0..50).collect::<Vec<_>>());
     }
 

@@ -134,7 +134,7 @@ impl RowsetHasher {
 }
 
 /// What a [`RowsetHasher`] saw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowsetSummary {
     pub checksum: RowsetChecksum,
     pub rows: u64,

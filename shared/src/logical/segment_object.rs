@@ -20,7 +20,7 @@ pub struct SegmentReader<'a> {
 }
 
 /// What reading a segment found.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SegmentRead {
     pub object_sha256: String,
     pub object_bytes: u64,

@@ -3,16 +3,32 @@
 //! every segment object is there at its recorded version with its size and SHA-256, and its
 //! decompressed COPY text has the recorded row count and content checksum, which add up to the
 //! table's. Unfinished multipart uploads and objects the manifest does not list (but the
-//! fan-out's plan and segment records) are reported too.
+//! fan-out's and verify's own records) are reported too.
+//!
+//! One invocation reads the whole backup (`verify-logical`). A backup too large for that is
+//! verified in batches of about `LOGICAL_FANOUT_BATCH_MIB` of COPY text, each its own invocation
+//! (the nightly state machine's Map): `verify-logical-plan` answers a verify id and the batches,
+//! `verify-logical-batch` reads one batch and stores what it found, and `verify-logical-finish`
+//! combines the batches' records into the same report; a batch without a record is a problem
+//! there, never a pass. A retried batch returns its stored record.
+//!
+//! ```text
+//! <prefix><run_id>/verify/<verify_id>/<batch>.json   one per verified batch: each segment's read
+//! ```
 
 use super::layout::{backup_prefix, manifest_key};
-use super::manifest::{ManifestSegment, ManifestTable};
+use super::manifest::{LogicalManifest, ManifestSegment, ManifestTable};
 use super::rowset::{RowsetChecksum, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
 use super::{LogicalBackups, LogicalError};
+use crate::input::InputError;
 use crate::run_id::RunId;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Batch records read at once by `verify-logical-finish`.
+const RECORD_READS: usize = 32;
 
 /// The checks of one table (by verify, or by a restore).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,8 +107,246 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
+/// `verify-logical-plan`'s answer: the Map's items are `batches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyPlan {
+    pub run_id: String,
+    /// Names this verify's batch records; the batch and finish steps take it.
+    pub verify_id: String,
+    pub segments: usize,
+    pub copy_bytes: u64,
+    /// Empty when the run has no readable manifest (the finish step reports why).
+    pub batches: Vec<usize>,
+}
+
+/// `verify-logical-batch`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyBatchResult {
+    pub verify_id: String,
+    pub batch: usize,
+    pub segments: usize,
+    pub bytes_read: u64,
+    /// Problems found in the batch's objects (listed by the finish step).
+    pub problems: usize,
+    /// True when an earlier attempt had verified the batch and its record was returned.
+    pub reused: bool,
+}
+
+/// One segment as a batch read it; `segment` numbers the manifest's segments in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckedSegment {
+    segment: usize,
+    read: SegmentRead,
+}
+
+/// A verified batch's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BatchRecord {
+    verify_id: String,
+    batch: usize,
+    segments: Vec<CheckedSegment>,
+}
+
+/// Every segment of a manifest, in order, with its table's index.
+fn segments_of(manifest: &LogicalManifest) -> Vec<(usize, &ManifestSegment)> {
+    manifest
+        .tables
+        .iter()
+        .enumerate()
+        .flat_map(|(t, table)| table.segments.iter().map(move |s| (t, s)))
+        .collect()
+}
+
+fn record_key(prefix: &str, run_id: &str, verify_id: &str, batch: usize) -> String {
+    format!(
+        "{}verify/{verify_id}/{batch:06}.json",
+        backup_prefix(prefix, run_id)
+    )
+}
+
+/// Whether `key` is one of verify's batch records.
+pub fn is_verify_record(prefix: &str, run_id: &str, key: &str) -> bool {
+    key.starts_with(&format!("{}verify/", backup_prefix(prefix, run_id)))
+}
+
+/// A verify id as the plan makes it: the UTC time to the millisecond, e.g.
+/// `20261201t031502123z`.
+fn new_verify_id(now: OffsetDateTime) -> String {
+    let now = now.to_offset(time::UtcOffset::UTC);
+    now.format(time::macros::format_description!(
+        "[year][month][day]t[hour][minute][second][subsecond digits:3]z"
+    ))
+    .expect("a UTC time always formats")
+}
+
+/// The verify id of a batch or finish step: what the plan answered (it names S3 keys).
+fn checked_verify_id(verify_id: &str) -> Result<&str, InputError> {
+    let valid = (1..=32).contains(&verify_id.len())
+        && verify_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+    if valid {
+        Ok(verify_id)
+    } else {
+        Err(InputError::new(
+            "verify_id",
+            "must be the verify id verify-logical-plan answered (1 to 32 digits and lowercase letters)",
+        ))
+    }
+}
+
 impl LogicalBackups {
+    /// `verify-logical`: every segment read in this invocation.
     pub async fn verify(&self, run: &RunId) -> Result<VerifyReport, LogicalError> {
+        let (mut report, manifest) = self.inventory(run).await?;
+        let Some(manifest) = manifest else {
+            return Ok(report);
+        };
+        let segments = segments_of(&manifest);
+        let reads = self
+            .read_segments(&segments, 0..segments.len())
+            .await?
+            .into_iter()
+            .map(|checked| Some(checked.read))
+            .collect();
+        conclude(&mut report, &manifest, reads);
+        Ok(report)
+    }
+
+    /// `verify-logical-plan`: the batches of the run's segments, by COPY text size.
+    pub async fn plan_verify(&self, run: &RunId) -> Result<VerifyPlan, LogicalError> {
+        let key = manifest_key(&self.config.prefix, &run.stamp);
+        let manifest = match self.read_manifest(&key).await {
+            Ok(manifest) => manifest,
+            // The finish step reports what is wrong with it.
+            Err(
+                LogicalError::CorruptManifest { .. }
+                | LogicalError::UnsupportedManifestFormat { .. },
+            ) => None,
+            Err(e) => return Err(e),
+        };
+        let segments = manifest.as_ref().map(segments_of).unwrap_or_default();
+        let batches = self.verify_batches(&segments);
+        Ok(VerifyPlan {
+            run_id: run.stamp.clone(),
+            verify_id: new_verify_id(OffsetDateTime::now_utc()),
+            segments: segments.len(),
+            copy_bytes: segments.iter().map(|(_, s)| s.copy_bytes).sum(),
+            batches: (0..batches.len()).collect(),
+        })
+    }
+
+    /// `verify-logical-batch`: reads one batch's segments and stores what it found; a retry
+    /// returns the stored record.
+    pub async fn verify_batch(
+        &self,
+        run: &RunId,
+        verify_id: &str,
+        batch: usize,
+    ) -> Result<VerifyBatchResult, LogicalError> {
+        let verify_id = checked_verify_id(verify_id)?;
+        let key = record_key(&self.config.prefix, &run.stamp, verify_id, batch);
+        let answer = |record: &BatchRecord, reused| VerifyBatchResult {
+            verify_id: verify_id.to_owned(),
+            batch,
+            segments: record.segments.len(),
+            bytes_read: record.segments.iter().map(|s| s.read.object_bytes).sum(),
+            problems: record.segments.iter().map(|s| s.read.problems.len()).sum(),
+            reused,
+        };
+        if let Some(record) = self.read_record(&key).await? {
+            return Ok(answer(&record, true));
+        }
+        let manifest_key = manifest_key(&self.config.prefix, &run.stamp);
+        let manifest = self.read_manifest(&manifest_key).await?.ok_or_else(|| {
+            LogicalError::BackupIncomplete {
+                run_id: run.stamp.clone(),
+                key: manifest_key,
+            }
+        })?;
+        let segments = segments_of(&manifest);
+        let batches = self.verify_batches(&segments);
+        let Some(members) = batches.get(batch) else {
+            return Err(InputError::new(
+                "batch",
+                format!(
+                    "run {} verifies in batches 0 to {}",
+                    run.stamp,
+                    batches.len().saturating_sub(1)
+                ),
+            )
+            .into());
+        };
+        let record = BatchRecord {
+            verify_id: verify_id.to_owned(),
+            batch,
+            segments: self
+                .read_segments(&segments, members.iter().copied())
+                .await?,
+        };
+        let body = serde_json::to_vec(&record).expect("a record always serialises");
+        self.store
+            .put_locked(&key, body, "application/json", self.retain_until(run))
+            .await?;
+        Ok(answer(&record, false))
+    }
+
+    /// `verify-logical-finish`: the report, from the batches' records; a segment no record
+    /// holds is a problem.
+    pub async fn finish_verify(
+        &self,
+        run: &RunId,
+        verify_id: &str,
+    ) -> Result<VerifyReport, LogicalError> {
+        let verify_id = checked_verify_id(verify_id)?;
+        let (mut report, manifest) = self.inventory(run).await?;
+        let Some(manifest) = manifest else {
+            return Ok(report);
+        };
+        let segments = segments_of(&manifest);
+        let batches = self.verify_batches(&segments);
+        let records: Vec<Option<BatchRecord>> = futures_util::stream::iter(0..batches.len())
+            .map(|batch| {
+                let key = record_key(&self.config.prefix, &run.stamp, verify_id, batch);
+                async move { self.read_record(&key).await }
+            })
+            .buffered(RECORD_READS)
+            .try_collect()
+            .await?;
+        let mut reads: Vec<Option<SegmentRead>> = vec![None; segments.len()];
+        for (batch, (members, record)) in batches.iter().zip(records).enumerate() {
+            let covered = record.as_ref().is_some_and(|r| {
+                r.segments
+                    .iter()
+                    .map(|s| s.segment)
+                    .eq(members.iter().copied())
+            });
+            match record {
+                Some(record) if covered => {
+                    for checked in record.segments {
+                        reads[checked.segment] = Some(checked.read);
+                    }
+                }
+                Some(_) => report.problems.push(format!(
+                    "verify {verify_id}: batch {batch}'s record holds other segments than the manifest's batch {batch}"
+                )),
+                None => report.problems.push(format!(
+                    "verify {verify_id}: batch {batch} ({} segments) was not verified",
+                    members.len()
+                )),
+            }
+        }
+        conclude(&mut report, &manifest, reads);
+        Ok(report)
+    }
+
+    /// The report's checks of everything but the segments' content: the manifest (None when
+    /// there is none to read, with the reason in the report), the open uploads and the objects
+    /// it does not list.
+    async fn inventory(
+        &self,
+        run: &RunId,
+    ) -> Result<(VerifyReport, Option<LogicalManifest>), LogicalError> {
         let key = manifest_key(&self.config.prefix, &run.stamp);
         let prefix = backup_prefix(&self.config.prefix, &run.stamp);
         let pending_uploads: Vec<String> = self
@@ -123,17 +377,17 @@ impl LogicalBackups {
                     .problems
                     .push(format!("no manifest at {key}: the backup is incomplete"));
                 report.unexpected_objects = listed.into_iter().map(|o| o.key).collect();
-                return Ok(report);
+                return Ok((report, None));
             }
             Err(LogicalError::CorruptManifest { source, .. }) => {
                 report
                     .problems
                     .push(format!("manifest {key} does not parse: {source}"));
-                return Ok(report);
+                return Ok((report, None));
             }
             Err(e @ LogicalError::UnsupportedManifestFormat { .. }) => {
                 report.problems.push(e.to_string());
-                return Ok(report);
+                return Ok((report, None));
             }
             Err(e) => return Err(e),
         };
@@ -162,12 +416,14 @@ impl LogicalBackups {
                 ));
             }
         }
+        let (prefix, stamp) = (&self.config.prefix, &run.stamp);
         report.unexpected_objects = listed
             .iter()
             .map(|o| o.key.clone())
             .filter(|k| {
                 k != &key
-                    && !super::fanout::is_fanout_record(&self.config.prefix, &run.stamp, k)
+                    && !super::fanout::is_fanout_record(prefix, stamp, k)
+                    && !is_verify_record(prefix, stamp, k)
                     && !manifest
                         .tables
                         .iter()
@@ -175,50 +431,42 @@ impl LogicalBackups {
                         .any(|s| &s.key == k)
             })
             .collect();
-        let parallelism = self.config.parallelism as usize;
-        let segments = manifest
-            .tables
-            .iter()
-            .enumerate()
-            .flat_map(|(t, table)| table.segments.iter().map(move |s| (t, s)));
-        let reads: Vec<Result<(usize, SegmentRead), LogicalError>> = futures_util::stream::iter(
-            segments.map(|(t, segment)| async move { Ok((t, self.read_segment(segment).await?)) }),
+        Ok((report, Some(manifest)))
+    }
+
+    /// The manifest's segments in `batches` of about `LOGICAL_FANOUT_BATCH_MIB` of COPY text.
+    fn verify_batches(&self, segments: &[(usize, &ManifestSegment)]) -> Vec<Vec<usize>> {
+        super::fanout::batches(
+            segments.iter().map(|(_, s)| s.copy_bytes),
+            self.config.fanout_batch_bytes,
         )
-        .buffered(parallelism)
-        .collect()
-        .await;
-        let mut by_table: Vec<Vec<SegmentRead>> =
-            manifest.tables.iter().map(|_| Vec::new()).collect();
-        for read in reads {
-            let (table, read) = read?;
-            report.objects_checked += 1;
-            report.bytes_read += read.object_bytes;
-            by_table[table].push(read);
-        }
-        for (entry, reads) in manifest.tables.iter().zip(by_table) {
-            let mut check = TableCheck::new(entry);
-            check
-                .problems
-                .extend(reads.iter().flat_map(|r| r.problems.iter().cloned()));
-            check.measured("stored", sum_of(reads.iter().map(|r| r.content)));
-            check.close();
-            report.problems.extend(
-                check
-                    .problems
-                    .iter()
-                    .map(|p| format!("{}.{}: {p}", check.schema, check.name)),
-            );
-            report.tables.push(check);
-        }
-        report.problems.extend(
-            report
-                .pending_uploads
-                .iter()
-                .map(|k| format!("unfinished multipart upload of {k}")),
-        );
-        report.ok = report.complete && report.problems.is_empty();
-        tracing::info!(%key, ok = report.ok, problems = report.problems.len(), "logical backup verified");
-        Ok(report)
+    }
+
+    /// Reads the segments numbered `members`, `LOGICAL_PARALLELISM` at once.
+    async fn read_segments(
+        &self,
+        segments: &[(usize, &ManifestSegment)],
+        members: impl Iterator<Item = usize>,
+    ) -> Result<Vec<CheckedSegment>, LogicalError> {
+        futures_util::stream::iter(members.map(|segment| async move {
+            let read = self.read_segment(segments[segment].1).await?;
+            Ok::<_, LogicalError>(CheckedSegment { segment, read })
+        }))
+        .buffered(self.config.parallelism as usize)
+        .try_collect()
+        .await
+    }
+
+    async fn read_record(&self, key: &str) -> Result<Option<BatchRecord>, LogicalError> {
+        let Some(bytes) = self.store.get(key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| LogicalError::CorruptManifest {
+                key: key.to_owned(),
+                source,
+            })
     }
 
     async fn read_segment(&self, entry: &ManifestSegment) -> Result<SegmentRead, LogicalError> {
@@ -227,4 +475,58 @@ impl LogicalBackups {
             None => Ok(segment_object::missing(entry)),
         }
     }
+}
+
+/// Adds the segments' reads (by segment number; None: not read) to the report: each table's
+/// checks, then the open uploads; `ok` when nothing is wrong.
+fn conclude(
+    report: &mut VerifyReport,
+    manifest: &LogicalManifest,
+    reads: Vec<Option<SegmentRead>>,
+) {
+    let mut by_table: Vec<Vec<Option<SegmentRead>>> =
+        manifest.tables.iter().map(|_| Vec::new()).collect();
+    for ((table, _), read) in segments_of(manifest).into_iter().zip(reads) {
+        if let Some(read) = &read {
+            report.objects_checked += 1;
+            report.bytes_read += read.object_bytes;
+        }
+        by_table[table].push(read);
+    }
+    for (entry, reads) in manifest.tables.iter().zip(by_table) {
+        let mut check = TableCheck::new(entry);
+        let unread = reads.iter().filter(|r| r.is_none()).count();
+        if unread > 0 {
+            check.problems.push(format!(
+                "{unread} of its {} segments were not read",
+                reads.len()
+            ));
+        }
+        check.problems.extend(
+            reads
+                .iter()
+                .flatten()
+                .flat_map(|r| r.problems.iter().cloned()),
+        );
+        check.measured(
+            "stored",
+            sum_of(reads.iter().map(|r| r.as_ref().and_then(|r| r.content))),
+        );
+        check.close();
+        report.problems.extend(
+            check
+                .problems
+                .iter()
+                .map(|p| format!("{}.{}: {p}", check.schema, check.name)),
+        );
+        report.tables.push(check);
+    }
+    report.problems.extend(
+        report
+            .pending_uploads
+            .iter()
+            .map(|k| format!("unfinished multipart upload of {k}")),
+    );
+    report.ok = report.complete && report.problems.is_empty();
+    tracing::info!(key = %report.manifest_key, ok = report.ok, problems = report.problems.len(), "logical backup verified");
 }

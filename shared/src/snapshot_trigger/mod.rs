@@ -115,6 +115,20 @@ pub enum SnapshotTriggerEvent {
     },
     /// Re-reads every object of the run's logical backup and checks it against the manifest.
     VerifyLogical { scheduled_time: RunId },
+    /// `verify-logical` in batches, each its own invocation: a verify id and the batches of the
+    /// run's segments.
+    VerifyLogicalPlan { scheduled_time: RunId },
+    /// Reads one batch of the run's segments and stores what it found (a retry returns it).
+    VerifyLogicalBatch {
+        scheduled_time: RunId,
+        verify_id: String,
+        batch: usize,
+    },
+    /// `verify-logical`'s report, from the stored batches of `verify_id`.
+    VerifyLogicalFinish {
+        scheduled_time: RunId,
+        verify_id: String,
+    },
     /// Starts (or finds) the copy of the run's database snapshot in the DR region.
     DrCopySnapshots { scheduled_time: RunId },
     /// Polls the DR snapshot copy; shares it with the DR account once available.
@@ -331,6 +345,18 @@ impl SnapshotTrigger {
             SnapshotTriggerEvent::VerifyLogical {
                 scheduled_time: run,
             } => to_json(self.logical.verify(&run).await?),
+            SnapshotTriggerEvent::VerifyLogicalPlan {
+                scheduled_time: run,
+            } => to_json(self.logical.plan_verify(&run).await?),
+            SnapshotTriggerEvent::VerifyLogicalBatch {
+                scheduled_time: run,
+                verify_id,
+                batch,
+            } => to_json(self.logical.verify_batch(&run, &verify_id, batch).await?),
+            SnapshotTriggerEvent::VerifyLogicalFinish {
+                scheduled_time: run,
+                verify_id,
+            } => to_json(self.logical.finish_verify(&run, &verify_id).await?),
             SnapshotTriggerEvent::DrCopySnapshots {
                 scheduled_time: run,
             } => to_json(self.snapshots.copy_to_dr(&run).await?),
