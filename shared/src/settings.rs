@@ -204,7 +204,7 @@ pub const RUST_LOG: Setting = row(
     F::Text("info"),
     Optional,
     Template,
-    "log filter (`tracing` directives; one that does not parse falls back to `info`); logs are JSON lines",
+    "log filter: a default level and `target=level` directives, e.g. `catalyst_dr=debug,info` (targets match by prefix; one that does not parse falls back to `info`); logs are JSON lines",
 );
 pub const BACKUP_BUCKET: Setting = row(
     "BACKUP_BUCKET",
