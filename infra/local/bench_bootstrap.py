@@ -96,6 +96,11 @@ def function_env(state, binary):
         # The template's RDS placement; moto answers the calls the sample event makes.
         env.setdefault("STAGING_SUBNET_GROUP", "catalyst-dr-staging-subnets")
         env.setdefault("STAGING_SECURITY_GROUP_IDS", "sg-00000000")
+    if env.get("CACHE_ENGINE") == "local":
+        # A deployed build has no local cache engine either: the template's ElastiCache placement.
+        env["CACHE_ENGINE"] = "elasticache"
+        env.setdefault("STAGING_CACHE_SUBNET_GROUP", "catalyst-dr-staging-cache-subnets")
+        env.setdefault("STAGING_CACHE_SECURITY_GROUP_IDS", "sg-00000000")
     return env
 
 

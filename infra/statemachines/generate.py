@@ -496,6 +496,9 @@ def batch_map(comment, items_path, selector, item, item_comment, failed_cause, n
     parameters = {**parameters, "scheduled_time.$": "$.scheduled_time", "batch.$": "$.batch", **{f"{k}.$": f"$.{k}" for k in selector}}
     item_task = task(SNAPSHOT, parameters, None, "BatchDone", failed, comment=item_comment)
     item_task.pop("Next")
+    # Each child's output is {}: without a ResultWriter the Map gathers every child's output,
+    # which must stay under the 256 KiB payload limit at thousands of batches.
+    item_task["OutputPath"] = None
     item_task["End"] = True
     item_task["Catch"] = [{"ErrorEquals": ["States.ALL"], "Next": failed}]
     return {

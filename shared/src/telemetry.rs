@@ -51,7 +51,10 @@ mod tests {
         for fallback in [None, Some("catalyst_dr=loud")] {
             let f = filter_of(fallback);
             assert!(f.would_enable("catalyst_dr", &Level::INFO), "{fallback:?}");
-            assert!(!f.would_enable("catalyst_dr", &Level::DEBUG), "{fallback:?}");
+            assert!(
+                !f.would_enable("catalyst_dr", &Level::DEBUG),
+                "{fallback:?}"
+            );
         }
     }
 }

@@ -278,6 +278,28 @@ fn child_figures(what: &str, out: &std::process::Output) -> Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
 }
 
+/// Creates database `name` afresh with the Catalyst Auth schema and about `mib` MiB of generated
+/// data, vacuumed and analysed; answers its size in bytes.
+async fn generated_source(name: &str, mib: u64) -> u64 {
+    let client = create_database(name).await;
+    let started = Instant::now();
+    catalyst_db::apply(&client).await.expect("schema");
+    datagen::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20))
+        .await
+        .expect("generate");
+    client
+        .batch_execute("VACUUM ANALYZE")
+        .await
+        .expect("vacuum");
+    let database_bytes = datagen::database_size_bytes(&client).await.expect("size");
+    eprintln!(
+        "[bench] {name}: {} MiB generated in {:.1} s",
+        database_bytes >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    database_bytes
+}
+
 async fn create_database(name: &str) -> tokio_postgres::Client {
     let admin = pg_admin().await;
     drop_database(name).await;
@@ -373,22 +395,7 @@ async fn run(
     let mut results = Vec::new();
     for (i, mib) in sizes_mib.into_iter().enumerate() {
         let src = format!("bench_src_{mib}");
-        let client = create_database(&src).await;
-        let started = Instant::now();
-        catalyst_db::apply(&client).await.expect("schema");
-        datagen::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20))
-            .await
-            .expect("generate");
-        client
-            .batch_execute("VACUUM ANALYZE")
-            .await
-            .expect("vacuum");
-        let database_bytes = datagen::database_size_bytes(&client).await.expect("size");
-        eprintln!(
-            "[bench] {src}: {} MiB generated in {:.1} s",
-            database_bytes >> 20,
-            started.elapsed().as_secs_f64()
-        );
+        let database_bytes = generated_source(&src, mib).await;
         let secret = put_db_secret(
             &sdk,
             &format!("catalyst-dr/bench/{src}"),

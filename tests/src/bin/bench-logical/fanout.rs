@@ -5,12 +5,11 @@
 //! time of a fan-out runs from the plan to the manifest.
 
 use super::{
-    ChildArgs, child, child_figures, create_database, drop_database, median, pg_bin, round, settle,
-    timed,
+    ChildArgs, child, child_figures, drop_database, generated_source, median, pg_bin, round,
+    settle, timed,
 };
 use catalyst_dr::logical::fanout::read_source_id;
 use catalyst_dr::run_id::RunId;
-use catalyst_dr_tests::datagen::{self, GeneratorSpec};
 use catalyst_dr_tests::{
     local_aws, locked_bucket, pg_admin, put_db_secret, put_staging_secret, s3, stack_var,
 };
@@ -81,19 +80,7 @@ pub async fn run(
     let mut lines = Vec::new();
     for mib in sizes_mib {
         let src = format!("bench_fanout_src_{mib}");
-        let client = create_database(&src).await;
-        catalyst_dr::catalyst_db::apply(&client)
-            .await
-            .expect("schema");
-        datagen::generate(&client, &GeneratorSpec::for_target_bytes(1, mib << 20))
-            .await
-            .expect("generate");
-        client
-            .batch_execute("VACUUM ANALYZE")
-            .await
-            .expect("vacuum");
-        let database_bytes = datagen::database_size_bytes(&client).await.expect("size");
-        drop(client);
+        let database_bytes = generated_source(&src, mib).await;
         let copy = format!("{src}_copy");
         drop_database(&copy).await;
         pg_admin()
