@@ -329,6 +329,19 @@ async fn verify_in_batches(
         )
         .await
         .expect("put the altered manifest");
+    // The earlier verify's records were checked against the manifest before it changed.
+    let stale = logical.finish_verify(run, id).await.expect("finish");
+    assert!(!stale.ok, "{stale:#?}");
+    assert_eq!(
+        stale
+            .problems
+            .iter()
+            .filter(|p| p.contains("checked another version of the manifest"))
+            .count(),
+        plan.batches.len(),
+        "{:#?}",
+        stale.problems
+    );
     let single = logical.verify(run).await.expect("verify");
     let plan = logical.plan_verify(run).await.expect("verify plan");
     for batch in &plan.batches {

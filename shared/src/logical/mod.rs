@@ -251,6 +251,17 @@ impl LogicalBackups {
         &self,
         key: &str,
     ) -> Result<Option<LogicalManifest>, LogicalError> {
+        Ok(self
+            .read_manifest_and_digest(key)
+            .await?
+            .map(|(manifest, _)| manifest))
+    }
+
+    /// [`Self::read_manifest`], with the hex SHA-256 of the manifest's bytes.
+    pub(crate) async fn read_manifest_and_digest(
+        &self,
+        key: &str,
+    ) -> Result<Option<(LogicalManifest, String)>, LogicalError> {
         match self.store.get(key).await? {
             None => Ok(None),
             Some(bytes) => {
@@ -265,7 +276,8 @@ impl LogicalBackups {
                         format,
                     });
                 }
-                serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
+                let manifest = serde_json::from_slice(&bytes).map_err(corrupt)?;
+                Ok(Some((manifest, crate::object_store::sha256_hex(&bytes))))
             }
         }
     }

@@ -144,6 +144,8 @@ struct CheckedSegment {
 struct BatchRecord {
     verify_id: String,
     batch: usize,
+    /// Hex SHA-256 of the manifest the batch checked its segments against.
+    manifest_sha256: String,
     segments: Vec<CheckedSegment>,
 }
 
@@ -199,7 +201,7 @@ impl LogicalBackups {
     /// `verify-logical`: every segment read in this invocation.
     pub async fn verify(&self, run: &RunId) -> Result<VerifyReport, LogicalError> {
         let (mut report, manifest) = self.inventory(run).await?;
-        let Some(manifest) = manifest else {
+        let Some((manifest, _)) = manifest else {
             return Ok(report);
         };
         let segments = segments_of(&manifest);
@@ -258,12 +260,13 @@ impl LogicalBackups {
             return Ok(answer(&record, true));
         }
         let manifest_key = manifest_key(&self.config.prefix, &run.stamp);
-        let manifest = self.read_manifest(&manifest_key).await?.ok_or_else(|| {
-            LogicalError::BackupIncomplete {
+        let (manifest, manifest_sha256) = self
+            .read_manifest_and_digest(&manifest_key)
+            .await?
+            .ok_or_else(|| LogicalError::BackupIncomplete {
                 run_id: run.stamp.clone(),
                 key: manifest_key,
-            }
-        })?;
+            })?;
         let segments = segments_of(&manifest);
         let batches = self.verify_batches(&segments);
         let Some(members) = batches.get(batch) else {
@@ -280,6 +283,7 @@ impl LogicalBackups {
         let record = BatchRecord {
             verify_id: verify_id.to_owned(),
             batch,
+            manifest_sha256,
             segments: self
                 .read_segments(&segments, members.iter().copied())
                 .await?,
@@ -300,7 +304,7 @@ impl LogicalBackups {
     ) -> Result<VerifyReport, LogicalError> {
         let verify_id = checked_verify_id(verify_id)?;
         let (mut report, manifest) = self.inventory(run).await?;
-        let Some(manifest) = manifest else {
+        let Some((manifest, manifest_sha256)) = manifest else {
             return Ok(report);
         };
         let segments = segments_of(&manifest);
@@ -322,6 +326,13 @@ impl LogicalBackups {
                     .eq(members.iter().copied())
             });
             match record {
+                // Its reads were compared with another manifest than the one now in the bucket.
+                Some(record) if record.manifest_sha256 != manifest_sha256 => {
+                    report.problems.push(format!(
+                        "verify {verify_id}: batch {batch} checked another version of the manifest (SHA-256 {})",
+                        record.manifest_sha256
+                    ))
+                }
                 Some(record) if covered => {
                     for checked in record.segments {
                         reads[checked.segment] = Some(checked.read);
@@ -340,13 +351,13 @@ impl LogicalBackups {
         Ok(report)
     }
 
-    /// The report's checks of everything but the segments' content: the manifest (None when
-    /// there is none to read, with the reason in the report), the open uploads and the objects
-    /// it does not list.
+    /// The report's checks of everything but the segments' content: the manifest with its
+    /// SHA-256 (None when there is none to read, with the reason in the report), the open
+    /// uploads and the objects it does not list.
     async fn inventory(
         &self,
         run: &RunId,
-    ) -> Result<(VerifyReport, Option<LogicalManifest>), LogicalError> {
+    ) -> Result<(VerifyReport, Option<(LogicalManifest, String)>), LogicalError> {
         let key = manifest_key(&self.config.prefix, &run.stamp);
         let prefix = backup_prefix(&self.config.prefix, &run.stamp);
         let pending_uploads: Vec<String> = self
@@ -370,7 +381,7 @@ impl LogicalBackups {
             unexpected_objects: Vec::new(),
             problems: Vec::new(),
         };
-        let manifest = match self.read_manifest(&key).await {
+        let (manifest, manifest_sha256) = match self.read_manifest_and_digest(&key).await {
             Ok(Some(m)) => m,
             Ok(None) => {
                 report
@@ -431,7 +442,7 @@ impl LogicalBackups {
                         .any(|s| &s.key == k)
             })
             .collect();
-        Ok((report, Some(manifest)))
+        Ok((report, Some((manifest, manifest_sha256))))
     }
 
     /// The manifest's segments in `batches` of about `LOGICAL_FANOUT_BATCH_MIB` of COPY text.
