@@ -498,26 +498,17 @@ impl LogicalBackups {
     /// segments are never used, by a retry or a rerun of the night.
     async fn refuse_void(&self, run: &RunId) -> Result<(), LogicalError> {
         let key = void_key(&self.config.prefix, &run.stamp);
-        match self.store.get(&key).await? {
+        match self.read_json::<ChangedReadSource>(&key).await? {
             None => Ok(()),
-            Some(bytes) => {
-                let changed: ChangedReadSource = serde_json::from_slice(&bytes)
-                    .map_err(|source| LogicalError::CorruptManifest { key, source })?;
-                Err(changed.error(run))
-            }
+            Some(changed) => Err(changed.error(run)),
         }
     }
 
     async fn read_plan(&self, run: &RunId) -> Result<Option<FanoutPlan>, LogicalError> {
         let key = plan_key(&self.config.prefix, &run.stamp);
-        let Some(bytes) = self.store.get(&key).await? else {
+        let Some(plan) = self.read_json::<FanoutPlan>(&key).await? else {
             return Ok(None);
         };
-        let plan: FanoutPlan =
-            serde_json::from_slice(&bytes).map_err(|source| LogicalError::CorruptManifest {
-                key: key.clone(),
-                source,
-            })?;
         if plan.format != PLAN_FORMAT {
             return Err(LogicalError::UnsupportedManifestFormat {
                 key,

@@ -257,6 +257,23 @@ impl LogicalBackups {
             .map(|(manifest, _)| manifest))
     }
 
+    /// A JSON record of the backup's own (a plan, a marker, a verify record); None when it is
+    /// not there, `CorruptManifest` naming the key when it does not parse.
+    pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, LogicalError> {
+        let Some(bytes) = self.store.get(key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| LogicalError::CorruptManifest {
+                key: key.to_owned(),
+                source,
+            })
+    }
+
     /// [`Self::read_manifest`], with the hex SHA-256 of the manifest's bytes.
     pub(crate) async fn read_manifest_and_digest(
         &self,

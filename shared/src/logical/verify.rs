@@ -256,7 +256,7 @@ impl LogicalBackups {
             problems: record.segments.iter().map(|s| s.read.problems.len()).sum(),
             reused,
         };
-        if let Some(record) = self.read_record(&key).await? {
+        if let Some(record) = self.read_json::<BatchRecord>(&key).await? {
             return Ok(answer(&record, true));
         }
         let manifest_key = manifest_key(&self.config.prefix, &run.stamp);
@@ -312,7 +312,7 @@ impl LogicalBackups {
         let records: Vec<Option<BatchRecord>> = futures_util::stream::iter(0..batches.len())
             .map(|batch| {
                 let key = record_key(&self.config.prefix, &run.stamp, verify_id, batch);
-                async move { self.read_record(&key).await }
+                async move { self.read_json::<BatchRecord>(&key).await }
             })
             .buffered(RECORD_READS)
             .try_collect()
@@ -466,18 +466,6 @@ impl LogicalBackups {
         .buffered(self.config.parallelism as usize)
         .try_collect()
         .await
-    }
-
-    async fn read_record(&self, key: &str) -> Result<Option<BatchRecord>, LogicalError> {
-        let Some(bytes) = self.store.get(key).await? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| LogicalError::CorruptManifest {
-                key: key.to_owned(),
-                source,
-            })
     }
 
     async fn read_segment(&self, entry: &ManifestSegment) -> Result<SegmentRead, LogicalError> {
