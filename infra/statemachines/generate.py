@@ -373,9 +373,14 @@ def quarterly_drill():
 def restore_test():
     """The weekly restore test: the newest backup snapshot and the newest logical backup, both
     restored into one staging instance (the logical one into a database of its own there)."""
+    restore_target = {
+        "scheduled_time.$": "$.logical_backup.scheduled_time",
+        "target_secret_id": "${StagingSecretId}",
+        "database.$": "$.database",
+    }
     states = shared_states(
         {
-            "defaults": {"snapshot_id": None, "logical_scheduled_time": None, "database": "catalyst_dr_logical"},
+            "defaults": {"snapshot_id": None, "logical_scheduled_time": None, "database": "catalyst_dr_logical", "logical_concurrency": 8},
             "after_start": "LogicalBackupNamed?",
             "target_time": None,
             "after_rotate": "SmokeTests",
@@ -420,22 +425,35 @@ def restore_test():
                 PITR,
                 {"action": "staging-database", "drill_id.$": "$.drill_id", "database.$": "$.database"},
                 "$.staging_database",
+                "PrepareRestore",
+                "TeardownAfterFailure",
+            ),
+            "PrepareRestore": task(
+                SNAPSHOT,
+                {**restore_target, "action": "restore-logical-prepare"},
+                "$.logical_plan",
+                "RestoreBatches",
+                "TeardownAfterFailure",
+                comment="Creates the schema (no keys yet) and the restore's ledger in the empty staging database; answers a restore id and the batches of segments.",
+                result_selector={"restore_id.$": "$.restore_id", "batches.$": "$.batches"},
+            ),
+            "RestoreBatches": batch_map(
+                "One invocation per batch of the backup's segments, at most logical_concurrency (default 8) at once, each on LOGICAL_PARALLELISM connections to the staging database.",
+                "$.logical_plan.batches",
+                {"scheduled_time": "$.logical_backup.scheduled_time", "database": "$.database", "restore_id": "$.logical_plan.restore_id"},
+                ("RestoreBatch", {"action": "restore-logical-batch", "target_secret_id": "${StagingSecretId}"}),
+                "Loads one batch of segments, each checked as it loads and committed with its ledger row; a retry loads only what is missing.",
+                "a batch of the logical restore failed after its retries",
                 "RestoreLogical",
                 "TeardownAfterFailure",
             ),
             "RestoreLogical": task(
                 SNAPSHOT,
-                {
-                    "action": "restore-logical",
-                    "scheduled_time.$": "$.logical_backup.scheduled_time",
-                    "target_secret_id": "${StagingSecretId}",
-                    "database.$": "$.database",
-                    "reread": True,
-                },
+                {**restore_target, "action": "restore-logical-finish", "restore_id.$": "$.logical_plan.restore_id", "reread": True},
                 "$.logical",
                 "LogicalConsistent?",
                 "TeardownAfterFailure",
-                comment="Loads the backup, checks every table's rows and content checksum against its manifest as loaded and again by reading it back, and the schema.",
+                comment="Once every segment is loaded: indexes, keys, sequences and post-data, then every table's rows and content checksum against its manifest as loaded and again by reading it back, and the schema; stores the report.",
                 result_selector={
                     "run_id.$": "$.run_id",
                     "manifest_key.$": "$.manifest_key",
@@ -471,14 +489,14 @@ def restore_test():
         }
     )
     return {
-        "Comment": "catalyst-dr weekly restore test: restore the newest catalyst-dr backup snapshot (or snapshot_id) into a new staging instance, wait until it is available, rotate its credentials, smoke tests; create an empty staging database on it and restore the newest logical backup into it with reread (every table's rows and content checksum against the backup's manifest, and the schema), smoke tests on that copy; tear the staging instance down (on every failure path too), and write the report in the drills' format (the report alerts when the test failed). Input: {\"drill_id\" (default: the execution name), \"snapshot_id\": null (the newest), \"logical_scheduled_time\": null (the newest logical backup, or that night's), \"database\": \"catalyst_dr_logical\"}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
+        "Comment": "catalyst-dr weekly restore test: restore the newest catalyst-dr backup snapshot (or snapshot_id) into a new staging instance, wait until it is available, rotate its credentials, smoke tests; create an empty staging database on it and restore the newest logical backup into it (prepare, a Distributed Map of batches of segments, at most logical_concurrency at once, then finish with reread: every table's rows and content checksum against the backup's manifest, and the schema), smoke tests on that copy; tear the staging instance down (on every failure path too), and write the report in the drills' format (the report alerts when the test failed). Input: {\"drill_id\" (default: the execution name), \"snapshot_id\": null (the newest), \"logical_scheduled_time\": null (the newest logical backup, or that night's), \"database\": \"catalyst_dr_logical\", \"logical_concurrency\": 8}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
         "StartAt": "ApplyDefaults",
         "States": ordered(
             states,
             ["ApplyDefaults", "MergeInput", "RecordStart", "LogicalBackupNamed?", "NamedLogicalBackup",
              "NewestLogicalBackup", "StartRestore", "StartPolling",
              "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut", "RotateCredentials",
-             "SmokeTests", "StagingDatabase", "RestoreLogical", "LogicalConsistent?",
+             "SmokeTests", "StagingDatabase", "PrepareRestore", "RestoreBatches", "RestoreLogical", "LogicalConsistent?",
              "LogicalNotConsistent", "LogicalSmokeTests", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",
              "TeardownAfterFailure", "ReportFailure", "NotifyFailure", "DrillFailed"],
         ),
@@ -487,13 +505,14 @@ def restore_test():
 
 def batch_map(comment, items_path, selector, item, item_comment, failed_cause, next_state, on_error):
     """A Distributed Map over batch numbers: one snapshot-trigger invocation per batch (`item` is
-    the item state's name and its action's parameters, given `scheduled_time`, `batch` and
-    `selector`), at most `logical_concurrency` at once. A batch that still fails after its
-    retries fails the Map. The steps answer ready-made batches (ItemBatcher is not used), so the
-    local interpreter, which runs a DISTRIBUTED Map as an inline one, runs the same items."""
+    the item state's name and its action's parameters, given `batch` and the fields `selector`
+    copies from the Map's input), at most `logical_concurrency` at once. A batch that still fails
+    after its retries fails the Map. The steps answer ready-made batches (ItemBatcher is not
+    used), so the local interpreter, which runs a DISTRIBUTED Map as an inline one, runs the same
+    items."""
     name, parameters = item
     failed = f"{name}Failed"  # state names are unique across the Maps of a state machine
-    parameters = {**parameters, "scheduled_time.$": "$.scheduled_time", "batch.$": "$.batch", **{f"{k}.$": f"$.{k}" for k in selector}}
+    parameters = {**parameters, "batch.$": "$.batch", **{f"{k}.$": f"$.{k}" for k in selector}}
     item_task = task(SNAPSHOT, parameters, None, "BatchDone", failed, comment=item_comment)
     item_task.pop("Next")
     # Each child's output is {}: without a ResultWriter the Map gathers every child's output,
@@ -505,7 +524,7 @@ def batch_map(comment, items_path, selector, item, item_comment, failed_cause, n
         "Type": "Map",
         "Comment": comment,
         "ItemsPath": items_path,
-        "ItemSelector": {"scheduled_time.$": "$.scheduled_time", **{f"{k}.$": v for k, v in selector.items()}, "batch.$": "$$.Map.Item.Value"},
+        "ItemSelector": {**{f"{k}.$": v for k, v in selector.items()}, "batch.$": "$$.Map.Item.Value"},
         "MaxConcurrencyPath": "$.logical_concurrency",
         "ItemProcessor": {
             "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
@@ -625,7 +644,7 @@ def fanout_states(scheduled):
         "BackupBatches": batch_map(
             "One invocation per batch, at most logical_concurrency (default 8) at once, each on LOGICAL_PARALLELISM connections to the read source.",
             "$.logical_plan.batches",
-            {},
+            {"scheduled_time": "$.scheduled_time"},
             ("BackupBatch", {"action": "logical-fanout-batch"}),
             "One batch of segments; a retry skips the segments an earlier attempt stored.",
             "a batch of the fanned-out logical backup failed after its retries",
@@ -757,7 +776,7 @@ def nightly_backup():
         "VerifyBatches": batch_map(
             "One invocation per batch of tonight's segments, at most logical_concurrency (default 8) at once.",
             "$.verify_plan.batches",
-            {"verify_id": "$.verify_plan.verify_id"},
+            {"scheduled_time": "$.scheduled_time", "verify_id": "$.verify_plan.verify_id"},
             ("VerifyBatch", {"action": "verify-logical-batch"}),
             "Reads one batch of segments and stores what it found; a retry returns the stored record.",
             "a batch of tonight's verify failed after its retries",

@@ -120,6 +120,11 @@ error_kinds! {
     StagingCacheBusy,
     /// The quiescent copy a fanned-out logical backup read was written to meanwhile.
     ReadSourceChanged,
+    /// A logical restore step was given a restore id its staging database is not being
+    /// restored with.
+    RestoreNotPrepared,
+    /// A logical restore was asked to finish with segments not loaded yet.
+    RestoreIncomplete,
 }
 
 impl ErrorKind {

@@ -15,6 +15,7 @@ use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::RestoreOptions;
 use catalyst_dr::object_store::S3Objects;
 use catalyst_dr::postgres::TlsMode;
+use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::{
     empty_database, local_aws, new_locked_bucket, pg_admin, run_in, s3, stack_var,
 };
@@ -543,24 +544,16 @@ async fn an_object_the_backup_cannot_capture_fails_it_loudly_unless_ignored() {
     assert!(lenient.verify(&run).await.expect("verify").ok);
 }
 
-#[tokio::test]
-async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup() {
-    let sdk = local_aws().await;
-    let bucket = new_locked_bucket(&sdk, "objects").await;
-    let (_src_name, src_secret, src) = source(&sdk).await;
-    let whole = logical(&sdk, &bucket, &src_secret, &[]);
-    let run = run_in(30);
-    whole.backup(&run).await.expect("backup");
-
-    // A restore process killed (SIGKILL) once it has created the schema and is loading data.
-    let (_dst_name, dst_secret, dst) = staging(&sdk, "objects_interrupted").await;
+/// Starts a restore process of `run` into the staging database of `dst_secret` and kills it
+/// (SIGKILL) once it has committed a segment; asserts it left a half-filled database.
+async fn kill_restore_while_loading(bucket: &str, run: &RunId, dst_secret: &str, dst: &Client) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bench-logical"))
         .args([
             "restore",
             "--target-secret",
-            &dst_secret,
+            dst_secret,
             "--bucket",
-            &bucket,
+            bucket,
             "--scheduled-time",
             &catalyst_dr::input::format_time(run.scheduled_time),
         ])
@@ -570,12 +563,21 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
         .expect("start a restore process");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let loading: bool = dst
-            .query_one("SELECT to_regclass('app.delivery_log_2026_01') IS NOT NULL AND shobj_description(d.oid, 'pg_database') LIKE '%restoring=%' FROM pg_database d WHERE d.datname = current_database()", &[])
+        // The schema and the ledger are created in one transaction, with the marker before.
+        let prepared: bool = dst
+            .query_one("SELECT to_regclass('catalyst_dr_restore.loaded') IS NOT NULL AND shobj_description(d.oid, 'pg_database') LIKE '%restoring=%' FROM pg_database d WHERE d.datname = current_database()", &[])
             .await
             .unwrap()
             .get(0);
-        if loading {
+        let loaded: i64 = if prepared {
+            dst.query_one("SELECT count(*) FROM catalyst_dr_restore.loaded", &[])
+                .await
+                .unwrap()
+                .get(0)
+        } else {
+            0
+        };
+        if loaded > 0 {
             break;
         }
         assert!(
@@ -592,14 +594,19 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
     child.wait().expect("reap it");
     let left: i64 = dst.query_one("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app'", &[]).await.unwrap().get(0);
     assert!(left > 0, "the killed restore left a half-filled database");
+}
 
-    // A plain rerun refuses, and says how to go on.
-    let err = whole
-        .restore(&run, &dst_secret, RestoreOptions::default())
-        .await
-        .expect_err("not empty");
-    assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty);
-    assert!(err.to_string().contains("reset: true"), "{err}");
+#[tokio::test]
+async fn an_interrupted_restore_resumes_or_is_reset_only_for_the_same_backup() {
+    let sdk = local_aws().await;
+    let bucket = new_locked_bucket(&sdk, "objects").await;
+    let (_src_name, src_secret, src) = source(&sdk).await;
+    let whole = logical(&sdk, &bucket, &src_secret, &[]);
+    let run = run_in(30);
+    whole.backup(&run).await.expect("backup");
+
+    let (_dst_name, dst_secret, dst) = staging(&sdk, "objects_interrupted").await;
+    kill_restore_while_loading(&bucket, &run, &dst_secret, &dst).await;
     // Another backup's restore may not reset it.
     let other = run_in(35);
     whole.backup(&other).await.expect("another backup");
@@ -616,23 +623,23 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
         .await
         .expect_err("not this backup's");
     assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty);
-
-    let restored = whole
+    // A plain rerun resumes it: the segments the killed process committed stay, the rest load.
+    let resumed = whole
         .restore(
             &run,
             &dst_secret,
             RestoreOptions {
                 database: None,
                 reread: true,
-                reset: true,
+                reset: false,
             },
         )
         .await
-        .expect("reset and restore");
+        .expect("resume");
     assert!(
-        restored.reset && restored.consistent,
+        !resumed.reset && resumed.consistent,
         "{:#?}",
-        restored.mismatches
+        resumed.mismatches
     );
     assert_eq!(all_contents(&dst).await, all_contents(&src).await);
     // Once finished, the database is no longer marked as being restored: nothing resets it.
@@ -650,6 +657,28 @@ async fn an_interrupted_restore_is_reset_and_run_again_only_for_the_same_backup(
         .expect_err("finished");
     assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty);
     assert_eq!(all_contents(&dst).await, all_contents(&src).await);
+
+    // With reset, what an interrupted restore left is dropped and the restore starts over.
+    let (_again_name, again_secret, again) = staging(&sdk, "objects_reset").await;
+    kill_restore_while_loading(&bucket, &run, &again_secret, &again).await;
+    let restored = whole
+        .restore(
+            &run,
+            &again_secret,
+            RestoreOptions {
+                database: None,
+                reread: true,
+                reset: true,
+            },
+        )
+        .await
+        .expect("reset and restore");
+    assert!(
+        restored.reset && restored.consistent,
+        "{:#?}",
+        restored.mismatches
+    );
+    assert_eq!(all_contents(&again).await, all_contents(&src).await);
 }
 
 #[tokio::test]

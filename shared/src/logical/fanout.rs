@@ -156,11 +156,6 @@ pub fn plan_key(prefix: &str, run_id: &str) -> String {
     format!("{}fanout/plan.json", backup_prefix(prefix, run_id))
 }
 
-/// Whether `key` is one of the fan-out's own records (its plan or a segment's marker).
-pub fn is_fanout_record(prefix: &str, run_id: &str, key: &str) -> bool {
-    key.starts_with(&format!("{}fanout/", backup_prefix(prefix, run_id)))
-}
-
 fn void_key(prefix: &str, run_id: &str) -> String {
     format!("{}fanout/void.json", backup_prefix(prefix, run_id))
 }

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod manifest;
 pub mod parallel;
 pub mod restore;
+pub mod restore_ledger;
 pub mod rowset;
 pub mod segment_object;
 pub mod segments;
@@ -88,6 +89,26 @@ pub enum LogicalError {
         run_id: String,
         objects: Vec<NotCaptured>,
     },
+    #[error(
+        "staging database {database} is not being restored with restore {restore_id} of logical backup {run_id} ({}): run restore-logical-prepare and give its restore_id",
+        found.as_deref().unwrap_or("it holds no restore in progress")
+    )]
+    RestoreNotPrepared {
+        run_id: String,
+        restore_id: String,
+        database: String,
+        /// The restore the target holds instead, if any.
+        found: Option<String>,
+    },
+    #[error("restore {restore_id} of logical backup {run_id} into {database} has not loaded {missing} of its {total} segments ({}); load their batches, then finish again", first.join(", "))]
+    RestoreIncomplete {
+        run_id: String,
+        restore_id: String,
+        database: String,
+        missing: usize,
+        total: usize,
+        first: Vec<String>,
+    },
     #[error("fanned-out logical backup {run_id} is missing {missing} of its {total} segments ({}); no manifest was written", first.join(", "))]
     SegmentsMissing {
         run_id: String,
@@ -152,6 +173,8 @@ impl LogicalError {
             Self::SegmentsMissing { .. } => ErrorKind::BackupIncomplete,
             Self::NoReadSource { .. } => ErrorKind::NoStagingCredentials,
             Self::ReadSourceChanged { .. } => ErrorKind::ReadSourceChanged,
+            Self::RestoreNotPrepared { .. } => ErrorKind::RestoreNotPrepared,
+            Self::RestoreIncomplete { .. } => ErrorKind::RestoreIncomplete,
         }
     }
 }
@@ -168,9 +191,9 @@ pub struct NewestBackup {
     pub completed_at: String,
 }
 
-/// A test hook: called by a backup worker once the `COPY` of a table's segment has started (the
-/// snapshot is taken and imported by then), so a test can commit concurrent writes or drop the
-/// connection at that point. Production code sets none.
+/// A test hook: called by a backup or restore worker once the `COPY` of a table's segment has
+/// started (a backup's snapshot is taken and imported by then), so a test can commit concurrent
+/// writes or drop the connection at that point. Production code sets none.
 #[async_trait::async_trait]
 pub trait BackupObserver: Send + Sync {
     async fn segment_copy_started(&self, schema: &str, table: &str, segment: u32);
@@ -313,6 +336,19 @@ impl LogicalBackups {
             self.config.segment_bytes / sizes.block_size,
             ranges_supported,
         ))
+    }
+
+    /// The manifest's segments in batches of about `LOGICAL_FANOUT_BATCH_MIB` of COPY text:
+    /// verify's and the restore's, the same for every step since they depend on the manifest
+    /// alone.
+    pub(crate) fn segment_batches(
+        &self,
+        segments: &[(usize, &manifest::ManifestSegment)],
+    ) -> Vec<Vec<usize>> {
+        fanout::batches(
+            segments.iter().map(|(_, s)| s.copy_bytes),
+            self.config.fanout_batch_bytes,
+        )
     }
 
     /// Aborts every multipart upload in progress under `prefix`; returns how many.

@@ -1,31 +1,44 @@
 //! `restore-logical`: loads a finished logical backup into an empty staging database, then checks
 //! every table against the manifest.
 //!
-//! Refused (nothing written) unless the target carries the staging marker and has no relation or
-//! type in a user schema. Then: schemas, enum types, sequences and tables (no keys yet) → every
-//! segment loaded with `COPY ... FROM STDIN` on `parallelism` connections (largest tables first,
-//! so one large table loads on all of them), each object streamed from S3 through the zstd
-//! decoder with its SHA-256, row count and content checksum checked on the way → every index
-//! built (those of primary keys and unique constraints too) on the same connections; with
-//! `reread`, they also re-read every table in its own block ranges for its row count and rowset
-//! checksum (index builds and reads do not block each other) → keys attached to their indexes,
-//! foreign keys → sequence positions → post-data (triggers, policies, materialized views,
-//! comments, owners, privileges) → everything compared with the manifest: the data, the
-//! sequences, and the schema, captured again from the target.
+//! Three steps, each its own invocation when a backup is too large for one (the restore test's
+//! Map), or one after the other in one invocation (`restore-logical`):
 //!
-//! While it runs, the staging marker names the backup being restored; a rerun with `reset`
-//! finds it there and drops what the interrupted restore left before starting over.
+//! - `restore-logical-prepare` refuses (nothing written) unless the target carries the staging
+//!   marker and has no relation or type in a user schema; then marks the target as restoring the
+//!   backup and creates, in one transaction, the schemas, enum types, sequences and tables (no
+//!   keys yet) with the restore's ledger (`restore_ledger`). It answers a restore id and the
+//!   batches of segments: the same batches of about `LOGICAL_FANOUT_BATCH_MIB` of COPY text that
+//!   verify reads.
+//! - `restore-logical-batch` loads one batch with `COPY ... FROM STDIN` on `parallelism`
+//!   connections (largest tables first), each object streamed from S3 through the zstd decoder
+//!   with its SHA-256, row count and content checksum checked on the way; each segment commits
+//!   with its ledger row, so a retried batch loads only what is missing.
+//! - `restore-logical-finish` refuses while any segment is not loaded (naming them); then builds
+//!   every index (those of primary keys and unique constraints too) on the same connections;
+//!   with `reread`, they also re-read every table in its own block ranges for its row count and
+//!   rowset checksum (index builds and reads do not block each other) → keys attached to their
+//!   indexes, foreign keys, sequence positions and post-data (triggers, policies, materialized
+//!   views, comments, owners, privileges) in one transaction → everything compared with the
+//!   manifest: the data, the sequences, and the schema, captured again from the target. Its
+//!   report is stored, locked, at `<prefix><run_id>/restore/<restore_id>.json` before the ledger
+//!   and the marker's `restoring=` are dropped, so a retry answers the same report.
+//!
+//! While it runs, the staging marker names the backup being restored; prepare resumes a restore
+//! of the same backup it finds there, and with `reset` drops what it left and starts over.
 
-use super::layout::manifest_key;
-use super::manifest::{ManifestSegment, ManifestTable};
+use super::layout::{backup_prefix, checked_work_id, manifest_key, new_work_id};
+use super::manifest::{LogicalManifest, ManifestSegment};
 use super::parallel::on_connections;
+use super::restore_ledger::{self as ledger, Ledger, LoadedSegment};
 use super::rowset::{RowsetHasher, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
 use super::segments::Segment;
-use super::verify::{TableCheck, sum_of};
+use super::verify::{TableCheck, segments_of, sum_of};
 use super::{LogicalBackups, LogicalError};
 use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable, NotCaptured};
-use crate::catalyst_db::require_staging;
+use crate::catalyst_db::{mark_restoring, require_staging, restoring_backup};
+use crate::input::InputError;
 use crate::postgres::PgConnector;
 use crate::run_id::RunId;
 use bytes::Bytes;
@@ -33,12 +46,17 @@ use futures_util::{SinkExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
+/// Segments a refusal names at most.
+const NAMED_SEGMENTS: usize = 5;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreResult {
     pub run_id: String,
     pub manifest_key: String,
     pub target_database: String,
     pub drill_id: String,
+    /// The restore's id: its ledger's and its stored report's.
+    pub restore_id: String,
     pub instant: super::manifest::ManifestInstant,
     /// Every table's checks: the rows and content checksum loaded (re-read from the target
     /// when `reread`).
@@ -68,7 +86,7 @@ pub struct RestoreResult {
 pub struct RestorePhases {
     /// Schemas, types, sequences and tables.
     pub schema: f64,
-    /// Parallel COPY FROM of every segment.
+    /// COPY FROM of every segment: from the end of prepare to the last segment loaded.
     pub load: f64,
     /// Every index built, side by side on the restore connections (with `reread`, alongside the
     /// re-read of every table).
@@ -91,51 +109,173 @@ pub struct RestoreOptions {
     pub reset: bool,
 }
 
+/// Where a restore goes: the staging database of a secret, or another database on its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreTarget {
+    pub secret_id: String,
+    pub database: Option<String>,
+}
+
+impl RestoreTarget {
+    pub fn new(secret_id: &str, database: Option<String>) -> Result<Self, InputError> {
+        if secret_id.trim().is_empty() {
+            return Err(InputError::new("target_secret_id", "must name a secret"));
+        }
+        if database
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty() || d.len() > 63)
+        {
+            return Err(InputError::new(
+                "database",
+                "must be a database name (1 to 63 bytes)",
+            ));
+        }
+        Ok(Self {
+            secret_id: secret_id.to_owned(),
+            database,
+        })
+    }
+}
+
+/// `restore-logical-prepare`'s answer: the Map's items are `batches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePlan {
+    pub run_id: String,
+    /// Names the restore's ledger and report; the batch and finish steps take it.
+    pub restore_id: String,
+    pub target_database: String,
+    pub segments: usize,
+    pub copy_bytes: u64,
+    pub batches: Vec<usize>,
+    /// True when the target was already being restored from this backup and prepare answered
+    /// that restore (its loaded segments stay loaded).
+    pub resumed: bool,
+    /// True when prepare dropped what an interrupted restore of this backup left first.
+    pub reset: bool,
+}
+
+/// `restore-logical-batch`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreBatchResult {
+    pub restore_id: String,
+    pub batch: usize,
+    pub segments: usize,
+    /// Segments this invocation loaded, and their rows.
+    pub loaded: usize,
+    pub rows: u64,
+    /// Segments an earlier attempt had loaded.
+    pub already_loaded: usize,
+    /// Segments of tables without a definition in the manifest (the finish step reports them).
+    pub not_restorable: usize,
+}
+
+/// What loading a set of segments did.
+#[derive(Debug, Default)]
+struct Loads {
+    loaded: usize,
+    rows: u64,
+    already_loaded: usize,
+    not_restorable: usize,
+}
+
 /// The work after the load, on one queue: index builds first (the longest jobs), then the
 /// block ranges of the re-read, if asked for.
 enum AfterLoad<'a> {
-    Index(&'a str),
+    Index(usize, &'a str),
     Reread(Segment),
 }
 
+/// The staging database a restore step works on, as its first connection found it.
+struct Target {
+    connector: PgConnector,
+    admin: Client,
+    drill_id: String,
+    database: String,
+}
+
+/// The manifest table's definition in the manifest's schema; None when it has none (its data
+/// cannot be loaded, and the finish step reports it).
+fn definitions(manifest: &LogicalManifest) -> Vec<Option<&CapturedTable>> {
+    manifest
+        .tables
+        .iter()
+        .map(|entry| {
+            manifest
+                .schema
+                .tables
+                .iter()
+                .find(|t| t.schema == entry.schema && t.name == entry.name)
+        })
+        .collect()
+}
+
+pub fn restore_record_key(prefix: &str, run_id: &str, restore_id: &str) -> String {
+    format!("{}restore/{restore_id}.json", backup_prefix(prefix, run_id))
+}
+
 impl LogicalBackups {
-    /// Restores the run's backup into the staging database of `target_secret_id`. Every segment
-    /// is checked as it loads (stored bytes, decompressed rows and content checksum, rows COPY
-    /// stored). `reread` adds a second pass: every restored table read back with the backup's
-    /// own `COPY`, proving what the database now renders rather than what it was sent (worth it
-    /// when the target runs another PostgreSQL version; it costs one more read of every table).
+    /// Restores the run's backup into the staging database of `target_secret_id` in this
+    /// invocation: prepare, every segment, finish. Every segment is checked as it loads
+    /// (stored bytes, decompressed rows and content checksum, rows COPY stored). `reread` adds a
+    /// second pass: every restored table read back with the backup's own `COPY`, proving what
+    /// the database now renders rather than what it was sent (worth it when the target runs
+    /// another PostgreSQL version; it costs one more read of every table).
     pub async fn restore(
         &self,
         run: &RunId,
         target_secret_id: &str,
         options: RestoreOptions,
     ) -> Result<RestoreResult, LogicalError> {
-        let reread = options.reread;
-        let tls = self.config.tls.clone().ok_or(LogicalError::NotConfigured {
-            var: crate::settings::PG_TLS.name,
-        })?;
-        let key = manifest_key(&self.config.prefix, &run.stamp);
-        let manifest =
-            self.read_manifest(&key)
-                .await?
-                .ok_or_else(|| LogicalError::BackupIncomplete {
-                    run_id: run.stamp.clone(),
-                    key: key.clone(),
-                })?;
-        let target = PgConnector::new(self.secrets.clone(), target_secret_id, tls)
-            .with_database(options.database.clone());
-        let admin = target.connect().await?;
-        introspect::restore_session(&admin).await?;
-        let drill_id = require_staging(&admin).await?;
-        let database: String = admin
-            .query_one("SELECT current_database()", &[])
-            .await?
-            .get(0);
+        let target = RestoreTarget::new(target_secret_id, options.database)?;
+        let plan = self.prepare_restore(run, &target, options.reset).await?;
+        let manifest = self.restore_manifest(run).await?;
+        let segments = segments_of(&manifest);
+        let connector = self.target_connector(&target)?;
+        self.load_segments(&connector, &manifest, &segments, 0..segments.len())
+            .await?;
+        self.finish_restore(run, &target, &plan.restore_id, options.reread)
+            .await
+    }
+
+    /// `restore-logical-prepare`: the target checked and marked, its schema and ledger created;
+    /// answers the batches. A target already being restored from this backup is resumed (unless
+    /// `reset`).
+    pub async fn prepare_restore(
+        &self,
+        run: &RunId,
+        target: &RestoreTarget,
+        reset: bool,
+    ) -> Result<RestorePlan, LogicalError> {
+        let manifest = self.restore_manifest(run).await?;
+        let Target {
+            admin,
+            drill_id,
+            database,
+            ..
+        } = self.restore_target(target).await?;
+        let segments = segments_of(&manifest);
+        let plan = |restore_id: String, resumed, reset| RestorePlan {
+            run_id: run.stamp.clone(),
+            restore_id,
+            target_database: database.clone(),
+            segments: segments.len(),
+            copy_bytes: segments.iter().map(|(_, s)| s.copy_bytes).sum(),
+            batches: (0..self.segment_batches(&segments).len()).collect(),
+            resumed,
+            reset,
+        };
+        let interrupted = restoring_backup(&admin).await?;
+        let restoring_this = interrupted.as_deref() == Some(run.stamp.as_str());
+        if let Some(ledger) = ledger::read(&admin).await?
+            && restoring_this
+            && ledger.run_id == run.stamp
+            && !reset
+        {
+            tracing::info!(%database, restore_id = %ledger.restore_id, "resuming the restore of this backup");
+            return Ok(plan(ledger.restore_id, true, ledger.reset));
+        }
         let objects = introspect::user_objects(&admin).await?;
-        let interrupted = crate::catalyst_db::restoring_backup(&admin).await?;
-        let reset = !objects.is_empty()
-            && options.reset
-            && interrupted.as_deref() == Some(run.stamp.as_str());
+        let reset = !objects.is_empty() && reset && restoring_this;
         if reset {
             tracing::warn!(%database, objects = objects.len(), "dropping what an interrupted restore of this backup left");
             introspect::reset_user_schemas(&admin).await?;
@@ -146,96 +286,183 @@ impl LogicalBackups {
                 interrupted,
             });
         }
-        crate::catalyst_db::mark_restoring(&admin, &drill_id, Some(&run.stamp)).await?;
-        tracing::info!(%key, %database, tables = manifest.tables.len(), "restoring logical backup");
-
-        // The manifest's tables with their captured definitions; an entry without one cannot be
-        // loaded and is reported.
-        let mut mismatches = Vec::new();
-        let mut tables: Vec<(&CapturedTable, &ManifestTable)> =
-            Vec::with_capacity(manifest.tables.len());
-        for entry in &manifest.tables {
-            match manifest
-                .schema
-                .tables
-                .iter()
-                .find(|t| t.schema == entry.schema && t.name == entry.name)
-            {
-                Some(table) => tables.push((table, entry)),
-                None => mismatches.push(format!(
-                    "{}.{}: has data but no definition in the manifest's schema; not restored",
-                    entry.schema, entry.name
-                )),
-            }
-        }
-        tables.sort_by_key(|(_, entry)| std::cmp::Reverse(entry.object_bytes));
-
-        let mut seconds = RestorePhases::default();
-        let clock = std::time::Instant::now();
-        let pre_data: Vec<String> = manifest
+        mark_restoring(&admin, &drill_id, Some(&run.stamp)).await?;
+        let restore_id = new_work_id(time::OffsetDateTime::now_utc());
+        tracing::info!(key = %manifest_key(&self.config.prefix, &run.stamp), %database, %restore_id, tables = manifest.tables.len(), "restoring logical backup");
+        let statements: Vec<String> = manifest
             .schema
             .pre_data
             .iter()
             .flat_map(|o| o.statements.iter().cloned())
+            .chain(ledger::create_statements(&restore_id, &run.stamp, reset))
             .collect();
-        introspect::execute_ddl(&admin, &pre_data).await?;
-        seconds.schema = clock.elapsed().as_secs_f64();
+        introspect::execute_ddl(&admin, &statements).await?;
+        Ok(plan(restore_id, false, reset))
+    }
 
-        let segment_jobs: Vec<(usize, &ManifestSegment)> = tables
+    /// `restore-logical-batch`: loads the batch's segments that no attempt has loaded yet.
+    pub async fn restore_batch(
+        &self,
+        run: &RunId,
+        target: &RestoreTarget,
+        restore_id: &str,
+        batch: usize,
+    ) -> Result<RestoreBatchResult, LogicalError> {
+        let restore_id = checked_work_id("restore_id", restore_id, "restore-logical-prepare")?;
+        let manifest = self.restore_manifest(run).await?;
+        let segments = segments_of(&manifest);
+        let batches = self.segment_batches(&segments);
+        let Some(members) = batches.get(batch) else {
+            return Err(InputError::new(
+                "batch",
+                format!(
+                    "run {} restores in batches 0 to {}",
+                    run.stamp,
+                    batches.len().saturating_sub(1)
+                ),
+            )
+            .into());
+        };
+        let target = self.restore_target(target).await?;
+        prepared_ledger(&target, run, restore_id).await?;
+        let loads = self
+            .load_segments(
+                &target.connector,
+                &manifest,
+                &segments,
+                members.iter().copied(),
+            )
+            .await?;
+        Ok(RestoreBatchResult {
+            restore_id: restore_id.to_owned(),
+            batch,
+            segments: members.len(),
+            loaded: loads.loaded,
+            rows: loads.rows,
+            already_loaded: loads.already_loaded,
+            not_restorable: loads.not_restorable,
+        })
+    }
+
+    /// `restore-logical-finish`: once every segment is loaded, the indexes, constraints,
+    /// sequences and post-data, then every check; the report is stored before the restore ends,
+    /// and a retry answers it.
+    pub async fn finish_restore(
+        &self,
+        run: &RunId,
+        target: &RestoreTarget,
+        restore_id: &str,
+        reread: bool,
+    ) -> Result<RestoreResult, LogicalError> {
+        let restore_id = checked_work_id("restore_id", restore_id, "restore-logical-prepare")?;
+        let target = self.restore_target(target).await?;
+        let admin = &target.admin;
+        let record_key = restore_record_key(&self.config.prefix, &run.stamp, restore_id);
+        if let Some(result) = self.read_json::<RestoreResult>(&record_key).await? {
+            // An earlier attempt stored the report; end the restore if it could not.
+            if ledger::read(admin)
+                .await?
+                .is_some_and(|l| l.restore_id == restore_id)
+            {
+                end_restore(admin, &target.drill_id).await?;
+            }
+            return Ok(result);
+        }
+        let manifest = self.restore_manifest(run).await?;
+        let ledger = prepared_ledger(&target, run, restore_id).await?;
+        let segments = segments_of(&manifest);
+        let definitions = definitions(&manifest);
+        let (loaded, load_seconds) = ledger::loaded(admin, &target.database).await?;
+        let mut loads: Vec<Option<LoadedSegment>> = vec![None; segments.len()];
+        for segment in loaded {
+            if let Some(slot) = loads.get_mut(segment.segment) {
+                *slot = Some(segment);
+            }
+        }
+        let missing: Vec<&str> = segments
+            .iter()
+            .zip(&loads)
+            .filter(|((t, _), load)| definitions[*t].is_some() && load.is_none())
+            .map(|((_, s), _)| s.key.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(LogicalError::RestoreIncomplete {
+                run_id: run.stamp.clone(),
+                restore_id: restore_id.to_owned(),
+                database: target.database.clone(),
+                missing: missing.len(),
+                total: segments.len(),
+                first: missing
+                    .iter()
+                    .take(NAMED_SEGMENTS)
+                    .map(|k| (*k).to_owned())
+                    .collect(),
+            });
+        }
+        let mut mismatches: Vec<String> = manifest
+            .tables
+            .iter()
+            .zip(&definitions)
+            .filter(|(_, definition)| definition.is_none())
+            .map(|(entry, _)| {
+                format!(
+                    "{}.{}: has data but no definition in the manifest's schema; not restored",
+                    entry.schema, entry.name
+                )
+            })
+            .collect();
+        let mut seconds = RestorePhases {
+            schema: ledger.schema_seconds,
+            load: load_seconds,
+            ..RestorePhases::default()
+        };
+        let clock = std::time::Instant::now();
+
+        // Indexes, and the re-read: `stored` are the tables with a definition, by manifest index.
+        let stored: Vec<(usize, &CapturedTable)> = definitions
             .iter()
             .enumerate()
-            .flat_map(|(t, (_, entry))| entry.segments.iter().map(move |s| (t, s)))
+            .filter_map(|(t, d)| d.map(|d| (t, d)))
             .collect();
-        let workers = (self.config.parallelism as usize)
-            .min(segment_jobs.len())
-            .max(1);
-        let mut clients = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let client = target.connect().await?;
-            introspect::restore_session(&client).await?;
-            clients.push(client);
-        }
-        let definitions: Vec<&CapturedTable> = tables.iter().map(|(table, _)| *table).collect();
-        let definitions = &definitions;
-        let loaded = on_connections(&clients, segment_jobs, |client, (t, segment)| async move {
-            Ok((t, self.load_segment(client, definitions[t], segment).await?))
-        })
-        .await?;
-        seconds.load = clock.elapsed().as_secs_f64() - seconds.schema;
-
+        let stored_definitions: Vec<&CapturedTable> = stored.iter().map(|(_, d)| *d).collect();
+        let stored_definitions = &stored_definitions;
         let post = introspect::post_data_ddl(&manifest.schema);
         let ranges = if reread {
-            self.plan_segments(&admin, definitions).await?
+            self.plan_segments(admin, stored_definitions).await?
         } else {
             Vec::new()
         };
-        let jobs = post
+        let jobs: Vec<AfterLoad> = post
             .indexes
             .iter()
-            .map(|statement| AfterLoad::Index(statement))
-            .chain(ranges.into_iter().map(AfterLoad::Reread));
+            .enumerate()
+            .map(|(i, statement)| AfterLoad::Index(i, statement))
+            .chain(ranges.into_iter().map(AfterLoad::Reread))
+            .collect();
+        let clients = self
+            .restore_connections(&target.connector, jobs.len())
+            .await?;
         let read_back = on_connections(&clients, jobs, |client, job| async move {
             match job {
-                AfterLoad::Index(statement) => {
-                    introspect::execute_statement(client, statement).await?;
+                AfterLoad::Index(i, statement) => {
+                    if ledger::claim_step(client, &format!("index:{i}")).await? {
+                        introspect::execute_statement(client, statement).await?;
+                        ledger::commit(client).await?;
+                    }
                     Ok(None)
                 }
                 AfterLoad::Reread(range) => Ok(Some((
                     range.table,
-                    read_rowset(client, definitions[range.table], &range.range).await?,
+                    read_rowset(client, stored_definitions[range.table], &range.range).await?,
                 ))),
             }
         })
         .await?;
-        seconds.indexes = clock.elapsed().as_secs_f64() - seconds.schema - seconds.load;
-        introspect::execute_ddl(&admin, &post.ordered).await?;
-        introspect::restore_sequence_values(&admin, &manifest.schema.sequences).await?;
-        seconds.constraints =
-            clock.elapsed().as_secs_f64() - seconds.schema - seconds.load - seconds.indexes;
-        let sequences_restored = manifest.schema.sequences.len();
+        seconds.indexes = clock.elapsed().as_secs_f64();
 
-        // Post-data: only statements whose roles the target has; the rest is reported.
-        let missing_roles = introspect::missing_roles(&admin, &manifest.schema.post_data).await?;
+        // Keys, foreign keys, sequence positions and post-data in one transaction; post-data
+        // only with statements whose roles the target has (the rest is reported).
+        let missing_roles = introspect::missing_roles(admin, &manifest.schema.post_data).await?;
         let (applicable, skipped): (Vec<_>, Vec<_>) = manifest
             .schema
             .post_data
@@ -245,7 +472,16 @@ impl LogicalBackups {
             .iter()
             .flat_map(|o| o.statements.iter().cloned())
             .collect();
-        introspect::execute_ddl(&admin, &post_data).await?;
+        if ledger::claim_step(admin, "schema").await? {
+            introspect::execute_statements(admin, &post.ordered).await?;
+            introspect::restore_sequence_values(admin, &manifest.schema.sequences).await?;
+            seconds.constraints = clock.elapsed().as_secs_f64() - seconds.indexes;
+            introspect::execute_statements(admin, &post_data).await?;
+            ledger::commit(admin).await?;
+        } else {
+            seconds.constraints = clock.elapsed().as_secs_f64() - seconds.indexes;
+        }
+        let sequences_restored = manifest.schema.sequences.len();
         for role in &missing_roles {
             let needing: Vec<String> = skipped
                 .iter()
@@ -263,7 +499,7 @@ impl LogicalBackups {
                 .iter()
                 .map(|o| format!("{o} is not in the backup (not captured); it was not restored")),
         );
-        let restored_schema = introspect::capture_schema(&admin).await?;
+        let restored_schema = capture_without_ledger(admin).await?;
         mismatches.extend(introspect::extension_differences(
             &manifest.schema.extensions,
             &restored_schema.extensions,
@@ -276,37 +512,37 @@ impl LogicalBackups {
                 &restored_schema,
             ));
         }
-        seconds.post_data = clock.elapsed().as_secs_f64()
-            - seconds.schema
-            - seconds.load
-            - seconds.indexes
-            - seconds.constraints;
+        seconds.post_data = clock.elapsed().as_secs_f64() - seconds.indexes - seconds.constraints;
 
-        let mut loads: Vec<Vec<(SegmentRead, u64)>> = tables.iter().map(|_| Vec::new()).collect();
-        for (t, load) in loaded {
-            loads[t].push(load);
+        let mut by_table: Vec<Vec<LoadedSegment>> =
+            manifest.tables.iter().map(|_| Vec::new()).collect();
+        for ((t, _), load) in segments.iter().zip(loads) {
+            by_table[*t].extend(load);
         }
-        let mut restored: Vec<Vec<RowsetSummary>> = tables.iter().map(|_| Vec::new()).collect();
-        for (t, content) in read_back.into_iter().flatten() {
-            restored[t].push(content);
+        let mut restored: Vec<Vec<RowsetSummary>> =
+            manifest.tables.iter().map(|_| Vec::new()).collect();
+        for (s, content) in read_back.into_iter().flatten() {
+            restored[stored[s].0].push(content);
         }
-        let mut checks = Vec::with_capacity(tables.len());
-        for (((_, entry), loads), restored) in tables.iter().zip(loads).zip(restored) {
+        let mut checks = Vec::with_capacity(stored.len());
+        for &(t, _) in &stored {
+            let entry = &manifest.tables[t];
             let mut check = TableCheck::new(entry);
-            for (read, rows_loaded) in &loads {
-                check.problems.extend(read.problems.iter().cloned());
-                if read.content.is_some_and(|c| c.rows != *rows_loaded) {
+            for load in &by_table[t] {
+                check.problems.extend(load.read.problems.iter().cloned());
+                if load.read.content.is_some_and(|c| c.rows != load.rows) {
                     check.problems.push(format!(
-                        "COPY loaded {rows_loaded} rows from a segment of {} rows",
-                        read.content.map_or(0, |c| c.rows)
+                        "COPY loaded {} rows from a segment of {} rows",
+                        load.rows,
+                        load.read.content.map_or(0, |c| c.rows)
                     ));
                 }
             }
-            check.measured("loaded", sum_of(loads.iter().map(|(read, _)| read.content)));
+            check.measured("loaded", sum_of(by_table[t].iter().map(|l| l.read.content)));
             if reread {
                 check.measured(
                     "in the restored table",
-                    sum_of(restored.into_iter().map(Some)),
+                    sum_of(std::mem::take(&mut restored[t]).into_iter().map(Some)),
                 );
             }
             check.close();
@@ -320,7 +556,7 @@ impl LogicalBackups {
         }
         checks.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
         for s in &manifest.schema.sequences {
-            let now = introspect::sequence_position(&admin, &s.schema, &s.name).await?;
+            let now = introspect::sequence_position(admin, &s.schema, &s.name).await?;
             if now != (s.last_value, s.is_called) {
                 mismatches.push(format!(
                     "sequence {}.{} is at {now:?}, the backup has {:?}",
@@ -331,13 +567,12 @@ impl LogicalBackups {
             }
         }
         let consistent = mismatches.is_empty();
-        crate::catalyst_db::mark_restoring(&admin, &drill_id, None).await?;
-        tracing::info!(%database, consistent, mismatches = mismatches.len(), "logical restore finished");
-        Ok(RestoreResult {
+        let result = RestoreResult {
             run_id: manifest.run_id.clone(),
-            manifest_key: key,
-            target_database: database,
-            drill_id,
+            manifest_key: manifest_key(&self.config.prefix, &run.stamp),
+            target_database: target.database.clone(),
+            drill_id: target.drill_id.clone(),
+            restore_id: restore_id.to_owned(),
             instant: manifest.instant.clone(),
             tables: checks,
             reread,
@@ -347,18 +582,128 @@ impl LogicalBackups {
             not_captured: manifest.not_captured.clone(),
             ignored: manifest.ignored.clone(),
             schema_objects: manifest.schema.pre_data.len() + manifest.schema.post_data.len(),
-            reset,
+            reset: ledger.reset,
             seconds,
             completed_at: crate::input::format_time(time::OffsetDateTime::now_utc()),
+        };
+        let body = serde_json::to_vec(&result).expect("a restore result always serialises");
+        self.store
+            .put_locked(
+                &record_key,
+                body,
+                "application/json",
+                self.retain_until(run),
+            )
+            .await?;
+        end_restore(admin, &target.drill_id).await?;
+        tracing::info!(database = %target.database, consistent, mismatches = result.mismatches.len(), "logical restore finished");
+        Ok(result)
+    }
+
+    /// The run's manifest; `BackupIncomplete` when it has none.
+    async fn restore_manifest(&self, run: &RunId) -> Result<LogicalManifest, LogicalError> {
+        let key = manifest_key(&self.config.prefix, &run.stamp);
+        self.read_manifest(&key)
+            .await?
+            .ok_or_else(|| LogicalError::BackupIncomplete {
+                run_id: run.stamp.clone(),
+                key,
+            })
+    }
+
+    fn target_connector(&self, target: &RestoreTarget) -> Result<PgConnector, LogicalError> {
+        let tls = self.config.tls.clone().ok_or(LogicalError::NotConfigured {
+            var: crate::settings::PG_TLS.name,
+        })?;
+        Ok(
+            PgConnector::new(self.secrets.clone(), &target.secret_id, tls)
+                .with_database(target.database.clone()),
+        )
+    }
+
+    /// Connects to the target; refused unless it carries the staging marker.
+    async fn restore_target(&self, target: &RestoreTarget) -> Result<Target, LogicalError> {
+        let connector = self.target_connector(target)?;
+        let admin = connector.connect().await?;
+        introspect::restore_session(&admin).await?;
+        let drill_id = require_staging(&admin).await?;
+        let database: String = admin
+            .query_one("SELECT current_database()", &[])
+            .await?
+            .get(0);
+        Ok(Target {
+            connector,
+            admin,
+            drill_id,
+            database,
         })
     }
 
-    /// Streams one segment's object into its table; returns what reading it found and the rows
+    /// Up to `LOGICAL_PARALLELISM` restore connections for `jobs` jobs (at least one).
+    async fn restore_connections(
+        &self,
+        connector: &PgConnector,
+        jobs: usize,
+    ) -> Result<Vec<Client>, LogicalError> {
+        let workers = (self.config.parallelism as usize).min(jobs).max(1);
+        let mut clients = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let client = connector.connect().await?;
+            introspect::restore_session(&client).await?;
+            clients.push(client);
+        }
+        Ok(clients)
+    }
+
+    /// Loads the segments numbered `members` that no attempt has loaded, largest tables first.
+    async fn load_segments(
+        &self,
+        connector: &PgConnector,
+        manifest: &LogicalManifest,
+        segments: &[(usize, &ManifestSegment)],
+        members: impl IntoIterator<Item = usize>,
+    ) -> Result<Loads, LogicalError> {
+        let definitions = definitions(manifest);
+        let (mut jobs, unrestorable): (Vec<usize>, Vec<usize>) = members
+            .into_iter()
+            .partition(|&s| definitions[segments[s].0].is_some());
+        jobs.sort_by_key(|&s| std::cmp::Reverse(manifest.tables[segments[s].0].object_bytes));
+        let clients = self.restore_connections(connector, jobs.len()).await?;
+        let definitions = &definitions;
+        let done = on_connections(&clients, jobs, |client, s| async move {
+            let (t, segment) = segments[s];
+            let table = definitions[t].expect("only segments of defined tables are queued");
+            if !ledger::claim_segment(client, s).await? {
+                return Ok(None);
+            }
+            let (read, rows) = self.load_segment(client, table, s, segment).await?;
+            ledger::commit_segment(client, s, rows, &read).await?;
+            Ok(Some(rows))
+        })
+        .await?;
+        let mut loads = Loads {
+            not_restorable: unrestorable.len(),
+            ..Loads::default()
+        };
+        for rows in done {
+            match rows {
+                Some(rows) => {
+                    loads.loaded += 1;
+                    loads.rows += rows;
+                }
+                None => loads.already_loaded += 1,
+            }
+        }
+        Ok(loads)
+    }
+
+    /// Streams segment `number` (of the manifest's, in order) into its table; returns what reading it found and the rows
     /// COPY loaded.
     async fn load_segment(
         &self,
         client: &Client,
         table: &CapturedTable,
+        number: usize,
         segment: &ManifestSegment,
     ) -> Result<(SegmentRead, u64), LogicalError> {
         let Some(mut reader) = SegmentReader::open(self.store.as_ref(), segment).await? else {
@@ -367,6 +712,12 @@ impl LogicalBackups {
         let sink = client
             .copy_in::<_, Bytes>(&table.copy_in_statement())
             .await?;
+        if let Some(observer) = &self.observer {
+            let number = u32::try_from(number).expect("a manifest has fewer than 2^32 segments");
+            observer
+                .segment_copy_started(&table.schema, &table.name, number)
+                .await;
+        }
         futures_util::pin_mut!(sink);
         while let Some(text) = reader.next().await? {
             if !text.is_empty() {
@@ -377,6 +728,54 @@ impl LogicalBackups {
         tracing::info!(key = %segment.key, rows = loaded, "segment restored");
         Ok((reader.finish().await?, loaded))
     }
+}
+
+/// The target's ledger, when it belongs to restore `restore_id` of `run` and the target is
+/// still marked as restoring that backup.
+async fn prepared_ledger(
+    target: &Target,
+    run: &RunId,
+    restore_id: &str,
+) -> Result<Ledger, LogicalError> {
+    let restoring = restoring_backup(&target.admin).await?;
+    let ledger = ledger::read(&target.admin).await?;
+    match ledger {
+        Some(ledger)
+            if ledger.restore_id == restore_id
+                && ledger.run_id == run.stamp
+                && restoring.as_deref() == Some(run.stamp.as_str()) =>
+        {
+            Ok(ledger)
+        }
+        other => Err(LogicalError::RestoreNotPrepared {
+            run_id: run.stamp.clone(),
+            restore_id: restore_id.to_owned(),
+            database: target.database.clone(),
+            found: other.map(|l| format!("restore {} of backup {}", l.restore_id, l.run_id)),
+        }),
+    }
+}
+
+/// The restored schema as the backup would capture it: the ledger is dropped inside the
+/// capture's transaction, which is rolled back.
+async fn capture_without_ledger(
+    admin: &Client,
+) -> Result<introspect::CapturedSchema, LogicalError> {
+    admin
+        .batch_execute(&format!("BEGIN; {}", ledger::drop_statement()))
+        .await?;
+    let captured = introspect::capture_schema(admin).await;
+    admin.batch_execute("ROLLBACK").await?;
+    Ok(captured?)
+}
+
+/// Drops the ledger and the marker's `restoring=` together: the restore is over.
+async fn end_restore(admin: &Client, drill_id: &str) -> Result<(), LogicalError> {
+    admin
+        .batch_execute(&format!("BEGIN; {}", ledger::drop_statement()))
+        .await?;
+    mark_restoring(admin, drill_id, None).await?;
+    ledger::commit(admin).await
 }
 
 /// The row count and rowset checksum of one block range of a table, read with the backup's own

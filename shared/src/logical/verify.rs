@@ -3,7 +3,7 @@
 //! every segment object is there at its recorded version with its size and SHA-256, and its
 //! decompressed COPY text has the recorded row count and content checksum, which add up to the
 //! table's. Unfinished multipart uploads and objects the manifest does not list (but the
-//! fan-out's and verify's own records) are reported too.
+//! backup's own records: the fan-out's, verify's and the restores' reports) are reported too.
 //!
 //! One invocation reads the whole backup (`verify-logical`). A backup too large for that is
 //! verified in batches of about `LOGICAL_FANOUT_BATCH_MIB` of COPY text, each its own invocation
@@ -16,7 +16,7 @@
 //! <prefix><run_id>/verify/<verify_id>/<batch>.json   one per verified batch: each segment's read
 //! ```
 
-use super::layout::{backup_prefix, manifest_key};
+use super::layout::{backup_prefix, checked_work_id, is_record, manifest_key, new_work_id};
 use super::manifest::{LogicalManifest, ManifestSegment, ManifestTable};
 use super::rowset::{RowsetChecksum, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
@@ -150,7 +150,7 @@ struct BatchRecord {
 }
 
 /// Every segment of a manifest, in order, with its table's index.
-fn segments_of(manifest: &LogicalManifest) -> Vec<(usize, &ManifestSegment)> {
+pub(crate) fn segments_of(manifest: &LogicalManifest) -> Vec<(usize, &ManifestSegment)> {
     manifest
         .tables
         .iter()
@@ -164,37 +164,6 @@ fn record_key(prefix: &str, run_id: &str, verify_id: &str, batch: usize) -> Stri
         "{}verify/{verify_id}/{batch:06}.json",
         backup_prefix(prefix, run_id)
     )
-}
-
-/// Whether `key` is one of verify's batch records.
-pub fn is_verify_record(prefix: &str, run_id: &str, key: &str) -> bool {
-    key.starts_with(&format!("{}verify/", backup_prefix(prefix, run_id)))
-}
-
-/// A verify id as the plan makes it: the UTC time to the millisecond, e.g.
-/// `20261201t031502123z`.
-fn new_verify_id(now: OffsetDateTime) -> String {
-    let now = now.to_offset(time::UtcOffset::UTC);
-    now.format(time::macros::format_description!(
-        "[year][month][day]t[hour][minute][second][subsecond digits:3]z"
-    ))
-    .expect("a UTC time always formats")
-}
-
-/// The verify id of a batch or finish step: what the plan answered (it names S3 keys).
-fn checked_verify_id(verify_id: &str) -> Result<&str, InputError> {
-    let valid = (1..=32).contains(&verify_id.len())
-        && verify_id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-    if valid {
-        Ok(verify_id)
-    } else {
-        Err(InputError::new(
-            "verify_id",
-            "must be the verify id verify-logical-plan answered (1 to 32 digits and lowercase letters)",
-        ))
-    }
 }
 
 impl LogicalBackups {
@@ -228,10 +197,10 @@ impl LogicalBackups {
             Err(e) => return Err(e),
         };
         let segments = manifest.as_ref().map(segments_of).unwrap_or_default();
-        let batches = self.verify_batches(&segments);
+        let batches = self.segment_batches(&segments);
         Ok(VerifyPlan {
             run_id: run.stamp.clone(),
-            verify_id: new_verify_id(OffsetDateTime::now_utc()),
+            verify_id: new_work_id(OffsetDateTime::now_utc()),
             segments: segments.len(),
             copy_bytes: segments.iter().map(|(_, s)| s.copy_bytes).sum(),
             batches: (0..batches.len()).collect(),
@@ -246,7 +215,7 @@ impl LogicalBackups {
         verify_id: &str,
         batch: usize,
     ) -> Result<VerifyBatchResult, LogicalError> {
-        let verify_id = checked_verify_id(verify_id)?;
+        let verify_id = checked_work_id("verify_id", verify_id, "verify-logical-plan")?;
         let key = record_key(&self.config.prefix, &run.stamp, verify_id, batch);
         let answer = |record: &BatchRecord, reused| VerifyBatchResult {
             verify_id: verify_id.to_owned(),
@@ -268,7 +237,7 @@ impl LogicalBackups {
                 key: manifest_key,
             })?;
         let segments = segments_of(&manifest);
-        let batches = self.verify_batches(&segments);
+        let batches = self.segment_batches(&segments);
         let Some(members) = batches.get(batch) else {
             return Err(InputError::new(
                 "batch",
@@ -302,13 +271,13 @@ impl LogicalBackups {
         run: &RunId,
         verify_id: &str,
     ) -> Result<VerifyReport, LogicalError> {
-        let verify_id = checked_verify_id(verify_id)?;
+        let verify_id = checked_work_id("verify_id", verify_id, "verify-logical-plan")?;
         let (mut report, manifest) = self.inventory(run).await?;
         let Some((manifest, manifest_sha256)) = manifest else {
             return Ok(report);
         };
         let segments = segments_of(&manifest);
-        let batches = self.verify_batches(&segments);
+        let batches = self.segment_batches(&segments);
         let records: Vec<Option<BatchRecord>> = futures_util::stream::iter(0..batches.len())
             .map(|batch| {
                 let key = record_key(&self.config.prefix, &run.stamp, verify_id, batch);
@@ -433,8 +402,7 @@ impl LogicalBackups {
             .map(|o| o.key.clone())
             .filter(|k| {
                 k != &key
-                    && !super::fanout::is_fanout_record(prefix, stamp, k)
-                    && !is_verify_record(prefix, stamp, k)
+                    && !is_record(prefix, stamp, k)
                     && !manifest
                         .tables
                         .iter()
@@ -443,14 +411,6 @@ impl LogicalBackups {
             })
             .collect();
         Ok((report, Some((manifest, manifest_sha256))))
-    }
-
-    /// The manifest's segments in `batches` of about `LOGICAL_FANOUT_BATCH_MIB` of COPY text.
-    fn verify_batches(&self, segments: &[(usize, &ManifestSegment)]) -> Vec<Vec<usize>> {
-        super::fanout::batches(
-            segments.iter().map(|(_, s)| s.copy_bytes),
-            self.config.fanout_batch_bytes,
-        )
     }
 
     /// Reads the segments numbered `members`, `LOGICAL_PARALLELISM` at once.

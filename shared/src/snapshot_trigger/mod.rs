@@ -12,7 +12,7 @@ use crate::error_kind::ErrorKind;
 use crate::input::{InputError, decode, parse_time};
 use crate::logical::backup::LogicalBackupResult;
 use crate::logical::fanout::BackupPath;
-use crate::logical::restore::RestoreOptions;
+use crate::logical::restore::{RestoreOptions, RestoreTarget};
 use crate::logical::{LogicalBackups, LogicalError};
 use crate::object_store::ObjectStore;
 use crate::output::to_json;
@@ -112,6 +112,38 @@ pub enum SnapshotTriggerEvent {
         reread: bool,
         #[serde(default)]
         reset: bool,
+    },
+    /// `restore-logical` in steps, each its own invocation: checks and marks the empty staging
+    /// target, creates the schema and the restore's ledger; answers a restore id and the
+    /// batches. A target already being restored from this backup is resumed (unless `reset`).
+    RestoreLogicalPrepare {
+        scheduled_time: RunId,
+        target_secret_id: String,
+        #[serde(default)]
+        database: Option<String>,
+        #[serde(default)]
+        reset: bool,
+    },
+    /// Loads one batch of the run's segments into the target (segments loaded by an earlier
+    /// attempt are skipped).
+    RestoreLogicalBatch {
+        scheduled_time: RunId,
+        target_secret_id: String,
+        #[serde(default)]
+        database: Option<String>,
+        restore_id: String,
+        batch: usize,
+    },
+    /// Once every segment is loaded: indexes, constraints, sequences, post-data and every check
+    /// (`restore-logical`'s report, stored; a retry answers it).
+    RestoreLogicalFinish {
+        scheduled_time: RunId,
+        target_secret_id: String,
+        #[serde(default)]
+        database: Option<String>,
+        restore_id: String,
+        #[serde(default)]
+        reread: bool,
     },
     /// Re-reads every object of the run's logical backup and checks it against the manifest.
     VerifyLogical { scheduled_time: RunId },
@@ -315,30 +347,56 @@ impl SnapshotTrigger {
                 reread,
                 reset,
             } => {
-                if target_secret_id.trim().is_empty() {
-                    return Err(InputError::new("target_secret_id", "must name a secret").into());
-                }
-                if database
-                    .as_deref()
-                    .is_some_and(|d| d.trim().is_empty() || d.len() > 63)
-                {
-                    return Err(InputError::new(
-                        "database",
-                        "must be a database name (1 to 63 bytes)",
-                    )
-                    .into());
-                }
+                // Checked before anything is read.
+                let target = RestoreTarget::new(&target_secret_id, database)?;
                 to_json(
                     self.logical
                         .restore(
                             &run,
-                            &target_secret_id,
+                            &target.secret_id,
                             RestoreOptions {
-                                database,
+                                database: target.database,
                                 reread,
                                 reset,
                             },
                         )
+                        .await?,
+                )
+            }
+            SnapshotTriggerEvent::RestoreLogicalPrepare {
+                scheduled_time: run,
+                target_secret_id,
+                database,
+                reset,
+            } => {
+                let target = RestoreTarget::new(&target_secret_id, database)?;
+                to_json(self.logical.prepare_restore(&run, &target, reset).await?)
+            }
+            SnapshotTriggerEvent::RestoreLogicalBatch {
+                scheduled_time: run,
+                target_secret_id,
+                database,
+                restore_id,
+                batch,
+            } => {
+                let target = RestoreTarget::new(&target_secret_id, database)?;
+                to_json(
+                    self.logical
+                        .restore_batch(&run, &target, &restore_id, batch)
+                        .await?,
+                )
+            }
+            SnapshotTriggerEvent::RestoreLogicalFinish {
+                scheduled_time: run,
+                target_secret_id,
+                database,
+                restore_id,
+                reread,
+            } => {
+                let target = RestoreTarget::new(&target_secret_id, database)?;
+                to_json(
+                    self.logical
+                        .finish_restore(&run, &target, &restore_id, reread)
                         .await?,
                 )
             }
@@ -376,9 +434,7 @@ impl SnapshotTrigger {
                 reread,
                 reset,
             } => {
-                if target_secret_id.trim().is_empty() {
-                    return Err(InputError::new("target_secret_id", "must name a secret").into());
-                }
+                RestoreTarget::new(&target_secret_id, None)?;
                 to_json(
                     self.dr_restore_drill(
                         run.as_ref(),

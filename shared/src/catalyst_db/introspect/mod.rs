@@ -764,6 +764,17 @@ pub async fn execute_statement(client: &Client, statement: &str) -> Result<(), C
     Ok(())
 }
 
+/// Runs captured DDL statements in the connection's transaction.
+pub async fn execute_statements(
+    client: &Client,
+    statements: &[String],
+) -> Result<(), CatalystDbError> {
+    if !statements.is_empty() {
+        client.batch_execute(&statements.join(";\n")).await?;
+    }
+    Ok(())
+}
+
 /// Runs captured DDL statements in one transaction.
 pub async fn execute_ddl(client: &Client, statements: &[String]) -> Result<(), CatalystDbError> {
     if statements.is_empty() {

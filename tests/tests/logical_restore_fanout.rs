@@ -1,0 +1,314 @@
+//! The logical restore in steps (prepare, one invocation per batch, finish), as the restore
+//! test's Map runs it, against the local PostgreSQL and S3 endpoint: it restores what one
+//! invocation restores, a batch killed mid-segment redoes only that segment, finish refuses
+//! while a segment is missing, and every step is safe to repeat.
+
+use catalyst_dr::error_kind::ErrorKind;
+use catalyst_dr::logical::config::LogicalConfig;
+use catalyst_dr::logical::restore::{RestoreOptions, RestorePhases, RestoreResult, RestoreTarget};
+use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
+use catalyst_dr::object_store::{ObjectStore, S3Objects};
+use catalyst_dr::postgres::TlsMode;
+use catalyst_dr_tests::datagen::GeneratorSpec;
+use catalyst_dr_tests::{
+    empty_database, generated_database, local_aws, new_locked_bucket, run_in, s3,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_postgres::Client;
+
+fn backups(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: &str) -> LogicalBackups {
+    let config = LogicalConfig {
+        // One connection per step, so a batch loads its segments in order.
+        parallelism: 1,
+        part_size_bytes: 5 << 20,
+        segment_bytes: 1 << 20,
+        fanout_batch_bytes: 4 << 20,
+        source_secret_id: Some(source_secret.to_owned()),
+        tls: Some(TlsMode::Disable),
+        ..LogicalConfig::new(1)
+    };
+    LogicalBackups::new(
+        config,
+        Arc::new(S3Objects::new(s3(sdk), bucket)),
+        Arc::new(aws_sdk_secretsmanager::Client::new(sdk)),
+    )
+}
+
+async fn staging(sdk: &aws_config::SdkConfig, label: &str) -> (String, Client) {
+    let (_name, secret, client) = empty_database(sdk, label).await;
+    catalyst_dr::catalyst_db::mark_staging(&client, "restore-fanout-test")
+        .await
+        .expect("mark staging");
+    (secret, client)
+}
+
+/// Every user table's rows and an md5 of their text, in order.
+async fn fingerprint(client: &Client) -> Vec<(String, i64, String)> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for table in tables {
+        let row = client
+            .query_one(&format!("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text COLLATE \"C\")), '') FROM {table} t"), &[])
+            .await
+            .expect("fingerprint");
+        out.push((table, row.get(0), row.get(1)));
+    }
+    out
+}
+
+/// The indexes and the staging marker of the target, to show a refusal changed nothing.
+async fn indexes_and_marker(client: &Client) -> (i64, String) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'), \
+             coalesce(shobj_description(d.oid, 'pg_database'), '') FROM pg_database d WHERE d.datname = current_database()",
+            &[],
+        )
+        .await
+        .expect("indexes and marker");
+    (row.get(0), row.get(1))
+}
+
+/// Signals once the second segment's COPY has started, then holds that segment forever: the
+/// invocation is "killed" there by dropping its future.
+struct KillAtSecondSegment {
+    started: AtomicUsize,
+    reached: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl BackupObserver for KillAtSecondSegment {
+    async fn segment_copy_started(&self, _schema: &str, _table: &str, _segment: u32) {
+        if self.started.fetch_add(1, Ordering::SeqCst) == 1 {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_one_segment() {
+    let sdk = local_aws().await;
+    let bucket = new_locked_bucket(&sdk, "restore-fanout").await;
+    let spec = GeneratorSpec {
+        users: 2_000,
+        subscriptions: 5,
+        deliveries: 20_000,
+        ..GeneratorSpec::default()
+    };
+    let (_src, source_secret, src) = generated_database(&sdk, "restore_fanout_src", &spec).await;
+    let mut logical = backups(&sdk, &bucket, &source_secret);
+    let run = run_in(0);
+    let backup = logical.backup(&run).await.expect("backup");
+    assert!(backup.segments >= 6, "{backup:#?}");
+
+    // The reference: the same backup restored in one invocation.
+    let (whole_secret, whole) = staging(&sdk, "restore_fanout_whole").await;
+    let reference = logical
+        .restore(
+            &run,
+            &whole_secret,
+            RestoreOptions {
+                reread: true,
+                ..RestoreOptions::default()
+            },
+        )
+        .await
+        .expect("restore in one invocation");
+    assert!(reference.consistent, "{:#?}", reference.mismatches);
+    assert_eq!(fingerprint(&whole).await, fingerprint(&src).await);
+
+    let (dst_secret, dst) = staging(&sdk, "restore_fanout_dst").await;
+    let target = RestoreTarget::new(&dst_secret, None).expect("target");
+    let plan = logical
+        .prepare_restore(&run, &target, false)
+        .await
+        .expect("prepare");
+    assert!(plan.batches.len() >= 2 && !plan.resumed, "{plan:#?}");
+    assert_eq!(plan.segments, backup.segments);
+    // Prepare again (a retry, or a rerun of the state machine): the same restore, resumed.
+    let again = logical
+        .prepare_restore(&run, &target, false)
+        .await
+        .expect("prepare again");
+    assert_eq!(
+        (again.restore_id.as_str(), again.resumed),
+        (plan.restore_id.as_str(), true)
+    );
+
+    // Finish refuses while segments are missing, names them, and builds nothing.
+    let before = indexes_and_marker(&dst).await;
+    let err = logical
+        .finish_restore(&run, &target, &plan.restore_id, true)
+        .await
+        .expect_err("nothing loaded yet");
+    assert!(
+        matches!(&err, LogicalError::RestoreIncomplete { missing, total, first, .. }
+            if *missing == backup.segments && *total == backup.segments && !first.is_empty()),
+        "{err}"
+    );
+    assert_eq!(err.error_type(), ErrorKind::RestoreIncomplete);
+    assert!(err.to_string().contains(".copy.zst"), "{err}");
+    assert_eq!(indexes_and_marker(&dst).await, before);
+
+    // Bad input is refused naming the field, with nothing loaded.
+    for (restore_id, batch, field) in [
+        (plan.restore_id.as_str(), plan.batches.len(), "batch"),
+        ("Not-An-Id!", 0, "restore_id"),
+    ] {
+        let err = logical
+            .restore_batch(&run, &target, restore_id, batch)
+            .await
+            .expect_err("bad input");
+        assert_eq!(err.error_type(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    let err = logical
+        .restore_batch(&run, &target, "20200101t000000000z", 0)
+        .await
+        .expect_err("another restore's id");
+    assert_eq!(err.error_type(), ErrorKind::RestoreNotPrepared, "{err}");
+    assert!(
+        fingerprint(&dst)
+            .await
+            .iter()
+            .all(|(table, rows, _)| *rows == 0 || table.starts_with("catalyst_dr_restore."))
+    );
+
+    // Batch 0 is killed while its second segment's COPY runs; the first stays loaded.
+    let killer = Arc::new(KillAtSecondSegment {
+        started: AtomicUsize::new(0),
+        reached: tokio::sync::Notify::new(),
+    });
+    logical.observer = Some(killer.clone());
+    tokio::select! {
+        result = logical.restore_batch(&run, &target, &plan.restore_id, 0) => {
+            panic!("batch 0 ended before it was killed: {result:?}")
+        }
+        () = killer.reached.notified() => {}
+    }
+    logical.observer = None;
+    let retried = logical
+        .restore_batch(&run, &target, &plan.restore_id, 0)
+        .await
+        .expect("batch 0 again");
+    assert_eq!(retried.already_loaded, 1, "{retried:#?}");
+    assert_eq!(retried.loaded, retried.segments - 1, "{retried:#?}");
+    let mut loaded = retried.segments;
+    for &batch in &plan.batches[1..] {
+        let done = logical
+            .restore_batch(&run, &target, &plan.restore_id, batch)
+            .await
+            .expect("batch");
+        assert_eq!((done.loaded, done.already_loaded), (done.segments, 0));
+        loaded += done.segments;
+    }
+    assert_eq!(loaded, backup.segments);
+    // A batch repeated loads nothing twice.
+    let repeated = logical
+        .restore_batch(&run, &target, &plan.restore_id, 1)
+        .await
+        .expect("batch 1 again");
+    assert_eq!(
+        (repeated.loaded, repeated.already_loaded),
+        (0, repeated.segments)
+    );
+
+    // A finish that fails part-way (a row that breaks a foreign key slipped in): its indexes
+    // stay built; once the row is gone, the retried finish builds none twice and completes.
+    dst.batch_execute(
+        "INSERT INTO public.entitlements (id, user_id, product, plan) VALUES (-1, -1, 'orphan', 'free')",
+    )
+    .await
+    .unwrap();
+    let err = logical
+        .finish_restore(&run, &target, &plan.restore_id, true)
+        .await
+        .expect_err("the foreign key fails");
+    assert_eq!(err.error_type(), ErrorKind::Postgres, "{err}");
+    let built: i64 = dst
+        .query_one(
+            "SELECT count(*) FROM catalyst_dr_restore.done WHERE step LIKE 'index:%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        built,
+        indexes_and_marker(&whole).await.0,
+        "every index was built before: {err:?}"
+    );
+    dst.batch_execute("DELETE FROM public.entitlements WHERE user_id = -1")
+        .await
+        .unwrap();
+    let restored = logical
+        .finish_restore(&run, &target, &plan.restore_id, true)
+        .await
+        .expect("finish");
+    assert!(
+        restored.consistent && restored.reread,
+        "{:#?}",
+        restored.mismatches
+    );
+    assert_eq!(restored.tables, reference.tables);
+    assert_eq!(fingerprint(&dst).await, fingerprint(&src).await);
+    // The restore is over: no ledger, no restoring= in the marker.
+    let (indexes, marker) = indexes_and_marker(&dst).await;
+    assert_eq!(indexes, indexes_and_marker(&whole).await.0);
+    assert!(!marker.contains("restoring="), "{marker}");
+    let ledger: bool = dst
+        .query_one("SELECT to_regnamespace('catalyst_dr_restore') IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ledger, "the ledger was dropped");
+
+    // Finish again (a retry after a lost answer): the stored report.
+    let finished_again = logical
+        .finish_restore(&run, &target, &plan.restore_id, true)
+        .await
+        .expect("finish again");
+    // (Its phase timings are the stored JSON's, equal to within a float's last digit.)
+    let without_timings = |r: &RestoreResult| RestoreResult {
+        seconds: RestorePhases::default(),
+        ..r.clone()
+    };
+    assert_eq!(without_timings(&finished_again), without_timings(&restored));
+    assert!((finished_again.seconds.load - restored.seconds.load).abs() < 1e-9);
+    let store = S3Objects::new(s3(&sdk), &bucket);
+    assert!(
+        store
+            .get(&format!(
+                "logical/{}/restore/{}.json",
+                run.stamp, plan.restore_id
+            ))
+            .await
+            .expect("get")
+            .is_some()
+    );
+    // The report is the backup's own object: verify lists it as nothing unexpected.
+    let report = logical.verify(&run).await.expect("verify");
+    assert!(
+        report.ok && report.unexpected_objects.is_empty(),
+        "{report:#?}"
+    );
+    // A finished restore is never prepared over.
+    let err = logical
+        .prepare_restore(&run, &target, true)
+        .await
+        .expect_err("finished");
+    assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty, "{err}");
+    assert_eq!(fingerprint(&dst).await, fingerprint(&src).await);
+}
