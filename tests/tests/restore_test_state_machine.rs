@@ -88,6 +88,27 @@ async fn restore_test_passes_against_the_manifest_and_failing_ones_tear_down_and
     assert_eq!(users["data"]["users"], 35, "the snapshot holds the data");
     assert_eq!(output["logical"]["consistent"], true);
     assert_eq!(output["logical"]["reread"], true);
+    // The load ran as the Map's batches, and finish stored its report beside the backup.
+    let restore_id = output["logical_plan"]["restore_id"]
+        .as_str()
+        .expect("restore id");
+    assert!(
+        !output["logical_plan"]["batches"]
+            .as_array()
+            .expect("batches")
+            .is_empty()
+    );
+    let stored_restore = stored_json(
+        &sdk,
+        bucket,
+        &format!(
+            "logical/{}/restore/{restore_id}.json",
+            output["logical"]["run_id"].as_str().expect("run id")
+        ),
+    )
+    .await;
+    assert_eq!(stored_restore["consistent"], true);
+    assert_eq!(stored_restore["tables"], output["logical"]["tables"]);
     let target_id = output["start"]["target_id"].as_str().expect("target");
     assert!(
         !staging_dir(target_id).exists(),

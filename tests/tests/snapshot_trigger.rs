@@ -476,10 +476,34 @@ async fn bad_input_names_the_field_and_makes_no_aws_call() {
             json!({"action": "write-manifest", "scheduled_time": T, "started_at": "9999-12-31T23:59:59Z"}),
             "started_at",
         ),
+        // The restore's steps: the target and the restore id are checked before anything is read.
+        (
+            json!({"action": "restore-logical-prepare", "scheduled_time": T, "target_secret_id": " "}),
+            "target_secret_id",
+        ),
+        (
+            json!({"action": "restore-logical-batch", "scheduled_time": T, "target_secret_id": "s", "database": "x".repeat(64), "restore_id": "20261126t051502123z", "batch": 0}),
+            "database",
+        ),
+        (
+            json!({"action": "restore-logical-batch", "scheduled_time": T, "target_secret_id": "s", "restore_id": "../manifest", "batch": 0}),
+            "restore_id",
+        ),
+        (
+            json!({"action": "restore-logical-batch", "scheduled_time": T, "target_secret_id": "s", "restore_id": "20261126t051502123z"}),
+            "batch",
+        ),
+        (
+            json!({"action": "restore-logical-finish", "scheduled_time": T, "target_secret_id": "s", "restore_id": ""}),
+            "restore_id",
+        ),
     ];
     for (event, field) in cases {
         match trigger.handle(event.clone()).await {
-            Err(SnapshotTriggerError::Input(err)) => assert_eq!(err.field, field, "{event}: {err}"),
+            Err(
+                SnapshotTriggerError::Input(err)
+                | SnapshotTriggerError::Logical(catalyst_dr::logical::LogicalError::Input(err)),
+            ) => assert_eq!(err.field, field, "{event}: {err}"),
             other => panic!("{event}: expected an input error naming {field}, got {other:?}"),
         }
     }
