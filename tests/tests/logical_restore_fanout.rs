@@ -11,7 +11,7 @@ use catalyst_dr::object_store::{ObjectStore, S3Objects};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::{
-    empty_database, generated_database, local_aws, new_locked_bucket, run_in, s3,
+    empty_database, generated_database, local_aws, new_locked_bucket, pg_connect, run_in, s3,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -128,6 +128,22 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
         .expect("restore in one invocation");
     assert!(reference.consistent, "{:#?}", reference.mismatches);
     assert_eq!(fingerprint(&whole).await, fingerprint(&src).await);
+
+    // Restore sessions ask the server for keepalives: a client that vanished mid-batch has its
+    // claims rolled back within about 90 s instead of holding them for the system's 2 hours.
+    let session = pg_connect("postgres").await;
+    catalyst_dr::catalyst_db::introspect::restore_session(&session)
+        .await
+        .expect("restore session");
+    let row = session
+        .query_one(
+            "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_interval'), current_setting('tcp_keepalives_count')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let keepalives: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(keepalives, ("60".into(), "10".into(), "3".into()));
 
     let (dst_secret, dst) = staging(&sdk, "restore_fanout_dst").await;
     let target = RestoreTarget::new(&dst_secret, None).expect("target");
