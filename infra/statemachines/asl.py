@@ -56,13 +56,13 @@ def task(
     next_state,
     on_error,
     *,
-    waits=None,
+    waits=(),
     error_path="$.error",
     comment=None,
     result_selector=None,
 ):
-    """A Lambda task: the standard retries (after `waits`, a retrier for an expected wait),
-    and any other error caught to `on_error`."""
+    """A Lambda task: the standard retries (after `waits`, the retriers of expected waits), and
+    any other error caught to `on_error`."""
     state = {"Type": "Task"}
     if comment:
         state["Comment"] = comment
@@ -73,7 +73,7 @@ def task(
     state.update(
         {
             "ResultPath": result_path,
-            "Retry": ([waits] if waits else []) + RETRY,
+            "Retry": [*waits, *RETRY],
             "Catch": catch(on_error, error_path),
             "Next": next_state,
         }

@@ -32,6 +32,11 @@ CREDENTIAL_WAITS = {
     "JitterStrategy": "FULL",
 }
 
+# The staging secret serves one run at a time: a run whose copy is ready while another run (a
+# drill, the restore test, the nightly fan-out's read source) still holds the secret waits for
+# that run's teardown, up to 3 hours, before it fails.
+STAGING_BUSY_WAITS = {"ErrorEquals": ["StagingBusy"], "IntervalSeconds": 300, "BackoffRate": 1, "MaxAttempts": 36}
+
 
 def shared_states(kind):
     """The states both drills have. `kind` holds what differs: the defaults, where the restore
@@ -101,7 +106,7 @@ def shared_states(kind):
             "$.credentials",
             kind["after_rotate"],
             "TeardownAfterFailure",
-            waits=CREDENTIAL_WAITS,
+            waits=[CREDENTIAL_WAITS, STAGING_BUSY_WAITS],
         ),
         "SmokeTests": task(
             PITR,
@@ -116,7 +121,7 @@ def shared_states(kind):
             "$.teardown",
             kind["after_teardown"],
             kind["teardown_failed"],
-            waits=TEARDOWN_WAITS,
+            waits=[TEARDOWN_WAITS],
         ),
         "Report": task(VALIDATOR, report_parameters, "$.report", "DrillPassed?", "NotifyFailure", error_path="$.report_error"),
         "DrillPassed?": {
@@ -132,7 +137,7 @@ def shared_states(kind):
             "$.teardown",
             "ReportFailure",
             "ReportFailure",
-            waits=TEARDOWN_WAITS,
+            waits=[TEARDOWN_WAITS],
             error_path="$.teardown_error",
         ),
         "ReportFailure": task(VALIDATOR, report_parameters, "$.report", "DrillFailed", "NotifyFailure", error_path="$.report_error"),
@@ -214,7 +219,7 @@ def quarterly_drill():
                 "$.baseline",
                 "StartWindowPolling",
                 "ReportFailure",
-                waits={"ErrorEquals": ["BaselineLockTimeout", "CacheSnapshotBusy"], "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 5, "JitterStrategy": "FULL"},
+                waits=[{"ErrorEquals": ["BaselineLockTimeout", "CacheSnapshotBusy"], "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 5, "JitterStrategy": "FULL"}],
             ),
             "StartWindowPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.window", "Next": "CheckWindow"},
             "CheckWindow": task(
@@ -624,7 +629,7 @@ def fanout_states(scheduled):
             "$.read_source_credentials",
             "PlanLogical",
             "AbortLogicalFanout",
-            waits=CREDENTIAL_WAITS,
+            waits=[CREDENTIAL_WAITS, STAGING_BUSY_WAITS],
             comment="A fresh password only catalyst-dr knows, published in the staging secret: nothing else writes to the copy.",
         ),
         "PlanLogical": snapshot(
@@ -663,7 +668,7 @@ def fanout_states(scheduled):
             "$.read_source_teardown",
             "WriteManifest",
             "SnapshotsStarted?",
-            waits=TEARDOWN_WAITS,
+            waits=[TEARDOWN_WAITS],
         ),
         "AbortLogicalFanout": snapshot(
             {"action": "logical-fanout-abort", **scheduled},
@@ -677,7 +682,7 @@ def fanout_states(scheduled):
             "$.read_source_teardown",
             "SnapshotsStarted?",
             "SnapshotsStarted?",
-            waits=TEARDOWN_WAITS,
+            waits=[TEARDOWN_WAITS],
             error_path="$.teardown_error",
         ),
     }

@@ -125,6 +125,9 @@ error_kinds! {
     RestoreNotPrepared,
     /// A logical restore was asked to finish with segments not loaded yet.
     RestoreIncomplete,
+    /// The staging secret holds another run's credentials and that run's staging copy still
+    /// exists: the step waits until it is torn down.
+    StagingBusy,
 }
 
 impl ErrorKind {
@@ -147,6 +150,7 @@ impl ErrorKind {
                 | Self::BaselineLockTimeout
                 | Self::CacheSnapshotBusy
                 | Self::StagingCacheBusy
+                | Self::StagingBusy
         )
     }
 }

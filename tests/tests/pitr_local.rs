@@ -63,10 +63,16 @@ async fn drill(name: &str, health_checks: Vec<HealthCheck>) -> Drill {
 
 impl Drill {
     async fn until_available(&self) {
+        self.until_available_for(&self.drill_id).await;
+    }
+
+    /// Polls the staging copy of `drill_id` (this drill's, or another run's on the same
+    /// pitr-restore) until it is available.
+    async fn until_available_for(&self, drill_id: &str) {
         for poll in 0..600 {
             let status = self
                 .restore
-                .status(&self.drill_id, None, poll)
+                .status(drill_id, None, poll)
                 .await
                 .expect("status");
             match status.state {
@@ -239,6 +245,61 @@ async fn restores_exactly_to_the_target_time_rotates_smokes_and_tears_down() {
         .expect("source")
         .get(0);
     assert_eq!(source_rows, 10, "the source is untouched");
+}
+
+#[tokio::test]
+async fn a_run_waits_while_another_holds_the_staging_secret() {
+    let d = drill("pitr_busy", vec![]).await;
+    let first = d.restore_and_rotate(None).await;
+    let other = unique("e").to_lowercase();
+    d.restore
+        .start(&other, None, None)
+        .await
+        .expect("start the other run");
+    d.until_available_for(&other).await;
+
+    // The secret holds the first run's credentials and its copy exists: the other run waits,
+    // and the first run's credentials keep working.
+    let err = d
+        .restore
+        .rotate_credentials(&other, None)
+        .await
+        .expect_err("busy");
+    assert_eq!(err.error_type(), ErrorKind::StagingBusy, "{err}");
+    assert!(err.to_string().contains(&d.drill_id), "{err}");
+    let staging = d.staging_client(&first).await;
+    staging
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("the first run still connects");
+    drop(staging);
+
+    // Once the first run is torn down, the other run takes the secret.
+    d.restore
+        .teardown(&d.drill_id, None)
+        .await
+        .expect("teardown of the first run");
+    let rotated = d
+        .restore
+        .rotate_credentials(&other, None)
+        .await
+        .expect("rotate after the teardown");
+    assert!(rotated.new_password);
+    let staging = d.staging_client(&rotated).await;
+    let marker: String = staging
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .expect("marker")
+        .get(0);
+    assert!(marker.contains(&other), "{marker}");
+    drop(staging);
+    d.restore
+        .teardown(&other, None)
+        .await
+        .expect("teardown of the other run");
 }
 
 #[tokio::test]

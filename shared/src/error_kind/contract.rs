@@ -34,6 +34,11 @@ const STEP_KINDS: &[(&str, &str, ErrorKind)] = &[
         "teardown",
         ErrorKind::StagingCacheBusy,
     ),
+    (
+        "PitrRestoreFunctionArn",
+        "rotate-credentials",
+        ErrorKind::StagingBusy,
+    ),
 ];
 
 fn root() -> PathBuf {

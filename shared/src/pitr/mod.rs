@@ -112,6 +112,14 @@ pub enum PitrError {
     NotFound { target_id: String },
     #[error("staging instance {target_id} is {status}, not available yet")]
     NotReady { target_id: String, status: String },
+    #[error(
+        "the staging secret holds the credentials of drill {holder}, whose staging copy {holder_target} still exists: drill {drill_id} waits until it is torn down"
+    )]
+    StagingBusy {
+        drill_id: String,
+        holder: String,
+        holder_target: String,
+    },
     #[error("the new credentials of {target_id} are not accepted yet")]
     CredentialsNotApplied {
         target_id: String,
@@ -151,6 +159,7 @@ impl PitrError {
             Self::NoBackupSnapshot { .. } => ErrorKind::NoBackupSnapshot,
             Self::NotReady { .. } => ErrorKind::StagingNotReady,
             Self::CredentialsNotApplied { .. } => ErrorKind::CredentialsNotYetApplied,
+            Self::StagingBusy { .. } => ErrorKind::StagingBusy,
             Self::SmokeFailed { .. } => ErrorKind::SmokeFailed,
         }
     }
@@ -628,13 +637,24 @@ impl PitrRestore {
             });
         };
 
-        // A retry reuses the password this drill already stored, so none is ever lost.
-        let stored = match self.secrets.current(&self.config.staging_secret_id).await? {
-            Some(text) => serde_json::from_str::<StagingSecret>(&text)
-                .ok()
-                .filter(|s| s.drill_id == drill_id && s.target_id == target_id),
+        let current = match self.secrets.current(&self.config.staging_secret_id).await? {
+            Some(text) => serde_json::from_str::<StagingSecret>(&text).ok(),
             None => None,
         };
+        // One secret serves every drill, the restore test and the nightly fan-out's read source:
+        // while it names another run's copy that still exists, that run is using it, so this
+        // one waits (the state machines retry) rather than take its credentials away.
+        if let Some(holder) = current.as_ref().filter(|s| s.drill_id != drill_id)
+            && self.engine.describe(&holder.target_id).await?.is_some()
+        {
+            return Err(PitrError::StagingBusy {
+                drill_id: drill_id.to_owned(),
+                holder: holder.drill_id.clone(),
+                holder_target: holder.target_id.clone(),
+            });
+        }
+        // A retry reuses the password this drill already stored, so none is ever lost.
+        let stored = current.filter(|s| s.drill_id == drill_id && s.target_id == target_id);
         let new_password = stored.is_none();
         let password = stored.map_or_else(staging_secret::new_password, |s| s.password);
         let credentials = crate::postgres::DbCredentials {
