@@ -10,6 +10,7 @@
 use catalyst_dr::catalyst_db;
 use catalyst_dr::logical::LogicalBackups;
 use catalyst_dr::logical::config::LogicalConfig;
+use catalyst_dr::logical::restore::RestoreTarget;
 use catalyst_dr::object_store::S3Objects;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
@@ -97,6 +98,33 @@ enum Cmd {
     },
     /// The fan-out's finish step in this process.
     FanoutFinish {
+        #[command(flatten)]
+        common: ChildArgs,
+    },
+    /// The restore's prepare step in this process: answers the restore id and the batches.
+    RestorePrepare {
+        #[arg(long)]
+        target_secret: String,
+        #[command(flatten)]
+        common: ChildArgs,
+    },
+    /// One restore worker: loads the listed batches in turn, as that many invocations would.
+    RestoreWorker {
+        #[arg(long)]
+        target_secret: String,
+        #[arg(long)]
+        restore_id: String,
+        #[arg(long, value_delimiter = ',')]
+        batches: Vec<usize>,
+        #[command(flatten)]
+        common: ChildArgs,
+    },
+    /// The restore's finish step in this process.
+    RestoreFinish {
+        #[arg(long)]
+        target_secret: String,
+        #[arg(long)]
+        restore_id: String,
         #[command(flatten)]
         common: ChildArgs,
     },
@@ -341,6 +369,24 @@ async fn settle() {
     }
 }
 
+/// Database `name` created afresh and marked as staging, with a secret for it: an empty restore
+/// target. Answers the secret id.
+async fn staging_target(sdk: &aws_config::SdkConfig, name: &str) -> String {
+    let target = create_database(name).await;
+    catalyst_db::mark_staging(&target, "bench")
+        .await
+        .expect("mark staging");
+    drop(target);
+    put_db_secret(
+        sdk,
+        &format!("catalyst-dr/bench/{name}"),
+        "postgres",
+        &stack_var("CATALYST_DR_PG_PASSWORD"),
+        name,
+    )
+    .await
+}
+
 async fn drop_database(name: &str) {
     pg_admin()
         .await
@@ -429,19 +475,7 @@ async fn run(
             eprintln!("[bench] round {r} logical backup: {backup}");
             let mut restores = Vec::new();
             for extra in [&[][..], &["--reread"][..]] {
-                let target = create_database(&dst).await;
-                catalyst_db::mark_staging(&target, "bench")
-                    .await
-                    .expect("mark staging");
-                drop(target);
-                let target_secret = put_db_secret(
-                    &sdk,
-                    &format!("catalyst-dr/bench/{dst}"),
-                    "postgres",
-                    &password,
-                    &dst,
-                )
-                .await;
+                let target_secret = staging_target(&sdk, &dst).await;
                 settle().await;
                 let restore = child(
                     &[
@@ -670,6 +704,70 @@ async fn main() -> ExitCode {
                 started,
                 logical.finish_fanout(&run).await,
                 |result| json!({"rows": result.rows, "segments": result.segments, "copy_bytes": result.copy_bytes, "object_bytes": result.object_bytes}),
+            )
+        }
+        Cmd::RestorePrepare {
+            target_secret,
+            common,
+        } => {
+            let (logical, run) = common.logical(None).await;
+            let target = RestoreTarget::new(&target_secret, None).expect("target");
+            let started = Instant::now();
+            report(
+                "restore-prepare",
+                started,
+                logical.prepare_restore(&run, &target, false).await,
+                |plan| json!({"restore_id": plan.restore_id, "batches": plan.batches.len(), "segments": plan.segments}),
+            )
+        }
+        Cmd::RestoreWorker {
+            target_secret,
+            restore_id,
+            batches,
+            common,
+        } => {
+            let (logical, run) = common.logical(None).await;
+            let target = RestoreTarget::new(&target_secret, None).expect("target");
+            let started = Instant::now();
+            let mut loaded = (0usize, 0u64);
+            let mut outcome = Ok(());
+            for batch in batches {
+                match logical
+                    .restore_batch(&run, &target, &restore_id, batch)
+                    .await
+                {
+                    Ok(done) => {
+                        loaded.0 += done.loaded;
+                        loaded.1 += done.rows;
+                    }
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
+            report(
+                "restore-worker",
+                started,
+                outcome,
+                |()| json!({"segments": loaded.0, "rows": loaded.1}),
+            )
+        }
+        Cmd::RestoreFinish {
+            target_secret,
+            restore_id,
+            common,
+        } => {
+            let (logical, run) = common.logical(None).await;
+            let target = RestoreTarget::new(&target_secret, None).expect("target");
+            let started = Instant::now();
+            report(
+                "restore-finish",
+                started,
+                logical
+                    .finish_restore(&run, &target, &restore_id, false)
+                    .await,
+                |result| json!({"consistent": result.consistent, "mismatches": result.mismatches, "phases": result.seconds}),
             )
         }
         Cmd::Backup { secret, common } => {

@@ -1,12 +1,13 @@
 //! `bench-logical fanout`: the fanned-out backup's throughput per worker and its scaling with
 //! concurrent workers, beside one invocation reading the source itself and `pg_dump -Fc`, all on
-//! the same generated database in one run. Each worker is a process of its own with one
-//! connection (as an invocation with `LOGICAL_PARALLELISM=1`), taking every n-th batch; the wall
-//! time of a fan-out runs from the plan to the manifest.
+//! the same generated database in one run; then the same for the restore of that backup into an
+//! empty staging database, beside one invocation and `pg_restore -j 2`. Each worker is a process
+//! of its own with one connection (as an invocation with `LOGICAL_PARALLELISM=1`), taking every
+//! n-th batch; the wall time of a fan-out runs from the plan (prepare) to the manifest (finish).
 
 use super::{
-    ChildArgs, child, child_figures, drop_database, generated_source, median, pg_bin, round,
-    settle, timed,
+    ChildArgs, child, child_figures, create_database, drop_database, generated_source, median,
+    pg_bin, round, settle, staging_target, timed,
 };
 use catalyst_dr::logical::fanout::read_source_id;
 use catalyst_dr::run_id::RunId;
@@ -26,8 +27,9 @@ fn cell(value: &Value) -> String {
     }
 }
 
-/// Worker processes started together, each with its share of the batches; returns when all end.
-fn workers(common: &[String], batches: usize, workers: usize) -> Vec<Value> {
+/// Worker processes started together (`command`: the worker's subcommand and its own
+/// arguments), each with its share of the batches; returns when all end.
+fn workers(command: &[&str], common: &[String], batches: usize, workers: usize) -> Vec<Value> {
     let exe = std::env::current_exe().expect("own path");
     let children: Vec<_> = (0..workers)
         .map(|w| {
@@ -36,7 +38,7 @@ fn workers(common: &[String], batches: usize, workers: usize) -> Vec<Value> {
                 .map(|b| b.to_string())
                 .collect();
             Command::new(&exe)
-                .arg("fanout-worker")
+                .args(command)
                 .arg("--batches")
                 .arg(mine.join(","))
                 .args(common)
@@ -101,6 +103,9 @@ pub async fn run(
         let mut single_s = Vec::new();
         let mut dump_s = Vec::new();
         let mut fanout_s: Vec<Vec<f64>> = vec![Vec::new(); worker_counts.len()];
+        let mut restore_single_s = Vec::new();
+        let mut pg_restore_s = Vec::new();
+        let mut restore_fanout_s: Vec<Vec<f64>> = vec![Vec::new(); worker_counts.len()];
         let mut copy_bytes = 0u64;
         let mut object_bytes = 0u64;
         let mut batches = 0usize;
@@ -117,8 +122,8 @@ pub async fn run(
                 .to_args()
             };
             settle().await;
-            let run = next_run();
-            let args = common(&run, None);
+            let backed_up = next_run();
+            let args = common(&backed_up, None);
             let mut argv = vec!["backup", "--secret", &secret];
             argv.extend(args.iter().map(String::as_str));
             let single = child(&argv);
@@ -138,7 +143,7 @@ pub async fn run(
                 argv.extend(args.iter().map(String::as_str));
                 let plan = child(&argv);
                 batches = plan["batches"].as_u64().unwrap_or(0) as usize;
-                workers(&args, batches, n);
+                workers(&["fanout-worker"], &args, batches, n);
                 let mut argv = vec!["fanout-finish"];
                 argv.extend(args.iter().map(String::as_str));
                 let finish = child(&argv);
@@ -161,6 +166,65 @@ pub async fn run(
                     .arg(&dump)
                     .arg(&src),
             ));
+
+            // The restore of the one invocation's backup, into an empty staging database each.
+            let dst = format!("bench_fanout_dst_{mib}");
+            let target = staging_target(&sdk, &dst).await;
+            settle().await;
+            let mut argv = vec!["restore", "--target-secret", &target];
+            argv.extend(args.iter().map(String::as_str));
+            let single_restore = child(&argv);
+            assert_eq!(single_restore["consistent"], true, "{single_restore}");
+            eprintln!(
+                "[bench] round {r} restore, one invocation, one connection: {single_restore}"
+            );
+            restore_single_s.push(single_restore["wall_seconds"].as_f64().unwrap_or(f64::NAN));
+            for (i, &n) in worker_counts.iter().enumerate() {
+                let target = staging_target(&sdk, &dst).await;
+                settle().await;
+                let started = Instant::now();
+                let mut argv = vec!["restore-prepare", "--target-secret", &target];
+                argv.extend(args.iter().map(String::as_str));
+                let plan = child(&argv);
+                let restore_id = plan["restore_id"].as_str().expect("restore id").to_owned();
+                let batches = plan["batches"].as_u64().unwrap_or(0) as usize;
+                let worker = [
+                    "restore-worker",
+                    "--target-secret",
+                    &target,
+                    "--restore-id",
+                    &restore_id,
+                ];
+                workers(&worker, &args, batches, n);
+                let mut argv = vec![
+                    "restore-finish",
+                    "--target-secret",
+                    &target,
+                    "--restore-id",
+                    &restore_id,
+                ];
+                argv.extend(args.iter().map(String::as_str));
+                let finish = child(&argv);
+                let wall = started.elapsed().as_secs_f64();
+                assert_eq!(finish["consistent"], true, "{finish}");
+                eprintln!(
+                    "[bench] round {r} restore fan-out, {n} worker(s): {wall:.2} s ({batches} batches) {finish}"
+                );
+                restore_fanout_s[i].push(wall);
+            }
+            drop_database(&dst).await;
+            let plain = format!("bench_fanout_pgrestore_{mib}");
+            drop(create_database(&plain).await);
+            settle().await;
+            pg_restore_s.push(timed(
+                Command::new(format!("{bin}/pg_restore"))
+                    .env("PGPASSWORD", &password)
+                    .args([
+                        "-h", &host, "-p", &port, "-U", "postgres", "-j", "2", "-d", &plain,
+                    ])
+                    .arg(&dump),
+            ));
+            drop_database(&plain).await;
         }
         let _ = std::fs::remove_file(&dump);
         drop_database(&copy).await;
@@ -186,6 +250,25 @@ pub async fn run(
                 })
             })
             .collect();
+        let restore_single = median(restore_single_s.into_iter());
+        let pg_restore = median(pg_restore_s.into_iter());
+        let restore_one_worker = median(restore_fanout_s[0].iter().copied());
+        let restore_by_workers: Vec<Value> = worker_counts
+            .iter()
+            .zip(&restore_fanout_s)
+            .map(|(&n, walls)| {
+                let wall = median(walls.iter().copied());
+                json!({
+                    "workers": n,
+                    "seconds": round(wall),
+                    "table_mib_per_s": mib_s(wall),
+                    "per_worker_mib_per_s": round(mib_s(wall) / n as f64),
+                    "speedup_vs_1_worker": round(restore_one_worker / wall),
+                    "vs_one_invocation": round(wall / restore_single),
+                    "vs_pg_restore_j2": round(wall / pg_restore),
+                })
+            })
+            .collect();
         let line = json!({
             "database_mib": database_bytes >> 20,
             "copy_mib": copy_bytes >> 20,
@@ -196,6 +279,12 @@ pub async fn run(
             "one_invocation_mib_per_s": mib_s(single),
             "pg_dump_fc_seconds": round(pg_dump),
             "fanout": by_workers,
+            "restore": {
+                "one_invocation_one_connection_seconds": round(restore_single),
+                "one_invocation_mib_per_s": mib_s(restore_single),
+                "pg_restore_j2_seconds": round(pg_restore),
+                "fanout": restore_by_workers,
+            },
         });
         println!("{line}");
         lines.push(line);
@@ -249,8 +338,58 @@ pub async fn run(
             );
         }
     }
+    println!();
     println!(
-        "MiB/s: COPY text of the tables per second of wall time; every fan-out stored the same rows as the one invocation"
+        "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
+        "restore",
+        "workers",
+        "seconds",
+        "MiB/s",
+        "MiB/s/wkr",
+        "speedup",
+        "vs 1 invoc.",
+        "vs pg_restore"
+    );
+    for line in &lines {
+        let restore = &line["restore"];
+        println!(
+            "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
+            cell(&line["database_mib"]),
+            "single",
+            cell(&restore["one_invocation_one_connection_seconds"]),
+            cell(&restore["one_invocation_mib_per_s"]),
+            "",
+            "",
+            "1",
+            ""
+        );
+        println!(
+            "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
+            cell(&line["database_mib"]),
+            "pg_rst",
+            cell(&restore["pg_restore_j2_seconds"]),
+            "",
+            "",
+            "",
+            "",
+            "1"
+        );
+        for f in restore["fanout"].as_array().expect("fanout") {
+            println!(
+                "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
+                cell(&line["database_mib"]),
+                cell(&f["workers"]),
+                cell(&f["seconds"]),
+                cell(&f["table_mib_per_s"]),
+                cell(&f["per_worker_mib_per_s"]),
+                cell(&f["speedup_vs_1_worker"]),
+                cell(&f["vs_one_invocation"]),
+                cell(&f["vs_pg_restore_j2"])
+            );
+        }
+    }
+    println!(
+        "MiB/s: COPY text of the tables per second of wall time; every fan-out stored the same rows as the one invocation, and every restore is consistent"
     );
     if let Some(line) = lines.last() {
         let one_worker = line["fanout"][0]["table_mib_per_s"]
