@@ -6,8 +6,9 @@
 # rounds on a settled server, and prints the medians, the ratios and each round's ratios. Not a
 # test: it takes several minutes and a release build.
 #   SIZES_MIB=256,1024 ROUNDS=3 PARALLELISM=2 SEGMENT_MIB=64 infra/local/bench-logical.sh
-# With `fanout`, the fanned-out backup instead: per-worker throughput and its scaling with 1, 2
-# and 4 concurrent worker processes on a 1 GiB database, beside one invocation and pg_dump -Fc:
+# With `fanout`, the fanned-out backup and restore instead: per-worker throughput and its scaling
+# with 1, 2 and 4 concurrent worker processes on a 1 GiB database, beside one invocation and
+# pg_dump -Fc (the backup) or pg_restore -j 2 (the restore):
 #   SIZES_MIB=1024 WORKERS=1,2,4 ROUNDS=1 BATCH_MIB=256 infra/local/bench-logical.sh fanout
 # Set KEEP_STACK=1 to leave the stack running; STATE=dir to use a stack that is already up.
 set -euo pipefail
