@@ -449,6 +449,25 @@ def restore_test():
                 ("RestoreBatch", {"action": "restore-logical-batch", "target_secret_id": "${StagingSecretId}"}),
                 "Loads one batch of segments, each checked as it loads and committed with its ledger row; a retry loads only what is missing.",
                 "a batch of the logical restore failed after its retries",
+                "PlanReread",
+                "TeardownAfterFailure",
+            ),
+            "PlanReread": task(
+                SNAPSHOT,
+                {**restore_target, "action": "restore-logical-reread-plan", "restore_id.$": "$.logical_plan.restore_id"},
+                "$.reread_plan",
+                "RereadBatches",
+                "TeardownAfterFailure",
+                comment="The restored tables' block ranges, planned on the staging database and stored in the restore's ledger, and their batches.",
+                result_selector={"batches.$": "$.batches"},
+            ),
+            "RereadBatches": batch_map(
+                "One invocation per batch of block ranges, at most logical_concurrency at once: each range read back with the backup's own COPY, its rows and content checksum stored in the ledger.",
+                "$.reread_plan.batches",
+                {"scheduled_time": "$.logical_backup.scheduled_time", "database": "$.database", "restore_id": "$.logical_plan.restore_id"},
+                ("RereadBatch", {"action": "restore-logical-reread-batch", "target_secret_id": "${StagingSecretId}"}),
+                "Reads one batch of the restored tables' block ranges; a retry reads only what is missing.",
+                "a batch of the logical restore's re-read failed after its retries",
                 "RestoreLogical",
                 "TeardownAfterFailure",
             ),
@@ -494,14 +513,14 @@ def restore_test():
         }
     )
     return {
-        "Comment": "catalyst-dr weekly restore test: restore the newest catalyst-dr backup snapshot (or snapshot_id) into a new staging instance, wait until it is available, rotate its credentials, smoke tests; create an empty staging database on it and restore the newest logical backup into it (prepare, a Distributed Map of batches of segments, at most logical_concurrency at once, then finish with reread: every table's rows and content checksum against the backup's manifest, and the schema), smoke tests on that copy; tear the staging instance down (on every failure path too), and write the report in the drills' format (the report alerts when the test failed). Input: {\"drill_id\" (default: the execution name), \"snapshot_id\": null (the newest), \"logical_scheduled_time\": null (the newest logical backup, or that night's), \"database\": \"catalyst_dr_logical\", \"logical_concurrency\": 8}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
+        "Comment": "catalyst-dr weekly restore test: restore the newest catalyst-dr backup snapshot (or snapshot_id) into a new staging instance, wait until it is available, rotate its credentials, smoke tests; create an empty staging database on it and restore the newest logical backup into it (prepare, a Distributed Map of batches of segments, at most logical_concurrency at once, the re-read's plan and a Map of its batches of block ranges, then finish with reread: every table's rows and content checksum against the backup's manifest, and the schema), smoke tests on that copy; tear the staging instance down (on every failure path too), and write the report in the drills' format (the report alerts when the test failed). Input: {\"drill_id\" (default: the execution name), \"snapshot_id\": null (the newest), \"logical_scheduled_time\": null (the newest logical backup, or that night's), \"database\": \"catalyst_dr_logical\", \"logical_concurrency\": 8}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
         "StartAt": "ApplyDefaults",
         "States": ordered(
             states,
             ["ApplyDefaults", "MergeInput", "RecordStart", "LogicalBackupNamed?", "NamedLogicalBackup",
              "NewestLogicalBackup", "StartRestore", "StartPolling",
              "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut", "RotateCredentials",
-             "SmokeTests", "StagingDatabase", "PrepareRestore", "RestoreBatches", "RestoreLogical", "LogicalConsistent?",
+             "SmokeTests", "StagingDatabase", "PrepareRestore", "RestoreBatches", "PlanReread", "RereadBatches", "RestoreLogical", "LogicalConsistent?",
              "LogicalNotConsistent", "LogicalSmokeTests", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",
              "TeardownAfterFailure", "ReportFailure", "NotifyFailure", "DrillFailed"],
         ),

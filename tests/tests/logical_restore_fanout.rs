@@ -241,6 +241,50 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
         (0, repeated.segments)
     );
 
+    // The re-read as the restore test's second Map runs it: planned once on the target, each
+    // batch of block ranges read once, their sums kept in the ledger for finish.
+    let reread = logical
+        .plan_reread(&run, &target, &plan.restore_id)
+        .await
+        .expect("plan the re-read");
+    assert!(reread.batches.len() >= 2, "{reread:#?}");
+    assert_eq!(
+        logical
+            .plan_reread(&run, &target, &plan.restore_id)
+            .await
+            .expect("plan again"),
+        reread
+    );
+    let mut read = 0;
+    for &batch in &reread.batches {
+        let done = logical
+            .reread_batch(&run, &target, &plan.restore_id, batch)
+            .await
+            .expect("re-read a batch");
+        assert_eq!((done.read, done.already_read), (done.ranges, 0));
+        read += done.read;
+    }
+    assert_eq!(read, reread.ranges);
+    let again = logical
+        .reread_batch(&run, &target, &plan.restore_id, 0)
+        .await
+        .expect("re-read batch 0 again");
+    assert_eq!((again.read, again.already_read), (0, again.ranges));
+    let err = logical
+        .reread_batch(&run, &target, &plan.restore_id, reread.batches.len())
+        .await
+        .expect_err("no such batch");
+    assert_eq!(err.error_type(), ErrorKind::InvalidInput, "{err}");
+    let unread: i64 = dst
+        .query_one(
+            "SELECT count(*) FROM catalyst_dr_restore.reread WHERE content IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unread, 0);
+
     // A finish that fails part-way (a row that breaks a foreign key slipped in): its indexes
     // stay built; once the row is gone, the retried finish builds none twice and completes.
     dst.batch_execute(
@@ -303,6 +347,13 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
     };
     assert_eq!(without_timings(&finished_again), without_timings(&restored));
     assert!((finished_again.seconds.load - restored.seconds.load).abs() < 1e-9);
+    // The stored report answers for its own target only.
+    let elsewhere = RestoreTarget::new(&whole_secret, None).expect("target");
+    let err = logical
+        .finish_restore(&run, &elsewhere, &plan.restore_id, true)
+        .await
+        .expect_err("another target");
+    assert_eq!(err.error_type(), ErrorKind::RestoreNotPrepared, "{err}");
     let store = S3Objects::new(s3(&sdk), &bucket);
     assert!(
         store

@@ -14,10 +14,14 @@
 //!   connections (largest tables first), each object streamed from S3 through the zstd decoder
 //!   with its SHA-256, row count and content checksum checked on the way; each segment commits
 //!   with its ledger row, so a retried batch loads only what is missing.
+//! - with `reread`, `restore-logical-reread-plan` plans the restored tables' block ranges (stored
+//!   in the ledger) and answers their batches, and `restore-logical-reread-batch` reads one batch
+//!   of ranges with the backup's own `COPY` for their row counts and rowset checksums, stored in
+//!   the ledger (the restore test's second Map); both are optional, finish reads what they left.
 //! - `restore-logical-finish` refuses while any segment is not loaded (naming them); then builds
 //!   every index (those of primary keys and unique constraints too) on the same connections;
-//!   with `reread`, they also re-read every table in its own block ranges for its row count and
-//!   rowset checksum (index builds and reads do not block each other) → keys attached to their
+//!   with `reread`, they also read every block range no batch has read (index builds and reads
+//!   do not block each other) → keys attached to their
 //!   indexes, foreign keys, sequence positions and post-data (triggers, policies, materialized
 //!   views, comments, owners, privileges) in one transaction → everything compared with the
 //!   manifest: the data, the sequences, and the schema, captured again from the target. Its
@@ -30,10 +34,9 @@
 use super::layout::{backup_prefix, checked_work_id, manifest_key, new_work_id};
 use super::manifest::{LogicalManifest, ManifestSegment};
 use super::parallel::on_connections;
-use super::restore_ledger::{self as ledger, Ledger, LoadedSegment};
+use super::restore_ledger::{self as ledger, Ledger, LoadedSegment, RereadRange};
 use super::rowset::{RowsetHasher, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
-use super::segments::Segment;
 use super::verify::{TableCheck, segments_of, sum_of};
 use super::{LogicalBackups, LogicalError};
 use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable, NotCaptured};
@@ -169,6 +172,26 @@ pub struct RestoreBatchResult {
     pub not_restorable: usize,
 }
 
+/// `restore-logical-reread-plan`'s answer: the Map's items are `batches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RereadPlan {
+    pub restore_id: String,
+    /// Block ranges of the restored tables, about `LOGICAL_SEGMENT_MIB` each.
+    pub ranges: usize,
+    pub batches: Vec<usize>,
+}
+
+/// `restore-logical-reread-batch`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RereadBatchResult {
+    pub restore_id: String,
+    pub batch: usize,
+    pub ranges: usize,
+    /// Ranges this invocation read, and those an earlier attempt had read.
+    pub read: usize,
+    pub already_read: usize,
+}
+
 /// What loading a set of segments did.
 #[derive(Debug, Default)]
 struct Loads {
@@ -182,7 +205,7 @@ struct Loads {
 /// block ranges of the re-read, if asked for.
 enum AfterLoad<'a> {
     Index(usize, &'a str),
-    Reread(Segment),
+    Reread(RereadRange),
 }
 
 /// The staging database a restore step works on, as its first connection found it.
@@ -359,6 +382,17 @@ impl LogicalBackups {
         let admin = &target.admin;
         let record_key = restore_record_key(&self.config.prefix, &run.stamp, restore_id);
         if let Some(result) = self.read_json::<RestoreResult>(&record_key).await? {
+            if result.target_database != target.database {
+                return Err(LogicalError::RestoreNotPrepared {
+                    run_id: run.stamp.clone(),
+                    restore_id: restore_id.to_owned(),
+                    database: target.database.clone(),
+                    found: Some(format!(
+                        "restore {restore_id} went into database {}",
+                        result.target_database
+                    )),
+                });
+            }
             // An earlier attempt stored the report; end the restore if it could not.
             if ledger::read(admin)
                 .await?
@@ -418,43 +452,38 @@ impl LogicalBackups {
         };
         let clock = std::time::Instant::now();
 
-        // Indexes, and the re-read: `stored` are the tables with a definition, by manifest index.
-        let stored: Vec<(usize, &CapturedTable)> = definitions
-            .iter()
-            .enumerate()
-            .filter_map(|(t, d)| d.map(|d| (t, d)))
-            .collect();
-        let stored_definitions: Vec<&CapturedTable> = stored.iter().map(|(_, d)| *d).collect();
-        let stored_definitions = &stored_definitions;
+        // Indexes, and the block ranges of the re-read no batch has read yet.
         let post = introspect::post_data_ddl(&manifest.schema);
-        let ranges = if reread {
-            self.plan_segments(admin, stored_definitions).await?
+        let unread: Vec<RereadRange> = if reread {
+            self.reread_ranges(&target, &manifest)
+                .await?
+                .into_iter()
+                .filter(|r| r.content.is_none())
+                .collect()
         } else {
             Vec::new()
         };
+        let definitions = &definitions;
         let jobs: Vec<AfterLoad> = post
             .indexes
             .iter()
             .enumerate()
             .map(|(i, statement)| AfterLoad::Index(i, statement))
-            .chain(ranges.into_iter().map(AfterLoad::Reread))
+            .chain(unread.into_iter().map(AfterLoad::Reread))
             .collect();
         let clients = self
             .restore_connections(&target.connector, jobs.len())
             .await?;
-        let read_back = on_connections(&clients, jobs, |client, job| async move {
+        on_connections(&clients, jobs, |client, job| async move {
             match job {
                 AfterLoad::Index(i, statement) => {
                     if ledger::claim_step(client, &format!("index:{i}")).await? {
                         introspect::execute_statement(client, statement).await?;
                         ledger::commit(client).await?;
                     }
-                    Ok(None)
+                    Ok(())
                 }
-                AfterLoad::Reread(range) => Ok(Some((
-                    range.table,
-                    read_rowset(client, stored_definitions[range.table], &range.range).await?,
-                ))),
+                AfterLoad::Reread(range) => reread_range(client, definitions, &range).await,
             }
         })
         .await?;
@@ -519,13 +548,15 @@ impl LogicalBackups {
         for ((t, _), load) in segments.iter().zip(loads) {
             by_table[*t].extend(load);
         }
-        let mut restored: Vec<Vec<RowsetSummary>> =
+        let mut restored: Vec<Vec<Option<RowsetSummary>>> =
             manifest.tables.iter().map(|_| Vec::new()).collect();
-        for (s, content) in read_back.into_iter().flatten() {
-            restored[stored[s].0].push(content);
+        if reread {
+            for range in ledger::reread_plan(admin, &target.database).await? {
+                restored[range.table].push(range.content);
+            }
         }
-        let mut checks = Vec::with_capacity(stored.len());
-        for &(t, _) in &stored {
+        let mut checks = Vec::new();
+        for t in (0..manifest.tables.len()).filter(|&t| definitions[t].is_some()) {
             let entry = &manifest.tables[t];
             let mut check = TableCheck::new(entry);
             for load in &by_table[t] {
@@ -540,10 +571,17 @@ impl LogicalBackups {
             }
             check.measured("loaded", sum_of(by_table[t].iter().map(|l| l.read.content)));
             if reread {
-                check.measured(
-                    "in the restored table",
-                    sum_of(std::mem::take(&mut restored[t]).into_iter().map(Some)),
-                );
+                let ranges = std::mem::take(&mut restored[t]);
+                let unread = ranges.iter().filter(|r| r.is_none()).count();
+                if ranges.is_empty() {
+                    check.problems.push("it was not re-read".to_owned());
+                } else if unread > 0 {
+                    check.problems.push(format!(
+                        "{unread} of its {} block ranges were not re-read",
+                        ranges.len()
+                    ));
+                }
+                check.measured("in the restored table", sum_of(ranges));
             }
             check.close();
             mismatches.extend(
@@ -598,6 +636,113 @@ impl LogicalBackups {
         end_restore(admin, &target.drill_id).await?;
         tracing::info!(database = %target.database, consistent, mismatches = result.mismatches.len(), "logical restore finished");
         Ok(result)
+    }
+
+    /// `restore-logical-reread-plan`: once the load is done, the restored tables' block ranges,
+    /// planned on the target and stored in the ledger (a retry answers the stored plan), in
+    /// batches of about `LOGICAL_FANOUT_BATCH_MIB`.
+    pub async fn plan_reread(
+        &self,
+        run: &RunId,
+        target: &RestoreTarget,
+        restore_id: &str,
+    ) -> Result<RereadPlan, LogicalError> {
+        let restore_id = checked_work_id("restore_id", restore_id, "restore-logical-prepare")?;
+        let manifest = self.restore_manifest(run).await?;
+        let target = self.restore_target(target).await?;
+        prepared_ledger(&target, run, restore_id).await?;
+        let ranges = self.reread_ranges(&target, &manifest).await?;
+        Ok(RereadPlan {
+            restore_id: restore_id.to_owned(),
+            ranges: ranges.len(),
+            batches: (0..self.reread_batches(&ranges).len()).collect(),
+        })
+    }
+
+    /// `restore-logical-reread-batch`: reads the batch's block ranges that no attempt has read
+    /// and stores each one's rows and content checksum in the ledger.
+    pub async fn reread_batch(
+        &self,
+        run: &RunId,
+        target: &RestoreTarget,
+        restore_id: &str,
+        batch: usize,
+    ) -> Result<RereadBatchResult, LogicalError> {
+        let restore_id = checked_work_id("restore_id", restore_id, "restore-logical-prepare")?;
+        let manifest = self.restore_manifest(run).await?;
+        let target = self.restore_target(target).await?;
+        prepared_ledger(&target, run, restore_id).await?;
+        let ranges = self.reread_ranges(&target, &manifest).await?;
+        let batches = self.reread_batches(&ranges);
+        let Some(members) = batches.get(batch) else {
+            return Err(InputError::new(
+                "batch",
+                format!(
+                    "restore {restore_id} re-reads in batches 0 to {}",
+                    batches.len().saturating_sub(1)
+                ),
+            )
+            .into());
+        };
+        let unread: Vec<RereadRange> = members
+            .iter()
+            .map(|&r| ranges[r].clone())
+            .filter(|r| r.content.is_none())
+            .collect();
+        let read = unread.len();
+        let definitions = definitions(&manifest);
+        let definitions = &definitions;
+        let clients = self.restore_connections(&target.connector, read).await?;
+        on_connections(&clients, unread, |client, range| async move {
+            reread_range(client, definitions, &range).await
+        })
+        .await?;
+        Ok(RereadBatchResult {
+            restore_id: restore_id.to_owned(),
+            batch,
+            ranges: members.len(),
+            read,
+            already_read: members.len() - read,
+        })
+    }
+
+    /// The re-read's block ranges from the ledger, planned there first if they are not yet.
+    async fn reread_ranges(
+        &self,
+        target: &Target,
+        manifest: &LogicalManifest,
+    ) -> Result<Vec<RereadRange>, LogicalError> {
+        let admin = &target.admin;
+        let planned = ledger::reread_plan(admin, &target.database).await?;
+        if !planned.is_empty() {
+            return Ok(planned);
+        }
+        let stored: Vec<(usize, &CapturedTable)> = definitions(manifest)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(t, d)| d.map(|d| (t, d)))
+            .collect();
+        let tables: Vec<&CapturedTable> = stored.iter().map(|(_, d)| *d).collect();
+        let ranges: Vec<(usize, BlockRange)> = self
+            .plan_segments(admin, &tables)
+            .await?
+            .into_iter()
+            .map(|s| (stored[s.table].0, s.range))
+            .collect();
+        if ledger::claim_step(admin, "reread-plan").await? {
+            ledger::store_reread_plan(admin, &ranges).await?;
+            ledger::commit(admin).await?;
+        }
+        ledger::reread_plan(admin, &target.database).await
+    }
+
+    /// The re-read's ranges in batches of about `LOGICAL_FANOUT_BATCH_MIB` (each range is at most
+    /// `LOGICAL_SEGMENT_MIB` of table storage).
+    fn reread_batches(&self, ranges: &[RereadRange]) -> Vec<Vec<usize>> {
+        super::fanout::batches(
+            ranges.iter().map(|_| self.config.segment_bytes),
+            self.config.fanout_batch_bytes,
+        )
     }
 
     /// The run's manifest; `BackupIncomplete` when it has none.
@@ -776,6 +921,17 @@ async fn end_restore(admin: &Client, drill_id: &str) -> Result<(), LogicalError>
         .await?;
     mark_restoring(admin, drill_id, None).await?;
     ledger::commit(admin).await
+}
+
+/// Re-reads one block range of a restored table and stores what it found in the ledger.
+async fn reread_range(
+    client: &Client,
+    definitions: &[Option<&CapturedTable>],
+    range: &RereadRange,
+) -> Result<(), LogicalError> {
+    let table = definitions[range.table].expect("only tables with a definition are planned");
+    let content = read_rowset(client, table, &range.blocks).await?;
+    ledger::store_reread(client, range.range, &content).await
 }
 
 /// The row count and rowset checksum of one block range of a table, read with the backup's own

@@ -11,11 +11,16 @@
 //! ```text
 //! catalyst_dr_restore.restore   one row: restore_id, run_id, reset, started_at, prepared_at
 //! catalyst_dr_restore.loaded    a row per loaded segment: its rows and what reading it found
-//! catalyst_dr_restore.done      a row per finished index build ('index:<n>') and 'schema'
+//! catalyst_dr_restore.done      a row per finished index build ('index:<n>'), 'schema', and
+//!                               'reread-plan' once the re-read's block ranges are planned
+//! catalyst_dr_restore.reread    a row per block range of the re-read: its table (the manifest's
+//!                               index) and blocks, and once read its rows and content checksum
 //! ```
 
 use super::LogicalError;
+use super::rowset::RowsetSummary;
 use super::segment_object::SegmentRead;
+use crate::catalyst_db::introspect::BlockRange;
 use tokio_postgres::Client;
 
 /// The ledger's schema: in the target's user schemas, so that `reset` drops it with the rest.
@@ -63,7 +68,93 @@ pub fn create_statements(restore_id: &str, run_id: &str, reset: bool) -> Vec<Str
             "CREATE TABLE {SCHEMA}.loaded (segment integer PRIMARY KEY, rows bigint, read text, loaded_at timestamptz)"
         ),
         format!("CREATE TABLE {SCHEMA}.done (step text PRIMARY KEY)"),
+        format!(
+            "CREATE TABLE {SCHEMA}.reread (range integer PRIMARY KEY, tbl integer NOT NULL, start_block bigint NOT NULL, \
+             end_block bigint, content text)"
+        ),
     ]
+}
+
+/// One block range of the re-read: `table` is the manifest's index of its table; `content` is
+/// what reading it found, None until it is read.
+#[derive(Debug, Clone)]
+pub struct RereadRange {
+    pub range: usize,
+    pub table: usize,
+    pub blocks: BlockRange,
+    pub content: Option<RowsetSummary>,
+}
+
+/// Stores the re-read's block ranges, in the transaction `claim_step(.., "reread-plan")` opened.
+pub async fn store_reread_plan(
+    client: &Client,
+    ranges: &[(usize, BlockRange)],
+) -> Result<(), LogicalError> {
+    for (range, (table, blocks)) in ranges.iter().enumerate() {
+        let (range, table) = (range as i32, *table as i32);
+        let (start, end) = (i64::from(blocks.start), blocks.end.map(i64::from));
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {SCHEMA}.reread (range, tbl, start_block, end_block) VALUES ($1, $2, $3, $4)"
+                ),
+                &[&range, &table, &start, &end],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The re-read's block ranges, in order; empty until they are planned.
+pub async fn reread_plan(
+    client: &Client,
+    database: &str,
+) -> Result<Vec<RereadRange>, LogicalError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT range, tbl, start_block, end_block, content FROM {SCHEMA}.reread ORDER BY range"
+            ),
+            &[],
+        )
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let content: Option<String> = r.get(4);
+            let block = |b: i64| u32::try_from(b).unwrap_or(u32::MAX);
+            Ok(RereadRange {
+                range: r.get::<_, i32>(0) as usize,
+                table: r.get::<_, i32>(1) as usize,
+                blocks: BlockRange {
+                    start: block(r.get(2)),
+                    end: r.get::<_, Option<i64>>(3).map(block),
+                },
+                content: content
+                    .map(|c| serde_json::from_str(&c))
+                    .transpose()
+                    .map_err(|source| LogicalError::CorruptManifest {
+                        key: format!("{SCHEMA}.reread in database {database}"),
+                        source,
+                    })?,
+            })
+        })
+        .collect()
+}
+
+/// Records what re-reading `range` found (a repeated read stores the same).
+pub async fn store_reread(
+    client: &Client,
+    range: usize,
+    content: &RowsetSummary,
+) -> Result<(), LogicalError> {
+    let content = serde_json::to_string(content).expect("a rowset summary always serialises");
+    client
+        .execute(
+            &format!("UPDATE {SCHEMA}.reread SET content = $2 WHERE range = $1"),
+            &[&(range as i32), &content],
+        )
+        .await?;
+    Ok(())
 }
 
 /// The target's ledger; None when it has none.

@@ -134,6 +134,24 @@ pub enum SnapshotTriggerEvent {
         restore_id: String,
         batch: usize,
     },
+    /// The re-read's block ranges of the restored tables (planned once, stored in the target's
+    /// ledger) and their batches.
+    RestoreLogicalRereadPlan {
+        scheduled_time: RunId,
+        target_secret_id: String,
+        #[serde(default)]
+        database: Option<String>,
+        restore_id: String,
+    },
+    /// Re-reads one batch of those ranges (ranges an earlier attempt read are skipped).
+    RestoreLogicalRereadBatch {
+        scheduled_time: RunId,
+        target_secret_id: String,
+        #[serde(default)]
+        database: Option<String>,
+        restore_id: String,
+        batch: usize,
+    },
     /// Once every segment is loaded: indexes, constraints, sequences, post-data and every check
     /// (`restore-logical`'s report, stored; a retry answers it).
     RestoreLogicalFinish {
@@ -383,6 +401,29 @@ impl SnapshotTrigger {
                 to_json(
                     self.logical
                         .restore_batch(&run, &target, &restore_id, batch)
+                        .await?,
+                )
+            }
+            SnapshotTriggerEvent::RestoreLogicalRereadPlan {
+                scheduled_time: run,
+                target_secret_id,
+                database,
+                restore_id,
+            } => {
+                let target = RestoreTarget::new(&target_secret_id, database)?;
+                to_json(self.logical.plan_reread(&run, &target, &restore_id).await?)
+            }
+            SnapshotTriggerEvent::RestoreLogicalRereadBatch {
+                scheduled_time: run,
+                target_secret_id,
+                database,
+                restore_id,
+                batch,
+            } => {
+                let target = RestoreTarget::new(&target_secret_id, database)?;
+                to_json(
+                    self.logical
+                        .reread_batch(&run, &target, &restore_id, batch)
                         .await?,
                 )
             }
