@@ -88,7 +88,14 @@ async fn restore_test_passes_against_the_manifest_and_failing_ones_tear_down_and
     assert_eq!(users["data"]["users"], 35, "the snapshot holds the data");
     assert_eq!(output["logical"]["consistent"], true);
     assert_eq!(output["logical"]["reread"], true);
-    // The load ran as the Map's batches, and finish stored its report beside the backup.
+    // The load and the re-read ran as the Maps' batches, and finish stored its report beside
+    // the backup.
+    assert!(
+        !output["reread_plan"]["batches"]
+            .as_array()
+            .expect("re-read batches")
+            .is_empty()
+    );
     let restore_id = output["logical_plan"]["restore_id"]
         .as_str()
         .expect("restore id");
