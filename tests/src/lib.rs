@@ -864,3 +864,54 @@ pub fn dead_letter_replay(
     let config = catalyst_dr::replay::config::ReplayConfig::from_env(&env).expect("config");
     catalyst_dr::replay::DeadLetterReplay::new(config, sdk).expect("wiring")
 }
+
+/// The rows of each user relation `relations` selects (a condition on `pg_class c`), read through
+/// `ONLY` so that each partition and child counts once, with an order-independent digest of them:
+/// what a restore must reproduce.
+pub async fn relation_contents(
+    client: &tokio_postgres::Client,
+    relations: &str,
+) -> Vec<(String, i64, String)> {
+    let tables: Vec<String> = client
+        .query(
+            &format!("SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE {relations} AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' ORDER BY 1"),
+            &[],
+        )
+        .await
+        .expect("relations")
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for table in tables {
+        let row = client
+            .query_one(&format!("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text COLLATE \"C\")), '') FROM ONLY {table} t"), &[])
+            .await
+            .expect("contents");
+        out.push((table, row.get(0), row.get(1)));
+    }
+    out
+}
+
+/// A backup or restore observer that signals once the second segment's `COPY` has started,
+/// then holds that segment forever: the invocation is "killed" there by dropping its future.
+#[derive(Default)]
+pub struct KillAtSecondSegment {
+    started: std::sync::atomic::AtomicUsize,
+    pub reached: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl catalyst_dr::logical::BackupObserver for KillAtSecondSegment {
+    async fn segment_copy_started(&self, _schema: &str, _table: &str, _segment: u32) {
+        if self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -10,17 +10,16 @@ use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::fanout::{BackupPath, read_source_id};
 use catalyst_dr::logical::manifest::{LogicalManifest, ReadPath};
 use catalyst_dr::logical::verify::VerifyReport;
-use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
+use catalyst_dr::logical::{LogicalBackups, LogicalError};
 use catalyst_dr::object_store::{ObjectStore, S3Objects};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::{
-    generated_database, local_aws, new_locked_bucket, pg_admin, pg_connect, put_staging_secret,
-    run_in, s3,
+    KillAtSecondSegment, generated_database, local_aws, new_locked_bucket, pg_admin, pg_connect,
+    put_staging_secret, run_in, s3,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use time::OffsetDateTime;
 
 /// A source of a few MiB (several 1 MiB segments in its largest tables) and its quiescent copy.
@@ -81,23 +80,6 @@ async fn manifest(store: &S3Objects, run: &RunId) -> Option<LogicalManifest> {
         .map(|bytes| serde_json::from_slice(&bytes).expect("manifest"))
 }
 
-/// Signals once the second segment's COPY has started, then holds that segment forever: the
-/// invocation is "killed" there by dropping its future.
-struct KillAtSecondSegment {
-    started: AtomicUsize,
-    reached: tokio::sync::Notify,
-}
-
-#[async_trait::async_trait]
-impl BackupObserver for KillAtSecondSegment {
-    async fn segment_copy_started(&self, _schema: &str, _table: &str, _segment: u32) {
-        if self.started.fetch_add(1, Ordering::SeqCst) == 1 {
-            self.reached.notify_one();
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     let sdk = local_aws().await;
@@ -132,10 +114,7 @@ async fn fanout_stores_what_one_invocation_stores_and_a_killed_batch_resumes() {
     assert!(plan.segments > plan.batches.len(), "{plan:#?}");
 
     // Batch 0 (two 1 MiB ranges of the largest table) killed while its second segment copies.
-    let observer = Arc::new(KillAtSecondSegment {
-        started: AtomicUsize::new(0),
-        reached: tokio::sync::Notify::new(),
-    });
+    let observer = Arc::new(KillAtSecondSegment::default());
     logical.observer = Some(observer.clone());
     tokio::select! {
         result = logical.backup_batch(&run, 0) => panic!("the batch was to be killed: {result:?}"),

@@ -6,15 +6,15 @@
 use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::{RestoreOptions, RestorePhases, RestoreResult, RestoreTarget};
-use catalyst_dr::logical::{BackupObserver, LogicalBackups, LogicalError};
+use catalyst_dr::logical::{LogicalBackups, LogicalError};
 use catalyst_dr::object_store::{ObjectStore, S3Objects};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr_tests::datagen::GeneratorSpec;
 use catalyst_dr_tests::{
-    empty_database, generated_database, local_aws, new_locked_bucket, pg_connect, run_in, s3,
+    KillAtSecondSegment, empty_database, generated_database, local_aws, new_locked_bucket,
+    pg_connect, relation_contents, run_in, s3,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio_postgres::Client;
 
 fn backups(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: &str) -> LogicalBackups {
@@ -43,28 +43,9 @@ async fn staging(sdk: &aws_config::SdkConfig, label: &str) -> (String, Client) {
     (secret, client)
 }
 
-/// Every user table's rows and an md5 of their text, in order.
+/// Every user table's rows and a digest of them.
 async fn fingerprint(client: &Client) -> Vec<(String, i64, String)> {
-    let tables: Vec<String> = client
-        .query(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' ORDER BY 1",
-            &[],
-        )
-        .await
-        .expect("tables")
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut out = Vec::new();
-    for table in tables {
-        let row = client
-            .query_one(&format!("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text COLLATE \"C\")), '') FROM {table} t"), &[])
-            .await
-            .expect("fingerprint");
-        out.push((table, row.get(0), row.get(1)));
-    }
-    out
+    relation_contents(client, "c.relkind = 'r'").await
 }
 
 /// The indexes and the staging marker of the target, to show a refusal changed nothing.
@@ -78,23 +59,6 @@ async fn indexes_and_marker(client: &Client) -> (i64, String) {
         .await
         .expect("indexes and marker");
     (row.get(0), row.get(1))
-}
-
-/// Signals once the second segment's COPY has started, then holds that segment forever: the
-/// invocation is "killed" there by dropping its future.
-struct KillAtSecondSegment {
-    started: AtomicUsize,
-    reached: tokio::sync::Notify,
-}
-
-#[async_trait::async_trait]
-impl BackupObserver for KillAtSecondSegment {
-    async fn segment_copy_started(&self, _schema: &str, _table: &str, _segment: u32) {
-        if self.started.fetch_add(1, Ordering::SeqCst) == 1 {
-            self.reached.notify_one();
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 #[tokio::test]
@@ -203,10 +167,7 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
     );
 
     // Batch 0 is killed while its second segment's COPY runs; the first stays loaded.
-    let killer = Arc::new(KillAtSecondSegment {
-        started: AtomicUsize::new(0),
-        reached: tokio::sync::Notify::new(),
-    });
+    let killer = Arc::new(KillAtSecondSegment::default());
     logical.observer = Some(killer.clone());
     tokio::select! {
         result = logical.restore_batch(&run, &target, &plan.restore_id, 0) => {

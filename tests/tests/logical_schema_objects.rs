@@ -17,7 +17,8 @@ use catalyst_dr::object_store::S3Objects;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
 use catalyst_dr_tests::{
-    empty_database, local_aws, new_locked_bucket, pg_admin, run_in, s3, stack_var,
+    empty_database, local_aws, new_locked_bucket, pg_admin, relation_contents, run_in, s3,
+    stack_var,
 };
 use std::process::Command;
 use std::sync::Arc;
@@ -299,35 +300,11 @@ fn assert_same_schema(restored: &[String], source: &[String]) {
 /// Every table's and populated materialized view's rows (through `ONLY`, so each partition and
 /// child counts once) and an order-independent digest of them.
 async fn all_contents(client: &Client) -> Vec<(String, i64, String)> {
-    contents(
+    relation_contents(
         client,
         "(c.relkind = 'r' OR c.relkind = 'm' AND c.relispopulated)",
     )
     .await
-}
-
-/// The rows and digest of each relation `relations` selects.
-async fn contents(client: &Client, relations: &str) -> Vec<(String, i64, String)> {
-    let tables: Vec<String> = client
-        .query(
-            &format!("SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE {relations} AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' ORDER BY 1"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut out = Vec::new();
-    for table in tables {
-        let row = client
-            .query_one(&format!("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text COLLATE \"C\")), '') FROM ONLY {table} t"), &[])
-            .await
-            .unwrap();
-        out.push((table, row.get(0), row.get(1)));
-    }
-    out
 }
 
 #[tokio::test]
@@ -382,7 +359,7 @@ async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
         None,
         "a partitioned table has no rows of its own"
     );
-    let source_rows: i64 = contents(&src, "c.relkind = 'r'")
+    let source_rows: i64 = relation_contents(&src, "c.relkind = 'r'")
         .await
         .iter()
         .map(|(_, rows, _)| rows)

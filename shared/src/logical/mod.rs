@@ -179,6 +179,14 @@ impl LogicalError {
     }
 }
 
+/// A `batch` the work (e.g. "run X verifies") does not have among its `batches`.
+pub(crate) fn no_such_batch(work: &str, batches: usize) -> InputError {
+    InputError::new(
+        "batch",
+        format!("{work} in batches 0 to {}", batches.saturating_sub(1)),
+    )
+}
+
 /// The newest complete logical backup, as `newest-logical` answers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewestBackup {

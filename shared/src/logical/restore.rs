@@ -38,7 +38,7 @@ use super::restore_ledger::{self as ledger, Ledger, LoadedSegment, RereadRange};
 use super::rowset::{RowsetHasher, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
 use super::verify::{TableCheck, segments_of, sum_of};
-use super::{LogicalBackups, LogicalError};
+use super::{LogicalBackups, LogicalError, no_such_batch};
 use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable, NotCaptured};
 use crate::catalyst_db::{mark_restoring, require_staging, restoring_backup};
 use crate::input::InputError;
@@ -336,15 +336,9 @@ impl LogicalBackups {
         let segments = segments_of(&manifest);
         let batches = self.segment_batches(&segments);
         let Some(members) = batches.get(batch) else {
-            return Err(InputError::new(
-                "batch",
-                format!(
-                    "run {} restores in batches 0 to {}",
-                    run.stamp,
-                    batches.len().saturating_sub(1)
-                ),
-            )
-            .into());
+            return Err(
+                no_such_batch(&format!("run {} restores", run.stamp), batches.len()).into(),
+            );
         };
         let target = self.restore_target(target).await?;
         prepared_ledger(&target, run, restore_id).await?;
@@ -675,14 +669,9 @@ impl LogicalBackups {
         let ranges = self.reread_ranges(&target, &manifest).await?;
         let batches = self.reread_batches(&ranges);
         let Some(members) = batches.get(batch) else {
-            return Err(InputError::new(
-                "batch",
-                format!(
-                    "restore {restore_id} re-reads in batches 0 to {}",
-                    batches.len().saturating_sub(1)
-                ),
-            )
-            .into());
+            return Err(
+                no_such_batch(&format!("restore {restore_id} re-reads"), batches.len()).into(),
+            );
         };
         let unread: Vec<RereadRange> = members
             .iter()

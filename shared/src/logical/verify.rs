@@ -21,7 +21,6 @@ use super::manifest::{LogicalManifest, ManifestSegment, ManifestTable};
 use super::rowset::{RowsetChecksum, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
 use super::{LogicalBackups, LogicalError};
-use crate::input::InputError;
 use crate::run_id::RunId;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -239,13 +238,9 @@ impl LogicalBackups {
         let segments = segments_of(&manifest);
         let batches = self.segment_batches(&segments);
         let Some(members) = batches.get(batch) else {
-            return Err(InputError::new(
-                "batch",
-                format!(
-                    "run {} verifies in batches 0 to {}",
-                    run.stamp,
-                    batches.len().saturating_sub(1)
-                ),
+            return Err(super::no_such_batch(
+                &format!("run {} verifies", run.stamp),
+                batches.len(),
             )
             .into());
         };

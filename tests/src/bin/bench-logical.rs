@@ -216,6 +216,21 @@ impl ChildArgs {
 }
 
 /// Prints a child's figures as one JSON line (wall time and peak RSS added), or its error.
+/// Runs `step` on each batch in turn, as that many invocations would; stops at the first error.
+async fn in_turn<T, Fut>(
+    batches: Vec<usize>,
+    step: impl Fn(usize) -> Fut,
+) -> Result<Vec<T>, catalyst_dr::logical::LogicalError>
+where
+    Fut: std::future::Future<Output = Result<T, catalyst_dr::logical::LogicalError>>,
+{
+    let mut done = Vec::with_capacity(batches.len());
+    for batch in batches {
+        done.push(step(batch).await?);
+    }
+    Ok(done)
+}
+
 fn report<T>(
     what: &str,
     started: Instant,
@@ -675,25 +690,16 @@ async fn main() -> ExitCode {
         Cmd::FanoutWorker { batches, common } => {
             let (logical, run) = common.logical(None).await;
             let started = Instant::now();
-            let mut copied = (0usize, 0u64);
-            let mut outcome = Ok(());
-            for batch in batches {
-                match logical.backup_batch(&run, batch).await {
-                    Ok(done) => {
-                        copied.0 += done.copied;
-                        copied.1 += done.object_bytes;
-                    }
-                    Err(e) => {
-                        outcome = Err(e);
-                        break;
-                    }
-                }
-            }
             report(
                 "fanout-worker",
                 started,
-                outcome,
-                |()| json!({"segments": copied.0, "object_bytes": copied.1}),
+                in_turn(batches, |batch| logical.backup_batch(&run, batch)).await,
+                |done| {
+                    json!({
+                        "segments": done.iter().map(|d| d.copied).sum::<usize>(),
+                        "object_bytes": done.iter().map(|d| d.object_bytes).sum::<u64>(),
+                    })
+                },
             )
         }
         Cmd::FanoutFinish { common } => {
@@ -729,28 +735,19 @@ async fn main() -> ExitCode {
             let (logical, run) = common.logical(None).await;
             let target = RestoreTarget::new(&target_secret, None).expect("target");
             let started = Instant::now();
-            let mut loaded = (0usize, 0u64);
-            let mut outcome = Ok(());
-            for batch in batches {
-                match logical
-                    .restore_batch(&run, &target, &restore_id, batch)
-                    .await
-                {
-                    Ok(done) => {
-                        loaded.0 += done.loaded;
-                        loaded.1 += done.rows;
-                    }
-                    Err(e) => {
-                        outcome = Err(e);
-                        break;
-                    }
-                }
-            }
             report(
                 "restore-worker",
                 started,
-                outcome,
-                |()| json!({"segments": loaded.0, "rows": loaded.1}),
+                in_turn(batches, |batch| {
+                    logical.restore_batch(&run, &target, &restore_id, batch)
+                })
+                .await,
+                |done| {
+                    json!({
+                        "segments": done.iter().map(|d| d.loaded).sum::<usize>(),
+                        "rows": done.iter().map(|d| d.rows).sum::<u64>(),
+                    })
+                },
             )
         }
         Cmd::RestoreFinish {

@@ -230,173 +230,126 @@ pub async fn run(
         drop_database(&copy).await;
         drop_database(&src).await;
 
-        let mib_s = |seconds: f64| round(copy_bytes as f64 / 1048576.0 / seconds);
-        let single = median(single_s.into_iter());
-        let pg_dump = median(dump_s.into_iter());
-        let one_worker = median(fanout_s[0].iter().copied());
-        let by_workers: Vec<Value> = worker_counts
-            .iter()
-            .zip(&fanout_s)
-            .map(|(&n, walls)| {
-                let wall = median(walls.iter().copied());
-                json!({
-                    "workers": n,
-                    "seconds": round(wall),
-                    "table_mib_per_s": mib_s(wall),
-                    "per_worker_mib_per_s": round(mib_s(wall) / n as f64),
-                    "speedup_vs_1_worker": round(one_worker / wall),
-                    "vs_one_invocation": round(wall / single),
-                    "vs_pg_dump_fc": round(wall / pg_dump),
-                })
-            })
-            .collect();
-        let restore_single = median(restore_single_s.into_iter());
-        let pg_restore = median(pg_restore_s.into_iter());
-        let restore_one_worker = median(restore_fanout_s[0].iter().copied());
-        let restore_by_workers: Vec<Value> = worker_counts
-            .iter()
-            .zip(&restore_fanout_s)
-            .map(|(&n, walls)| {
-                let wall = median(walls.iter().copied());
-                json!({
-                    "workers": n,
-                    "seconds": round(wall),
-                    "table_mib_per_s": mib_s(wall),
-                    "per_worker_mib_per_s": round(mib_s(wall) / n as f64),
-                    "speedup_vs_1_worker": round(restore_one_worker / wall),
-                    "vs_one_invocation": round(wall / restore_single),
-                    "vs_pg_restore_j2": round(wall / pg_restore),
-                })
-            })
-            .collect();
+        let mib_per_s = |seconds: f64| round(copy_bytes as f64 / 1048576.0 / seconds);
         let line = json!({
             "database_mib": database_bytes >> 20,
             "copy_mib": copy_bytes >> 20,
             "object_ratio": round(object_bytes as f64 / copy_bytes.max(1) as f64),
             "batches": batches,
             "rounds": rounds,
-            "one_invocation_one_connection_seconds": round(single),
-            "one_invocation_mib_per_s": mib_s(single),
-            "pg_dump_fc_seconds": round(pg_dump),
-            "fanout": by_workers,
-            "restore": {
-                "one_invocation_one_connection_seconds": round(restore_single),
-                "one_invocation_mib_per_s": mib_s(restore_single),
-                "pg_restore_j2_seconds": round(pg_restore),
-                "fanout": restore_by_workers,
-            },
+            "backup": comparison(&worker_counts, single_s, dump_s, &fanout_s, mib_per_s),
+            "restore": comparison(&worker_counts, restore_single_s, pg_restore_s, &restore_fanout_s, mib_per_s),
         });
         println!("{line}");
         lines.push(line);
     }
-    println!();
-    println!(
-        "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-        "db MiB",
-        "workers",
-        "seconds",
-        "MiB/s",
-        "MiB/s/wkr",
-        "speedup",
-        "vs 1 invoc.",
-        "vs pg_dump"
-    );
-    for line in &lines {
-        println!(
-            "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-            cell(&line["database_mib"]),
-            "single",
-            cell(&line["one_invocation_one_connection_seconds"]),
-            cell(&line["one_invocation_mib_per_s"]),
-            "",
-            "",
-            "1",
-            ""
-        );
-        println!(
-            "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-            cell(&line["database_mib"]),
-            "pg_dump",
-            cell(&line["pg_dump_fc_seconds"]),
-            "",
-            "",
-            "",
-            "",
-            "1"
-        );
-        for f in line["fanout"].as_array().expect("fanout") {
-            println!(
-                "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>9}",
-                cell(&line["database_mib"]),
-                cell(&f["workers"]),
-                cell(&f["seconds"]),
-                cell(&f["table_mib_per_s"]),
-                cell(&f["per_worker_mib_per_s"]),
-                cell(&f["speedup_vs_1_worker"]),
-                cell(&f["vs_one_invocation"]),
-                cell(&f["vs_pg_dump_fc"])
-            );
-        }
-    }
-    println!();
-    println!(
-        "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
-        "restore",
-        "workers",
-        "seconds",
-        "MiB/s",
-        "MiB/s/wkr",
-        "speedup",
-        "vs 1 invoc.",
-        "vs pg_restore"
-    );
-    for line in &lines {
-        let restore = &line["restore"];
-        println!(
-            "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
-            cell(&line["database_mib"]),
-            "single",
-            cell(&restore["one_invocation_one_connection_seconds"]),
-            cell(&restore["one_invocation_mib_per_s"]),
-            "",
-            "",
-            "1",
-            ""
-        );
-        println!(
-            "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
-            cell(&line["database_mib"]),
-            "pg_rst",
-            cell(&restore["pg_restore_j2_seconds"]),
-            "",
-            "",
-            "",
-            "",
-            "1"
-        );
-        for f in restore["fanout"].as_array().expect("fanout") {
-            println!(
-                "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
-                cell(&line["database_mib"]),
-                cell(&f["workers"]),
-                cell(&f["seconds"]),
-                cell(&f["table_mib_per_s"]),
-                cell(&f["per_worker_mib_per_s"]),
-                cell(&f["speedup_vs_1_worker"]),
-                cell(&f["vs_one_invocation"]),
-                cell(&f["vs_pg_restore_j2"])
-            );
-        }
-    }
+    print_comparison(&lines, "backup", "pg_dump", "vs pg_dump");
+    print_comparison(&lines, "restore", "pg_rst", "vs pg_restore");
     println!(
         "MiB/s: COPY text of the tables per second of wall time; every fan-out stored the same rows as the one invocation, and every restore is consistent"
     );
     if let Some(line) = lines.last() {
-        let one_worker = line["fanout"][0]["table_mib_per_s"]
+        let one_worker = line["backup"]["fanout"][0]["table_mib_per_s"]
             .as_f64()
             .unwrap_or(f64::NAN);
         let ratio = line["object_ratio"].as_f64().unwrap_or(f64::NAN);
         project(one_worker, ratio, segment_mib, batch_mib);
+    }
+}
+
+/// The medians of one kind of work (the backup or the restore): one invocation, PostgreSQL's own
+/// tool (`pg_dump -Fc` or `pg_restore -j 2`) and the fan-out at each worker count, with ratios.
+fn comparison(
+    worker_counts: &[usize],
+    single_s: Vec<f64>,
+    tool_s: Vec<f64>,
+    fanout_s: &[Vec<f64>],
+    mib_per_s: impl Fn(f64) -> f64,
+) -> Value {
+    let single = median(single_s.into_iter());
+    let tool = median(tool_s.into_iter());
+    let one_worker = median(fanout_s[0].iter().copied());
+    let by_workers: Vec<Value> = worker_counts
+        .iter()
+        .zip(fanout_s)
+        .map(|(&n, walls)| {
+            let wall = median(walls.iter().copied());
+            json!({
+                "workers": n,
+                "seconds": round(wall),
+                "table_mib_per_s": mib_per_s(wall),
+                "per_worker_mib_per_s": round(mib_per_s(wall) / n as f64),
+                "speedup_vs_1_worker": round(one_worker / wall),
+                "vs_one_invocation": round(wall / single),
+                "vs_tool": round(wall / tool),
+            })
+        })
+        .collect();
+    json!({
+        "one_invocation_one_connection_seconds": round(single),
+        "one_invocation_mib_per_s": mib_per_s(single),
+        "tool_seconds": round(tool),
+        "fanout": by_workers,
+    })
+}
+
+/// The table of one kind of work (`what`, a key of each line), a row per database and worker
+/// count beside the one invocation and the tool.
+fn print_comparison(lines: &[Value], what: &str, tool: &str, vs_tool: &str) {
+    let row = |cells: [String; 8]| {
+        println!(
+            "{:>7} {:>8} {:>9} {:>8} {:>11} {:>8} {:>13} {:>12}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
+        )
+    };
+    println!();
+    row([
+        what,
+        "workers",
+        "seconds",
+        "MiB/s",
+        "MiB/s/wkr",
+        "speedup",
+        "vs 1 invoc.",
+        vs_tool,
+    ]
+    .map(str::to_owned));
+    for line in lines {
+        let db = cell(&line["database_mib"]);
+        let figures = &line[what];
+        let blank = String::new;
+        row([
+            db.clone(),
+            "single".into(),
+            cell(&figures["one_invocation_one_connection_seconds"]),
+            cell(&figures["one_invocation_mib_per_s"]),
+            blank(),
+            blank(),
+            "1".into(),
+            blank(),
+        ]);
+        row([
+            db.clone(),
+            tool.into(),
+            cell(&figures["tool_seconds"]),
+            blank(),
+            blank(),
+            blank(),
+            blank(),
+            "1".into(),
+        ]);
+        for f in figures["fanout"].as_array().expect("fanout") {
+            row([
+                db.clone(),
+                cell(&f["workers"]),
+                cell(&f["seconds"]),
+                cell(&f["table_mib_per_s"]),
+                cell(&f["per_worker_mib_per_s"]),
+                cell(&f["speedup_vs_1_worker"]),
+                cell(&f["vs_one_invocation"]),
+                cell(&f["vs_tool"]),
+            ]);
+        }
     }
 }
 
