@@ -384,6 +384,27 @@ async fn settle() {
     }
 }
 
+/// Seconds `pg_restore -j 2` takes to restore `dump` into database `name`, created afresh on a
+/// settled server and dropped after.
+async fn pg_restore_j2(bin: &str, dump: &std::path::Path, name: &str) -> f64 {
+    drop(create_database(name).await);
+    settle().await;
+    let seconds = timed(
+        Command::new(format!("{bin}/pg_restore"))
+            .env("PGPASSWORD", stack_var("CATALYST_DR_PG_PASSWORD"))
+            .args([
+                "-h",
+                &stack_var("CATALYST_DR_PG_HOST"),
+                "-p",
+                &stack_var("CATALYST_DR_PG_PORT"),
+            ])
+            .args(["-U", "postgres", "-j", "2", "-d", name])
+            .arg(dump),
+    );
+    drop_database(name).await;
+    seconds
+}
+
 /// Database `name` created afresh and marked as staging, with a secret for it: an empty restore
 /// target. Answers the secret id.
 async fn staging_target(sdk: &aws_config::SdkConfig, name: &str) -> String {
@@ -518,17 +539,7 @@ async fn run(
                     .arg(&file)
                     .arg(&src),
             );
-            drop(create_database(&plain).await);
-            settle().await;
-            let pg_restore_s = timed(
-                Command::new(format!("{bin}/pg_restore"))
-                    .env("PGPASSWORD", &password)
-                    .args([
-                        "-h", &host, "-p", &port, "-U", "postgres", "-j", "2", "-d", &plain,
-                    ])
-                    .arg(&file),
-            );
-            drop_database(&plain).await;
+            let pg_restore_s = pg_restore_j2(&bin, &file, &plain).await;
             eprintln!(
                 "[bench] round {r} pg_dump -Fc {pg_dump_s:.2} s, pg_restore -j 2 {pg_restore_s:.2} s"
             );

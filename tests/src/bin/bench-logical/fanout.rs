@@ -6,8 +6,8 @@
 //! n-th batch; the wall time of a fan-out runs from the plan (prepare) to the manifest (finish).
 
 use super::{
-    ChildArgs, child, child_figures, create_database, drop_database, generated_source, median,
-    pg_bin, round, settle, staging_target, timed,
+    ChildArgs, child, child_figures, drop_database, generated_source, median, pg_bin,
+    pg_restore_j2, round, settle, staging_target, timed,
 };
 use catalyst_dr::logical::fanout::read_source_id;
 use catalyst_dr::run_id::RunId;
@@ -213,18 +213,8 @@ pub async fn run(
                 restore_fanout_s[i].push(wall);
             }
             drop_database(&dst).await;
-            let plain = format!("bench_fanout_pgrestore_{mib}");
-            drop(create_database(&plain).await);
-            settle().await;
-            pg_restore_s.push(timed(
-                Command::new(format!("{bin}/pg_restore"))
-                    .env("PGPASSWORD", &password)
-                    .args([
-                        "-h", &host, "-p", &port, "-U", "postgres", "-j", "2", "-d", &plain,
-                    ])
-                    .arg(&dump),
-            ));
-            drop_database(&plain).await;
+            pg_restore_s
+                .push(pg_restore_j2(&bin, &dump, &format!("bench_fanout_pgrestore_{mib}")).await);
         }
         let _ = std::fs::remove_file(&dump);
         drop_database(&copy).await;
