@@ -39,6 +39,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("cache_engine", Layer::Adapter),
     ("cache_state", Layer::Adapter),
     ("catalyst_db", Layer::Adapter),
+    ("connection_jobs", Layer::Adapter),
     ("elasticache", Layer::Adapter),
     ("local_pg", Layer::Adapter),
     ("object_store", Layer::Adapter),

@@ -28,6 +28,7 @@ pub mod cache_engine;
 pub mod cache_state;
 pub mod catalyst_db;
 pub mod config;
+pub mod connection_jobs;
 #[cfg(feature = "snapshot-trigger")]
 pub mod dr_copy;
 #[cfg(feature = "drill-validator")]

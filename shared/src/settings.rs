@@ -999,6 +999,15 @@ pub const BASELINE_LOCK_TIMEOUT_MS: Setting = row(
     Operator,
     "longest wait for the baseline locks",
 );
+pub const PARITY_PARALLELISM: Setting = row(
+    "PARITY_PARALLELISM",
+    &[D],
+    number(1, 32),
+    F::Number(4),
+    Optional,
+    Operator,
+    "connections that fingerprint the tables at once, each a block range at a time, on the source (the baseline, in its one snapshot) and on the restored copy",
+);
 pub const ALERT_TOPIC_ARN: Setting = row(
     "ALERT_TOPIC_ARN",
     &[D],
@@ -1089,6 +1098,7 @@ pub const ALL: &[&Setting] = &[
     &RPO_OBJECTIVE_SECONDS,
     &RTO_OBJECTIVE_SECONDS,
     &BASELINE_LOCK_TIMEOUT_MS,
+    &PARITY_PARALLELISM,
     &ALERT_TOPIC_ARN,
     &DRILL_KIND,
     &PROBE_METHOD,

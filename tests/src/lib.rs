@@ -841,6 +841,7 @@ pub fn drill_config(
         rpo_objective_seconds: 0,
         rto_objective_seconds: 3_600,
         lock_timeout_ms: 2_000,
+        parity_parallelism: 2,
         alert_topic_arn: None,
         drill_kind: "test".into(),
     }

@@ -571,3 +571,66 @@ async fn another_drills_cache_snapshot_is_refused_and_a_lost_queue_entry_fails_p
     let again = again.cache.expect("cache teardown");
     assert!(!again.deleted && again.snapshots_deleted.is_empty());
 }
+
+#[tokio::test]
+async fn fingerprints_in_block_ranges_on_several_connections_equal_one_query_per_table() {
+    use catalyst_dr::catalyst_db::parity;
+    let sdk = local_aws().await;
+    let spec = catalyst_dr_tests::datagen::GeneratorSpec {
+        users: 500,
+        subscriptions: 5,
+        deliveries: 5_000,
+        ..Default::default()
+    };
+    let (name, _secret, snapshot) =
+        catalyst_dr_tests::generated_database(&sdk, "parity_ranges", &spec).await;
+    let deliveries_blocks: i64 = snapshot
+        .query_one(
+            "SELECT pg_relation_size('webhook_deliveries') / current_setting('block_size')::bigint",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        deliveries_blocks > 16,
+        "{deliveries_blocks} blocks: too few ranges"
+    );
+    snapshot
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .unwrap();
+    // An instant some rows were written after, so that column is checked too.
+    let instant: time::OffsetDateTime = snapshot
+        .query_one(
+            "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY updated_at) FROM webhook_deliveries",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let whole = parity::fingerprint(&snapshot, instant)
+        .await
+        .expect("whole");
+    assert!(whole.iter().any(|t| t.written_after > 0), "{whole:?}");
+    let helpers = [pg_connect(&name).await, pg_connect(&name).await];
+    let ranged = parity::fingerprint_parallel(&snapshot, &helpers, instant, 4)
+        .await
+        .expect("in ranges");
+    assert_eq!(ranged, whole);
+
+    // A write committed meanwhile is in neither: the helpers read the primary's snapshot.
+    pg_connect(&name)
+        .await
+        .batch_execute("DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY id LIMIT 100)")
+        .await
+        .unwrap();
+    let helpers = [pg_connect(&name).await, pg_connect(&name).await];
+    let again = parity::fingerprint_parallel(&snapshot, &helpers, instant, 4)
+        .await
+        .expect("in ranges, again");
+    assert_eq!(again, whole);
+    snapshot.batch_execute("COMMIT").await.unwrap();
+    let now = parity::fingerprint(&snapshot, instant).await.expect("now");
+    assert_ne!(now, whole, "the delete is visible outside the snapshot");
+}

@@ -9,11 +9,15 @@
 //! wholly before it or wholly after it.
 
 use super::{CatalystDbError, TABLES};
+use crate::connection_jobs::on_connections;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
+
+/// The block ranges tables are fingerprinted in on several connections: 64 MiB of 8 KiB blocks.
+pub const RANGE_BLOCKS: u64 = 8192;
 
 /// One table's fingerprint: rows and an order-independent checksum of their contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,22 +45,97 @@ pub async fn fingerprint(
     client: &Client,
     instant: OffsetDateTime,
 ) -> Result<Vec<TableFingerprint>, CatalystDbError> {
-    let mut found = Vec::with_capacity(TABLES.len());
-    for table in TABLES {
+    fingerprint_parallel(client, &[], instant, u64::MAX).await
+}
+
+/// [`fingerprint`] on more connections: the snapshot `primary` is in (a REPEATABLE READ
+/// transaction) is exported and imported by each of `helpers`, every table is split into block
+/// ranges of about `range_blocks` blocks (on servers that scan `ctid` ranges), and the ranges'
+/// partial fingerprints are added up: counts and the md5 sum are additive, so the result is the
+/// same text one query over the whole table gives.
+pub async fn fingerprint_parallel(
+    primary: &Client,
+    helpers: &[Client],
+    instant: OffsetDateTime,
+    range_blocks: u64,
+) -> Result<Vec<TableFingerprint>, CatalystDbError> {
+    let mut ranges = Vec::new();
+    let split = !helpers.is_empty() && super::introspect::supports_block_ranges(primary).await?;
+    for (t, table) in TABLES.iter().enumerate() {
+        let blocks: i64 = if split {
+            // Table names come from constants, never from input.
+            primary
+                .query_one(
+                    &format!(
+                        "SELECT pg_relation_size('{table}') / current_setting('block_size')::bigint"
+                    ),
+                    &[],
+                )
+                .await?
+                .get(0)
+        } else {
+            0
+        };
+        ranges.extend(
+            super::introspect::block_ranges(blocks.max(0) as u64, range_blocks, split)
+                .into_iter()
+                .map(|range| (t, range)),
+        );
+    }
+    let mut clients = vec![primary];
+    if !helpers.is_empty() {
+        let snapshot: String = primary
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await?
+            .get(0);
+        for helper in helpers {
+            // An exported snapshot's id is PostgreSQL's own text (hex digits and dashes).
+            helper
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+                ))
+                .await?;
+            clients.push(helper);
+        }
+    }
+    let parts = on_connections(clients, ranges, |client, (t, range)| async move {
+        let table = TABLES[t];
         // Table and column names come from constants, never from input.
         let sql = format!(
             "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text,
                     count(*) FILTER (WHERE t.{column} > $1)
-             FROM {table} t",
-            column = written_column(table)
+             FROM {table} t{filter}",
+            column = written_column(table),
+            filter = range.ctid_filter("t"),
         );
         let row = client.query_one(&sql, &[&instant]).await?;
-        found.push(TableFingerprint {
-            table: table.to_owned(),
-            rows: row.get(0),
-            checksum: row.get(1),
-            written_after: row.get(2),
-        });
+        let checksum: String = row.get(1);
+        let checksum: i128 = checksum
+            .parse()
+            .expect("a sum of bigints is an integer far inside i128");
+        Ok::<_, CatalystDbError>((t, row.get::<_, i64>(0), checksum, row.get::<_, i64>(2)))
+    })
+    .await?;
+    for helper in helpers {
+        helper.batch_execute("COMMIT").await?;
+    }
+    let mut found: Vec<TableFingerprint> = TABLES
+        .iter()
+        .map(|table| TableFingerprint {
+            table: (*table).to_owned(),
+            rows: 0,
+            checksum: "0".to_owned(),
+            written_after: 0,
+        })
+        .collect();
+    let mut sums = vec![0i128; TABLES.len()];
+    for (t, rows, checksum, written_after) in parts {
+        found[t].rows += rows;
+        found[t].written_after += written_after;
+        sums[t] += checksum;
+    }
+    for (table, sum) in found.iter_mut().zip(sums) {
+        table.checksum = sum.to_string();
     }
     Ok(found)
 }

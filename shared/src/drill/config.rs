@@ -34,6 +34,8 @@ pub struct DrillConfig {
     pub rpo_objective_seconds: u32,
     pub rto_objective_seconds: u32,
     pub lock_timeout_ms: u32,
+    /// `PARITY_PARALLELISM`: connections that fingerprint the tables at once.
+    pub parity_parallelism: u32,
     /// Failed drills are announced here.
     pub alert_topic_arn: Option<String>,
     /// Names the drill kind in metrics (`quarterly`, `monthly`).
@@ -80,6 +82,7 @@ impl DrillConfig {
             rpo_objective_seconds: env.number(&settings::RPO_OBJECTIVE_SECONDS)?,
             rto_objective_seconds: env.number(&settings::RTO_OBJECTIVE_SECONDS)?,
             lock_timeout_ms: env.number(&settings::BASELINE_LOCK_TIMEOUT_MS)?,
+            parity_parallelism: env.number(&settings::PARITY_PARALLELISM)?,
             alert_topic_arn: env.text(&settings::ALERT_TOPIC_ARN),
             drill_kind: env.text_or_default(&settings::DRILL_KIND)?,
         })

@@ -427,7 +427,17 @@ impl DrillValidator {
             Duration::from_millis(self.config.lock_timeout_ms.into()),
         )
         .await?;
-        let tables = parity::fingerprint(&snapshot, instant.instant).await?;
+        let mut helpers = Vec::new();
+        for _ in 1..self.config.parity_parallelism {
+            helpers.push(self.source.connect().await?);
+        }
+        let tables = parity::fingerprint_parallel(
+            &snapshot,
+            &helpers,
+            instant.instant,
+            parity::RANGE_BLOCKS,
+        )
+        .await?;
         let deliveries_by_status = parity::deliveries_by_status(&snapshot).await?;
         snapshot
             .batch_execute("COMMIT")
@@ -482,7 +492,24 @@ impl DrillValidator {
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(CatalystDbError::from)?;
-        let restored = parity::fingerprint(&staging, baseline.instant.instant).await?;
+        let mut helpers = Vec::new();
+        for _ in 1..self.config.parity_parallelism {
+            helpers.push(
+                connect_bounded(
+                    &secret.credentials(),
+                    &self.config.tls,
+                    &self.config.pg_bounds,
+                )
+                .await?,
+            );
+        }
+        let restored = parity::fingerprint_parallel(
+            &staging,
+            &helpers,
+            baseline.instant.instant,
+            parity::RANGE_BLOCKS,
+        )
+        .await?;
         let deliveries_restored = parity::deliveries_by_status(&staging).await?;
         staging
             .batch_execute("COMMIT")

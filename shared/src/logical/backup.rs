@@ -22,11 +22,11 @@ use super::manifest::{
     LOGICAL_MANIFEST_FORMAT, LogicalManifest, ManifestInstant, ManifestSegment, ManifestTable,
     ReadPath,
 };
-use super::parallel::on_connections;
 use super::segments::Segment;
 use super::upload::PartWriter;
 use super::{LogicalBackups, LogicalError};
 use crate::catalyst_db::introspect::{self, CapturedSchema, CapturedTable, NotCaptured};
+use crate::connection_jobs::on_connections;
 use crate::run_id::RunId;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};

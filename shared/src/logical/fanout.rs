@@ -26,10 +26,10 @@
 use super::backup::{LogicalBackupResult, ManifestSource, SchemaCapture};
 use super::layout::backup_prefix;
 use super::manifest::{ManifestInstant, ManifestSegment, ReadPath, ReadSource};
-use super::parallel::on_connections;
 use super::segments::Segment;
 use super::{LogicalBackups, LogicalError};
 use crate::catalyst_db::introspect::{self, BlockRange, ReadSourceState};
+use crate::connection_jobs::on_connections;
 use crate::input::InputError;
 use crate::postgres::PgConnector;
 use crate::run_id::RunId;
@@ -395,7 +395,7 @@ impl LogicalBackups {
                     retain_until,
                 )
                 .await?;
-            Ok(marker.entry)
+            Ok::<_, LogicalError>(marker.entry)
         })
         .await?;
         for client in &clients {

@@ -15,7 +15,6 @@ pub mod encode;
 pub mod fanout;
 pub mod layout;
 pub mod manifest;
-pub mod parallel;
 pub mod restore;
 pub mod restore_ledger;
 pub mod rowset;

@@ -33,7 +33,6 @@
 
 use super::layout::{backup_prefix, checked_work_id, manifest_key, new_work_id};
 use super::manifest::{LogicalManifest, ManifestSegment};
-use super::parallel::on_connections;
 use super::restore_ledger::{self as ledger, Ledger, LoadedSegment, RereadRange};
 use super::rowset::{RowsetHasher, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
@@ -41,6 +40,7 @@ use super::verify::{TableCheck, segments_of, sum_of};
 use super::{LogicalBackups, LogicalError, no_such_batch};
 use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable, NotCaptured};
 use crate::catalyst_db::{mark_restoring, require_staging, restoring_backup};
+use crate::connection_jobs::on_connections;
 use crate::input::InputError;
 use crate::postgres::PgConnector;
 use crate::run_id::RunId;
@@ -808,7 +808,7 @@ impl LogicalBackups {
             let (t, segment) = segments[s];
             let table = definitions[t].expect("only segments of defined tables are queued");
             if !ledger::claim_segment(client, s).await? {
-                return Ok(None);
+                return Ok::<_, LogicalError>(None);
             }
             let (read, rows) = self.load_segment(client, table, s, segment).await?;
             ledger::commit_segment(client, s, rows, &read).await?;

@@ -4,7 +4,7 @@
 //! on every connection at once instead of one. The last range is open-ended: rows stored past the
 //! size measured when the ranges were planned are still read.
 
-use crate::catalyst_db::introspect::BlockRange;
+use crate::catalyst_db::introspect::{BlockRange, block_ranges};
 
 /// One unit of parallel work: a block range of one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -14,27 +14,6 @@ pub struct Segment {
     /// Position of the range within its table, from 0.
     pub index: u32,
     pub range: BlockRange,
-}
-
-/// The block ranges of a table of `blocks` blocks: one range for the whole table when it is no
-/// larger than `segment_blocks` or when the server cannot scan block ranges.
-pub fn block_ranges(blocks: u64, segment_blocks: u64, ranges_supported: bool) -> Vec<BlockRange> {
-    let segment_blocks = segment_blocks.max(1);
-    if !ranges_supported || blocks <= segment_blocks {
-        return vec![BlockRange::WHOLE];
-    }
-    let count = blocks.div_ceil(segment_blocks);
-    (0..count)
-        .map(|i| {
-            let start = block_number(i * segment_blocks);
-            let end = (i + 1 < count).then(|| block_number((i + 1) * segment_blocks));
-            BlockRange { start, end }
-        })
-        .collect()
-}
-
-fn block_number(n: u64) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Every table's segments, the largest tables first (so their many segments start early and the

@@ -391,6 +391,39 @@ impl BlockRange {
         start: 0,
         end: None,
     };
+
+    /// ` WHERE <alias>.ctid ...` selecting the rows stored in this range's blocks; empty for the
+    /// whole table.
+    pub fn ctid_filter(&self, alias: &str) -> String {
+        match (self.start, self.end) {
+            (0, None) => String::new(),
+            (start, None) => format!(" WHERE {alias}.ctid >= '({start},0)'::tid"),
+            (start, Some(end)) => format!(
+                " WHERE {alias}.ctid >= '({start},0)'::tid AND {alias}.ctid < '({end},0)'::tid"
+            ),
+        }
+    }
+}
+
+/// The block ranges of a table of `blocks` blocks: one range for the whole table when it is no
+/// larger than `segment_blocks` or when the server cannot scan block ranges.
+pub fn block_ranges(blocks: u64, segment_blocks: u64, ranges_supported: bool) -> Vec<BlockRange> {
+    let segment_blocks = segment_blocks.max(1);
+    if !ranges_supported || blocks <= segment_blocks {
+        return vec![BlockRange::WHOLE];
+    }
+    let count = blocks.div_ceil(segment_blocks);
+    (0..count)
+        .map(|i| {
+            let start = block_number(i * segment_blocks);
+            let end = (i + 1 < count).then(|| block_number((i + 1) * segment_blocks));
+            BlockRange { start, end }
+        })
+        .collect()
+}
+
+fn block_number(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Whether the server scans a `ctid` range by reading only its blocks (TID range scans,

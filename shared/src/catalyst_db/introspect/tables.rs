@@ -317,13 +317,7 @@ impl CapturedTable {
             .map(|c| format!("{ROW_ALIAS}.{}", quote_ident(&c.name)))
             .collect::<Vec<_>>()
             .join(", ");
-        let filter = match (range.start, range.end) {
-            (0, None) => String::new(),
-            (start, None) => format!(" WHERE {ROW_ALIAS}.ctid >= '({start},0)'::tid"),
-            (start, Some(end)) => format!(
-                " WHERE {ROW_ALIAS}.ctid >= '({start},0)'::tid AND {ROW_ALIAS}.ctid < '({end},0)'::tid"
-            ),
-        };
+        let filter = range.ctid_filter(ROW_ALIAS);
         format!(
             "COPY (SELECT {columns} FROM ONLY {} AS {ROW_ALIAS}{filter}) TO STDOUT",
             self.qualified_name()

@@ -1,7 +1,6 @@
 //! Runs a queue of jobs on a set of database connections, one job per connection at a time: the
-//! backup's segments, the restore's loads, checks and index builds.
+//! backup's segments, the restore's loads, checks and index builds, the drills' parity ranges.
 
-use super::LogicalError;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
@@ -17,20 +16,20 @@ const GRACE: Duration = Duration::from_secs(30);
 /// finish (each cleans up after itself: a segment aborts its own upload) before the error is
 /// returned, so the caller's cleanup never races a request still on its way. Only jobs still
 /// running after [`GRACE`] are dropped.
-pub async fn on_connections<'c, J, R, F, Fut>(
-    clients: &'c [Client],
+pub async fn on_connections<'c, J, R, E, F, Fut>(
+    clients: impl IntoIterator<Item = &'c Client>,
     jobs: impl IntoIterator<Item = J>,
     work: F,
-) -> Result<Vec<R>, LogicalError>
+) -> Result<Vec<R>, E>
 where
     F: Fn(&'c Client, J) -> Fut,
-    Fut: Future<Output = Result<R, LogicalError>>,
+    Fut: Future<Output = Result<R, E>>,
 {
     let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<J>>());
-    let first_error: Mutex<Option<LogicalError>> = Mutex::new(None);
+    let first_error: Mutex<Option<E>> = Mutex::new(None);
     let failed = tokio::sync::Notify::new();
     let (queue, work, first_error, failed) = (&queue, &work, &first_error, &failed);
-    let per_connection = clients.iter().map(|client| async move {
+    let per_connection = clients.into_iter().map(|client| async move {
         let mut done = Vec::new();
         loop {
             let next = queue
