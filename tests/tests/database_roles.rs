@@ -440,7 +440,12 @@ async fn the_drill_role_reads_and_takes_its_baseline_but_writes_nothing() {
     let instant = parity::open_baseline(&locker, &snapshot, std::time::Duration::from_secs(5))
         .await
         .expect("baseline with the drill role");
-    let as_drill = parity::fingerprint(&snapshot, instant.instant)
+    // As drill-validator reads it: block ranges on more connections importing the snapshot.
+    let helpers = [
+        connector.connect().await.expect("connect a helper"),
+        connector.connect().await.expect("connect a helper"),
+    ];
+    let as_drill = parity::fingerprint_parallel(&snapshot, &helpers, instant.instant, 1)
         .await
         .expect("fingerprint with the drill role");
     snapshot.batch_execute("COMMIT").await.expect("commit");
