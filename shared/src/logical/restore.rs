@@ -331,7 +331,7 @@ impl LogicalBackups {
         restore_id: &str,
         batch: usize,
     ) -> Result<RestoreBatchResult, LogicalError> {
-        let restore_id = checked_work_id("restore_id", restore_id, "restore-logical-prepare")?;
+        let restore_id = checked_restore_id(restore_id)?;
         let manifest = self.restore_manifest(run).await?;
         let segments = segments_of(&manifest);
         let batches = self.segment_batches(&segments);
@@ -371,7 +371,7 @@ impl LogicalBackups {
         restore_id: &str,
         reread: bool,
     ) -> Result<RestoreResult, LogicalError> {
-        let restore_id = checked_work_id("restore_id", restore_id, "restore-logical-prepare")?;
+        let restore_id = checked_restore_id(restore_id)?;
         let target = self.restore_target(target).await?;
         let admin = &target.admin;
         let record_key = restore_record_key(&self.config.prefix, &run.stamp, restore_id);
@@ -641,11 +641,8 @@ impl LogicalBackups {
         target: &RestoreTarget,
         restore_id: &str,
     ) -> Result<RereadPlan, LogicalError> {
-        let restore_id = checked_work_id("restore_id", restore_id, "restore-logical-prepare")?;
-        let manifest = self.restore_manifest(run).await?;
-        let target = self.restore_target(target).await?;
-        prepared_ledger(&target, run, restore_id).await?;
-        let ranges = self.reread_ranges(&target, &manifest).await?;
+        let restore_id = checked_restore_id(restore_id)?;
+        let (_, _, ranges) = self.rereading(run, target, restore_id).await?;
         Ok(RereadPlan {
             restore_id: restore_id.to_owned(),
             ranges: ranges.len(),
@@ -662,11 +659,8 @@ impl LogicalBackups {
         restore_id: &str,
         batch: usize,
     ) -> Result<RereadBatchResult, LogicalError> {
-        let restore_id = checked_work_id("restore_id", restore_id, "restore-logical-prepare")?;
-        let manifest = self.restore_manifest(run).await?;
-        let target = self.restore_target(target).await?;
-        prepared_ledger(&target, run, restore_id).await?;
-        let ranges = self.reread_ranges(&target, &manifest).await?;
+        let restore_id = checked_restore_id(restore_id)?;
+        let (manifest, target, ranges) = self.rereading(run, target, restore_id).await?;
         let batches = self.reread_batches(&ranges);
         let Some(members) = batches.get(batch) else {
             return Err(
@@ -693,6 +687,21 @@ impl LogicalBackups {
             read,
             already_read: members.len() - read,
         })
+    }
+
+    /// What both re-read steps start from: the manifest, the target being restored with
+    /// `restore_id`, and the re-read's block ranges.
+    async fn rereading(
+        &self,
+        run: &RunId,
+        target: &RestoreTarget,
+        restore_id: &str,
+    ) -> Result<(LogicalManifest, Target, Vec<RereadRange>), LogicalError> {
+        let manifest = self.restore_manifest(run).await?;
+        let target = self.restore_target(target).await?;
+        prepared_ledger(&target, run, restore_id).await?;
+        let ranges = self.reread_ranges(&target, &manifest).await?;
+        Ok((manifest, target, ranges))
     }
 
     /// The re-read's block ranges from the ledger, planned there first if they are not yet.
@@ -862,6 +871,11 @@ impl LogicalBackups {
         tracing::info!(key = %segment.key, rows = loaded, "segment restored");
         Ok((reader.finish().await?, loaded))
     }
+}
+
+/// The restore id a later step was given: what `restore-logical-prepare` answered.
+fn checked_restore_id(restore_id: &str) -> Result<&str, InputError> {
+    checked_work_id("restore_id", restore_id, "restore-logical-prepare")
 }
 
 /// The target's ledger, when it belongs to restore `restore_id` of `run` and the target is

@@ -191,6 +191,13 @@ impl ChildArgs {
         .collect()
     }
 
+    /// What a restore step's child works with: the backups, the run and its restore target.
+    async fn restore_step(&self, target_secret: &str) -> (LogicalBackups, RunId, RestoreTarget) {
+        let (logical, run) = self.logical(None).await;
+        let target = RestoreTarget::new(target_secret, None).expect("target");
+        (logical, run, target)
+    }
+
     async fn logical(&self, source_secret: Option<&str>) -> (LogicalBackups, RunId) {
         let sdk = local_aws().await;
         let config = LogicalConfig {
@@ -727,8 +734,7 @@ async fn main() -> ExitCode {
             target_secret,
             common,
         } => {
-            let (logical, run) = common.logical(None).await;
-            let target = RestoreTarget::new(&target_secret, None).expect("target");
+            let (logical, run, target) = common.restore_step(&target_secret).await;
             let started = Instant::now();
             report(
                 "restore-prepare",
@@ -743,8 +749,7 @@ async fn main() -> ExitCode {
             batches,
             common,
         } => {
-            let (logical, run) = common.logical(None).await;
-            let target = RestoreTarget::new(&target_secret, None).expect("target");
+            let (logical, run, target) = common.restore_step(&target_secret).await;
             let started = Instant::now();
             report(
                 "restore-worker",
@@ -766,8 +771,7 @@ async fn main() -> ExitCode {
             restore_id,
             common,
         } => {
-            let (logical, run) = common.logical(None).await;
-            let target = RestoreTarget::new(&target_secret, None).expect("target");
+            let (logical, run, target) = common.restore_step(&target_secret).await;
             let started = Instant::now();
             report(
                 "restore-finish",
