@@ -71,10 +71,11 @@ where
     }
     // AssertUnwindSafe: after a panic nothing of this invocation is used again; the shared state
     // (clients, cached credentials) is only ever replaced whole.
-    match std::panic::AssertUnwindSafe(handle(payload))
-        .catch_unwind()
-        .await
-    {
+    // Lambda's deadline is always ahead when an invocation starts. One that is not is no
+    // deadline: a test's or a tool's in-process call gives 0, `cargo lambda watch` 600000 (1970).
+    let deadline = Some(context.deadline()).filter(|d| *d > std::time::SystemTime::now());
+    let handled = std::panic::AssertUnwindSafe(handle(payload)).catch_unwind();
+    match catalyst_dr::invocation::with_deadline(deadline, handled).await {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(err)) => Err(failed(err.error_type(), error_chain(&err))),
         Err(panic) => {

@@ -37,6 +37,11 @@ CREDENTIAL_WAITS = {
 # that run's teardown, up to 3 hours, before it fails.
 STAGING_BUSY_WAITS = {"ErrorEquals": ["StagingBusy"], "IntervalSeconds": 300, "BackoffRate": 1, "MaxAttempts": 36}
 
+# A restore's finish waits for the index builds and foreign key validations it sent until a
+# minute before its invocation's deadline, then answers RestoreStillBuilding while the database
+# goes on with them; each retry waits again, so 96 of them give the builds about a day.
+RESTORE_STILL_BUILDING_WAITS = {"ErrorEquals": ["RestoreStillBuilding"], "IntervalSeconds": 60, "BackoffRate": 1, "MaxAttempts": 96}
+
 
 def shared_states(kind):
     """The states both drills have. `kind` holds what differs: the defaults, where the restore
@@ -477,7 +482,8 @@ def restore_test():
                 "$.logical",
                 "LogicalConsistent?",
                 "TeardownAfterFailure",
-                comment="Once every segment is loaded: indexes, keys, sequences and post-data, then every table's rows and content checksum against its manifest as loaded and again by reading it back, and the schema; stores the report.",
+                waits=[RESTORE_STILL_BUILDING_WAITS],
+                comment="Once every segment is loaded: indexes (each build committed by the database even if this invocation ends first, and waited for by the next), keys, sequences, post-data and the foreign keys' validations, then every table's rows and content checksum against its manifest as loaded and again by reading it back, and the schema; stores the report.",
                 result_selector={
                     "run_id.$": "$.run_id",
                     "manifest_key.$": "$.manifest_key",

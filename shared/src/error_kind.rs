@@ -125,6 +125,9 @@ error_kinds! {
     RestoreNotPrepared,
     /// A logical restore was asked to finish with segments not loaded yet.
     RestoreIncomplete,
+    /// A logical restore's finish ran out of time while index builds or foreign key validations
+    /// it sent were still running in the staging database: finish again to wait for them.
+    RestoreStillBuilding,
     /// The staging secret holds another run's credentials and that run's staging copy still
     /// exists: the step waits until it is torn down.
     StagingBusy,
@@ -151,6 +154,7 @@ impl ErrorKind {
                 | Self::CacheSnapshotBusy
                 | Self::StagingCacheBusy
                 | Self::StagingBusy
+                | Self::RestoreStillBuilding
         )
     }
 }

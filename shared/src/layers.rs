@@ -26,6 +26,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("error_kind", Layer::Core),
     ("flush_status", Layer::Core),
     ("input", Layer::Core),
+    ("invocation", Layer::Core),
     ("memory", Layer::Core),
     ("metrics", Layer::Core),
     ("output", Layer::Core),

@@ -44,6 +44,7 @@ pub mod error_chain;
 pub mod error_kind;
 pub mod flush_status;
 pub mod input;
+pub mod invocation;
 #[cfg(test)]
 mod layers;
 #[cfg(feature = "local-engine")]

@@ -4,6 +4,7 @@
 //! while a segment is missing, and every step is safe to repeat.
 
 use catalyst_dr::error_kind::ErrorKind;
+use catalyst_dr::invocation::with_deadline;
 use catalyst_dr::logical::config::LogicalConfig;
 use catalyst_dr::logical::restore::{RestoreOptions, RestorePhases, RestoreResult, RestoreTarget};
 use catalyst_dr::logical::{LogicalBackups, LogicalError};
@@ -15,6 +16,7 @@ use catalyst_dr_tests::{
     pg_connect, relation_contents, run_in, s3,
 };
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio_postgres::Client;
 
 fn backups(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: &str) -> LogicalBackups {
@@ -36,11 +38,17 @@ fn backups(sdk: &aws_config::SdkConfig, bucket: &str, source_secret: &str) -> Lo
 }
 
 async fn staging(sdk: &aws_config::SdkConfig, label: &str) -> (String, Client) {
-    let (_name, secret, client) = empty_database(sdk, label).await;
+    let (_name, secret, client) = staging_named(sdk, label).await;
+    (secret, client)
+}
+
+/// An empty staging database: its name, its secret and a connection to it.
+async fn staging_named(sdk: &aws_config::SdkConfig, label: &str) -> (String, String, Client) {
+    let (name, secret, client) = empty_database(sdk, label).await;
     catalyst_dr::catalyst_db::mark_staging(&client, "restore-fanout-test")
         .await
         .expect("mark staging");
-    (secret, client)
+    (name, secret, client)
 }
 
 /// Every user table's rows and a digest of them.
@@ -247,7 +255,8 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
     assert_eq!(unread, 0);
 
     // A finish that fails part-way (a row that breaks a foreign key slipped in): its indexes
-    // stay built; once the row is gone, the retried finish builds none twice and completes.
+    // stay built and its keys added; once the row is gone, the retried finish builds none
+    // twice, validates the foreign key and completes.
     dst.batch_execute(
         "INSERT INTO public.entitlements (id, user_id, product, plan) VALUES (-1, -1, 'orphan', 'free')",
     )
@@ -258,19 +267,13 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
         .await
         .expect_err("the foreign key fails");
     assert_eq!(err.error_type(), ErrorKind::Postgres, "{err}");
-    let built: i64 = dst
-        .query_one(
-            "SELECT count(*) FROM catalyst_dr_restore.done WHERE step LIKE 'index:%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        built,
+        indexes_and_marker(&dst).await.0,
         indexes_and_marker(&whole).await.0,
         "every index was built before: {err:?}"
     );
+    let built = index_oids(&dst, "public.entitlements").await;
+    assert!(!validated(&dst, "entitlements_user_id_fkey").await);
     dst.batch_execute("DELETE FROM public.entitlements WHERE user_id = -1")
         .await
         .unwrap();
@@ -285,6 +288,8 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
     );
     assert_eq!(restored.tables, reference.tables);
     assert_eq!(fingerprint(&dst).await, fingerprint(&src).await);
+    assert_eq!(index_oids(&dst, "public.entitlements").await, built);
+    assert!(validated(&dst, "entitlements_user_id_fkey").await);
     // The restore is over: no ledger, no restoring= in the marker.
     let (indexes, marker) = indexes_and_marker(&dst).await;
     assert_eq!(indexes, indexes_and_marker(&whole).await.0);
@@ -339,4 +344,179 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
         .expect_err("finished");
     assert_eq!(err.error_type(), ErrorKind::TargetNotEmpty, "{err}");
     assert_eq!(fingerprint(&dst).await, fingerprint(&src).await);
+}
+
+/// The sessions running a restore's index builds or validations, by name.
+async fn building(client: &Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() \
+               AND application_name LIKE 'catalyst-dr %' AND state = 'active' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("sessions")
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The OIDs of a table's indexes, by name: a rebuilt index would have another.
+async fn index_oids(client: &Client, table: &str) -> Vec<(String, u32)> {
+    client
+        .query(
+            "SELECT indexrelid::regclass::text, indexrelid FROM pg_index WHERE indrelid = $1::text::regclass ORDER BY 1",
+            &[&table],
+        )
+        .await
+        .expect("indexes")
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn validated(client: &Client, constraint: &str) -> bool {
+    client
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conname = $1",
+            &[&constraint],
+        )
+        .await
+        .expect("the constraint exists")
+        .get(0)
+}
+
+#[tokio::test]
+async fn builds_that_outlast_a_finish_go_on_in_the_database_and_the_next_finish_waits_for_them() {
+    let sdk = local_aws().await;
+    let bucket = new_locked_bucket(&sdk, "restore-builds").await;
+    let spec = GeneratorSpec {
+        users: 500,
+        subscriptions: 3,
+        deliveries: 5_000,
+        ..GeneratorSpec::default()
+    };
+    let (_src, source_secret, src) = generated_database(&sdk, "restore_builds_src", &spec).await;
+    let mut logical = backups(&sdk, &bucket, &source_secret);
+    // Enough connections that the other tables' indexes build beside the held-up ones.
+    logical.config.parallelism = 4;
+    let run = run_in(0);
+    logical.backup(&run).await.expect("backup");
+    let (dst_name, dst_secret, dst) = staging_named(&sdk, "restore_builds_dst").await;
+    let target = RestoreTarget::new(&dst_secret, None).expect("target");
+    let plan = logical
+        .prepare_restore(&run, &target, false)
+        .await
+        .expect("prepare");
+    for &batch in &plan.batches {
+        logical
+            .restore_batch(&run, &target, &plan.restore_id, batch)
+            .await
+            .expect("batch");
+    }
+    let finish = || logical.finish_restore(&run, &target, &plan.restore_id, true);
+    // An invocation that must answer within `seconds` (it stops waiting halfway, below a minute).
+    let within = |seconds| Some(SystemTime::now() + Duration::from_secs(seconds));
+    let deliveries = "public.webhook_deliveries";
+
+    // The deliveries' index builds are held up (as a long build would be) past the invocation.
+    let blocker = pg_connect(&dst_name).await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {deliveries} IN ROW EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    let err = with_deadline(within(8), finish())
+        .await
+        .expect_err("the builds outlast the invocation");
+    assert_eq!(err.error_type(), ErrorKind::RestoreStillBuilding, "{err}");
+    assert!(
+        matches!(&err, LogicalError::RestoreStillBuilding { count: 3, first, .. }
+            if first.iter().all(|f| f.starts_with("index ") && f.contains("webhook_deliveries"))),
+        "{err}"
+    );
+    assert!(
+        index_oids(&dst, "public.users").await.len() == 2
+            && index_oids(&dst, deliveries).await.is_empty()
+    );
+    // The builds go on in the database, each in a session named after it.
+    let running = building(&dst).await;
+    assert_eq!(running.len(), 3, "{running:?}");
+    assert!(
+        running
+            .iter()
+            .all(|n| n.starts_with(&format!("catalyst-dr {} index ", plan.restore_id))),
+        "{running:?}"
+    );
+    // A retry meanwhile waits on them and starts none again.
+    let err = with_deadline(within(4), finish())
+        .await
+        .expect_err("still building");
+    assert_eq!(err.error_type(), ErrorKind::RestoreStillBuilding, "{err}");
+    assert_eq!(building(&dst).await, running);
+    // Released, they commit with no client waiting for them.
+    blocker.batch_execute("COMMIT").await.unwrap();
+    for _ in 0..600 {
+        if building(&dst).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(building(&dst).await.is_empty(), "the builds ended");
+    let built = index_oids(&dst, deliveries).await;
+    assert_eq!(built.len(), 3, "{built:?}");
+
+    // A row breaking a foreign key slipped in: the keys go in (the foreign key NOT VALID), and
+    // the validation fails, naming it.
+    dst.batch_execute(
+        "INSERT INTO public.entitlements (id, user_id, product, plan) VALUES (-1, -1, 'orphan', 'free')",
+    )
+    .await
+    .unwrap();
+    let err = finish().await.expect_err("the validation fails");
+    assert_eq!(err.error_type(), ErrorKind::Postgres, "{err:?}");
+    assert!(
+        format!("{err:?}").contains("entitlements_user_id_fkey"),
+        "{err:?}"
+    );
+    assert!(!validated(&dst, "entitlements_user_id_fkey").await);
+    assert!(validated(&dst, "webhook_deliveries_subscription_id_fkey").await);
+    dst.batch_execute("DELETE FROM public.entitlements WHERE user_id = -1")
+        .await
+        .unwrap();
+    // A validation held up past the invocation goes on too.
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE public.entitlements IN SHARE MODE")
+        .await
+        .unwrap();
+    let err = with_deadline(within(4), finish())
+        .await
+        .expect_err("the validation outlasts the invocation");
+    assert!(
+        matches!(&err, LogicalError::RestoreStillBuilding { count: 1, first, .. }
+            if first == &["foreign key \"entitlements_user_id_fkey\" of \"public\".\"entitlements\"".to_owned()]),
+        "{err}"
+    );
+    let running = building(&dst).await;
+    assert_eq!(
+        running,
+        [format!("catalyst-dr {} validate 0.0", plan.restore_id)]
+    );
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let restored = finish().await.expect("finish");
+    assert!(
+        restored.consistent && restored.reread,
+        "{:#?}",
+        restored.mismatches
+    );
+    assert!(validated(&dst, "entitlements_user_id_fkey").await);
+    assert_eq!(
+        index_oids(&dst, deliveries).await,
+        built,
+        "no index was built twice"
+    );
+    assert_eq!(fingerprint(&dst).await, fingerprint(&src).await);
+    let (_, marker) = indexes_and_marker(&dst).await;
+    assert!(!marker.contains("restoring="), "{marker}");
 }

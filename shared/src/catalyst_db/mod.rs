@@ -10,6 +10,7 @@ pub mod admin;
 pub mod deliveries;
 pub mod error;
 pub mod introspect;
+pub mod long_ddl;
 pub mod parity;
 pub mod roles;
 pub mod schema;

@@ -39,6 +39,11 @@ const STEP_KINDS: &[(&str, &str, ErrorKind)] = &[
         "rotate-credentials",
         ErrorKind::StagingBusy,
     ),
+    (
+        "SnapshotTriggerFunctionArn",
+        "restore-logical-finish",
+        ErrorKind::RestoreStillBuilding,
+    ),
 ];
 
 fn root() -> PathBuf {

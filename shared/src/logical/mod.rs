@@ -108,6 +108,14 @@ pub enum LogicalError {
         total: usize,
         first: Vec<String>,
     },
+    #[error("restore {restore_id} of logical backup {run_id} into {database} still has {count} index builds, foreign key validations or re-read ranges to finish ({}); the database goes on with those already sent: finish again to wait for them", first.join(", "))]
+    RestoreStillBuilding {
+        run_id: String,
+        restore_id: String,
+        database: String,
+        count: usize,
+        first: Vec<String>,
+    },
     #[error("fanned-out logical backup {run_id} is missing {missing} of its {total} segments ({}); no manifest was written", first.join(", "))]
     SegmentsMissing {
         run_id: String,
@@ -174,6 +182,7 @@ impl LogicalError {
             Self::ReadSourceChanged { .. } => ErrorKind::ReadSourceChanged,
             Self::RestoreNotPrepared { .. } => ErrorKind::RestoreNotPrepared,
             Self::RestoreIncomplete { .. } => ErrorKind::RestoreIncomplete,
+            Self::RestoreStillBuilding { .. } => ErrorKind::RestoreStillBuilding,
         }
     }
 }

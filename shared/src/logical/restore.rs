@@ -39,6 +39,7 @@ use super::segment_object::{self, SegmentRead, SegmentReader};
 use super::verify::{TableCheck, segments_of, sum_of};
 use super::{LogicalBackups, LogicalError, no_such_batch};
 use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable, NotCaptured};
+use crate::catalyst_db::long_ddl::{self, LongDdl};
 use crate::catalyst_db::{mark_restoring, require_staging, restoring_backup};
 use crate::connection_jobs::on_connections;
 use crate::input::InputError;
@@ -49,8 +50,8 @@ use futures_util::{SinkExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-/// Segments a refusal names at most.
-const NAMED_SEGMENTS: usize = 5;
+/// What a refusal names at most (segments, or statements still running).
+const NAMED_AT_MOST: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreResult {
@@ -204,8 +205,38 @@ struct Loads {
 /// The work after the load, on one queue: index builds first (the longest jobs), then the
 /// block ranges of the re-read, if asked for.
 enum AfterLoad<'a> {
-    Index(usize, &'a str),
+    Index(usize, &'a LongDdl),
     Reread(RereadRange),
+}
+
+impl AfterLoad<'_> {
+    fn label(&self) -> String {
+        match self {
+            Self::Index(_, build) => build.label.clone(),
+            Self::Reread(range) => format!("the re-read of block range {}", range.range),
+        }
+    }
+}
+
+/// `RestoreStillBuilding` while any of `pending` (index builds, validations, ranges of the
+/// re-read) is not done.
+fn still_building(
+    run: &RunId,
+    restore_id: &str,
+    database: &str,
+    pending: impl IntoIterator<Item = String>,
+) -> Result<(), LogicalError> {
+    let pending: Vec<String> = pending.into_iter().collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    Err(LogicalError::RestoreStillBuilding {
+        run_id: run.stamp.clone(),
+        restore_id: restore_id.to_owned(),
+        database: database.to_owned(),
+        count: pending.len(),
+        first: pending.into_iter().take(NAMED_AT_MOST).collect(),
+    })
 }
 
 /// The staging database a restore step works on, as its first connection found it.
@@ -362,8 +393,10 @@ impl LogicalBackups {
     }
 
     /// `restore-logical-finish`: once every segment is loaded, the indexes, constraints,
-    /// sequences and post-data, then every check; the report is stored before the restore ends,
-    /// and a retry answers it.
+    /// sequences, post-data and the foreign keys' validations, then every check; the report is
+    /// stored before the restore ends, and a retry answers it. Index builds and validations
+    /// still running when the invocation must answer go on in the database
+    /// (`RestoreStillBuilding`), and a retry waits for them.
     pub async fn finish_restore(
         &self,
         run: &RunId,
@@ -422,7 +455,7 @@ impl LogicalBackups {
                 total: segments.len(),
                 first: missing
                     .iter()
-                    .take(NAMED_SEGMENTS)
+                    .take(NAMED_AT_MOST)
                     .map(|k| (*k).to_owned())
                     .collect(),
             });
@@ -458,33 +491,47 @@ impl LogicalBackups {
             Vec::new()
         };
         let definitions = &definitions;
+        // Index builds and validations go on in the database when this invocation ends; a
+        // finish stops waiting for them in time to answer, and the next one waits on.
+        let until = crate::invocation::stop_waiting_at();
         let jobs: Vec<AfterLoad> = post
             .indexes
             .iter()
             .enumerate()
-            .map(|(i, statement)| AfterLoad::Index(i, statement))
+            .map(|(i, build)| AfterLoad::Index(i, build))
             .chain(unread.into_iter().map(AfterLoad::Reread))
             .collect();
         let clients = self
             .restore_connections(&target.connector, jobs.len())
             .await?;
-        on_connections(&clients, jobs, |client, job| async move {
-            match job {
-                AfterLoad::Index(i, statement) => {
-                    if ledger::claim_step(client, &format!("index:{i}")).await? {
-                        introspect::execute_statement(client, statement).await?;
-                        ledger::commit(client).await?;
-                    }
-                    Ok(())
+        let pending = on_connections(&clients, jobs, |client, job| async move {
+            // Past `until` a connection may still carry a build: it takes no other statement.
+            if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+                return Ok::<_, LogicalError>(Some(job.label()));
+            }
+            match &job {
+                AfterLoad::Index(i, build) => {
+                    let key = format!("{restore_id} index {i}");
+                    let built = long_ddl::run(client, &key, build, until).await?;
+                    Ok((!built).then(|| job.label()))
                 }
-                AfterLoad::Reread(range) => reread_range(client, definitions, &range).await,
+                AfterLoad::Reread(range) => {
+                    reread_range(client, definitions, range).await?;
+                    Ok(None)
+                }
             }
         })
         .await?;
+        still_building(
+            run,
+            restore_id,
+            &target.database,
+            pending.into_iter().flatten(),
+        )?;
         seconds.indexes = clock.elapsed().as_secs_f64();
 
-        // Keys, foreign keys, sequence positions and post-data in one transaction; post-data
-        // only with statements whose roles the target has (the rest is reported).
+        // Keys, foreign keys (NOT VALID), sequence positions and post-data in one transaction;
+        // post-data only with statements whose roles the target has (the rest is reported).
         let missing_roles = introspect::missing_roles(admin, &manifest.schema.post_data).await?;
         let (applicable, skipped): (Vec<_>, Vec<_>) = manifest
             .schema
@@ -498,12 +545,32 @@ impl LogicalBackups {
         if ledger::claim_step(admin, "schema").await? {
             introspect::execute_statements(admin, &post.ordered).await?;
             introspect::restore_sequence_values(admin, &manifest.schema.sequences).await?;
-            seconds.constraints = clock.elapsed().as_secs_f64() - seconds.indexes;
             introspect::execute_statements(admin, &post_data).await?;
             ledger::commit(admin).await?;
-        } else {
-            seconds.constraints = clock.elapsed().as_secs_f64() - seconds.indexes;
         }
+        // Then each foreign key's validation, the tables on several connections at once.
+        let pending = on_connections(
+            &clients,
+            post.validations.iter().enumerate(),
+            |client, (t, validations)| async move {
+                let mut pending = Vec::new();
+                for (v, validation) in validations.iter().enumerate() {
+                    let key = format!("{restore_id} validate {t}.{v}");
+                    if !long_ddl::run(client, &key, validation, until).await? {
+                        pending.push(validation.label.clone());
+                    }
+                }
+                Ok::<_, LogicalError>(pending)
+            },
+        )
+        .await?;
+        still_building(
+            run,
+            restore_id,
+            &target.database,
+            pending.into_iter().flatten(),
+        )?;
+        seconds.constraints = clock.elapsed().as_secs_f64() - seconds.indexes;
         let sequences_restored = manifest.schema.sequences.len();
         for role in &missing_roles {
             let needing: Vec<String> = skipped

@@ -3,7 +3,8 @@
 //!
 //! Each piece is claimed and done in one transaction: `restore-logical-prepare` creates the
 //! ledger in the transaction that creates the schema; a segment's `COPY` commits with its row in
-//! `loaded`, an index build or the constraints and post-data with their row in `done`. A crash
+//! `loaded`, the constraints and post-data with their row in `done`. (Index builds and foreign
+//! key validations are recorded by the catalog itself: see `catalyst_db::long_ddl`.) A crash
 //! leaves either both or neither, and a second attempt at a claimed piece waits on the first
 //! one's row lock, then skips it. `restore-logical-finish` drops the ledger with the staging
 //! marker's `restoring=`, in one transaction, once its report is stored.
@@ -11,7 +12,7 @@
 //! ```text
 //! catalyst_dr_restore.restore   one row: restore_id, run_id, reset, started_at, prepared_at
 //! catalyst_dr_restore.loaded    a row per loaded segment: its rows and what reading it found
-//! catalyst_dr_restore.done      a row per finished index build ('index:<n>'), 'schema', and
+//! catalyst_dr_restore.done      'schema' once the constraints and post-data are in, and
 //!                               'reread-plan' once the re-read's block ranges are planned
 //! catalyst_dr_restore.reread    a row per block range of the re-read: its table (the manifest's
 //!                               index) and blocks, and once read its rows and content checksum

@@ -152,8 +152,9 @@ pub enum SnapshotTriggerEvent {
         restore_id: String,
         batch: usize,
     },
-    /// Once every segment is loaded: indexes, constraints, sequences, post-data and every check
-    /// (`restore-logical`'s report, stored; a retry answers it).
+    /// Once every segment is loaded: indexes, constraints, sequences, post-data, validations and
+    /// every check (`restore-logical`'s report, stored; a retry answers it). Builds still running
+    /// at the invocation's deadline go on (`RestoreStillBuilding`); a retry waits for them.
     RestoreLogicalFinish {
         scheduled_time: RunId,
         target_secret_id: String,

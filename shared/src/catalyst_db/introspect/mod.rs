@@ -8,6 +8,7 @@
 //! PostgreSQL itself renders for its catalog (as `pg_dump` uses them).
 
 use super::CatalystDbError;
+use super::long_ddl::{DoneWhen, LongDdl};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
@@ -521,19 +522,38 @@ pub async fn reset_user_schemas(client: &Client) -> Result<(), CatalystDbError> 
     Ok(())
 }
 
-/// The statements run after the data is loaded, in two steps.
+/// The statements run after the data is loaded, in three steps.
 ///
 /// `indexes`: every index, those behind primary keys and unique constraints included, as
-/// `CREATE [UNIQUE] INDEX`. These take SHARE locks, which do not conflict with each other or
-/// with reads, so they run on several connections at once, several on one table too, alongside
-/// the re-reading of the restored tables. `ordered`, one after the other: the primary keys and
-/// unique constraints attached to their built indexes (`USING INDEX`: no second build, no scan),
-/// exclusion constraints and deferrable keys built the classic way, check constraints added
-/// `NOT VALID` in the source, foreign keys (they need the referenced keys, and two of them could
-/// otherwise lock a pair of tables in opposite orders), and sequence ownership.
+/// `CREATE [UNIQUE] INDEX`, each on its own ([`long_ddl`]: a build can outlast the invocation
+/// that sends it). These take SHARE locks, which do not conflict with each other or with reads,
+/// so they run on several connections at once, several on one table too, alongside the
+/// re-reading of the restored tables. `ordered`, one after the other in one transaction: the
+/// primary keys and unique constraints attached to their built indexes (`USING INDEX`: no second
+/// build, no scan), exclusion constraints and deferrable keys built the classic way, check
+/// constraints added `NOT VALID` in the source, foreign keys (they need the referenced keys, and
+/// two of them could otherwise lock a pair of tables in opposite orders), and sequence
+/// ownership. A foreign key valid in the source is added `NOT VALID` there (no scan inside the
+/// transaction) and checked afterwards by `validations`, one list per table (each validation
+/// takes a lock on its table that the table's other validations wait for), each on its own too.
+/// A partitioned table's foreign keys, and those referencing one, are validated as they are
+/// added: PostgreSQL before 18 refuses the first `NOT VALID`, and leaves the second's references
+/// to each partition invalid after `VALIDATE CONSTRAINT`.
+///
+/// [`long_ddl`]: super::long_ddl
 pub struct PostData {
-    pub indexes: Vec<String>,
+    pub indexes: Vec<LongDdl>,
     pub ordered: Vec<String>,
+    pub validations: Vec<Vec<LongDdl>>,
+}
+
+fn index_build(schema: &str, name: &str, statement: &str) -> LongDdl {
+    let relation = qualified(schema, name);
+    LongDdl {
+        label: format!("index {relation}"),
+        statement: statement.to_owned(),
+        done: DoneWhen::Exists { relation },
+    }
 }
 
 pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
@@ -542,6 +562,7 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
     let mut checks = Vec::new();
     let mut attachments = Vec::new();
     let mut foreign_keys = Vec::new();
+    let mut validations = Vec::new();
     for t in &schema.tables {
         let name = t.qualified_name();
         for c in t
@@ -552,7 +573,7 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
             let constraint = quote_ident(&c.name);
             match c.attachable_index().filter(|_| t.stores_rows()) {
                 Some(index) => {
-                    indexes.push(index.to_owned());
+                    indexes.push(index_build(&t.schema, &c.name, index));
                     let kind = if c.kind == "p" {
                         "PRIMARY KEY"
                     } else {
@@ -588,7 +609,7 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
                 }),
         );
         for index in &t.indexes {
-            indexes.push(index.definition.clone());
+            indexes.push(index_build(&t.schema, &index.name, &index.definition));
             if let Some(parent) = &index.parent_index {
                 attachments.push(format!(
                     "ALTER INDEX {parent} ATTACH PARTITION {}",
@@ -597,21 +618,31 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
             }
         }
         // A partition's copy of its parent's foreign key is made again by the parent's.
-        foreign_keys.extend(
-            t.constraints
-                .iter()
-                .filter(|c| c.kind == "f" && !c.cloned)
-                .map(|c| {
-                    (
-                        c.oid,
-                        format!(
-                            "ALTER TABLE {name} ADD CONSTRAINT {} {}",
-                            quote_ident(&c.name),
-                            c.definition
-                        ),
-                    )
-                }),
-        );
+        let mut table_validations = Vec::new();
+        for c in t.constraints.iter().filter(|c| c.kind == "f" && !c.cloned) {
+            let constraint = quote_ident(&c.name);
+            let added = format!(
+                "ALTER TABLE {name} ADD CONSTRAINT {constraint} {}",
+                c.definition
+            );
+            // Validated later only where PostgreSQL validates all of it (see above).
+            if c.validated && t.stores_rows() && c.references_partitioned == Some(false) {
+                foreign_keys.push((c.oid, format!("{added} NOT VALID")));
+                table_validations.push(LongDdl {
+                    label: format!("foreign key {constraint} of {name}"),
+                    statement: format!("ALTER TABLE {name} VALIDATE CONSTRAINT {constraint}"),
+                    done: DoneWhen::Validated {
+                        table: name.clone(),
+                        constraint: c.name.clone(),
+                    },
+                });
+            } else {
+                foreign_keys.push((c.oid, added));
+            }
+        }
+        if !table_validations.is_empty() {
+            validations.push(table_validations);
+        }
     }
     let mut ordered = keys;
     ordered.extend(checks);
@@ -628,7 +659,11 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
             ));
         }
     }
-    PostData { indexes, ordered }
+    PostData {
+        indexes,
+        ordered,
+        validations,
+    }
 }
 
 /// The roles `objects` name that the connected cluster does not have.
@@ -715,6 +750,9 @@ pub fn schema_differences(expected: &CapturedSchema, actual: &CapturedSchema) ->
                     .iter()
                     .map(|c| CapturedConstraint {
                         oid: 0,
+                        // Known from the referenced table's own kind (and absent from older
+                        // manifests).
+                        references_partitioned: None,
                         ..c.clone()
                     })
                     .collect();
@@ -914,6 +952,72 @@ mod tests {
             force_row_security: false,
             oid: 0,
         }
+    }
+
+    #[test]
+    fn foreign_keys_are_validated_after_their_transaction_only_where_postgres_validates_all_of_it()
+    {
+        let key = |name: &str, validated: bool, references_partitioned: Option<bool>| {
+            CapturedConstraint {
+                name: name.into(),
+                kind: "f".into(),
+                definition: "FOREIGN KEY (id) REFERENCES public.p(id)".into(),
+                index_definition: None,
+                validated,
+                local: true,
+                parent_index: None,
+                cloned: false,
+                oid: 1,
+                references_partitioned,
+            }
+        };
+        let mut child = table();
+        child.constraints = vec![
+            key("plain", true, Some(false)),
+            key("to_partitioned", true, Some(true)),
+            key("never_validated", false, Some(false)),
+            // A manifest older than `references_partitioned`.
+            key("older", true, None),
+        ];
+        let mut partitioned = table();
+        partitioned.name = "parted".into();
+        partitioned.kind = TableKind::Partitioned;
+        partitioned.constraints = vec![key("of_partitioned", true, Some(false))];
+        let post = post_data_ddl(&CapturedSchema {
+            tables: vec![child, partitioned],
+            ..Default::default()
+        });
+        let added = |name: &str| {
+            post.ordered
+                .iter()
+                .find(|s| s.contains(&format!("ADD CONSTRAINT \"{name}\" ")))
+                .unwrap_or_else(|| panic!("{name} is added: {:?}", post.ordered))
+                .clone()
+        };
+        assert!(added("plain").ends_with("REFERENCES public.p(id) NOT VALID"));
+        for inline in ["to_partitioned", "older", "of_partitioned"] {
+            assert!(
+                added(inline).ends_with("REFERENCES public.p(id)"),
+                "{inline}"
+            );
+        }
+        assert!(added("never_validated").ends_with("REFERENCES public.p(id)"));
+        let validations: Vec<Vec<&str>> = post
+            .validations
+            .iter()
+            .map(|table| table.iter().map(|v| v.statement.as_str()).collect())
+            .collect();
+        assert_eq!(
+            validations,
+            [["ALTER TABLE \"public\".\"we\"\"ird\" VALIDATE CONSTRAINT \"plain\""]]
+        );
+        assert_eq!(
+            post.validations[0][0].done,
+            DoneWhen::Validated {
+                table: "\"public\".\"we\"\"ird\"".into(),
+                constraint: "plain".into()
+            }
+        );
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub struct CapturedConstraint {
     /// The constraint's OID in the source: foreign keys are added again in creation order, as
     /// the names PostgreSQL gives their copies on partitions depend on it.
     pub oid: u32,
+    /// For a foreign key: whether the table it references is partitioned (its references to
+    /// each partition are constraints of their own, which `VALIDATE CONSTRAINT` leaves invalid
+    /// before PostgreSQL 18). None for other constraints, and in manifests older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references_partitioned: Option<bool>,
 }
 
 impl CapturedConstraint {
@@ -239,7 +244,8 @@ async fn capture_constraints(
                     CASE WHEN c.conindid <> 0 AND c.contype IN ('p', 'u', 'x') THEN pg_get_indexdef(c.conindid) END, c.convalidated, \
                     c.conislocal, \
                     CASE WHEN c.contype IN ('p', 'u', 'x') THEN (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = c.conindid) END, \
-                    c.contype = 'f' AND c.conparentid <> 0, c.oid \
+                    c.contype = 'f' AND c.conparentid <> 0, c.oid, \
+                    CASE WHEN c.contype = 'f' THEN (SELECT r.relkind = 'p' FROM pg_class r WHERE r.oid = c.confrelid) END \
              FROM pg_constraint c WHERE c.conrelid = $1 AND c.contype IN ('p', 'u', 'c', 'f', 'x') ORDER BY c.conname",
             &[&oid],
         )
@@ -255,6 +261,7 @@ async fn capture_constraints(
             parent_index: r.get(6),
             cloned: r.get(7),
             oid: r.get(8),
+            references_partitioned: r.get(9),
         })
         .collect())
 }
