@@ -43,6 +43,44 @@ STAGING_BUSY_WAITS = {"ErrorEquals": ["StagingBusy"], "IntervalSeconds": 300, "B
 RESTORE_STILL_BUILDING_WAITS = {"ErrorEquals": ["RestoreStillBuilding"], "IntervalSeconds": 60, "BackoffRate": 1, "MaxAttempts": 96}
 
 
+def restore_polling(names, check, status, what, ready, on_error):
+    """The wait for a staging instance pitr-restore is restoring: `check(next)` (its status task,
+    writing `status`, then `next`) every 30 s until the instance is available (then `ready`), failed, or still
+    not ready after 240 polls (2 hours); a failure or a timeout goes to `on_error` with $.error
+    set. `names`: the states' names (start, wait, check, choice, failed, timed out); `what`: the
+    instance, as the timeout's cause names it."""
+    start, wait, check_name, choice, failed, timed_out = names
+    return {
+        start: {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": status, "Next": wait},
+        wait: {"Type": "Wait", "Seconds": 30, "Next": check_name},
+        check_name: check(choice),
+        choice: {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": f"{status}.state", "StringEquals": "available", "Next": ready},
+                {"Variable": f"{status}.state", "StringEquals": "failed", "Next": failed},
+                {"Variable": f"{status}.poll", "NumericGreaterThanEquals": 240, "Next": timed_out},
+            ],
+            "Default": wait,
+        },
+        failed: {
+            "Type": "Pass",
+            "Parameters": {"Error": "RestoreFailed", "Cause.$": f"{status}.instance.reason"},
+            "ResultPath": "$.error",
+            "Next": on_error,
+        },
+        timed_out: {
+            "Type": "Pass",
+            "Parameters": {
+                "Error": "RestoreTimedOut",
+                "Cause.$": f"States.Format('{what} still {{}} after {{}} polls', {status}.instance.status, {status}.poll)",
+            },
+            "ResultPath": "$.error",
+            "Next": on_error,
+        },
+    }
+
+
 def shared_states(kind):
     """The states both drills have. `kind` holds what differs: the defaults, where the restore
     starts from and hands over to, the report's kind and the failure texts."""
@@ -72,39 +110,14 @@ def shared_states(kind):
             "StartPolling",
             "TeardownAfterFailure",
         ),
-        "StartPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.status", "Next": "WaitForRestore"},
-        "WaitForRestore": {"Type": "Wait", "Seconds": 30, "Next": "CheckRestore"},
-        "CheckRestore": task(
-            PITR,
-            {"action": "status", "drill_id.$": "$.drill_id", "poll.$": "$.status.poll"},
+        **restore_polling(
+            ("StartPolling", "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut"),
+            lambda choice: task(PITR, {"action": "status", "drill_id.$": "$.drill_id", "poll.$": "$.status.poll"}, "$.status", choice, "TeardownAfterFailure"),
             "$.status",
-            "RestoreReady?",
+            "staging instance",
+            "RotateCredentials",
             "TeardownAfterFailure",
         ),
-        "RestoreReady?": {
-            "Type": "Choice",
-            "Choices": [
-                {"Variable": "$.status.state", "StringEquals": "available", "Next": "RotateCredentials"},
-                {"Variable": "$.status.state", "StringEquals": "failed", "Next": "RestoreFailed"},
-                {"Variable": "$.status.poll", "NumericGreaterThanEquals": 240, "Next": "RestoreTimedOut"},
-            ],
-            "Default": "WaitForRestore",
-        },
-        "RestoreFailed": {
-            "Type": "Pass",
-            "Parameters": {"Error": "RestoreFailed", "Cause.$": "$.status.instance.reason"},
-            "ResultPath": "$.error",
-            "Next": "TeardownAfterFailure",
-        },
-        "RestoreTimedOut": {
-            "Type": "Pass",
-            "Parameters": {
-                "Error": "RestoreTimedOut",
-                "Cause.$": "States.Format('staging instance still {} after {} polls', $.status.instance.status, $.status.poll)",
-            },
-            "ResultPath": "$.error",
-            "Next": "TeardownAfterFailure",
-        },
         "RotateCredentials": task(
             PITR,
             {"action": "rotate-credentials", "drill_id.$": "$.drill_id"},
@@ -617,38 +630,14 @@ def fanout_states(scheduled):
             "AbortLogicalFanout",
             comment="The read source: the source restored to the snapshot's instant, a staging instance of its own.",
         ),
-        "StartReadSourcePolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.read_source_status", "Next": "WaitForReadSource"},
-        "WaitForReadSource": {"Type": "Wait", "Seconds": 30, "Next": "CheckReadSource"},
-        "CheckReadSource": pitr(
-            {"action": "status", "poll.$": "$.read_source_status.poll"},
+        **restore_polling(
+            ("StartReadSourcePolling", "WaitForReadSource", "CheckReadSource", "ReadSourceReady?", "ReadSourceFailed", "ReadSourceTimedOut"),
+            lambda choice: pitr({"action": "status", "poll.$": "$.read_source_status.poll"}, "$.read_source_status", choice, "AbortLogicalFanout"),
             "$.read_source_status",
-            "ReadSourceReady?",
+            "read source",
+            "ReadSourceCredentials",
             "AbortLogicalFanout",
         ),
-        "ReadSourceReady?": {
-            "Type": "Choice",
-            "Choices": [
-                {"Variable": "$.read_source_status.state", "StringEquals": "available", "Next": "ReadSourceCredentials"},
-                {"Variable": "$.read_source_status.state", "StringEquals": "failed", "Next": "ReadSourceFailed"},
-                {"Variable": "$.read_source_status.poll", "NumericGreaterThanEquals": 240, "Next": "ReadSourceTimedOut"},
-            ],
-            "Default": "WaitForReadSource",
-        },
-        "ReadSourceFailed": {
-            "Type": "Pass",
-            "Parameters": {"Error": "RestoreFailed", "Cause.$": "$.read_source_status.instance.reason"},
-            "ResultPath": "$.error",
-            "Next": "AbortLogicalFanout",
-        },
-        "ReadSourceTimedOut": {
-            "Type": "Pass",
-            "Parameters": {
-                "Error": "RestoreTimedOut",
-                "Cause.$": "States.Format('read source still {} after {} polls', $.read_source_status.instance.status, $.read_source_status.poll)",
-            },
-            "ResultPath": "$.error",
-            "Next": "AbortLogicalFanout",
-        },
         "ReadSourceCredentials": pitr(
             {"action": "rotate-credentials"},
             "$.read_source_credentials",
