@@ -224,9 +224,8 @@ fn still_building(
     run: &RunId,
     restore_id: &str,
     database: &str,
-    pending: impl IntoIterator<Item = String>,
+    pending: Vec<String>,
 ) -> Result<(), LogicalError> {
-    let pending: Vec<String> = pending.into_iter().collect();
     if pending.is_empty() {
         return Ok(());
     }
@@ -494,6 +493,7 @@ impl LogicalBackups {
         // Index builds and validations go on in the database when this invocation ends; a
         // finish stops waiting for them in time to answer, and the next one waits on.
         let until = crate::invocation::stop_waiting_at();
+        let building = |pending| still_building(run, restore_id, &target.database, pending);
         let jobs: Vec<AfterLoad> = post
             .indexes
             .iter()
@@ -522,12 +522,7 @@ impl LogicalBackups {
             }
         })
         .await?;
-        still_building(
-            run,
-            restore_id,
-            &target.database,
-            pending.into_iter().flatten(),
-        )?;
+        building(pending.into_iter().flatten().collect())?;
         seconds.indexes = clock.elapsed().as_secs_f64();
 
         // Keys, foreign keys (NOT VALID), sequence positions and post-data in one transaction;
@@ -564,12 +559,7 @@ impl LogicalBackups {
             },
         )
         .await?;
-        still_building(
-            run,
-            restore_id,
-            &target.database,
-            pending.into_iter().flatten(),
-        )?;
+        building(pending.into_iter().flatten().collect())?;
         seconds.constraints = clock.elapsed().as_secs_f64() - seconds.indexes;
         let sequences_restored = manifest.schema.sequences.len();
         for role in &missing_roles {
