@@ -835,12 +835,6 @@ fn first_difference(expected: &serde_json::Value, actual: &serde_json::Value) ->
     }
 }
 
-/// Runs one statement (in its own transaction).
-pub async fn execute_statement(client: &Client, statement: &str) -> Result<(), CatalystDbError> {
-    client.batch_execute(statement).await?;
-    Ok(())
-}
-
 /// Runs captured DDL statements in the connection's transaction.
 pub async fn execute_statements(
     client: &Client,
