@@ -216,7 +216,7 @@ def pitr_drill():
 def quarterly_drill():
     states = shared_states(
         {
-            "defaults": {"preserve_queue": False},
+            "defaults": {"preserve_queue": False, "parity_concurrency": 8},
             "after_start": "Baseline",
             "target_time": "$.baseline.instant",
             "after_rotate": "CacheInDrill?",
@@ -355,8 +355,29 @@ def quarterly_drill():
                 REPLAY,
                 {"action": "plan", "database_secret_id": "${StagingSecretId}"},
                 "$.plan",
+                "PlanParity",
+                "TeardownAfterFailure",
+            ),
+            "PlanParity": task(
+                VALIDATOR,
+                {"action": "parity-plan", "drill_id.$": "$.drill_id"},
+                "$.parity_plan",
+                "ParityBatches",
+                "TeardownAfterFailure",
+                comment="The restored copy's tables in block ranges, planned once and stored, and their batches.",
+                result_selector={"batches.$": "$.batches"},
+            ),
+            "ParityBatches": batch_map(
+                "One invocation per batch of block ranges, at most parity_concurrency (default 8) at once, each on PARITY_PARALLELISM connections to the restored copy.",
+                "$.parity_plan.batches",
+                {"drill_id": "$.drill_id"},
+                ("ParityBatch", {"action": "parity-batch"}),
+                "Reads one batch of the restored copy's block ranges and stores their partial fingerprints; a retry answers the stored batch.",
+                "a batch of the drill's parity check failed after its retries",
                 "ValidateParity",
                 "TeardownAfterFailure",
+                resource=VALIDATOR,
+                concurrency="$.parity_concurrency",
             ),
             "ValidateParity": task(
                 VALIDATOR,
@@ -377,7 +398,7 @@ def quarterly_drill():
         }
     )
     return {
-        "Comment": "catalyst-dr quarterly restore drill: baseline of the source at one exact instant (with the drill's cache snapshot and its queue state), restore to that instant in staging, rotate credentials, restore the cache snapshot into a staging cache and compare its queue state with the baseline's, flush the staging cache's queues and the staging queue (unless preserve_queue), smoke tests, webhook replay plan (dry run) on staging, baseline parity, teardown (on every failure path too), and the drill report. Input: {\"drill_id\" (default: the execution name), \"preserve_queue\": false}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
+        "Comment": "catalyst-dr quarterly restore drill: baseline of the source at one exact instant (with the drill's cache snapshot and its queue state), restore to that instant in staging, rotate credentials, restore the cache snapshot into a staging cache and compare its queue state with the baseline's, flush the staging cache's queues and the staging queue (unless preserve_queue), smoke tests, webhook replay plan (dry run) on staging, baseline parity (the restored copy read in batches by a Distributed Map, the sums added up by validate), teardown (on every failure path too), and the drill report. Input: {\"drill_id\" (default: the execution name), \"preserve_queue\": false, \"parity_concurrency\": 8}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
         "StartAt": "ApplyDefaults",
         "States": ordered(
             states,
@@ -387,7 +408,7 @@ def quarterly_drill():
              "RotateCredentials", "CacheInDrill?", "CacheLeftOut", "StartCachePolling", "RestoreCache", "CacheReady?",
              "WaitForCache", "CacheRestoreFailed", "CacheRestoreTimedOut", "CacheParity", "FlushStagingCache",
              "StagingQueueConfigured", "StagingQueue?", "FlushSkipped", "FlushStagingQueue",
-             "SmokeTests", "ReplayPlan", "ValidateParity", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",
+             "SmokeTests", "ReplayPlan", "PlanParity", "ParityBatches", "ValidateParity", "Teardown", "Report", "DrillPassed?", "DrillSucceeded",
              "TeardownAfterFailure", "ReportFailure", "NotifyFailure", "DrillFailed"],
         ),
     }
@@ -546,17 +567,18 @@ def restore_test():
     }
 
 
-def batch_map(comment, items_path, selector, item, item_comment, failed_cause, next_state, on_error):
-    """A Distributed Map over batch numbers: one snapshot-trigger invocation per batch (`item` is
+def batch_map(comment, items_path, selector, item, item_comment, failed_cause, next_state, on_error,
+              resource=SNAPSHOT, concurrency="$.logical_concurrency"):
+    """A Distributed Map over batch numbers: one invocation of `resource` per batch (`item` is
     the item state's name and its action's parameters, given `batch` and the fields `selector`
-    copies from the Map's input), at most `logical_concurrency` at once. A batch that still fails
+    copies from the Map's input), at most `concurrency` at once. A batch that still fails
     after its retries fails the Map. The steps answer ready-made batches (ItemBatcher is not
     used), so the local interpreter, which runs a DISTRIBUTED Map as an inline one, runs the same
     items."""
     name, parameters = item
     failed = f"{name}Failed"  # state names are unique across the Maps of a state machine
     parameters = {**parameters, "batch.$": "$.batch", **{f"{k}.$": f"$.{k}" for k in selector}}
-    item_task = task(SNAPSHOT, parameters, None, "BatchDone", failed, comment=item_comment)
+    item_task = task(resource, parameters, None, "BatchDone", failed, comment=item_comment)
     item_task.pop("Next")
     # Each child's output is {}: without a ResultWriter the Map gathers every child's output,
     # which must stay under the 256 KiB payload limit at thousands of batches.
@@ -568,7 +590,7 @@ def batch_map(comment, items_path, selector, item, item_comment, failed_cause, n
         "Comment": comment,
         "ItemsPath": items_path,
         "ItemSelector": {**{f"{k}.$": v for k, v in selector.items()}, "batch.$": "$$.Map.Item.Value"},
-        "MaxConcurrencyPath": "$.logical_concurrency",
+        "MaxConcurrencyPath": concurrency,
         "ItemProcessor": {
             "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
             "StartAt": name,

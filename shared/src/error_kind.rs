@@ -128,6 +128,8 @@ error_kinds! {
     /// A logical restore's finish ran out of time while index builds or foreign key validations
     /// it sent were still running in the staging database: finish again to wait for them.
     RestoreStillBuilding,
+    /// A drill's validation found batches of its parity plan with no stored result.
+    ParityIncomplete,
     /// The staging secret holds another run's credentials and that run's staging copy still
     /// exists: the step waits until it is torn down.
     StagingBusy,

@@ -842,6 +842,8 @@ pub fn drill_config(
         rto_objective_seconds: 3_600,
         lock_timeout_ms: 2_000,
         parity_parallelism: 2,
+        parity_range_blocks: catalyst_dr::catalyst_db::parity::RANGE_BLOCKS,
+        parity_batch_ranges: 64,
         alert_topic_arn: None,
         drill_kind: "test".into(),
     }

@@ -9,6 +9,7 @@ use catalyst_dr::cache_engine::local::LocalCacheConfig;
 use catalyst_dr::drill::DrillValidator;
 use catalyst_dr::drill::cache::CacheParityResult;
 use catalyst_dr::drill::config::DrillConfig;
+use catalyst_dr::error_kind::ErrorKind;
 use catalyst_dr::flush_status::FlushStatus;
 use catalyst_dr::local_pg::base_backup;
 use catalyst_dr::pitr::PitrRestore;
@@ -131,7 +132,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         },
         &sdk,
     );
-    let validator = DrillValidator::new(
+    let mut validator = DrillValidator::new(
         DrillConfig {
             cache_engine,
             staging_cache_secret_id: Some(cache_secret.clone()),
@@ -302,6 +303,57 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
             .all(|t| t.written_after_baseline == 0 && t.restored_rows == t.baseline_rows)
     );
     assert_eq!(honest.rpo.seconds, 0.0);
+    // The same check fanned out, as the quarterly drill's Map runs it: the restored copy's block
+    // ranges planned once, read in batches (each stored), and added up by validate.
+    validator.config.parity_range_blocks = 2;
+    validator.config.parity_batch_ranges = 3;
+    let plan = validator.parity_plan(&drill).await.expect("parity plan");
+    assert!(plan.batches.len() >= 3 && plan.ranges > 8, "{plan:?}");
+    assert_eq!(
+        validator.parity_plan(&drill).await.expect("plan again"),
+        plan
+    );
+    let validate = || {
+        validator.validate(
+            &drill,
+            baseline.instant.instant,
+            started,
+            time::OffsetDateTime::now_utc(),
+            Some(0.0),
+            catalyst_dr::drill::Flushes {
+                queue: catalyst_dr::flush_status::ExpectedQueue::Empty,
+                cache: Some(FlushStatus::Flushed),
+            },
+        )
+    };
+    let err = validate().await.expect_err("no batch read yet");
+    assert_eq!(err.error_type(), ErrorKind::ParityIncomplete, "{err}");
+    assert!(err.to_string().contains("(batches 0, 1, 2"), "{err}");
+    let err = validator
+        .parity_batch(&drill, plan.batches.len())
+        .await
+        .expect_err("no such batch");
+    assert_eq!(err.error_type(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("batch"), "{err}");
+    for &batch in &plan.batches {
+        let read = validator
+            .parity_batch(&drill, batch)
+            .await
+            .expect("parity batch");
+        assert!(!read.parts.is_empty());
+        // A retry answers the stored batch.
+        assert_eq!(
+            validator
+                .parity_batch(&drill, batch)
+                .await
+                .expect("batch again"),
+            read
+        );
+    }
+    let fanned = validate().await.expect("validate the batches");
+    assert!(fanned.passed, "{:#?}", fanned.tables);
+    assert_eq!(fanned.tables, honest.tables);
+    assert_eq!(fanned.deliveries_restored, honest.deliveries_restored);
     let torn = restore.teardown(&drill, None).await.expect("teardown");
     let cache_torn = torn.cache.expect("the cache is torn down too");
     assert!(cache_torn.deleted);

@@ -8,6 +8,7 @@
 //! that only takes whole seconds reproduces it too, and writes in that same second fall either
 //! wholly before it or wholly after it.
 
+use super::introspect::BlockRange;
 use super::{CatalystDbError, TABLES};
 use crate::connection_jobs::on_connections;
 use serde::{Deserialize, Serialize};
@@ -59,31 +60,10 @@ pub async fn fingerprint_parallel(
     instant: OffsetDateTime,
     range_blocks: u64,
 ) -> Result<Vec<TableFingerprint>, CatalystDbError> {
-    let mut ranges = Vec::new();
-    let split = !helpers.is_empty() && super::introspect::supports_block_ranges(primary).await?;
-    for (t, table) in TABLES.iter().enumerate() {
-        let blocks: i64 = if split {
-            // Table names come from constants, never from input.
-            primary
-                .query_one(
-                    &format!(
-                        "SELECT pg_relation_size('{table}') / current_setting('block_size')::bigint"
-                    ),
-                    &[],
-                )
-                .await?
-                .get(0)
-        } else {
-            0
-        };
-        ranges.extend(
-            super::introspect::block_ranges(blocks.max(0) as u64, range_blocks, split)
-                .into_iter()
-                .map(|range| (t, range)),
-        );
-    }
+    let split = !helpers.is_empty();
+    let ranges = plan_ranges(primary, if split { range_blocks } else { u64::MAX }).await?;
     let mut clients = vec![primary];
-    if !helpers.is_empty() {
+    if split {
         let snapshot: String = primary
             .query_one("SELECT pg_export_snapshot()", &[])
             .await?
@@ -98,7 +78,71 @@ pub async fn fingerprint_parallel(
             clients.push(helper);
         }
     }
-    let parts = on_connections(clients, ranges, |client, (t, range)| async move {
+    let parts = fingerprint_ranges(clients, ranges, instant).await?;
+    for helper in helpers {
+        helper.batch_execute("COMMIT").await?;
+    }
+    Ok(combine(&parts))
+}
+
+/// One block range of the table `TABLES[table]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRange {
+    pub table: usize,
+    pub range: BlockRange,
+}
+
+/// What one range holds: its rows, the sum of their md5s' first 64 bits, and those written
+/// after the instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialFingerprint {
+    pub table: usize,
+    pub rows: i64,
+    pub checksum: i128,
+    pub written_after: i64,
+}
+
+/// Every table split into block ranges of about `range_blocks` blocks (one range per table on
+/// servers that cannot scan `ctid` ranges, or with `u64::MAX`).
+pub async fn plan_ranges(
+    client: &Client,
+    range_blocks: u64,
+) -> Result<Vec<TableRange>, CatalystDbError> {
+    let split =
+        range_blocks != u64::MAX && super::introspect::supports_block_ranges(client).await?;
+    let mut ranges = Vec::new();
+    for (t, table) in TABLES.iter().enumerate() {
+        let blocks: i64 = if split {
+            // Table names come from constants, never from input.
+            client
+                .query_one(
+                    &format!(
+                        "SELECT pg_relation_size('{table}') / current_setting('block_size')::bigint"
+                    ),
+                    &[],
+                )
+                .await?
+                .get(0)
+        } else {
+            0
+        };
+        ranges.extend(
+            super::introspect::block_ranges(blocks.max(0) as u64, range_blocks, split)
+                .into_iter()
+                .map(|range| TableRange { table: t, range }),
+        );
+    }
+    Ok(ranges)
+}
+
+/// The partial fingerprints of `ranges`, read on `clients` (each in the snapshot it is in, or
+/// each statement in its own on a copy nothing writes to).
+pub async fn fingerprint_ranges<'c>(
+    clients: impl IntoIterator<Item = &'c Client>,
+    ranges: Vec<TableRange>,
+    instant: OffsetDateTime,
+) -> Result<Vec<PartialFingerprint>, CatalystDbError> {
+    on_connections(clients, ranges, |client, TableRange { table: t, range }| async move {
         let table = TABLES[t];
         // Table and column names come from constants, never from input.
         let sql = format!(
@@ -110,15 +154,20 @@ pub async fn fingerprint_parallel(
         );
         let row = client.query_one(&sql, &[&instant]).await?;
         let checksum: String = row.get(1);
-        let checksum: i128 = checksum
-            .parse()
-            .expect("a sum of bigints is an integer far inside i128");
-        Ok::<_, CatalystDbError>((t, row.get::<_, i64>(0), checksum, row.get::<_, i64>(2)))
+        Ok::<_, CatalystDbError>(PartialFingerprint {
+            table: t,
+            rows: row.get(0),
+            checksum: checksum
+                .parse()
+                .expect("a sum of bigints is an integer far inside i128"),
+            written_after: row.get(2),
+        })
     })
-    .await?;
-    for helper in helpers {
-        helper.batch_execute("COMMIT").await?;
-    }
+    .await
+}
+
+/// Every table's fingerprint, the sums of its ranges' (a table without any is empty).
+pub fn combine(parts: &[PartialFingerprint]) -> Vec<TableFingerprint> {
     let mut found: Vec<TableFingerprint> = TABLES
         .iter()
         .map(|table| TableFingerprint {
@@ -129,15 +178,15 @@ pub async fn fingerprint_parallel(
         })
         .collect();
     let mut sums = vec![0i128; TABLES.len()];
-    for (t, rows, checksum, written_after) in parts {
-        found[t].rows += rows;
-        found[t].written_after += written_after;
-        sums[t] += checksum;
+    for part in parts {
+        found[part.table].rows += part.rows;
+        found[part.table].written_after += part.written_after;
+        sums[part.table] += part.checksum;
     }
     for (table, sum) in found.iter_mut().zip(sums) {
         table.checksum = sum.to_string();
     }
-    Ok(found)
+    found
 }
 
 pub async fn deliveries_by_status(

@@ -36,6 +36,10 @@ pub struct DrillConfig {
     pub lock_timeout_ms: u32,
     /// `PARITY_PARALLELISM`: connections that fingerprint the tables at once.
     pub parity_parallelism: u32,
+    /// The block ranges `parity-plan` splits the restored tables into (`parity::RANGE_BLOCKS`),
+    /// and how many ranges one `parity-batch` reads (`PARITY_BATCH_RANGES`, 4 GiB).
+    pub parity_range_blocks: u64,
+    pub parity_batch_ranges: usize,
     /// Failed drills are announced here.
     pub alert_topic_arn: Option<String>,
     /// Names the drill kind in metrics (`quarterly`, `monthly`).
@@ -83,6 +87,8 @@ impl DrillConfig {
             rto_objective_seconds: env.number(&settings::RTO_OBJECTIVE_SECONDS)?,
             lock_timeout_ms: env.number(&settings::BASELINE_LOCK_TIMEOUT_MS)?,
             parity_parallelism: env.number(&settings::PARITY_PARALLELISM)?,
+            parity_range_blocks: crate::catalyst_db::parity::RANGE_BLOCKS,
+            parity_batch_ranges: super::PARITY_BATCH_RANGES,
             alert_topic_arn: env.text(&settings::ALERT_TOPIC_ARN),
             drill_kind: env.text_or_default(&settings::DRILL_KIND)?,
         })

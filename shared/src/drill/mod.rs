@@ -11,7 +11,9 @@ use crate::aws_error::AwsCallError;
 use crate::cache_engine::{CacheEngine, CacheEngineError};
 use crate::cache_state::{CacheParity, CacheState};
 use crate::catalyst_db::CatalystDbError;
-use crate::catalyst_db::parity::{self, BaselineInstant, TableFingerprint};
+use crate::catalyst_db::parity::{
+    self, BaselineInstant, PartialFingerprint, TableFingerprint, TableRange,
+};
 use crate::drill_id::DrillId;
 use crate::error_kind::ErrorKind;
 use crate::flush_status::{ExpectedQueue, FlushStatus};
@@ -54,6 +56,13 @@ pub enum DrillEvent {
         #[serde(default)]
         cache_flush_status: Option<FlushStatus>,
     },
+    /// The restored copy's tables split into block ranges, planned once and stored (a retry
+    /// answers the stored plan), and the batches `parity-batch` reads them in: for a copy one
+    /// invocation cannot read. `validate` then adds up what the batches stored.
+    ParityPlan { drill_id: DrillId },
+    /// Reads one batch of the planned ranges on the restored copy (nothing else writes to it)
+    /// and stores their partial fingerprints; a retry answers the stored batch.
+    ParityBatch { drill_id: DrillId, batch: usize },
     /// Compare the restored staging cache with the baseline's cache snapshot state, before the
     /// flush empties its queues. Once stored, a retry returns the stored comparison.
     CacheParity { drill_id: DrillId },
@@ -79,6 +88,34 @@ pub enum DrillEvent {
 
 /// How many earlier drills the report page's trend shows.
 const TREND_DRILLS: usize = 8;
+
+/// Block ranges one `parity-batch` reads: 64 of 64 MiB, 4 GiB.
+pub const PARITY_BATCH_RANGES: usize = 64;
+
+/// The restored copy's block ranges and their batches (each a list of indexes into `ranges`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParityPlan {
+    pub drill_id: String,
+    pub ranges: Vec<TableRange>,
+    pub batches: Vec<Vec<usize>>,
+}
+
+/// What `parity-plan` answers: the Map's items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParityPlanSummary {
+    pub drill_id: String,
+    pub ranges: usize,
+    pub batches: Vec<usize>,
+}
+
+/// One batch's partial fingerprints, stored for `validate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParityBatch {
+    pub drill_id: String,
+    pub batch: usize,
+    pub parts: Vec<PartialFingerprint>,
+    pub completed_at: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
@@ -107,6 +144,12 @@ pub enum DrillError {
         kind: String,
         age_days: f64,
         max_age_days: u32,
+    },
+    #[error("drill {drill_id}'s parity plan has {total} batches and {} of them stored no result (batches {}): run parity-batch for them, then validate", missing.len(), missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    ParityIncomplete {
+        drill_id: String,
+        total: usize,
+        missing: Vec<usize>,
     },
     #[error("stored {key} is not valid: {source}")]
     Corrupt {
@@ -137,6 +180,7 @@ impl DrillError {
             Self::NoStagingCredentials { .. } => ErrorKind::NoStagingCredentials,
             Self::Corrupt { .. } => ErrorKind::CorruptRecord,
             Self::Overdue { .. } => ErrorKind::DrillOverdue,
+            Self::ParityIncomplete { .. } => ErrorKind::ParityIncomplete,
         }
     }
 }
@@ -281,6 +325,10 @@ impl DrillValidator {
                 )
             }
             DrillEvent::CacheParity { drill_id } => to_json(self.cache_parity(&drill_id).await?),
+            DrillEvent::ParityPlan { drill_id } => to_json(self.parity_plan(&drill_id).await?),
+            DrillEvent::ParityBatch { drill_id, batch } => {
+                to_json(self.parity_batch(&drill_id, batch).await?)
+            }
             DrillEvent::ListDrills { limit } => {
                 let limit = limit.unwrap_or(20);
                 if !(1..=1000).contains(&limit) {
@@ -471,45 +519,36 @@ impl DrillValidator {
             cache: cache_flush_status,
         } = flushes;
         let baseline = self.stored_baseline(drill_id).await?;
-        let text = self
-            .secrets
-            .current(&self.config.staging_secret_id)
-            .await?
-            .unwrap_or_default();
-        let secret = serde_json::from_str::<StagingSecret>(&text)
-            .ok()
-            .filter(|s| s.drill_id == drill_id)
-            .ok_or_else(|| DrillError::NoStagingCredentials {
-                drill_id: drill_id.to_owned(),
-            })?;
-        let staging = connect_bounded(
-            &secret.credentials(),
-            &self.config.tls,
-            &self.config.pg_bounds,
-        )
-        .await?;
+        // A planned fan-out read the copy in batches: add up what they stored.
+        let plan = self
+            .load::<ParityPlan>(&self.parity_key(drill_id, "plan"))
+            .await?;
+        let (staging, helpers) = self
+            .staging_connections(
+                drill_id,
+                if plan.is_some() {
+                    1
+                } else {
+                    self.config.parity_parallelism
+                },
+            )
+            .await?;
         staging
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(CatalystDbError::from)?;
-        let mut helpers = Vec::new();
-        for _ in 1..self.config.parity_parallelism {
-            helpers.push(
-                connect_bounded(
-                    &secret.credentials(),
-                    &self.config.tls,
-                    &self.config.pg_bounds,
+        let restored = match &plan {
+            Some(plan) => parity::combine(&self.stored_parity(drill_id, plan).await?),
+            None => {
+                parity::fingerprint_parallel(
+                    &staging,
+                    &helpers,
+                    baseline.instant.instant,
+                    self.config.parity_range_blocks,
                 )
-                .await?,
-            );
-        }
-        let restored = parity::fingerprint_parallel(
-            &staging,
-            &helpers,
-            baseline.instant.instant,
-            parity::RANGE_BLOCKS,
-        )
-        .await?;
+                .await?
+            }
+        };
         let deliveries_restored = parity::deliveries_by_status(&staging).await?;
         staging
             .batch_execute("COMMIT")
@@ -580,6 +619,158 @@ impl DrillValidator {
             .await?;
         tracing::info!(%drill_id, passed, "drill validated");
         Ok(validation)
+    }
+
+    fn parity_key(&self, drill_id: &str, name: &str) -> String {
+        self.key(drill_id, &format!("parity/{name}.json"))
+    }
+
+    /// A connection to the drill's staging copy and `helpers - 1` more (the staging secret must
+    /// hold this drill's credentials).
+    async fn staging_connections(
+        &self,
+        drill_id: &str,
+        connections: u32,
+    ) -> Result<(tokio_postgres::Client, Vec<tokio_postgres::Client>), DrillError> {
+        let text = self
+            .secrets
+            .current(&self.config.staging_secret_id)
+            .await?
+            .unwrap_or_default();
+        let secret = serde_json::from_str::<StagingSecret>(&text)
+            .ok()
+            .filter(|s| s.drill_id == drill_id)
+            .ok_or_else(|| DrillError::NoStagingCredentials {
+                drill_id: drill_id.to_owned(),
+            })?;
+        let credentials = secret.credentials();
+        let connect = || connect_bounded(&credentials, &self.config.tls, &self.config.pg_bounds);
+        let first = connect().await?;
+        let mut more = Vec::new();
+        for _ in 1..connections {
+            more.push(connect().await?);
+        }
+        Ok((first, more))
+    }
+
+    /// `parity-plan`: the restored copy's block ranges, planned once; a retry answers the
+    /// stored plan.
+    pub async fn parity_plan(&self, drill_id: &str) -> Result<ParityPlanSummary, DrillError> {
+        let key = self.parity_key(drill_id, "plan");
+        let plan = match self.load::<ParityPlan>(&key).await? {
+            Some(plan) => plan,
+            None => {
+                self.stored_baseline(drill_id).await?;
+                let (staging, _) = self.staging_connections(drill_id, 1).await?;
+                let ranges = parity::plan_ranges(&staging, self.config.parity_range_blocks).await?;
+                let indexes: Vec<usize> = (0..ranges.len()).collect();
+                let plan = ParityPlan {
+                    drill_id: drill_id.to_owned(),
+                    batches: indexes
+                        .chunks(self.config.parity_batch_ranges.max(1))
+                        .map(<[usize]>::to_vec)
+                        .collect(),
+                    ranges,
+                };
+                self.store(&key, &plan).await?;
+                plan
+            }
+        };
+        Ok(ParityPlanSummary {
+            drill_id: drill_id.to_owned(),
+            ranges: plan.ranges.len(),
+            batches: (0..plan.batches.len()).collect(),
+        })
+    }
+
+    /// `parity-batch`: one batch of the plan's ranges read on `PARITY_PARALLELISM` connections
+    /// to the restored copy (nothing else writes to it, so every statement sees the same rows)
+    /// and stored; a retry answers the stored batch.
+    pub async fn parity_batch(
+        &self,
+        drill_id: &str,
+        batch: usize,
+    ) -> Result<ParityBatch, DrillError> {
+        let plan = self
+            .load::<ParityPlan>(&self.parity_key(drill_id, "plan"))
+            .await?
+            .ok_or_else(|| {
+                InputError::new(
+                    "drill_id",
+                    format!("drill {drill_id} has no parity plan: run parity-plan first"),
+                )
+            })?;
+        let Some(members) = plan.batches.get(batch) else {
+            return Err(InputError::new(
+                "batch",
+                format!(
+                    "drill {drill_id}'s parity plan has batches 0 to {}",
+                    plan.batches.len().saturating_sub(1)
+                ),
+            )
+            .into());
+        };
+        let key = self.parity_key(drill_id, &format!("batch-{batch}"));
+        if let Some(stored) = self.load::<ParityBatch>(&key).await? {
+            return Ok(stored);
+        }
+        let baseline = self.stored_baseline(drill_id).await?;
+        let (first, more) = self
+            .staging_connections(drill_id, self.config.parity_parallelism)
+            .await?;
+        let ranges = members.iter().map(|&r| plan.ranges[r]).collect();
+        let parts = parity::fingerprint_ranges(
+            std::iter::once(&first).chain(&more),
+            ranges,
+            baseline.instant.instant,
+        )
+        .await?;
+        let result = ParityBatch {
+            drill_id: drill_id.to_owned(),
+            batch,
+            parts,
+            completed_at: format_time(OffsetDateTime::now_utc()),
+        };
+        self.store(&key, &result).await?;
+        tracing::info!(%drill_id, batch, "parity batch read");
+        Ok(result)
+    }
+
+    /// Every batch's stored partial fingerprints; `ParityIncomplete` while any is missing.
+    async fn stored_parity(
+        &self,
+        drill_id: &str,
+        plan: &ParityPlan,
+    ) -> Result<Vec<PartialFingerprint>, DrillError> {
+        let mut parts = Vec::new();
+        let mut missing = Vec::new();
+        for batch in 0..plan.batches.len() {
+            let key = self.parity_key(drill_id, &format!("batch-{batch}"));
+            match self.load::<ParityBatch>(&key).await? {
+                Some(stored)
+                    if stored
+                        .parts
+                        .iter()
+                        .all(|p| p.table < crate::catalyst_db::TABLES.len()) =>
+                {
+                    parts.extend(stored.parts)
+                }
+                Some(_) => {
+                    return Err(DrillError::Misconfigured(format!(
+                        "{key} names a table this version does not fingerprint"
+                    )));
+                }
+                None => missing.push(batch),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(DrillError::ParityIncomplete {
+                drill_id: drill_id.to_owned(),
+                total: plan.batches.len(),
+                missing,
+            });
+        }
+        Ok(parts)
     }
 
     pub async fn report(
