@@ -98,8 +98,25 @@ pub struct TableRange {
 pub struct PartialFingerprint {
     pub table: usize,
     pub rows: i64,
+    /// Decimal text in JSON, as in [`TableFingerprint`]: the sum outgrows what JSON numbers
+    /// carry exactly.
+    #[serde(with = "decimal_text")]
     pub checksum: i128,
     pub written_after: i64,
+}
+
+mod decimal_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse()
+            .map_err(|_| D::Error::custom(format!("not an integer: {text:?}")))
+    }
 }
 
 /// Every table split into block ranges of about `range_blocks` blocks (one range per table on
@@ -308,5 +325,31 @@ mod tests {
             next_whole_second(datetime!(2026-11-26 10:00:00 UTC)),
             datetime!(2026-11-26 10:00:01 UTC)
         );
+    }
+
+    #[test]
+    fn partial_fingerprints_carry_sums_past_json_numbers_as_text_and_add_up() {
+        let big = i128::from(i64::MAX) * 3;
+        let part = |table, checksum| super::PartialFingerprint {
+            table,
+            rows: 2,
+            checksum,
+            written_after: 1,
+        };
+        let value = serde_json::to_value(part(0, big)).expect("a JSON value");
+        assert_eq!(value["checksum"], big.to_string());
+        let back: super::PartialFingerprint = serde_json::from_value(value).expect("read back");
+        assert_eq!(back, part(0, big));
+        assert!(
+            serde_json::from_value::<super::PartialFingerprint>(serde_json::json!(
+                {"table": 0, "rows": 1, "checksum": "12x", "written_after": 0}
+            ))
+            .is_err()
+        );
+        let tables = super::combine(&[part(0, big), part(0, -5), part(1, 7)]);
+        assert_eq!((tables[0].rows, tables[0].written_after), (4, 2));
+        assert_eq!(tables[0].checksum, (big - 5).to_string());
+        assert_eq!(tables[1].checksum, "7");
+        assert_eq!((tables[2].rows, tables[2].checksum.as_str()), (0, "0"));
     }
 }
