@@ -106,4 +106,32 @@ async fn drills_are_listed_newest_first_and_each_report_shows_the_trend() {
         .await
         .expect_err("limit 0");
     assert_eq!(err.error_type(), ErrorKind::InvalidInput, "{err}");
+    // The parity fan-out's bad input names the field and writes nothing.
+    for (event, field) in [
+        (
+            json!({"action": "parity-batch", "drill_id": "d3-q3"}),
+            "batch",
+        ),
+        (
+            json!({"action": "parity-batch", "drill_id": "d3-q3", "batch": -1}),
+            "batch",
+        ),
+        // No plan stored for this drill.
+        (
+            json!({"action": "parity-batch", "drill_id": "d3-q3", "batch": 0}),
+            "drill_id",
+        ),
+    ] {
+        let err = validator.handle(event.clone()).await.expect_err("refused");
+        assert_eq!(err.error_type(), ErrorKind::InvalidInput, "{event}: {err}");
+        assert!(err.to_string().contains(field), "{event}: {err}");
+    }
+    let listed = s3(&sdk)
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("drills/d3-q3/parity")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(0));
 }
