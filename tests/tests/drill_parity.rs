@@ -71,6 +71,29 @@ async fn baseline(validator: &DrillValidator, drill: &str) -> catalyst_dr::drill
     panic!("the source cache stayed busy");
 }
 
+/// `validate` as the drill calls it once smoke tests passed (now), the restore at the baseline
+/// instant, the staging queue and cache flushed.
+async fn validate_flushed(
+    validator: &DrillValidator,
+    drill: &str,
+    instant: time::OffsetDateTime,
+    started: time::OffsetDateTime,
+) -> Result<catalyst_dr::drill::Validation, catalyst_dr::drill::DrillError> {
+    validator
+        .validate(
+            drill,
+            instant,
+            started,
+            time::OffsetDateTime::now_utc(),
+            Some(0.0),
+            catalyst_dr::drill::Flushes {
+                queue: catalyst_dr::flush_status::ExpectedQueue::Empty,
+                cache: Some(FlushStatus::Flushed),
+            },
+        )
+        .await
+}
+
 #[tokio::test]
 async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     let sdk = local_aws().await;
@@ -278,18 +301,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         panic!("the cache was left out");
     };
     assert_eq!(again, cache_parity);
-    let honest = validator
-        .validate(
-            &drill,
-            baseline.instant.instant,
-            started,
-            time::OffsetDateTime::now_utc(),
-            Some(0.0),
-            catalyst_dr::drill::Flushes {
-                queue: catalyst_dr::flush_status::ExpectedQueue::Empty,
-                cache: Some(FlushStatus::Flushed),
-            },
-        )
+    let honest = validate_flushed(&validator, &drill, baseline.instant.instant, started)
         .await
         .expect("validate");
     assert!(honest.passed, "{:#?} {:#?}", honest.tables, honest.cache);
@@ -313,19 +325,7 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
         validator.parity_plan(&drill).await.expect("plan again"),
         plan
     );
-    let validate = || {
-        validator.validate(
-            &drill,
-            baseline.instant.instant,
-            started,
-            time::OffsetDateTime::now_utc(),
-            Some(0.0),
-            catalyst_dr::drill::Flushes {
-                queue: catalyst_dr::flush_status::ExpectedQueue::Empty,
-                cache: Some(FlushStatus::Flushed),
-            },
-        )
-    };
+    let validate = || validate_flushed(&validator, &drill, baseline.instant.instant, started);
     let err = validate().await.expect_err("no batch read yet");
     assert_eq!(err.error_type(), ErrorKind::ParityIncomplete, "{err}");
     assert!(err.to_string().contains("(batches 0, 1, 2"), "{err}");
