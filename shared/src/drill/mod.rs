@@ -151,6 +151,8 @@ pub enum DrillError {
         total: usize,
         missing: Vec<usize>,
     },
+    #[error("stored {key} is not valid: {reason}")]
+    CorruptParity { key: String, reason: String },
     #[error("stored {key} is not valid: {source}")]
     Corrupt {
         key: String,
@@ -178,7 +180,7 @@ impl DrillError {
             Self::Misconfigured(_) => ErrorKind::Misconfigured,
             Self::NoBaseline { .. } => ErrorKind::NoBaseline,
             Self::NoStagingCredentials { .. } => ErrorKind::NoStagingCredentials,
-            Self::Corrupt { .. } => ErrorKind::CorruptRecord,
+            Self::Corrupt { .. } | Self::CorruptParity { .. } => ErrorKind::CorruptRecord,
             Self::Overdue { .. } => ErrorKind::DrillOverdue,
             Self::ParityIncomplete { .. } => ErrorKind::ParityIncomplete,
         }
@@ -625,8 +627,8 @@ impl DrillValidator {
         self.key(drill_id, &format!("parity/{name}.json"))
     }
 
-    /// A connection to the drill's staging copy and `helpers - 1` more (the staging secret must
-    /// hold this drill's credentials).
+    /// `connections` connections to the drill's staging copy, the first apart (the staging
+    /// secret must hold this drill's credentials).
     async fn staging_connections(
         &self,
         drill_id: &str,
@@ -718,7 +720,18 @@ impl DrillValidator {
         let (first, more) = self
             .staging_connections(drill_id, self.config.parity_parallelism)
             .await?;
-        let ranges = members.iter().map(|&r| plan.ranges[r]).collect();
+        let ranges = members
+            .iter()
+            .map(|&r| {
+                plan.ranges
+                    .get(r)
+                    .copied()
+                    .ok_or_else(|| DrillError::CorruptParity {
+                        key: self.parity_key(drill_id, "plan"),
+                        reason: format!("batch {batch} names range {r} of {}", plan.ranges.len()),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let parts = parity::fingerprint_ranges(
             std::iter::once(&first).chain(&more),
             ranges,
@@ -747,18 +760,25 @@ impl DrillValidator {
         for batch in 0..plan.batches.len() {
             let key = self.parity_key(drill_id, &format!("batch-{batch}"));
             match self.load::<ParityBatch>(&key).await? {
+                // One part per range of the batch, each of a table this version fingerprints.
                 Some(stored)
-                    if stored
-                        .parts
-                        .iter()
-                        .all(|p| p.table < crate::catalyst_db::TABLES.len()) =>
+                    if stored.parts.len() == plan.batches[batch].len()
+                        && stored
+                            .parts
+                            .iter()
+                            .all(|p| p.table < crate::catalyst_db::TABLES.len()) =>
                 {
                     parts.extend(stored.parts)
                 }
-                Some(_) => {
-                    return Err(DrillError::Misconfigured(format!(
-                        "{key} names a table this version does not fingerprint"
-                    )));
+                Some(stored) => {
+                    return Err(DrillError::CorruptParity {
+                        key,
+                        reason: format!(
+                            "{} parts for the batch's {} ranges, or a table this version does not fingerprint",
+                            stored.parts.len(),
+                            plan.batches[batch].len()
+                        ),
+                    });
                 }
                 None => missing.push(batch),
             }
