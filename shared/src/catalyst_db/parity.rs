@@ -127,24 +127,18 @@ pub async fn plan_ranges(
 ) -> Result<Vec<TableRange>, CatalystDbError> {
     let split =
         range_blocks != u64::MAX && super::introspect::supports_block_ranges(client).await?;
+    let blocks = if split {
+        let names: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
+        super::introspect::relation_blocks(client, &names)
+            .await?
+            .blocks
+    } else {
+        vec![0; TABLES.len()]
+    };
     let mut ranges = Vec::new();
-    for (t, table) in TABLES.iter().enumerate() {
-        let blocks: i64 = if split {
-            // Table names come from constants, never from input.
-            client
-                .query_one(
-                    &format!(
-                        "SELECT pg_relation_size('{table}') / current_setting('block_size')::bigint"
-                    ),
-                    &[],
-                )
-                .await?
-                .get(0)
-        } else {
-            0
-        };
+    for (t, blocks) in blocks.into_iter().enumerate() {
         ranges.extend(
-            super::introspect::block_ranges(blocks.max(0) as u64, range_blocks, split)
+            super::introspect::block_ranges(blocks, range_blocks, split)
                 .into_iter()
                 .map(|range| TableRange { table: t, range }),
         );

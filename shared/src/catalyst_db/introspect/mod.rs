@@ -450,11 +450,19 @@ pub async fn table_blocks(
     client: &Client,
     tables: &[&CapturedTable],
 ) -> Result<TableBlocks, CatalystDbError> {
+    let names: Vec<String> = tables.iter().map(|t| t.qualified_name()).collect();
+    relation_blocks(client, &names).await
+}
+
+/// The sizes in blocks of the relations `names` name (as `::regclass` reads them).
+pub async fn relation_blocks(
+    client: &Client,
+    names: &[String],
+) -> Result<TableBlocks, CatalystDbError> {
     let block_size: i64 = client
         .query_one("SELECT current_setting('block_size')::bigint", &[])
         .await?
         .get(0);
-    let names: Vec<String> = tables.iter().map(|t| t.qualified_name()).collect();
     let rows = client
         .query(
             "SELECT pg_relation_size(n.name::regclass) FROM unnest($1::text[]) WITH ORDINALITY AS n(name, i) ORDER BY n.i",
