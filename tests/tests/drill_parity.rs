@@ -354,6 +354,50 @@ async fn parity_holds_at_the_baseline_instant_and_fails_at_any_other() {
     assert!(fanned.passed, "{:#?}", fanned.tables);
     assert_eq!(fanned.tables, honest.tables);
     assert_eq!(fanned.deliveries_restored, honest.deliveries_restored);
+    assert_eq!(honest.deliveries_restored, honest.deliveries_baseline);
+    assert!(honest.deliveries_restored.len() > 1, "{honest:#?}");
+    // A stored batch whose deliveries part lacks its statuses (as an earlier version stored it)
+    // would under-count them: validate refuses it by name, and takes it once it is whole again.
+    let mut tampered = None;
+    for &batch in &plan.batches {
+        let key = format!("drills/{drill}/parity/batch-{batch}.json");
+        let stored: serde_json::Value = catalyst_dr_tests::stored_json(&sdk, &bucket, &key).await;
+        if let Some(part) = stored["parts"]
+            .as_array()
+            .expect("parts")
+            .iter()
+            .position(|p| p["by_status"].is_object())
+        {
+            tampered = Some((key, stored, part));
+            break;
+        }
+    }
+    let (key, whole, part) = tampered.expect("a batch holds deliveries");
+    let put = |value: serde_json::Value| {
+        let (sdk, bucket, key) = (&sdk, &bucket, &key);
+        async move {
+            s3(sdk)
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(value.to_string().into_bytes().into())
+                .send()
+                .await
+                .expect("put the batch");
+        }
+    };
+    let mut stripped = whole.clone();
+    stripped["parts"][part]
+        .as_object_mut()
+        .expect("part")
+        .remove("by_status");
+    put(stripped).await;
+    let err = validate().await.expect_err("a batch without statuses");
+    assert_eq!(err.error_type(), ErrorKind::CorruptRecord, "{err}");
+    assert!(err.to_string().contains(&key), "{err}");
+    put(whole).await;
+    let again = validate().await.expect("the batch is whole again");
+    assert_eq!(again.deliveries_restored, honest.deliveries_restored);
     let torn = restore.teardown(&drill, None).await.expect("teardown");
     let cache_torn = torn.cache.expect("the cache is torn down too");
     assert!(cache_torn.deleted);
@@ -664,7 +708,22 @@ async fn fingerprints_in_block_ranges_on_several_connections_equal_one_query_per
     let whole = parity::fingerprint(&snapshot, instant)
         .await
         .expect("whole");
-    assert!(whole.iter().any(|t| t.written_after > 0), "{whole:?}");
+    assert!(
+        whole.tables.iter().any(|t| t.written_after > 0),
+        "{whole:?}"
+    );
+    let by_status: std::collections::BTreeMap<String, i64> = snapshot
+        .query(
+            "SELECT status, count(*) FROM webhook_deliveries GROUP BY status",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(by_status.len() > 1, "{by_status:?}");
+    assert_eq!(whole.deliveries_by_status, by_status);
     let helpers = [pg_connect(&name).await, pg_connect(&name).await];
     let ranged = parity::fingerprint_parallel(&snapshot, &helpers, instant, 4)
         .await

@@ -41,11 +41,23 @@ fn written_column(table: &str) -> &'static str {
     }
 }
 
+/// Every table's fingerprint, and the deliveries by status, read in the same scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprints {
+    pub tables: Vec<TableFingerprint>,
+    pub deliveries_by_status: BTreeMap<String, i64>,
+}
+
+/// The column a table's rows are also counted by (delivery status), if any.
+fn status_column(table: &str) -> Option<&'static str> {
+    (table == "webhook_deliveries").then_some("status")
+}
+
 /// Fingerprints every table in the snapshot `client` is in.
 pub async fn fingerprint(
     client: &Client,
     instant: OffsetDateTime,
-) -> Result<Vec<TableFingerprint>, CatalystDbError> {
+) -> Result<Fingerprints, CatalystDbError> {
     fingerprint_parallel(client, &[], instant, u64::MAX).await
 }
 
@@ -59,7 +71,7 @@ pub async fn fingerprint_parallel(
     helpers: &[Client],
     instant: OffsetDateTime,
     range_blocks: u64,
-) -> Result<Vec<TableFingerprint>, CatalystDbError> {
+) -> Result<Fingerprints, CatalystDbError> {
     let split = !helpers.is_empty();
     let ranges = plan_ranges(primary, if split { range_blocks } else { u64::MAX }).await?;
     let mut clients = vec![primary];
@@ -92,8 +104,8 @@ pub struct TableRange {
     pub range: BlockRange,
 }
 
-/// What one range holds: its rows, the sum of their md5s' first 64 bits, and those written
-/// after the instant.
+/// What one range holds: its rows, the sum of their md5s' first 64 bits, those written after
+/// the instant, and (deliveries) its rows by status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartialFingerprint {
     pub table: usize,
@@ -103,6 +115,24 @@ pub struct PartialFingerprint {
     #[serde(with = "decimal_text")]
     pub checksum: i128,
     pub written_after: i64,
+    /// Rows by status, for a table counted by one (empty for the others).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_status: BTreeMap<String, i64>,
+}
+
+impl PartialFingerprint {
+    /// Whether a stored part can be added up: its table is one this version fingerprints, and
+    /// its statuses account for its rows exactly where the table is counted by status (a part
+    /// stored without them would under-count the deliveries).
+    pub fn fits(&self) -> bool {
+        let Some(table) = TABLES.get(self.table) else {
+            return false;
+        };
+        match status_column(table) {
+            Some(_) => self.by_status.values().sum::<i64>() == self.rows,
+            None => self.by_status.is_empty(),
+        }
+    }
 }
 
 mod decimal_text {
@@ -155,31 +185,45 @@ pub async fn fingerprint_ranges<'c>(
 ) -> Result<Vec<PartialFingerprint>, CatalystDbError> {
     on_connections(clients, ranges, |client, TableRange { table: t, range }| async move {
         let table = TABLES[t];
-        // Table and column names come from constants, never from input.
+        // One row per status where the table is counted by one, else one group for all rows
+        // (none for an empty range). Table and column names come from constants, never from
+        // input.
+        let group = status_column(table).map_or("NULL::text".to_owned(), |c| format!("t.{c}::text"));
         let sql = format!(
-            "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text,
+            "SELECT {group}, count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text,
                     count(*) FILTER (WHERE t.{column} > $1)
-             FROM {table} t{filter}",
+             FROM {table} t{filter} GROUP BY 1",
             column = written_column(table),
             filter = range.ctid_filter("t"),
         );
-        let row = client.query_one(&sql, &[&instant]).await?;
-        let checksum: String = row.get(1);
-        Ok::<_, CatalystDbError>(PartialFingerprint {
+        let mut part = PartialFingerprint {
             table: t,
-            rows: row.get(0),
-            checksum: checksum
-                .parse()
-                .expect("a sum of bigints is an integer far inside i128"),
-            written_after: row.get(2),
-        })
+            rows: 0,
+            checksum: 0,
+            written_after: 0,
+            by_status: BTreeMap::new(),
+        };
+        for row in client.query(&sql, &[&instant]).await? {
+            let rows: i64 = row.get(1);
+            let checksum: String = row.get(2);
+            part.rows += rows;
+            part.checksum += checksum
+                .parse::<i128>()
+                .expect("a sum of bigints is an integer far inside i128");
+            part.written_after += row.get::<_, i64>(3);
+            if let Some(status) = row.get::<_, Option<String>>(0) {
+                part.by_status.insert(status, rows);
+            }
+        }
+        Ok::<_, CatalystDbError>(part)
     })
     .await
 }
 
-/// Every table's fingerprint, the sums of its ranges' (a table without any is empty).
-pub fn combine(parts: &[PartialFingerprint]) -> Vec<TableFingerprint> {
-    let mut found: Vec<TableFingerprint> = TABLES
+/// Every table's fingerprint and the deliveries by status, the sums of their ranges' (a table
+/// without any is empty).
+pub fn combine(parts: &[PartialFingerprint]) -> Fingerprints {
+    let mut tables: Vec<TableFingerprint> = TABLES
         .iter()
         .map(|table| TableFingerprint {
             table: (*table).to_owned(),
@@ -189,27 +233,22 @@ pub fn combine(parts: &[PartialFingerprint]) -> Vec<TableFingerprint> {
         })
         .collect();
     let mut sums = vec![0i128; TABLES.len()];
+    let mut deliveries_by_status = BTreeMap::new();
     for part in parts {
-        found[part.table].rows += part.rows;
-        found[part.table].written_after += part.written_after;
+        tables[part.table].rows += part.rows;
+        tables[part.table].written_after += part.written_after;
         sums[part.table] += part.checksum;
+        for (status, rows) in &part.by_status {
+            *deliveries_by_status.entry(status.clone()).or_insert(0) += rows;
+        }
     }
-    for (table, sum) in found.iter_mut().zip(sums) {
+    for (table, sum) in tables.iter_mut().zip(sums) {
         table.checksum = sum.to_string();
     }
-    found
-}
-
-pub async fn deliveries_by_status(
-    client: &Client,
-) -> Result<BTreeMap<String, i64>, CatalystDbError> {
-    let rows = client
-        .query(
-            "SELECT status::text, count(*) FROM webhook_deliveries GROUP BY status ORDER BY status",
-            &[],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Fingerprints {
+        tables,
+        deliveries_by_status,
+    }
 }
 
 /// The baseline instant and where the WAL stood at it.
@@ -329,6 +368,7 @@ mod tests {
             rows: 2,
             checksum,
             written_after: 1,
+            by_status: BTreeMap::new(),
         };
         let value = serde_json::to_value(part(0, big)).expect("a JSON value");
         assert_eq!(value["checksum"], big.to_string());
@@ -340,10 +380,61 @@ mod tests {
             ))
             .is_err()
         );
-        let tables = super::combine(&[part(0, big), part(0, -5), part(1, 7)]);
+        let deliveries = TABLES
+            .iter()
+            .position(|t| *t == "webhook_deliveries")
+            .expect("deliveries");
+        let counted = |statuses: &[(&str, i64)]| super::PartialFingerprint {
+            by_status: statuses
+                .iter()
+                .map(|(s, n)| ((*s).to_owned(), *n))
+                .collect(),
+            ..part(deliveries, 9)
+        };
+        let all = super::combine(&[
+            part(0, big),
+            part(0, -5),
+            part(1, 7),
+            counted(&[("pending", 1), ("failed", 1)]),
+            counted(&[("pending", 2)]),
+        ]);
+        let tables = &all.tables;
         assert_eq!((tables[0].rows, tables[0].written_after), (4, 2));
         assert_eq!(tables[0].checksum, (big - 5).to_string());
         assert_eq!(tables[1].checksum, "7");
         assert_eq!((tables[2].rows, tables[2].checksum.as_str()), (0, "0"));
+        assert_eq!(
+            (
+                tables[deliveries].rows,
+                tables[deliveries].checksum.as_str()
+            ),
+            (4, "18")
+        );
+        assert_eq!(
+            all.deliveries_by_status,
+            BTreeMap::from([("failed".to_owned(), 1), ("pending".to_owned(), 3)])
+        );
+
+        // What can be added up: statuses that account for the deliveries' rows, none elsewhere.
+        assert!(part(0, 1).fits() && counted(&[("pending", 2)]).fits());
+        assert!(
+            !part(deliveries, 1).fits(),
+            "a deliveries part without statuses"
+        );
+        assert!(
+            !counted(&[("pending", 1)]).fits(),
+            "statuses short of the rows"
+        );
+        assert!(
+            !super::PartialFingerprint {
+                by_status: BTreeMap::from([("pending".to_owned(), 2)]),
+                ..part(0, 1)
+            }
+            .fits()
+        );
+        assert!(
+            !part(TABLES.len(), 1).fits(),
+            "a table this version does not know"
+        );
     }
 }

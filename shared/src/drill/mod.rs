@@ -481,14 +481,16 @@ impl DrillValidator {
         for _ in 1..self.config.parity_parallelism {
             helpers.push(self.source.connect().await?);
         }
-        let tables = parity::fingerprint_parallel(
+        let parity::Fingerprints {
+            tables,
+            deliveries_by_status,
+        } = parity::fingerprint_parallel(
             &snapshot,
             &helpers,
             instant.instant,
             parity::RANGE_BLOCKS,
         )
         .await?;
-        let deliveries_by_status = parity::deliveries_by_status(&snapshot).await?;
         snapshot
             .batch_execute("COMMIT")
             .await
@@ -525,37 +527,33 @@ impl DrillValidator {
         let plan = self
             .load::<ParityPlan>(&self.parity_key(drill_id, "plan"))
             .await?;
-        let (staging, helpers) = self
-            .staging_connections(
-                drill_id,
-                if plan.is_some() {
-                    1
-                } else {
-                    self.config.parity_parallelism
-                },
-            )
-            .await?;
-        staging
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(CatalystDbError::from)?;
-        let restored = match &plan {
+        let parity::Fingerprints {
+            tables: restored,
+            deliveries_by_status: deliveries_restored,
+        } = match &plan {
             Some(plan) => parity::combine(&self.stored_parity(drill_id, plan).await?),
             None => {
-                parity::fingerprint_parallel(
+                let (staging, helpers) = self
+                    .staging_connections(drill_id, self.config.parity_parallelism)
+                    .await?;
+                staging
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+                    .map_err(CatalystDbError::from)?;
+                let found = parity::fingerprint_parallel(
                     &staging,
                     &helpers,
                     baseline.instant.instant,
                     self.config.parity_range_blocks,
                 )
-                .await?
+                .await?;
+                staging
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(CatalystDbError::from)?;
+                found
             }
         };
-        let deliveries_restored = parity::deliveries_by_status(&staging).await?;
-        staging
-            .batch_execute("COMMIT")
-            .await
-            .map_err(CatalystDbError::from)?;
 
         let tables: Vec<TableParity> = baseline
             .tables
@@ -760,13 +758,11 @@ impl DrillValidator {
         for batch in 0..plan.batches.len() {
             let key = self.parity_key(drill_id, &format!("batch-{batch}"));
             match self.load::<ParityBatch>(&key).await? {
-                // One part per range of the batch, each of a table this version fingerprints.
+                // One part per range of the batch, each of a table this version fingerprints
+                // (with the deliveries' statuses).
                 Some(stored)
                     if stored.parts.len() == plan.batches[batch].len()
-                        && stored
-                            .parts
-                            .iter()
-                            .all(|p| p.table < crate::catalyst_db::TABLES.len()) =>
+                        && stored.parts.iter().all(PartialFingerprint::fits) =>
                 {
                     parts.extend(stored.parts)
                 }
@@ -774,7 +770,7 @@ impl DrillValidator {
                     return Err(DrillError::CorruptParity {
                         key,
                         reason: format!(
-                            "{} parts for the batch's {} ranges, or a table this version does not fingerprint",
+                            "{} parts for the batch's {} ranges, or a part of a table this version does not fingerprint, or deliveries without their statuses",
                             stored.parts.len(),
                             plan.batches[batch].len()
                         ),
