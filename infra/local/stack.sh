@@ -5,6 +5,7 @@
 # all on free loopback ports under one state directory.
 #
 #   stack.sh install          install what is missing (Debian packages, .local/venv, node_modules)
+#   stack.sh build            build the functions as the stack runs them (up does too)
 #   stack.sh up [STATE]       start everything, seed the local AWS resources, write STATE/env
 #   stack.sh down [STATE]     stop everything started under STATE and remove it
 #
@@ -62,6 +63,17 @@ install() {
     (cd "$LOCAL_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     cp "$LOCAL_DIR/package-lock.json" "$LOCAL_DIR/node_modules/.installed.lock"
   fi
+}
+
+# The workspace's binaries, and each function as a package of its own (its own features, as it
+# is deployed), which is how `cargo lambda watch` builds it at its first invocation: built now,
+# so no first invocation outlasts its timeout compiling.
+build() {
+  (cd "$ROOT" && cargo build -q --bins --features catalyst-dr/local-engine)
+  local function
+  for function in snapshot-trigger pitr-restore dead-letter-replay drill-validator; do
+    (cd "$ROOT" && cargo build -q -p "$function" --features catalyst-dr/local-engine)
+  done
 }
 
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
@@ -179,13 +191,7 @@ PY
   source "$state/env"
 
   log "building the functions"
-  (cd "$ROOT" && cargo build -q --bins --features catalyst-dr/local-engine)
-  # `cargo lambda watch` builds each function as a package of its own (its own features), at its
-  # first invocation: build them now, so no first invocation outlasts its timeout compiling.
-  local function
-  for function in snapshot-trigger pitr-restore dead-letter-replay drill-validator; do
-    (cd "$ROOT" && cargo build -q -p "$function" --features catalyst-dr/local-engine)
-  done
+  build
   # Each function under its own role with the environment the template gives it (resolved for
   # the samconfig environment CATALYST_DR_CONFIG_ENV, default dev), behind one Invoke API.
   log "Lambda Invoke API (cargo lambda watch per function) on 127.0.0.1:$lambda_port"
@@ -197,13 +203,13 @@ PY
   log "stack up; source $state/env"
 }
 
-stop_pid() {
-  local file=$1
+stop_pid() { # stop_pid PIDFILE [SIGNAL]
+  local file=$1 signal=${2:-TERM}
   [ -f "$file" ] || return 0
   local pid; pid=$(cat "$file")
   if kill -0 "$pid" 2>/dev/null; then
-    pkill -TERM -P "$pid" 2>/dev/null || true
-    kill -TERM "$pid" 2>/dev/null || true
+    pkill "-$signal" -P "$pid" 2>/dev/null || true
+    kill "-$signal" "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -215,8 +221,9 @@ down() {
   [ -d "$state" ] || return 0
   stop_pid "$state/lambda.pid"
   stop_pid "$state/moto.pid"
-  # The stack's Redis, and the staging caches the local cache engine started.
-  find "$state" -name redis.pid 2>/dev/null | while read -r pid_file; do stop_pid "$pid_file"; done
+  # The stack's Redis, and the staging caches the local cache engine started: killed, as their
+  # files go with the state directory (a graceful stop writes them out first, seconds each).
+  find "$state" -name redis.pid 2>/dev/null | while read -r pid_file; do stop_pid "$pid_file" KILL; done
   if [ -f "$state/pg/data/postmaster.pid" ]; then
     as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
@@ -230,7 +237,8 @@ down() {
 
 case "${1:-}" in
   install) install ;;
+  build) build ;;
   up) up "${2:-}" ;;
   down) down "${2:-}" ;;
-  *) echo "usage: $0 install | up [STATE] | down [STATE]" >&2; exit 2 ;;
+  *) echo "usage: $0 install | build | up [STATE] | down [STATE]" >&2; exit 2 ;;
 esac

@@ -7,23 +7,29 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STACK="$ROOT/infra/local/stack.sh"
 STATE=$(mktemp -d /tmp/catalyst-dr-test.XXXXXX)
+BUILD_LOG=$(mktemp /tmp/catalyst-dr-build.XXXXXX)
 CLIPPY_LOG=$(mktemp /tmp/catalyst-dr-clippy.XXXXXX)
 
-# Clippy's check build shares no artifacts with the test build, so it runs while the tools
-# install and the stack starts; its result is reported below, in its place in the order.
-# (Cargo's lock on the target directory makes the stack's build wait for it.)
-(cd "$ROOT" && exec cargo clippy --workspace --all-targets -- -D warnings) >"$CLIPPY_LOG" 2>&1 &
+# The builds start at once, beside the installs (which leave a core idle most of the time): the
+# functions as the stack runs them, then the test binaries, so that `stack.sh up` and `cargo test`
+# below find them built.
+setsid bash -c 'cd "$1" && "$2" build && exec cargo test -q --workspace --no-run' _ "$ROOT" "$STACK" \
+  >"$BUILD_LOG" 2>&1 &
+BUILD_PID=$!
+# Clippy's check build shares no artifacts with the others. It runs at the lowest priority, in a
+# target directory of its own (so its lock never holds up the builds, nor the `cargo run` of a
+# function a test starts), on what CPU the builds and then the tests leave idle; its result is
+# reported after the tests'.
+setsid bash -c 'cd "$1" && exec nice -n 19 cargo clippy --workspace --all-targets --target-dir target/clippy -- -D warnings' \
+  _ "$ROOT" >"$CLIPPY_LOG" 2>&1 &
 CLIPPY_PID=$!
 cleanup() {
-  kill "$CLIPPY_PID" 2>/dev/null || true
-  rm -f "$CLIPPY_LOG"
+  kill -- "-$BUILD_PID" "-$CLIPPY_PID" 2>/dev/null || true
+  rm -f "$BUILD_LOG" "$CLIPPY_LOG"
   "$STACK" down "$STATE"
 }
 trap cleanup EXIT
 "$STACK" install
-"$STACK" up "$STATE"
-# shellcheck disable=SC1091
-source "$STATE/env"
 
 cd "$ROOT"
 echo "== cfn-lint infra/template.yaml (informational checks included)"
@@ -35,12 +41,23 @@ BC_SKIP_MAPPING=TRUE "$ROOT/.local/checkov-venv/bin/checkov" -f infra/template.y
   --compact --quiet --skip-download --skip-check "$skips"
 echo "== cargo fmt --all --check"
 cargo fmt --all --check
+echo "== the state machines are what infra/statemachines/generate.py writes"
+"$ROOT/.local/venv/bin/python" infra/statemachines/generate.py --check
+echo "== building the functions and the tests"
+build_status=0
+wait "$BUILD_PID" || build_status=$?
+cat "$BUILD_LOG"
+[ "$build_status" = 0 ] || exit "$build_status"
+
+"$STACK" up "$STATE"
+# shellcheck disable=SC1091
+source "$STATE/env"
+echo "== cargo test"
+test_status=0
+cargo test --workspace --no-fail-fast -- --test-threads=4 || test_status=$?
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 clippy_status=0
 wait "$CLIPPY_PID" || clippy_status=$?
 cat "$CLIPPY_LOG"
-[ "$clippy_status" = 0 ] || exit "$clippy_status"
-echo "== the state machines are what infra/statemachines/generate.py writes"
-"$ROOT/.local/venv/bin/python" infra/statemachines/generate.py --check
-echo "== cargo test"
-cargo test --workspace --no-fail-fast -- --test-threads=4
+[ "$test_status" = 0 ] || exit "$test_status"
+exit "$clippy_status"
