@@ -19,8 +19,10 @@ BUILD_PID=$!
 # Clippy's check build shares no artifacts with the others. It runs at the lowest priority, in a
 # target directory of its own (so its lock never holds up the builds, nor the `cargo run` of a
 # function a test starts), on what CPU the builds and then the tests leave idle; its result is
-# reported after the tests'.
-setsid bash -c 'cd "$1" && exec nice -n 19 cargo clippy --workspace --all-targets --target-dir target/clippy -- -D warnings' \
+# reported after the tests'. (Its session is a scheduling group of its own where the kernel
+# groups by session, so the group's priority is lowered too.)
+setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null || true
+  cd "$1" && exec nice -n 19 cargo clippy --workspace --all-targets --target-dir target/clippy -- -D warnings' \
   _ "$ROOT" >"$CLIPPY_LOG" 2>&1 &
 CLIPPY_PID=$!
 cleanup() {
