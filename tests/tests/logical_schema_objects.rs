@@ -10,9 +10,10 @@
 
 use catalyst_dr::catalyst_db;
 use catalyst_dr::error_kind::ErrorKind;
-use catalyst_dr::logical::LogicalBackups;
+use catalyst_dr::invocation::with_deadline;
 use catalyst_dr::logical::config::LogicalConfig;
-use catalyst_dr::logical::restore::RestoreOptions;
+use catalyst_dr::logical::restore::{RestoreOptions, RestoreTarget};
+use catalyst_dr::logical::{LogicalBackups, LogicalError};
 use catalyst_dr::object_store::S3Objects;
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::run_id::RunId;
@@ -22,6 +23,7 @@ use catalyst_dr_tests::{
 };
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio_postgres::Client;
 
 /// Roles are cluster-wide: created once, kept; the tests of one run share them, and may race to
@@ -168,6 +170,7 @@ CREATE TABLE app.refunds (id serial PRIMARY KEY, order_id bigint NOT NULL, regio
     CONSTRAINT refunds_order_fkey FOREIGN KEY (order_id, region) REFERENCES app.orders (id, region));
 INSERT INTO app.refunds (order_id, region) SELECT id, region FROM app.orders WHERE id % 10 = 0;
 ALTER TABLE app.refunds ADD CONSTRAINT refunds_order_again FOREIGN KEY (order_id, region) REFERENCES app.orders (id, region) NOT VALID;
+COMMENT ON CONSTRAINT refunds_order_fkey ON app.refunds IS 'each refund names its order';
 CREATE TABLE app.audited (at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE app.tagged (tag text COLLATE "C");
 CREATE TABLE app.audited_tagged (note text) INHERITS (app.audited, app.tagged);
@@ -656,6 +659,112 @@ async fn an_interrupted_restore_resumes_or_is_reset_only_for_the_same_backup() {
         restored.mismatches
     );
     assert_eq!(all_contents(&again).await, all_contents(&src).await);
+}
+
+/// Whether `constraint` exists, and is validated.
+async fn key_state(client: &Client, constraint: &str) -> Option<bool> {
+    client
+        .query_opt(
+            "SELECT convalidated FROM pg_constraint WHERE conname = $1 AND contype = 'f'",
+            &[&constraint],
+        )
+        .await
+        .expect("constraint")
+        .map(|r| r.get(0))
+}
+
+/// The foreign keys PostgreSQL validates as they are added (of a partitioned table, or
+/// referencing one) are added after the keys' transaction, each on its own: a finish waits for
+/// one another session runs, answers in time which are left, and the post-data (a comment on one
+/// of them) follows them; one that the restored rows break fails the finish, naming it, until
+/// the rows are mended.
+#[tokio::test]
+async fn keys_validated_as_they_are_added_go_on_their_own_before_the_post_data() {
+    let sdk = local_aws().await;
+    let bucket = new_locked_bucket(&sdk, "objects").await;
+    let (_src_name, src_secret, src) = source(&sdk).await;
+    let whole = logical(&sdk, &bucket, &src_secret, &[]);
+    let run = run_in(40);
+    whole.backup(&run).await.expect("backup");
+    let (dst_name, dst_secret, dst) = staging(&sdk, "objects_keys").await;
+    let target = RestoreTarget::new(&dst_secret, None).expect("target");
+    let plan = whole
+        .prepare_restore(&run, &target, false)
+        .await
+        .expect("prepare");
+    for &batch in &plan.batches {
+        whole
+            .restore_batch(&run, &target, &plan.restore_id, batch)
+            .await
+            .expect("batch");
+    }
+    let finish = || whole.finish_restore(&run, &target, &plan.restore_id, true);
+    let within = |seconds| Some(SystemTime::now() + Duration::from_secs(seconds));
+
+    // Another attempt's session runs the first of them (as one whose invocation ended would).
+    let other = catalyst_dr_tests::pg_connect(&dst_name).await;
+    let session = format!("catalyst-dr {} key 0", plan.restore_id);
+    other
+        .execute(
+            "SELECT set_config('application_name', $1, false)",
+            &[&session],
+        )
+        .await
+        .unwrap();
+    let sleeping = tokio::spawn(async move { other.batch_execute("SELECT pg_sleep(12)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // (It builds the indexes and commits the keys' transaction in well under its 5 s.)
+    let err = with_deadline(within(10), finish())
+        .await
+        .expect_err("waits for the other session");
+    assert_eq!(err.error_type(), ErrorKind::RestoreStillBuilding, "{err}");
+    let LogicalError::RestoreStillBuilding { count, first, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(*count >= 2, "{err}");
+    assert!(
+        first
+            .iter()
+            .any(|f| f == "foreign key \"refunds_order_fkey\" of \"app\".\"refunds\""),
+        "{err}"
+    );
+    // The keys' transaction committed; none of those keys was added, nor the post-data.
+    let primary_keys: i64 = dst
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND connamespace = 'app'::regnamespace",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(primary_keys > 0);
+    assert_eq!(key_state(&dst, "refunds_order_fkey").await, None);
+    assert_eq!(key_state(&dst, "refunds_order_again").await, None);
+    let commented: i64 = dst
+        .query_one("SELECT count(*) FROM pg_description d JOIN pg_constraint c ON c.oid = d.objoid WHERE c.conname = 'refunds_order_fkey'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(commented, 0);
+    sleeping.await.unwrap().expect("the other session ends");
+
+    // A refund whose order is missing: the key is refused, named, and stays out.
+    dst.batch_execute("INSERT INTO app.refunds (id, order_id, region) VALUES (-1, -1, 'eu')")
+        .await
+        .unwrap();
+    let err = finish().await.expect_err("the key fails");
+    assert_eq!(err.error_type(), ErrorKind::Postgres, "{err:?}");
+    assert!(format!("{err:?}").contains("refunds_order_fkey"), "{err:?}");
+    assert_eq!(key_state(&dst, "refunds_order_fkey").await, None);
+    dst.batch_execute("DELETE FROM app.refunds WHERE id = -1")
+        .await
+        .unwrap();
+
+    let restored = finish().await.expect("finish");
+    assert!(restored.consistent, "{:#?}", restored.mismatches);
+    assert_eq!(key_state(&dst, "refunds_order_fkey").await, Some(true));
+    assert_eq!(key_state(&dst, "refunds_order_again").await, Some(false));
+    assert_eq!(all_contents(&dst).await, all_contents(&src).await);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! The restore's statements that can outlast the invocation that sends them: an index build, or
-//! the validation of a foreign key, on a large table.
+//! The restore's statements that can outlast the invocation that sends them: an index build, the
+//! validation of a foreign key, or a foreign key PostgreSQL validates as it is added, on a large
+//! table.
 //!
 //! Each is sent alone, outside any transaction, so PostgreSQL commits it when it ends even if
 //! its client has gone meanwhile (a Lambda stopped at its timeout): the server does not look for
@@ -34,6 +35,8 @@ pub enum DoneWhen {
     Exists { relation: String },
     /// The table's (schema-qualified and quoted) constraint is validated.
     Validated { table: String, constraint: String },
+    /// The table's constraint exists (one added valid is validated as it is added).
+    Added { table: String, constraint: String },
 }
 
 impl LongDdl {
@@ -49,6 +52,15 @@ impl LongDdl {
                     .query_one(
                         "SELECT coalesce((SELECT convalidated FROM pg_constraint \
                            WHERE conrelid = to_regclass($1)::oid AND conname = $2), false)",
+                        &[table, constraint],
+                    )
+                    .await?
+            }
+            DoneWhen::Added { table, constraint } => {
+                client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_constraint \
+                           WHERE conrelid = to_regclass($1)::oid AND conname = $2)",
                         &[table, constraint],
                     )
                     .await?
@@ -123,8 +135,13 @@ pub async fn run(
     };
     match outcome {
         Ok(()) => {}
-        // Another attempt built the same index meanwhile (both started before either showed).
-        Err(e) if e.code() == Some(&SqlState::DUPLICATE_TABLE) && ddl.is_done(client).await? => {}
+        // Another attempt built the same index, or added the same key, meanwhile (both started
+        // before either showed).
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(&SqlState::DUPLICATE_TABLE | &SqlState::DUPLICATE_OBJECT)
+            ) && ddl.is_done(client).await? => {}
         Err(e) => return Err(e.into()),
     }
     client

@@ -525,8 +525,29 @@ impl LogicalBackups {
         building(pending.into_iter().flatten().collect())?;
         seconds.indexes = clock.elapsed().as_secs_f64();
 
-        // Keys, foreign keys (NOT VALID), sequence positions and post-data in one transaction;
-        // post-data only with statements whose roles the target has (the rest is reported).
+        // Keys, foreign keys (NOT VALID) and sequence positions in one transaction.
+        if ledger::claim_step(admin, "schema").await? {
+            introspect::execute_statements(admin, &post.ordered).await?;
+            introspect::restore_sequence_values(admin, &manifest.schema.sequences).await?;
+            ledger::commit(admin).await?;
+        }
+        // The foreign keys PostgreSQL validates as they are added (and those made beside them),
+        // one after the other (two at once could lock a pair of tables in opposite orders): each
+        // scans its tables, so it goes on in the database past this invocation like an index
+        // build.
+        let mut waiting = Vec::new();
+        for (k, key) in post.added_alone.iter().enumerate() {
+            if !long_ddl::run(&clients[0], &format!("{restore_id} key {k}"), key, until).await? {
+                waiting = post.added_alone[k..]
+                    .iter()
+                    .map(|key| key.label.clone())
+                    .collect();
+                break;
+            }
+        }
+        building(waiting)?;
+        // Post-data in a transaction of its own, only with statements whose roles the target
+        // has (the rest is reported).
         let missing_roles = introspect::missing_roles(admin, &manifest.schema.post_data).await?;
         let (applicable, skipped): (Vec<_>, Vec<_>) = manifest
             .schema
@@ -539,9 +560,7 @@ impl LogicalBackups {
             .collect();
         // (The post-data statements count as post_data's time, with the checks.)
         let mut post_data_seconds = 0.0;
-        if ledger::claim_step(admin, "schema").await? {
-            introspect::execute_statements(admin, &post.ordered).await?;
-            introspect::restore_sequence_values(admin, &manifest.schema.sequences).await?;
+        if ledger::claim_step(admin, "post-data").await? {
             let post_data_start = clock.elapsed();
             introspect::execute_statements(admin, &post_data).await?;
             ledger::commit(admin).await?;

@@ -546,12 +546,18 @@ pub async fn reset_user_schemas(client: &Client) -> Result<(), CatalystDbError> 
 /// takes a lock on its table that the table's other validations wait for), each on its own too.
 /// A partitioned table's foreign keys, and those referencing one, are validated as they are
 /// added: PostgreSQL before 18 refuses the first `NOT VALID`, and leaves the second's references
-/// to each partition invalid after `VALIDATE CONSTRAINT`.
+/// to each partition invalid after `VALIDATE CONSTRAINT`. They are `added_alone`: each on its own
+/// after the transaction (it scans, so it can outlast an invocation too), one after the other in
+/// the source's order, before the post-data objects (a comment on one needs it). Those
+/// referencing a partitioned table and `NOT VALID` in the source go there too, in their place:
+/// PostgreSQL names each one's copies per referenced partition by the order they were made in. A
+/// manifest older than `references_partitioned` keeps them all in the transaction.
 ///
 /// [`long_ddl`]: super::long_ddl
 pub struct PostData {
     pub indexes: Vec<LongDdl>,
     pub ordered: Vec<String>,
+    pub added_alone: Vec<LongDdl>,
     pub validations: Vec<Vec<LongDdl>>,
 }
 
@@ -570,6 +576,7 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
     let mut checks = Vec::new();
     let mut attachments = Vec::new();
     let mut foreign_keys = Vec::new();
+    let mut added_alone = Vec::new();
     let mut validations = Vec::new();
     for t in &schema.tables {
         let name = t.qualified_name();
@@ -633,19 +640,35 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
                 "ALTER TABLE {name} ADD CONSTRAINT {constraint} {}",
                 c.definition
             );
+            let label = format!("foreign key {constraint} of {name}");
+            let (table, constraint_name) = (name.clone(), c.name.clone());
             // Validated later only where PostgreSQL validates all of it (see above).
-            if c.validated && t.stores_rows() && c.references_partitioned == Some(false) {
-                foreign_keys.push((c.oid, format!("{added} NOT VALID")));
-                table_validations.push(LongDdl {
-                    label: format!("foreign key {constraint} of {name}"),
-                    statement: format!("ALTER TABLE {name} VALIDATE CONSTRAINT {constraint}"),
-                    done: DoneWhen::Validated {
-                        table: name.clone(),
-                        constraint: c.name.clone(),
-                    },
-                });
-            } else {
-                foreign_keys.push((c.oid, added));
+            match c.references_partitioned {
+                Some(false) if c.validated && t.stores_rows() => {
+                    foreign_keys.push((c.oid, format!("{added} NOT VALID")));
+                    table_validations.push(LongDdl {
+                        label,
+                        statement: format!("ALTER TABLE {name} VALIDATE CONSTRAINT {constraint}"),
+                        done: DoneWhen::Validated {
+                            table,
+                            constraint: constraint_name,
+                        },
+                    });
+                }
+                Some(references_partitioned) if c.validated || references_partitioned => {
+                    added_alone.push((
+                        c.oid,
+                        LongDdl {
+                            label,
+                            statement: added,
+                            done: DoneWhen::Added {
+                                table,
+                                constraint: constraint_name,
+                            },
+                        },
+                    ))
+                }
+                _ => foreign_keys.push((c.oid, added)),
             }
         }
         if !table_validations.is_empty() {
@@ -657,6 +680,7 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
     ordered.extend(attachments);
     foreign_keys.sort_by_key(|(oid, _)| *oid);
     ordered.extend(foreign_keys.into_iter().map(|(_, statement)| statement));
+    added_alone.sort_by_key(|(oid, _)| *oid);
     for s in schema.sequences.iter().filter(|s| s.ownership == "owned") {
         if let Some((os, ot, oc)) = &s.owner {
             ordered.push(format!(
@@ -670,6 +694,7 @@ pub fn post_data_ddl(schema: &CapturedSchema) -> PostData {
     PostData {
         indexes,
         ordered,
+        added_alone: added_alone.into_iter().map(|(_, ddl)| ddl).collect(),
         validations,
     }
 }
@@ -978,6 +1003,10 @@ mod tests {
             key("plain", true, Some(false)),
             key("to_partitioned", true, Some(true)),
             key("never_validated", false, Some(false)),
+            CapturedConstraint {
+                oid: 2,
+                ..key("to_partitioned_never_validated", false, Some(true))
+            },
             // A manifest older than `references_partitioned`.
             key("older", true, None),
         ];
@@ -997,13 +1026,56 @@ mod tests {
                 .clone()
         };
         assert!(added("plain").ends_with("REFERENCES public.p(id) NOT VALID"));
-        for inline in ["to_partitioned", "older", "of_partitioned"] {
+        assert!(added("older").ends_with("REFERENCES public.p(id)"));
+        assert!(added("never_validated").ends_with("REFERENCES public.p(id)"));
+        // PostgreSQL validates these as they are added: each on its own, after the transaction,
+        // in the source's order with the one never validated that also references a partitioned
+        // table.
+        for checked in [
+            "to_partitioned",
+            "of_partitioned",
+            "to_partitioned_never_validated",
+        ] {
             assert!(
-                added(inline).ends_with("REFERENCES public.p(id)"),
-                "{inline}"
+                !post
+                    .ordered
+                    .iter()
+                    .any(|s| s.contains(&format!("\"{checked}\""))),
+                "{checked} is not in the transaction: {:?}",
+                post.ordered
             );
         }
-        assert!(added("never_validated").ends_with("REFERENCES public.p(id)"));
+        let checked: Vec<(&str, &DoneWhen)> = post
+            .added_alone
+            .iter()
+            .map(|c| (c.statement.as_str(), &c.done))
+            .collect();
+        assert_eq!(
+            checked,
+            [
+                (
+                    "ALTER TABLE \"public\".\"we\"\"ird\" ADD CONSTRAINT \"to_partitioned\" FOREIGN KEY (id) REFERENCES public.p(id)",
+                    &DoneWhen::Added {
+                        table: "\"public\".\"we\"\"ird\"".into(),
+                        constraint: "to_partitioned".into()
+                    }
+                ),
+                (
+                    "ALTER TABLE \"public\".\"parted\" ADD CONSTRAINT \"of_partitioned\" FOREIGN KEY (id) REFERENCES public.p(id)",
+                    &DoneWhen::Added {
+                        table: "\"public\".\"parted\"".into(),
+                        constraint: "of_partitioned".into()
+                    }
+                ),
+                (
+                    "ALTER TABLE \"public\".\"we\"\"ird\" ADD CONSTRAINT \"to_partitioned_never_validated\" FOREIGN KEY (id) REFERENCES public.p(id)",
+                    &DoneWhen::Added {
+                        table: "\"public\".\"we\"\"ird\"".into(),
+                        constraint: "to_partitioned_never_validated".into()
+                    }
+                ),
+            ]
+        );
         let validations: Vec<Vec<&str>> = post
             .validations
             .iter()
