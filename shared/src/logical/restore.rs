@@ -525,8 +525,11 @@ impl LogicalBackups {
         building(pending.into_iter().flatten().collect())?;
         seconds.indexes = clock.elapsed().as_secs_f64();
 
+        // A finish of an earlier version ran all of phase 4 in one transaction, its step
+        // `schema`: what follows up to the validations is done then.
+        let phase_4_done = ledger::step_done(admin, "schema").await?;
         // Keys, foreign keys (NOT VALID) and sequence positions in one transaction.
-        if ledger::claim_step(admin, "schema").await? {
+        if !phase_4_done && ledger::claim_step(admin, "keys").await? {
             introspect::execute_statements(admin, &post.ordered).await?;
             introspect::restore_sequence_values(admin, &manifest.schema.sequences).await?;
             ledger::commit(admin).await?;
@@ -536,9 +539,14 @@ impl LogicalBackups {
         // scans its tables, so it goes on in the database past this invocation like an index
         // build.
         let mut waiting = Vec::new();
-        for (k, key) in post.added_alone.iter().enumerate() {
+        let added_alone = if phase_4_done {
+            &[][..]
+        } else {
+            &post.added_alone
+        };
+        for (k, key) in added_alone.iter().enumerate() {
             if !long_ddl::run(&clients[0], &format!("{restore_id} key {k}"), key, until).await? {
-                waiting = post.added_alone[k..]
+                waiting = added_alone[k..]
                     .iter()
                     .map(|key| key.label.clone())
                     .collect();
@@ -560,7 +568,7 @@ impl LogicalBackups {
             .collect();
         // (The post-data statements count as post_data's time, with the checks.)
         let mut post_data_seconds = 0.0;
-        if ledger::claim_step(admin, "post-data").await? {
+        if !phase_4_done && ledger::claim_step(admin, "post-data").await? {
             let post_data_start = clock.elapsed();
             introspect::execute_statements(admin, &post_data).await?;
             ledger::commit(admin).await?;

@@ -209,6 +209,17 @@ pub async fn claim_step(client: &Client, step: &str) -> Result<bool, LogicalErro
     .await
 }
 
+/// Whether the finish step `step` is done.
+pub async fn step_done(client: &Client, step: &str) -> Result<bool, LogicalError> {
+    Ok(client
+        .query_one(
+            &format!("SELECT EXISTS (SELECT 1 FROM {SCHEMA}.done WHERE step = $1)"),
+            &[&step],
+        )
+        .await?
+        .get(0))
+}
+
 async fn claim(
     client: &Client,
     insert: &str,
