@@ -219,18 +219,23 @@ stop_pid() { # stop_pid PIDFILE [SIGNAL]
 down() {
   local state=${1:-$LOCAL_DIR/state}
   [ -d "$state" ] || return 0
-  stop_pid "$state/lambda.pid"
-  stop_pid "$state/moto.pid"
-  # The stack's Redis, and the staging caches the local cache engine started: killed, as their
-  # files go with the state directory (a graceful stop writes them out first, seconds each).
-  find "$state" -name redis.pid 2>/dev/null | while read -r pid_file; do stop_pid "$pid_file" KILL; done
-  if [ -f "$state/pg/data/postmaster.pid" ]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$state/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
-  # Clusters restored by the functions and the tests live under the state directory too.
-  find "$state" -name postmaster.pid 2>/dev/null | while read -r pid_file; do
-    as_pg "$PG_BIN/pg_ctl" -D "$(dirname "$pid_file")" -m immediate -w stop >/dev/null 2>&1 || true
-  done
+  # Everything at once: the Invoke API and moto; the stack's Redis and the staging caches the
+  # local cache engine started, killed, as their files go with the state directory (a graceful
+  # stop writes them out first); the stack's PostgreSQL and the clusters the functions and the
+  # tests restored under the state directory.
+  stop_pid "$state/lambda.pid" &
+  stop_pid "$state/moto.pid" &
+  find "$state" -name redis.pid 2>/dev/null | {
+    while read -r pid_file; do stop_pid "$pid_file" KILL & done
+    wait
+  }
+  find "$state" -name postmaster.pid 2>/dev/null | {
+    while read -r pid_file; do
+      as_pg "$PG_BIN/pg_ctl" -D "$(dirname "$pid_file")" -m immediate -w stop >/dev/null 2>&1 &
+    done
+    wait
+  }
+  wait
   rm -rf "$state"
   log "stack down"
 }

@@ -10,11 +10,14 @@ STATE=$(mktemp -d /tmp/catalyst-dr-test.XXXXXX)
 BUILD_LOG=$(mktemp /tmp/catalyst-dr-build.XXXXXX)
 CLIPPY_LOG=$(mktemp /tmp/catalyst-dr-clippy.XXXXXX)
 
+# A first build (a clean clone, as in CI) would write incremental caches nothing reuses.
+[ -d "$ROOT/target/debug" ] || export CARGO_INCREMENTAL=0
 # The builds start at once, beside the installs (which leave a core idle most of the time): the
-# functions as the stack runs them, then the test binaries, so that `stack.sh up` and `cargo test`
-# below find them built.
-setsid bash -c 'cd "$1" && "$2" build && exec cargo test -q --workspace --no-run' _ "$ROOT" "$STACK" \
-  >"$BUILD_LOG" 2>&1 &
+# functions as the stack runs them, then the test binaries, then the doc tests (which need no
+# stack, and whose build `--no-run` leaves out), so that `stack.sh up` and `cargo test` below find
+# everything built.
+setsid bash -c 'cd "$1" && "$2" build && cargo test -q --workspace --no-run && exec cargo test -q --workspace --doc' \
+  _ "$ROOT" "$STACK" >"$BUILD_LOG" 2>&1 &
 BUILD_PID=$!
 # Clippy's check build shares no artifacts with the others. It runs at the lowest priority, in a
 # target directory of its own (so its lock never holds up the builds, nor the `cargo run` of a
