@@ -918,3 +918,22 @@ impl catalyst_dr::logical::BackupObserver for KillAtSecondSegment {
         }
     }
 }
+
+/// A restore of `run` into `target` prepared, and every batch of it loaded: what finish needs.
+pub async fn loaded_restore(
+    logical: &catalyst_dr::logical::LogicalBackups,
+    run: &catalyst_dr::run_id::RunId,
+    target: &catalyst_dr::logical::restore::RestoreTarget,
+) -> catalyst_dr::logical::restore::RestorePlan {
+    let plan = logical
+        .prepare_restore(run, target, false)
+        .await
+        .expect("prepare");
+    for &batch in &plan.batches {
+        logical
+            .restore_batch(run, target, &plan.restore_id, batch)
+            .await
+            .expect("batch");
+    }
+    plan
+}

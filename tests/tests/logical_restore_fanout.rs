@@ -412,16 +412,7 @@ async fn builds_that_outlast_a_finish_go_on_in_the_database_and_the_next_finish_
     logical.backup(&run).await.expect("backup");
     let (dst_name, dst_secret, dst) = staging_named(&sdk, "restore_builds_dst").await;
     let target = RestoreTarget::new(&dst_secret, None).expect("target");
-    let plan = logical
-        .prepare_restore(&run, &target, false)
-        .await
-        .expect("prepare");
-    for &batch in &plan.batches {
-        logical
-            .restore_batch(&run, &target, &plan.restore_id, batch)
-            .await
-            .expect("batch");
-    }
+    let plan = catalyst_dr_tests::loaded_restore(&logical, &run, &target).await;
     let finish = || logical.finish_restore(&run, &target, &plan.restore_id, true);
     // An invocation that must answer within `seconds` (it stops waiting halfway, below a minute).
     let within = |seconds| Some(SystemTime::now() + Duration::from_secs(seconds));

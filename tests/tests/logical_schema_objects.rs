@@ -688,16 +688,7 @@ async fn keys_validated_as_they_are_added_go_on_their_own_before_the_post_data()
     whole.backup(&run).await.expect("backup");
     let (dst_name, dst_secret, dst) = staging(&sdk, "objects_keys").await;
     let target = RestoreTarget::new(&dst_secret, None).expect("target");
-    let plan = whole
-        .prepare_restore(&run, &target, false)
-        .await
-        .expect("prepare");
-    for &batch in &plan.batches {
-        whole
-            .restore_batch(&run, &target, &plan.restore_id, batch)
-            .await
-            .expect("batch");
-    }
+    let plan = catalyst_dr_tests::loaded_restore(&whole, &run, &target).await;
     let finish = || whole.finish_restore(&run, &target, &plan.restore_id, true);
     let within = |seconds| Some(SystemTime::now() + Duration::from_secs(seconds));
 
