@@ -121,10 +121,12 @@ def write_env_file(path, variables):
 
 def watch_environment():
     """The environment of `cargo lambda watch`: without cargo's build variables (a `cargo test`
-    parent would make the watch's `cargo run` rebuild) and without the caller's AWS identity."""
+    parent would make the watch's `cargo run` rebuild) and without the caller's AWS identity.
+    CARGO_INCREMENTAL stays: the functions were built with it as it is (test.sh turns it off for
+    a first build), and a different setting builds them again."""
     env = {}
     for key, value in os.environ.items():
-        if (key.startswith("CARGO") and key != "CARGO_HOME") or key.startswith("RUSTC"):
+        if (key.startswith("CARGO") and key not in {"CARGO_HOME", "CARGO_INCREMENTAL"}) or key.startswith("RUSTC"):
             continue
         if key in {"OUT_DIR", "LD_LIBRARY_PATH"} or key.startswith("AWS_"):
             continue
