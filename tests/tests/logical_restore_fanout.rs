@@ -356,11 +356,20 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
 
 /// The sessions running a restore's index builds or validations, by name.
 async fn building(client: &Client) -> Vec<String> {
+    sessions(client, "").await
+}
+
+/// The restore's named sessions that are active (the finish's own, which is now and then, left
+/// out), only those waiting for a lock with `blocked`.
+async fn sessions(client: &Client, blocked: &str) -> Vec<String> {
     client
         .query(
-            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() \
-               AND application_name LIKE 'catalyst-dr %' AND state = 'active' ORDER BY 1",
-            &[],
+            &format!(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() \
+                   AND application_name LIKE 'catalyst-dr %' AND application_name <> $1 \
+                   AND state = 'active' {blocked} ORDER BY 1"
+            ),
+            &[&catalyst_dr::catalyst_db::introspect::RESTORE_APPLICATION_NAME],
         )
         .await
         .expect("sessions")
@@ -440,8 +449,9 @@ async fn builds_that_outlast_a_finish_go_on_in_the_database_and_the_next_finish_
         .expect("start a finish process");
     let mut running = Vec::new();
     for _ in 0..1200 {
+        // The three deliveries builds wait for the lock, and no other build runs any more.
         running = building(&dst).await;
-        if running.len() == 3 {
+        if running.len() == 3 && sessions(&dst, "AND wait_event_type = 'Lock'").await == running {
             break;
         }
         assert!(
