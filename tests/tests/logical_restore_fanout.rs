@@ -281,7 +281,7 @@ async fn a_restore_in_batches_equals_one_invocation_and_a_killed_batch_redoes_on
     // transaction recorded as `schema`: the next finishes go on from the validations.
     dst.batch_execute(
         "UPDATE catalyst_dr_restore.done SET step = 'schema' WHERE step = 'keys';
-         DELETE FROM catalyst_dr_restore.done WHERE step = 'post-data'",
+         DELETE FROM catalyst_dr_restore.done WHERE step LIKE 'post-data %' OR step LIKE 'view %'",
     )
     .await
     .unwrap();
@@ -517,11 +517,11 @@ async fn builds_that_outlast_a_finish_go_on_in_the_database_and_the_next_finish_
     dst.batch_execute("DELETE FROM public.entitlements WHERE user_id = -1")
         .await
         .unwrap();
-    // The ledger as a finish of an earlier version leaves it, all of phase 4 done in one
-    // transaction recorded as `schema`: the next finishes go on from the validations.
+    // The ledger as the previous version's finish leaves it, post-data done in one transaction
+    // recorded as `post-data`: the next finishes go on from the validations.
     dst.batch_execute(
-        "UPDATE catalyst_dr_restore.done SET step = 'schema' WHERE step = 'keys';
-         DELETE FROM catalyst_dr_restore.done WHERE step = 'post-data'",
+        "UPDATE catalyst_dr_restore.done SET step = 'post-data' WHERE step = 'post-data before';
+         DELETE FROM catalyst_dr_restore.done WHERE step = 'post-data after' OR step LIKE 'view %'",
     )
     .await
     .unwrap();

@@ -122,6 +122,11 @@ CREATE UNIQUE INDEX delivery_counts_key ON app.delivery_counts (account_id, stat
 CREATE VIEW app.paying_counts AS SELECT p.email, c.status, c.deliveries FROM app.paying p JOIN app.delivery_counts c ON c.account_id = p.id;
 COMMENT ON VIEW app.paying IS 'accounts that pay';
 COMMENT ON MATERIALIZED VIEW app.delivery_counts IS 'refreshed nightly';
+-- A refresh as slow as the database's catalyst_test.refresh_pause says (instant unless set).
+CREATE MATERIALIZED VIEW app.refreshed_slowly AS
+  SELECT 1 AS one FROM pg_sleep(coalesce(current_setting('catalyst_test.refresh_pause', true), '0')::float8);
+CREATE UNIQUE INDEX refreshed_slowly_one ON app.refreshed_slowly (one);
+COMMENT ON INDEX app.refreshed_slowly_one IS 'made with the refresh';
 
 -- Owners and privileges.
 ALTER TABLE app.session_cache OWNER TO catalyst_dr_test_owner;
@@ -755,6 +760,119 @@ async fn keys_validated_as_they_are_added_go_on_their_own_before_the_post_data()
     assert!(restored.consistent, "{:#?}", restored.mismatches);
     assert_eq!(key_state(&dst, "refunds_order_fkey").await, Some(true));
     assert_eq!(key_state(&dst, "refunds_order_again").await, Some(false));
+    assert_eq!(all_contents(&dst).await, all_contents(&src).await);
+}
+
+/// The sessions named `name` running a statement.
+async fn active_sessions(client: &Client, name: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'",
+            &[&name],
+        )
+        .await
+        .expect("sessions")
+        .get(0)
+}
+
+/// Whether the materialized view is populated, and the comment on its index (made after it).
+async fn view_state(client: &Client) -> (bool, Option<String>) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT relispopulated FROM pg_class WHERE oid = 'app.refreshed_slowly'::regclass), \
+                    obj_description(to_regclass('app.refreshed_slowly_one'), 'pg_class')",
+            &[],
+        )
+        .await
+        .expect("view state");
+    (row.get(0), row.get(1))
+}
+
+/// A materialized view's refresh and indexes go on in the database past the finish that sends
+/// them, on their own: the finish answers which view is still being filled, the statements
+/// after it (a comment on its index, privileges) wait for it, and the next finish waits for it
+/// and goes on once it has committed.
+#[tokio::test]
+async fn a_materialized_view_refresh_outlasts_the_invocation_and_the_post_data_after_waits() {
+    let sdk = local_aws().await;
+    let bucket = new_locked_bucket(&sdk, "objects").await;
+    let (_src_name, src_secret, src) = source(&sdk).await;
+    let whole = logical(&sdk, &bucket, &src_secret, &[]);
+    let run = run_in(40);
+    whole.backup(&run).await.expect("backup");
+    let (dst_name, dst_secret, dst) = staging(&sdk, "objects_views").await;
+    let target = RestoreTarget::new(&dst_secret, None).expect("target");
+    let plan = catalyst_dr_tests::loaded_restore(&whole, &run, &target).await;
+    let finish = || whole.finish_restore(&run, &target, &plan.restore_id, true);
+
+    // In the target the slow view's refresh takes 8 s; the finish must answer within 10 s, so
+    // it stops waiting at 5 s.
+    dst.batch_execute(&format!(
+        "ALTER DATABASE \"{dst_name}\" SET catalyst_test.refresh_pause = '8'"
+    ))
+    .await
+    .unwrap();
+    let err = with_deadline(Some(SystemTime::now() + Duration::from_secs(10)), finish())
+        .await
+        .expect_err("the refresh outlasts the invocation");
+    assert_eq!(err.error_type(), ErrorKind::RestoreStillBuilding, "{err}");
+    assert!(
+        matches!(&err, LogicalError::RestoreStillBuilding { count: 2, first, .. }
+            if first == &["materialized view app.refreshed_slowly", "materialized view app.unused_counts"]),
+        "{err}"
+    );
+    let session = format!("catalyst-dr {} view 1", plan.restore_id);
+    assert_eq!(
+        active_sessions(&dst, &session).await,
+        1,
+        "the refresh goes on without its client"
+    );
+    // The view before it is filled; the policies came before, the privileges wait.
+    let counted: i64 = dst
+        .query_one(
+            "SELECT sum(deliveries)::bigint FROM app.delivery_counts",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counted, 50_000);
+    assert_eq!(view_state(&dst).await, (false, None));
+    let policies: i64 = dst
+        .query_one("SELECT count(*) FROM pg_policy", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(policies > 0);
+    let granted: bool = dst
+        .query_one(
+            "SELECT has_table_privilege('catalyst_dr_test_reader', 'app.paying', 'SELECT')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!granted, "the privileges wait for the view");
+
+    // The next finish waits for that session rather than filling the view again, then goes on.
+    dst.batch_execute(&format!(
+        "ALTER DATABASE \"{dst_name}\" RESET catalyst_test.refresh_pause"
+    ))
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let restored = finish().await.expect("finish");
+    assert!(restored.consistent, "{:#?}", restored.mismatches);
+    assert_eq!(active_sessions(&dst, &session).await, 0);
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "it waited for the refresh in flight ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        view_state(&dst).await,
+        (true, Some("made with the refresh".to_owned()))
+    );
     assert_eq!(all_contents(&dst).await, all_contents(&src).await);
 }
 

@@ -1,6 +1,6 @@
 //! The restore's statements that can outlast the invocation that sends them: an index build, the
-//! validation of a foreign key, or a foreign key PostgreSQL validates as it is added, on a large
-//! table.
+//! validation of a foreign key, a foreign key PostgreSQL validates as it is added, on a large
+//! table, or a materialized view's refresh with its indexes.
 //!
 //! Each is sent alone, outside any transaction, so PostgreSQL commits it when it ends even if
 //! its client has gone meanwhile (a Lambda stopped at its timeout): the server does not look for
@@ -37,6 +37,10 @@ pub enum DoneWhen {
     Validated { table: String, constraint: String },
     /// The table's constraint exists (one added valid is validated as it is added).
     Added { table: String, constraint: String },
+    /// `table` (schema-qualified and quoted) has the row `step` in its `step` column: the
+    /// statements end by inserting it, and run as one implicit transaction (a multi-statement
+    /// simple query), so the row is there exactly when all of them are done.
+    Marked { table: String, step: String },
 }
 
 impl LongDdl {
@@ -62,6 +66,14 @@ impl LongDdl {
                         "SELECT EXISTS (SELECT 1 FROM pg_constraint \
                            WHERE conrelid = to_regclass($1)::oid AND conname = $2)",
                         &[table, constraint],
+                    )
+                    .await?
+            }
+            DoneWhen::Marked { table, step } => {
+                client
+                    .query_one(
+                        &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE step = $1)"),
+                        &[step],
                     )
                     .await?
             }

@@ -108,7 +108,7 @@ pub enum LogicalError {
         total: usize,
         first: Vec<String>,
     },
-    #[error("restore {restore_id} of logical backup {run_id} into {database} still has {count} index builds, foreign key validations or re-read ranges to finish ({}); the database goes on with those already sent: finish again to wait for them", first.join(", "))]
+    #[error("restore {restore_id} of logical backup {run_id} into {database} still has {count} index builds, foreign keys, materialized views or re-read ranges to finish ({}); the database goes on with those already sent: finish again to wait for them", first.join(", "))]
     RestoreStillBuilding {
         run_id: String,
         restore_id: String,

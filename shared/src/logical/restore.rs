@@ -38,7 +38,9 @@ use super::rowset::{RowsetHasher, RowsetSummary};
 use super::segment_object::{self, SegmentRead, SegmentReader};
 use super::verify::{TableCheck, segments_of, sum_of};
 use super::{LogicalBackups, LogicalError, no_such_batch};
-use crate::catalyst_db::introspect::{self, BlockRange, CapturedTable, NotCaptured};
+use crate::catalyst_db::introspect::{
+    self, BlockRange, CapturedTable, MATERIALIZED_VIEW_DATA, NotCaptured, SchemaObject,
+};
 use crate::catalyst_db::long_ddl::{self, LongDdl};
 use crate::catalyst_db::{mark_restoring, require_staging, restoring_backup};
 use crate::connection_jobs::on_connections;
@@ -236,6 +238,37 @@ fn still_building(
         count: pending.len(),
         first: pending.into_iter().take(NAMED_AT_MOST).collect(),
     })
+}
+
+/// The manifest's post-data as the finish runs it: the statements before the materialized
+/// views (table settings, policies, triggers) in one transaction, each view's refresh and
+/// indexes as a step of its own, in creation order (one may read another), and the statements
+/// after them (comments, owners, privileges) in another transaction.
+#[derive(Debug, Default)]
+struct PostDataSteps {
+    before: Vec<String>,
+    views: Vec<LongDdl>,
+    after: Vec<String>,
+}
+
+impl PostDataSteps {
+    fn of(objects: &[&SchemaObject]) -> Self {
+        let mut steps = Self::default();
+        for object in objects {
+            if object.kind == MATERIALIZED_VIEW_DATA {
+                let step = format!("view {}", steps.views.len());
+                let label = format!("materialized view {}", object.name);
+                steps
+                    .views
+                    .push(ledger::step_ddl(&step, label, &object.statements));
+            } else if steps.views.is_empty() {
+                steps.before.extend(object.statements.iter().cloned());
+            } else {
+                steps.after.extend(object.statements.iter().cloned());
+            }
+        }
+        steps
+    }
 }
 
 /// The staging database a restore step works on, as its first connection found it.
@@ -554,26 +587,40 @@ impl LogicalBackups {
             }
         }
         building(waiting)?;
-        // Post-data in a transaction of its own, only with statements whose roles the target
-        // has (the rest is reported).
+        // Post-data, only with statements whose roles the target has (the rest is reported):
+        // policies and triggers in a transaction, each materialized view's refresh and indexes
+        // on its own (they read whole tables), then comments, owners and privileges.
         let missing_roles = introspect::missing_roles(admin, &manifest.schema.post_data).await?;
         let (applicable, skipped): (Vec<_>, Vec<_>) = manifest
             .schema
             .post_data
             .iter()
             .partition(|o| o.roles.iter().all(|r| !missing_roles.contains(r)));
-        let post_data: Vec<String> = applicable
-            .iter()
-            .flat_map(|o| o.statements.iter().cloned())
-            .collect();
+        let post_data = PostDataSteps::of(&applicable);
         // (The post-data statements count as post_data's time, with the checks.)
-        let mut post_data_seconds = 0.0;
-        if !phase_4_done && ledger::claim_step(admin, "post-data").await? {
-            let post_data_start = clock.elapsed();
-            introspect::execute_statements(admin, &post_data).await?;
+        let post_data_start = clock.elapsed();
+        // A finish of the previous version ran post-data in one transaction, its step
+        // `post-data`.
+        let post_data_done = phase_4_done || ledger::step_done(admin, "post-data").await?;
+        if !post_data_done && ledger::claim_step(admin, "post-data before").await? {
+            introspect::execute_statements(admin, &post_data.before).await?;
             ledger::commit(admin).await?;
-            post_data_seconds = (clock.elapsed() - post_data_start).as_secs_f64();
         }
+        let views = if post_data_done {
+            &[][..]
+        } else {
+            &post_data.views
+        };
+        for (k, view) in views.iter().enumerate() {
+            if !long_ddl::run(&clients[0], &format!("{restore_id} view {k}"), view, until).await? {
+                building(views[k..].iter().map(|v| v.label.clone()).collect())?;
+            }
+        }
+        if !post_data_done && ledger::claim_step(admin, "post-data after").await? {
+            introspect::execute_statements(admin, &post_data.after).await?;
+            ledger::commit(admin).await?;
+        }
+        let post_data_seconds = (clock.elapsed() - post_data_start).as_secs_f64();
         // Then each foreign key's validation, the tables on several connections at once.
         let pending = on_connections(
             &clients,
@@ -1039,4 +1086,79 @@ pub async fn read_rowset(
         content.update(&chunk);
     }
     Ok(content.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalyst_db::long_ddl::DoneWhen;
+
+    fn object(kind: &str, name: &str, statements: &[&str]) -> SchemaObject {
+        SchemaObject {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            statements: statements.iter().map(|s| (*s).to_owned()).collect(),
+            roles: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn post_data_runs_each_materialized_view_on_its_own_between_the_rest() {
+        let objects = [
+            object("policy", "p on app.t", &["CREATE POLICY p ON app.t"]),
+            object("trigger", "g on app.t", &["CREATE TRIGGER g"]),
+            object(
+                MATERIALIZED_VIEW_DATA,
+                "app.a",
+                &[
+                    "REFRESH MATERIALIZED VIEW app.a",
+                    "CREATE INDEX a_i ON app.a (x)",
+                ],
+            ),
+            object(MATERIALIZED_VIEW_DATA, "app.b", &[]),
+            object(
+                "comment",
+                "index app.a_i",
+                &["COMMENT ON INDEX app.a_i IS 'x'"],
+            ),
+            object(
+                "owner",
+                "app.a",
+                &["ALTER MATERIALIZED VIEW app.a OWNER TO o"],
+            ),
+        ];
+        let steps = PostDataSteps::of(&objects.iter().collect::<Vec<_>>());
+        assert_eq!(
+            steps.before,
+            ["CREATE POLICY p ON app.t", "CREATE TRIGGER g"]
+        );
+        assert_eq!(
+            steps.after,
+            [
+                "COMMENT ON INDEX app.a_i IS 'x'",
+                "ALTER MATERIALIZED VIEW app.a OWNER TO o"
+            ]
+        );
+        let [a, b] = &steps.views[..] else {
+            panic!("{:?}", steps.views);
+        };
+        assert_eq!(a.label, "materialized view app.a");
+        // One simple query: one implicit transaction, which records the step last.
+        assert_eq!(
+            a.statement,
+            "REFRESH MATERIALIZED VIEW app.a;\nCREATE INDEX a_i ON app.a (x);\n\
+             INSERT INTO catalyst_dr_restore.done (step) VALUES ('view 0') ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            a.done,
+            DoneWhen::Marked {
+                table: "catalyst_dr_restore.done".to_owned(),
+                step: "view 0".to_owned()
+            }
+        );
+        assert!(
+            b.statement
+                .starts_with("INSERT INTO catalyst_dr_restore.done (step) VALUES ('view 1')")
+        );
+    }
 }

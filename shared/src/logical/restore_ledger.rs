@@ -3,8 +3,9 @@
 //!
 //! Each piece is claimed and done in one transaction: `restore-logical-prepare` creates the
 //! ledger in the transaction that creates the schema; a segment's `COPY` commits with its row in
-//! `loaded`, the constraints and post-data with their row in `done`. (Index builds and foreign
-//! key validations are recorded by the catalog itself: see `catalyst_db::long_ddl`.) A crash
+//! `loaded`, the keys and post-data with their row in `done`. (Index builds and foreign key
+//! validations are recorded by the catalog itself, and a materialized view's refresh writes its
+//! row in the implicit transaction it runs in: see `catalyst_db::long_ddl`.) A crash
 //! leaves either both or neither, and a second attempt at a claimed piece waits on the first
 //! one's row lock, then skips it. `restore-logical-finish` drops the ledger with the staging
 //! marker's `restoring=`, in one transaction, once its report is stored.
@@ -12,8 +13,11 @@
 //! ```text
 //! catalyst_dr_restore.restore   one row: restore_id, run_id, reset, started_at, prepared_at
 //! catalyst_dr_restore.loaded    a row per loaded segment: its rows and what reading it found
-//! catalyst_dr_restore.done      'schema' once the constraints and post-data are in, and
-//!                               'reread-plan' once the re-read's block ranges are planned
+//! catalyst_dr_restore.done      a row per finish step done: 'keys', 'post-data before',
+//!                               'view <k>' (each materialized view filled and indexed),
+//!                               'post-data after', and 'reread-plan' once the re-read's block
+//!                               ranges are planned ('schema' and 'post-data' from earlier
+//!                               versions, whose post-data took fewer steps)
 //! catalyst_dr_restore.reread    a row per block range of the re-read: its table (the manifest's
 //!                               index) and blocks, and once read its rows and content checksum
 //! ```
@@ -22,6 +26,7 @@ use super::LogicalError;
 use super::rowset::RowsetSummary;
 use super::segment_object::SegmentRead;
 use crate::catalyst_db::introspect::BlockRange;
+use crate::catalyst_db::long_ddl::{DoneWhen, LongDdl};
 use tokio_postgres::Client;
 
 /// The ledger's schema: in the target's user schemas, so that `reset` drops it with the rest.
@@ -292,6 +297,30 @@ pub async fn loaded(
         .await?
         .get(0);
     Ok((segments, seconds.unwrap_or(0.0).max(0.0)))
+}
+
+/// `statements` as one finish step done outside any claim: sent as one multi-statement query
+/// (one implicit transaction) that ends by recording `step`, so the step is done exactly when
+/// every statement is, and it can outlast the invocation that sends it
+/// (`catalyst_db::long_ddl`).
+pub fn step_ddl(step: &str, label: String, statements: &[String]) -> LongDdl {
+    let record = format!(
+        "INSERT INTO {SCHEMA}.done (step) VALUES ({}) ON CONFLICT DO NOTHING",
+        literal(step)
+    );
+    LongDdl {
+        label,
+        statement: statements
+            .iter()
+            .map(String::as_str)
+            .chain([record.as_str()])
+            .collect::<Vec<_>>()
+            .join(";\n"),
+        done: DoneWhen::Marked {
+            table: format!("{SCHEMA}.done"),
+            step: step.to_owned(),
+        },
+    }
 }
 
 /// The statement that drops the ledger (run in the transaction that ends the restore).

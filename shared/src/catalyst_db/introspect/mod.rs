@@ -185,7 +185,7 @@ pub mod objects;
 pub mod order;
 pub mod tables;
 
-pub use objects::{CapturedExtension, NotCaptured, SchemaObject};
+pub use objects::{CapturedExtension, MATERIALIZED_VIEW_DATA, NotCaptured, SchemaObject};
 pub use tables::{
     CapturedColumn, CapturedConstraint, CapturedIndex, CapturedTable, PartitionOf, TableKind,
 };

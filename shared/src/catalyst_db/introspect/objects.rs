@@ -418,6 +418,9 @@ async fn triggers(
     Ok(objects)
 }
 
+/// The kind of a materialized view's refresh and indexes, in post-data.
+pub const MATERIALIZED_VIEW_DATA: &str = "materialized view data";
+
 /// Materialized views: filled in creation order (one may read another), then indexed.
 async fn materialized_view_data(
     client: &Client,
@@ -439,7 +442,7 @@ async fn materialized_view_data(
         )
         .await?
     {
-        objects.push(SchemaObject::new("materialized view data", r.get::<_, String>(0), r.get(1)));
+        objects.push(SchemaObject::new(MATERIALIZED_VIEW_DATA, r.get::<_, String>(0), r.get(1)));
     }
     Ok(objects)
 }
