@@ -86,6 +86,8 @@ error_kinds! {
     BaselineLockTimeout,
     /// The drill's baseline was never taken.
     NoBaseline,
+    /// The snapshot a fanned-out baseline held for its batches ended before a batch read it.
+    BaselineSnapshotGone,
     /// The staging secret holds no credentials for the drill.
     NoStagingCredentials,
     /// The production Redis could not be read.

@@ -34,6 +34,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("settings", Layer::Core),
     ("tags", Layer::Core),
     ("telemetry", Layer::Core),
+    ("work_path", Layer::Core),
     ("tls", Layer::Adapter),
     ("aws_clients", Layer::Adapter),
     ("aws_error", Layer::Adapter),

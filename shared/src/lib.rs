@@ -80,3 +80,4 @@ pub mod staging_secret;
 pub mod tags;
 pub mod telemetry;
 pub mod tls;
+pub mod work_path;

@@ -1008,6 +1008,24 @@ pub const PARITY_PARALLELISM: Setting = row(
     Operator,
     "connections that fingerprint the tables at once, each a block range at a time, on the source (the baseline, in its one snapshot) and on the restored copy",
 );
+pub const BASELINE_FANOUT_THRESHOLD_GIB: Setting = row(
+    "BASELINE_FANOUT_THRESHOLD_GIB",
+    &[D],
+    number(0, 1_048_576),
+    F::Number(32),
+    Optional,
+    Operator,
+    "a source database larger than this (`pg_database_size`) has its drill baseline read by a Map of `baseline-batch` invocations in a snapshot held open for them, instead of in the one invocation that takes the instant; 0 fans out always",
+);
+pub const BASELINE_HOLD_MINUTES: Setting = row(
+    "BASELINE_HOLD_MINUTES",
+    &[D],
+    number(10, 1440),
+    F::Number(360),
+    Optional,
+    Operator,
+    "longest a fanned-out baseline holds its snapshot open on the source (it keeps VACUUM from the rows it sees); `baseline-close` ends it sooner",
+);
 pub const ALERT_TOPIC_ARN: Setting = row(
     "ALERT_TOPIC_ARN",
     &[D],
@@ -1099,6 +1117,8 @@ pub const ALL: &[&Setting] = &[
     &RTO_OBJECTIVE_SECONDS,
     &BASELINE_LOCK_TIMEOUT_MS,
     &PARITY_PARALLELISM,
+    &BASELINE_FANOUT_THRESHOLD_GIB,
+    &BASELINE_HOLD_MINUTES,
     &ALERT_TOPIC_ARN,
     &DRILL_KIND,
     &PROBE_METHOD,

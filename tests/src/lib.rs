@@ -844,6 +844,8 @@ pub fn drill_config(
         parity_parallelism: 2,
         parity_range_blocks: catalyst_dr::catalyst_db::parity::RANGE_BLOCKS,
         parity_batch_ranges: 64,
+        baseline_fanout_threshold_bytes: 32 << 30,
+        baseline_hold: std::time::Duration::from_secs(600),
         alert_topic_arn: None,
         drill_kind: "test".into(),
     }

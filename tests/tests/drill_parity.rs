@@ -7,6 +7,7 @@
 use catalyst_dr::cache_engine::CacheEngineConfig;
 use catalyst_dr::cache_engine::local::LocalCacheConfig;
 use catalyst_dr::drill::DrillValidator;
+use catalyst_dr::drill::baseline::BaselineAnswer;
 use catalyst_dr::drill::cache::CacheParityResult;
 use catalyst_dr::drill::config::DrillConfig;
 use catalyst_dr::error_kind::ErrorKind;
@@ -17,6 +18,7 @@ use catalyst_dr::pitr::cache::CacheRestoreState;
 use catalyst_dr::pitr::config::{EngineConfig, PitrConfig};
 use catalyst_dr::postgres::TlsMode;
 use catalyst_dr::restore_engine::StagingState;
+use catalyst_dr::work_path::WorkPath;
 use catalyst_dr_tests::{
     catalyst_database, local_aws, local_engine_config, locked_bucket, pg_connect, s3, unique,
 };
@@ -61,11 +63,12 @@ async fn until_cache_available(restore: &PitrRestore, drill: &str, snapshot_id: 
 /// The baseline, retried while the source cache is busy saving (other tests snapshot it too).
 async fn baseline(validator: &DrillValidator, drill: &str) -> catalyst_dr::drill::Baseline {
     for _ in 0..50 {
-        match validator.baseline(drill).await {
+        match validator.baseline(drill, Some(WorkPath::Single)).await {
             Err(e) if e.error_type() == catalyst_dr::error_kind::ErrorKind::CacheSnapshotBusy => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
-            other => return other.expect("baseline"),
+            Ok(BaselineAnswer::Taken(baseline)) => return baseline,
+            other => panic!("baseline: {other:?}"),
         }
     }
     panic!("the source cache stayed busy");

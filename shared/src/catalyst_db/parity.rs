@@ -81,12 +81,7 @@ pub async fn fingerprint_parallel(
             .await?
             .get(0);
         for helper in helpers {
-            // An exported snapshot's id is PostgreSQL's own text (hex digits and dashes).
-            helper
-                .batch_execute(&format!(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
-                ))
-                .await?;
+            import_snapshot(helper, &snapshot).await?;
             clients.push(helper);
         }
     }
@@ -275,6 +270,40 @@ pub async fn open_baseline(
     snapshot: &Client,
     lock_timeout: Duration,
 ) -> Result<BaselineInstant, CatalystDbError> {
+    let (instant, ()) = quiet_instant(locker, lock_timeout, async || {
+        snapshot
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        // The transaction's snapshot is taken by its first statement, here, under the locks.
+        snapshot.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(instant)
+}
+
+/// Opens the baseline snapshot on `holder` and leaves it held there for other sessions to
+/// import (see [`HeldSnapshot`]) while `locker` holds the tables still.
+pub async fn open_held_baseline(
+    locker: &Client,
+    holder: Client,
+    tag: &str,
+    hold: Duration,
+    lock_timeout: Duration,
+) -> Result<(BaselineInstant, HeldSnapshot), CatalystDbError> {
+    quiet_instant(locker, lock_timeout, async || {
+        hold_snapshot(locker, holder, tag, hold).await
+    })
+    .await
+}
+
+/// Runs `take_snapshot` while `locker` holds every table in SHARE mode, then waits for the
+/// first whole second after it (the writers wait with it) and releases the tables.
+async fn quiet_instant<T>(
+    locker: &Client,
+    lock_timeout: Duration,
+    take_snapshot: impl AsyncFnOnce() -> Result<T, CatalystDbError>,
+) -> Result<(BaselineInstant, T), CatalystDbError> {
     locker.batch_execute("BEGIN").await?;
     let result = async {
         locker
@@ -299,11 +328,7 @@ pub async fn open_baseline(
                 .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", TABLES.join(", ")))
                 .await?;
         }
-        snapshot
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        // The transaction's snapshot is taken by its first statement, here, under the locks.
-        snapshot.query_one("SELECT 1", &[]).await?;
+        let taken = take_snapshot().await?;
         let now: OffsetDateTime = locker
             .query_one("SELECT clock_timestamp()", &[])
             .await?
@@ -326,16 +351,153 @@ pub async fn open_baseline(
             // The client's clock ran ahead of the server's: wait out the rest.
             tokio::time::sleep((instant - server_now).unsigned_abs()).await;
         }
-        Ok::<_, CatalystDbError>(BaselineInstant {
-            instant,
-            wal_lsn: lsn,
-            writers_paused_ms: locked_at.elapsed().as_millis() as u64,
-        })
+        Ok::<_, CatalystDbError>((
+            BaselineInstant {
+                instant,
+                wal_lsn: lsn,
+                writers_paused_ms: locked_at.elapsed().as_millis() as u64,
+            },
+            taken,
+        ))
     }
     .await;
     // Releasing the locks is all the locker's transaction is for.
     locker.batch_execute("COMMIT").await?;
     result
+}
+
+/// The `application_name` of a session holding a baseline snapshot: this, the holder's tag
+/// (a drill's), and once exported the snapshot's id (about 20 characters; the whole stays
+/// within PostgreSQL's 63 bytes).
+const HOLDER_NAME: &str = "catalyst-dr baseline";
+
+/// How long [`hold_snapshot`] waits for the holder to show its snapshot.
+const HOLDER_SHOWS_WITHIN: Duration = Duration::from_secs(10);
+
+/// A snapshot exported by a session that keeps its transaction open past the invocation that
+/// opened it, so the invocations of a Map can each import it (`SET TRANSACTION SNAPSHOT`) and
+/// read the source as of one instant. The session runs one statement, which PostgreSQL carries
+/// on with whether or not its client is still there (the session turns
+/// `client_connection_check_interval` off): a `DO` block that exports the snapshot, shows its id
+/// in the session's `application_name` (after its tag), and sleeps for the hold. It ends when
+/// [`release_snapshot`] cancels it, or when the hold is over; a snapshot held open keeps VACUUM
+/// from removing the rows it can see, as a long `pg_dump` does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSnapshot {
+    /// The exported snapshot's id.
+    pub snapshot: String,
+    /// Names the holder among the sessions (see [`release_snapshot`]).
+    pub tag: String,
+    /// The holding session's process id.
+    pub pid: i32,
+    /// When the holder stops of itself.
+    #[serde(with = "time::serde::rfc3339")]
+    pub held_until: OffsetDateTime,
+}
+
+/// Starts `holder`'s statement (see [`HeldSnapshot`]) and waits until `watcher` sees its
+/// snapshot exported.
+async fn hold_snapshot(
+    watcher: &Client,
+    holder: Client,
+    tag: &str,
+    hold: Duration,
+) -> Result<HeldSnapshot, CatalystDbError> {
+    let name = format!("{HOLDER_NAME} {tag}");
+    let row = holder
+        .query_one(
+            "SELECT pid, backend_start, clock_timestamp() FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await?;
+    let (pid, backend_start, now): (i32, OffsetDateTime, OffsetDateTime) =
+        (row.get(0), row.get(1), row.get(2));
+    holder
+        .execute(
+            "SELECT set_config('application_name', $1, false), set_config('statement_timeout', '0', false), \
+               CASE WHEN current_setting('server_version_num')::int >= 140000 \
+                 THEN set_config('client_connection_check_interval', '0', false) END",
+            &[&name],
+        )
+        .await?;
+    let statement = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+         DO $hold$ BEGIN \
+           PERFORM set_config('application_name', '{name} ' || pg_export_snapshot(), false); \
+           PERFORM pg_sleep({seconds}); \
+         END $hold$; COMMIT",
+        seconds = hold.as_secs()
+    );
+    let held = tokio::spawn(async move {
+        // It ends when released, when the hold is over, or when this process goes; either way
+        // the sessions that imported the snapshot have their own transactions.
+        if let Err(e) = holder.batch_execute(&statement).await {
+            tracing::info!(error = %e, "the baseline snapshot's holder ended");
+        }
+    });
+    let shown_by = tokio::time::Instant::now() + HOLDER_SHOWS_WITHIN;
+    let prefix = format!("{name} ");
+    loop {
+        // Activity is read once per transaction unless the snapshot of it is cleared.
+        watcher
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await?;
+        let name: Option<String> = watcher
+            .query_opt(
+                "SELECT application_name FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2",
+                &[&pid, &backend_start],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if let Some(snapshot) = name.as_deref().and_then(|n| n.strip_prefix(&prefix)) {
+            return Ok(HeldSnapshot {
+                snapshot: snapshot.to_owned(),
+                tag: tag.to_owned(),
+                pid,
+                held_until: now + hold,
+            });
+        }
+        if held.is_finished() || tokio::time::Instant::now() >= shown_by {
+            held.abort();
+            return Err(CatalystDbError::invalid(
+                "baseline snapshot",
+                format!(
+                    "the session holding it (pid {pid}) did not export it within {HOLDER_SHOWS_WITHIN:?}"
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Ends the holders tagged `tag` that still run (one, or also one an interrupted attempt
+/// left); true when there was one. The tag is hex digits, from the caller.
+pub async fn release_snapshot(client: &Client, tag: &str) -> Result<bool, CatalystDbError> {
+    Ok(client
+        .query_one(
+            "SELECT coalesce(bool_or(pg_cancel_backend(pid)), false) FROM pg_stat_activity \
+             WHERE datname = current_database() AND starts_with(application_name, $1)",
+            &[&format!("{HOLDER_NAME} {tag} ")],
+        )
+        .await?
+        .get(0))
+}
+
+/// Opens a REPEATABLE READ transaction on `client` in the exported snapshot `snapshot`.
+pub async fn import_snapshot(client: &Client, snapshot: &str) -> Result<(), CatalystDbError> {
+    // An exported snapshot's id is PostgreSQL's own text: hex digits and dashes.
+    if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(CatalystDbError::invalid(
+            "snapshot",
+            format!("{snapshot:?} is not an exported snapshot's id"),
+        ));
+    }
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+        ))
+        .await?;
+    Ok(())
 }
 
 /// The first whole second strictly after `t`.

@@ -40,6 +40,11 @@ pub struct DrillConfig {
     /// and how many ranges one `parity-batch` reads (`PARITY_BATCH_RANGES`, 4 GiB).
     pub parity_range_blocks: u64,
     pub parity_batch_ranges: usize,
+    /// `BASELINE_FANOUT_THRESHOLD_GIB`: a larger source's baseline is read by a Map of
+    /// invocations in a held snapshot.
+    pub baseline_fanout_threshold_bytes: u64,
+    /// `BASELINE_HOLD_MINUTES`: how long a fanned-out baseline's snapshot is held at most.
+    pub baseline_hold: std::time::Duration,
     /// Failed drills are announced here.
     pub alert_topic_arn: Option<String>,
     /// Names the drill kind in metrics (`quarterly`, `monthly`).
@@ -89,6 +94,12 @@ impl DrillConfig {
             parity_parallelism: env.number(&settings::PARITY_PARALLELISM)?,
             parity_range_blocks: crate::catalyst_db::parity::RANGE_BLOCKS,
             parity_batch_ranges: super::PARITY_BATCH_RANGES,
+            baseline_fanout_threshold_bytes: u64::from(
+                env.number(&settings::BASELINE_FANOUT_THRESHOLD_GIB)?,
+            ) << 30,
+            baseline_hold: std::time::Duration::from_secs(
+                60 * u64::from(env.number(&settings::BASELINE_HOLD_MINUTES)?),
+            ),
             alert_topic_arn: env.text(&settings::ALERT_TOPIC_ARN),
             drill_kind: env.text_or_default(&settings::DRILL_KIND)?,
         })

@@ -1,6 +1,7 @@
 //! drill-validator: the baseline before a drill, the parity check of the restored environment
 //! against it, RPO and RTO, and the drill report (runbook: validation cadence).
 
+pub mod baseline;
 pub mod cache;
 pub mod config;
 pub mod history;
@@ -23,18 +24,32 @@ use crate::output::to_json;
 use crate::postgres::{PgConnectError, PgConnector, SecretStore, connect_bounded};
 use crate::queues::{QueueDepth, Queues, SqsQueues};
 use crate::staging_secret::StagingSecret;
+use crate::work_path::WorkPath;
 use config::DrillConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DrillEvent {
-    /// Capture the source's state at one exact instant, before the drill restores it.
-    Baseline { drill_id: DrillId },
+    /// Capture the source's state at one exact instant, before the drill restores it: whole,
+    /// or (`path` `fan-out`, or by default a source larger than `BASELINE_FANOUT_THRESHOLD_GIB`)
+    /// opened for `baseline-batch` and `baseline-close`.
+    Baseline {
+        drill_id: DrillId,
+        #[serde(default)]
+        path: Option<WorkPath>,
+    },
+    /// Reads one batch of the opened baseline's source ranges in its held snapshot and stores
+    /// their partial fingerprints; a retry answers the stored batch.
+    BaselineBatch { drill_id: DrillId, batch: usize },
+    /// Adds the batches up into the baseline and ends the snapshot's holder; a retry answers
+    /// the stored baseline.
+    BaselineClose { drill_id: DrillId },
+    /// Ends the opened baseline's snapshot holder, if it still runs (the failure path).
+    BaselineRelease { drill_id: DrillId },
     /// Compare the restored environment with the baseline; RPO and RTO.
     Validate {
         drill_id: DrillId,
@@ -92,12 +107,54 @@ const TREND_DRILLS: usize = 8;
 /// Block ranges one `parity-batch` reads: 64 of 64 MiB, 4 GiB.
 pub const PARITY_BATCH_RANGES: usize = 64;
 
-/// The restored copy's block ranges and their batches (each a list of indexes into `ranges`).
+/// The block ranges of the restored copy, or of the source for a fanned-out baseline, and
+/// their batches (each a list of indexes into `ranges`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParityPlan {
     pub drill_id: String,
     pub ranges: Vec<TableRange>,
     pub batches: Vec<Vec<usize>>,
+}
+
+impl ParityPlan {
+    fn new(drill_id: &str, ranges: Vec<TableRange>, batch_ranges: usize) -> Self {
+        let indexes: Vec<usize> = (0..ranges.len()).collect();
+        Self {
+            drill_id: drill_id.to_owned(),
+            batches: indexes
+                .chunks(batch_ranges.max(1))
+                .map(<[usize]>::to_vec)
+                .collect(),
+            ranges,
+        }
+    }
+}
+
+/// Which database a plan's batches read, and where they are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The restored copy: `parity-plan`, `parity-batch` (`drills/<id>/parity/`).
+    Restored,
+    /// The source, in a fanned-out baseline's held snapshot: `baseline`, `baseline-batch`
+    /// (`drills/<id>/baseline/`).
+    Source,
+}
+
+impl Side {
+    fn folder(self) -> &'static str {
+        match self {
+            Self::Restored => "parity",
+            Self::Source => "baseline",
+        }
+    }
+
+    /// The steps that make the plan and read its batches, for messages.
+    fn steps(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Restored => ("parity-plan", "parity-batch"),
+            Self::Source => ("baseline", "baseline-batch"),
+        }
+    }
 }
 
 /// What `parity-plan` answers: the Map's items.
@@ -145,11 +202,21 @@ pub enum DrillError {
         age_days: f64,
         max_age_days: u32,
     },
-    #[error("drill {drill_id}'s parity plan has {total} batches and {} of them stored no result (batches {}): run parity-batch for them, then validate", missing.len(), missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    #[error("drill {drill_id}'s {folder} plan has {total} batches and {} of them stored no result (batches {}): run {step} for them, then go on", missing.len(), missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     ParityIncomplete {
         drill_id: String,
+        folder: &'static str,
+        step: &'static str,
         total: usize,
         missing: Vec<usize>,
+    },
+    #[error(
+        "the snapshot {snapshot} drill {drill_id}'s baseline held for its batches has ended (released, or held until {held_until}); run the drill again"
+    )]
+    BaselineSnapshotGone {
+        drill_id: String,
+        snapshot: String,
+        held_until: String,
     },
     #[error("stored {key} is not valid: {reason}")]
     CorruptParity { key: String, reason: String },
@@ -183,6 +250,7 @@ impl DrillError {
             Self::Corrupt { .. } | Self::CorruptParity { .. } => ErrorKind::CorruptRecord,
             Self::Overdue { .. } => ErrorKind::DrillOverdue,
             Self::ParityIncomplete { .. } => ErrorKind::ParityIncomplete,
+            Self::BaselineSnapshotGone { .. } => ErrorKind::BaselineSnapshotGone,
         }
     }
 }
@@ -208,6 +276,14 @@ pub struct Baseline {
     /// leaves the cache out: `CACHE_ENGINE=none`).
     pub cache: Option<CacheBaseline>,
     pub captured_at: String,
+    /// Whether one invocation read the source, or a Map of them in a held snapshot (absent in
+    /// baselines of earlier versions: one invocation).
+    #[serde(default = "single")]
+    pub path: WorkPath,
+}
+
+fn single() -> WorkPath {
+    WorkPath::Single
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -295,7 +371,18 @@ pub struct DrillValidator {
 impl DrillValidator {
     pub async fn handle(&self, event: serde_json::Value) -> Result<serde_json::Value, DrillError> {
         let value = match decode::<DrillEvent>(event)? {
-            DrillEvent::Baseline { drill_id } => to_json(self.baseline(&drill_id).await?),
+            DrillEvent::Baseline { drill_id, path } => {
+                to_json(self.baseline(&drill_id, path).await?)
+            }
+            DrillEvent::BaselineBatch { drill_id, batch } => {
+                to_json(self.baseline_batch(&drill_id, batch).await?)
+            }
+            DrillEvent::BaselineClose { drill_id } => {
+                to_json(self.baseline_close(&drill_id).await?)
+            }
+            DrillEvent::BaselineRelease { drill_id } => {
+                to_json(self.baseline_release(&drill_id).await?)
+            }
             DrillEvent::Validate {
                 drill_id,
                 restore_point,
@@ -463,52 +550,6 @@ impl DrillValidator {
             })
     }
 
-    /// Captures the baseline once; a retry returns the stored one.
-    pub async fn baseline(&self, drill_id: &str) -> Result<Baseline, DrillError> {
-        let key = self.key(drill_id, "baseline.json");
-        if let Some(existing) = self.load::<Baseline>(&key).await? {
-            return Ok(existing);
-        }
-        let locker = self.source.connect().await?;
-        let snapshot = self.source.connect().await?;
-        let instant = parity::open_baseline(
-            &locker,
-            &snapshot,
-            Duration::from_millis(self.config.lock_timeout_ms.into()),
-        )
-        .await?;
-        let mut helpers = Vec::new();
-        for _ in 1..self.config.parity_parallelism {
-            helpers.push(self.source.connect().await?);
-        }
-        let parity::Fingerprints {
-            tables,
-            deliveries_by_status,
-        } = parity::fingerprint_parallel(
-            &snapshot,
-            &helpers,
-            instant.instant,
-            parity::RANGE_BLOCKS,
-        )
-        .await?;
-        snapshot
-            .batch_execute("COMMIT")
-            .await
-            .map_err(CatalystDbError::from)?;
-        let baseline = Baseline {
-            drill_id: drill_id.to_owned(),
-            instant,
-            tables,
-            deliveries_by_status,
-            queues: self.queue_depths().await?,
-            cache: self.cache_baseline(drill_id).await?,
-            captured_at: format_time(OffsetDateTime::now_utc()),
-        };
-        self.store(&key, &baseline).await?;
-        tracing::info!(%drill_id, instant = %format_time(baseline.instant.instant), "baseline captured");
-        Ok(baseline)
-    }
-
     pub async fn validate(
         &self,
         drill_id: &str,
@@ -525,13 +566,15 @@ impl DrillValidator {
         let baseline = self.stored_baseline(drill_id).await?;
         // A planned fan-out read the copy in batches: add up what they stored.
         let plan = self
-            .load::<ParityPlan>(&self.parity_key(drill_id, "plan"))
+            .load::<ParityPlan>(&self.side_key(Side::Restored, drill_id, "plan"))
             .await?;
         let parity::Fingerprints {
             tables: restored,
             deliveries_by_status: deliveries_restored,
         } = match &plan {
-            Some(plan) => parity::combine(&self.stored_parity(drill_id, plan).await?),
+            Some(plan) => {
+                parity::combine(&self.stored_parts(Side::Restored, drill_id, plan).await?)
+            }
             None => {
                 let (staging, helpers) = self
                     .staging_connections(drill_id, self.config.parity_parallelism)
@@ -621,8 +664,8 @@ impl DrillValidator {
         Ok(validation)
     }
 
-    fn parity_key(&self, drill_id: &str, name: &str) -> String {
-        self.key(drill_id, &format!("parity/{name}.json"))
+    fn side_key(&self, side: Side, drill_id: &str, name: &str) -> String {
+        self.key(drill_id, &format!("{}/{name}.json", side.folder()))
     }
 
     /// `connections` connections to the drill's staging copy, the first apart (the staging
@@ -656,22 +699,14 @@ impl DrillValidator {
     /// `parity-plan`: the restored copy's block ranges, planned once; a retry answers the
     /// stored plan.
     pub async fn parity_plan(&self, drill_id: &str) -> Result<ParityPlanSummary, DrillError> {
-        let key = self.parity_key(drill_id, "plan");
+        let key = self.side_key(Side::Restored, drill_id, "plan");
         let plan = match self.load::<ParityPlan>(&key).await? {
             Some(plan) => plan,
             None => {
                 self.stored_baseline(drill_id).await?;
                 let (staging, _) = self.staging_connections(drill_id, 1).await?;
                 let ranges = parity::plan_ranges(&staging, self.config.parity_range_blocks).await?;
-                let indexes: Vec<usize> = (0..ranges.len()).collect();
-                let plan = ParityPlan {
-                    drill_id: drill_id.to_owned(),
-                    batches: indexes
-                        .chunks(self.config.parity_batch_ranges.max(1))
-                        .map(<[usize]>::to_vec)
-                        .collect(),
-                    ranges,
-                };
+                let plan = ParityPlan::new(drill_id, ranges, self.config.parity_batch_ranges);
                 self.store(&key, &plan).await?;
                 plan
             }
@@ -683,6 +718,23 @@ impl DrillValidator {
         })
     }
 
+    /// A side's stored plan; `InvalidInput` naming the step that makes it when there is none.
+    async fn plan(&self, side: Side, drill_id: &str) -> Result<ParityPlan, DrillError> {
+        self.load::<ParityPlan>(&self.side_key(side, drill_id, "plan"))
+            .await?
+            .ok_or_else(|| {
+                let (planner, _) = side.steps();
+                InputError::new(
+                    "drill_id",
+                    format!(
+                        "drill {drill_id} has no {} plan: run {planner} first",
+                        side.folder()
+                    ),
+                )
+                .into()
+            })
+    }
+
     /// `parity-batch`: one batch of the plan's ranges read on `PARITY_PARALLELISM` connections
     /// to the restored copy (nothing else writes to it, so every statement sees the same rows)
     /// and stored; a retry answers the stored batch.
@@ -691,33 +743,48 @@ impl DrillValidator {
         drill_id: &str,
         batch: usize,
     ) -> Result<ParityBatch, DrillError> {
-        let plan = self
-            .load::<ParityPlan>(&self.parity_key(drill_id, "plan"))
-            .await?
-            .ok_or_else(|| {
-                InputError::new(
-                    "drill_id",
-                    format!("drill {drill_id} has no parity plan: run parity-plan first"),
-                )
-            })?;
+        let baseline = self.stored_baseline(drill_id).await?;
+        self.read_batch(
+            Side::Restored,
+            drill_id,
+            batch,
+            baseline.instant.instant,
+            async || {
+                let (first, more) = self
+                    .staging_connections(drill_id, self.config.parity_parallelism)
+                    .await?;
+                Ok(std::iter::once(first).chain(more).collect())
+            },
+        )
+        .await
+    }
+
+    /// Reads batch `batch` of `side`'s plan on the connections `connect` opens, and stores it;
+    /// a retry answers the stored batch without connecting.
+    async fn read_batch(
+        &self,
+        side: Side,
+        drill_id: &str,
+        batch: usize,
+        instant: OffsetDateTime,
+        connect: impl AsyncFnOnce() -> Result<Vec<tokio_postgres::Client>, DrillError>,
+    ) -> Result<ParityBatch, DrillError> {
+        let plan = self.plan(side, drill_id).await?;
         let Some(members) = plan.batches.get(batch) else {
             return Err(InputError::new(
                 "batch",
                 format!(
-                    "drill {drill_id}'s parity plan has batches 0 to {}",
+                    "drill {drill_id}'s {} plan has batches 0 to {}",
+                    side.folder(),
                     plan.batches.len().saturating_sub(1)
                 ),
             )
             .into());
         };
-        let key = self.parity_key(drill_id, &format!("batch-{batch}"));
+        let key = self.side_key(side, drill_id, &format!("batch-{batch}"));
         if let Some(stored) = self.load::<ParityBatch>(&key).await? {
             return Ok(stored);
         }
-        let baseline = self.stored_baseline(drill_id).await?;
-        let (first, more) = self
-            .staging_connections(drill_id, self.config.parity_parallelism)
-            .await?;
         let ranges = members
             .iter()
             .map(|&r| {
@@ -725,17 +792,13 @@ impl DrillValidator {
                     .get(r)
                     .copied()
                     .ok_or_else(|| DrillError::CorruptParity {
-                        key: self.parity_key(drill_id, "plan"),
+                        key: self.side_key(side, drill_id, "plan"),
                         reason: format!("batch {batch} names range {r} of {}", plan.ranges.len()),
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let parts = parity::fingerprint_ranges(
-            std::iter::once(&first).chain(&more),
-            ranges,
-            baseline.instant.instant,
-        )
-        .await?;
+        let clients = connect().await?;
+        let parts = parity::fingerprint_ranges(&clients, ranges, instant).await?;
         let result = ParityBatch {
             drill_id: drill_id.to_owned(),
             batch,
@@ -743,20 +806,21 @@ impl DrillValidator {
             completed_at: format_time(OffsetDateTime::now_utc()),
         };
         self.store(&key, &result).await?;
-        tracing::info!(%drill_id, batch, "parity batch read");
+        tracing::info!(%drill_id, batch, side = side.folder(), "batch read");
         Ok(result)
     }
 
     /// Every batch's stored partial fingerprints; `ParityIncomplete` while any is missing.
-    async fn stored_parity(
+    async fn stored_parts(
         &self,
+        side: Side,
         drill_id: &str,
         plan: &ParityPlan,
     ) -> Result<Vec<PartialFingerprint>, DrillError> {
         let mut parts = Vec::new();
         let mut missing = Vec::new();
         for batch in 0..plan.batches.len() {
-            let key = self.parity_key(drill_id, &format!("batch-{batch}"));
+            let key = self.side_key(side, drill_id, &format!("batch-{batch}"));
             match self.load::<ParityBatch>(&key).await? {
                 // One part per range of the batch, each of a table this version fingerprints
                 // (with the deliveries' statuses).
@@ -782,6 +846,8 @@ impl DrillValidator {
         if !missing.is_empty() {
             return Err(DrillError::ParityIncomplete {
                 drill_id: drill_id.to_owned(),
+                folder: side.folder(),
+                step: side.steps().1,
                 total: plan.batches.len(),
                 missing,
             });

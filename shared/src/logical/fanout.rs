@@ -43,15 +43,10 @@ pub const PLAN_FORMAT: &str = "catalyst-dr/logical-fanout-plan/v1";
 /// Markers read at once by `logical-fanout-finish`.
 const MARKER_READS: usize = 32;
 
-/// Which way tonight's logical backup goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackupPath {
-    /// `logical-backup`: one invocation, the live source at an exported snapshot.
-    Single,
-    /// The plan, batch and finish steps over a quiescent read source.
-    FanOut,
-}
+/// Which way tonight's logical backup goes: `logical-backup` in one invocation, the live
+/// source at an exported snapshot, or the plan, batch and finish steps over a quiescent read
+/// source.
+pub use crate::work_path::WorkPath as BackupPath;
 
 /// `logical-path`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,11 +223,7 @@ impl LogicalBackups {
         }
         let source = self.source()?;
         let bytes = introspect::database_bytes(&source.connect().await?).await?;
-        let path = if bytes > self.config.fanout_threshold_bytes {
-            BackupPath::FanOut
-        } else {
-            BackupPath::Single
-        };
+        let path = BackupPath::by_size(bytes, self.config.fanout_threshold_bytes);
         Ok(choice(path, "size", Some(bytes)))
     }
 
