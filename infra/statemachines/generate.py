@@ -216,7 +216,7 @@ def pitr_drill():
 def quarterly_drill():
     states = shared_states(
         {
-            "defaults": {"preserve_queue": False, "parity_concurrency": 8},
+            "defaults": {"preserve_queue": False, "parity_concurrency": 8, "baseline_path": None, "baseline_concurrency": 2},
             "after_start": "Baseline",
             "target_time": "$.baseline.instant",
             "after_rotate": "CacheInDrill?",
@@ -230,14 +230,48 @@ def quarterly_drill():
     )
     states.update(
         {
-            # Nothing is restored yet: a failure here only needs the report.
+            # Nothing is restored yet: a failure here needs the report, and the end of the
+            # snapshot a fanned-out baseline holds on the source.
             "Baseline": task(
                 VALIDATOR,
-                {"action": "baseline", "drill_id.$": "$.drill_id"},
+                {"action": "baseline", "drill_id.$": "$.drill_id", "path.$": "$.baseline_path"},
+                "$.baseline",
+                "BaselineFannedOut?",
+                "ReleaseBaseline",
+                waits=[{"ErrorEquals": ["BaselineLockTimeout", "CacheSnapshotBusy"], "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 5, "JitterStrategy": "FULL"}],
+            ),
+            "BaselineFannedOut?": {
+                "Type": "Choice",
+                "Comment": "A source above BASELINE_FANOUT_THRESHOLD_GIB (or input baseline_path: fan-out): the baseline opened with its snapshot held, and its batches are read by a Map.",
+                "Choices": [{"Variable": "$.baseline.batches", "IsPresent": True, "Next": "BaselineBatches"}],
+                "Default": "StartWindowPolling",
+            },
+            "BaselineBatches": batch_map(
+                "One invocation per batch of the source's block ranges, at most baseline_concurrency (default 2: they read the production database) at once, each on PARITY_PARALLELISM connections in the held snapshot.",
+                "$.baseline.batches",
+                {"drill_id": "$.drill_id"},
+                ("BaselineBatch", {"action": "baseline-batch"}),
+                "Reads one batch of the source's block ranges in the baseline's held snapshot and stores their partial fingerprints; a retry answers the stored batch.",
+                "a batch of the drill's baseline failed after its retries",
+                "CloseBaseline",
+                "ReleaseBaseline",
+                resource=VALIDATOR,
+                concurrency="$.baseline_concurrency",
+            ),
+            "CloseBaseline": task(
+                VALIDATOR,
+                {"action": "baseline-close", "drill_id.$": "$.drill_id"},
                 "$.baseline",
                 "StartWindowPolling",
+                "ReleaseBaseline",
+            ),
+            "ReleaseBaseline": task(
+                VALIDATOR,
+                {"action": "baseline-release", "drill_id.$": "$.drill_id"},
+                "$.baseline_release",
                 "ReportFailure",
-                waits=[{"ErrorEquals": ["BaselineLockTimeout", "CacheSnapshotBusy"], "IntervalSeconds": 5, "BackoffRate": 2, "MaxAttempts": 5, "JitterStrategy": "FULL"}],
+                "ReportFailure",
+                error_path="$.baseline_release_error",
             ),
             "StartWindowPolling": {"Type": "Pass", "Result": {"poll": 0}, "ResultPath": "$.window", "Next": "CheckWindow"},
             "CheckWindow": task(
@@ -398,11 +432,12 @@ def quarterly_drill():
         }
     )
     return {
-        "Comment": "catalyst-dr quarterly restore drill: baseline of the source at one exact instant (with the drill's cache snapshot and its queue state), restore to that instant in staging, rotate credentials, restore the cache snapshot into a staging cache and compare its queue state with the baseline's, flush the staging cache's queues and the staging queue (unless preserve_queue), smoke tests, webhook replay plan (dry run) on staging, baseline parity (the restored copy read in batches by a Distributed Map, the sums added up by validate), teardown (on every failure path too), and the drill report. Input: {\"drill_id\" (default: the execution name), \"preserve_queue\": false, \"parity_concurrency\": 8}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
+        "Comment": "catalyst-dr quarterly restore drill: baseline of the source at one exact instant (with the drill's cache snapshot and its queue state; a source above BASELINE_FANOUT_THRESHOLD_GIB, or input baseline_path: fan-out, is read by a Distributed Map of baseline-batch in a snapshot held open for it, closed by baseline-close, released by baseline-release on failure), restore to that instant in staging, rotate credentials, restore the cache snapshot into a staging cache and compare its queue state with the baseline's, flush the staging cache's queues and the staging queue (unless preserve_queue), smoke tests, webhook replay plan (dry run) on staging, baseline parity (the restored copy read in batches by a Distributed Map, the sums added up by validate), teardown (on every failure path too), and the drill report. Input: {\"drill_id\" (default: the execution name), \"preserve_queue\": false, \"parity_concurrency\": 8, \"baseline_path\": null (by size), \"single\" or \"fan-out\", \"baseline_concurrency\": 2}. Every action is idempotent, so a function timeout (Sandbox.Timedout, States.Timeout) or crash (Lambda.Unknown) is retried.",
         "StartAt": "ApplyDefaults",
         "States": ordered(
             states,
-            ["ApplyDefaults", "MergeInput", "RecordStart", "Baseline", "StartWindowPolling", "CheckWindow",
+            ["ApplyDefaults", "MergeInput", "RecordStart", "Baseline", "BaselineFannedOut?", "BaselineBatches",
+             "CloseBaseline", "ReleaseBaseline", "StartWindowPolling", "CheckWindow",
              "BaselineRestorable?", "WaitForRestorableTime", "WindowTimedOut", "StartRestore", "StartPolling",
              "WaitForRestore", "CheckRestore", "RestoreReady?", "RestoreFailed", "RestoreTimedOut",
              "RotateCredentials", "CacheInDrill?", "CacheLeftOut", "StartCachePolling", "RestoreCache", "CacheReady?",

@@ -748,3 +748,157 @@ async fn fingerprints_in_block_ranges_on_several_connections_equal_one_query_per
     let now = parity::fingerprint(&snapshot, instant).await.expect("now");
     assert_ne!(now, whole, "the delete is visible outside the snapshot");
 }
+
+/// The sessions holding a baseline snapshot in `client`'s database.
+async fn holders(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT application_name FROM pg_stat_activity \
+             WHERE datname = current_database() AND starts_with(application_name, 'catalyst-dr baseline ')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Until no holder runs (a cancel takes effect a moment later).
+async fn until_no_holder(client: &tokio_postgres::Client) {
+    for _ in 0..100 {
+        if holders(client).await.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a holder still runs: {:?}", holders(client).await);
+}
+
+/// A baseline read by a Map of batches in the snapshot a session holds open for them equals the
+/// source as it stood at the instant, whatever is written meanwhile; closed, it ends the holder,
+/// and a batch after the holder ended fails, naming the snapshot, instead of reading the source
+/// as it is now.
+#[tokio::test]
+async fn a_baseline_read_in_batches_in_a_held_snapshot_is_the_source_at_its_instant() {
+    use catalyst_dr::catalyst_db::parity;
+    let sdk = local_aws().await;
+    let spec = catalyst_dr_tests::datagen::GeneratorSpec {
+        users: 500,
+        subscriptions: 5,
+        deliveries: 5_000,
+        ..Default::default()
+    };
+    let (_name, secret, source) =
+        catalyst_dr_tests::generated_database(&sdk, "baseline_held", &spec).await;
+    let bucket = unique("baseline-held");
+    locked_bucket(&s3(&sdk), &bucket).await;
+    let validator = DrillValidator::new(
+        DrillConfig {
+            // Ranges of 4 blocks, 3 to a batch: several batches.
+            parity_range_blocks: 4,
+            parity_batch_ranges: 3,
+            ..catalyst_dr_tests::drill_config(&bucket, &secret, "catalyst-dr/test/unused-staging")
+        },
+        &sdk,
+    );
+    let drill = unique("held").to_lowercase();
+    let Ok(BaselineAnswer::Opened(opened)) =
+        validator.baseline(&drill, Some(WorkPath::FanOut)).await
+    else {
+        panic!("the baseline did not open for the fan-out");
+    };
+    assert!(opened.batches.len() > 2, "{:?}", opened.batches);
+    let holder = holders(&source).await;
+    assert_eq!(holder.len(), 1, "{holder:?}");
+    // Nothing was written since the instant: the source now is the source then.
+    let expected = parity::fingerprint(&source, opened.instant.instant)
+        .await
+        .expect("fingerprint");
+    // A retry of the opening answers the same opening, with the same holder.
+    let Ok(BaselineAnswer::Opened(again)) = validator.baseline(&drill, None).await else {
+        panic!("the retry did not answer the opening");
+    };
+    assert_eq!(again, opened);
+    assert_eq!(holders(&source).await, holder);
+
+    // Writes after the instant, some batches read before them and some after.
+    let (early, late) = opened.batches.split_at(1);
+    for &batch in early {
+        validator
+            .baseline_batch(&drill, batch)
+            .await
+            .expect("batch");
+    }
+    source
+        .batch_execute(
+            "UPDATE webhook_deliveries SET status = 'failed', updated_at = now() WHERE id % 3 = 0;
+             DELETE FROM webhook_deliveries WHERE id % 7 = 0",
+        )
+        .await
+        .unwrap();
+    let early_incomplete = validator
+        .baseline_close(&drill)
+        .await
+        .expect_err("batches missing");
+    assert_eq!(early_incomplete.error_type(), ErrorKind::ParityIncomplete);
+    assert_eq!(holders(&source).await, holder, "still held");
+    for &batch in late {
+        validator
+            .baseline_batch(&drill, batch)
+            .await
+            .expect("batch");
+    }
+    // A batch read twice (a retry) answers what it stored.
+    let first = validator.baseline_batch(&drill, late[0]).await.unwrap();
+    assert_eq!(
+        validator.baseline_batch(&drill, late[0]).await.unwrap(),
+        first
+    );
+
+    let baseline = validator.baseline_close(&drill).await.expect("close");
+    assert_eq!(baseline.path, WorkPath::FanOut);
+    assert_eq!(baseline.instant, opened.instant);
+    assert_eq!(baseline.tables, expected.tables);
+    assert_eq!(baseline.deliveries_by_status, expected.deliveries_by_status);
+    let now = parity::fingerprint(&source, opened.instant.instant)
+        .await
+        .unwrap();
+    assert_ne!(now.tables, baseline.tables, "the writes are not in it");
+    until_no_holder(&source).await;
+    // Every later call answers the closed baseline.
+    assert!(matches!(
+        validator.baseline(&drill, Some(WorkPath::FanOut)).await,
+        Ok(BaselineAnswer::Taken(b)) if b == baseline
+    ));
+    assert_eq!(validator.baseline_close(&drill).await.unwrap(), baseline);
+
+    // Released before its batches were read: a batch fails, naming the snapshot.
+    let released = format!("{drill}-released");
+    let Ok(BaselineAnswer::Opened(opened)) =
+        validator.baseline(&released, Some(WorkPath::FanOut)).await
+    else {
+        panic!("the baseline did not open for the fan-out");
+    };
+    assert!(
+        validator
+            .baseline_release(&released)
+            .await
+            .unwrap()
+            .released
+    );
+    until_no_holder(&source).await;
+    assert!(
+        !validator
+            .baseline_release(&released)
+            .await
+            .unwrap()
+            .released
+    );
+    let gone = validator
+        .baseline_batch(&released, opened.batches[0])
+        .await
+        .expect_err("the snapshot ended");
+    assert_eq!(gone.error_type(), ErrorKind::BaselineSnapshotGone, "{gone}");
+    assert!(gone.to_string().contains("snapshot"), "{gone}");
+}

@@ -59,7 +59,14 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
         })
     };
     let drill = unique("q").to_lowercase();
-    let run = run_state_machine(DEFINITION, &substitutions(), &json!({"drill_id": drill}));
+    // The baseline as a source above BASELINE_FANOUT_THRESHOLD_GIB takes it: read by the Map
+    // in a snapshot held open for it while the traffic writes (the drill's other paths take
+    // the one-invocation baseline).
+    let run = run_state_machine(
+        DEFINITION,
+        &substitutions(),
+        &json!({"drill_id": drill, "baseline_path": "fan-out"}),
+    );
     writing.store(false, Ordering::Relaxed);
     let steps = writer.await.expect("writer");
     assert!(run.succeeded, "drill failed: {:#}", run.outcome);
@@ -67,6 +74,20 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
 
     let output = &run.outcome["output"];
     assert_eq!(output["report"]["passed"], true, "{:#}", output["report"]);
+    assert_eq!(
+        output["baseline"]["path"], "fan-out",
+        "{:#}",
+        output["baseline"]
+    );
+    let holders: i64 = source
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE starts_with(application_name, 'catalyst-dr baseline ')",
+            &[],
+        )
+        .await
+        .expect("holders")
+        .get(0);
+    assert_eq!(holders, 0, "the baseline's snapshot was released");
     let validation = &output["validation"];
     assert_eq!(
         validation["rpo"]["seconds"], 0.0,
@@ -140,7 +161,8 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
 
     let sdk = local_aws().await;
     let bucket = seed["bucket"].as_str().expect("bucket");
-    // The restored copy's parity was read by the Map's batches, which validate added up.
+    // The restored copy's parity was read by the Map's batches, which validate added up, and
+    // so was the source's baseline.
     assert_eq!(output["parity_plan"]["batches"], json!([0]));
     for name in [
         "report.json",
@@ -148,6 +170,10 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
         "report.html",
         "parity/plan.json",
         "parity/batch-0.json",
+        "baseline-open.json",
+        "baseline/plan.json",
+        "baseline/batch-0.json",
+        "baseline.json",
     ] {
         s3(&sdk)
             .head_object()
