@@ -183,4 +183,21 @@ async fn quarterly_drill_passes_under_live_traffic_and_its_report_matches_the_da
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    let markdown = s3(&sdk)
+        .get_object()
+        .bucket(bucket)
+        .key(format!("drills/{drill}/report.md"))
+        .send()
+        .await
+        .expect("report.md")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    let markdown = String::from_utf8_lossy(&markdown);
+    assert!(
+        markdown.contains("(the source read by a Map in a snapshot held open for it)"),
+        "{markdown}"
+    );
 }

@@ -422,8 +422,12 @@ fn markdown(
         objective_line(validation, "rto")
     ));
     if let Some(v) = validation {
+        let read = match state.pointer("/baseline/path").and_then(Value::as_str) {
+            Some("fan-out") => " (the source read by a Map in a snapshot held open for it)",
+            _ => "",
+        };
         out.push_str(&format!(
-            "- Baseline instant: {}; restore point: {}\n",
+            "- Baseline instant: {}{read}; restore point: {}\n",
             v.get("baseline_instant")
                 .and_then(Value::as_str)
                 .unwrap_or("—"),
