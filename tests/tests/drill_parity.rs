@@ -789,7 +789,7 @@ async fn a_baseline_read_in_batches_in_a_held_snapshot_is_the_source_at_its_inst
         deliveries: 5_000,
         ..Default::default()
     };
-    let (_name, secret, source) =
+    let (name, secret, source) =
         catalyst_dr_tests::generated_database(&sdk, "baseline_held", &spec).await;
     let bucket = unique("baseline-held");
     locked_bucket(&s3(&sdk), &bucket).await;
@@ -803,11 +803,31 @@ async fn a_baseline_read_in_batches_in_a_held_snapshot_is_the_source_at_its_inst
         &sdk,
     );
     let drill = unique("held").to_lowercase();
+    // An attempt that stopped before storing its opening left its holder running: the opening
+    // ends it, so one holder runs.
+    let leftover = pg_connect(&name).await;
+    leftover
+        .execute(
+            "SELECT set_config('application_name', $1, false)",
+            &[&format!(
+                "catalyst-dr baseline {} 00000003-0000001B-1",
+                catalyst_dr::drill::baseline::holder_tag(&drill)
+            )],
+        )
+        .await
+        .unwrap();
+    let leftover = tokio::spawn(async move { leftover.batch_execute("SELECT pg_sleep(60)").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let Ok(BaselineAnswer::Opened(opened)) =
         validator.baseline(&drill, Some(WorkPath::FanOut)).await
     else {
         panic!("the baseline did not open for the fan-out");
     };
+    let ended = leftover.await.unwrap().expect_err("cancelled");
+    assert_eq!(
+        ended.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
     assert!(opened.batches.len() > 2, "{:?}", opened.batches);
     let holder = holders(&source).await;
     assert_eq!(holder.len(), 1, "{holder:?}");

@@ -66,7 +66,7 @@ pub struct Released {
 
 /// An 8-hex-digit tag of the drill's id, naming its snapshot's holder (a drill id may be
 /// longer than an `application_name` leaves room for).
-fn holder_tag(drill_id: &str) -> String {
+pub fn holder_tag(drill_id: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(drill_id.as_bytes())[..4])
 }
