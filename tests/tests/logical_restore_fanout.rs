@@ -449,9 +449,13 @@ async fn builds_that_outlast_a_finish_go_on_in_the_database_and_the_next_finish_
         .expect("start a finish process");
     let mut running = Vec::new();
     for _ in 0..1200 {
-        // The three deliveries builds wait for the lock, and no other build runs any more.
+        // The three deliveries builds wait for the lock, and no other build runs any more
+        // (nor is about to: the users' are built).
         running = building(&dst).await;
-        if running.len() == 3 && sessions(&dst, "AND wait_event_type = 'Lock'").await == running {
+        if running.len() == 3
+            && sessions(&dst, "AND wait_event_type = 'Lock'").await == running
+            && index_oids(&dst, "public.users").await.len() == 2
+        {
             break;
         }
         assert!(
@@ -549,6 +553,13 @@ async fn builds_that_outlast_a_finish_go_on_in_the_database_and_the_next_finish_
         restored.consistent && restored.reread,
         "{:#?}",
         restored.mismatches
+    );
+    // The phases count from where the finishes before this one got: the deliveries' builds
+    // were held up past a finish that waited 4 s, and a validation past another.
+    assert!(
+        restored.seconds.indexes >= 4.0 && restored.seconds.constraints >= 2.0,
+        "{:?}",
+        restored.seconds
     );
     assert!(validated(&dst, "entitlements_user_id_fkey").await);
     assert_eq!(

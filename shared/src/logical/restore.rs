@@ -95,12 +95,14 @@ pub struct RestorePhases {
     /// COPY FROM of every segment: from the end of prepare to the last segment loaded.
     pub load: f64,
     /// Every index built, side by side on the restore connections (with `reread`, alongside the
-    /// re-read of every table).
+    /// re-read of every table): from the last segment loaded to when a finish first found them
+    /// all done (builds that outlast a finish are waited for by the next).
     pub indexes: f64,
-    /// Keys attached to their indexes, other constraints, foreign keys, sequence positions.
+    /// Keys attached to their indexes, other constraints, foreign keys and their validations,
+    /// sequence positions: up to when a finish first found each part done, as `indexes`.
     pub constraints: f64,
-    /// Triggers, policies, materialized views, comments, owners, privileges, and the check of
-    /// the restored schema against the backup's.
+    /// Triggers, policies, materialized views, comments, owners, privileges (as `indexes`), and
+    /// the check of the restored schema against the backup's.
     pub post_data: f64,
 }
 
@@ -509,7 +511,6 @@ impl LogicalBackups {
             load: load_seconds,
             ..RestorePhases::default()
         };
-        let clock = std::time::Instant::now();
 
         // Indexes, and the block ranges of the re-read no batch has read yet.
         let post = introspect::post_data_ddl(&manifest.schema);
@@ -556,7 +557,7 @@ impl LogicalBackups {
         })
         .await?;
         building(pending.into_iter().flatten().collect())?;
-        seconds.indexes = clock.elapsed().as_secs_f64();
+        ledger::phase_ended(admin, "indexes").await?;
 
         // A finish of an earlier version ran all of phase 4 in one transaction, its step
         // `schema`: what follows up to the validations is done then.
@@ -587,6 +588,7 @@ impl LogicalBackups {
             }
         }
         building(waiting)?;
+        ledger::phase_ended(admin, "keys").await?;
         // Post-data, only with statements whose roles the target has (the rest is reported):
         // policies and triggers in a transaction, each materialized view's refresh and indexes
         // on its own (they read whole tables), then comments, owners and privileges.
@@ -597,8 +599,6 @@ impl LogicalBackups {
             .iter()
             .partition(|o| o.roles.iter().all(|r| !missing_roles.contains(r)));
         let post_data = PostDataSteps::of(&applicable);
-        // (The post-data statements count as post_data's time, with the checks.)
-        let post_data_start = clock.elapsed();
         // A finish of the previous version ran post-data in one transaction, its step
         // `post-data`.
         let post_data_done = phase_4_done || ledger::step_done(admin, "post-data").await?;
@@ -620,7 +620,7 @@ impl LogicalBackups {
             introspect::execute_statements(admin, &post_data.after).await?;
             ledger::commit(admin).await?;
         }
-        let post_data_seconds = (clock.elapsed() - post_data_start).as_secs_f64();
+        ledger::phase_ended(admin, "post-data").await?;
         // Then each foreign key's validation, the tables on several connections at once.
         let pending = on_connections(
             &clients,
@@ -638,7 +638,17 @@ impl LogicalBackups {
         )
         .await?;
         building(pending.into_iter().flatten().collect())?;
-        seconds.constraints = clock.elapsed().as_secs_f64() - seconds.indexes - post_data_seconds;
+        ledger::phase_ended(admin, "validations").await?;
+        // Each phase from where the finish that first got past it ended it: builds that
+        // outlast a finish count up to when a later one found them done.
+        let checks_start = std::time::Instant::now();
+        let [indexes, keys, post_data, validations] =
+            ledger::phase_ends(admin, &["indexes", "keys", "post-data", "validations"]).await?[..]
+        else {
+            unreachable!("one end per phase asked for")
+        };
+        seconds.indexes = indexes;
+        seconds.constraints = (keys - indexes).max(0.0) + (validations - post_data).max(0.0);
         let sequences_restored = manifest.schema.sequences.len();
         for role in &missing_roles {
             let needing: Vec<String> = skipped
@@ -670,7 +680,7 @@ impl LogicalBackups {
                 &restored_schema,
             ));
         }
-        seconds.post_data = clock.elapsed().as_secs_f64() - seconds.indexes - seconds.constraints;
+        seconds.post_data = (post_data - keys).max(0.0) + checks_start.elapsed().as_secs_f64();
 
         let mut by_table: Vec<Vec<LoadedSegment>> =
             manifest.tables.iter().map(|_| Vec::new()).collect();

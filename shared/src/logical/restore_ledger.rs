@@ -18,6 +18,8 @@
 //!                               'post-data after', and 'reread-plan' once the re-read's block
 //!                               ranges are planned ('schema' and 'post-data' from earlier
 //!                               versions, whose post-data took fewer steps)
+//! catalyst_dr_restore.phase_end a row per finish phase ended (`indexes`, `keys`, `post-data`,
+//!                               `validations`): when a finish first found it done
 //! catalyst_dr_restore.reread    a row per block range of the re-read: its table (the manifest's
 //!                               index) and blocks, and once read its rows and content checksum
 //! ```
@@ -262,6 +264,46 @@ pub async fn commit_segment(
 pub async fn commit(client: &Client) -> Result<(), LogicalError> {
     client.batch_execute("COMMIT").await?;
     Ok(())
+}
+
+/// Records that the finish reached the end of `phase` now, unless an earlier finish did. The
+/// table is created by the first finish that records one (ledgers prepared by earlier versions
+/// lack it).
+pub async fn phase_ended(client: &Client, phase: &str) -> Result<(), LogicalError> {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {SCHEMA}.phase_end (phase text PRIMARY KEY, at timestamptz NOT NULL)"
+        ))
+        .await?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {SCHEMA}.phase_end VALUES ($1, clock_timestamp()) ON CONFLICT DO NOTHING"
+            ),
+            &[&phase],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Seconds from the last segment loaded to the end of each of `phases` (recorded by
+/// [`phase_ended`]; 0 for one not recorded).
+pub async fn phase_ends(client: &Client, phases: &[&str]) -> Result<Vec<f64>, LogicalError> {
+    let mut ends = Vec::with_capacity(phases.len());
+    for phase in phases {
+        let seconds: Option<f64> = client
+            .query_one(
+                &format!(
+                    "SELECT extract(epoch FROM (SELECT at FROM {SCHEMA}.phase_end WHERE phase = $1) \
+                       - (SELECT max(loaded_at) FROM {SCHEMA}.loaded))::float8"
+                ),
+                &[phase],
+            )
+            .await?
+            .get(0);
+        ends.push(seconds.unwrap_or(0.0).max(0.0));
+    }
+    Ok(ends)
 }
 
 /// Every loaded segment, and the seconds from the end of prepare to the last load.
