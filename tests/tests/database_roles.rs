@@ -468,6 +468,33 @@ async fn the_drill_role_reads_and_takes_its_baseline_but_writes_nothing() {
         .collect();
     assert_eq!(as_drill.deliveries_by_status, by_status);
     assert_eq!(by_status.values().sum::<i64>(), 400);
+
+    // A fanned-out baseline with the drill role: its snapshot held by a session of its own,
+    // imported by another, and ended by a third.
+    let (instant, held) = parity::open_held_baseline(
+        &locker,
+        connector.connect().await.expect("connect the holder"),
+        "0a1b2c3d",
+        std::time::Duration::from_secs(120),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .expect("held baseline with the drill role");
+    let reader = connector.connect().await.expect("connect a reader");
+    parity::import_snapshot(&reader, &held.snapshot)
+        .await
+        .expect("import with the drill role");
+    let held_fingerprint = parity::fingerprint(&reader, instant.instant)
+        .await
+        .expect("fingerprint in the held snapshot");
+    reader.batch_execute("COMMIT").await.expect("commit");
+    assert_eq!(held_fingerprint.tables, as_admin.tables);
+    let releaser = connector.connect().await.expect("connect");
+    assert!(
+        parity::release_snapshot(&releaser, "0a1b2c3d")
+            .await
+            .expect("release with the drill role")
+    );
 }
 
 #[tokio::test]
