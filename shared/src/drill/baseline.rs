@@ -204,34 +204,28 @@ impl DrillValidator {
         batch: usize,
     ) -> Result<ParityBatch, DrillError> {
         let open = self.stored_open(drill_id).await?;
-        self.read_batch(
-            Side::Source,
-            drill_id,
-            batch,
-            open.instant.instant,
-            async || {
-                let mut clients = Vec::new();
-                for _ in 0..self.config.parity_parallelism {
-                    let client = self.source.connect().await?;
-                    if let Err(e) = parity::import_snapshot(&client, &open.held.snapshot).await {
-                        return Err(match &e {
-                            crate::catalyst_db::CatalystDbError::Postgres(p)
-                                if p.code() == Some(&SqlState::INVALID_PARAMETER_VALUE) =>
-                            {
-                                DrillError::BaselineSnapshotGone {
-                                    drill_id: drill_id.to_owned(),
-                                    snapshot: open.held.snapshot.clone(),
-                                    held_until: format_time(open.held.held_until),
-                                }
+        self.read_batch(Side::Source, drill_id, batch, async || {
+            let mut clients = Vec::new();
+            for _ in 0..self.config.parity_parallelism {
+                let client = self.source.connect().await?;
+                if let Err(e) = parity::import_snapshot(&client, &open.held.snapshot).await {
+                    return Err(match &e {
+                        crate::catalyst_db::CatalystDbError::Postgres(p)
+                            if p.code() == Some(&SqlState::INVALID_PARAMETER_VALUE) =>
+                        {
+                            DrillError::BaselineSnapshotGone {
+                                drill_id: drill_id.to_owned(),
+                                snapshot: open.held.snapshot.clone(),
+                                held_until: format_time(open.held.held_until),
                             }
-                            _ => e.into(),
-                        });
-                    }
-                    clients.push(client);
+                        }
+                        _ => e.into(),
+                    });
                 }
-                Ok(clients)
-            },
-        )
+                clients.push(client);
+            }
+            Ok((clients, open.instant.instant))
+        })
         .await
     }
 

@@ -743,31 +743,28 @@ impl DrillValidator {
         drill_id: &str,
         batch: usize,
     ) -> Result<ParityBatch, DrillError> {
-        let baseline = self.stored_baseline(drill_id).await?;
-        self.read_batch(
-            Side::Restored,
-            drill_id,
-            batch,
-            baseline.instant.instant,
-            async || {
-                let (first, more) = self
-                    .staging_connections(drill_id, self.config.parity_parallelism)
-                    .await?;
-                Ok(std::iter::once(first).chain(more).collect())
-            },
-        )
+        self.read_batch(Side::Restored, drill_id, batch, async || {
+            let baseline = self.stored_baseline(drill_id).await?;
+            let (first, more) = self
+                .staging_connections(drill_id, self.config.parity_parallelism)
+                .await?;
+            Ok((
+                std::iter::once(first).chain(more).collect(),
+                baseline.instant.instant,
+            ))
+        })
         .await
     }
 
-    /// Reads batch `batch` of `side`'s plan on the connections `connect` opens, and stores it;
-    /// a retry answers the stored batch without connecting.
+    /// Reads batch `batch` of `side`'s plan on the connections `connect` opens (with the
+    /// baseline instant rows are counted as written after), and stores it; a retry answers the
+    /// stored batch without connecting.
     async fn read_batch(
         &self,
         side: Side,
         drill_id: &str,
         batch: usize,
-        instant: OffsetDateTime,
-        connect: impl AsyncFnOnce() -> Result<Vec<tokio_postgres::Client>, DrillError>,
+        connect: impl AsyncFnOnce() -> Result<(Vec<tokio_postgres::Client>, OffsetDateTime), DrillError>,
     ) -> Result<ParityBatch, DrillError> {
         let plan = self.plan(side, drill_id).await?;
         let Some(members) = plan.batches.get(batch) else {
@@ -797,7 +794,7 @@ impl DrillValidator {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let clients = connect().await?;
+        let (clients, instant) = connect().await?;
         let parts = parity::fingerprint_ranges(&clients, ranges, instant).await?;
         let result = ParityBatch {
             drill_id: drill_id.to_owned(),
