@@ -922,3 +922,59 @@ async fn a_baseline_read_in_batches_in_a_held_snapshot_is_the_source_at_its_inst
     assert_eq!(gone.error_type(), ErrorKind::BaselineSnapshotGone, "{gone}");
     assert!(gone.to_string().contains("snapshot"), "{gone}");
 }
+
+/// The held snapshot outlives the process that opened it, as it must outlive the invocation:
+/// the runtime that opened it is dropped (its connections closed, as when a Lambda's sandbox
+/// goes), and the holder still runs, still serves its snapshot, and ends when released.
+#[tokio::test]
+async fn a_held_snapshot_outlives_the_process_that_opened_it() {
+    use catalyst_dr::catalyst_db::parity;
+    let sdk = local_aws().await;
+    let spec = catalyst_dr_tests::datagen::GeneratorSpec {
+        users: 100,
+        subscriptions: 2,
+        deliveries: 500,
+        ..Default::default()
+    };
+    let (name, _secret, source) =
+        catalyst_dr_tests::generated_database(&sdk, "baseline_outlives", &spec).await;
+    let opener = name.clone();
+    let (instant, held) = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            parity::open_held_baseline(
+                &pg_connect(&opener).await,
+                pg_connect(&opener).await,
+                "feedf00d",
+                Duration::from_secs(120),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("held")
+        })
+        // The runtime, its tasks and its connections go here.
+    })
+    .join()
+    .expect("opener");
+    let expected = parity::fingerprint(&source, instant.instant).await.unwrap();
+    source
+        .batch_execute("DELETE FROM webhook_deliveries WHERE id % 2 = 0")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        holders(&source).await,
+        [format!("catalyst-dr baseline feedf00d {}", held.snapshot)]
+    );
+    let reader = pg_connect(&name).await;
+    parity::import_snapshot(&reader, &held.snapshot)
+        .await
+        .expect("import after the opener went");
+    assert_eq!(
+        parity::fingerprint(&reader, instant.instant).await.unwrap(),
+        expected
+    );
+    reader.batch_execute("COMMIT").await.unwrap();
+    assert!(parity::release_snapshot(&source, "feedf00d").await.unwrap());
+    until_no_holder(&source).await;
+}
