@@ -9,6 +9,7 @@
 # summary (RPO, RTO, database and cache parity, replay plan) and copies the report files to drill-reports/<drill id>/.
 #
 # DRILL_USERS / DRILL_DELIVERIES size the database (default 20000 / 100000).
+# DRILL_BASELINE_PATH=fan-out (or single) chooses the baseline's path instead of the source's size.
 # KEEP_STACK=1 leaves the stack running (then: infra/local/stack.sh down STATE).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -52,7 +53,7 @@ mapfile -d '' machine < <("$CATALYST_DR_PYTHON" "$CATALYST_DR_DEPLOYED" runner-a
   --config-env "$CATALYST_DR_CONFIG_ENV" --seed "$STATE/seed.json")
 [ ${#machine[@]} -gt 0 ] || { echo "infra/local/deployed.py could not resolve the template" >&2; exit 1; }
 "$CATALYST_DR_NODE" "$CATALYST_DR_SFN_RUNNER" "${machine[@]}" \
-  --fast --name "$drill_id" --input "{\"drill_id\": \"$drill_id\"}" >"$STATE/execution.json"
+  --fast --name "$drill_id" --input "{\"drill_id\": \"$drill_id\"${DRILL_BASELINE_PATH:+, \"baseline_path\": \"$DRILL_BASELINE_PATH\"}}" >"$STATE/execution.json"
 status=$?
 set -e
 
