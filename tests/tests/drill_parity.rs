@@ -675,14 +675,7 @@ async fn another_drills_cache_snapshot_is_refused_and_a_lost_queue_entry_fails_p
 async fn fingerprints_in_block_ranges_on_several_connections_equal_one_query_per_table() {
     use catalyst_dr::catalyst_db::parity;
     let sdk = local_aws().await;
-    let spec = catalyst_dr_tests::datagen::GeneratorSpec {
-        users: 500,
-        subscriptions: 5,
-        deliveries: 5_000,
-        ..Default::default()
-    };
-    let (name, _secret, snapshot) =
-        catalyst_dr_tests::generated_database(&sdk, "parity_ranges", &spec).await;
+    let (name, _secret, snapshot) = generated(&sdk, "parity_ranges", 500, 5_000).await;
     let deliveries_blocks: i64 = snapshot
         .query_one(
             "SELECT pg_relation_size('webhook_deliveries') / current_setting('block_size')::bigint",
@@ -749,6 +742,23 @@ async fn fingerprints_in_block_ranges_on_several_connections_equal_one_query_per
     assert_ne!(now, whole, "the delete is visible outside the snapshot");
 }
 
+/// A generated Catalyst Auth database of `users` and `deliveries` (5 subscriptions): its name,
+/// secret and a connection.
+async fn generated(
+    sdk: &aws_config::SdkConfig,
+    label: &str,
+    users: u64,
+    deliveries: u64,
+) -> (String, String, tokio_postgres::Client) {
+    let spec = catalyst_dr_tests::datagen::GeneratorSpec {
+        users,
+        subscriptions: 5,
+        deliveries,
+        ..Default::default()
+    };
+    catalyst_dr_tests::generated_database(sdk, label, &spec).await
+}
+
 /// The sessions holding a baseline snapshot in `client`'s database.
 async fn holders(client: &tokio_postgres::Client) -> Vec<String> {
     client
@@ -783,14 +793,7 @@ async fn until_no_holder(client: &tokio_postgres::Client) {
 async fn a_baseline_read_in_batches_in_a_held_snapshot_is_the_source_at_its_instant() {
     use catalyst_dr::catalyst_db::parity;
     let sdk = local_aws().await;
-    let spec = catalyst_dr_tests::datagen::GeneratorSpec {
-        users: 500,
-        subscriptions: 5,
-        deliveries: 5_000,
-        ..Default::default()
-    };
-    let (name, secret, source) =
-        catalyst_dr_tests::generated_database(&sdk, "baseline_held", &spec).await;
+    let (name, secret, source) = generated(&sdk, "baseline_held", 500, 5_000).await;
     let bucket = unique("baseline-held");
     locked_bucket(&s3(&sdk), &bucket).await;
     let validator = DrillValidator::new(
@@ -930,14 +933,7 @@ async fn a_baseline_read_in_batches_in_a_held_snapshot_is_the_source_at_its_inst
 async fn a_held_snapshot_outlives_the_process_that_opened_it() {
     use catalyst_dr::catalyst_db::parity;
     let sdk = local_aws().await;
-    let spec = catalyst_dr_tests::datagen::GeneratorSpec {
-        users: 100,
-        subscriptions: 2,
-        deliveries: 500,
-        ..Default::default()
-    };
-    let (name, _secret, source) =
-        catalyst_dr_tests::generated_database(&sdk, "baseline_outlives", &spec).await;
+    let (name, _secret, source) = generated(&sdk, "baseline_outlives", 100, 500).await;
     let opener = name.clone();
     let (instant, held) = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -666,6 +666,49 @@ async fn an_interrupted_restore_resumes_or_is_reset_only_for_the_same_backup() {
     assert_eq!(all_contents(&again).await, all_contents(&src).await);
 }
 
+/// The every-object source backed up, and a staging database the backup is loaded into, its
+/// restore not finished.
+struct Loaded {
+    src: Client,
+    whole: LogicalBackups,
+    run: RunId,
+    dst_name: String,
+    dst: Client,
+    target: RestoreTarget,
+    restore_id: String,
+}
+
+impl Loaded {
+    async fn new(label: &str) -> Self {
+        let sdk = local_aws().await;
+        let bucket = new_locked_bucket(&sdk, "objects").await;
+        let (_src_name, src_secret, src) = source(&sdk).await;
+        let whole = logical(&sdk, &bucket, &src_secret, &[]);
+        let run = run_in(40);
+        whole.backup(&run).await.expect("backup");
+        let (dst_name, dst_secret, dst) = staging(&sdk, label).await;
+        let target = RestoreTarget::new(&dst_secret, None).expect("target");
+        let restore_id = catalyst_dr_tests::loaded_restore(&whole, &run, &target)
+            .await
+            .restore_id;
+        Self {
+            src,
+            whole,
+            run,
+            dst_name,
+            dst,
+            target,
+            restore_id,
+        }
+    }
+
+    async fn finish(&self) -> Result<catalyst_dr::logical::restore::RestoreResult, LogicalError> {
+        self.whole
+            .finish_restore(&self.run, &self.target, &self.restore_id, true)
+            .await
+    }
+}
+
 /// Whether `constraint` exists, and is validated.
 async fn key_state(client: &Client, constraint: &str) -> Option<bool> {
     client
@@ -685,21 +728,14 @@ async fn key_state(client: &Client, constraint: &str) -> Option<bool> {
 /// the rows are mended.
 #[tokio::test]
 async fn keys_validated_as_they_are_added_go_on_their_own_before_the_post_data() {
-    let sdk = local_aws().await;
-    let bucket = new_locked_bucket(&sdk, "objects").await;
-    let (_src_name, src_secret, src) = source(&sdk).await;
-    let whole = logical(&sdk, &bucket, &src_secret, &[]);
-    let run = run_in(40);
-    whole.backup(&run).await.expect("backup");
-    let (dst_name, dst_secret, dst) = staging(&sdk, "objects_keys").await;
-    let target = RestoreTarget::new(&dst_secret, None).expect("target");
-    let plan = catalyst_dr_tests::loaded_restore(&whole, &run, &target).await;
-    let finish = || whole.finish_restore(&run, &target, &plan.restore_id, true);
+    let loaded = Loaded::new("objects_keys").await;
+    let (src, dst, dst_name) = (&loaded.src, &loaded.dst, &loaded.dst_name);
+    let finish = || loaded.finish();
     let within = |seconds| Some(SystemTime::now() + Duration::from_secs(seconds));
 
     // Another attempt's session runs the first of them (as one whose invocation ended would).
-    let other = catalyst_dr_tests::pg_connect(&dst_name).await;
-    let session = format!("catalyst-dr {} key 0", plan.restore_id);
+    let other = catalyst_dr_tests::pg_connect(dst_name).await;
+    let session = format!("catalyst-dr {} key 0", loaded.restore_id);
     other
         .execute(
             "SELECT set_config('application_name', $1, false)",
@@ -734,8 +770,8 @@ async fn keys_validated_as_they_are_added_go_on_their_own_before_the_post_data()
         .unwrap()
         .get(0);
     assert!(primary_keys > 0);
-    assert_eq!(key_state(&dst, "refunds_order_fkey").await, None);
-    assert_eq!(key_state(&dst, "refunds_order_again").await, None);
+    assert_eq!(key_state(dst, "refunds_order_fkey").await, None);
+    assert_eq!(key_state(dst, "refunds_order_again").await, None);
     let commented: i64 = dst
         .query_one("SELECT count(*) FROM pg_description d JOIN pg_constraint c ON c.oid = d.objoid WHERE c.conname = 'refunds_order_fkey'", &[])
         .await
@@ -751,16 +787,16 @@ async fn keys_validated_as_they_are_added_go_on_their_own_before_the_post_data()
     let err = finish().await.expect_err("the key fails");
     assert_eq!(err.error_type(), ErrorKind::Postgres, "{err:?}");
     assert!(format!("{err:?}").contains("refunds_order_fkey"), "{err:?}");
-    assert_eq!(key_state(&dst, "refunds_order_fkey").await, None);
+    assert_eq!(key_state(dst, "refunds_order_fkey").await, None);
     dst.batch_execute("DELETE FROM app.refunds WHERE id = -1")
         .await
         .unwrap();
 
     let restored = finish().await.expect("finish");
     assert!(restored.consistent, "{:#?}", restored.mismatches);
-    assert_eq!(key_state(&dst, "refunds_order_fkey").await, Some(true));
-    assert_eq!(key_state(&dst, "refunds_order_again").await, Some(false));
-    assert_eq!(all_contents(&dst).await, all_contents(&src).await);
+    assert_eq!(key_state(dst, "refunds_order_fkey").await, Some(true));
+    assert_eq!(key_state(dst, "refunds_order_again").await, Some(false));
+    assert_eq!(all_contents(dst).await, all_contents(src).await);
 }
 
 /// The sessions named `name` running a statement.
@@ -794,16 +830,9 @@ async fn view_state(client: &Client) -> (bool, Option<String>) {
 /// and goes on once it has committed.
 #[tokio::test]
 async fn a_materialized_view_refresh_outlasts_the_invocation_and_the_post_data_after_waits() {
-    let sdk = local_aws().await;
-    let bucket = new_locked_bucket(&sdk, "objects").await;
-    let (_src_name, src_secret, src) = source(&sdk).await;
-    let whole = logical(&sdk, &bucket, &src_secret, &[]);
-    let run = run_in(40);
-    whole.backup(&run).await.expect("backup");
-    let (dst_name, dst_secret, dst) = staging(&sdk, "objects_views").await;
-    let target = RestoreTarget::new(&dst_secret, None).expect("target");
-    let plan = catalyst_dr_tests::loaded_restore(&whole, &run, &target).await;
-    let finish = || whole.finish_restore(&run, &target, &plan.restore_id, true);
+    let loaded = Loaded::new("objects_views").await;
+    let (src, dst, dst_name) = (&loaded.src, &loaded.dst, &loaded.dst_name);
+    let finish = || loaded.finish();
 
     // In the target the slow view's refresh takes 8 s; the finish must answer within 10 s, so
     // it stops waiting at 5 s.
@@ -821,9 +850,9 @@ async fn a_materialized_view_refresh_outlasts_the_invocation_and_the_post_data_a
             if first == &["materialized view app.refreshed_slowly", "materialized view app.unused_counts"]),
         "{err}"
     );
-    let session = format!("catalyst-dr {} view 1", plan.restore_id);
+    let session = format!("catalyst-dr {} view 1", loaded.restore_id);
     assert_eq!(
-        active_sessions(&dst, &session).await,
+        active_sessions(dst, &session).await,
         1,
         "the refresh goes on without its client"
     );
@@ -837,7 +866,7 @@ async fn a_materialized_view_refresh_outlasts_the_invocation_and_the_post_data_a
         .unwrap()
         .get(0);
     assert_eq!(counted, 50_000);
-    assert_eq!(view_state(&dst).await, (false, None));
+    assert_eq!(view_state(dst).await, (false, None));
     let policies: i64 = dst
         .query_one("SELECT count(*) FROM pg_policy", &[])
         .await
@@ -863,17 +892,17 @@ async fn a_materialized_view_refresh_outlasts_the_invocation_and_the_post_data_a
     let started = std::time::Instant::now();
     let restored = finish().await.expect("finish");
     assert!(restored.consistent, "{:#?}", restored.mismatches);
-    assert_eq!(active_sessions(&dst, &session).await, 0);
+    assert_eq!(active_sessions(dst, &session).await, 0);
     assert!(
         started.elapsed() > Duration::from_secs(1),
         "it waited for the refresh in flight ({:?})",
         started.elapsed()
     );
     assert_eq!(
-        view_state(&dst).await,
+        view_state(dst).await,
         (true, Some("made with the refresh".to_owned()))
     );
-    assert_eq!(all_contents(&dst).await, all_contents(&src).await);
+    assert_eq!(all_contents(dst).await, all_contents(src).await);
 }
 
 #[tokio::test]
