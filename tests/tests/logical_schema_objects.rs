@@ -453,15 +453,11 @@ async fn every_object_kind_round_trips_and_pg_dump_sees_the_same_schema() {
         .batch_execute("INSERT INTO app.accounts (email) VALUES ('no-at-sign')")
         .await;
     assert!(bad.is_err(), "the domain's check is restored");
-    let counted: i64 = dst
-        .query_one(
-            "SELECT sum(deliveries)::bigint FROM app.delivery_counts",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(counted, 50_000, "the materialized view is refreshed");
+    assert_eq!(
+        delivery_counts(&dst).await,
+        50_000,
+        "the materialized view is refreshed"
+    );
 }
 
 #[tokio::test]
@@ -799,6 +795,18 @@ async fn keys_validated_as_they_are_added_go_on_their_own_before_the_post_data()
     assert_eq!(all_contents(dst).await, all_contents(src).await);
 }
 
+/// The deliveries the materialized view `app.delivery_counts` counts.
+async fn delivery_counts(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT sum(deliveries)::bigint FROM app.delivery_counts",
+            &[],
+        )
+        .await
+        .expect("delivery counts")
+        .get(0)
+}
+
 /// The sessions named `name` running a statement.
 async fn active_sessions(client: &Client, name: &str) -> i64 {
     client
@@ -857,15 +865,7 @@ async fn a_materialized_view_refresh_outlasts_the_invocation_and_the_post_data_a
         "the refresh goes on without its client"
     );
     // The view before it is filled; the policies came before, the privileges wait.
-    let counted: i64 = dst
-        .query_one(
-            "SELECT sum(deliveries)::bigint FROM app.delivery_counts",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(counted, 50_000);
+    assert_eq!(delivery_counts(dst).await, 50_000);
     assert_eq!(view_state(dst).await, (false, None));
     let policies: i64 = dst
         .query_one("SELECT count(*) FROM pg_policy", &[])
